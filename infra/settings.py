@@ -40,6 +40,21 @@ class IngestParams(BaseModel):
     min_train: int = Field(8, ge=1, description="minimum train points per series on top of 2*horizon")
 
 
+class SourceSpec(BaseModel):
+    """One entry of ``sources`` (the domains ``dvc repro`` ingests; the key is the domain)."""
+
+    source: str
+    horizon: int = Field(6, ge=1, le=1024)
+    min_train: int = Field(8, ge=1)
+
+
+def _default_sources() -> dict[str, SourceSpec]:
+    return {
+        "synthetic": SourceSpec(source="synthetic:kernelsynth?n_series=400&length=256&seed=0", horizon=8),
+        "m3-other": SourceSpec(source="builtin:m3-other", horizon=8),
+    }
+
+
 class PretrainParams(BaseModel):
     preset: str = "tiny"
     domains: list[str] = Field(default_factory=lambda: ["synthetic"], description="stores to pre-train on (train parts only)")
@@ -94,11 +109,11 @@ class ServeParams(BaseModel):
 
 
 class DemoParams(BaseModel):
+    """The demo ingests every entry of ``sources``, pre-trains on ``pretrain.domains``
+    and onboards ``domain`` (which must be one of the sources)."""
+
     domain: str = Field("m3-other", pattern=DOMAIN_PATTERN)
-    source: str = "builtin:m3-other"
-    horizon: int = 8
-    season_length: int = 1
-    synthetic_source: str = "synthetic:kernelsynth?n_series=400&length=256&seed=0"
+    season_length: int = Field(1, ge=1)
     port: int = Field(0, ge=0, le=65535, description="0 picks a free port")
 
 
@@ -107,7 +122,8 @@ class Settings(BaseSettings):
 
     paths: PathSettings = PathSettings()
     mlflow: MlflowSettings = MlflowSettings()
-    pretrain: PretrainParams = PretrainParams()
+    sources: dict[str, SourceSpec] = Field(default_factory=_default_sources)
+    pretrain: PretrainParams = PretrainParams(domains=["synthetic", "m3-other"])
     onboard: OnboardParams = OnboardParams(domain="m3-other", horizon=8)
     serve: ServeParams = ServeParams()
     demo: DemoParams = DemoParams()

@@ -1,1 +1,138 @@
-app = None
+"""`tsfm` command line: each command runs the matching Prefect flow.
+
+Options default to the settings schema (params.yaml / TSFM_* env / built-in
+defaults), so the CLI, DVC and Prefect share one configuration.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import typer
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+
+
+def _settings():
+    from infra.settings import load_settings
+
+    return load_settings()
+
+
+def _echo(result, out: str | None = None) -> None:
+    """Print a flow's result; with ``out`` also write it as JSON (DVC metrics/outs)."""
+    text = json.dumps(result, indent=2, default=str)
+    if out:
+        os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+        with open(out, "w") as fh:
+            fh.write(text + "\n")
+    typer.echo(text)
+
+
+OUT = typer.Option(None, "--out", help="also write the result as JSON to this file")
+
+
+@app.command()
+def ingest(
+    source: str = typer.Option(..., help="path, s3://bucket/key, builtin:<name> or synthetic:kernelsynth?..."),
+    domain: str = typer.Option(..., help="domain name: lowercase letters, digits, - and _"),
+    horizon: int = typer.Option(6, help="points per series held out for test (and again for validation)"),
+    min_train: int = typer.Option(8, help="minimum train points per series"),
+    out: str = OUT,
+):
+    """Validate a source and write the domain's canonical Parquet store."""
+    from flows.ingest import ingest_flow
+    from infra.settings import IngestParams
+
+    _echo(ingest_flow(IngestParams(source=source, domain=domain, horizon=horizon, min_train=min_train)), out)
+
+
+@app.command()
+def pretrain(
+    preset: str = typer.Option(None, help="backbone size preset (tiny, 4m, 22m, 313m, 1b, 2.5b)"),
+    domain: list[str] = typer.Option(None, help="ingested domains to pre-train on (train parts only); repeatable"),
+    max_steps: int = typer.Option(None), batch_size: int = typer.Option(None),
+    devices: str = typer.Option(None), accelerator: str = typer.Option(None), strategy: str = typer.Option(None),
+    out: str = OUT,
+):
+    """Pre-train a backbone (own process; DDP-ready) and register it as `backbone`."""
+    from flows.pretrain import pretrain_flow
+
+    overrides = {k: v for k, v in dict(preset=preset, domains=domain or None, max_steps=max_steps,
+                 batch_size=batch_size, devices=devices, accelerator=accelerator, strategy=strategy).items()
+                 if v is not None}
+    params = _settings().pretrain.model_copy(update=overrides)
+    _echo(pretrain_flow(type(params).model_validate(params.model_dump())), out)
+
+
+@app.command()
+def onboard(
+    domain: str = typer.Option(...),
+    source: str = typer.Option(None, help="ingest this source first"),
+    horizon: int = typer.Option(None), season_length: int = typer.Option(None),
+    backbone: str = typer.Option("models:/backbone@champion"),
+    promote: bool = typer.Option(True, help="run the promotion gate afterwards"),
+    out: str = OUT,
+):
+    """Teacher + memory adapter + fusion weight for one domain; register and gate."""
+    from flows.onboard_domain import onboard_domain_flow
+    from infra.settings import OnboardParams
+
+    base = _settings().onboard.model_dump()
+    base.update({k: v for k, v in dict(domain=domain, source=source, horizon=horizon,
+                                         season_length=season_length).items() if v is not None})
+    _echo(onboard_domain_flow(OnboardParams(**base), backbone=backbone, promote=promote), out)
+
+
+@app.command()
+def promote(domain: str = typer.Option(...), version: str = typer.Option(None), margin: float = typer.Option(0.0)):
+    """Give fused-<domain>'s challenger the champion alias if it passes the gate."""
+    from flows.promote import promote_flow
+
+    _echo(promote_flow(domain, version, margin))
+
+
+@app.command()
+def rollback(domain: str = typer.Option(...), version: str = typer.Option(...)):
+    """Point fused-<domain>@champion back at an earlier version."""
+    from tasks.promote import rollback_domain
+
+    _echo(rollback_domain(domain, version, _settings()))
+
+
+@app.command()
+def serve(
+    domain: str = typer.Option(None), port: int = typer.Option(None), host: str = typer.Option(None),
+    alias: str = typer.Option(None),
+):
+    """Serve fused-<domain>@champion with the MLflow scoring protocol (foreground)."""
+    from tasks.serve import server_command, server_env
+
+    settings = _settings()
+    cfg = settings.serve.model_copy(update={k: v for k, v in dict(domain=domain, port=port, host=host,
+                                                                   alias=alias).items() if v is not None})
+    cmd = server_command(cfg.domain, cfg.host, cfg.port, cfg.alias)
+    typer.echo(f"serving models:/fused-{cfg.domain}@{cfg.alias} on http://{cfg.host}:{cfg.port}/invocations")
+    os.execvpe(cmd[0], cmd, server_env(settings))
+
+
+@app.command()
+def demo():
+    """Everything end to end on the embedded defaults: ingest, pretrain, onboard, promote, serve."""
+    import resource
+
+    from flows.demo import demo_flow
+
+    started = time.perf_counter()
+    demo_flow(_settings().demo)
+    peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+               resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+    typer.echo(f"demo finished in {time.perf_counter() - started:.0f}s; peak RSS of one process {peak:.0f} MiB")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,29 @@
+from prefect import flow
+
+from flows.ingest import ingest_flow
+from flows.onboard_domain import onboard_domain_flow
+from flows.pretrain import pretrain_flow
+from infra.settings import DemoParams, IngestParams, load_settings
+from tasks.report import print_report_task
+from tasks.serve_check import serve_and_request_task
+
+
+@flow(name="demo", log_prints=True)
+def demo_flow(params: DemoParams = DemoParams()) -> dict:
+    """ingest sources -> pretrain -> onboard one domain -> promote -> serve one request -> test table."""
+    settings = load_settings()
+    if params.domain not in settings.sources:
+        raise ValueError(f"demo domain {params.domain!r} is not among the sources {sorted(settings.sources)}")
+    stores = {domain: ingest_flow(IngestParams(domain=domain, **spec.model_dump()))
+              for domain, spec in settings.sources.items()}
+    backbone = pretrain_flow(settings.pretrain)
+    horizon = settings.sources[params.domain].horizon
+    onboard = settings.onboard.model_copy(update={
+        "domain": params.domain, "source": None, "horizon": horizon, "season_length": params.season_length})
+    onboarded = onboard_domain_flow(onboard, backbone=backbone)
+    # Serve the champion; when the gate refused promotion, serve the challenger
+    # instead (the report says why it was not promoted).
+    alias = "champion" if onboarded["promotion"]["promoted"] else "challenger"
+    served = serve_and_request_task(params.domain, stores[params.domain], horizon, settings, params.port, alias=alias)
+    print_report_task(onboarded, served)
+    return {"backbone": backbone, "onboarded": onboarded, "served": served}

@@ -1,0 +1,23 @@
+from prefect import flow
+
+from infra.settings import IngestParams, OnboardParams, load_settings
+from tasks.ingest import ingest_task
+from tasks.onboard import adapt_task, evaluate_task, register_task
+from tasks.promote import promote_task
+
+
+@flow(name="onboard_domain", log_prints=True)
+def onboard_domain_flow(params: OnboardParams, backbone: str = "models:/backbone@champion",
+                        promote: bool = True) -> dict:
+    """(source ->) store -> teacher + adapter + fusion weight -> test table -> registry (-> champion)."""
+    settings = load_settings()
+    store = str(settings.store_dir(params.domain))
+    if params.source:
+        ingest = IngestParams(source=params.source, domain=params.domain, horizon=params.horizon)
+        store = ingest_task(ingest.source, ingest.domain, ingest.horizon, ingest.min_train, settings.paths.data_dir)
+    result_dir = adapt_task(params, store, backbone, settings)
+    result_dir = evaluate_task(result_dir, store, params)
+    registered = register_task(result_dir, params, settings)
+    if promote:
+        registered["promotion"] = promote_task(params.domain, settings, registered["fused_version"])
+    return registered

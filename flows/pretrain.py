@@ -1,0 +1,14 @@
+from prefect import flow
+
+from infra.settings import PretrainParams, load_settings
+from tasks.pretrain import pretrain_task
+from tasks.registry_tasks import set_backbone_alias_task
+
+
+@flow(name="pretrain", log_prints=True)
+def pretrain_flow(params: PretrainParams) -> str:
+    """ingested stores (train parts) -> trained, registered backbone; returns its model URI."""
+    settings = load_settings()
+    stores = [str(settings.store_dir(d)) for d in params.domains]
+    uri = pretrain_task(params, stores, settings)
+    return set_backbone_alias_task(uri, settings)

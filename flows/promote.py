@@ -1,0 +1,10 @@
+from prefect import flow
+
+from infra.settings import load_settings
+from tasks.promote import promote_task
+
+
+@flow(name="promote", log_prints=True)
+def promote_flow(domain: str, version: str | None = None, margin: float = 0.0) -> dict:
+    """Move `champion` of fused-<domain> only when the gate passes."""
+    return promote_task(domain, load_settings(), version, margin)

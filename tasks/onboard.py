@@ -1,0 +1,174 @@
+"""Onboarding a domain as three units of work that hand over a result folder:
+
+adapt (teacher + adapter + fusion weight, backbone frozen) -> evaluate (test
+table against baselines) -> register (MLflow run + teacher/adapter/fused models).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from prefect import task
+
+from infra.settings import OnboardParams, Settings
+from models.splits import split_frame, to_arrays
+from tasks import tracking
+from tasks.baselines import baseline_forecasts_with_notes
+from tasks.ingest import read_store
+from tasks.metrics import evaluate, format_table
+from tasks.model_logging import log_forecaster
+from tasks.plots import fan_chart
+
+log = logging.getLogger(__name__)
+MODEL_NAMES = ("backbone", "teacher", "fused")
+
+
+# ---------------------------------------------------------------------------- adapt
+def resolve_backbone(backbone_uri: str) -> tuple[str, Path]:
+    """Registered backbone URI -> (version, local folder holding backbone/config.json)."""
+    client = mlflow.MlflowClient()
+    if "@" in backbone_uri:
+        name, alias = backbone_uri.removeprefix("models:/").split("@")
+        version = str(client.get_model_version_by_alias(name, alias).version)
+    else:
+        version = backbone_uri.rstrip("/").rsplit("/", 1)[-1]
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/backbone/{version}"))
+    configs = sorted(local.rglob("backbone/config.json"))
+    if not configs:
+        raise FileNotFoundError(f"no backbone weights inside {backbone_uri}")
+    return version, configs[0].parent
+
+
+def adapt_domain(params: OnboardParams, store_dir: str, backbone_uri: str, settings: Settings) -> str:
+    """Fit the domain's teacher, adapter and fusion weight; returns the result folder."""
+    from models.backbone import load_backbone
+    from models.fused import FusedForecaster
+    from models.onboarding import onboard
+
+    tracking.configure(settings)
+    df, meta = read_store(Path(store_dir))
+    if params.horizon > int(meta["horizon"]):
+        raise ValueError(
+            f"horizon {params.horizon} exceeds the {meta['horizon']} the store of {params.domain!r} was "
+            f"validated for; re-ingest with --horizon {params.horizon}")
+    version, backbone_dir = resolve_backbone(backbone_uri)
+    backbone = load_backbone(backbone_dir)
+    started = time.perf_counter()
+    result = onboard(backbone, df, params)
+    out = settings.run_dir("onboard", params.domain, time.strftime("%Y%m%d-%H%M%S"))
+    out.mkdir(parents=True, exist_ok=True)
+
+    result.fused.save(out / "fused")
+    result.teacher_forecaster.save(out / "teacher")
+    FusedForecaster(backbone, result.adapter, 1.0, params.context_length, params.horizon).save(out / "adapter")
+    arrays = {"val_y": result.val_y, "test_y": result.test_y}
+    for name in MODEL_NAMES:
+        arrays[f"val_{name}"] = result.val_forecasts[name]
+        arrays[f"test_{name}"] = result.test_forecasts[name]
+    np.savez_compressed(out / "forecasts.npz", **arrays)
+    result.alpha_table.to_csv(out / "alpha_table.csv", index=False)
+    summary = {
+        "domain": params.domain, "alpha": float(result.alpha), "series": list(map(str, result.series_ids)),
+        "n_windows": int(result.n_windows), "history": result.history, "timings": result.timings,
+        "backbone_uri": backbone_uri, "backbone_version": version, "data_version": meta["md5"],
+        "freq": meta.get("freq"), "store": str(store_dir), "seconds": time.perf_counter() - started,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    log.info("adapted %s: alpha=%.2f from %d windows in %.1fs", params.domain, result.alpha,
+             result.n_windows, summary["seconds"])
+    return str(out)
+
+
+# ------------------------------------------------------------------------- evaluate
+def evaluate_domain(result_dir: str, store_dir: str, params: OnboardParams) -> str:
+    """Validation and test tables: baselines (statsforecast) vs backbone, teacher, fused."""
+    out = Path(result_dir)
+    summary = json.loads((out / "summary.json").read_text())
+    df, _ = read_store(Path(store_dir))
+    split = split_frame(df, params.horizon)
+    train = to_arrays(split.train)
+    trainval = to_arrays(pd.concat([split.train, split.val]))
+    ids = summary["series"]
+    if sorted(train) != sorted(ids):
+        raise RuntimeError("series in the result folder differ from the store")
+    arrays = dict(np.load(out / "forecasts.npz"))
+    notes = {}
+    for part, histories in (("val", [train[i] for i in ids]), ("test", [trainval[i] for i in ids])):
+        forecasts, part_notes = baseline_forecasts_with_notes(
+            histories, params.horizon, params.season_length, summary.get("freq"))
+        notes[part] = part_notes
+        forecasts.update({m: arrays[f"{part}_{m}"] for m in MODEL_NAMES})
+        # MASE scale from the train part (DESIGN.md), for both validation and test
+        table = evaluate(forecasts, arrays[f"{part}_y"], [train[i] for i in ids], params.season_length)
+        table.to_csv(out / f"{part}_metrics.csv")
+        (out / f"{part}_metrics.txt").write_text(format_table(table) + "\n")
+        fan_chart(histories, arrays[f"{part}_y"], arrays[f"{part}_fused"], ids,
+                  out / f"{part}_fan_chart.png", f"{params.domain}: fused forecast on {part}")
+    (out / "baseline_notes.json").write_text(json.dumps(notes, indent=2, default=str))
+    return result_dir
+
+
+# ------------------------------------------------------------------------- register
+def _table_markdown(table: pd.DataFrame) -> str:
+    cols = list(table.columns)
+    lines = ["| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for name, row in table.iterrows():
+        lines.append(f"| {name} | " + " | ".join(f"{row[c]:.3f}" for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def register_domain(result_dir: str, params: OnboardParams, settings: Settings) -> dict:
+    """Log the onboarding run and register teacher-, adapter- and fused-<domain>."""
+    out = Path(result_dir)
+    summary = json.loads((out / "summary.json").read_text())
+    val = pd.read_csv(out / "val_metrics.csv", index_col=0)
+    test = pd.read_csv(out / "test_metrics.csv", index_col=0)
+    domain = params.domain
+    tracking.use_experiment("onboard", settings)
+    df, _ = read_store(Path(summary["store"]))
+    with mlflow.start_run(run_name=f"onboard-{domain}") as run:
+        mlflow.log_params({**params.model_dump(exclude={"alpha_grid"}), "alpha_grid": str(params.alpha_grid)})
+        mlflow.log_params({"backbone_uri": summary["backbone_uri"], "backbone_version": summary["backbone_version"],
+                           "n_windows": summary["n_windows"], "alpha": summary["alpha"]})
+        mlflow.set_tags({"domain": domain, "data_version": summary["data_version"],
+                         "git_commit": tracking.git_commit(), "backbone_version": summary["backbone_version"]})
+        mlflow.log_input(mlflow.data.from_pandas(df, source=summary["store"], name=domain,
+                                                 digest=summary["data_version"][:36]), context="domain")
+        for part, table in (("val", val), ("test", test)):
+            for model, row in table.iterrows():
+                mlflow.log_metrics({f"{part}_{model}_{k}": float(v) for k, v in row.items() if np.isfinite(v)})
+        for i, rec in enumerate(summary["history"]):
+            mlflow.log_metrics({f"adapter_{k}": float(v) for k, v in rec.items()
+                                if isinstance(v, (int, float)) and k != "epoch"}, step=i)
+        for f in sorted(out.glob("*.csv")) + sorted(out.glob("*.png")) + sorted(out.glob("*.txt")) + [out / "summary.json"]:
+            mlflow.log_artifact(str(f), artifact_path="report")
+
+        tags = {"data_version": summary["data_version"], "git_commit": tracking.git_commit(),
+                "backbone_version": summary["backbone_version"], "domain": domain, "run_id": run.info.run_id,
+                "alpha": summary["alpha"]}
+        for k in ("sCRPS", "MASE", "sMAPE"):
+            tags[f"val_{k}"] = val.loc["fused", k]
+            tags[f"backbone_val_{k}"] = val.loc["backbone", k]
+        description = (f"Validation (fusion weight alpha={summary['alpha']:.2f} chosen here):\n\n"
+                       + _table_markdown(val) + "\n\nTest:\n\n" + _table_markdown(test))
+        meta = {"domain": domain, "freq": summary.get("freq"), "default_horizon": params.horizon,
+                "max_horizon": params.horizon, "context_length": params.context_length}
+        versions = {}
+        for kind in ("teacher", "adapter", "fused"):
+            uri = log_forecaster(kind, out / kind, {**meta, "kind": kind}, name=kind)
+            versions[kind] = tracking.register(uri, f"{kind}-{domain}", tags, description)
+        tracking.set_alias(f"fused-{domain}", "challenger", versions["fused"])
+    return {"run_id": run.info.run_id, "fused_version": versions["fused"],
+            "teacher_version": versions["teacher"], "adapter_version": versions["adapter"],
+            "alpha": summary["alpha"], "result_dir": result_dir,
+            "val_table": str(out / "val_metrics.txt"), "test_table": str(out / "test_metrics.txt")}
+
+
+adapt_task = task(adapt_domain, name="adapt")
+evaluate_task = task(evaluate_domain, name="evaluate")
+register_task = task(register_domain, name="register")

@@ -1,0 +1,48 @@
+"""Pictures people would rather look at than read: forecast fan charts."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: flows run on servers and in CI
+import matplotlib.pyplot as plt
+import numpy as np
+
+
+def fan_chart(
+    histories: list[np.ndarray],
+    truth: np.ndarray,            # [N, H]
+    quantiles: np.ndarray,        # [N, H, 9]
+    ids: list[str],
+    out_file: Path,
+    title: str,
+    n_series: int = 6,
+    tail: int = 48,
+) -> Path:
+    """Context tail, truth and the 10-90 / 30-70 bands with the median for a few series."""
+    n = min(n_series, len(ids))
+    cols = 3 if n > 3 else n
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows), squeeze=False)
+    picks = np.linspace(0, len(ids) - 1, n).astype(int)
+    for ax, i in zip(axes.flat, picks):
+        hist = histories[i][-tail:]
+        t0 = len(hist)
+        steps = np.arange(t0, t0 + truth.shape[1])
+        ax.plot(np.arange(t0), hist, color="0.3", lw=1)
+        ax.fill_between(steps, quantiles[i, :, 0], quantiles[i, :, 8], alpha=0.2, color="C0", label="10-90%")
+        ax.fill_between(steps, quantiles[i, :, 2], quantiles[i, :, 6], alpha=0.35, color="C0", label="30-70%")
+        ax.plot(steps, quantiles[i, :, 4], color="C0", lw=1.5, label="median")
+        ax.plot(steps, truth[i], color="C3", lw=1.2, label="actual")
+        ax.set_title(str(ids[i]), fontsize=9)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7, loc="upper left")
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_file, dpi=110)
+    plt.close(fig)
+    return out_file

@@ -1,0 +1,41 @@
+"""Serve a domain's champion for one real HTTP request (the demo's last step)."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+import requests
+from prefect import task
+
+from infra.settings import Settings
+from models.splits import split_frame
+from tasks.ingest import read_store
+from tasks.serve import request_body, start_server, stop_server, wait_ready
+
+log = logging.getLogger(__name__)
+
+
+@task(name="serve-and-request")
+def serve_and_request_task(domain: str, store_dir: str, horizon: int, settings: Settings,
+                           port: int = 0, alias: str = "champion", n_series: int = 3) -> dict:
+    """Start the scoring server for ``fused-<domain>@<alias>`` on 127.0.0.1, forecast a few
+    series' test windows over HTTP, stop it."""
+    df, _ = read_store(Path(store_dir))
+    split = split_frame(df, horizon)
+    history = pd.concat([split.train, split.val]).sort_values(["unique_id", "ds"])
+    ids = sorted(history["unique_id"].unique())[:n_series]
+    context = history[history["unique_id"].isin(ids)]
+    log_file = settings.run_dir("serve", f"{domain}.log")
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    proc, url = start_server(domain, settings, port=port, alias=alias, log_file=log_file)
+    try:
+        wait_ready(url, proc)
+        resp = requests.post(f"{url}/invocations", json=request_body(context, horizon), timeout=60)
+        if resp.status_code != 200:
+            raise RuntimeError(f"server answered {resp.status_code}: {resp.text[:500]}")
+        answer = pd.DataFrame(resp.json()["predictions"])
+    finally:
+        stop_server(proc)
+    log.info("served %s: %d rows for %d series from %s", domain, len(answer), len(ids), url)
+    return {"url": url, "alias": alias, "rows": len(answer), "series": ids, "head": answer.head(horizon).to_dict("records")}
