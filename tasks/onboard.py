@@ -66,14 +66,15 @@ def adapt_domain(params: OnboardParams, store_dir: str, backbone_uri: str, setti
     result.fused.save(out / "fused")
     result.teacher_forecaster.save(out / "teacher")
     FusedForecaster(backbone, result.adapter, 1.0, params.context_length, params.horizon).save(out / "adapter")
-    arrays = {"val_y": result.val_y, "test_y": result.test_y}
+    arrays = {"val_y": result.val_truth, "test_y": result.test_truth}
     for name in MODEL_NAMES:
-        arrays[f"val_{name}"] = result.val_forecasts[name]
-        arrays[f"test_{name}"] = result.test_forecasts[name]
+        arrays[f"val_{name}"] = result.forecasts_val[name]
+        arrays[f"test_{name}"] = result.forecasts_test[name]
     np.savez_compressed(out / "forecasts.npz", **arrays)
     result.alpha_table.to_csv(out / "alpha_table.csv", index=False)
     summary = {
         "domain": params.domain, "alpha": float(result.alpha), "series": list(map(str, result.series_ids)),
+        "skipped_series": list(map(str, result.skipped_ids)),
         "n_windows": int(result.n_windows), "history": result.history, "timings": result.timings,
         "backbone_uri": backbone_uri, "backbone_version": version, "data_version": meta["md5"],
         "freq": meta.get("freq"), "store": str(store_dir), "seconds": time.perf_counter() - started,
@@ -94,8 +95,8 @@ def evaluate_domain(result_dir: str, store_dir: str, params: OnboardParams) -> s
     train = to_arrays(split.train)
     trainval = to_arrays(pd.concat([split.train, split.val]))
     ids = summary["series"]
-    if sorted(train) != sorted(ids):
-        raise RuntimeError("series in the result folder differ from the store")
+    if not set(ids) <= set(train):
+        raise RuntimeError("series in the result folder are missing from the store")
     arrays = dict(np.load(out / "forecasts.npz"))
     notes = {}
     for part, histories in (("val", [train[i] for i in ids]), ("test", [trainval[i] for i in ids])):

@@ -1,0 +1,232 @@
+"""Onboard one domain onto a frozen backbone (TS-Memory), pure: no tracking, no I/O.
+
+Order of work, and what each step may see:
+  1. fit (``_fit``): receives the train parts and the validation parts only.
+     train windows -> backbone embeddings + forecasts -> kNN datastore -> teacher
+     targets for the training windows (own row excluded) -> adapter distilled with
+     early stopping on validation -> alpha chosen on validation.
+  2. evaluate (``_forecast_all``): only once the adapter and alpha are final are the
+     test targets sliced out of the split; test contexts are train + validation.
+Test targets never reach step 1: it is not handed the frame or the split.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+from models.adapter import AdapterConfig, MemoryAdapter
+from models.backbone import PatchBackbone
+from models.distill import to_tensors, train_adapter
+from models.fused import FusedForecaster, TeacherForecaster, adapter_forecast, choose_alpha
+from models.inference import batch_forecast
+from models.splits import split_frame, to_arrays
+from models.teacher import KnnTeacher, TeacherConfig
+from models.windows import left_pad, sliding_windows
+
+
+@dataclass
+class OnboardResult:
+    teacher: KnnTeacher
+    adapter: MemoryAdapter
+    fused: FusedForecaster
+    teacher_forecaster: TeacherForecaster
+    alpha: float
+    alpha_table: list[dict]  # [{"alpha", "sCRPS"}] on validation
+    history: list[dict]  # adapter epochs; epoch 0 = untrained (= backbone)
+    series_ids: list[str]
+    val_truth: np.ndarray  # [N, H]
+    test_truth: np.ndarray  # [N, H]
+    val_insample: list[np.ndarray]  # train parts (MASE scale, DESIGN.md)
+    test_insample: list[np.ndarray]  # train parts too: the MASE scale never moves
+    forecasts_val: dict[str, np.ndarray]  # name -> [N, H, Q] raw space
+    forecasts_test: dict[str, np.ndarray]
+    n_windows: int
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per step
+    skipped_ids: list[str] = field(default_factory=list)  # too short for train + val + test
+    teacher_confidence: dict[str, float] = field(default_factory=dict)  # mean max weight per query set
+
+
+def min_context(context_length: int, horizon: int, align_points: int) -> int:
+    """Shortest context a datastore window may have: enough for the level alignment
+    and at least one horizon, so short series still contribute windows."""
+    return min(context_length, max(align_points, horizon))
+
+
+def onboard(backbone: PatchBackbone, df: pd.DataFrame, cfg, device: str = "cpu") -> OnboardResult:
+    """``df``: canonical store (unique_id, ds, y). ``cfg``: OnboardParams or any object with its fields."""
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    split = split_frame(df, cfg.horizon)
+    train_all, val_all = to_arrays(split.train), to_arrays(split.val)
+    ids = [u for u in sorted(set(train_all) | set(val_all)) if _usable(train_all, val_all, u, cfg.horizon)]
+    skipped = sorted(set(to_arrays(df)) - set(ids))
+    if not ids:
+        raise ValueError(f"no series long enough for 2 * horizon ({cfg.horizon}) + 1 points")
+    train_parts = [train_all[u] for u in ids]
+    val_parts = [val_all[u] for u in ids]
+    timings["split"] = time.perf_counter() - t
+
+    fit = _fit(backbone, train_parts, val_parts, cfg, device, timings)
+    t = time.perf_counter()
+    forecasts_val = _forecast_all(fit, train_parts, cfg, device)
+    timings["val_forecasts"] = time.perf_counter() - t
+
+    # Fitting is final; only now are the test targets looked at.
+    t = time.perf_counter()
+    test_all = to_arrays(split.test)
+    test_truth = np.stack([test_all[u] for u in ids])
+    test_contexts = [np.concatenate([a, b]) for a, b in zip(train_parts, val_parts)]
+    forecasts_test = _forecast_all(fit, test_contexts, cfg, device)
+    timings["test_forecasts"] = time.perf_counter() - t
+
+    return OnboardResult(
+        teacher=fit.teacher,
+        adapter=fit.adapter,
+        fused=fit.fused,
+        teacher_forecaster=fit.teacher_forecaster,
+        alpha=fit.alpha,
+        alpha_table=fit.alpha_table,
+        history=fit.history,
+        series_ids=ids,
+        val_truth=np.stack(val_parts),
+        test_truth=test_truth,
+        val_insample=train_parts,
+        test_insample=train_parts,
+        forecasts_val=forecasts_val,
+        forecasts_test=forecasts_test,
+        n_windows=fit.teacher.size,
+        timings=timings,
+        skipped_ids=skipped,
+        teacher_confidence={"train": fit.conf_train, "val": fit.conf_val},
+    )
+
+
+def _usable(train: dict, val: dict, uid: str, horizon: int) -> bool:
+    return uid in train and uid in val and len(train[uid]) >= 1 and len(val[uid]) == horizon
+
+
+@dataclass
+class _Fit:
+    teacher: KnnTeacher
+    adapter: MemoryAdapter
+    fused: FusedForecaster
+    teacher_forecaster: TeacherForecaster
+    alpha: float
+    alpha_table: list[dict]
+    history: list[dict]
+    conf_train: float
+    conf_val: float
+
+
+def _fit(
+    backbone: PatchBackbone,
+    train_parts: list[np.ndarray],  # per series, train part only
+    val_parts: list[np.ndarray],  # per series, [H] validation targets
+    cfg,
+    device: str,
+    timings: dict[str, float],
+) -> _Fit:
+    """Everything that is learned or selected. Sees train and validation, nothing else."""
+    c, h = cfg.context_length, cfg.horizon
+
+    t = time.perf_counter()
+    win = sliding_windows(train_parts, c, h, cfg.stride, min_context(c, h, cfg.align_points))
+    if len(win) < 2:
+        raise ValueError(
+            f"only {len(win)} training windows: train parts are too short for horizon {h} "
+            f"and min context {min_context(c, h, cfg.align_points)}"
+        )
+    timings["windows"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    base_tr = batch_forecast(backbone, win.context_list(), h, c, batch_size=cfg.batch_size, device=device)
+    timings["embed_train"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    tcfg = TeacherConfig(cfg.top_k_candidates, cfg.k, cfg.temperature, cfg.align_points)
+    teacher = KnnTeacher(base_tr["embedding"], win.context, win.future, tcfg)
+    timings["teacher_build"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    t_tr = teacher.query(base_tr["embedding"], win.context, exclude=np.arange(len(win)))
+    timings["teacher_train_targets"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    base_val = batch_forecast(backbone, train_parts, h, c, batch_size=cfg.batch_size, device=device)
+    t_val = teacher.query(base_val["embedding"], left_pad(train_parts, c))
+    val_truth = np.stack(val_parts)  # [N, H]
+    timings["val_queries"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
+        torch.manual_seed(cfg.seed)
+        adapter = MemoryAdapter(AdapterConfig(base_tr["embedding"].shape[1], h, hidden=cfg.adapter_hidden))
+    train = to_tensors(
+        {
+            "embedding": base_tr["embedding"],
+            "base": base_tr["norm_quantiles"],
+            "teacher": _to_backbone_space(t_tr.quantiles, base_tr),
+            "y": _normalise(win.future, base_tr),
+            "confidence": t_tr.confidence,
+        }
+    )
+    val = to_tensors(
+        {"embedding": base_val["embedding"], "base": base_val["norm_quantiles"], "y": _normalise(val_truth, base_val)}
+    )
+    history = train_adapter(adapter, train, val, cfg.epochs, cfg.batch_size, cfg.lr, cfg.patience, cfg.seed)
+    timings["adapter_train"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    q_mem_norm = adapter_forecast(adapter, base_val["embedding"], base_val["norm_quantiles"], cfg.batch_size)
+    q_mem_val = _denormalise(q_mem_norm, base_val)
+    alpha, table = choose_alpha(base_val["quantiles"], q_mem_val, val_truth, cfg.alpha_grid)
+    fused = FusedForecaster(backbone, adapter, alpha, c, h, device=device, batch_size=cfg.batch_size)
+    timings["alpha"] = time.perf_counter() - t
+
+    return _Fit(
+        teacher=teacher,
+        adapter=adapter,
+        fused=fused,
+        teacher_forecaster=TeacherForecaster(backbone, teacher, c, h, device=device, batch_size=cfg.batch_size),
+        alpha=alpha,
+        alpha_table=table,
+        history=history,
+        conf_train=float(t_tr.confidence.mean()),
+        conf_val=float(t_val.confidence.mean()),
+    )
+
+
+def _forecast_all(fit: _Fit, contexts: list[np.ndarray], cfg, device: str) -> dict[str, np.ndarray]:
+    """Forecasts [N, H, Q] of the final, servable objects (what gets registered is what is scored)."""
+    h = cfg.horizon
+    base = batch_forecast(fit.fused.backbone, contexts, h, cfg.context_length, batch_size=cfg.batch_size, device=device)
+    return {
+        "backbone": np.asarray(base["quantiles"], np.float32),
+        "teacher": fit.teacher_forecaster.predict(contexts, h),
+        "fused": fit.fused.predict(contexts, h),
+    }
+
+
+def _normalise(x: np.ndarray, base: dict) -> np.ndarray:
+    """Raw [N, H] or [N, H, Q] -> the backbone's normalised space of each query."""
+    loc, scale = base["loc"], base["scale"]
+    shape = (-1,) + (1,) * (x.ndim - 1)
+    return ((x - loc.reshape(shape)) / scale.reshape(shape)).astype(np.float32)
+
+
+def _denormalise(x: np.ndarray, base: dict) -> np.ndarray:
+    shape = (-1,) + (1,) * (x.ndim - 1)
+    return (x * base["scale"].reshape(shape) + base["loc"].reshape(shape)).astype(np.float32)
+
+
+def _to_backbone_space(q_teacher: np.ndarray, base: dict) -> np.ndarray:
+    """Teacher quantiles (raw) in the backbone's normalised space; a query with no
+    retrievable neighbour gets the backbone's own quantiles (alignment is then a no-op)."""
+    q = _normalise(q_teacher, base)
+    missing = np.isnan(q).any(axis=(1, 2))
+    q[missing] = base["norm_quantiles"][missing]
+    return q

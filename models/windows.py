@@ -1,0 +1,94 @@
+"""Sliding (context, future) windows over per-series arrays.
+
+Callers pass train parts only: a window is produced only when its context and
+its future both lie inside the array given, which is the TS-Memory leakage rule
+for datastores.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Windows:
+    context: np.ndarray  # [N, C] float32, NaN-left-padded when the series starts inside it
+    future: np.ndarray  # [N, H] float32
+    series_index: np.ndarray  # [N] int64, position of the series in the list given
+    end: np.ndarray  # [N] int64, index (in its series) of the first future point
+
+    def __len__(self) -> int:
+        return int(self.context.shape[0])
+
+    def context_list(self) -> list[np.ndarray]:
+        """Contexts without their left padding, as a model would see a short series."""
+        return [strip_left_nan(c) for c in self.context]
+
+
+def strip_left_nan(x: np.ndarray) -> np.ndarray:
+    """Drop the leading NaN padding; interior NaNs (missing values) stay."""
+    valid = np.flatnonzero(~np.isnan(x))
+    return x[valid[0]:] if valid.size else x[:0]
+
+
+def left_pad(contexts: list[np.ndarray], length: int) -> np.ndarray:
+    """Last ``length`` points of each array, NaN-padded on the left: [N, length] float32."""
+    out = np.full((len(contexts), length), np.nan, dtype=np.float32)
+    for i, x in enumerate(contexts):
+        x = np.asarray(x, dtype=np.float32)[-length:]
+        if x.size:
+            out[i, length - x.size:] = x
+    return out
+
+
+def sliding_windows(
+    series: list[np.ndarray],
+    context_length: int,
+    horizon: int,
+    stride: int = 1,
+    min_context: int | None = None,
+) -> Windows:
+    """All windows with at least ``min_context`` real context points (default: a full context).
+
+    Windows are anchored at the end of each series (the most recent window is always
+    kept, then every ``stride``-th one going back). A window whose future has a
+    missing value, or whose context is all missing, is skipped: it could not be a
+    retrieval target.
+    """
+    min_context = context_length if min_context is None else min_context
+    if not 1 <= min_context <= context_length:
+        raise ValueError(f"min_context must be in [1, context_length={context_length}], got {min_context}")
+    if horizon < 1 or stride < 1:
+        raise ValueError("horizon and stride must be >= 1")
+
+    ctx, fut, sidx, ends = [], [], [], []
+    for i, x in enumerate(series):
+        x = np.asarray(x, dtype=np.float32)
+        last_end = x.size - horizon
+        if last_end < min_context:
+            continue
+        e = np.arange(last_end, min_context - 1, -stride)[::-1]  # [n] first future index
+        # padded[j + context_length] == x[j]; the context of end e is padded[e : e + C]
+        padded = np.concatenate([np.full(context_length, np.nan, np.float32), x])
+        c = np.lib.stride_tricks.sliding_window_view(padded, context_length)[e]  # [n, C]
+        f = np.lib.stride_tricks.sliding_window_view(x, horizon)[e]  # [n, H]
+        keep = np.isfinite(f).all(axis=1) & ~np.isnan(c).all(axis=1)
+        ctx.append(c[keep])
+        fut.append(f[keep])
+        sidx.append(np.full(int(keep.sum()), i, np.int64))
+        ends.append(e[keep].astype(np.int64))
+
+    if not ctx:
+        return Windows(
+            np.zeros((0, context_length), np.float32),
+            np.zeros((0, horizon), np.float32),
+            np.zeros(0, np.int64),
+            np.zeros(0, np.int64),
+        )
+    return Windows(
+        np.ascontiguousarray(np.concatenate(ctx), dtype=np.float32),
+        np.ascontiguousarray(np.concatenate(fut), dtype=np.float32),
+        np.concatenate(sidx),
+        np.concatenate(ends),
+    )

@@ -1,0 +1,110 @@
+import numpy as np
+import pytest
+import torch
+
+from models.adapter import AdapterConfig, MemoryAdapter
+from models.backbone import PatchBackbone
+from models.fused import FusedForecaster, TeacherForecaster, choose_alpha, fuse, scaled_crps
+from models.inference import batch_forecast
+from models.presets import get_preset
+from models.teacher import KnnTeacher
+from models.windows import sliding_windows
+
+C, H = 32, 4
+
+
+def _series(n=6, length=60, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(length)
+    return [
+        (rng.uniform(10, 100) + 5 * np.sin(2 * np.pi * t / 12 + rng.uniform(0, 6)) + rng.normal(0, 0.3, length)).astype(
+            np.float32
+        )
+        for _ in range(n)
+    ]
+
+
+@pytest.fixture(scope="module")
+def parts():
+    torch.manual_seed(0)
+    backbone = PatchBackbone(get_preset("tiny")).eval()
+    torch.manual_seed(1)
+    adapter = MemoryAdapter(AdapterConfig(d_model=backbone.config.d_model, horizon=H, hidden=16))
+    with torch.no_grad():  # a non-trivial adapter: the zero-initialised last layer made random
+        adapter.out.weight.normal_(0, 0.1)
+    return backbone, adapter
+
+
+def test_fuse_endpoints_and_sorting():
+    rng = np.random.default_rng(0)
+    base = np.sort(rng.normal(size=(3, 4, 9)), -1)
+    mem = rng.normal(size=(3, 4, 9))  # deliberately unsorted
+    assert np.array_equal(fuse(base, mem, 0.0), base)
+    np.testing.assert_allclose(fuse(base, mem, 1.0), np.sort(mem, -1))
+    assert (np.diff(fuse(base, mem, 0.4), axis=-1) >= 0).all()
+
+
+def test_scaled_crps_of_a_point_forecast_is_relative_abs_error():
+    y = np.array([[1.0, 2.0, np.nan], [3.0, 4.0, 5.0]])
+    q = np.repeat((y + 0.5)[..., None], 9, -1)  # degenerate forecast, 0.5 off everywhere
+    assert scaled_crps(q, y) == pytest.approx(0.5 / np.nanmean(np.abs(y)))
+
+
+def test_choose_alpha_finds_the_best_mixture_and_breaks_ties_low():
+    rng = np.random.default_rng(0)
+    y = rng.normal(10, 1, size=(50, 4))
+    noise = np.sort(rng.normal(0, 0.3, size=(50, 4, 9)), -1)
+    # base is 2 too high, mem 2 too low: the truth sits exactly half way
+    base, mem = y[..., None] + 2 + noise, y[..., None] - 2 + noise
+    alpha, table = choose_alpha(base, mem, y, [round(0.1 * i, 1) for i in range(11)])
+    assert alpha == 0.5
+    assert [r["alpha"] for r in table] == [round(0.1 * i, 1) for i in range(11)]
+    assert min(table, key=lambda r: r["sCRPS"])["alpha"] == 0.5
+    # identical candidates: every alpha ties, the smallest wins
+    alpha, _ = choose_alpha(base, base.copy(), y, [1.0, 0.3, 0.7])
+    assert alpha == 0.3
+
+
+def test_alpha_zero_is_the_backbone_exactly(parts):
+    backbone, adapter = parts
+    ctx = _series()
+    fused = FusedForecaster(backbone, adapter, alpha=0.0, context_length=C, horizon=H)
+    expected = batch_forecast(backbone, ctx, H, C)["quantiles"]
+    assert np.array_equal(fused.predict(ctx, H), expected)
+    # with alpha = 1 the adapter does change the forecast
+    assert not np.allclose(FusedForecaster(backbone, adapter, 1.0, C, H).predict(ctx, H), expected)
+
+
+def test_horizon_checks_and_prefix(parts):
+    backbone, adapter = parts
+    fused = FusedForecaster(backbone, adapter, alpha=0.5, context_length=C, horizon=H)
+    ctx = _series()
+    full = fused.predict(ctx, H)
+    assert full.shape == (6, H, 9) and (np.diff(full, axis=-1) >= 0).all()
+    assert np.array_equal(fused.predict(ctx, 2), full[:, :2])
+    with pytest.raises(ValueError, match="trained for"):
+        fused.predict(ctx, H + 1)
+
+
+def test_fused_save_load_roundtrip(parts, tmp_path):
+    backbone, adapter = parts
+    fused = FusedForecaster(backbone, adapter, alpha=0.7, context_length=C, horizon=H)
+    ctx = _series(seed=3)
+    loaded = FusedForecaster.load(fused.save(tmp_path / "fused"))
+    assert (loaded.alpha, loaded.context_length, loaded.horizon) == (0.7, C, H)
+    assert np.array_equal(loaded.predict(ctx, H), fused.predict(ctx, H))
+
+
+def test_teacher_forecaster_predict_and_roundtrip(parts, tmp_path):
+    backbone, _ = parts
+    train = _series(seed=5)
+    w = sliding_windows(train, C, H, min_context=16)
+    keys = batch_forecast(backbone, w.context_list(), H, C)["embedding"]
+    tf = TeacherForecaster(backbone, KnnTeacher(keys, w.context, w.future), C, H)
+    ctx = [s[:50] for s in train]
+    pred = tf.predict(ctx, H)
+    assert pred.shape == (6, H, 9) and np.isfinite(pred).all() and (np.diff(pred, axis=-1) >= 0).all()
+    loaded = TeacherForecaster.load(tf.save(tmp_path / "teacher"))
+    assert np.array_equal(loaded.predict(ctx, 3), pred[:, :3])
+    with pytest.raises(ValueError):
+        tf.predict(ctx, H + 1)
