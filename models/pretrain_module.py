@@ -1,0 +1,142 @@
+"""Lightning module for pre-training: contiguous future masking + pinball loss in asinh space."""
+from __future__ import annotations
+
+import math
+import time
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from models.backbone import PatchBackbone
+from models.presets import BackboneConfig
+from models.quantiles import QUANTILES, pinball_loss
+from models.scaler import normalise
+
+
+def lr_factor(step: int, warmup_steps: int, max_steps: int, schedule: str, min_ratio: float,
+              decay_fraction: float = 0.2) -> float:
+    """Multiplier of the peak learning rate at ``step``: linear warm-up, then
+    ``cosine`` down to ``min_ratio``, or ``wsd`` (stable, then a 1-sqrt decay over the last
+    ``decay_fraction`` of the steps, as in Toto 1.0's fine-tuning)."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "cosine":
+        progress = min((step - warmup_steps) / max(1, max_steps - warmup_steps), 1.0)
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    if schedule == "wsd":
+        decay_start = max(warmup_steps, int(max_steps * (1 - decay_fraction)))
+        if step < decay_start:
+            return 1.0
+        progress = min((step - decay_start) / max(1, max_steps - decay_start), 1.0)
+        return min_ratio + (1 - min_ratio) * (1 - math.sqrt(progress))
+    raise ValueError(f"unknown schedule {schedule!r} (cosine, wsd)")
+
+
+class PretrainModule(L.LightningModule):
+    def __init__(
+        self,
+        config: dict,
+        future_length: int,
+        lr: float = 3e-3,
+        weight_decay: float = 0.01,
+        warmup_steps: int = 100,
+        max_steps: int = 1000,
+        schedule: str = "cosine",
+        min_lr_ratio: float = 0.1,
+    ):
+        super().__init__()
+        # kept out of the logger: the caller's MLflow run already holds its own params
+        self.save_hyperparameters(logger=False)
+        self.model = PatchBackbone(BackboneConfig.from_dict(config))
+        p = self.model.config.patch_size
+        self.n_future = math.ceil(future_length / p)  # masked patches at the end of each window
+        self.tokens_seen = 0  # patches through the model, all ranks together
+
+    def masked_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, int]:
+        """batch values/observed [B, V, W] -> (pinball loss over the masked future, local tokens)."""
+        values, observed = batch["values"], batch["observed"]
+        p = self.model.config.patch_size
+        future = self.n_future * p
+        ctx_observed = observed.clone()
+        ctx_observed[..., -future:] = False  # contiguous masking: the future is hidden
+        out = self.model(torch.where(ctx_observed, values, 0.0), ctx_observed)
+        # targets in the same asinh space, with the statistics the model saw (context only)
+        target = normalise(values, out.loc, out.scale, p)[..., -future:]  # [B, V, future]
+        B, V, _ = values.shape
+        pred = out.knots[:, :, -self.n_future:].reshape(B, V, future, -1)  # [B, V, future, Q]
+        loss = pinball_loss(pred, target, QUANTILES, mask=observed[..., -future:])
+        return loss, out.knots.shape[0] * out.knots.shape[1] * out.knots.shape[2]
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        loss, tokens = self.masked_loss(batch)
+        self.tokens_seen += tokens * self.trainer.world_size  # equal batches on every rank
+        self.log("train_loss", loss, prog_bar=True)
+        self.log("tokens_seen", float(self.tokens_seen))
+        self.log("lr", self.optimizers().param_groups[0]["lr"])
+        return loss
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        loss, _ = self.masked_loss(batch)
+        self.log("val_loss", loss, sync_dist=True, batch_size=batch["values"].shape[0])
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        # no weight decay on norms' gains and biases (1-D), as in large-batch training practice
+        decay = [p for p in self.parameters() if p.requires_grad and p.ndim > 1]
+        no_decay = [p for p in self.parameters() if p.requires_grad and p.ndim <= 1]
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=hp.lr, betas=(0.9, 0.95), eps=1e-8,
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            lambda step: lr_factor(step, hp.warmup_steps, hp.max_steps, hp.schedule, hp.min_lr_ratio),
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["tokens_seen"] = self.tokens_seen
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.tokens_seen = checkpoint.get("tokens_seen", 0)
+
+
+class ProgressPrinter(L.Callback):
+    """One stdout line per ~10% of the steps (rank zero) and the mean train loss over the
+    first and last ~10% of the steps (less noisy than single steps)."""
+
+    def __init__(self, max_steps: int):
+        self.max_steps = max_steps
+        self.every = max(1, max_steps // 10)
+        self.window = max(1, min(50, max_steps // 10))
+        self.first: list[float] = []
+        self.last: list[float] = []
+        self.started = 0.0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.started = time.time()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if not trainer.is_global_zero:
+            return
+        step = trainer.global_step  # already counts this batch
+        printing = step % self.every == 0 or step == self.max_steps
+        # .item() syncs with the device: only for the steps we keep or print
+        if step <= self.window or step > self.max_steps - self.window or printing:
+            loss = float(outputs["loss"].detach().float().item())
+            if step <= self.window:
+                self.first.append(loss)
+            if step > self.max_steps - self.window:
+                self.last.append(loss)
+            if printing:
+                lr = trainer.optimizers[0].param_groups[0]["lr"]
+                elapsed = time.time() - self.started
+                print(f"step {step}/{self.max_steps} ({100 * step // self.max_steps}%) train_loss {loss:.4f} "
+                      f"lr {lr:.2e} tokens {pl_module.tokens_seen} elapsed {elapsed:.1f}s", flush=True)
+
+    def initial_loss(self) -> float | None:
+        return sum(self.first) / len(self.first) if self.first else None
+
+    def final_loss(self) -> float | None:
+        return sum(self.last) / len(self.last) if self.last else None
