@@ -6,7 +6,6 @@ table against baselines) -> register (MLflow run + teacher/adapter/fused models)
 from __future__ import annotations
 
 import json
-import logging
 import time
 from pathlib import Path
 
@@ -18,13 +17,13 @@ from prefect import task
 from infra.settings import OnboardParams, Settings
 from models.splits import split_frame, to_arrays
 from tasks import tracking
+from tasks.logs import run_logger
 from tasks.baselines import baseline_forecasts_with_notes
 from tasks.ingest import read_store
 from tasks.metrics import evaluate, format_table
 from tasks.model_logging import log_forecaster
 from tasks.plots import fan_chart
 
-log = logging.getLogger(__name__)
 MODEL_NAMES = ("backbone", "teacher", "fused")
 
 
@@ -71,7 +70,7 @@ def adapt_domain(params: OnboardParams, store_dir: str, backbone_uri: str, setti
         arrays[f"val_{name}"] = result.forecasts_val[name]
         arrays[f"test_{name}"] = result.forecasts_test[name]
     np.savez_compressed(out / "forecasts.npz", **arrays)
-    result.alpha_table.to_csv(out / "alpha_table.csv", index=False)
+    pd.DataFrame(result.alpha_table).to_csv(out / "alpha_table.csv", index=False)
     summary = {
         "domain": params.domain, "alpha": float(result.alpha), "series": list(map(str, result.series_ids)),
         "skipped_series": list(map(str, result.skipped_ids)),
@@ -80,7 +79,7 @@ def adapt_domain(params: OnboardParams, store_dir: str, backbone_uri: str, setti
         "freq": meta.get("freq"), "store": str(store_dir), "seconds": time.perf_counter() - started,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
-    log.info("adapted %s: alpha=%.2f from %d windows in %.1fs", params.domain, result.alpha,
+    run_logger().info("adapted %s: alpha=%.2f from %d windows in %.1fs", params.domain, result.alpha,
              result.n_windows, summary["seconds"])
     return str(out)
 

@@ -8,7 +8,6 @@ which inside a Prefect flow would start extra flow runs (STACK.md).
 from __future__ import annotations
 
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -23,10 +22,10 @@ from prefect import task
 from infra.settings import PretrainParams, Settings
 from models.splits import train_part
 from tasks import tracking
+from tasks.logs import run_logger
 from tasks.ingest import read_store
 from tasks.model_logging import log_forecaster
 
-log = logging.getLogger(__name__)
 
 
 def build_corpus(store_dirs: list[str], out_file: Path) -> dict:
@@ -69,6 +68,7 @@ def run_trainer(cmd: list[str], log_file: Path) -> None:
     """Run the trainer, streaming its output to our log and a file; raise with its tail on failure."""
     tail: deque[str] = deque(maxlen=40)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    logger = run_logger()
     with open(log_file, "w") as fh, subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
         cwd=Path(__file__).resolve().parent.parent,
@@ -76,7 +76,7 @@ def run_trainer(cmd: list[str], log_file: Path) -> None:
         for line in proc.stdout:
             fh.write(line)
             tail.append(line.rstrip())
-            log.info("trainer | %s", line.rstrip())
+            logger.info("trainer | %s", line.rstrip())
         code = proc.wait()
     if code != 0:
         raise RuntimeError(f"trainer exited with {code}; last lines:\n" + "\n".join(tail))
@@ -97,7 +97,7 @@ def pretrain_backbone(params: PretrainParams, store_dirs: list[str], settings: S
         mlflow.log_params({"corpus_rows": corpus["rows"], "corpus_series": corpus["series"]})
         mlflow.set_tags({"data_version": data_version, "git_commit": tracking.git_commit()})
         cmd = trainer_command(params, corpus_file, out_dir, run.info.run_id, settings.tracking_uri)
-        log.info("starting trainer: %s", " ".join(cmd))
+        run_logger().info("starting trainer: %s", " ".join(cmd))
         run_trainer(cmd, out_dir / "trainer.log")
         metrics = json.loads((out_dir / "metrics.json").read_text())
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})

@@ -1,15 +1,14 @@
 """Promotion gate: ``champion`` moves only when the candidate earns it on validation."""
 from __future__ import annotations
 
-import logging
 
 import mlflow
 from prefect import task
 
 from infra.settings import Settings
 from tasks import tracking
+from tasks.logs import run_logger
 
-log = logging.getLogger(__name__)
 GATE_METRIC = "val_sCRPS"
 
 
@@ -46,7 +45,7 @@ def promote_domain(domain: str, settings: Settings, version: str | None = None, 
             decision.update(promoted=True, reason=(
                 f"val sCRPS {cand:.4f} < backbone {base:.4f}"
                 + (f" and champion v{champion} {champ_score:.4f}" if champion else "")))
-    log.info("promote %s v%s: %s", name, version, decision["reason"])
+    run_logger().info("promote %s v%s: %s", name, version, decision["reason"])
 
     tracking.use_experiment("promote", settings)
     with mlflow.start_run(run_name=f"promote-{domain}-v{version}"):

@@ -1,7 +1,6 @@
 """Serve a domain's champion for one real HTTP request (the demo's last step)."""
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import pandas as pd
@@ -11,9 +10,9 @@ from prefect import task
 from infra.settings import Settings
 from models.splits import split_frame
 from tasks.ingest import read_store
+from tasks.logs import run_logger
 from tasks.serve import request_body, start_server, stop_server, wait_ready
 
-log = logging.getLogger(__name__)
 
 
 @task(name="serve-and-request")
@@ -37,5 +36,5 @@ def serve_and_request_task(domain: str, store_dir: str, horizon: int, settings: 
         answer = pd.DataFrame(resp.json()["predictions"])
     finally:
         stop_server(proc)
-    log.info("served %s: %d rows for %d series from %s", domain, len(answer), len(ids), url)
+    run_logger().info("served %s: %d rows for %d series from %s", domain, len(answer), len(ids), url)
     return {"url": url, "alias": alias, "rows": len(answer), "series": ids, "head": answer.head(horizon).to_dict("records")}

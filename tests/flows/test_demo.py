@@ -1,0 +1,60 @@
+"""The demo flow end to end, and what it leaves in the registry."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+from mlflow import MlflowClient
+
+from tasks.onboard import MODEL_NAMES
+
+
+def test_demo_flow_served_one_request(demo_run):
+    served = demo_run["result"]["served"]
+    assert served["rows"] == 3 * 8  # 3 series x horizon 8
+    row = served["head"][0]
+    assert {"unique_id", "ds", "mean", "0.1", "0.5", "0.9"} <= set(row)
+    assert row["0.1"] <= row["0.5"] <= row["0.9"]
+
+
+def test_demo_tables_cover_every_model(demo_run):
+    onboarded = demo_run["result"]["onboarded"]
+    result_dir = Path(onboarded["result_dir"])
+    for part in ("val", "test"):
+        table = pd.read_csv(result_dir / f"{part}_metrics.csv", index_col=0)
+        assert set(table.index) == {"seasonal_naive", "auto_ets", *MODEL_NAMES}
+        assert {"MASE", "sCRPS", "sMAPE"} <= set(table.columns)
+        assert table[["MASE", "sCRPS", "sMAPE"]].notna().all().all()
+        assert (table["sMAPE"] > 0).all() and (table["sMAPE"] < 200).all()
+    assert (result_dir / "test_fan_chart.png").stat().st_size > 10_000
+    summary = json.loads((result_dir / "summary.json").read_text())
+    assert 0.0 <= summary["alpha"] <= 1.0
+
+
+def test_registry_holds_every_model_with_tags(demo_run):
+    client = MlflowClient(demo_run["settings"].tracking_uri, demo_run["settings"].tracking_uri)
+    names = {m.name for m in client.search_registered_models()}
+    assert {"backbone", "teacher-m3-other", "adapter-m3-other", "fused-m3-other"} <= names
+    fused = client.get_model_version_by_alias("fused-m3-other", "challenger")
+    for tag in ("data_version", "git_commit", "backbone_version", "val_sCRPS", "backbone_val_sCRPS"):
+        assert fused.tags.get(tag), tag
+    assert "Validation" in fused.description and "| fused |" in fused.description
+    backbone = client.get_model_version_by_alias("backbone", "champion")
+    assert fused.tags["backbone_version"] == str(backbone.version)
+    run = client.get_run(fused.tags["run_id"])
+    assert "test_fused_sCRPS" in run.data.metrics and "val_backbone_sCRPS" in run.data.metrics
+    assert run.inputs.dataset_inputs[0].dataset.digest
+
+
+def test_promotion_decision_matches_validation(demo_run):
+    promo = demo_run["result"]["onboarded"]["promotion"]
+    client = MlflowClient(demo_run["settings"].tracking_uri, demo_run["settings"].tracking_uri)
+    fused_val = promo["val_sCRPS"]
+    assert promo["promoted"] == (fused_val < promo["backbone_val_sCRPS"])
+    champion = None
+    try:
+        champion = client.get_model_version_by_alias("fused-m3-other", "champion").version
+    except Exception:
+        pass
+    assert (str(champion) == promo["version"]) == promo["promoted"]

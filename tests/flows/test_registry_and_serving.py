@@ -1,0 +1,93 @@
+"""Alias round trip and the HTTP scoring protocol, on the models the demo registered."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import requests
+from mlflow import MlflowClient
+
+from models.splits import split_frame
+from tasks.ingest import read_store
+from tasks.promote import promote_domain, rollback_domain
+from tasks.serve import request_body, start_server, stop_server, wait_ready
+
+
+def test_alias_round_trip(demo_run):
+    settings = demo_run["settings"]
+    client = MlflowClient(settings.tracking_uri, settings.tracking_uri)
+    version = client.get_model_version_by_alias("fused-m3-other", "challenger").version
+    before = None
+    try:
+        before = client.get_model_version_by_alias("fused-m3-other", "champion").version
+    except Exception:
+        pass
+
+    out = rollback_domain("m3-other", str(version), settings)
+    assert client.get_model_version_by_alias("fused-m3-other", "champion").version == version
+    assert out["champion"] == str(version)
+    assert promote_domain("m3-other", settings)["promoted"] is False  # already champion
+
+    client.delete_registered_model_alias("fused-m3-other", "champion")
+    refused = promote_domain("m3-other", settings, margin=0.99)  # nobody beats the backbone by 99%
+    assert refused["promoted"] is False and "margin" in refused["reason"]
+    with pytest.raises(Exception):
+        client.get_model_version_by_alias("fused-m3-other", "champion")
+
+    if before is not None:  # leave the registry as the demo left it
+        client.set_registered_model_alias("fused-m3-other", "champion", before)
+
+
+@pytest.fixture(scope="module")
+def server(demo_run):
+    settings = demo_run["settings"]
+    proc, url = start_server("m3-other", settings, alias="challenger",
+                             log_file=Path(demo_run["root"]) / "serve-test.log")
+    try:
+        wait_ready(url, proc)
+        yield url
+    finally:
+        stop_server(proc)
+
+
+@pytest.fixture(scope="module")
+def context(demo_run):
+    df, _ = read_store(demo_run["settings"].store_dir("m3-other"))
+    split = split_frame(df, 8)
+    history = pd.concat([split.train, split.val])
+    ids = sorted(history["unique_id"].unique())[:2]
+    return history[history["unique_id"].isin(ids)].sort_values(["unique_id", "ds"])
+
+
+def test_invocations_answer_per_series_and_step(server, context):
+    resp = requests.post(f"{server}/invocations", json=request_body(context, 5), timeout=60)
+    assert resp.status_code == 200, resp.text
+    out = pd.DataFrame(resp.json()["predictions"])
+    assert list(out.columns) == ["unique_id", "ds", "mean"] + [f"0.{i}" for i in range(1, 10)]
+    assert len(out) == 2 * 5
+    assert set(out["unique_id"]) == set(context["unique_id"])
+    q = out[[f"0.{i}" for i in range(1, 10)]].to_numpy()
+    assert (q[:, 1:] >= q[:, :-1]).all()
+    # the first forecast step comes right after each series' last context stamp
+    last = context.groupby("unique_id")["ds"].max()
+    first = out.groupby("unique_id")["ds"].first()
+    for uid in last.index:
+        if pd.api.types.is_integer_dtype(context["ds"]):
+            assert int(first[uid]) == int(last[uid]) + 1
+        else:
+            assert pd.Timestamp(first[uid]) > pd.Timestamp(last[uid])
+
+
+@pytest.mark.parametrize("body, fragment", [
+    ({"dataframe_split": {"columns": ["unique_id", "y"], "data": [["a", 1.0]]}}, "ds"),
+    ({"dataframe_split": {"columns": ["unique_id", "ds", "y"], "data": [["a", 1, "x"]]}}, "y"),
+    ({"dataframe_split": {"columns": ["unique_id", "ds", "y"], "data": [["a", 1, 1.0], ["a", 2, 2.0]]},
+      "params": {"horizon": 99}}, "horizon"),
+    ({"dataframe_split": {"columns": ["unique_id", "ds", "y"], "data": [["a", 1, 1.0]]},
+      "params": {"horizon": "soon"}}, "horizon"),
+])
+def test_malformed_requests_get_4xx_with_message(server, body, fragment):
+    resp = requests.post(f"{server}/invocations", json=body, timeout=60)
+    assert 400 <= resp.status_code < 500
+    assert fragment in resp.json()["message"]
