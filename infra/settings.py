@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -127,6 +127,19 @@ class Settings(BaseSettings):
     onboard: OnboardParams = OnboardParams(domain="m3-other", horizon=8)
     serve: ServeParams = ServeParams()
     demo: DemoParams = DemoParams()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _partial_sections_keep_defaults(cls, data):
+        """``TSFM_ONBOARD__EPOCHS=4`` alone must not drop the section's other defaults."""
+        if not isinstance(data, dict):
+            return data
+        for name, field in cls.model_fields.items():
+            given = data.get(name)
+            default = field.get_default(call_default_factory=True)
+            if isinstance(given, dict) and isinstance(default, BaseModel) and name != "sources":
+                data[name] = {**default.model_dump(), **given}
+        return data
 
     @classmethod
     def settings_customise_sources(
