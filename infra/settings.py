@@ -58,7 +58,7 @@ def _default_sources() -> dict[str, SourceSpec]:
 class PretrainParams(BaseModel):
     preset: str = "tiny"
     domains: list[str] = Field(default_factory=lambda: ["synthetic"], description="stores to pre-train on (train parts only)")
-    max_steps: int = Field(400, ge=1)
+    max_steps: int = Field(2000, ge=1)
     batch_size: int = Field(64, ge=1)
     context_length: int = Field(128, ge=8)
     horizon_length: int = Field(32, ge=1, description="length of the masked future the model learns to fill")

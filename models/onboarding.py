@@ -25,7 +25,7 @@ from models.fused import FusedForecaster, TeacherForecaster, adapter_forecast, c
 from models.inference import batch_forecast
 from models.splits import split_frame, to_arrays
 from models.teacher import KnnTeacher, TeacherConfig
-from models.windows import left_pad, sliding_windows
+from models.windows import Windows, left_pad, sliding_windows
 
 
 @dataclass
@@ -105,6 +105,27 @@ def onboard(backbone: PatchBackbone, df: pd.DataFrame, cfg, device: str = "cpu")
     )
 
 
+def overlapping_rows(win: Windows, horizon: int) -> np.ndarray:
+    """[N, E] datastore rows a training query may not retrieve: its own window and every
+    window of the same series whose future overlaps its future (-1 padded).
+
+    Dropping only the own row (the reference) lets a window shifted by one step hand
+    back almost the query's own future, so the teacher looks far better on training
+    queries than it can on validation and the adapter learns to over-trust it.
+    """
+    n = len(win)
+    rows = np.arange(n)
+    out = [rows]
+    for shift in range(1, horizon):
+        for sign in (-1, 1):
+            other = rows + sign * shift
+            ok = (other >= 0) & (other < n)
+            other = np.where(ok, other, 0)
+            same = ok & (win.series_index[other] == win.series_index) & (np.abs(win.end[other] - win.end) < horizon)
+            out.append(np.where(same, other, -1))
+    return np.stack(out, axis=1)
+
+
 def _usable(train: dict, val: dict, uid: str, horizon: int) -> bool:
     return uid in train and uid in val and len(train[uid]) >= 1 and len(val[uid]) == horizon
 
@@ -152,7 +173,7 @@ def _fit(
     timings["teacher_build"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    t_tr = teacher.query(base_tr["embedding"], win.context, exclude=np.arange(len(win)))
+    t_tr = teacher.query(base_tr["embedding"], win.context, exclude=overlapping_rows(win, h))
     timings["teacher_train_targets"] = time.perf_counter() - t
 
     t = time.perf_counter()

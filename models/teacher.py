@@ -115,7 +115,7 @@ class KnnTeacher:
         self,
         keys: np.ndarray,  # [M, d]
         contexts: np.ndarray,  # [M, C] same C as the datastore, NaN-left-padded
-        exclude: np.ndarray | None = None,  # [M] datastore row of query i (its own window) or -1
+        exclude: np.ndarray | None = None,  # [M] or [M, E]: datastore rows query i may not retrieve, -1 = none
     ) -> TeacherOutput:
         cfg = self.config
         keys = np.ascontiguousarray(keys, dtype=np.float32)
@@ -124,10 +124,13 @@ class KnnTeacher:
             raise ValueError(f"query contexts have length {contexts.shape[1]}, datastore {self.contexts.shape[1]}")
         m = keys.shape[0]
         k0 = min(cfg.top_k_candidates, self.size)
-        # one extra so that dropping the query's own row still leaves k0 candidates
-        _, cand = self.index.search(keys, min(k0 + (exclude is not None), self.size))  # [M, K0(+1)]
         if exclude is not None:
-            own = cand == np.asarray(exclude, dtype=np.int64)[:, None]
+            exclude = np.asarray(exclude, dtype=np.int64).reshape(m, -1)  # [M, E]
+        # E extra so that dropping the excluded rows still leaves k0 candidates
+        n_extra = 0 if exclude is None else exclude.shape[1]
+        _, cand = self.index.search(keys, min(k0 + n_extra, self.size))  # [M, K0 + E]
+        if exclude is not None:
+            own = (cand[:, :, None] == exclude[:, None, :]).any(axis=2)
             cand = np.where(own, -1, cand)
         cand = _first_valid(cand, k0)  # [M, K0], -1 padded, embedding order kept
 

@@ -49,7 +49,8 @@ def trainer_command(params: PretrainParams, corpus: Path, out_dir: Path, run_id:
                     tracking_uri: str | None) -> list[str]:
     cmd = [
         sys.executable, "-m", "models.pretrain",
-        "--data", str(corpus), "--out", str(out_dir), "--preset", params.preset,
+        # absolute: the trainer runs with the repository as its working directory
+        "--data", str(corpus.resolve()), "--out", str(out_dir.resolve()), "--preset", params.preset,
         "--max-steps", str(params.max_steps), "--batch-size", str(params.batch_size),
         "--context-length", str(params.context_length), "--horizon-length", str(params.horizon_length),
         "--lr", str(params.lr), "--weight-decay", str(params.weight_decay),

@@ -113,3 +113,27 @@ def test_accepts_any_object_with_the_fields_and_skips_short_series():
     r = onboard(_backbone(), pd.concat([df, short], ignore_index=True), cfg)
     assert r.skipped_ids == ["tiny"] and "tiny" not in r.series_ids
     assert len(r.history) == 2
+
+
+def test_training_queries_never_retrieve_a_window_whose_future_overlaps_theirs():
+    from models.onboarding import overlapping_rows
+    from models.teacher import KnnTeacher, TeacherConfig
+    from models.windows import sliding_windows
+
+    rng = np.random.default_rng(0)
+    h = 4
+    # smooth random walks (no repeats): the window shifted by one step is the nearest neighbour
+    series = [np.cumsum(np.cumsum(rng.normal(0, 1, 60))) for _ in range(3)]
+    win = sliding_windows(series, 16, h, stride=1, min_context=16)
+    keys = np.nan_to_num(win.context).astype(np.float32)
+    teacher = KnnTeacher(keys, win.context, win.future, TeacherConfig(top_k_candidates=10, k=5))
+    excl = overlapping_rows(win, h)
+    out = teacher.query(keys, win.context, exclude=excl)
+    for i, nbrs in enumerate(out.neighbors):
+        for j in nbrs[nbrs >= 0]:
+            assert not (win.series_index[j] == win.series_index[i] and abs(win.end[j] - win.end[i]) < h)
+    # with only the own row excluded, the one-step-shifted window is what comes back
+    own_only = teacher.query(keys, win.context, exclude=np.arange(len(win)))
+    first = own_only.neighbors[:, 0]
+    near = (win.series_index[first] == win.series_index) & (np.abs(win.end[first] - win.end) < h)
+    assert near.mean() > 0.5
