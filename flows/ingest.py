@@ -2,10 +2,13 @@ from prefect import flow
 
 from infra.settings import IngestParams, load_settings
 from tasks.ingest import ingest_task
+from tasks.ingest_tracking import log_ingest_task
 
 
 @flow(name="ingest", log_prints=True)
 def ingest_flow(params: IngestParams) -> str:
-    """source -> validated canonical Parquet store; returns the store path."""
+    """source -> validated canonical Parquet store (+ MLflow ingest run); returns the store path."""
     settings = load_settings()
-    return ingest_task(params.source, params.domain, params.horizon, params.min_train, settings.paths.data_dir)
+    store = ingest_task(params.source, params.domain, params.horizon, params.min_train, settings.paths.data_dir)
+    log_ingest_task(store, settings)
+    return store

@@ -47,6 +47,21 @@ def test_registry_holds_every_model_with_tags(demo_run):
     assert run.inputs.dataset_inputs[0].dataset.digest
 
 
+def test_every_stage_logged_a_run(demo_run):
+    client = MlflowClient(demo_run["settings"].tracking_uri, demo_run["settings"].tracking_uri)
+    for stage in ("tsfm-ingest", "tsfm-pretrain", "tsfm-onboard", "tsfm-promote"):
+        exp = client.get_experiment_by_name(stage)
+        assert exp is not None, stage
+        assert client.search_runs([exp.experiment_id]), stage
+    ingest = client.search_runs([client.get_experiment_by_name("tsfm-ingest").experiment_id],
+                                filter_string="tags.domain = 'm3-other'")[0]
+    assert ingest.data.metrics["rows_in"] == ingest.data.metrics["rows_kept"] + ingest.data.metrics["rows_quarantined"]
+    assert ingest.data.metrics["n_series"] == 204
+    pretrain = client.search_runs([client.get_experiment_by_name("tsfm-pretrain").experiment_id])[0]
+    assert pretrain.data.metrics["final_train_loss"] < pretrain.data.metrics["initial_train_loss"]
+    assert "train_loss" in pretrain.data.metrics  # logged per step by the trainer process
+
+
 def test_promotion_decision_matches_validation(demo_run):
     promo = demo_run["result"]["onboarded"]["promotion"]
     client = MlflowClient(demo_run["settings"].tracking_uri, demo_run["settings"].tracking_uri)
