@@ -38,6 +38,7 @@ def server_env(settings: Settings) -> dict[str, str]:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["MLFLOW_TRACKING_URI"] = settings.tracking_uri
     env["MLFLOW_REGISTRY_URI"] = settings.tracking_uri
+    env.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keeps server logs readable
     return env
 
 
