@@ -52,6 +52,7 @@ def promote_domain(domain: str, settings: Settings, version: str | None = None, 
         mlflow.log_params({"model": name, "version": version, "margin": margin})
         mlflow.log_metric("promoted", float(decision["promoted"]))
         mlflow.set_tag("reason", decision["reason"])
+        mlflow.log_dict(decision, "decision.json")
     return decision
 
 
