@@ -106,7 +106,7 @@ class TsfmForecaster(mlflow.pyfunc.PythonModel):
             self.forecaster = fused.TeacherForecaster.load(directory)
         else:
             self.forecaster = fused.FusedForecaster.load(directory)
-        self.max_horizon = int(self.meta.get("max_horizon", 0)) or None
+        self.max_horizon = int(self.meta.get("max_horizon") or 0) or None  # None: any horizon
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         params = params or {}

@@ -62,6 +62,27 @@ def test_every_stage_logged_a_run(demo_run):
     assert "train_loss" in pretrain.data.metrics  # logged per step by the trainer process
 
 
+def test_every_registered_kind_forecasts_in_process(demo_run):
+    import mlflow
+
+    from models.splits import split_frame
+    from tasks.ingest import read_store
+
+    mlflow.set_tracking_uri(demo_run["settings"].tracking_uri)
+    mlflow.set_registry_uri(demo_run["settings"].tracking_uri)
+    df, _ = read_store(demo_run["settings"].store_dir("m3-other"))
+    context = split_frame(df, 8).train
+    context = context[context["unique_id"].isin(sorted(context["unique_id"].unique())[:2])]
+    for uri in ("models:/backbone@champion", "models:/teacher-m3-other/1", "models:/adapter-m3-other/1",
+                "models:/fused-m3-other@challenger"):
+        out = mlflow.pyfunc.load_model(uri).predict(context, params={"horizon": 4})
+        assert len(out) == 2 * 4, uri
+        assert out[[f"0.{i}" for i in range(1, 10)]].notna().all().all(), uri
+    # the backbone has no trained horizon: a long one works too
+    long = mlflow.pyfunc.load_model("models:/backbone@champion").predict(context, params={"horizon": 40})
+    assert len(long) == 2 * 40
+
+
 def test_promotion_decision_matches_validation(demo_run):
     promo = demo_run["result"]["onboarded"]["promotion"]
     client = MlflowClient(demo_run["settings"].tracking_uri, demo_run["settings"].tracking_uri)
