@@ -2,7 +2,9 @@
 
 Runs alone or under torchrun / Lightning's DDP launcher (Lightning reads torchrun's env).
 Rank zero writes OUT/backbone/{config.json,weights.pt}, OUT/metrics.json and
-OUT/checkpoints/last.ckpt. Logs to the caller's MLflow run when given
+OUT/checkpoints/last.ckpt (every --checkpoint-every steps and at the end). With --resume an
+existing last.ckpt is continued: same weights, optimiser, schedule and the very batches an
+uninterrupted run would have drawn next. Logs to the caller's MLflow run when given
 ``--mlflow-tracking-uri`` and ``--mlflow-run-id`` (through Lightning's MLFlowLogger),
 else to a CSV log in OUT.
 """
@@ -48,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--strategy", default="auto", help="auto, ddp, ddp_spawn, fsdp, ...")
     ap.add_argument("--precision", default=None, help="default: bf16-mixed on GPU, 32-true on CPU")
     ap.add_argument("--num-workers", type=int, default=0)
+    ap.add_argument("--resume", action="store_true",
+                    help="continue from OUT/checkpoints/last.ckpt when it exists (else start fresh)")
+    ap.add_argument("--checkpoint-every", type=int, default=None,
+                    help="steps between checkpoints (default max(1, max_steps // 4))")
+    ap.add_argument("--log-every-n-steps", type=int, default=None,
+                    help="steps between logged metrics (default max(1, min(50, max_steps // 20)))")
     ap.add_argument("--mlflow-tracking-uri", default=None)
     ap.add_argument("--mlflow-run-id", default=None)
     return ap
@@ -62,6 +70,9 @@ def check_args(args: argparse.Namespace) -> str | None:
             return f"data file not found: {path}"
     for name in ("max_steps", "batch_size", "context_length", "horizon_length"):
         if getattr(args, name) < 1:
+            return f"--{name.replace('_', '-')} must be >= 1"
+    for name in ("checkpoint_every", "log_every_n_steps"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             return f"--{name.replace('_', '-')} must be >= 1"
     if args.warmup_steps < 0 or args.num_workers < 0:
         return "--warmup-steps and --num-workers must be >= 0"
@@ -106,6 +117,7 @@ def train(args: argparse.Namespace, config, data, future_length: int) -> int:
     import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger, MLFlowLogger
+    from lightning.pytorch.plugins import TorchCheckpointIO
 
     from models.backbone import save_backbone
     from models.pretrain_module import PretrainModule, ProgressPrinter
@@ -130,27 +142,45 @@ def train(args: argparse.Namespace, config, data, future_length: int) -> int:
     if devices == "auto" and "LOCAL_WORLD_SIZE" in os.environ:
         # under torchrun, "auto" means one device per process torchrun started (CPU's auto is 1)
         devices = int(os.environ["LOCAL_WORLD_SIZE"])
+
+    class AtomicCheckpointIO(TorchCheckpointIO):
+        """Writes next to the target, then renames: a run killed mid-save leaves the old last.ckpt."""
+
+        def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+            path = Path(path)
+            tmp = path.with_name(path.name + ".tmp")
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+            os.replace(tmp, path)
+
+    last_ckpt = out / "checkpoints" / "last.ckpt"
+    ckpt_path = str(last_ckpt) if args.resume and last_ckpt.is_file() else None
+    checkpoint_every = args.checkpoint_every or max(1, args.max_steps // 4)
+    log_every = args.log_every_n_steps or max(1, min(50, args.max_steps // 20))
     trainer = L.Trainer(
         accelerator=args.accelerator, devices=devices, strategy=args.strategy,
         precision=precision, max_steps=args.max_steps, logger=logger,
         callbacks=[
             progress,
             ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0,
-                            every_n_train_steps=max(1, args.max_steps // 4)),
+                            every_n_train_steps=checkpoint_every),
         ],
-        log_every_n_steps=max(1, min(50, args.max_steps // 20)),
+        plugins=[AtomicCheckpointIO()],
+        log_every_n_steps=log_every,
         val_check_interval=max(1, args.max_steps // 4) if has_val else None,
         check_val_every_n_epoch=None, limit_val_batches=1.0 if has_val else 0,
         num_sanity_val_steps=0, enable_progress_bar=False, enable_model_summary=False,
         gradient_clip_val=1.0, use_distributed_sampler=True,
     )
-    trainer.fit(module, datamodule=data)
+    if ckpt_path and trainer.is_global_zero:
+        print(f"resuming from {ckpt_path}", flush=True)
+    # the data side resumes through the restored global step (see PretrainDataModule.train_dataloader)
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
     val_loss = None
     if has_val:
         # a final validation at max_steps (the last periodic one may be earlier)
         result = trainer.validate(module, datamodule=data, verbose=False)
         val_loss = float(result[0]["val_loss"]) if result else None
-    trainer.save_checkpoint(out / "checkpoints" / "last.ckpt", weights_only=False)  # collective; rank zero writes
+    trainer.save_checkpoint(last_ckpt, weights_only=False)  # collective; rank zero writes
 
     if trainer.is_global_zero:
         save_backbone(module.model, out / "backbone")

@@ -3,8 +3,10 @@
 The files must already hold only train parts (the caller's guarantee). A small set
 of whole series is held out for the validation loss. Training windows are drawn
 uniformly over all (series, end) positions; a window index maps to one window
-through a seeded generator, so any sampler (Lightning's DistributedSampler under
-DDP) shards windows across ranks without overlap.
+through a seeded generator, so any sampler shards windows across ranks without overlap.
+The training sampler is a function of (seed, epoch, rank, global batch index): a run
+resumed from a checkpoint at step N skips the N batches already consumed and then sees
+the batches an uninterrupted run would have seen.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 ALIASES = {"item_id": "unique_id", "timestamp": "ds", "target": "y"}
 
@@ -125,6 +127,42 @@ class LastWindows(Dataset):
         return as_item(window(s, len(s), self.length))
 
 
+class ResumableSampler(DistributedSampler):
+    """A DistributedSampler (a permutation seeded by seed + epoch, rank r takes every
+    num_replicas-th index) that starts ``start_batch`` batches of ``batch_size`` into the run:
+    the epoch that holds that batch yields only the rest of its indices, later epochs all.
+    Being a DistributedSampler, Lightning keeps it under DDP rather than swapping in its own."""
+
+    def __init__(self, dataset: Dataset, batch_size: int, num_replicas: int = 1, rank: int = 0,
+                 seed: int = 0, start_batch: int = 0):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=False)
+        if start_batch < 0:
+            raise ValueError(f"start_batch must be >= 0, got {start_batch}")
+        self.batch_size = batch_size
+        # batches per epoch and rank, as the DataLoader (drop_last=True) makes them
+        self.batches_per_epoch = max(1, self.num_samples // batch_size)
+        self.skip_epoch, skip_batches = divmod(start_batch, self.batches_per_epoch)
+        self.skip_samples = skip_batches * batch_size
+
+    def __iter__(self):
+        indices = list(super().__iter__())
+        if self.epoch == self.skip_epoch and self.skip_samples:
+            indices = indices[self.skip_samples:]
+        return iter(indices)
+
+
+class StepResumedLoader(DataLoader):
+    """A DataLoader that Lightning treats as resumable (it has state_dict/load_state_dict). There
+    is no state to keep: its ResumableSampler starts at the trainer's restored global step (one
+    batch per optimizer step), which Lightning restores before it asks for the dataloader."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        pass
+
+
 class PretrainDataModule(L.LightningDataModule):
     """Windows of context_length + future_length; ``future_length`` is the masked run the
     model learns to fill. Data are loaded at construction so bad input fails early."""
@@ -142,7 +180,7 @@ class PretrainDataModule(L.LightningDataModule):
         samples_per_epoch: int = 1 << 16,
     ):
         super().__init__()
-        self.batch_size, self.num_workers = batch_size, num_workers
+        self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.length = context_length + future_length
         store = load_series(paths, min_length=future_length + 1)
         # hold out whole series for validation; with a single series there is nothing to hold out
@@ -156,9 +194,14 @@ class PretrainDataModule(L.LightningDataModule):
         self.val_set = LastWindows(self.val_store, self.length) if self.val_store else None
 
     def train_dataloader(self) -> DataLoader:
-        # under DDP Lightning swaps in a DistributedSampler (seeded from seed_everything)
-        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=True,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        # rank shards and the start batch come from the trainer (none: one process, from batch 0);
+        # on resume global_step is already restored: skip the batches the checkpointed run consumed
+        trainer = self.trainer
+        world, rank, start = (trainer.world_size, trainer.global_rank, trainer.global_step) if trainer else (1, 0, 0)
+        sampler = ResumableSampler(self.train_set, self.batch_size, num_replicas=world, rank=rank,
+                                   seed=self.seed, start_batch=start)
+        return StepResumedLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, drop_last=True,
+                                 num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def val_dataloader(self) -> DataLoader | list:
         if self.val_set is None:

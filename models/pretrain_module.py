@@ -135,6 +135,14 @@ class ProgressPrinter(L.Callback):
                 print(f"step {step}/{self.max_steps} ({100 * step // self.max_steps}%) train_loss {loss:.4f} "
                       f"lr {lr:.2e} tokens {pl_module.tokens_seen} elapsed {elapsed:.1f}s", flush=True)
 
+    def state_dict(self) -> dict:
+        # saved in checkpoints, so a resumed run reports the same initial/final losses
+        return {"first": list(self.first), "last": list(self.last)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.first = list(state_dict.get("first", []))
+        self.last = list(state_dict.get("last", []))
+
     def initial_loss(self) -> float | None:
         return sum(self.first) / len(self.first) if self.first else None
 
