@@ -1,7 +1,7 @@
 from prefect import flow
 
+from flows.ingest import ingest_flow
 from infra.settings import IngestParams, OnboardParams, load_settings
-from tasks.ingest import ingest_task
 from tasks.onboard import adapt_task, evaluate_task, register_task
 from tasks.promote import promote_task
 
@@ -13,8 +13,8 @@ def onboard_domain_flow(params: OnboardParams, backbone: str = "models:/backbone
     settings = load_settings()
     store = str(settings.store_dir(params.domain))
     if params.source:
-        ingest = IngestParams(source=params.source, domain=params.domain, horizon=params.horizon)
-        store = ingest_task(ingest.source, ingest.domain, ingest.horizon, ingest.min_train, settings.paths.data_dir)
+        # the ingest flow, so a source given here is validated and logged like any other
+        store = ingest_flow(IngestParams(source=params.source, domain=params.domain, horizon=params.horizon))
     result_dir = adapt_task(params, store, backbone, settings)
     result_dir = evaluate_task(result_dir, store, params)
     registered = register_task(result_dir, params, settings)
