@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from models.data_args import add_data_arguments, check_data_args
 from models.presets import PRESETS, count_parameters, get_preset
 
 
@@ -33,7 +34,7 @@ def parse_devices(text: str) -> str | int | list[int]:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m models.pretrain", description=__doc__.splitlines()[0])
-    ap.add_argument("--data", action="append", required=True, help="long-format Parquet (repeatable)")
+    add_data_arguments(ap)
     ap.add_argument("--preset", default="tiny", help=f"one of {', '.join(PRESETS)}")
     ap.add_argument("--out", required=True, help="output folder")
     ap.add_argument("--max-steps", type=int, default=400)
@@ -49,7 +50,6 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--devices", default="auto", help="auto, a count, or a list like 0,1")
     ap.add_argument("--strategy", default="auto", help="auto, ddp, ddp_spawn, fsdp, ...")
     ap.add_argument("--precision", default=None, help="default: bf16-mixed on GPU, 32-true on CPU")
-    ap.add_argument("--num-workers", type=int, default=0)
     ap.add_argument("--resume", action="store_true",
                     help="continue from OUT/checkpoints/last.ckpt when it exists (else start fresh)")
     ap.add_argument("--checkpoint-every", type=int, default=None,
@@ -65,17 +65,17 @@ def check_args(args: argparse.Namespace) -> str | None:
     """A message for the first bad input, else None (checked before any heavy import)."""
     if args.preset not in PRESETS:
         return f"unknown preset {args.preset!r}; valid presets: {', '.join(PRESETS)}"
-    for path in args.data:
-        if not Path(path).is_file():
-            return f"data file not found: {path}"
+    error = check_data_args(args)
+    if error:
+        return error
     for name in ("max_steps", "batch_size", "context_length", "horizon_length"):
         if getattr(args, name) < 1:
             return f"--{name.replace('_', '-')} must be >= 1"
     for name in ("checkpoint_every", "log_every_n_steps"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             return f"--{name.replace('_', '-')} must be >= 1"
-    if args.warmup_steps < 0 or args.num_workers < 0:
-        return "--warmup-steps and --num-workers must be >= 0"
+    if args.warmup_steps < 0:
+        return "--warmup-steps must be >= 0"
     if bool(args.mlflow_tracking_uri) != bool(args.mlflow_run_id):
         return "--mlflow-tracking-uri and --mlflow-run-id go together"
     try:
@@ -104,8 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     context_length = math.ceil(args.context_length / p) * p
     future_length = math.ceil(args.horizon_length / p) * p
     try:
-        data = PretrainDataModule(args.data, context_length, future_length, args.batch_size,
-                                  num_workers=args.num_workers, seed=args.seed)
+        data = PretrainDataModule.from_args(args, context_length, future_length)
     except (ValueError, OSError) as exc:
         print(f"error: bad training data: {exc}", file=sys.stderr)
         return 2

@@ -193,6 +193,12 @@ class PretrainDataModule(L.LightningDataModule):
         self.train_set = RandomWindows(self.train_store, self.length, future_length, size, seed)
         self.val_set = LastWindows(self.val_store, self.length) if self.val_store else None
 
+    @classmethod
+    def from_args(cls, args, context_length: int, future_length: int) -> "PretrainDataModule":
+        """Built from ``python -m models.pretrain``'s arguments (see models/data_args.py)."""
+        return cls(args.data, context_length, future_length, args.batch_size,
+                   num_workers=args.num_workers, seed=args.seed)
+
     def train_dataloader(self) -> DataLoader:
         # rank shards and the start batch come from the trainer (none: one process, from batch 0);
         # on resume global_step is already restored: skip the batches the checkpointed run consumed
