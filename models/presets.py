@@ -77,3 +77,18 @@ def count_parameters(config: BackboneConfig) -> int:
     with torch.device("meta"):
         model = PatchBackbone(config)
     return sum(p.numel() for p in model.parameters())
+
+
+def preset_table() -> str:
+    """A markdown table of every preset's shape and parameter count."""
+    rows = ["| preset | d_model | d_ff | heads | layers | patch | variate layers | parameters |",
+            "|---|---|---|---|---|---|---|---|"]
+    for name, c in PRESETS.items():
+        n_variate = sum(c.is_variate_layer(i) for i in range(c.n_layers))
+        rows.append(f"| {name} | {c.d_model} | {c.d_ff} | {c.n_heads} | {c.n_layers} | {c.patch_size} "
+                    f"| {n_variate} | {count_parameters(c):,} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":  # python -m models.presets
+    print(preset_table())

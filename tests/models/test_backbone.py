@@ -225,3 +225,11 @@ def test_batch_forecast_matches_forecast(model):
         np.testing.assert_allclose(out["quantiles"][i], ref.quantiles[0].numpy(), rtol=1e-5, atol=1e-5)
     empty = batch_forecast(model, [], horizon=10, context_length=64)
     assert empty["quantiles"].shape == (0, 10, 9)
+
+
+def test_preset_table_prints_every_preset_with_its_count():
+    from models.presets import preset_table
+
+    lines = preset_table().splitlines()
+    assert len(lines) == 2 + len(PRESETS)
+    assert any(line.startswith("| 313m | 1024 | 2736 | 16 | 24 |") and "309,368,224" in line for line in lines)
