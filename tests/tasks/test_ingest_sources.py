@@ -96,3 +96,17 @@ def test_epf_prices_are_hourly():
     assert src.freq == "h" and sorted(src.frame["unique_id"].unique()) == ["BE", "FR"]
     for _, g in src.frame.groupby("unique_id"):
         assert (g["ds"].diff().dropna() == pd.Timedelta(hours=1)).all()
+
+
+@pytest.mark.parametrize("name, n_series", [("m1", 1001), ("tourism", 1311), ("aus_retail", 152),
+                                            ("us_employment", 148)])
+def test_non_m3_builtins_ingest_cleanly(tmp_path, name, n_series):
+    # the real series a zero-shot M3 backbone can be pre-trained on without seeing M3
+    store = ingest_to_store(f"builtin:{name}", name.replace("_", "-"), horizon=8, min_train=8, data_dir=tmp_path)
+    _, meta = read_store(store)
+    # series too short for train + validation + test are left out, not quarantined
+    assert 0.8 * n_series <= meta["n_series"] <= n_series
+    # the only rows set aside are those of too-short series (no bad values in packaged data)
+    quarantine = pd.read_parquet(store / "quarantine.parquet")
+    assert quarantine["reason"].str.contains("good points, needs >=").all()
+    assert name in builtin_names()
