@@ -17,6 +17,10 @@ def add_data_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--kernelsynth-prob", type=float, default=0.0,
                     help="probability that a training window is a fresh KernelSynth series")
     ap.add_argument("--num-workers", type=int, default=0)
+    ap.add_argument("--samples-per-epoch", type=int, default=1 << 16,
+                    help="training items per (virtual) epoch, split between sources by --data-weights")
+    ap.add_argument("--data-cache", default=None,
+                    help="folder for the memory-mapped caches of --data (default: .tsfm-cache next to each file)")
 
 
 def parse_weights(text: str | None, n: int) -> list[float]:
@@ -50,4 +54,6 @@ def check_data_args(args: argparse.Namespace) -> str | None:
         return "--tsmixup-max-series must be >= 2"
     if args.num_workers < 0:
         return "--num-workers must be >= 0"
+    if getattr(args, "samples_per_epoch", 1) < 1:
+        return "--samples-per-epoch must be >= 1"
     return None

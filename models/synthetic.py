@@ -89,15 +89,19 @@ def kernelsynth_arrays(n_series: int, length: int, seed: int) -> np.ndarray:
     n_series extends a smaller one instead of reshuffling it."""
     if n_series < 1 or length < 2:
         raise ValueError("kernelsynth needs n_series >= 1 and length >= 2")
-    x = np.linspace(0.0, 1.0, length)
-    d = x[:, None] - x[None, :]
-    bank = kernel_bank(length)
     out = np.empty((n_series, length))
     for i, child in enumerate(np.random.SeedSequence(seed).spawn(n_series)):
-        rng = np.random.default_rng(child)
-        cov = _random_kernel(rng, bank, x, d)
-        out[i] = _sample_gp(cov, rng.standard_normal(length))
+        out[i] = kernelsynth_series(length, np.random.default_rng(child))
     return out
+
+
+def kernelsynth_series(length: int, rng: np.random.Generator) -> np.ndarray:
+    """[length] float64: one GP sample with a random kernel, drawn from ``rng`` alone
+    (pre-training draws one per training item, seeded by the item's index)."""
+    x = np.linspace(0.0, 1.0, length)
+    d = x[:, None] - x[None, :]
+    cov = _random_kernel(rng, kernel_bank(length), x, d)
+    return _sample_gp(cov, rng.standard_normal(length))
 
 
 def kernelsynth(n_series: int, length: int, seed: int) -> pd.DataFrame:
