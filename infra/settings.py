@@ -56,21 +56,55 @@ def _default_sources() -> dict[str, SourceSpec]:
 
 
 class PretrainParams(BaseModel):
+    """Options of ``python -m models.pretrain`` (see its --help); one run folder per
+    (params, data versions), so a re-run after a crash resumes from its last checkpoint."""
+
     preset: str = "tiny"
     domains: list[str] = Field(default_factory=lambda: ["synthetic"], description="stores to pre-train on (train parts only)")
-    max_steps: int = Field(2000, ge=1)
-    batch_size: int = Field(64, ge=1)
+    domain_weights: dict[str, float] = Field(
+        default_factory=dict, description="mixture weight per domain (a missing domain weighs 1); {} = equal")
+    tsmixup_prob: float = Field(0.0, ge=0, le=1, description="share of training windows that are TSMixups of domains")
+    kernelsynth_prob: float = Field(0.0, ge=0, le=1, description="share of training windows drawn fresh from KernelSynth")
+    max_steps: int = Field(2000, ge=1, description="optimizer steps")
+    batch_size: int = Field(64, ge=1, description="windows per device and micro-batch")
+    accumulate_grad_batches: int = Field(1, ge=1, description="micro-batches per optimizer step")
     context_length: int = Field(128, ge=8)
     horizon_length: int = Field(32, ge=1, description="length of the masked future the model learns to fill")
-    lr: float = Field(3e-3, gt=0)
-    weight_decay: float = Field(0.01, ge=0)
+    optimizer: Literal["adamw", "lamb", "lars"] = Field(
+        "adamw", description="lamb/lars: layer-wise trust ratios for large batches (lars wants lr ~1)")
+    lr: float = Field(3e-3, gt=0, description="peak LR at a global batch of lr_reference_batch windows")
+    lr_reference_batch: int = Field(64, ge=1, description="global batch (all devices x accumulation) at which lr applies")
+    lr_scaling: Literal["auto", "linear", "sqrt", "none"] = Field(
+        "auto", description="LR vs global batch; auto = sqrt for adamw/lamb, linear for lars")
+    weight_decay: float = Field(0.01, ge=0, description="on matrices only, never on norms or biases")
     warmup_steps: int = Field(40, ge=0)
+    schedule: Literal["wsd", "cosine"] = Field("wsd", description="after warm-up: warmup-stable-decay or cosine")
     seed: int = 0
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"
     devices: str = Field("auto", description="'auto', a count, or a list like '0,1'")
-    strategy: str = "auto"
-    precision: str | None = Field(None, description="default: bf16-mixed on GPU, 32-true on CPU")
+    strategy: Literal["auto", "ddp", "ddp_spawn", "fsdp"] = Field(
+        "auto", description="auto: ddp on several devices, fsdp for the 1b/2.5b presets on several GPUs")
+    precision: Literal["bf16-mixed", "16-mixed", "32-true"] | None = Field(
+        None, description="default: bf16-mixed on GPU, 32-true on CPU")
+    ddp_bucket_cap_mb: float = Field(25.0, gt=0, description="DDP gradient bucket size")
+    ddp_comm_hook: Literal["none", "bf16", "fp16", "powersgd"] = Field(
+        "none", description="DDP gradient compression (CUDA only; ignored with a warning on CPU)")
+    activation_checkpointing: bool = Field(False, description="recompute block activations in backward")
+    compile: bool = Field(False, description="torch.compile the backbone")
     num_workers: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _mixture_is_consistent(self) -> "PretrainParams":
+        unknown = set(self.domain_weights) - set(self.domains)
+        if unknown:
+            raise ValueError(f"domain_weights for domains not in domains: {sorted(unknown)}")
+        if any(w < 0 for w in self.domain_weights.values()):
+            raise ValueError("domain_weights must be >= 0")
+        if self.domains and sum(self.domain_weights.get(d, 1.0) for d in self.domains) <= 0:
+            raise ValueError("domain_weights must leave a positive total weight")
+        if self.tsmixup_prob + self.kernelsynth_prob > 1:
+            raise ValueError("tsmixup_prob + kernelsynth_prob must be <= 1")
+        return self
 
 
 class OnboardParams(BaseModel):
@@ -117,6 +151,48 @@ class DemoParams(BaseModel):
     port: int = Field(0, ge=0, le=65535, description="0 picks a free port")
 
 
+EVALUATE_BASELINES = ("seasonal_naive", "theta", "auto_ets")
+
+
+class EvaluateParams(BaseModel):
+    """Zero-shot evaluation of a registered backbone on packaged real data (M3, electricity)."""
+
+    backbone: str = Field("models:/backbone@champion",
+                          description="models:/<name>@<alias>, models:/<name>/<version>, or a version of `backbone`")
+    datasets: list[str] = Field(default_factory=lambda: ["m3", "vic_elec", "epf_fr_be"],
+                                description="m3, m3-<category>[-<frequency>], vic_elec, epf_fr_be")
+    max_series: int | None = Field(None, ge=1, description="evenly spaced subsample per dataset; None = all")
+    windows: int = Field(7, ge=1, le=365,
+                         description="rolling test windows (stride = horizon, the last one is the test part) "
+                                     "for the electricity series; M3 has its one official test window")
+    baselines: list[str] = Field(default_factory=lambda: list(EVALUATE_BASELINES),
+                                 description="statsforecast baselines; seasonal_naive is required (relative scores)")
+    context_length: int | None = Field(None, ge=8, description="default: the backbone's training context; "
+                                                               "capped by its max_context")
+    max_history: int = Field(2016, ge=16, description="most recent points the statistical baselines are fitted on")
+    n_jobs: int = Field(0, ge=0, description="processes for the statistical baselines; 0 = all cores")
+    batch_size: int = Field(256, ge=1)
+    device: str = Field("auto", description="backbone inference device: auto, cpu, cuda, cuda:1, ...")
+
+    @field_validator("datasets")
+    @classmethod
+    def _some_datasets(cls, v: list[str]) -> list[str]:
+        v = [d.strip().lower().removeprefix("builtin:") for d in v if d.strip()]
+        if not v:
+            raise ValueError("at least one dataset is required")
+        return list(dict.fromkeys(v))
+
+    @field_validator("baselines")
+    @classmethod
+    def _known_baselines(cls, v: list[str]) -> list[str]:
+        unknown = sorted(set(v) - set(EVALUATE_BASELINES))
+        if unknown:
+            raise ValueError(f"unknown baseline(s) {unknown}; known: {list(EVALUATE_BASELINES)}")
+        if "seasonal_naive" not in v:
+            raise ValueError("seasonal_naive is required: relative scores are computed against it")
+        return [b for b in EVALUATE_BASELINES if b in v]
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TSFM_", env_nested_delimiter="__", extra="ignore")
 
@@ -127,6 +203,7 @@ class Settings(BaseSettings):
     onboard: OnboardParams = OnboardParams(domain="m3-other", horizon=8)
     serve: ServeParams = ServeParams()
     demo: DemoParams = DemoParams()
+    evaluate: EvaluateParams = EvaluateParams()
 
     @model_validator(mode="before")
     @classmethod

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from models.backbone import PatchBackbone
+from models.optim import build_optimizer, param_groups
 from models.presets import BackboneConfig
 from models.quantiles import QUANTILES, pinball_loss
 from models.scaler import normalise
@@ -42,9 +43,12 @@ class PretrainModule(L.LightningModule):
         weight_decay: float = 0.01,
         warmup_steps: int = 100,
         max_steps: int = 1000,
-        schedule: str = "cosine",
+        schedule: str = "wsd",
         min_lr_ratio: float = 0.1,
+        optimizer: str = "adamw",
+        grad_clip: float | None = 1.0,
     ):
+        """``lr`` is the peak LR actually used (already scaled for the global batch)."""
         super().__init__()
         # kept out of the logger: the caller's MLflow run already holds its own params
         self.save_hyperparameters(logger=False)
@@ -52,6 +56,8 @@ class PretrainModule(L.LightningModule):
         p = self.model.config.patch_size
         self.n_future = math.ceil(future_length / p)  # masked patches at the end of each window
         self.tokens_seen = 0  # patches through the model, all ranks together
+        # recorded before any wrapper (FSDP flattens shards to 1-D): no decay / no trust ratio
+        self.plain_param_names = {n for n, q in self.named_parameters() if q.ndim <= 1}
 
     def masked_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, int]:
         """batch values/observed [B, V, W] -> (pinball loss over the masked future, local tokens)."""
@@ -82,18 +88,44 @@ class PretrainModule(L.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        # no weight decay on norms' gains and biases (1-D), as in large-batch training practice
-        decay = [p for p in self.parameters() if p.requires_grad and p.ndim > 1]
-        no_decay = [p for p in self.parameters() if p.requires_grad and p.ndim <= 1]
-        optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=hp.lr, betas=(0.9, 0.95), eps=1e-8,
-        )
+        # no weight decay (and for LAMB/LARS no trust ratio) on norms' gains and biases (1-D)
+        groups = param_groups(self.named_parameters(), hp.weight_decay, self.plain_param_names)
+        optimizer = build_optimizer(hp.optimizer, groups, hp.lr)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer,
             lambda step: lr_factor(step, hp.warmup_steps, hp.max_steps, hp.schedule, hp.min_lr_ratio),
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        # by global norm; the FSDP root must clip itself (its shards hold parts of each gradient)
+        clip = self.hparams.grad_clip
+        if not clip:
+            return
+        root = self.trainer.strategy.model
+        if hasattr(root, "clip_grad_norm_"):
+            root.clip_grad_norm_(clip)
+        else:
+            self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+
+    def training_flops(self, batch_size: int, n_patches: int, n_variates: int = 1) -> int:
+        """FLOPs of one training step's forward + backward on batch_size x n_variates series of
+        n_patches patches, counted on the meta device (no memory, no compute). The scaler's
+        element-wise work is left out (FLOP counters count matmuls and attention only)."""
+        from lightning.fabric.utilities.throughput import measure_flops
+
+        c = self.model.config
+        with torch.device("meta"):
+            model = PatchBackbone(c)
+            patches = torch.zeros(batch_size, n_variates, n_patches, 2 * c.patch_size)
+
+        def forward() -> Tensor:
+            h = model.embed(patches)
+            for block in model.blocks:
+                h = block(h, None)
+            return model.head(model.norm(h))
+
+        return int(measure_flops(model, forward, loss_fn=torch.Tensor.sum))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["tokens_seen"] = self.tokens_seen
@@ -112,19 +144,38 @@ class ProgressPrinter(L.Callback):
         self.window = max(1, min(50, max_steps // 10))
         self.first: list[float] = []
         self.last: list[float] = []
-        self.started = 0.0
+        self.started = self.ended = 0.0
+        self.start_tokens = 0
+        self.step = 0
+        self.pending: list[Tensor] = []
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.started = time.time()
+        self.start_tokens = pl_module.tokens_seen  # restored on resume
+        self.step = trainer.global_step
+        self.pending = []
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.ended = time.time()
+
+    def tokens_per_second(self, tokens_seen: int) -> float | None:
+        """Patches per second (all ranks) over this process's training, from fit start to end."""
+        seconds = self.ended - self.started
+        return round((tokens_seen - self.start_tokens) / seconds, 1) if seconds > 0 else None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        # Lightning hands back loss / accumulate_grad_batches: the micro-batches' sum is the step's mean
+        self.pending.append(outputs["loss"].detach())
+        if trainer.global_step == self.step:
+            return  # gradient accumulation: the optimizer step has not happened yet
+        self.step = step = trainer.global_step
+        pending, self.pending = self.pending, []
         if not trainer.is_global_zero:
             return
-        step = trainer.global_step  # already counts this batch
         printing = step % self.every == 0 or step == self.max_steps
         # .item() syncs with the device: only for the steps we keep or print
         if step <= self.window or step > self.max_steps - self.window or printing:
-            loss = float(outputs["loss"].detach().float().item())
+            loss = float(torch.stack(pending).float().sum().item())
             if step <= self.window:
                 self.first.append(loss)
             if step > self.max_steps - self.window:
