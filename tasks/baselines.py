@@ -4,19 +4,26 @@ Intervals at levels 20/40/60/80 % give the 9 quantiles 0.1..0.9 (lo-80 -> 0.1,
 lo-60 -> 0.2, ..., mean -> 0.5, ..., hi-80 -> 0.9), the layout of tasks.metrics.
 Series are fitted one by one with the model classes' ``forecast`` (no frame
 round-trip), so the output keeps the input order and is deterministic.
+Models: seasonal naive, Theta (the standard theta method, statsforecast's ``Theta``)
+and AutoETS; ``MODELS`` is the default set (what onboarding compares against).
 """
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+import math
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
+from contextlib import ExitStack
 
 import numpy as np
 
 log = logging.getLogger(__name__)
 
 LEVELS = (20, 40, 60, 80)
-MODELS = ("seasonal_naive", "auto_ets")
+MODELS = ("seasonal_naive", "auto_ets")  # the default set
+KNOWN_MODELS = ("seasonal_naive", "theta", "auto_ets")
+CHUNK = 64  # series per unit of work: the granularity of progress reports
 ETS_MAX_SEASON = 24  # statsforecast's ETS does not fit longer seasons
 
 # Season length from a pandas-style frequency, for callers that know only that.
@@ -55,8 +62,10 @@ def fit_one(x: np.ndarray, horizon: int, season_length: int, model: str) -> tupl
     note = None if season == season_length else f"n={len(x)} <= season {season_length}: season 1"
     if model == "seasonal_naive":
         return _naive(x, horizon, season), note
+    if model == "theta":
+        return _theta(x, horizon, season, note)
     if model != "auto_ets":
-        raise ValueError(f"unknown baseline {model!r}; known: {MODELS}")
+        raise ValueError(f"unknown baseline {model!r}; known: {KNOWN_MODELS}")
     if season > ETS_MAX_SEASON:
         season, note = 1, f"season {season_length} > {ETS_MAX_SEASON} unsupported by ETS: season 1"
     try:
@@ -69,9 +78,74 @@ def fit_one(x: np.ndarray, horizon: int, season_length: int, model: str) -> tupl
     return _naive(x, horizon, 1), f"n={len(x)}: {reason}: naive"
 
 
+def _theta(x: np.ndarray, horizon: int, season: int, note: str | None) -> tuple[np.ndarray, str | None]:
+    """Standard theta method (seasonality test + decomposition inside statsforecast)."""
+    from statsforecast.models import Theta
+
+    try:
+        q = _quantiles(Theta(season_length=season).forecast(y=x, h=horizon, level=list(LEVELS)))
+        if np.isfinite(q).all():
+            return q, note
+        reason = "non-finite Theta forecast"
+    except Exception as exc:  # statsforecast raises for tiny or degenerate series
+        reason = f"Theta failed ({type(exc).__name__}: {exc})"
+    return _naive(x, horizon, 1), f"n={len(x)}: {reason}: naive"
+
+
 def _fit_chunk(args) -> list[tuple[np.ndarray, str | None]]:
     xs, horizon, season_length, model = args
     return [fit_one(x, horizon, season_length, model) for x in xs]
+
+
+def _fit_all(histories, horizon, season_length, model, n_jobs, progress,
+             executor: Executor | None = None) -> list[tuple[np.ndarray, str | None]]:
+    """Contiguous chunks, serially or in a process pool; results in input order."""
+    n = len(histories)
+    size = max(1, min(CHUNK, math.ceil(n / max(n_jobs, 1))))
+    chunks = [(list(histories[s:s + size]), horizon, season_length, model) for s in range(0, n, size)]
+    results: list[tuple[np.ndarray, str | None]] = []
+    if n_jobs > 1 and n > n_jobs:
+        with ExitStack() as stack:
+            pool = executor or stack.enter_context(ProcessPoolExecutor(n_jobs))
+            for part in pool.map(_fit_chunk, chunks):  # map keeps the order of the chunks
+                results += part
+                if progress:
+                    progress(model, len(results), n)
+    else:
+        for chunk in chunks:
+            results += _fit_chunk(chunk)
+            if progress:
+                progress(model, len(results), n)
+    return results
+
+
+def baseline_pool(n_jobs: int, models: Sequence[str] = KNOWN_MODELS) -> ProcessPoolExecutor:
+    """A process pool for many baseline calls. The models are fitted once here first, so
+    that the forked workers inherit statsforecast's imports and compiled code."""
+    x = 10 + np.sin(np.arange(48, dtype=np.float64))
+    for model in models:
+        fit_one(x, 4, 12, model)
+    return ProcessPoolExecutor(n_jobs)
+
+
+def progress_logger(label: str, logger: logging.Logger | logging.LoggerAdapter | None = None,
+                    every_s: float = 30.0) -> Callable[[str, int, int], None]:
+    """A ``progress`` callback that logs at most every ``every_s`` seconds, and at the end."""
+    logger = logger or log
+    clock = {"free": time.perf_counter()}  # when the previous model finished (or the callback was made)
+    started: dict[str, float] = {}
+    last: dict[str, float] = {}
+
+    def report(model: str, done: int, total: int) -> None:
+        now = time.perf_counter()
+        t0 = started.setdefault(model, clock["free"])
+        if done >= total or now - last.get(model, t0) >= every_s:
+            last[model] = now
+            logger.info("%s %s: %d/%d series fitted (%.0f s)", label, model, done, total, now - t0)
+        if done >= total:
+            clock["free"] = now
+
+    return report
 
 
 def baseline_forecasts_with_notes(
@@ -81,22 +155,24 @@ def baseline_forecasts_with_notes(
     freq: str | None = None,
     models: Sequence[str] = MODELS,
     n_jobs: int = 1,
+    progress: Callable[[str, int, int], None] | None = None,
+    executor: Executor | None = None,
 ) -> tuple[dict[str, np.ndarray], list[str]]:
-    """Like baseline_forecasts, also returning one note per fallback ("<model> series <i>: ...")."""
+    """Like baseline_forecasts, also returning one note per fallback ("<model> series <i>: ...").
+
+    ``progress(model, done, total)`` is called as chunks of series finish. ``executor``:
+    a process pool to reuse across calls (see ``baseline_pool``) instead of one per model.
+    """
     if horizon < 1:
         raise ValueError("horizon must be >= 1")
     season_length = season_length or season_from_freq(freq)
     out: dict[str, np.ndarray] = {}
     notes: list[str] = []
+    unknown = [m for m in models if m not in KNOWN_MODELS]
+    if unknown:
+        raise ValueError(f"unknown baseline(s) {unknown}; known: {KNOWN_MODELS}")
     for model in models:
-        if n_jobs > 1 and len(histories) > n_jobs:
-            chunks = [list(histories[i::n_jobs]) for i in range(n_jobs)]
-            with ProcessPoolExecutor(n_jobs) as pool:
-                parts = list(pool.map(_fit_chunk, [(c, horizon, season_length, model) for c in chunks]))
-            # Undo the round-robin chunking: series i sits in chunk i % n_jobs at i // n_jobs.
-            results = [parts[i % n_jobs][i // n_jobs] for i in range(len(histories))]
-        else:
-            results = _fit_chunk((histories, horizon, season_length, model))
+        results = _fit_all(histories, horizon, season_length, model, n_jobs, progress, executor)
         out[model] = np.stack([q for q, _ in results]) if results else np.zeros((0, horizon, 9))
         notes += [f"{model} series {i}: {n}" for i, (_, n) in enumerate(results) if n]
     return out, notes

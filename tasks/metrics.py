@@ -99,6 +99,13 @@ def scaled_crps_pooled(y, quantiles, levels=QUANTILES) -> float:
     return float(loss / denom) if denom > 0 else float("nan")
 
 
+def scaled_crps_parts(y, quantiles, levels=QUANTILES) -> tuple[np.ndarray, np.ndarray]:
+    """Per-series numerator (mean over levels of sum_t 2*pinball) and denominator (sum_t |y|),
+    ``[N]`` each: their sums over any set of series give that set's pooled scaled CRPS."""
+    levels = np.asarray(levels, dtype=np.float64)
+    return _pinball2(y, quantiles, levels).sum(axis=1).mean(axis=1), np.nansum(np.abs(_as_2d(y)), axis=1)
+
+
 def geometric_mean_ratio(values: np.ndarray, baseline: np.ndarray) -> float:
     """Geometric mean over series of values/baseline; pairs with a zero or
     non-finite side are skipped (a log of 0 is undefined)."""
@@ -149,6 +156,35 @@ def evaluate(
                 "sCRPS_rel": geometric_mean_ratio(m["sCRPS"], base["sCRPS"]),
             }
         )
+    return pd.DataFrame(rows).set_index("model")
+
+
+def summarize(per_series: pd.DataFrame, baseline: str = "seasonal_naive", key: str = "instance") -> pd.DataFrame:
+    """The columns of ``evaluate`` from a long per-series frame.
+
+    ``per_series`` has one row per (``key``, ``model``) with MASE, sCRPS, sMAPE and the
+    pooled-CRPS parts ``crps_num``/``crps_den`` (scaled_crps_parts). Series with different
+    horizons and season lengths can be pooled this way. Rows are ordered as models first appear.
+    """
+    models = list(dict.fromkeys(per_series["model"]))
+    if baseline not in models:
+        raise ValueError(f"baseline {baseline!r} is not among the models {models}")
+    wide = {m: g.set_index(key) for m, g in per_series.groupby("model", sort=False)}
+    base = wide[baseline]
+    rows = []
+    for name in models:
+        m = wide[name]
+        b = base.reindex(m.index)
+        den = m["crps_den"].to_numpy(np.float64).sum()  # numpy sums: a NaN forecast stays NaN
+        rows.append({
+            "model": name,
+            "MASE": float(np.nanmean(m["MASE"])),
+            "sCRPS": float(np.nanmean(m["sCRPS"])),
+            "sMAPE": float(np.nanmean(m["sMAPE"])),
+            "sCRPS_pooled": float(m["crps_num"].to_numpy(np.float64).sum() / den) if den > 0 else float("nan"),
+            "MASE_rel": geometric_mean_ratio(m["MASE"].to_numpy(), b["MASE"].to_numpy()),
+            "sCRPS_rel": geometric_mean_ratio(m["sCRPS"].to_numpy(), b["sCRPS"].to_numpy()),
+        })
     return pd.DataFrame(rows).set_index("model")
 
 

@@ -23,6 +23,7 @@ EXPERIMENTS = {
     "pretrain": "tsfm-pretrain",
     "onboard": "tsfm-onboard",
     "promote": "tsfm-promote",
+    "evaluate": "tsfm-evaluate",
 }
 
 

@@ -120,6 +120,56 @@ def serve(
     os.execvpe(cmd[0], cmd, server_env(settings))
 
 
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def _csv(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value is not None else None
+
+
+@app.command()
+def evaluate(
+    backbone: str = typer.Option(None, help="registered backbone: models:/backbone@champion (default), "
+                                            "models:/<name>/<version> or a version number"),
+    datasets: str = typer.Option(None, help="comma-separated: m3, m3-<category>[-<frequency>], vic_elec, epf_fr_be"),
+    max_series: int = typer.Option(None, help="evenly spaced subsample of at most N series per dataset"),
+    windows: int = typer.Option(None, help="rolling test windows per electricity series (the last is the test part)"),
+    baselines: str = typer.Option(None, help="comma-separated subset of seasonal_naive,theta,auto_ets"),
+    context_length: int = typer.Option(None, help="default: the backbone's training context"),
+    n_jobs: int = typer.Option(None, help="processes for the baselines; 0 = all cores"),
+    device: str = typer.Option(None, help="backbone device: auto, cpu, cuda"),
+    out: str = OUT,
+):
+    """Zero-shot evaluation of a registered backbone on M3 and electricity data against
+    seasonal naive, Theta and AutoETS; logged to MLflow, headline numbers tagged on the version."""
+    from pydantic import ValidationError
+
+    from infra.settings import EvaluateParams
+
+    base = _settings().evaluate.model_dump()
+    base.update({k: v for k, v in dict(backbone=backbone, datasets=_csv(datasets), max_series=max_series,
+                                         windows=windows, baselines=_csv(baselines), context_length=context_length,
+                                         n_jobs=n_jobs, device=device).items() if v is not None})
+    try:
+        params = EvaluateParams(**base)
+    except ValidationError as e:
+        _fail("; ".join(f"--{'-'.join(map(str, err['loc'])).replace('_', '-')}: {err['msg']}" for err in e.errors()))
+    from tasks.zero_shot import check_datasets
+
+    try:
+        check_datasets(params.datasets)  # before any flow starts
+        from flows.evaluate import evaluate_flow
+
+        result = evaluate_flow(params)
+    except (LookupError, ValueError) as e:
+        _fail(str(e))
+    with open(result["markdown_file"]) as fh:
+        typer.echo(fh.read(), err=True)  # the table for people; stdout stays JSON
+    _echo(result, out)
+
+
 @app.command()
 def demo():
     """Everything end to end on the embedded defaults: ingest, pretrain, onboard, promote, serve."""
