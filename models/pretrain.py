@@ -136,6 +136,14 @@ def check_args(args: argparse.Namespace) -> str | None:
     return None
 
 
+def torchrun_nodes() -> int:
+    """Nodes of a torchrun world (WORLD_SIZE / LOCAL_WORLD_SIZE), else 1: Lightning needs
+    devices x num_nodes == WORLD_SIZE, or each node would train alone."""
+    if "LOCAL_WORLD_SIZE" in os.environ and "WORLD_SIZE" in os.environ and "TORCHELASTIC_RUN_ID" in os.environ:
+        return max(1, int(os.environ["WORLD_SIZE"]) // int(os.environ["LOCAL_WORLD_SIZE"]))
+    return 1
+
+
 def resolve_runtime(args: argparse.Namespace) -> tuple[bool, int, str]:
     """-> (on_gpu, devices per node, strategy kind) from the flags and the machine."""
     import torch
@@ -263,7 +271,7 @@ def train(args: argparse.Namespace, config, data, future_length: int, on_gpu: bo
         callbacks.append(ThroughputMonitor(
             batch_size_fn=batch_size_of, length_fn=functools.partial(tokens_in_batch, patch_size=config.patch_size)))
     trainer = L.Trainer(
-        accelerator=args.accelerator, devices=devices, strategy=strategy,
+        accelerator=args.accelerator, devices=devices, num_nodes=torchrun_nodes(), strategy=strategy,
         precision=precision, max_steps=args.max_steps, logger=logger, callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
         log_every_n_steps=log_every, accumulate_grad_batches=accumulate,
