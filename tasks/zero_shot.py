@@ -163,6 +163,7 @@ def pretrain_overlap(groups: list[Group], sources: list[dict]) -> list[dict]:
     Pre-training uses the train part of each store: all but the last 2 x (store horizon)
     points of every series. A series of an evaluated window that is also in a builtin
     pre-training source overlaps when that train part reaches into its earliest window.
+    Other builtins (M1, tourism, ...) are other collections: no overlap by construction.
     Sources that are not builtins (files, S3) cannot be checked: listed with series None.
     """
     starts: dict[str, int] = {}  # unique_id -> index of its earliest test point
@@ -175,6 +176,8 @@ def pretrain_overlap(groups: list[Group], sources: list[dict]) -> list[dict]:
         if source.startswith("synthetic:"):
             continue
         name = source.removeprefix("builtin:")
+        if source.startswith("builtin:") and name not in dataset_names() and not name.startswith("m3"):
+            continue  # another packaged collection than the evaluated ones
         if not source.startswith("builtin:") or name not in dataset_names() or not src.get("horizon"):
             found.append({**src, "series": None, "points": None, "max_points": None})
             continue
