@@ -196,23 +196,30 @@ class ResumableSampler(DistributedSampler):
     workers never see set_epoch). Being a DistributedSampler, Lightning keeps it under DDP."""
 
     def __init__(self, dataset: Dataset, batch_size: int, num_replicas: int = 1, rank: int = 0,
-                 seed: int = 0, start_batch: int = 0, global_index: bool = False):
+                 seed: int = 0, start_batch: int = 0, global_index: bool = False, batches_per_step: int = 1):
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=True)
         if start_batch < 0:
             raise ValueError(f"start_batch must be >= 0, got {start_batch}")
         self.batch_size, self.global_index = batch_size, global_index
-        # batches per epoch and rank, as the DataLoader (drop_last=True) makes them
-        self.batches_per_epoch = max(1, self.num_samples // batch_size)
+        # batches per epoch and rank, as the DataLoader (drop_last=True) makes them, rounded down to
+        # whole optimizer steps: no epoch ends mid-accumulation, so step * batches_per_step is
+        # exactly the number of batches consumed and a resume lands on the right one
+        whole = max(1, self.num_samples // batch_size)
+        self.batches_per_epoch = max(batches_per_step, whole - whole % batches_per_step)
+        self.epoch_samples = min(self.num_samples, self.batches_per_epoch * batch_size)
         self.skip_epoch, skip_batches = divmod(start_batch, self.batches_per_epoch)
         self.skip_samples = skip_batches * batch_size
 
     def __iter__(self):
-        indices = list(super().__iter__())
+        indices = list(super().__iter__())[: self.epoch_samples]
         if self.epoch == self.skip_epoch and self.skip_samples:
             indices = indices[self.skip_samples:]
         if self.global_index:
             indices = [self.epoch * len(self.dataset) + i for i in indices]
         return iter(indices)
+
+    def __len__(self) -> int:
+        return self.epoch_samples
 
 
 class StepResumedLoader(DataLoader):
@@ -304,7 +311,8 @@ class PretrainDataModule(L.LightningDataModule):
         else:
             world, rank, start = 1, 0, 0
         sampler = ResumableSampler(self.train_set, self.batch_size, num_replicas=world, rank=rank,
-                                   seed=self.seed, start_batch=start, global_index=True)
+                                   seed=self.seed, start_batch=start, global_index=True,
+                                   batches_per_step=getattr(self, "batches_per_step", 1))
         return StepResumedLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, drop_last=True,
                                  num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 

@@ -128,3 +128,18 @@ def test_sampler_skips_exactly_the_consumed_batches_and_keeps_rank_shards():
     # ranks draw disjoint windows
     r0, r1 = (sum(batches(r, 0, 1), []) for r in (0, 1))
     assert set(r0).isdisjoint(r1)
+
+
+def test_epochs_hold_whole_optimizer_steps_under_accumulation():
+    # 10 samples / batch 2 = 5 batches; with 2 batches per step an epoch keeps 4, so no optimizer
+    # step straddles two epochs and step * 2 is exactly the batches consumed
+    from models.pretrain_data import ResumableSampler
+
+    data = list(range(10))
+    sampler = ResumableSampler(data, batch_size=2, batches_per_step=2)
+    assert sampler.batches_per_epoch == 4 and len(sampler) == len(list(sampler)) == 8
+    resumed = ResumableSampler(data, batch_size=2, batches_per_step=2, start_batch=6)  # step 3
+    resumed.set_epoch(1)
+    sampler.set_epoch(1)
+    assert list(resumed) == list(sampler)[4:]
+    assert ResumableSampler(data, batch_size=2).batches_per_epoch == 5  # no accumulation: unchanged
