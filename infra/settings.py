@@ -62,7 +62,7 @@ class PretrainParams(BaseModel):
     preset: str = "tiny"
     domains: list[str] = Field(default_factory=lambda: ["synthetic"], description="stores to pre-train on (train parts only)")
     domain_weights: dict[str, float] = Field(
-        default_factory=dict, description="mixture weight per domain (a missing domain weighs 1); {} = equal")
+        default_factory=dict, description="mixture weight per domain (a missing domain weighs 1); {} = in proportion to each domain's windows")
     tsmixup_prob: float = Field(0.0, ge=0, le=1, description="share of training windows that are TSMixups of domains")
     kernelsynth_prob: float = Field(0.0, ge=0, le=1, description="share of training windows drawn fresh from KernelSynth")
     max_steps: int = Field(2000, ge=1, description="optimizer steps")

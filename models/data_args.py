@@ -10,7 +10,8 @@ def add_data_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--data", action="append", required=True,
                     help="long-format Parquet, one file per source (repeatable)")
     ap.add_argument("--data-weights", default=None,
-                    help="mixture weight per --data file, comma separated in the same order (default: equal)")
+                    help="mixture weight per --data file, comma separated in the same order "
+                         "(default: in proportion to each file's number of windows)")
     ap.add_argument("--tsmixup-prob", type=float, default=0.0,
                     help="probability that a training window is a TSMixup of several sources' windows")
     ap.add_argument("--tsmixup-max-series", type=int, default=3, help="at most this many windows mixed")
@@ -23,10 +24,11 @@ def add_data_arguments(ap: argparse.ArgumentParser) -> None:
                     help="folder for the memory-mapped caches of --data (default: .tsfm-cache next to each file)")
 
 
-def parse_weights(text: str | None, n: int) -> list[float]:
-    """'0.7,0.3' -> [0.7, 0.3] normalised; None -> equal weights. Raises ValueError."""
+def parse_weights(text: str | None, n: int) -> list[float] | None:
+    """'0.7,0.3' -> [0.7, 0.3] normalised; None -> None (each source by its number of windows).
+    Raises ValueError."""
     if text is None:
-        return [1.0 / n] * n
+        return None
     weights = [float(t) for t in text.split(",") if t.strip()]
     if len(weights) != n:
         raise ValueError(f"--data-weights has {len(weights)} values for {n} --data files")

@@ -112,12 +112,14 @@ class MixtureWindows(Dataset):
     def __init__(self, sources: list[SeriesStore], length: int, future_length: int, size: int, seed: int,
                  weights: list[float] | None = None, tsmixup_prob: float = 0.0, tsmixup_max_series: int = 3,
                  kernelsynth_prob: float = 0.0):
-        weights = np.full(len(sources), 1.0 / len(sources)) if weights is None else np.asarray(weights, float)
+        self.sources = [SourceWindows(s, length, future_length) for s in sources]
+        # no weights: each source in proportion to its windows (every window equally likely), so a
+        # small domain is not repeated many times per epoch next to a large one
+        weights = np.array([s.n for s in self.sources], float) if weights is None else np.asarray(weights, float)
         if len(weights) != len(sources) or (weights < 0).any() or weights.sum() <= 0:
             raise ValueError(f"need one weight >= 0 per source ({len(sources)}), with a positive sum")
         self.weights = weights / weights.sum()
         self.length, self.context_length, self.seed = length, length - future_length, seed
-        self.sources = [SourceWindows(s, length, future_length) for s in sources]
         self.arrays = sources[0].sources  # the cached files, by source number
         self.quotas = np.array([round(w * size) for w in self.weights], dtype=np.int64)
         self.cum_quotas = np.cumsum(self.quotas)

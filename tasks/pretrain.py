@@ -77,8 +77,9 @@ def trainer_command(params: PretrainParams, corpus: dict[str, Path], out_dir: Pa
     cmd = [sys.executable, "-m", "models.pretrain"]
     for path in corpus.values():
         cmd += ["--data", str(Path(path).resolve())]  # absolute: the trainer runs from the repository
+    if params.domain_weights:  # else the trainer mixes domains in proportion to their windows
+        cmd += ["--data-weights", ",".join(str(params.domain_weights.get(d, 1.0)) for d in corpus)]
     cmd += [
-        "--data-weights", ",".join(str(params.domain_weights.get(d, 1.0)) for d in corpus),
         "--tsmixup-prob", str(params.tsmixup_prob), "--kernelsynth-prob", str(params.kernelsynth_prob),
         "--out", str(out_dir.resolve()), "--preset", params.preset,
         "--max-steps", str(params.max_steps), "--batch-size", str(params.batch_size),

@@ -56,6 +56,13 @@ def test_permutation_is_a_bijection():
     assert [Permutation(1000, [1])(k) for k in range(5)] != [Permutation(1000, [2])(k) for k in range(5)]
 
 
+def test_without_weights_sources_mix_by_their_number_of_windows(sources):
+    ds = datamodule(sources, weights=None).train_set
+    n_windows = np.array([s.n for s in ds.sources])
+    assert np.allclose(ds.weights, n_windows / n_windows.sum())
+    assert abs(ds.quotas[2] - 2000 * n_windows[2] / n_windows.sum()) <= 1  # the tiny source is not upsampled
+
+
 def test_mixture_proportions_and_each_window_once_per_epoch(sources):
     dm = datamodule(sources)
     ds = dm.train_set

@@ -355,5 +355,8 @@ def test_pretrain_task_writes_one_file_per_domain_and_maps_every_option(tmp_path
     assert run_key(params, versions) == run_key(params.model_copy(), dict(versions))
     assert run_key(params, versions) != run_key(params.model_copy(update={"lr": 1e-3}), versions)
     assert run_key(params, versions) != run_key(params, {**versions, "beta": "changed"})
+    # no weights: no --data-weights, the trainer mixes domains by their number of windows
+    assert "--data-weights" not in trainer_command(PretrainParams(domains=["alpha", "beta"]), corpus["files"],
+                                                   tmp_path / "run", None, None)
     with pytest.raises(ValueError, match="not in domains"):
         PretrainParams(domains=["alpha"], domain_weights={"gamma": 1.0})
