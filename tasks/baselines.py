@@ -68,27 +68,26 @@ def fit_one(x: np.ndarray, horizon: int, season_length: int, model: str) -> tupl
         raise ValueError(f"unknown baseline {model!r}; known: {KNOWN_MODELS}")
     if season > ETS_MAX_SEASON:
         season, note = 1, f"season {season_length} > {ETS_MAX_SEASON} unsupported by ETS: season 1"
-    try:
-        q = _quantiles(AutoETS(season_length=season).forecast(y=x, h=horizon, level=list(LEVELS)))
-        if np.isfinite(q).all():
-            return q, note
-        reason = "non-finite ETS forecast"
-    except Exception as exc:  # statsforecast raises for tiny or degenerate series
-        reason = f"ETS failed ({type(exc).__name__}: {exc})"
-    return _naive(x, horizon, 1), f"n={len(x)}: {reason}: naive"
+    return _fit_or_naive(AutoETS(season_length=season), "ETS", x, horizon, note)
 
 
 def _theta(x: np.ndarray, horizon: int, season: int, note: str | None) -> tuple[np.ndarray, str | None]:
     """Standard theta method (seasonality test + decomposition inside statsforecast)."""
     from statsforecast.models import Theta
 
+    return _fit_or_naive(Theta(season_length=season), "Theta", x, horizon, note)
+
+
+def _fit_or_naive(model, label: str, x: np.ndarray, horizon: int,
+                  note: str | None) -> tuple[np.ndarray, str | None]:
+    """The statsforecast model's quantiles, or naive with the reason when it fails or diverges."""
     try:
-        q = _quantiles(Theta(season_length=season).forecast(y=x, h=horizon, level=list(LEVELS)))
+        q = _quantiles(model.forecast(y=x, h=horizon, level=list(LEVELS)))
         if np.isfinite(q).all():
             return q, note
-        reason = "non-finite Theta forecast"
+        reason = f"non-finite {label} forecast"
     except Exception as exc:  # statsforecast raises for tiny or degenerate series
-        reason = f"Theta failed ({type(exc).__name__}: {exc})"
+        reason = f"{label} failed ({type(exc).__name__}: {exc})"
     return _naive(x, horizon, 1), f"n={len(x)}: {reason}: naive"
 
 

@@ -10,9 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
+
+from tests.corpus import seasonal_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = ROOT / "infra" / "launch"
@@ -50,16 +50,7 @@ def finish(proc: subprocess.Popen, timeout: int = 120) -> tuple[int, str, str]:
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    rng = np.random.default_rng(0)
-    frames = []
-    for i in range(12):
-        n = int(rng.integers(60, 200))
-        t = np.arange(n)
-        y = 10 * i + 5 * np.sin(2 * np.pi * t / 12) + rng.normal(0, 0.5, n)
-        frames.append(pd.DataFrame({"unique_id": f"s{i}", "ds": t, "y": y}))
-    path = tmp_path_factory.mktemp("corpus") / "train.parquet"
-    pd.concat(frames).to_parquet(path, index=False)
-    return path
+    return seasonal_corpus(tmp_path_factory.mktemp("corpus") / "train.parquet", 12, (60, 200), periods=(12,))
 
 
 def test_torchrun_one_node_two_cpu_processes(corpus, tmp_path):

@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.corpus import seasonal_corpus
+
 ROOT = Path(__file__).resolve().parents[2]
 # one thread per process: the test machines have 2 cores, DDP runs 2 processes
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -25,18 +27,8 @@ def pretrain(*args: str, timeout: int = 240) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
     """24 seasonal series of 40..300 points (some shorter than a window), a few gaps."""
-    rng = np.random.default_rng(0)
-    frames = []
-    for i in range(24):
-        n = int(rng.integers(40, 300))
-        t = np.arange(n)
-        period = int(rng.choice([7, 12, 24]))
-        y = 10 * i + 5 * np.sin(2 * np.pi * t / period) + 0.05 * t + rng.normal(0, 0.5, n)
-        y[rng.random(n) < 0.02] = np.nan
-        frames.append(pd.DataFrame({"unique_id": f"s{i}", "ds": t, "y": y}))
-    path = tmp_path_factory.mktemp("corpus") / "train.parquet"
-    pd.concat(frames).sample(frac=1.0, random_state=0).to_parquet(path, index=False)  # unsorted on purpose
-    return path
+    return seasonal_corpus(tmp_path_factory.mktemp("corpus") / "train.parquet", 24, (40, 300), gap_rate=0.02,
+                           shuffle=True)  # unsorted on purpose
 
 
 COMMON = ["--preset", "tiny", "--context-length", "64", "--horizon-length", "16", "--accelerator", "cpu"]

@@ -15,6 +15,8 @@ import pytest
 import torch
 from torch import nn
 
+from tests.corpus import seasonal_corpus
+
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 COMMON = ["--preset", "tiny", "--context-length", "64", "--horizon-length", "16", "--accelerator", "cpu",
@@ -28,16 +30,7 @@ def pretrain(*args: str, env: dict | None = None, timeout: int = 240) -> subproc
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    rng = np.random.default_rng(0)
-    frames = []
-    for i in range(16):
-        n = int(rng.integers(80, 300))
-        t = np.arange(n)
-        y = 10 * i + 5 * np.sin(2 * np.pi * t / int(rng.choice([7, 12, 24]))) + rng.normal(0, 0.5, n)
-        frames.append(pd.DataFrame({"unique_id": f"s{i}", "ds": t, "y": y}))
-    path = tmp_path_factory.mktemp("corpus") / "train.parquet"
-    pd.concat(frames).to_parquet(path, index=False)
-    return path
+    return seasonal_corpus(tmp_path_factory.mktemp("corpus") / "train.parquet", 16, (80, 300))
 
 
 # --- optimisers -------------------------------------------------------------------------
