@@ -65,7 +65,12 @@ def build_corpus(store_dirs: list[str], out_dir: Path) -> dict:
         # the trainer only needs order within a series: integer steps avoid mixed ds types
         part["ds"] = part.groupby("unique_id").cumcount()
         files[domain] = out_dir / f"{domain}.parquet"
-        part[["unique_id", "ds", "y"]].to_parquet(files[domain], index=False)
+        # the run folder is keyed by the data versions, so an existing file is this same part:
+        # leaving it untouched keeps its mtime and the trainer's memory-mapped cache of it on resume
+        if not files[domain].is_file():
+            tmp = files[domain].with_suffix(".tmp")
+            part[["unique_id", "ds", "y"]].to_parquet(tmp, index=False)
+            os.replace(tmp, files[domain])
         versions[domain] = meta["md5"]
         rows, series = rows + len(part), series + part["unique_id"].nunique()
     return {"files": files, "rows": rows, "series": series, "data_versions": versions}

@@ -330,6 +330,10 @@ def test_pretrain_task_writes_one_file_per_domain_and_maps_every_option(tmp_path
     assert list(corpus["files"]) == ["alpha", "beta"]
     beta = pd.read_parquet(corpus["files"]["beta"])
     assert len(beta) == 2 * (20 - 8) and beta["unique_id"].str.startswith("beta/").all()  # train parts only
+    # a resumed run finds its corpus files untouched (the trainer's cache of them stays valid)
+    mtime = corpus["files"]["beta"].stat().st_mtime_ns
+    assert build_corpus(stores, tmp_path / "run" / "corpus")["rows"] == corpus["rows"]
+    assert corpus["files"]["beta"].stat().st_mtime_ns == mtime
 
     params = PretrainParams(domains=["alpha", "beta"], domain_weights={"beta": 3.0}, optimizer="lamb",
                             accumulate_grad_batches=4, ddp_comm_hook="powersgd", compile=True,
