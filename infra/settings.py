@@ -112,6 +112,8 @@ class OnboardParams(BaseModel):
     source: str | None = Field(None, description="ingest this source first when given")
     horizon: int = Field(6, ge=1, le=1024)
     season_length: int = Field(1, ge=1)
+    series_horizons: bool = Field(True, description="use the source's own per-series horizons and season "
+                                  "lengths when it has them (M3); horizon/season_length apply otherwise")
     freq: str | None = Field(None, description="pandas frequency of ds; inferred when omitted")
     context_length: int = Field(64, ge=8)
     stride: int = Field(1, ge=1)

@@ -12,6 +12,7 @@ Test targets never reach step 1: it is not handed the frame or the split.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,6 +49,8 @@ class OnboardResult:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per step
     skipped_ids: list[str] = field(default_factory=list)  # too short for train + val + test
     teacher_confidence: dict[str, float] = field(default_factory=dict)  # mean max weight per query set
+    horizons: np.ndarray | None = None  # [N] each series' own horizon (truths are NaN past it)
+    horizon: int = 0  # what the models forecast: the longest of ``horizons``
 
 
 def min_context(context_length: int, horizon: int, align_points: int) -> int:
@@ -56,31 +59,46 @@ def min_context(context_length: int, horizon: int, align_points: int) -> int:
     return min(context_length, max(align_points, horizon))
 
 
-def onboard(backbone: PatchBackbone, df: pd.DataFrame, cfg, device: str = "cpu") -> OnboardResult:
-    """``df``: canonical store (unique_id, ds, y). ``cfg``: OnboardParams or any object with its fields."""
+def onboard(
+    backbone: PatchBackbone,
+    df: pd.DataFrame,
+    cfg,
+    device: str = "cpu",
+    horizons: Mapping[str, int] | None = None,
+) -> OnboardResult:
+    """``df``: canonical store (unique_id, ds, y). ``cfg``: OnboardParams or any object with its fields.
+
+    ``horizons``: each series' own horizon (M3 categories mix 6, 8 and 18). The models
+    then forecast the longest, and every truth array is NaN-padded past a series' own
+    horizon (NaN = no target, which every loss and metric skips). Without it every
+    series uses ``cfg.horizon``.
+    """
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    split = split_frame(df, cfg.horizon)
+    split = split_frame(df, horizons if horizons is not None else cfg.horizon)
+    own = (lambda u: int(horizons[u])) if horizons is not None else (lambda u: int(cfg.horizon))
     train_all, val_all = to_arrays(split.train), to_arrays(split.val)
-    ids = [u for u in sorted(set(train_all) | set(val_all)) if _usable(train_all, val_all, u, cfg.horizon)]
+    ids = [u for u in sorted(set(train_all) | set(val_all)) if _usable(train_all, val_all, u, own(u))]
     skipped = sorted(set(to_arrays(df)) - set(ids))
     if not ids:
         raise ValueError(f"no series long enough for 2 * horizon ({cfg.horizon}) + 1 points")
+    series_h = np.array([own(u) for u in ids], dtype=np.int64)
+    horizon = int(series_h.max())
     train_parts = [train_all[u] for u in ids]
     val_parts = [val_all[u] for u in ids]
     timings["split"] = time.perf_counter() - t
 
-    fit = _fit(backbone, train_parts, val_parts, cfg, device, timings)
+    fit = _fit(backbone, train_parts, val_parts, series_h, cfg, device, timings)
     t = time.perf_counter()
-    forecasts_val = _forecast_all(fit, train_parts, cfg, device)
+    forecasts_val = _forecast_all(fit, train_parts, cfg, device, timings, "val")
     timings["val_forecasts"] = time.perf_counter() - t
 
     # Fitting is final; only now are the test targets looked at.
     t = time.perf_counter()
     test_all = to_arrays(split.test)
-    test_truth = np.stack([test_all[u] for u in ids])
+    test_truth = pad_right([test_all[u] for u in ids], horizon)
     test_contexts = [np.concatenate([a, b]) for a, b in zip(train_parts, val_parts)]
-    forecasts_test = _forecast_all(fit, test_contexts, cfg, device)
+    forecasts_test = _forecast_all(fit, test_contexts, cfg, device, timings, "test")
     timings["test_forecasts"] = time.perf_counter() - t
 
     return OnboardResult(
@@ -92,7 +110,7 @@ def onboard(backbone: PatchBackbone, df: pd.DataFrame, cfg, device: str = "cpu")
         alpha_table=fit.alpha_table,
         history=fit.history,
         series_ids=ids,
-        val_truth=np.stack(val_parts),
+        val_truth=pad_right(val_parts, horizon),
         test_truth=test_truth,
         val_insample=train_parts,
         test_insample=train_parts,
@@ -102,6 +120,8 @@ def onboard(backbone: PatchBackbone, df: pd.DataFrame, cfg, device: str = "cpu")
         timings=timings,
         skipped_ids=skipped,
         teacher_confidence={"train": fit.conf_train, "val": fit.conf_val},
+        horizons=series_h,
+        horizon=horizon,
     )
 
 
@@ -130,6 +150,14 @@ def _usable(train: dict, val: dict, uid: str, horizon: int) -> bool:
     return uid in train and uid in val and len(train[uid]) >= 1 and len(val[uid]) == horizon
 
 
+def pad_right(parts: list[np.ndarray], horizon: int) -> np.ndarray:
+    """[N, horizon] float32, each row NaN past its own length."""
+    out = np.full((len(parts), horizon), np.nan, np.float32)
+    for i, x in enumerate(parts):
+        out[i, : len(x)] = x
+    return out
+
+
 @dataclass
 class _Fit:
     teacher: KnnTeacher
@@ -146,20 +174,23 @@ class _Fit:
 def _fit(
     backbone: PatchBackbone,
     train_parts: list[np.ndarray],  # per series, train part only
-    val_parts: list[np.ndarray],  # per series, [H] validation targets
+    val_parts: list[np.ndarray],  # per series, [h_i] validation targets
+    series_h: np.ndarray,  # [N] each series' own horizon h_i; the models forecast H = max
     cfg,
     device: str,
     timings: dict[str, float],
 ) -> _Fit:
     """Everything that is learned or selected. Sees train and validation, nothing else."""
-    c, h = cfg.context_length, cfg.horizon
+    c, h = cfg.context_length, int(series_h.max())
+    min_ctx = min_context(c, int(series_h.min()), cfg.align_points)
 
     t = time.perf_counter()
-    win = sliding_windows(train_parts, c, h, cfg.stride, min_context(c, h, cfg.align_points))
+    mixed = bool((series_h != h).any())
+    win = sliding_windows(train_parts, c, h, cfg.stride, min_ctx, min_future=series_h if mixed else None)
     if len(win) < 2:
         raise ValueError(
             f"only {len(win)} training windows: train parts are too short for horizon {h} "
-            f"and min context {min_context(c, h, cfg.align_points)}"
+            f"and min context {min_ctx}"
         )
     timings["windows"] = time.perf_counter() - t
 
@@ -179,7 +210,7 @@ def _fit(
     t = time.perf_counter()
     base_val = batch_forecast(backbone, train_parts, h, c, batch_size=cfg.batch_size, device=device)
     t_val = teacher.query(base_val["embedding"], left_pad(train_parts, c))
-    val_truth = np.stack(val_parts)  # [N, H]
+    val_truth = pad_right(val_parts, h)  # [N, H], NaN past a series' own horizon
     timings["val_queries"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -221,15 +252,29 @@ def _fit(
     )
 
 
-def _forecast_all(fit: _Fit, contexts: list[np.ndarray], cfg, device: str) -> dict[str, np.ndarray]:
-    """Forecasts [N, H, Q] of the final, servable objects (what gets registered is what is scored)."""
-    h = cfg.horizon
-    base = batch_forecast(fit.fused.backbone, contexts, h, cfg.context_length, batch_size=cfg.batch_size, device=device)
-    return {
-        "backbone": np.asarray(base["quantiles"], np.float32),
-        "teacher": fit.teacher_forecaster.predict(contexts, h),
-        "fused": fit.fused.predict(contexts, h),
+def _forecast_all(
+    fit: _Fit, contexts: list[np.ndarray], cfg, device: str, timings: dict[str, float], part: str
+) -> dict[str, np.ndarray]:
+    """Forecasts [N, H, Q] of the final, servable objects (what gets registered is what is scored).
+
+    Records each model's wall time in ``timings`` as ``latency_<part>_<model>`` (seconds for
+    all N series, in batches of ``cfg.batch_size``): the comparison table's latency column.
+    """
+    h = fit.fused.horizon
+    predictors = {
+        "backbone": lambda: np.asarray(
+            batch_forecast(fit.fused.backbone, contexts, h, cfg.context_length, cfg.batch_size, device)["quantiles"],
+            np.float32,
+        ),
+        "teacher": lambda: fit.teacher_forecaster.predict(contexts, h),
+        "fused": lambda: fit.fused.predict(contexts, h),
     }
+    out = {}
+    for name, predict in predictors.items():
+        t = time.perf_counter()
+        out[name] = predict()
+        timings[f"latency_{part}_{name}"] = time.perf_counter() - t
+    return out
 
 
 def _normalise(x: np.ndarray, base: dict) -> np.ndarray:
@@ -246,8 +291,9 @@ def _denormalise(x: np.ndarray, base: dict) -> np.ndarray:
 
 def _to_backbone_space(q_teacher: np.ndarray, base: dict) -> np.ndarray:
     """Teacher quantiles (raw) in the backbone's normalised space; a query with no
-    retrievable neighbour gets the backbone's own quantiles (alignment is then a no-op)."""
+    retrievable neighbour (at a step) gets the backbone's own quantiles there (alignment is then a no-op)."""
     q = _normalise(q_teacher, base)
-    missing = np.isnan(q).any(axis=(1, 2))
+    # elementwise: a step no neighbour's future reaches (short series' windows are NaN-padded)
+    missing = np.isnan(q)
     q[missing] = base["norm_quantiles"][missing]
     return q

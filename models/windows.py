@@ -48,6 +48,7 @@ def sliding_windows(
     horizon: int,
     stride: int = 1,
     min_context: int | None = None,
+    min_future: list[int] | np.ndarray | None = None,
 ) -> Windows:
     """All windows with at least ``min_context`` real context points (default: a full context).
 
@@ -55,6 +56,11 @@ def sliding_windows(
     kept, then every ``stride``-th one going back). A window whose future has a
     missing value, or whose context is all missing, is skipped: it could not be a
     retrieval target.
+
+    ``min_future`` (one per series, <= horizon): series whose own horizon is shorter
+    than ``horizon`` (M3 yearly 6 in a domain forecasting 18) also give windows whose
+    future holds only the ``min_future[i]`` .. ``horizon`` points left in the array,
+    NaN-padded on the right. Every value still lies inside the array given.
     """
     min_context = context_length if min_context is None else min_context
     if not 1 <= min_context <= context_length:
@@ -62,18 +68,27 @@ def sliding_windows(
     if horizon < 1 or stride < 1:
         raise ValueError("horizon and stride must be >= 1")
 
+    if min_future is not None:
+        min_future = np.asarray(min_future, dtype=np.int64)
+        if len(min_future) != len(series) or (min_future < 1).any() or (min_future > horizon).any():
+            raise ValueError(f"min_future needs one value in [1, horizon={horizon}] per series")
     ctx, fut, sidx, ends = [], [], [], []
     for i, x in enumerate(series):
         x = np.asarray(x, dtype=np.float32)
-        last_end = x.size - horizon
+        need = horizon if min_future is None else int(min_future[i])
+        last_end = x.size - need
         if last_end < min_context:
             continue
         e = np.arange(last_end, min_context - 1, -stride)[::-1]  # [n] first future index
         # padded[j + context_length] == x[j]; the context of end e is padded[e : e + C]
         padded = np.concatenate([np.full(context_length, np.nan, np.float32), x])
         c = np.lib.stride_tricks.sliding_window_view(padded, context_length)[e]  # [n, C]
-        f = np.lib.stride_tricks.sliding_window_view(x, horizon)[e]  # [n, H]
-        keep = np.isfinite(f).all(axis=1) & ~np.isnan(c).all(axis=1)
+        right = np.concatenate([x, np.full(horizon - need, np.nan, np.float32)])  # NaN past the end
+        f = np.lib.stride_tricks.sliding_window_view(right, horizon)[e]  # [n, H]
+        # the first ``need`` future points must all be known; later ones may run past the end
+        inside = np.arange(horizon)[None, :] < np.minimum(x.size - e, horizon)[:, None]
+        keep = np.isfinite(f[:, :need]).all(axis=1) & ~(inside & ~np.isfinite(f)).any(axis=1)
+        keep &= ~np.isnan(c).all(axis=1)
         ctx.append(c[keep])
         fut.append(f[keep])
         sidx.append(np.full(int(keep.sum()), i, np.int64))

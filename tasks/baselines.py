@@ -197,3 +197,34 @@ def baseline_forecasts(
     if notes:
         log.warning("baselines: %d fallback(s) among %d series", len(notes), len(histories))
     return out
+
+
+def grouped_baseline_forecasts(
+    histories: Sequence[np.ndarray],
+    horizons: Sequence[int],
+    seasons: Sequence[int],
+    horizon: int,
+    models: Sequence[str] = MODELS,
+    n_jobs: int = 1,
+) -> tuple[dict[str, np.ndarray], list[str], dict[str, float]]:
+    """Baselines for series with their own horizon and season (M3 categories mix frequencies):
+    fitted per (horizon, season) group, NaN-padded to ``horizon``: ``{model: [N, horizon, 9]}``,
+    fallback notes, and each model's wall seconds for all series (the latency column)."""
+    horizons, seasons = np.asarray(horizons, dtype=np.int64), np.asarray(seasons, dtype=np.int64)
+    if len(horizons) != len(histories) or len(seasons) != len(histories):
+        raise ValueError("one horizon and one season per series are required")
+    out = {m: np.full((len(histories), horizon, len(LEVELS) * 2 + 1), np.nan) for m in models}
+    notes: list[str] = []
+    seconds = dict.fromkeys(models, 0.0)
+    with ExitStack() as stack:
+        pool = stack.enter_context(baseline_pool(n_jobs, models)) if n_jobs > 1 else None
+        for h, m in sorted(set(zip(horizons.tolist(), seasons.tolist()))):
+            idx = np.flatnonzero((horizons == h) & (seasons == m))
+            for model in models:
+                t = time.perf_counter()
+                fc, part_notes = baseline_forecasts_with_notes(
+                    [histories[i] for i in idx], h, m, None, (model,), n_jobs, executor=pool)
+                seconds[model] += time.perf_counter() - t
+                out[model][idx, :h] = fc[model]
+                notes += [f"h={h} m={m} {n}" for n in part_notes]
+    return out, notes, seconds

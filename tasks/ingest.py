@@ -25,6 +25,7 @@ from tasks.validate import IngestError, infer_freq, validate_frame
 log = logging.getLogger("tsfm.ingest")
 
 SERIES_FILE, QUARANTINE_FILE, META_FILE = "series.parquet", "quarantine.parquet", "meta.json"
+SERIES_META_FILE = "series_meta.parquet"  # per-series official horizon and season, when the source has them
 
 
 def md5_file(path: Path) -> str:
@@ -47,7 +48,11 @@ def ingest_to_store(source: str, domain: str, horizon: int, min_train: int, data
     if horizon < 1 or min_train < 1:
         raise ValueError("horizon and min_train must be >= 1")
     src = read_source(source)
-    result = validate_frame(src.frame, src.name, horizon, min_train)
+    series_horizons = None
+    if src.series_meta is not None:
+        # the source's own per-series horizons (M3) replace the single one for the length rule
+        series_horizons = dict(zip(src.series_meta["unique_id"].astype(str), src.series_meta["horizon"].astype(int)))
+    result = validate_frame(src.frame, src.name, horizon, min_train, series_horizons)
     if result.rows_kept == 0:  # an empty store would only fail later, further from the cause
         first = result.quarantine.iloc[0]
         raise IngestError(
@@ -61,10 +66,17 @@ def ingest_to_store(source: str, domain: str, horizon: int, min_train: int, data
     try:
         result.good.to_parquet(tmp / SERIES_FILE, index=False)
         result.quarantine.to_parquet(tmp / QUARANTINE_FILE, index=False)
+        per_series = None
+        if src.series_meta is not None:
+            kept = set(result.good["unique_id"].unique())
+            per_series = src.series_meta[src.series_meta["unique_id"].astype(str).isin(kept)].copy()
+            per_series.to_parquet(tmp / SERIES_META_FILE, index=False)
         meta = {
             "domain": domain,
             "source": source,
-            "horizon": horizon,
+            # with per-series horizons: the longest of them (what models must forecast)
+            "horizon": int(per_series["horizon"].max()) if per_series is not None and len(per_series) else horizon,
+            "series_horizons": per_series is not None,
             "min_train": min_train,
             "freq": src.freq or infer_freq(result.good),
             "season_length": src.season_length,
@@ -110,6 +122,23 @@ def read_store(store_dir: Path | str) -> tuple[pd.DataFrame, dict]:
     store_dir = Path(store_dir)
     meta = json.loads((store_dir / META_FILE).read_text())
     return pd.read_parquet(store_dir / SERIES_FILE), meta
+
+
+def read_series_meta(store_dir: Path | str) -> pd.DataFrame | None:
+    """Per-series (unique_id, horizon, season_length) of a store, or None when the source had none."""
+    path = Path(store_dir) / SERIES_META_FILE
+    if not path.exists():
+        return None
+    df = pd.read_parquet(path)
+    return df.assign(unique_id=df["unique_id"].astype(str))
+
+
+def split_horizon(store_dir: Path | str, meta: dict) -> int | dict[str, int]:
+    """What models.splits.split_frame needs for this store: its per-series horizons or its one horizon."""
+    per_series = read_series_meta(store_dir)
+    if per_series is None:
+        return int(meta["horizon"])
+    return dict(zip(per_series["unique_id"], per_series["horizon"].astype(int)))
 
 
 # Prefect wrapper: kept thin so tests and other callers use the function above.

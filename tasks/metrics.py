@@ -29,14 +29,17 @@ def _mean_over_targets(err: np.ndarray, y: np.ndarray) -> np.ndarray:
         return np.where(known, err, 0.0).sum(axis=1) / known.sum(axis=1)
 
 
-def mase_scale(insample: Sequence[np.ndarray], season_length: int) -> np.ndarray:
+def mase_scale(insample: Sequence[np.ndarray], season_length: int | Sequence[int]) -> np.ndarray:
     """Per-series MASE denominator: mean |x_t - x_{t-m}| over the training history.
 
-    Lag 1 when the history is shorter than m + 1, or when the seasonal scale is 0
-    (an exactly periodic history); NaN when even that is 0 (a constant series).
+    ``season_length``: one m, or one per series (a domain mixing monthly and yearly
+    series). Lag 1 when the history is shorter than m + 1, or when the seasonal scale
+    is 0 (an exactly periodic history); NaN when even that is 0 (a constant series).
     """
+    seasons = np.broadcast_to(np.asarray(season_length, dtype=np.int64), (len(insample),))
     out = np.full(len(insample), np.nan)
     for i, x in enumerate(insample):
+        season_length = int(seasons[i])
         x = np.asarray(x, dtype=np.float64)
         for lag in (season_length, 1) if season_length > 1 else (1,):
             if len(x) <= lag:
@@ -49,7 +52,7 @@ def mase_scale(insample: Sequence[np.ndarray], season_length: int) -> np.ndarray
     return out
 
 
-def mase(y, point, insample: Sequence[np.ndarray], season_length: int) -> np.ndarray:
+def mase(y, point, insample: Sequence[np.ndarray], season_length: int | Sequence[int]) -> np.ndarray:
     """Mean absolute scaled error per series, ``[N]`` (NaN where the scale is undefined)."""
     y, point = _as_2d(y), _as_2d(point)
     if len(insample) != len(y):
@@ -116,7 +119,7 @@ def geometric_mean_ratio(values: np.ndarray, baseline: np.ndarray) -> float:
     return float(np.exp(np.mean(np.log(values[ok] / baseline[ok]))))
 
 
-def per_series_metrics(quantiles, y, insample, season_length: int) -> dict[str, np.ndarray]:
+def per_series_metrics(quantiles, y, insample, season_length: int | Sequence[int]) -> dict[str, np.ndarray]:
     """MASE / sCRPS / sMAPE per series for one model; the median is the point forecast."""
     point = np.asarray(quantiles)[..., MEDIAN]
     return {
@@ -130,7 +133,7 @@ def evaluate(
     forecasts: dict[str, np.ndarray],
     y,
     insample: Sequence[np.ndarray],
-    season_length: int,
+    season_length: int | Sequence[int],
     baseline: str = "seasonal_naive",
 ) -> pd.DataFrame:
     """One row per model (index ``model``).

@@ -6,7 +6,9 @@ table against baselines) -> register (MLflow run + teacher/adapter/fused models)
 from __future__ import annotations
 
 import json
+import os
 import time
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import mlflow
@@ -18,13 +20,26 @@ from infra.settings import OnboardParams, Settings
 from models.splits import split_frame, to_arrays
 from tasks import tracking
 from tasks.logs import run_logger
-from tasks.baselines import baseline_forecasts_with_notes
-from tasks.ingest import read_store
+from tasks.baselines import grouped_baseline_forecasts
+from tasks.ingest import read_series_meta, read_store, split_horizon
 from tasks.metrics import evaluate, format_table
 from tasks.model_logging import log_forecaster
 from tasks.plots import fan_chart
 
 MODEL_NAMES = ("backbone", "teacher", "fused")
+BASELINE_JOBS = max(1, min(4, os.cpu_count() or 1))
+
+
+def series_profile(store_dir: str | Path, params: OnboardParams) -> tuple[dict[str, int] | None, dict]:
+    """(per-series horizons or None, per-series season lengths) of a store. The source's own
+    values (M3) win over params.horizon / params.season_length, which apply to stores without them."""
+    df, _ = read_store(Path(store_dir))
+    ids = df["unique_id"].astype(str).unique()
+    per_series = read_series_meta(store_dir) if params.series_horizons else None
+    if per_series is None:
+        return None, defaultdict(lambda: params.season_length, {u: params.season_length for u in ids})
+    return (dict(zip(per_series["unique_id"], per_series["horizon"].astype(int))),
+            dict(zip(per_series["unique_id"], per_series["season_length"].astype(int))))
 
 
 # ---------------------------------------------------------------------------- adapt
@@ -51,21 +66,28 @@ def adapt_domain(params: OnboardParams, store_dir: str, backbone_uri: str, setti
 
     tracking.configure(settings)
     df, meta = read_store(Path(store_dir))
-    if params.horizon > int(meta["horizon"]):
+    horizons, seasons = series_profile(store_dir, params)
+    if horizons is None and params.horizon > int(meta["horizon"]):
         raise ValueError(
             f"horizon {params.horizon} exceeds the {meta['horizon']} the store of {params.domain!r} was "
             f"validated for; re-ingest with --horizon {params.horizon}")
     version, backbone_dir = resolve_backbone(backbone_uri)
     backbone = load_backbone(backbone_dir)
     started = time.perf_counter()
-    result = onboard(backbone, df, params)
+    if horizons is not None:
+        run_logger().info("%s: per-series horizons from the source (%s), models forecast %d steps",
+                          params.domain, ", ".join(f"{h}: {n} series" for h, n in
+                                                   sorted(Counter(horizons.values()).items())),
+                          max(horizons.values()))
+    result = onboard(backbone, df, params, horizons=horizons)
     out = settings.run_dir("onboard", params.domain, time.strftime("%Y%m%d-%H%M%S"))
     out.mkdir(parents=True, exist_ok=True)
 
     result.fused.save(out / "fused")
     result.teacher_forecaster.save(out / "teacher")
-    FusedForecaster(backbone, result.adapter, 1.0, params.context_length, params.horizon).save(out / "adapter")
-    arrays = {"val_y": result.val_truth, "test_y": result.test_truth}
+    FusedForecaster(backbone, result.adapter, 1.0, params.context_length, result.horizon).save(out / "adapter")
+    arrays = {"val_y": result.val_truth, "test_y": result.test_truth, "horizons": result.horizons,
+              "seasons": np.array([seasons[u] for u in result.series_ids], dtype=np.int64)}
     for name in MODEL_NAMES:
         arrays[f"val_{name}"] = result.forecasts_val[name]
         arrays[f"test_{name}"] = result.forecasts_test[name]
@@ -77,6 +99,8 @@ def adapt_domain(params: OnboardParams, store_dir: str, backbone_uri: str, setti
         "n_windows": int(result.n_windows), "history": result.history, "timings": result.timings,
         "backbone_uri": backbone_uri, "backbone_version": version, "data_version": meta["md5"],
         "freq": meta.get("freq"), "store": str(store_dir), "seconds": time.perf_counter() - started,
+        "horizon": result.horizon, "per_series_horizons": horizons is not None,
+        "teacher_confidence": result.teacher_confidence,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     run_logger().info("adapted %s: alpha=%.2f from %d windows in %.1fs", params.domain, result.alpha,
@@ -89,22 +113,26 @@ def evaluate_domain(result_dir: str, store_dir: str, params: OnboardParams) -> s
     """Validation and test tables: baselines (statsforecast) vs backbone, teacher, fused."""
     out = Path(result_dir)
     summary = json.loads((out / "summary.json").read_text())
-    df, _ = read_store(Path(store_dir))
-    split = split_frame(df, params.horizon)
+    df, meta = read_store(Path(store_dir))
+    split = split_frame(df, split_horizon(Path(store_dir), meta))
     train = to_arrays(split.train)
     trainval = to_arrays(pd.concat([split.train, split.val]))
     ids = summary["series"]
     if not set(ids) <= set(train):
         raise RuntimeError("series in the result folder are missing from the store")
     arrays = dict(np.load(out / "forecasts.npz"))
+    horizons, seasons, horizon = arrays["horizons"], arrays["seasons"], int(summary["horizon"])
     notes = {}
     for part, histories in (("val", [train[i] for i in ids]), ("test", [trainval[i] for i in ids])):
-        forecasts, part_notes = baseline_forecasts_with_notes(
-            histories, params.horizon, params.season_length, summary.get("freq"))
+        forecasts, part_notes, seconds = grouped_baseline_forecasts(histories, horizons, seasons, horizon,
+                                                                    n_jobs=BASELINE_JOBS)
         notes[part] = part_notes
         forecasts.update({m: arrays[f"{part}_{m}"] for m in MODEL_NAMES})
         # MASE scale from the train part (DESIGN.md), for both validation and test
-        table = evaluate(forecasts, arrays[f"{part}_y"], [train[i] for i in ids], params.season_length)
+        table = evaluate(forecasts, arrays[f"{part}_y"], [train[i] for i in ids], seasons)
+        latency = {**seconds, **{m: summary["timings"].get(f"latency_{part}_{m}", np.nan) for m in MODEL_NAMES}}
+        # forecast latency: wall milliseconds per series (batched models in batches of params.batch_size)
+        table["ms_per_series"] = [1000.0 * latency.get(m, np.nan) / max(len(ids), 1) for m in table.index]
         table.to_csv(out / f"{part}_metrics.csv")
         (out / f"{part}_metrics.txt").write_text(format_table(table) + "\n")
         fan_chart(histories, arrays[f"{part}_y"], arrays[f"{part}_fused"], ids,
@@ -156,8 +184,9 @@ def register_domain(result_dir: str, params: OnboardParams, settings: Settings) 
             tags[f"backbone_val_{k}"] = val.loc["backbone", k]
         description = (f"Validation (fusion weight alpha={summary['alpha']:.2f} chosen here):\n\n"
                        + _table_markdown(val) + "\n\nTest:\n\n" + _table_markdown(test))
-        meta = {"domain": domain, "freq": summary.get("freq"), "default_horizon": params.horizon,
-                "max_horizon": params.horizon, "context_length": params.context_length}
+        horizon = int(summary.get("horizon", params.horizon))
+        meta = {"domain": domain, "freq": summary.get("freq"), "default_horizon": horizon,
+                "max_horizon": horizon, "context_length": params.context_length}
         versions = {}
         for kind in ("teacher", "adapter", "fused"):
             uri = log_forecaster(kind, out / kind, {**meta, "kind": kind}, name=kind)

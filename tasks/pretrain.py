@@ -23,7 +23,7 @@ from infra.settings import PretrainParams, Settings
 from models.splits import train_part
 from tasks import tracking
 from tasks.logs import run_logger
-from tasks.ingest import META_FILE, read_store
+from tasks.ingest import META_FILE, read_store, split_horizon
 from tasks.model_logging import log_forecaster
 
 
@@ -60,7 +60,7 @@ def build_corpus(store_dirs: list[str], out_dir: Path) -> dict:
     for store in store_dirs:
         df, meta = read_store(Path(store))
         domain = meta["domain"]
-        part = train_part(df, int(meta["horizon"]))
+        part = train_part(df, split_horizon(store, meta))
         part = part.assign(unique_id=domain + "/" + part["unique_id"].astype(str))
         # the trainer only needs order within a series: integer steps avoid mixed ds types
         part["ds"] = part.groupby("unique_id").cumcount()

@@ -37,6 +37,9 @@ class Source:
     freq: str | None = None  # pandas frequency when the source knows it
     season_length: int | None = None  # when the source knows it and it is one value
     horizon: int | None = None  # the official horizon (M3) when it is one value
+    # per series: unique_id, horizon, season_length, where the source knows them (M3's
+    # categories mix yearly/quarterly/monthly series with official horizons 6/8/18)
+    series_meta: pd.DataFrame | None = None
 
 
 def read_source(uri: str) -> Source:
@@ -177,9 +180,14 @@ def _read_m3(name: str) -> Source:
     })
     seasons = {M3_SEASON[f] for f in idx["frequency"]}
     horizons = set(idx["horizon"])
+    series_meta = pd.DataFrame({
+        "unique_id": idx["sn"].to_numpy(dtype=str),
+        "horizon": idx["horizon"].to_numpy(dtype=np.int64),
+        "season_length": idx["frequency"].map(M3_SEASON).to_numpy(dtype=np.int64),
+    })
     return Source(frame, f"builtin:{name}", freq=None,
                   season_length=seasons.pop() if len(seasons) == 1 else None,
-                  horizon=horizons.pop() if len(horizons) == 1 else None)
+                  horizon=horizons.pop() if len(horizons) == 1 else None, series_meta=series_meta)
 
 
 def _read_vic_elec() -> Source:

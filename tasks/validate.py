@@ -7,6 +7,8 @@ input row is accounted for: rows_in == rows_kept + rows_quarantined.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import re
 import warnings
 from collections import Counter
@@ -141,8 +143,12 @@ def _row_numbers(df: pd.DataFrame) -> np.ndarray:
     return np.arange(1, len(df) + 1, dtype=np.int64)
 
 
-def validate_frame(df: pd.DataFrame, name: str, horizon: int, min_train: int) -> ValidationResult:
-    """Split ``df`` into good rows and quarantined rows (see module docstring)."""
+def validate_frame(df: pd.DataFrame, name: str, horizon: int, min_train: int,
+                   series_horizons: Mapping[str, int] | None = None) -> ValidationResult:
+    """Split ``df`` into good rows and quarantined rows (see module docstring).
+
+    ``series_horizons``: a series' own horizon where the source knows it (M3), used
+    instead of ``horizon`` in the length rule for that series."""
     df = canonical_columns(df, name)
     if len(df) == 0:
         raise IngestError(f"{name}: no data rows (columns {list(map(str, df.columns))} but nothing below them)")
@@ -189,14 +195,16 @@ def validate_frame(df: pd.DataFrame, name: str, horizon: int, min_train: int) ->
         reason[idx] = [f"duplicate (unique_id, ds) = ({uid[j]}, {ds_txt[j]}); first at row {r}"
                        for j, r in zip(idx, first[dup])]
 
-    need = 2 * horizon + min_train
     ok = reason == ""
     counts = pd.Series(uid[ok]).value_counts()
+    h = counts.index.map(lambda u: (series_horizons or {}).get(u, horizon)).to_numpy(dtype=np.int64)
+    need = pd.Series(2 * h + min_train, index=counts.index)
     short = counts[counts < need]
     if len(short):
         mask = ok & uid.isin(short.index).to_numpy()
         flag(mask, "unique_id", lambda i: [
-            f"series {uid[j]!r} has {short[uid[j]]} good points, needs >= {need} (2*horizon + min_train)" for j in i])
+            f"series {uid[j]!r} has {short[uid[j]]} good points, needs >= {need[uid[j]]} (2*horizon + min_train)"
+            for j in i])
 
     ok = reason == ""
     good = pd.DataFrame({"unique_id": uid[ok].astype(str), "ds": ds[ok], "y": y[ok]})

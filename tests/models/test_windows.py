@@ -48,3 +48,23 @@ def test_left_pad():
     out = left_pad([np.array([1.0, 2.0]), np.arange(10.0)], 4)
     assert np.isnan(out[0, :2]).all() and out[0, 2:].tolist() == [1, 2]
     assert out[1].tolist() == [6, 7, 8, 9]
+
+
+def test_min_future_lets_short_horizon_series_give_right_padded_windows():
+    short, long = np.arange(10, dtype=np.float32), np.arange(100, 130, dtype=np.float32)
+    w = sliding_windows([short, long], context_length=4, horizon=5, min_context=2, min_future=[2, 5])
+    s = w.series_index == 0
+    # the short series: ends up to len - 2; futures run to its end, then NaN (never past it)
+    assert w.end[s].tolist() == list(range(2, 9))
+    last = w.future[s][-1]
+    assert last[:2].tolist() == [8, 9] and np.isnan(last[2:]).all()
+    for f, e in zip(w.future[s], w.end[s]):
+        known = f[~np.isnan(f)]
+        assert known.tolist() == short[e : e + 5].tolist()
+    # the other series keeps full futures only
+    assert not np.isnan(w.future[~s]).any()
+    # same call without min_future: the short series only gives full-future windows
+    w5 = sliding_windows([short, long], context_length=4, horizon=5, min_context=2)
+    assert (w5.series_index == 0).sum() == 4
+    with pytest.raises(ValueError, match="min_future"):
+        sliding_windows([short], 4, 5, min_future=[6])

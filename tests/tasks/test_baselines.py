@@ -77,3 +77,19 @@ def test_season_from_freq():
     assert season_from_freq(None) == 1 and season_from_freq("YE") == 1
     out = baseline_forecasts([np.arange(30.0)], 3, None, freq="QS", models=("seasonal_naive",))
     np.testing.assert_allclose(out["seasonal_naive"][0, :, MEDIAN], [26.0, 27.0, 28.0])
+
+
+def test_grouped_baselines_use_each_series_horizon_and_season():
+    from tasks.baselines import grouped_baseline_forecasts
+
+    t = np.arange(60, dtype=np.float64)
+    monthly = 10 + np.sin(2 * np.pi * t / 12)
+    yearly = 5 + 0.1 * t[:20]
+    fc, notes, seconds = grouped_baseline_forecasts([monthly, yearly], [18, 6], [12, 1], 18,
+                                                    models=("seasonal_naive",))
+    q = fc["seasonal_naive"]
+    assert q.shape == (2, 18, 9) and set(seconds) == {"seasonal_naive"}
+    # season 12: repeats the last 12 points; season 1: the last value; NaN past a series' horizon
+    np.testing.assert_allclose(q[0, :12, 4], monthly[-12:])
+    np.testing.assert_allclose(q[1, :6, 4], yearly[-1])
+    assert np.isnan(q[1, 6:]).all() and np.isfinite(q[0]).all()

@@ -110,3 +110,20 @@ def test_non_m3_builtins_ingest_cleanly(tmp_path, name, n_series):
     quarantine = pd.read_parquet(store / "quarantine.parquet")
     assert quarantine["reason"].str.contains("good points, needs >=").all()
     assert name in builtin_names()
+
+
+def test_m3_category_store_keeps_each_series_official_horizon_and_season(tmp_path):
+    from tasks.ingest import read_series_meta, split_horizon
+
+    store = ingest_to_store("builtin:m3-other", "m3-other", 8, 8, tmp_path)
+    _, meta = read_store(store)
+    per = read_series_meta(store).set_index("unique_id")
+    data = {v["sn"][0]: v for v in m3_json().values() if v["type"][0] == "OTHER"}
+    assert len(per) == 204 and meta["series_horizons"] and meta["horizon"] == 18
+    for sn, v in data.items():
+        assert per.loc[sn, "horizon"] == v["h"][0] == len(v["xx"])
+        assert per.loc[sn, "season_length"] == {"YEARLY": 1, "MONTHLY": 12, "OTHER": 1}[v["period"][0]]
+    assert split_horizon(store, meta) == per["horizon"].to_dict()
+    # a source without per-series values keeps the single horizon
+    plain = ingest_to_store("synthetic:kernelsynth?n_series=3&length=64", "syn", 8, 8, tmp_path)
+    assert read_series_meta(plain) is None and split_horizon(plain, read_store(plain)[1]) == 8

@@ -122,3 +122,13 @@ def test_format_table_aligned():
     assert len(lines) == 4 and len({len(line) for line in lines}) == 1
     assert lines[2].startswith("seasonal_naive") and "1.000" in lines[2]
     assert "0.500" in lines[3]  # MASE_rel of auto_ets
+
+
+def test_mase_scale_takes_one_season_per_series():
+    from tasks.metrics import mase_scale
+
+    x = np.tile([0.0, 1.0, 0.0, 3.0], 6)  # period 4: the seasonal scale is 0, so lag 1 is used
+    y = np.arange(24, dtype=np.float64)
+    per = mase_scale([x, y], [4, 1])
+    np.testing.assert_allclose(per, [mase_scale([x], 4)[0], 1.0])
+    np.testing.assert_allclose(mase_scale([y, y], [12, 1]), [12.0, 1.0])
