@@ -8,12 +8,29 @@ keeps ``k``, weights them with softmax(-sqrt(d) / temperature), maps the retriev
 futures onto the query's level and scale, and takes weighted empirical quantiles.
 Normalising per window makes series of different magnitudes comparable, and the
 level alignment is the shift by the last-points level difference of the reference.
+
+Index (``TeacherConfig.index_type``): ``"flat"`` is exact (``IndexFlatL2``, the
+reference); ``"ivf"`` (``IndexIVFFlat``, nlist ~ 4 sqrt(N), k-means on a seeded
+sample, ``nprobe`` lists searched) and ``"hnsw"`` (``IndexHNSWFlat``, M = 32,
+``ef_search``) are approximate; ``"auto"`` (default) is flat up to ``exact_max``
+windows and IVF past it. With faiss-gpu and a CUDA device (``use_gpu`` None = auto),
+flat and IVF indexes are searched on the GPU (IVF is also trained and filled there);
+HNSW stays on the CPU. The CPU index is the one saved.
+
+Memory: the datastore arrays may be ``np.memmap`` s (see ``models.datastore``); they
+are never copied wholesale. Only the per-row level and scale ([N] float32 each) are
+kept; normalised contexts/futures are computed for the candidate rows of each query
+chunk, with exactly the float32 operations a precomputed copy would use. Queries run
+in chunks, so their working memory does not grow with the number of queries.
 """
 from __future__ import annotations
 
 import json
+import math
+import os
+import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import faiss
@@ -24,6 +41,10 @@ from models.quantiles import QUANTILES
 MIN_SCALE_REL = 1e-3  # scale floor relative to the context's mean |x| (flat series)
 MIN_SCALE_ABS = 1e-6
 CHUNK = 1024  # queries re-ranked at once: bounds the [chunk, K0, C] work arrays
+SEARCH_CHUNK = 16 * CHUNK  # queries per faiss search call
+ROW_CHUNK = 65_536  # datastore rows per step when computing row statistics or adding to the index
+INDEX_TYPES = ("auto", "flat", "ivf", "hnsw")
+ARRAYS = ("keys", "contexts", "futures")
 
 
 @dataclass(frozen=True)
@@ -32,12 +53,40 @@ class TeacherConfig:
     k: int = 20
     temperature: float = 0.12
     align_points: int = 16
-    index_type: str = "flat"  # "flat" (exact, the reference) or "hnsw" (approximate, large stores)
+    # "auto": exact "flat" up to ``exact_max`` rows, "ivf" past it; "flat" | "ivf" | "hnsw"
+    index_type: str = "auto"
+    exact_max: int = 100_000
+    nlist: int | None = None  # IVF lists; None: round(4 sqrt(N)) capped at nlist_max (and at N)
+    nlist_max: int = 4096
+    train_per_list: int = 64  # IVF k-means sample: at most train_per_list * nlist keys
+    nprobe: int = 64  # IVF lists searched per query
+    hnsw_m: int = 32
+    ef_search: int = 128  # HNSW search beam (faiss uses max(ef_search, k))
+    use_gpu: bool | None = None  # None: GPU when faiss-gpu sees a CUDA device
+    seed: int = 0  # IVF training sample and k-means
+
+    def __post_init__(self) -> None:
+        if self.index_type not in INDEX_TYPES:
+            raise ValueError(f"unknown index_type {self.index_type!r}; use one of {', '.join(INDEX_TYPES)}")
+        if self.nprobe < 1 or self.ef_search < 1 or self.train_per_list < 1 or self.nlist_max < 1:
+            raise ValueError("nprobe, ef_search, train_per_list and nlist_max must be >= 1")
+        if self.nlist is not None and self.nlist < 1:
+            raise ValueError("nlist must be >= 1 (or None)")
+
+    def resolve_index_type(self, n: int) -> str:
+        """The index a store of ``n`` rows gets."""
+        if self.index_type == "auto":
+            return "flat" if n <= self.exact_max else "ivf"
+        return self.index_type
+
+    def resolve_nlist(self, n: int) -> int:
+        nlist = self.nlist if self.nlist is not None else min(self.nlist_max, max(1, round(4 * math.sqrt(n))))
+        return int(max(1, min(nlist, n)))
 
 
 @dataclass(frozen=True)
 class TeacherOutput:
-    quantiles: np.ndarray  # [M, H, Q] raw space, sorted; NaN rows where nothing was retrievable
+    quantiles: np.ndarray  # [M, H, Q] raw space, sorted; NaN where nothing was retrievable (row) or no neighbour's future reaches the step
     norm_quantiles: np.ndarray  # [M, H, Q] in the query window's own normalised space
     confidence: np.ndarray  # [M] max weight (0 when nothing was retrievable)
     entropy: np.ndarray  # [M] weight entropy / log(k_valid), 0 for a single neighbour
@@ -60,26 +109,50 @@ def window_stats(context: np.ndarray, align_points: int) -> tuple[np.ndarray, np
     return level.astype(np.float32), scale.astype(np.float32)
 
 
+def window_stats_chunked(context: np.ndarray, align_points: int, chunk: int = ROW_CHUNK) -> tuple[np.ndarray, np.ndarray]:
+    """``window_stats`` a block of rows at a time (row-wise, so the same values): bounded
+    temporaries for large (memmapped) stores."""
+    n = context.shape[0]
+    level, scale = np.empty(n, np.float32), np.empty(n, np.float32)
+    for s in range(0, n, chunk):
+        level[s:s + chunk], scale[s:s + chunk] = window_stats(np.asarray(context[s:s + chunk]), align_points)
+    return level, scale
+
+
 def weighted_quantiles(values: np.ndarray, weights: np.ndarray, levels=QUANTILES) -> np.ndarray:
     """Weighted empirical quantiles over the neighbour axis (step inverse CDF, as the reference):
     the smallest value whose cumulative weight exceeds the level.
 
     values [M, K, H], weights [M, K] summing to 1 (0 for unused slots, whose values are
-    ignored) -> [M, H, Q]; NaN where a row has no weight at all.
+    ignored) -> [M, H, Q]. A NaN value (a neighbour's future shorter than H, NaN-padded
+    on the right) is left out at that step and the other weights are renormalised there;
+    NaN where a (row, step) has no weighted value at all.
     """
     levels = np.asarray(levels, dtype=np.float64)
     v = np.moveaxis(values, 1, 2).astype(np.float64)  # [M, H, K]
     w = np.broadcast_to(weights[:, None, :], v.shape).astype(np.float64)
-    used = w > 0
+    missing = np.isnan(v)
+    used = (w > 0) & ~missing
+    dropped = ((w > 0) & missing).any(-1)  # [M, H] steps that lose a weighted neighbour
+    w = np.where(used, w, 0.0)
     v = np.where(used, v, np.inf)  # unused slots sort last
     order = np.argsort(v, axis=-1, kind="stable")
     v = np.take_along_axis(v, order, -1)
     cdf = np.cumsum(np.take_along_axis(w, order, -1), -1)  # [M, H, K]
+    # renormalise only where a neighbour was dropped: the others keep their exact thresholds
+    total = np.where(dropped, cdf[..., -1], 1.0)[..., None, None]  # [M, H, 1, 1]
     n_used = used.sum(-1)[..., None]  # [M, H, 1]
-    pos = (cdf[..., None, :] <= levels[:, None]).sum(-1)  # [M, H, Q] first cdf > level
+    pos = (cdf[..., None, :] <= levels[:, None] * total).sum(-1)  # [M, H, Q] first cdf > level
     pos = np.minimum(pos, np.maximum(n_used - 1, 0))
     out = np.take_along_axis(v, pos, -1)
     return np.where(n_used > 0, out, np.nan).astype(np.float32)
+
+
+def _f32(x: np.ndarray) -> np.ndarray:
+    """float32 C-contiguous without a copy when it already is (np.memmap kept as such)."""
+    if isinstance(x, np.ndarray) and x.dtype == np.float32 and x.flags.c_contiguous:
+        return x
+    return np.ascontiguousarray(x, dtype=np.float32)
 
 
 class KnnTeacher:
@@ -87,21 +160,33 @@ class KnnTeacher:
         self,
         keys: np.ndarray,  # [N, d] backbone embeddings of the train windows
         contexts: np.ndarray,  # [N, C] NaN-left-padded
-        futures: np.ndarray,  # [N, H]
+        futures: np.ndarray,  # [N, H] NaN-right-padded where a window's future runs past its series
         config: TeacherConfig = TeacherConfig(),
         index=None,  # a prebuilt faiss index over ``keys`` (load); built here when None
+        timings: dict[str, float] | None = None,  # filled with the build's stats/index seconds
     ):
         if not (len(keys) == len(contexts) == len(futures)) or len(keys) == 0:
             raise ValueError("keys, contexts and futures need the same non-zero length")
         self.config = config
-        self.keys = np.ascontiguousarray(keys, dtype=np.float32)
-        self.contexts = np.ascontiguousarray(contexts, dtype=np.float32)
-        self.futures = np.ascontiguousarray(futures, dtype=np.float32)
-        level, scale = window_stats(self.contexts, config.align_points)
-        self._ctx_norm = (self.contexts - level[:, None]) / scale[:, None]  # [N, C]
-        self._fut_norm = (self.futures - level[:, None]) / scale[:, None]  # [N, H]
-        self._cpu_index = index if index is not None else _build_index(self.keys, config.index_type)
-        self.index = _maybe_gpu(self._cpu_index)  # searched; the CPU one is what gets saved
+        # float32 C-contiguous arrays (memmaps included) are used as given, not copied
+        self.keys = _f32(keys)
+        self.contexts = _f32(contexts)
+        self.futures = _f32(futures)
+        t = time.perf_counter()
+        self._level, self._scale = window_stats_chunked(self.contexts, config.align_points)  # [N], [N]
+        if timings is not None:
+            timings["stats_s"] = time.perf_counter() - t
+        self._gpu_res = None
+        search = None
+        if index is None:
+            index, search, self._gpu_res = _build_index(self.keys, config, timings)
+        elif index.ntotal != self.size or index.d != self.keys.shape[1]:
+            raise ValueError(f"index holds {index.ntotal} x {index.d}, keys are {self.keys.shape}")
+        self._cpu_index = index  # the one that gets saved
+        _set_search_params(self._cpu_index, config)
+        if search is None:
+            search, self._gpu_res = _maybe_gpu(self._cpu_index, config)
+        self.index = search  # searched: the CPU index or its GPU copy
 
     @property
     def size(self) -> int:
@@ -110,6 +195,26 @@ class KnnTeacher:
     @property
     def horizon(self) -> int:
         return int(self.futures.shape[1])
+
+    @property
+    def index_type(self) -> str:
+        """The kind of index actually held: "flat", "ivf" or "hnsw"."""
+        return index_kind(self._cpu_index)
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.index is not self._cpu_index
+
+    def index_info(self) -> dict:
+        info = {"type": self.index_type, "ntotal": int(self._cpu_index.ntotal), "d": int(self._cpu_index.d),
+                "gpu": self.on_gpu}
+        ivf = _as_ivf(self._cpu_index)
+        if ivf is not None:
+            info.update(nlist=int(ivf.nlist), nprobe=int(ivf.nprobe))
+        hnsw = _as_hnsw(self._cpu_index)
+        if hnsw is not None:
+            info.update(m=int(self.config.hnsw_m), ef_search=int(hnsw.hnsw.efSearch))
+        return info
 
     def query(
         self,
@@ -123,25 +228,48 @@ class KnnTeacher:
         if contexts.shape[1] != self.contexts.shape[1]:
             raise ValueError(f"query contexts have length {contexts.shape[1]}, datastore {self.contexts.shape[1]}")
         m = keys.shape[0]
-        k0 = min(cfg.top_k_candidates, self.size)
+        if contexts.shape[0] != m:
+            raise ValueError(f"{m} query keys but {contexts.shape[0]} contexts")
         if exclude is not None:
             exclude = np.asarray(exclude, dtype=np.int64).reshape(m, -1)  # [M, E]
+        k0 = min(cfg.top_k_candidates, self.size)
+        k = min(cfg.k, k0)
+        h, nq = self.horizon, len(QUANTILES)
+        out = {
+            "quantiles": np.empty((m, h, nq), np.float32),
+            "norm_quantiles": np.empty((m, h, nq), np.float32),
+            "confidence": np.empty(m, np.float32),
+            "entropy": np.empty(m, np.float32),
+            "effective_k": np.empty(m, np.float32),
+            "neighbors": np.empty((m, k), np.int64),
+            "weights": np.empty((m, k), np.float32),
+        }
+        for s in range(0, m, SEARCH_CHUNK):
+            e = min(s + SEARCH_CHUNK, m)
+            cand = self._candidates(keys[s:e], None if exclude is None else exclude[s:e], k0)
+            for t in range(s, e, CHUNK):
+                u = min(t + CHUNK, e)
+                part = self._score(contexts[t:u], cand[t - s:u - s], k)
+                for name, value in part.items():
+                    out[name][t:u] = value
+        return TeacherOutput(**out)
+
+    def _candidates(self, keys: np.ndarray, exclude: np.ndarray | None, k0: int) -> np.ndarray:
+        """Top k0 rows by embedding, the excluded rows dropped: [m, K0], -1 padded, embedding order kept."""
         # E extra so that dropping the excluded rows still leaves k0 candidates
         n_extra = 0 if exclude is None else exclude.shape[1]
-        _, cand = self.index.search(keys, min(k0 + n_extra, self.size))  # [M, K0 + E]
+        _, cand = self.index.search(keys, min(k0 + n_extra, self.size))  # [m, K0 + E]
         if exclude is not None:
             own = (cand[:, :, None] == exclude[:, None, :]).any(axis=2)
             cand = np.where(own, -1, cand)
-        cand = _first_valid(cand, k0)  # [M, K0], -1 padded, embedding order kept
+        return _first_valid(cand, k0)
 
+    def _score(self, contexts: np.ndarray, cand: np.ndarray, k: int) -> dict[str, np.ndarray]:
+        """Re-rank, weight and take quantiles for one chunk of queries."""
+        cfg = self.config
         level_q, scale_q = window_stats(contexts, cfg.align_points)
-        zq = (contexts - level_q[:, None]) / scale_q[:, None]  # [M, C]
-        k = min(cfg.k, k0)
-        nbr = np.full((m, k), -1, np.int64)
-        dist = np.full((m, k), np.inf, np.float64)
-        for s in range(0, m, CHUNK):
-            sl = slice(s, s + CHUNK)
-            nbr[sl], dist[sl] = self._rerank(zq[sl], cand[sl], k)
+        zq = (contexts - level_q[:, None]) / scale_q[:, None]  # [m, C]
+        nbr, dist = self._rerank(zq, cand, k)
 
         valid = nbr >= 0
         logits = np.where(valid, -np.sqrt(dist) / cfg.temperature, -np.inf)
@@ -149,29 +277,34 @@ class KnnTeacher:
         top = np.where(np.isfinite(top), top, 0.0)
         e = np.where(valid, np.exp(logits - top), 0.0)
         tot = e.sum(axis=1, keepdims=True)
-        w = np.where(tot > 0, e / np.where(tot > 0, tot, 1.0), 0.0)  # [M, k]
+        w = np.where(tot > 0, e / np.where(tot > 0, tot, 1.0), 0.0)  # [m, k]
 
-        # retrieved futures on the query's level and scale: [M, k, H]
-        fut = self._fut_norm[np.maximum(nbr, 0)] * scale_q[:, None, None] + level_q[:, None, None]
-        q = weighted_quantiles(fut, w)  # [M, H, Q]
+        # retrieved futures on the query's level and scale: [m, k, H]
+        fut = self._norm_rows(self.futures, np.maximum(nbr, 0)) * scale_q[:, None, None] + level_q[:, None, None]
+        q = weighted_quantiles(fut, w)  # [m, H, Q]
         n_valid = valid.sum(axis=1)
         with np.errstate(divide="ignore", invalid="ignore"):
             ent = -(np.where(w > 0, w * np.log(np.where(w > 0, w, 1.0)), 0.0)).sum(axis=1)
             ent = np.where(n_valid > 1, ent / np.log(np.maximum(n_valid, 2)), 0.0)
             eff_k = np.where(n_valid > 0, 1.0 / np.square(w).sum(axis=1), 0.0)
-        return TeacherOutput(
-            quantiles=q,
-            norm_quantiles=((q - level_q[:, None, None]) / scale_q[:, None, None]).astype(np.float32),
-            confidence=w.max(axis=1).astype(np.float32),
-            entropy=ent.astype(np.float32),
-            effective_k=eff_k.astype(np.float32),
-            neighbors=nbr,
-            weights=w.astype(np.float32),
-        )
+        return {
+            "quantiles": q,
+            "norm_quantiles": (q - level_q[:, None, None]) / scale_q[:, None, None],
+            "confidence": w.max(axis=1),
+            "entropy": ent,
+            "effective_k": eff_k,
+            "neighbors": nbr,
+            "weights": w,
+        }
+
+    def _norm_rows(self, array: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Rows of contexts/futures in their own window's normalised space: [..., L] float32.
+        Only the rows asked for are read (a memmapped store stays on disk)."""
+        return (array[rows] - self._level[rows][..., None]) / self._scale[rows][..., None]
 
     def _rerank(self, zq: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Keep the k candidates closest in normalised context space: ([m, k] rows, [m, k] distances)."""
-        zr = self._ctx_norm[np.maximum(cand, 0)]  # [m, K0, C]
+        zr = self._norm_rows(self.contexts, np.maximum(cand, 0))  # [m, K0, C]
         diff = np.abs(zq[:, None, :] - zr)  # NaN where either side is missing
         both = ~np.isnan(diff)
         n = both.sum(axis=2)
@@ -184,21 +317,55 @@ class KnnTeacher:
 
     # persistence ---------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
+        """``keys.npy``, ``contexts.npy``, ``futures.npy`` (loadable memory-mapped),
+        ``index.faiss`` (the CPU index) and ``teacher.json`` (config + index facts).
+        Arrays already memory-mapped from these very files are flushed, not rewritten."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
+        for name in ARRAYS:
+            _save_array(getattr(self, name), directory / f"{name}.npy")
         faiss.write_index(self._cpu_index, str(directory / "index.faiss"))
-        np.savez(directory / "datastore.npz", keys=self.keys, contexts=self.contexts, futures=self.futures)
-        (directory / "teacher.json").write_text(json.dumps(asdict(self.config), indent=2))
+        meta = {**asdict(self.config), "index": self.index_info()}
+        (directory / "teacher.json").write_text(json.dumps(meta, indent=2))
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path) -> KnnTeacher:
+    def load(
+        cls,
+        directory: str | Path,
+        mmap: bool = False,  # memory-map the arrays (read-only) instead of reading them into RAM
+        **overrides,  # search-time settings to change: nprobe, ef_search, use_gpu
+    ) -> KnnTeacher:
         directory = Path(directory)
-        config = TeacherConfig(**json.loads((directory / "teacher.json").read_text()))
-        with np.load(directory / "datastore.npz") as z:
-            keys, contexts, futures = z["keys"], z["contexts"], z["futures"]
+        meta = json.loads((directory / "teacher.json").read_text())
+        known = {f.name for f in fields(TeacherConfig)}
+        config = TeacherConfig(**{k: v for k, v in meta.items() if k in known})
+        bad = set(overrides) - {"nprobe", "ef_search", "use_gpu"}
+        if bad:
+            raise ValueError(f"only nprobe, ef_search and use_gpu can be changed at load, got {sorted(bad)}")
+        config = replace(config, **overrides)
+        if (directory / "keys.npy").exists():
+            keys, contexts, futures = (np.load(directory / f"{n}.npy", mmap_mode="r" if mmap else None) for n in ARRAYS)
+        else:  # the single-archive layout written before the .npy files
+            with np.load(directory / "datastore.npz") as z:
+                keys, contexts, futures = z["keys"], z["contexts"], z["futures"]
         index = faiss.read_index(str(directory / "index.faiss"))
         return cls(keys, contexts, futures, config, index=index)
+
+
+def _save_array(array: np.ndarray, path: Path) -> None:
+    if isinstance(array, np.memmap) and array.filename and Path(array.filename).resolve() == path.resolve():
+        header = np.lib.format.open_memmap(path, mode="r")  # the file's own shape: is it the whole array?
+        same = header.shape == array.shape and header.offset == array.offset
+        del header
+        if same:
+            if array.flags.writeable:
+                array.flush()
+            return
+    # a new file renamed into place: an array mapped from ``path`` keeps reading the old inode
+    tmp = path.with_name(path.stem + ".tmp.npy")
+    np.save(tmp, array)  # written in blocks, a memmap is not read into RAM at once
+    os.replace(tmp, path)
 
 
 def _first_valid(cand: np.ndarray, k: int) -> np.ndarray:
@@ -210,23 +377,110 @@ def _first_valid(cand: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-def _build_index(keys: np.ndarray, index_type: str):
-    d = keys.shape[1]
-    if index_type == "flat":
+# faiss indexes ---------------------------------------------------------------------------
+def _as_ivf(index):
+    index = faiss.downcast_index(index)
+    return index if isinstance(index, faiss.IndexIVF) else None
+
+
+def _as_hnsw(index):
+    index = faiss.downcast_index(index)
+    return index if isinstance(index, faiss.IndexHNSW) else None
+
+
+def index_kind(index) -> str:
+    """"flat", "ivf" or "hnsw" for a CPU faiss index (its class name otherwise)."""
+    index = faiss.downcast_index(index)
+    if isinstance(index, faiss.IndexHNSW):
+        return "hnsw"
+    if isinstance(index, faiss.IndexIVF):
+        return "ivf"
+    if isinstance(index, faiss.IndexFlat):
+        return "flat"
+    return type(index).__name__
+
+
+def _set_search_params(index, config: TeacherConfig) -> None:
+    """nprobe / efSearch from the config (after a build and after a load)."""
+    ivf = _as_ivf(index)
+    if ivf is not None:
+        ivf.nprobe = int(min(config.nprobe, ivf.nlist))
+    hnsw = _as_hnsw(index)
+    if hnsw is not None:
+        hnsw.hnsw.efSearch = int(config.ef_search)
+
+
+def _gpu_available() -> bool:
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+def _want_gpu(config: TeacherConfig, kind: str) -> bool:
+    if config.use_gpu is False or kind not in ("flat", "ivf"):  # HNSW has no GPU version
+        return False
+    if _gpu_available():
+        return True
+    if config.use_gpu:
+        warnings.warn("use_gpu=True but faiss sees no GPU (faiss-cpu or no CUDA device): searching on the CPU",
+                      RuntimeWarning, stacklevel=3)
+    return False
+
+
+def _to_gpu(index, nprobe: int | None = None):
+    res = faiss.StandardGpuResources()
+    gpu = faiss.index_cpu_to_gpu(res, 0, index)
+    if nprobe is not None:
+        faiss.GpuParameterSpace().set_index_parameter(gpu, "nprobe", int(nprobe))
+    return gpu, res
+
+
+def _maybe_gpu(index, config: TeacherConfig = TeacherConfig()):
+    """(index to search, GPU resources or None): a GPU copy of a flat/IVF index when wanted and possible."""
+    if not _want_gpu(config, index_kind(index)):
+        return index, None
+    ivf = _as_ivf(index)
+    return _to_gpu(index, None if ivf is None else ivf.nprobe)
+
+
+def _build_index(keys: np.ndarray, config: TeacherConfig, timings: dict | None = None):
+    """-> (CPU index, index to search, GPU resources or None), keys added ROW_CHUNK rows at a time."""
+    n, d = keys.shape
+    kind = config.resolve_index_type(n)
+    t = time.perf_counter()
+    if kind == "flat":
         index = faiss.IndexFlatL2(d)
-    elif index_type == "hnsw":
-        index = faiss.IndexHNSWFlat(d, 32)
-    else:
-        raise ValueError(f"unknown index_type {index_type!r}; use 'flat' or 'hnsw'")
-    index.add(keys)
-    return index
-
-
-def _maybe_gpu(index):
-    # GPU faiss only helps flat indexes here; HNSW has no GPU version
-    if faiss.get_num_gpus() > 0 and isinstance(index, faiss.IndexFlat):
-        return faiss.index_cpu_to_all_gpus(index)
-    return index
-
-
-
+    elif kind == "hnsw":
+        index = faiss.IndexHNSWFlat(d, config.hnsw_m)
+    else:  # ivf
+        nlist = config.resolve_nlist(n)
+        index = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, nlist)
+        index.cp.seed = config.seed
+        index.cp.min_points_per_centroid = 1  # small stores: no "please provide more points" warning
+        index.cp.max_points_per_centroid = config.train_per_list  # no second subsampling inside faiss
+        n_train = min(n, config.train_per_list * nlist)
+        rows = np.sort(np.random.default_rng(config.seed).choice(n, n_train, replace=False))
+        sample = np.ascontiguousarray(keys[rows], dtype=np.float32)
+    gpu = _want_gpu(config, kind)
+    res = None
+    target = index
+    if gpu and kind == "ivf":  # train and fill on the GPU, copy back for saving
+        target, res = _to_gpu(index)
+    if kind == "ivf":
+        target.train(sample)
+        del sample
+    if timings is not None:
+        timings["index_train_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    for s in range(0, n, ROW_CHUNK):
+        target.add(np.ascontiguousarray(keys[s:s + ROW_CHUNK], dtype=np.float32))
+    if timings is not None:
+        timings["index_add_s"] = time.perf_counter() - t
+    if target is not index:
+        index = faiss.index_gpu_to_cpu(target)
+        _set_search_params(index, config)
+        faiss.GpuParameterSpace().set_index_parameter(target, "nprobe", int(faiss.downcast_index(index).nprobe))
+        return index, target, res
+    _set_search_params(index, config)
+    if gpu:
+        search, res = _maybe_gpu(index, config)
+        return index, search, res
+    return index, index, None
