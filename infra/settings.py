@@ -121,12 +121,18 @@ class OnboardParams(BaseModel):
     k: int = Field(20, ge=1)
     temperature: float = Field(0.12, gt=0)
     align_points: int = Field(16, ge=1)
+    index_type: Literal["auto", "flat", "ivf", "hnsw"] = Field(
+        "auto", description="datastore index: auto = exact up to exact_max windows, IVF past it")
+    exact_max: int = Field(50_000, ge=1, description="largest datastore searched exactly (auto)")
     adapter_hidden: int = Field(64, ge=4)
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(256, ge=1)
     lr: float = Field(3e-4, gt=0)
     patience: int = Field(3, ge=1)
     alpha_grid: list[float] = Field(default_factory=lambda: [round(0.1 * i, 1) for i in range(11)])
+    finetune_steps: int = Field(0, ge=0, description="steps of full fine-tuning of a backbone copy, scored "
+                                "next to the fused model for comparison (0 = skip); never served")
+    finetune_lr: float = Field(1e-4, gt=0)
     seed: int = 0
 
     @field_validator("alpha_grid")

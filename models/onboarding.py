@@ -4,7 +4,8 @@ Order of work, and what each step may see:
   1. fit (``_fit``): receives the train parts and the validation parts only.
      train windows -> backbone embeddings + forecasts -> kNN datastore -> teacher
      targets for the training windows (own row excluded) -> adapter distilled with
-     early stopping on validation -> alpha chosen on validation.
+     early stopping on validation -> alpha chosen on validation -> (for comparison only)
+     a fully fine-tuned copy of the backbone, early-stopped on the same validation.
   2. evaluate (``_forecast_all``): only once the adapter and alpha are final are the
      test targets sliced out of the split; test contexts are train + validation.
 Test targets never reach step 1: it is not handed the frame or the split.
@@ -22,9 +23,11 @@ import torch
 from models.adapter import AdapterConfig, MemoryAdapter
 from models.backbone import PatchBackbone
 from models.distill import to_tensors, train_adapter
+from models.finetune import FinetuneConfig, finetune_backbone
 from models.fused import FusedForecaster, TeacherForecaster, adapter_forecast, choose_alpha
 from models.inference import batch_forecast
 from models.splits import split_frame, to_arrays
+from models.datastore import BackboneEmbedder, array_chunks, build_datastore
 from models.teacher import KnnTeacher, TeacherConfig
 from models.windows import Windows, left_pad, sliding_windows
 
@@ -49,6 +52,8 @@ class OnboardResult:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per step
     skipped_ids: list[str] = field(default_factory=list)  # too short for train + val + test
     teacher_confidence: dict[str, float] = field(default_factory=dict)  # mean max weight per query set
+    finetuned: PatchBackbone | None = None  # full fine-tuning, for comparison only (cfg.finetune_steps)
+    finetune_history: list[dict] = field(default_factory=list)
     horizons: np.ndarray | None = None  # [N] each series' own horizon (truths are NaN past it)
     horizon: int = 0  # what the models forecast: the longest of ``horizons``
 
@@ -122,6 +127,8 @@ def onboard(
         teacher_confidence={"train": fit.conf_train, "val": fit.conf_val},
         horizons=series_h,
         horizon=horizon,
+        finetuned=fit.finetuned,
+        finetune_history=fit.finetune_history,
     )
 
 
@@ -169,6 +176,8 @@ class _Fit:
     history: list[dict]
     conf_train: float
     conf_val: float
+    finetuned: PatchBackbone | None = None
+    finetune_history: list[dict] = field(default_factory=list)
 
 
 def _fit(
@@ -194,14 +203,19 @@ def _fit(
         )
     timings["windows"] = time.perf_counter() - t
 
+    # one backbone pass gives the datastore keys and the adapter's inputs; the store is
+    # built chunk by chunk (exact index up to exact_max windows, IVF past it; GPU when present)
     t = time.perf_counter()
-    base_tr = batch_forecast(backbone, win.context_list(), h, c, batch_size=cfg.batch_size, device=device)
-    timings["embed_train"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    tcfg = TeacherConfig(cfg.top_k_candidates, cfg.k, cfg.temperature, cfg.align_points)
-    teacher = KnnTeacher(base_tr["embedding"], win.context, win.future, tcfg)
-    timings["teacher_build"] = time.perf_counter() - t
+    tcfg = TeacherConfig(
+        top_k_candidates=cfg.top_k_candidates, k=cfg.k, temperature=cfg.temperature, align_points=cfg.align_points,
+        index_type=getattr(cfg, "index_type", "auto"), exact_max=getattr(cfg, "exact_max", 50_000), seed=cfg.seed,
+    )
+    embed = BackboneEmbedder(backbone, h, cfg.batch_size, device, keep=("quantiles", "norm_quantiles", "loc", "scale"))
+    teacher = build_datastore(embed, array_chunks(win.context, win.future), tcfg, n_windows=len(win),
+                              timings=timings)
+    base_tr = {"embedding": np.asarray(teacher.keys), **embed.outputs()}
+    timings["embed_train"] = timings.get("embed_s", 0.0)  # the backbone's share of the build
+    timings["teacher_build"] = time.perf_counter() - t - timings["embed_train"]
 
     t = time.perf_counter()
     t_tr = teacher.query(base_tr["embedding"], win.context, exclude=overlapping_rows(win, h))
@@ -239,6 +253,14 @@ def _fit(
     fused = FusedForecaster(backbone, adapter, alpha, c, h, device=device, batch_size=cfg.batch_size)
     timings["alpha"] = time.perf_counter() - t
 
+    # the parametric alternative, for the comparison table: same windows, same validation
+    finetuned, ft_history = None, []
+    if getattr(cfg, "finetune_steps", 0) > 0:
+        t = time.perf_counter()
+        ft_cfg = FinetuneConfig(max_steps=cfg.finetune_steps, lr=cfg.finetune_lr, seed=cfg.seed)
+        finetuned, ft_history = finetune_backbone(backbone, win, train_parts, val_truth, h, c, ft_cfg, device)
+        timings["finetune"] = time.perf_counter() - t
+
     return _Fit(
         teacher=teacher,
         adapter=adapter,
@@ -249,6 +271,8 @@ def _fit(
         history=history,
         conf_train=float(t_tr.confidence.mean()),
         conf_val=float(t_val.confidence.mean()),
+        finetuned=finetuned,
+        finetune_history=ft_history,
     )
 
 
@@ -269,6 +293,11 @@ def _forecast_all(
         "teacher": lambda: fit.teacher_forecaster.predict(contexts, h),
         "fused": lambda: fit.fused.predict(contexts, h),
     }
+    if fit.finetuned is not None:
+        predictors["finetuned"] = lambda: np.asarray(
+            batch_forecast(fit.finetuned, contexts, h, cfg.context_length, cfg.batch_size, device)["quantiles"],
+            np.float32,
+        )
     out = {}
     for name, predict in predictors.items():
         t = time.perf_counter()

@@ -22,11 +22,11 @@ from tasks import tracking
 from tasks.logs import run_logger
 from tasks.baselines import grouped_baseline_forecasts
 from tasks.ingest import read_series_meta, read_store, split_horizon
-from tasks.metrics import evaluate, format_table
+from tasks.metrics import evaluate, format_table, per_series_metrics
 from tasks.model_logging import log_forecaster
 from tasks.plots import fan_chart
 
-MODEL_NAMES = ("backbone", "teacher", "fused")
+MODEL_NAMES = ("backbone", "teacher", "finetuned", "fused")  # those present in forecasts.npz are scored
 BASELINE_JOBS = max(1, min(4, os.cpu_count() or 1))
 
 
@@ -60,7 +60,7 @@ def resolve_backbone(backbone_uri: str) -> tuple[str, Path]:
 
 def adapt_domain(params: OnboardParams, store_dir: str, backbone_uri: str, settings: Settings) -> str:
     """Fit the domain's teacher, adapter and fusion weight; returns the result folder."""
-    from models.backbone import load_backbone
+    from models.backbone import load_backbone, save_backbone
     from models.fused import FusedForecaster
     from models.onboarding import onboard
 
@@ -85,10 +85,12 @@ def adapt_domain(params: OnboardParams, store_dir: str, backbone_uri: str, setti
 
     result.fused.save(out / "fused")
     result.teacher_forecaster.save(out / "teacher")
+    if result.finetuned is not None:  # scored for comparison (and forgetting), never registered
+        save_backbone(result.finetuned, out / "finetuned" / "backbone")
     FusedForecaster(backbone, result.adapter, 1.0, params.context_length, result.horizon).save(out / "adapter")
     arrays = {"val_y": result.val_truth, "test_y": result.test_truth, "horizons": result.horizons,
               "seasons": np.array([seasons[u] for u in result.series_ids], dtype=np.int64)}
-    for name in MODEL_NAMES:
+    for name in result.forecasts_val:
         arrays[f"val_{name}"] = result.forecasts_val[name]
         arrays[f"test_{name}"] = result.forecasts_test[name]
     np.savez_compressed(out / "forecasts.npz", **arrays)
@@ -100,7 +102,7 @@ def adapt_domain(params: OnboardParams, store_dir: str, backbone_uri: str, setti
         "backbone_uri": backbone_uri, "backbone_version": version, "data_version": meta["md5"],
         "freq": meta.get("freq"), "store": str(store_dir), "seconds": time.perf_counter() - started,
         "horizon": result.horizon, "per_series_horizons": horizons is not None,
-        "teacher_confidence": result.teacher_confidence,
+        "teacher_confidence": result.teacher_confidence, "finetune_history": result.finetune_history,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     run_logger().info("adapted %s: alpha=%.2f from %d windows in %.1fs", params.domain, result.alpha,
@@ -127,10 +129,17 @@ def evaluate_domain(result_dir: str, store_dir: str, params: OnboardParams) -> s
         forecasts, part_notes, seconds = grouped_baseline_forecasts(histories, horizons, seasons, horizon,
                                                                     n_jobs=BASELINE_JOBS)
         notes[part] = part_notes
-        forecasts.update({m: arrays[f"{part}_{m}"] for m in MODEL_NAMES})
+        names = [m for m in MODEL_NAMES if f"{part}_{m}" in arrays]
+        forecasts.update({m: arrays[f"{part}_{m}"] for m in names})
         # MASE scale from the train part (DESIGN.md), for both validation and test
-        table = evaluate(forecasts, arrays[f"{part}_y"], [train[i] for i in ids], seasons)
-        latency = {**seconds, **{m: summary["timings"].get(f"latency_{part}_{m}", np.nan) for m in MODEL_NAMES}}
+        insample = [train[i] for i in ids]
+        table = evaluate(forecasts, arrays[f"{part}_y"], insample, seasons)
+        per_series = pd.concat([
+            pd.DataFrame({"unique_id": ids, "model": m, "horizon": horizons, "season": seasons,
+                          **per_series_metrics(q, arrays[f"{part}_y"], insample, seasons)})
+            for m, q in forecasts.items()])
+        per_series.to_csv(out / f"{part}_per_series.csv", index=False)  # pooled across domains (M3 overall)
+        latency = {**seconds, **{m: summary["timings"].get(f"latency_{part}_{m}", np.nan) for m in names}}
         # forecast latency: wall milliseconds per series (batched models in batches of params.batch_size)
         table["ms_per_series"] = [1000.0 * latency.get(m, np.nan) / max(len(ids), 1) for m in table.index]
         table.to_csv(out / f"{part}_metrics.csv")

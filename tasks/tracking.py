@@ -24,6 +24,7 @@ EXPERIMENTS = {
     "onboard": "tsfm-onboard",
     "promote": "tsfm-promote",
     "evaluate": "tsfm-evaluate",
+    "compare": "tsfm-compare",  # cross-domain onboarding comparison (benchmarks/onboard_domains.py)
 }
 
 

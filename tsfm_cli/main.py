@@ -73,19 +73,37 @@ def pretrain(
 def onboard(
     domain: str = typer.Option(...),
     source: str = typer.Option(None, help="ingest this source first"),
-    horizon: int = typer.Option(None), season_length: int = typer.Option(None),
+    horizon: int = typer.Option(None, help="used where the source has no per-series horizons"),
+    season_length: int = typer.Option(None, help="used where the source has no per-series seasons"),
+    context_length: int = typer.Option(None, help="points of history the backbone and the datastore see"),
+    finetune_steps: int = typer.Option(None, help="also fully fine-tune a copy of the backbone for comparison "
+                                                  "(0 = skip); never what gets served"),
+    set_: list[str] = typer.Option(None, "--set", help="any onboarding parameter as KEY=VALUE (repeatable), "
+                                                       "e.g. --set k=10 --set temperature=0.2"),
     backbone: str = typer.Option("models:/backbone@champion"),
     promote: bool = typer.Option(True, help="run the promotion gate afterwards"),
     out: str = OUT,
 ):
     """Teacher + memory adapter + fusion weight for one domain; register and gate."""
+    from pydantic import ValidationError
+
     from flows.onboard_domain import onboard_domain_flow
     from infra.settings import OnboardParams
 
     base = _settings().onboard.model_dump()
-    base.update({k: v for k, v in dict(domain=domain, source=source, horizon=horizon,
-                                         season_length=season_length).items() if v is not None})
-    _echo(onboard_domain_flow(OnboardParams(**base), backbone=backbone, promote=promote), out)
+    for item in set_ or []:
+        key, sep, value = item.partition("=")
+        if not sep or key not in OnboardParams.model_fields:
+            _fail(f"--set {item!r}: expected KEY=VALUE with KEY one of {', '.join(OnboardParams.model_fields)}")
+        base[key] = json.loads(value) if value[:1] in "[{" else value
+    base.update({k: v for k, v in dict(domain=domain, source=source, horizon=horizon, season_length=season_length,
+                                         context_length=context_length, finetune_steps=finetune_steps).items()
+                 if v is not None})
+    try:
+        params = OnboardParams(**base)
+    except ValidationError as e:
+        _fail(f"invalid onboarding parameters:\n{e}")
+    _echo(onboard_domain_flow(params, backbone=backbone, promote=promote), out)
 
 
 @app.command()

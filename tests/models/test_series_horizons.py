@@ -42,8 +42,12 @@ def test_onboarding_pads_truths_past_each_series_horizon():
     df = _frame(lengths)
     torch.manual_seed(0)
     backbone = PatchBackbone(get_preset("tiny")).eval()
-    cfg = OnboardParams(domain="mixed", horizon=10, context_length=32, epochs=2, batch_size=64)
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    cfg = OnboardParams(domain="mixed", horizon=10, context_length=32, epochs=2, batch_size=64, finetune_steps=10)
     r = onboard(backbone, df, cfg, horizons=horizons)
+    # the fine-tuned comparison model is a copy: the served backbone stays frozen
+    assert r.finetuned is not None and r.finetuned is not backbone and r.finetune_history
+    assert all(torch.equal(before[k], v) for k, v in backbone.state_dict().items())
     assert r.horizon == 10 and r.val_truth.shape == (12, 10)
     h = dict(zip(r.series_ids, r.horizons))
     for i, uid in enumerate(r.series_ids):
@@ -55,5 +59,6 @@ def test_onboarding_pads_truths_past_each_series_horizon():
     # every model forecasts the longest horizon, finite everywhere
     for name, q in r.forecasts_test.items():
         assert q.shape == (12, 10, 9) and np.isfinite(q).all(), name
+    assert set(r.forecasts_test) == {"backbone", "teacher", "fused", "finetuned"}
     # the yearly-like series contribute datastore windows with NaN-padded futures
     assert np.isnan(r.teacher.futures).any() and np.isfinite(r.teacher.futures[:, :4]).all()

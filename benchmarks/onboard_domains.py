@@ -1,0 +1,115 @@
+"""Onboard every benchmark domain through `tsfm onboard` and compare (issue 4).
+
+For each domain this runs the same command users run (a subprocess of the `tsfm` CLI,
+with the settings of TSFM_PARAMS), then builds from the result folders:
+  - the comparison table on the test split: seasonal naive, AutoETS, frozen backbone,
+    kNN teacher at inference, full fine-tuning, fused (MASE, sCRPS, sMAPE, ms per series);
+  - M3 overall: per-series metrics pooled over the six categories (3,003 series);
+  - fused and fine-tuned sCRPS relative to the backbone, averaged over domains;
+  - forgetting: each fine-tuned backbone on every other domain vs the untouched backbone.
+Everything is logged to one MLflow run (experiment tsfm-compare) and printed as markdown.
+
+    TSFM_PARAMS=benchmarks/profiles/onboard_domains.yaml python benchmarks/onboard_domains.py
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench_common import REPO, machine
+
+M3 = [f"m3-{c}" for c in ("micro", "industry", "macro", "finance", "demographic", "other")]
+# the packaged electricity series: (domain, source, horizon, season) — one day ahead
+ELECTRICITY = {"vic-elec": ("builtin:vic_elec", 48, 48), "epf-fr-be": ("builtin:epf_fr_be", 24, 24)}
+DOMAINS = M3 + list(ELECTRICITY)
+
+
+def onboard(domain: str, out_dir: Path, extra: list[str]) -> dict:
+    out = out_dir / f"{domain}.json"
+    if domain in ELECTRICITY:
+        source, horizon, season = ELECTRICITY[domain]
+        args = ["--source", source, "--horizon", str(horizon), "--season-length", str(season)]
+    else:
+        args = ["--source", f"builtin:{domain}"]
+    cmd = [str(Path(sys.executable).parent / "tsfm"), "onboard", "--domain", domain, *args, *extra, "--out", str(out)]
+    print("$", " ".join(cmd), flush=True)
+    started = time.perf_counter()
+    with open(out_dir / f"{domain}.log", "w") as log:
+        subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, check=True)
+    result = json.loads(out.read_text())
+    print(f"  {domain}: {time.perf_counter() - started:.0f} s -> {result['result_dir']}", flush=True)
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--domains", default=",".join(DOMAINS))
+    ap.add_argument("--out-dir", default=".tsfm/bench/onboard_domains")
+    ap.add_argument("--reuse", action="store_true", help="skip domains whose result JSON exists")
+    ap.add_argument("--extra", default="", help="extra `tsfm onboard` arguments, e.g. '--set epochs=5'")
+    args = ap.parse_args()
+    out_dir = REPO / args.out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    results = {}
+    for domain in [d for d in args.domains.split(",") if d]:
+        cached = out_dir / f"{domain}.json"
+        results[domain] = (json.loads(cached.read_text()) if args.reuse and cached.is_file()
+                           else onboard(domain, out_dir, args.extra.split()))
+    dirs = {d: str(REPO / r["result_dir"]) for d, r in results.items()}
+
+    import mlflow
+
+    from infra.settings import load_settings
+    from tasks import tracking
+    from tasks.compare import comparison_table, forgetting_table, markdown, pooled_table, relative_to_backbone
+
+    settings = load_settings()
+    table = comparison_table(list(dirs.values()))
+    m3_dirs = [dirs[d] for d in M3 if d in dirs]
+    m3 = pooled_table(m3_dirs) if m3_dirs else None
+    rel = relative_to_backbone(table)
+    forgetting = forgetting_table(list(dirs.values()), settings.onboard.context_length)
+
+    sections = [("Test split, per domain", markdown(table)),
+                ("sCRPS relative to the frozen backbone (test)", markdown(rel))]
+    if m3 is not None:
+        sections.append((f"M3 overall: {len(m3_dirs)} categories pooled", markdown(m3)))
+    if len(forgetting):
+        summary = forgetting.groupby("finetuned_on")[["sCRPS_ratio", "MASE_ratio"]].mean()
+        sections += [("Forgetting: fine-tuned / untouched backbone on the other domains (mean)", markdown(summary))]
+    report = "\n\n".join(f"### {title}\n\n{body}" for title, body in sections)
+    print(report)
+    (out_dir / "comparison.md").write_text(report + "\n")
+    table.to_csv(out_dir / "comparison.csv")
+    forgetting.to_csv(out_dir / "forgetting.csv", index=False)
+    if m3 is not None:
+        m3.to_csv(out_dir / "m3_overall.csv")
+
+    tracking.use_experiment("compare", settings)
+    with mlflow.start_run(run_name=f"onboarding-comparison-{len(dirs)}-domains"):
+        mlflow.log_params({"domains": ",".join(dirs), "context_length": settings.onboard.context_length,
+                           "finetune_steps": settings.onboard.finetune_steps})
+        mlflow.set_tags({"git_commit": tracking.git_commit(), **{f"machine.{k}": str(v)
+                                                                for k, v in machine().items()}})
+        for (domain, model), row in table.iterrows():
+            mlflow.log_metrics({f"{domain}.{model}.{k}": float(v) for k, v in row.items() if v == v})
+        if m3 is not None:
+            for model, row in m3.iterrows():
+                mlflow.log_metrics({f"m3_overall.{model}.{k}": float(row[k]) for k in ("MASE", "sCRPS", "sMAPE")})
+        for model, v in rel.loc["mean over domains"].items():
+            mlflow.log_metric(f"mean_rel_sCRPS.{model}", float(v))
+        for f in ("comparison.md", "comparison.csv", "forgetting.csv", "m3_overall.csv"):
+            if (out_dir / f).is_file():
+                mlflow.log_artifact(str(out_dir / f))
+    print(f"\nwritten {out_dir / 'comparison.md'}; logged to MLflow experiment tsfm-compare")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    main()
