@@ -1,4 +1,7 @@
-"""End to end on a small synthetic domain with a freshly initialised tiny backbone."""
+"""End to end on a small synthetic domain with a freshly initialised tiny backbone.
+
+Leakage rules (train-only datastore, exclusions, validation-only selection) live in
+test_leakage.py."""
 import numpy as np
 import pandas as pd
 import pytest
@@ -7,7 +10,7 @@ import torch
 from infra.settings import OnboardParams
 from models.backbone import PatchBackbone
 from models.fused import scaled_crps
-from models.onboarding import min_context, onboard
+from models.onboarding import onboard
 from models.presets import get_preset
 
 N_SERIES, LENGTH, H, C = 30, 80, 6, 32
@@ -24,13 +27,6 @@ def _domain(seed=0) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def _alter_test_targets(df: pd.DataFrame) -> pd.DataFrame:
-    df = df.copy()
-    last = df.groupby("unique_id").cumcount(ascending=False) < H
-    df.loc[last, "y"] = df.loc[last, "y"] * 10 + 1000
-    return df
-
-
 CFG = OnboardParams(domain="synthetic-test", horizon=H, context_length=C, season_length=12, epochs=8, batch_size=128, lr=3e-3)
 
 
@@ -39,14 +35,23 @@ def _backbone():
     return PatchBackbone(get_preset("tiny")).eval()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models on a shared CPU: one intra-op thread avoids oversubscription (~10x here)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
-def runs():
+def runs(_one_thread):
     df = _domain()
-    return df, onboard(_backbone(), df, CFG), onboard(_backbone(), _alter_test_targets(df), CFG)
+    return df, onboard(_backbone(), df, CFG)
 
 
 def test_end_to_end_shapes_and_selection(runs):
-    df, r, _ = runs
+    df, r = runs
     n = N_SERIES
     assert r.series_ids == sorted(df["unique_id"].unique()) and not r.skipped_ids
     assert r.val_truth.shape == r.test_truth.shape == (n, H)
@@ -67,43 +72,6 @@ def test_end_to_end_shapes_and_selection(runs):
     assert s["teacher"] < s["backbone"]  # an untrained backbone vs retrieval on a seasonal domain
 
 
-def test_datastore_holds_only_windows_inside_train(runs):
-    df, r, _ = runs
-    train_len = LENGTH - 2 * H
-    expected = N_SERIES * (train_len - H - min_context(C, H, CFG.align_points) + 1)
-    assert r.n_windows == r.teacher.size == expected
-    # values are continuous random floats: any validation or test value in the store is a leak
-    pos = df.groupby("unique_id").cumcount(ascending=False)
-    held_out = set(df.loc[pos < 2 * H, "y"].astype(np.float32).tolist())
-    stored = set(r.teacher.futures.ravel().tolist()) | set(r.teacher.contexts[~np.isnan(r.teacher.contexts)].tolist())
-    assert not (held_out & stored)
-    # every stored future is a contiguous slice of a train part
-    trains = {tuple(np.asarray(t, np.float32)) for t in r.val_insample}
-    for f in r.teacher.futures[:: max(1, r.n_windows // 50)]:
-        assert any(_contains(t, f) for t in trains)
-
-
-def _contains(seq, part) -> bool:
-    seq = np.asarray(seq)
-    starts = np.flatnonzero(seq == part[0])
-    return any(np.array_equal(seq[s : s + len(part)], part) for s in starts)
-
-
-def test_test_targets_cannot_influence_fitting_or_selection(runs):
-    _, a, b = runs
-    assert not np.array_equal(a.test_truth, b.test_truth)  # the alteration did happen
-    assert a.alpha == b.alpha and a.alpha_table == b.alpha_table
-    assert a.history == b.history
-    sa, sb = a.adapter.state_dict(), b.adapter.state_dict()
-    assert all(torch.equal(sa[k], sb[k]) for k in sa)
-    np.testing.assert_array_equal(a.teacher.keys, b.teacher.keys)
-    np.testing.assert_array_equal(a.val_truth, b.val_truth)
-    for name in a.forecasts_val:
-        np.testing.assert_array_equal(a.forecasts_val[name], b.forecasts_val[name])
-        np.testing.assert_array_equal(a.forecasts_test[name], b.forecasts_test[name])  # contexts exclude test
-        assert scaled_crps(a.forecasts_val[name], a.val_truth) == scaled_crps(b.forecasts_val[name], b.val_truth)
-
-
 def test_accepts_any_object_with_the_fields_and_skips_short_series():
     from types import SimpleNamespace
 
@@ -113,27 +81,3 @@ def test_accepts_any_object_with_the_fields_and_skips_short_series():
     r = onboard(_backbone(), pd.concat([df, short], ignore_index=True), cfg)
     assert r.skipped_ids == ["tiny"] and "tiny" not in r.series_ids
     assert len(r.history) == 2
-
-
-def test_training_queries_never_retrieve_a_window_whose_future_overlaps_theirs():
-    from models.onboarding import overlapping_rows
-    from models.teacher import KnnTeacher, TeacherConfig
-    from models.windows import sliding_windows
-
-    rng = np.random.default_rng(0)
-    h = 4
-    # smooth random walks (no repeats): the window shifted by one step is the nearest neighbour
-    series = [np.cumsum(np.cumsum(rng.normal(0, 1, 60))) for _ in range(3)]
-    win = sliding_windows(series, 16, h, stride=1, min_context=16)
-    keys = np.nan_to_num(win.context).astype(np.float32)
-    teacher = KnnTeacher(keys, win.context, win.future, TeacherConfig(top_k_candidates=10, k=5))
-    excl = overlapping_rows(win, h)
-    out = teacher.query(keys, win.context, exclude=excl)
-    for i, nbrs in enumerate(out.neighbors):
-        for j in nbrs[nbrs >= 0]:
-            assert not (win.series_index[j] == win.series_index[i] and abs(win.end[j] - win.end[i]) < h)
-    # with only the own row excluded, the one-step-shifted window is what comes back
-    own_only = teacher.query(keys, win.context, exclude=np.arange(len(win)))
-    first = own_only.neighbors[:, 0]
-    near = (win.series_index[first] == win.series_index) & (np.abs(win.end[first] - win.end) < h)
-    assert near.mean() > 0.5
