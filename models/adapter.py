@@ -5,6 +5,10 @@ to those quantiles (the reference's hidden-state "delta" variant). The last laye
 starts at zero, so an untrained adapter returns the backbone's forecast; the output
 is sorted so quantiles never cross. Cost is one small MLP per series, independent
 of the datastore size.
+
+Budget: an adapter may hold at most ``ADAPTER_MAX_FRACTION`` (5%) of its backbone's
+parameters; ``fit_hidden`` picks the widest hidden layer (up to the one asked for)
+that stays inside it.
 """
 from __future__ import annotations
 
@@ -14,6 +18,60 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+ADAPTER_MAX_FRACTION = 0.05  # adapter parameters / backbone parameters, at most
+MIN_HIDDEN = 4  # narrowest hidden layer fit_hidden will shrink to
+
+
+def adapter_parameters(d_model: int, horizon: int, n_quantiles: int = 9, hidden: int = 64) -> int:
+    """Parameter count of a ``MemoryAdapter`` with this config, without building it."""
+    hq = horizon * n_quantiles
+    return (
+        2 * d_model  # LayerNorm
+        + (d_model + 1) * hidden  # embed_in linear
+        + (hq + 1) * hidden  # quant_in
+        + (hidden + 1) * hidden  # body
+        + (hidden + 1) * hq  # out
+    )
+
+
+def adapter_flops(d_model: int, horizon: int, n_quantiles: int = 9, hidden: int = 64) -> int:
+    """Matmul FLOPs of one adapter forward per series (2 per multiply-add): the adapter's
+    whole extra cost at inference grows with this and the batch, nothing else."""
+    hq = horizon * n_quantiles
+    return 2 * hidden * (d_model + hq + hidden + hq)
+
+
+def fit_hidden(
+    d_model: int,
+    horizon: int,
+    n_quantiles: int,
+    backbone_params: int,
+    requested_hidden: int,
+    max_fraction: float = ADAPTER_MAX_FRACTION,
+    min_hidden: int = MIN_HIDDEN,
+) -> int:
+    """The largest hidden width <= ``requested_hidden`` whose adapter has at most
+    ``max_fraction * backbone_params`` parameters.
+
+    Raises ValueError when even ``min(min_hidden, requested_hidden)`` does not fit
+    (the horizon * quantile output layer alone can outgrow a tiny backbone's budget).
+    """
+    if requested_hidden < 1 or min_hidden < 1:
+        raise ValueError(f"hidden widths must be >= 1, got requested {requested_hidden}, minimum {min_hidden}")
+    if backbone_params < 1 or not 0 < max_fraction:
+        raise ValueError(f"need backbone_params >= 1 and max_fraction > 0, got {backbone_params}, {max_fraction}")
+    budget = max_fraction * backbone_params
+    lowest = min(min_hidden, requested_hidden)
+    for hidden in range(requested_hidden, lowest - 1, -1):  # parameters grow with the width
+        if adapter_parameters(d_model, horizon, n_quantiles, hidden) <= budget:
+            return hidden
+    need = adapter_parameters(d_model, horizon, n_quantiles, lowest)
+    raise ValueError(
+        f"no memory adapter fits the budget: at hidden={lowest} (d_model={d_model}, horizon={horizon}, "
+        f"{n_quantiles} quantiles) it has {need:,} parameters, more than {max_fraction:.0%} of the "
+        f"backbone's {backbone_params:,} ({int(budget):,}); use a shorter horizon or a larger backbone"
+    )
 
 
 @dataclass(frozen=True)

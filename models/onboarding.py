@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from models.adapter import AdapterConfig, MemoryAdapter
+from models.adapter import AdapterConfig, MemoryAdapter, fit_hidden
 from models.backbone import PatchBackbone
 from models.distill import to_tensors, train_adapter
 from models.finetune import FinetuneConfig, finetune_backbone
@@ -228,9 +228,13 @@ def _fit(
     timings["val_queries"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    # at most 5% of the backbone's parameters: a narrower adapter where the default would not fit
+    d_model = base_tr["embedding"].shape[1]
+    n_backbone = sum(p.numel() for p in backbone.parameters())
+    hidden = fit_hidden(d_model, h, backbone.config.n_quantiles, n_backbone, cfg.adapter_hidden)
     with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
         torch.manual_seed(cfg.seed)
-        adapter = MemoryAdapter(AdapterConfig(base_tr["embedding"].shape[1], h, hidden=cfg.adapter_hidden))
+        adapter = MemoryAdapter(AdapterConfig(base_tr["embedding"].shape[1], h, hidden=hidden))
     train = to_tensors(
         {
             "embedding": base_tr["embedding"],

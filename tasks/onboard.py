@@ -103,6 +103,8 @@ def adapt_domain(params: OnboardParams, store_dir: str, backbone_uri: str, setti
         "freq": meta.get("freq"), "store": str(store_dir), "seconds": time.perf_counter() - started,
         "horizon": result.horizon, "per_series_horizons": horizons is not None,
         "teacher_confidence": result.teacher_confidence, "finetune_history": result.finetune_history,
+        "adapter_parameters": result.adapter.n_parameters(),
+        "backbone_parameters": sum(p.numel() for p in backbone.parameters()),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     run_logger().info("adapted %s: alpha=%.2f from %d windows in %.1fs", params.domain, result.alpha,

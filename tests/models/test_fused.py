@@ -4,7 +4,15 @@ import torch
 
 from models.adapter import AdapterConfig, MemoryAdapter
 from models.backbone import PatchBackbone
-from models.fused import FusedForecaster, TeacherForecaster, choose_alpha, fuse, scaled_crps
+from models.fused import (
+    FusedForecaster,
+    TeacherForecaster,
+    adapter_forecast,
+    choose_alpha,
+    fuse,
+    fuse_torch,
+    scaled_crps,
+)
 from models.inference import batch_forecast
 from models.presets import get_preset
 from models.teacher import KnnTeacher
@@ -73,6 +81,55 @@ def test_alpha_zero_is_the_backbone_exactly(parts):
     assert np.array_equal(fused.predict(ctx, H), expected)
     # with alpha = 1 the adapter does change the forecast
     assert not np.allclose(FusedForecaster(backbone, adapter, 1.0, C, H).predict(ctx, H), expected)
+
+
+def test_fuse_torch_is_fuse():
+    rng = np.random.default_rng(1)
+    base = np.sort(rng.normal(size=(5, 4, 9)), -1).astype(np.float32)
+    mem = rng.normal(size=(5, 4, 9)).astype(np.float32)
+    for a in (0.0, 0.3, 1.0):
+        assert np.array_equal(fuse_torch(torch.from_numpy(base), torch.from_numpy(mem), a).numpy(), fuse(base, mem, a))
+
+
+def _ragged(seed=7):
+    """Series of mixed length (shorter and longer than the context), level and missing values."""
+    rng = np.random.default_rng(seed)
+    sizes, scales = [3, 20, 31, 32, 33, 90, 45], [1, 1e3, 5, 0.1, 50, 7, 2]
+    out = [(rng.normal(size=n).cumsum() * s + s).astype(np.float32) for n, s in zip(sizes, scales)]
+    out[5][-4] = np.nan
+    return out
+
+
+def test_one_pass_equals_the_two_pass_reference(parts):
+    """The single inference pass gives what backbone -> numpy -> adapter -> numpy fusion gave."""
+    backbone, adapter = parts
+    ctx = _ragged()
+    for batch_size in (256, 3):  # one chunk, and chunks that split the list unevenly
+        fused = FusedForecaster(backbone, adapter, alpha=0.4, context_length=C, horizon=H, batch_size=batch_size)
+        base = batch_forecast(backbone, ctx, H, C, batch_size=batch_size)  # same chunks: same float sums
+        q_mem = adapter_forecast(adapter, base["embedding"], base["norm_quantiles"], batch_size)
+        q_mem = q_mem * base["scale"][:, None, None] + base["loc"][:, None, None]
+        q_base, q_mem_new = fused.components(ctx)
+        assert np.array_equal(q_base, base["quantiles"])
+        np.testing.assert_allclose(q_mem_new, q_mem, rtol=1e-5, atol=1e-5)
+        expected = fuse(base["quantiles"], q_mem, 0.4)[:, :3]
+        np.testing.assert_allclose(fused.predict(ctx, 3), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_predict_leaves_module_modes_alone_and_handles_no_series(parts):
+    backbone, adapter = parts
+    fused = FusedForecaster(backbone, adapter, alpha=0.5, context_length=C, horizon=H)
+    ctx = _series()
+    expected = fused.predict(ctx, H)
+    backbone.train(), adapter.train()
+    try:
+        assert np.array_equal(fused.predict(ctx, H), expected)  # forecasts in eval mode
+        assert backbone.training and adapter.training  # and gives the modes back
+    finally:
+        backbone.eval(), adapter.eval()
+    assert fused.predict([], 2).shape == (0, 2, 9)
+    b, m = fused.components([])
+    assert b.shape == m.shape == (0, H, 9)
 
 
 def test_horizon_checks_and_prefix(parts):

@@ -60,5 +60,9 @@ def test_onboarding_pads_truths_past_each_series_horizon():
     for name, q in r.forecasts_test.items():
         assert q.shape == (12, 10, 9) and np.isfinite(q).all(), name
     assert set(r.forecasts_test) == {"backbone", "teacher", "fused", "finetuned"}
+    # the default hidden width would exceed 5% of the tiny backbone: onboarding narrows it
+    n_backbone = sum(p.numel() for p in backbone.parameters())
+    assert r.adapter.config.hidden < cfg.adapter_hidden
+    assert r.adapter.n_parameters() <= 0.05 * n_backbone
     # the yearly-like series contribute datastore windows with NaN-padded futures
     assert np.isnan(r.teacher.futures).any() and np.isfinite(r.teacher.futures[:, :4]).all()
