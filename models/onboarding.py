@@ -22,12 +22,12 @@ import torch
 
 from models.adapter import AdapterConfig, MemoryAdapter, fit_hidden
 from models.backbone import PatchBackbone
+from models.datastore import BackboneEmbedder, array_chunks, build_datastore
 from models.distill import to_tensors, train_adapter
 from models.finetune import FinetuneConfig, finetune_backbone
 from models.fused import FusedForecaster, TeacherForecaster, adapter_forecast, choose_alpha
 from models.inference import batch_forecast
 from models.splits import split_frame, to_arrays
-from models.datastore import BackboneEmbedder, array_chunks, build_datastore
 from models.teacher import KnnTeacher, TeacherConfig
 from models.windows import Windows, left_pad, sliding_windows
 
@@ -234,7 +234,7 @@ def _fit(
     hidden = fit_hidden(d_model, h, backbone.config.n_quantiles, n_backbone, cfg.adapter_hidden)
     with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
         torch.manual_seed(cfg.seed)
-        adapter = MemoryAdapter(AdapterConfig(base_tr["embedding"].shape[1], h, hidden=hidden))
+        adapter = MemoryAdapter(AdapterConfig(d_model, h, hidden=hidden))
     train = to_tensors(
         {
             "embedding": base_tr["embedding"],
