@@ -118,7 +118,9 @@ def evaluate_domain(result_dir: str, store_dir: str, params: OnboardParams) -> s
     out = Path(result_dir)
     summary = json.loads((out / "summary.json").read_text())
     df, meta = read_store(Path(store_dir))
-    split = split_frame(df, split_horizon(Path(store_dir), meta))
+    # the same split the adapt step used: the source's per-series horizons, or params.horizon
+    split = split_frame(df, split_horizon(Path(store_dir), meta) if summary.get("per_series_horizons")
+                        else params.horizon)
     train = to_arrays(split.train)
     trainval = to_arrays(pd.concat([split.train, split.val]))
     ids = summary["series"]

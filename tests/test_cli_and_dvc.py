@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
@@ -65,3 +66,15 @@ def test_dvc_repro_runs_the_ingest_stage(tmp_path):
     lock = yaml.safe_load((work / "dvc.lock").read_text())
     outs = lock["stages"]["ingest@small"]["outs"]
     assert outs[0]["path"] == "data/store/small" and outs[0]["md5"]
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--set", "nope=1"], "--set 'nope=1': expected KEY=VALUE with KEY one of"),
+    (["--set", "k=0"], "invalid onboarding parameters"),
+    (["--context-length", "2"], "context_length"),
+])
+def test_cli_onboard_rejects_bad_parameters_before_any_work(tmp_path, args, fragment):
+    proc = subprocess.run([str(BIN / "tsfm"), "onboard", "--domain", "x", *args], cwd=tmp_path,
+                          env=_env(tmp_path), capture_output=True, text=True)
+    assert proc.returncode == 1 and fragment in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and not (tmp_path / ".tsfm").exists()
