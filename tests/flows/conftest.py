@@ -17,6 +17,7 @@ SMALL = {
     "TSFM_PRETRAIN__ACCELERATOR": "cpu",
     "TSFM_ONBOARD__EPOCHS": "4",
     "TSFM_ONBOARD__STRIDE": "2",
+    "TSFM_ONBOARD__FINETUNE_STEPS": "10",  # the comparison row of full fine-tuning, kept cheap
 }
 
 

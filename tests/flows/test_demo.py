@@ -23,13 +23,20 @@ def test_demo_tables_cover_every_model(demo_run):
     result_dir = Path(onboarded["result_dir"])
     for part in ("val", "test"):
         table = pd.read_csv(result_dir / f"{part}_metrics.csv", index_col=0)
+        # every model, the fully fine-tuned comparison included (finetune_steps > 0 in SMALL)
         assert set(table.index) == {"seasonal_naive", "auto_ets", *MODEL_NAMES}
+        assert (table["ms_per_series"] > 0).all()
         assert {"MASE", "sCRPS", "sMAPE"} <= set(table.columns)
         assert table[["MASE", "sCRPS", "sMAPE"]].notna().all().all()
         assert (table["sMAPE"] > 0).all() and (table["sMAPE"] < 200).all()
     assert (result_dir / "test_fan_chart.png").stat().st_size > 10_000
     summary = json.loads((result_dir / "summary.json").read_text())
     assert 0.0 <= summary["alpha"] <= 1.0
+    # m3-other mixes yearly, monthly and "other" series: each is scored on its official horizon
+    assert summary["per_series_horizons"] and summary["horizon"] == 18
+    per = pd.read_csv(result_dir / "test_per_series.csv")
+    assert set(per["horizon"]) == {6, 8, 18} and per.groupby("model").size().nunique() == 1
+    assert (result_dir / "finetuned" / "backbone").is_dir()
 
 
 def test_registry_holds_every_model_with_tags(demo_run):
