@@ -113,27 +113,11 @@ class PatchBackbone(nn.Module):
         Gradients follow the caller's mode: wrap in torch.inference_mode() to serve.
         """
         c, p = self.config, self.config.patch_size
-        if horizon < 1:
-            raise ValueError("horizon must be >= 1")
-        n_future = math.ceil(horizon / p)
-        max_ctx_patches = c.max_patches - n_future
-        if max_ctx_patches < 1:
-            raise ValueError(f"horizon {horizon} leaves no room for context in max_context {c.max_context}")
         context = context.to(dtype=torch.float32, device=self._device())
-        B, T = context.shape
-        observed = ~torch.isnan(context)
-        values = torch.nan_to_num(context, nan=0.0)
-        # left-pad (as missing) to whole patches, keep the most recent patches that fit
-        n_ctx = min(max(math.ceil(T / p), 1), max_ctx_patches)
-        keep = n_ctx * p
-        pad = max(keep - T, 0)
-        values = F.pad(values, (pad, 0))[:, -keep:]
-        observed = F.pad(observed, (pad, 0), value=False)[:, -keep:]
-        # masked future patches: value 0, observed False
-        values = F.pad(values, (0, n_future * p))
-        observed = F.pad(observed, (0, n_future * p), value=False)
+        B = context.shape[0]
+        values, observed, n_ctx, n_future = forecast_inputs(c, context, horizon)
 
-        out = self(values[:, None], observed[:, None])
+        out = self(values, observed)
         knots = out.knots[:, 0, n_ctx:].reshape(B, n_future * p, c.n_quantiles)[:, :horizon]  # [B, H, Q]
         norm_q = torch.sinh(knots.clamp(-KNOT_LIMIT, KNOT_LIMIT)).sort(dim=-1).values  # sinh is monotone
         loc = out.loc[:, 0, n_ctx - 1]  # [B]; the future patches carry these same statistics
@@ -149,6 +133,31 @@ class PatchBackbone(nn.Module):
 
     def _device(self) -> torch.device:
         return next(self.parameters()).device
+
+
+def forecast_inputs(config: BackboneConfig, context: Tensor, horizon: int) -> tuple[Tensor, Tensor, int, int]:
+    """context [B, T] float32 (NaN = missing) -> (values [B, 1, L], observed [B, 1, L],
+    n_ctx, n_future): the input ``PatchBackbone.forecast`` builds, step for step."""
+    p = config.patch_size
+    if horizon < 1:
+        raise ValueError("horizon must be >= 1")
+    n_future = math.ceil(horizon / p)
+    max_ctx_patches = config.max_patches - n_future
+    if max_ctx_patches < 1:
+        raise ValueError(f"horizon {horizon} leaves no room for context in max_context {config.max_context}")
+    B, T = context.shape
+    observed = ~torch.isnan(context)
+    values = torch.nan_to_num(context, nan=0.0)
+    # left-pad (as missing) to whole patches, keep the most recent patches that fit
+    n_ctx = min(max(math.ceil(T / p), 1), max_ctx_patches)
+    keep = n_ctx * p
+    pad = max(keep - T, 0)
+    values = F.pad(values, (pad, 0))[:, -keep:]
+    observed = F.pad(observed, (pad, 0), value=False)[:, -keep:]
+    # masked future patches: value 0, observed False (contiguous future masking)
+    values = F.pad(values, (0, n_future * p))
+    observed = F.pad(observed, (0, n_future * p), value=False)
+    return values[:, None], observed[:, None], n_ctx, n_future
 
 
 def save_backbone(model: PatchBackbone, directory: str | Path, state_dict: dict[str, Tensor] | None = None) -> Path:

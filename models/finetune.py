@@ -35,12 +35,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from models.backbone import KNOT_LIMIT, PatchBackbone
+from models.backbone import KNOT_LIMIT, PatchBackbone, forecast_inputs
 from models.optim import build_optimizer, param_groups
 from models.quantiles import QUANTILES, pinball_loss
+from models.windows import left_pad
 
 VAL_METRICS = ("sCRPS", "pinball")
 SCHEDULES = ("cosine", "constant")
@@ -89,31 +89,6 @@ def lr_factor(step: int, config: FinetuneConfig) -> float:
 
 # ---------------------------------------------------------------------------------------
 # The horizon as forecast() decodes it, with gradients
-
-
-def forecast_inputs(config, context: Tensor, horizon: int) -> tuple[Tensor, Tensor, int, int]:
-    """context [B, T] float32 (NaN = missing) -> (values [B, 1, L], observed [B, 1, L],
-    n_ctx, n_future): the input ``PatchBackbone.forecast`` builds, step for step."""
-    p = config.patch_size
-    if horizon < 1:
-        raise ValueError("horizon must be >= 1")
-    n_future = math.ceil(horizon / p)
-    max_ctx_patches = config.max_patches - n_future
-    if max_ctx_patches < 1:
-        raise ValueError(f"horizon {horizon} leaves no room for context in max_context {config.max_context}")
-    B, T = context.shape
-    observed = ~torch.isnan(context)
-    values = torch.nan_to_num(context, nan=0.0)
-    # left-pad (as missing) to whole patches, keep the most recent patches that fit
-    n_ctx = min(max(math.ceil(T / p), 1), max_ctx_patches)
-    keep = n_ctx * p
-    pad = max(keep - T, 0)
-    values = F.pad(values, (pad, 0))[:, -keep:]
-    observed = F.pad(observed, (pad, 0), value=False)[:, -keep:]
-    # masked future patches: value 0, observed False (contiguous future masking)
-    values = F.pad(values, (0, n_future * p))
-    observed = F.pad(observed, (0, n_future * p), value=False)
-    return values[:, None], observed[:, None], n_ctx, n_future
 
 
 def horizon_knots(backbone: PatchBackbone, context: Tensor, horizon: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -197,17 +172,6 @@ def validation_scores(
 # Training
 
 
-def pad_contexts(contexts, length: int) -> np.ndarray:
-    """List of 1-D arrays or an [N, T] array -> the last ``length`` points of each, NaN-left-padded:
-    [N, length] float32 (what ``batch_forecast`` feeds ``forecast()``)."""
-    out = np.full((len(contexts), length), np.nan, dtype=np.float32)
-    for i, x in enumerate(contexts):
-        x = np.asarray(x, dtype=np.float32).reshape(-1)[-length:]
-        if x.size:
-            out[i, length - x.size:] = x
-    return out
-
-
 def pad_futures(futures: np.ndarray, horizon: int) -> np.ndarray:
     """[N, h <= horizon] -> [N, horizon] float32, NaN-padded on the right."""
     futures = np.asarray(futures, dtype=np.float32)
@@ -257,13 +221,13 @@ def finetune_backbone(
         contexts, futures = train_windows.context, train_windows.future
     if len(contexts) != len(futures):
         raise ValueError(f"{len(contexts)} train contexts but {len(futures)} futures")
-    train_ctx = pad_contexts(contexts, context_length)
+    train_ctx = left_pad(contexts, context_length)
     train_fut = pad_futures(futures, horizon)
     usable = np.isfinite(train_fut).any(axis=1) & ~np.isnan(train_ctx).all(axis=1)
     train_ctx, train_fut = train_ctx[usable], train_fut[usable]
     if len(train_ctx) == 0:
         raise ValueError("no training window with a known future target and an observed context")
-    val_ctx = pad_contexts(val_contexts, context_length)
+    val_ctx = left_pad(val_contexts, context_length)
     val_truth = np.asarray(val_truth, dtype=np.float32)
     if val_truth.ndim != 2 or len(val_truth) != len(val_ctx):
         raise ValueError(f"val_truth must be [{len(val_ctx)}, H] (one row per validation context), "

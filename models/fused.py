@@ -18,6 +18,7 @@ from models.adapter import MemoryAdapter
 from models.backbone import PatchBackbone, load_backbone, save_backbone
 from models.quantiles import QUANTILES
 from models.teacher import KnnTeacher
+from models.windows import left_pad
 
 _LEVELS = np.asarray(QUANTILES, dtype=np.float64)
 
@@ -95,7 +96,7 @@ class FusedForecaster:
         """``finish(q_base, q_mem)`` of each chunk of ``batch_size`` series, where q_base and q_mem
         are the raw-space quantiles [b, H, Q] (torch, on ``device``) at the trained horizon.
         Everything, ``finish`` included, runs in one inference-mode pass with the modules in eval mode."""
-        padded = _pad_contexts(contexts, self.context_length)  # [N, C], NaN = missing
+        padded = left_pad(contexts, self.context_length)  # [N, C], NaN = missing
         device = torch.device(self.device)
         out = []
         with _serving((self.backbone, self.adapter), device):
@@ -156,19 +157,6 @@ def _numpy(x: torch.Tensor) -> np.ndarray:
     return x.float().cpu().numpy()
 
 
-def _pad_contexts(contexts: list[np.ndarray], length: int) -> np.ndarray:
-    """Last ``length`` points of each series, NaN-left-padded: [N, length] float32 (the same
-    values ``batch_forecast`` feeds the backbone, built in one array)."""
-    if length < 1:
-        raise ValueError("context_length must be >= 1")
-    out = np.full((len(contexts), length), np.nan, dtype=np.float32)
-    for i, x in enumerate(contexts):
-        tail = np.asarray(x, dtype=np.float32).reshape(-1)[-length:]
-        if tail.size:
-            out[i, length - tail.size :] = tail
-    return out
-
-
 def _on_device(module: torch.nn.Module, device: torch.device) -> bool:
     p = next(module.parameters(), None)
     return p is None or (p.device.type == device.type and device.index in (None, p.device.index))
@@ -214,7 +202,7 @@ class TeacherForecaster:
     def predict(self, contexts: list[np.ndarray], horizon: int) -> np.ndarray:
         """[N, horizon, Q] raw space from retrieval (no self-exclusion: queries are not in the store)."""
         _check_horizon(horizon, self.horizon)
-        padded = _pad_contexts(contexts, self.context_length)  # [N, C], NaN = missing
+        padded = left_pad(contexts, self.context_length)  # [N, C], NaN = missing
         device = torch.device(self.device)
         keys = [np.zeros((0, self.backbone.config.d_model), np.float32)]
         base = [np.zeros((0, self.horizon, self.backbone.config.n_quantiles), np.float32)]

@@ -14,13 +14,12 @@ from models.finetune import (
     finetune_loss,
     horizon_knots,
     knots_to_quantiles,
-    pad_contexts,
     validation_scores,
 )
 from models.fused import scaled_crps
 from models.inference import batch_forecast
 from models.presets import get_preset
-from models.windows import sliding_windows
+from models.windows import left_pad, sliding_windows
 
 N_SERIES, LENGTH, H, C = 16, 80, 6, 32
 CFG = FinetuneConfig(max_steps=60, batch_size=32, lr=3e-3, warmup_steps=5, eval_every=15, patience=3, seed=0)
@@ -177,7 +176,7 @@ def test_pinball_selection_and_right_padded_futures(domain):
     assert _same(_state(a), _state(b)) and _strip_seconds(ha) == _strip_seconds(hb)
     assert all(r["val_score"] == r["val_pinball"] for r in ha)
     assert min(r["val_pinball"] for r in ha[1:]) < ha[0]["val_pinball"]
-    scores = validation_scores(a, pad_contexts(train, C), val_truth)
+    scores = validation_scores(a, left_pad(train, C), val_truth)
     assert scores["pinball"] == pytest.approx(min(r["val_pinball"] for r in ha), rel=1e-5)
 
 
