@@ -82,7 +82,7 @@ def forgetting_table(result_dirs: list[str | Path], context_length: int, batch_s
         with np.load(Path(d) / "forecasts.npz") as z:
             seasons[s["domain"]] = dict(zip(s["series"], z["seasons"].tolist()))
     cache: dict[str, tuple] = {}
-    base_scores: dict[str, dict[str, float]] = {}
+    base_scores: dict[str, dict[str, float]] = {}  # backbone version/domain -> scores
     rows = []
     for d, s in summaries.items():
         tuned_dir = Path(d) / "finetuned" / "backbone"
@@ -104,15 +104,17 @@ def forgetting_table(result_dirs: list[str | Path], context_length: int, batch_s
                 m = per_series_metrics(q, truth, train, season)
                 return {"sCRPS": float(np.nanmean(m["sCRPS"])), "MASE": float(np.nanmean(m["MASE"]))}
 
-            if other not in base_scores:  # every domain's backbone is the same registered version
-                base_scores[other] = score(original)
+            key = f"{s['backbone_version']}/{other}"  # domains onboarded on one backbone share its scores
+            if key not in base_scores:
+                base_scores[key] = score(original)
+            base = base_scores[key]
             tuned_scores = score(tuned)
             rows.append({
                 "finetuned_on": s["domain"], "evaluated_on": other,
-                "backbone_sCRPS": base_scores[other]["sCRPS"], "finetuned_sCRPS": tuned_scores["sCRPS"],
-                "sCRPS_ratio": tuned_scores["sCRPS"] / base_scores[other]["sCRPS"],
-                "backbone_MASE": base_scores[other]["MASE"], "finetuned_MASE": tuned_scores["MASE"],
-                "MASE_ratio": tuned_scores["MASE"] / base_scores[other]["MASE"],
+                "backbone_sCRPS": base["sCRPS"], "finetuned_sCRPS": tuned_scores["sCRPS"],
+                "sCRPS_ratio": tuned_scores["sCRPS"] / base["sCRPS"],
+                "backbone_MASE": base["MASE"], "finetuned_MASE": tuned_scores["MASE"],
+                "MASE_ratio": tuned_scores["MASE"] / base["MASE"],
             })
     return pd.DataFrame(rows)
 
