@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -22,9 +23,9 @@ from tasks import tracking
 from tasks.logs import run_logger
 from tasks.baselines import grouped_baseline_forecasts
 from tasks.ingest import read_series_meta, read_store, split_horizon
-from tasks.metrics import evaluate, format_table, per_series_metrics
+from tasks.metrics import evaluate, format_table, mase_scale, per_series_metrics
 from tasks.model_logging import log_forecaster
-from tasks.plots import fan_chart
+from tasks.plots import fan_chart, per_horizon_plot
 
 MODEL_NAMES = ("backbone", "teacher", "finetuned", "fused")  # those present in forecasts.npz are scored
 BASELINE_JOBS = max(1, min(4, os.cpu_count() or 1))
@@ -150,6 +151,12 @@ def evaluate_domain(result_dir: str, store_dir: str, params: OnboardParams) -> s
         (out / f"{part}_metrics.txt").write_text(format_table(table) + "\n")
         fan_chart(histories, arrays[f"{part}_y"], arrays[f"{part}_fused"], ids,
                   out / f"{part}_fan_chart.png", f"{params.domain}: fused forecast on {part}")
+        # where in the horizon each model gains or loses: mean scaled absolute error per step
+        scale = mase_scale(insample, seasons)[:, None]
+        with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings(action="ignore"):
+            per_step = {m: np.nanmean(np.abs(arrays[f"{part}_y"] - q[..., q.shape[-1] // 2]) / scale, axis=0)
+                        for m, q in forecasts.items()}
+        per_horizon_plot(per_step, out / f"{part}_per_horizon.png", f"{params.domain}: error by step ({part})")
     (out / "baseline_notes.json").write_text(json.dumps(notes, indent=2, default=str))
     return result_dir
 

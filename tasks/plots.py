@@ -46,3 +46,20 @@ def fan_chart(
     fig.savefig(out_file, dpi=110)
     plt.close(fig)
     return out_file
+
+
+def per_horizon_plot(errors: dict[str, np.ndarray], path: Path, title: str, ylabel: str = "MASE at step") -> Path:
+    """One line per model: error by forecast step ``{model: [H]}`` (NaN steps are gaps)."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, err in errors.items():
+        steps = np.arange(1, len(err) + 1)
+        ax.plot(steps, err, marker="o", ms=3, lw=2.2 if name == "fused" else 1.2, label=name)
+    ax.set_xlabel("forecast step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -30,6 +30,7 @@ def test_demo_tables_cover_every_model(demo_run):
         assert table[["MASE", "sCRPS", "sMAPE"]].notna().all().all()
         assert (table["sMAPE"] > 0).all() and (table["sMAPE"] < 200).all()
     assert (result_dir / "test_fan_chart.png").stat().st_size > 10_000
+    assert (result_dir / "test_per_horizon.png").stat().st_size > 10_000
     summary = json.loads((result_dir / "summary.json").read_text())
     assert 0.0 <= summary["alpha"] <= 1.0
     # m3-other mixes yearly, monthly and "other" series: each is scored on its official horizon
@@ -101,3 +102,21 @@ def test_promotion_decision_matches_validation(demo_run):
     except Exception:
         pass
     assert (str(champion) == promo["version"]) == promo["promoted"]
+
+
+def test_onboarding_published_prefect_artifacts(demo_run):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    published = demo_run["result"]["onboarded"]["artifacts"]
+    assert {"report", "test_table", "fan_chart"} <= set(published)
+    keys = ["onboard-m3-other", "onboard-test-m3-other", "onboard-fan-chart-m3-other"]
+    with get_client(sync_client=True) as client:
+        found = {a.key: a for a in client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))}
+    assert set(found) == set(keys)
+    report = found["onboard-m3-other"].data
+    assert "# Onboarding of `m3-other`" in report and "| fused |" in report and "alpha =" in report
+    assert "mlflow ui --backend-store-uri sqlite:///" in report  # no tracking server: how to open the run
+    assert found["onboard-fan-chart-m3-other"].data.startswith("data:image/png;base64,")
+    rows = found["onboard-test-m3-other"].data
+    assert "fused" in str(rows) and "sCRPS" in str(rows)
