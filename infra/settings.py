@@ -201,6 +201,18 @@ class EvaluateParams(BaseModel):
         return [b for b in EVALUATE_BASELINES if b in v]
 
 
+class ScheduleSettings(BaseModel):
+    """Cron schedules of the deployments `tsfm deploy` registers (None = on demand only)."""
+
+    ingest_cron: str | None = Field("0 2 * * *", description="refresh every source's store")
+    retrain_cron: str | None = Field("0 3 * * 0", description="re-train the backbone on the ingested domains")
+    onboard_cron: str | None = Field("0 5 * * *", description="re-onboard each domain of onboard_domains")
+    onboard_domains: list[str] = Field(default_factory=list, description="domains re-onboarded on schedule; "
+                                       "default: every source except the pre-training-only synthetic one")
+    timezone: str = "UTC"
+    work_pool: str | None = Field(None, description="scale-out: the work pool of prefect.yaml; None = serve here")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TSFM_", env_nested_delimiter="__", extra="ignore")
 
@@ -212,6 +224,7 @@ class Settings(BaseSettings):
     serve: ServeParams = ServeParams()
     demo: DemoParams = DemoParams()
     evaluate: EvaluateParams = EvaluateParams()
+    schedules: ScheduleSettings = ScheduleSettings()
 
     @model_validator(mode="before")
     @classmethod

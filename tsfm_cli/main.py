@@ -138,6 +138,22 @@ def serve(
     os.execvpe(cmd[0], cmd, server_env(settings))
 
 
+@app.command()
+def deploy(dry_run: bool = typer.Option(False, "--dry-run", help="list the deployments and schedules, serve nothing")):
+    """Serve tsfm's Prefect deployments here: scheduled ingest, retraining and re-onboarding, plus the
+    on-demand `onboard_domain` (one-click onboarding form). Runs until interrupted."""
+    from flows.deployments import build_deployments, describe
+
+    deployments = build_deployments(_settings())
+    if dry_run:
+        _echo(describe(deployments))
+        return
+    from prefect import serve
+
+    typer.echo(f"serving {len(deployments)} deployments (Ctrl-C to stop); schedules from the settings' `schedules`")
+    serve(*deployments)
+
+
 def _fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(1)

@@ -1,0 +1,46 @@
+"""`tsfm deploy`: the deployments, their schedules and the one-click onboarding form."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from flows.deployments import build_deployments, describe
+from infra.settings import load_settings
+
+BIN = Path(sys.executable).parent
+
+
+def test_every_stage_is_deployed_with_its_schedule_and_settings(monkeypatch):
+    monkeypatch.setenv("TSFM_SCHEDULES__RETRAIN_CRON", "30 1 * * 6")
+    settings = load_settings()
+    rows = {r["name"]: r for r in describe(build_deployments(settings))}
+    ingests = {f"ingest/ingest-{d}" for d in settings.sources}
+    assert ingests | {"pretrain/retrain-backbone", "onboard_domain/onboard_domain"} <= set(rows)
+    assert rows["pretrain/retrain-backbone"]["schedule"] == "30 1 * * 6"  # from the environment
+    assert rows["onboard_domain/onboard_domain"]["schedule"] == "on demand"
+    # re-onboarding on schedule for every real domain, never for the generated pre-training corpus
+    onboards = {n for n in rows if n.startswith("onboard_domain/onboard-")}
+    assert onboards == {f"onboard_domain/onboard-{d}" for d in settings.sources if d != "synthetic"}
+
+
+def test_scheduled_parameters_are_the_settings_and_the_form_is_onboard_params():
+    settings = load_settings()
+    deployments = {d.name: d for d in build_deployments(settings)}
+    ingest = deployments["ingest-m3-other"].parameters["params"]
+    assert ingest["source"] == settings.sources["m3-other"].source and ingest["domain"] == "m3-other"
+    onboard = deployments["onboard-m3-other"].parameters["params"]
+    assert onboard["domain"] == "m3-other" and onboard["context_length"] == settings.onboard.context_length
+    schema = deployments["onboard_domain"]._parameter_openapi_schema.model_dump()
+    form = schema["definitions"]["OnboardParams"]
+    assert schema["required"] == ["params"] and "pattern" in form["properties"]["domain"]
+    assert form["properties"]["horizon"]["minimum"] == 1  # validated by Prefect before a run starts
+
+
+def test_cli_dry_run_lists_the_deployments(tmp_path):
+    proc = subprocess.run([str(BIN / "tsfm"), "deploy", "--dry-run"], cwd=Path(__file__).parents[2],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = {r["name"]: r["schedule"] for r in json.loads(proc.stdout)}
+    assert rows["pretrain/retrain-backbone"] == "0 3 * * 0" and rows["ingest/ingest-m3-other"] == "0 2 * * *"
