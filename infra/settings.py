@@ -210,7 +210,6 @@ class ScheduleSettings(BaseModel):
     onboard_domains: list[str] = Field(default_factory=list, description="domains re-onboarded on schedule; "
                                        "default: every source except the pre-training-only synthetic one")
     timezone: str = "UTC"
-    work_pool: str | None = Field(None, description="scale-out: the work pool of prefect.yaml; None = serve here")
 
 
 class Settings(BaseSettings):
