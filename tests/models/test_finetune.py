@@ -25,12 +25,7 @@ N_SERIES, LENGTH, H, C = 16, 80, 6, 32
 CFG = FinetuneConfig(max_steps=60, batch_size=32, lr=3e-3, warmup_steps=5, eval_every=15, patience=3, seed=0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def few_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/models/conftest.py
 
 
 def _backbone(seed: int = 0) -> PatchBackbone:
