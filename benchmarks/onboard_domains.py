@@ -67,7 +67,8 @@ def main() -> None:
 
     from infra.settings import load_settings
     from tasks import tracking
-    from tasks.compare import comparison_table, forgetting_table, markdown, pooled_table, relative_to_backbone
+    from tasks.compare import comparison_table, forgetting_table, pooled_table, relative_to_backbone
+    from tasks.metrics import markdown_table as markdown
 
     settings = load_settings()
     table = comparison_table(list(dirs.values()))

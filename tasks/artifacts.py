@@ -24,7 +24,7 @@ from prefect.artifacts import (
 )
 
 from infra.settings import Settings
-from tasks.compare import markdown as markdown_table
+from tasks.metrics import markdown_table
 
 INLINE_IMAGE_MAX_BYTES = 2_000_000  # a bigger chart is linked by path only
 

@@ -117,18 +117,3 @@ def forgetting_table(result_dirs: list[str | Path], context_length: int, batch_s
                 "MASE_ratio": tuned_scores["MASE"] / base["MASE"],
             })
     return pd.DataFrame(rows)
-
-
-def markdown(df: pd.DataFrame, digits: int = 3) -> str:
-    """A pipe table (index included) for docs and MLflow descriptions."""
-    df = df.reset_index() if not isinstance(df.index, pd.RangeIndex) else df
-    cols = list(df.columns)
-
-    def cell(v) -> str:
-        if isinstance(v, (float, np.floating)):
-            return "" if np.isnan(v) else f"{v:.{digits}f}"
-        return str(v)
-
-    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines)

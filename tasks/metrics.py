@@ -206,3 +206,18 @@ def format_table(df: pd.DataFrame, digits: int = 3) -> str:
         )
 
     return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, body)])
+
+
+def markdown_table(df: pd.DataFrame, digits: int = 3) -> str:
+    """A pipe table (index included) for docs and MLflow descriptions."""
+    df = df.reset_index() if not isinstance(df.index, pd.RangeIndex) else df
+    cols = list(df.columns)
+
+    def cell(v) -> str:
+        if isinstance(v, (float, np.floating)):
+            return "" if np.isnan(v) else f"{v:.{digits}f}"
+        return str(v)
+
+    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)

@@ -23,7 +23,7 @@ from tasks import tracking
 from tasks.logs import run_logger
 from tasks.baselines import grouped_baseline_forecasts
 from tasks.ingest import read_series_meta, read_store, split_horizon
-from tasks.metrics import evaluate, format_table, mase_scale, per_series_metrics
+from tasks.metrics import evaluate, format_table, markdown_table, mase_scale, per_series_metrics
 from tasks.model_logging import log_forecaster
 from tasks.plots import fan_chart, per_horizon_plot
 
@@ -31,11 +31,9 @@ MODEL_NAMES = ("backbone", "teacher", "finetuned", "fused")  # those present in 
 BASELINE_JOBS = max(1, min(4, os.cpu_count() or 1))
 
 
-def series_profile(store_dir: str | Path, params: OnboardParams) -> tuple[dict[str, int] | None, dict]:
-    """(per-series horizons or None, per-series season lengths) of a store. The source's own
-    values (M3) win over params.horizon / params.season_length, which apply to stores without them."""
-    df, _ = read_store(Path(store_dir))
-    ids = df["unique_id"].astype(str).unique()
+def series_profile(store_dir: str | Path, params: OnboardParams, ids) -> tuple[dict[str, int] | None, dict]:
+    """(per-series horizons or None, per-series season lengths) of a store holding series ``ids``. The
+    source's own values (M3) win over params.horizon / params.season_length, which apply otherwise."""
     per_series = read_series_meta(store_dir) if params.series_horizons else None
     if per_series is None:
         return None, defaultdict(lambda: params.season_length, {u: params.season_length for u in ids})
@@ -67,7 +65,7 @@ def adapt_domain(params: OnboardParams, store_dir: str, backbone_uri: str, setti
 
     tracking.configure(settings)
     df, meta = read_store(Path(store_dir))
-    horizons, seasons = series_profile(store_dir, params)
+    horizons, seasons = series_profile(store_dir, params, df["unique_id"].astype(str).unique())
     if horizons is None and params.horizon > int(meta["horizon"]):
         raise ValueError(
             f"horizon {params.horizon} exceeds the {meta['horizon']} the store of {params.domain!r} was "
@@ -162,14 +160,6 @@ def evaluate_domain(result_dir: str, store_dir: str, params: OnboardParams) -> s
 
 
 # ------------------------------------------------------------------------- register
-def _table_markdown(table: pd.DataFrame) -> str:
-    cols = list(table.columns)
-    lines = ["| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    for name, row in table.iterrows():
-        lines.append(f"| {name} | " + " | ".join(f"{row[c]:.3f}" for c in cols) + " |")
-    return "\n".join(lines)
-
-
 def register_domain(result_dir: str, params: OnboardParams, settings: Settings) -> dict:
     """Log the onboarding run and register teacher-, adapter- and fused-<domain>."""
     out = Path(result_dir)
@@ -203,7 +193,8 @@ def register_domain(result_dir: str, params: OnboardParams, settings: Settings) 
             tags[f"val_{k}"] = val.loc["fused", k]
             tags[f"backbone_val_{k}"] = val.loc["backbone", k]
         description = (f"Validation (fusion weight alpha={summary['alpha']:.2f} chosen here):\n\n"
-                       + _table_markdown(val) + "\n\nTest:\n\n" + _table_markdown(test))
+                       + markdown_table(val.rename_axis("model")) + "\n\nTest:\n\n"
+                       + markdown_table(test.rename_axis("model")))
         horizon = int(summary.get("horizon", params.horizon))
         meta = {"domain": domain, "freq": summary.get("freq"), "default_horizon": horizon,
                 "max_horizon": horizon, "context_length": params.context_length}

@@ -10,8 +10,9 @@ import torch
 
 from models.backbone import PatchBackbone, save_backbone
 from models.presets import get_preset
-from tasks.compare import comparison_table, forgetting_table, markdown, pooled_table, relative_to_backbone
+from tasks.compare import comparison_table, forgetting_table, pooled_table, relative_to_backbone
 from tasks.ingest import ingest_to_store
+from tasks.metrics import markdown_table as markdown
 
 
 def _result(tmp_path, domain: str, scrps: dict[str, float], store: str, series: list[str], h: int) -> str:
