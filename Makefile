@@ -9,9 +9,9 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install demo test clean
+.PHONY: install chromium demo test clean
 
-install: $(STAMP)
+install: $(STAMP) chromium
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -19,6 +19,21 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
+
+# Headless Chromium for the MLflow UI check (tests/integration): Debian's package, never a
+# browser download (playwright drives /usr/bin/chromium). Skipped quietly when present.
+chromium:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing chromium (apt-get)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q chromium >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; } || \
+	  { echo "error: apt-get could not install chromium" >&2; exit 1; }; \
+	else \
+	  echo "note: /usr/bin/chromium is missing and apt-get is unavailable (or not root):"; \
+	  echo "      install Debian's 'chromium' package; until then the MLflow UI test is skipped"; \
+	fi
 
 demo: install
 	$(BIN)/tsfm demo

@@ -2,7 +2,13 @@
 
 Precedence (highest first): explicit keyword arguments, TSFM_* environment
 variables (nested with ``__``, e.g. ``TSFM_PRETRAIN__MAX_STEPS=50``), params.yaml
-(path from ``TSFM_PARAMS`` or ./params.yaml), the defaults below.
+(path from ``TSFM_PARAMS`` or ./params.yaml), the settings profile, the defaults below.
+
+The profile (``TSFM_PROFILE``, default ``embedded``: no file, nothing changes) is
+``infra/profiles/<name>.yaml``, layered under params.yaml; ``cluster`` points MLflow,
+artifacts and Prefect at the servers of ``infra/compose.yaml``. A ``null`` in params.yaml
+means "not set here" for values the profile sets. ``apply_runtime_env`` exports what other
+libraries read from their own environment variables (Prefect's API URL, the S3 endpoint).
 """
 from __future__ import annotations
 
@@ -10,12 +16,13 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+import yaml
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
-    YamlConfigSettingsSource,
 )
 
 DOMAIN_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
@@ -31,6 +38,18 @@ class MlflowSettings(BaseModel):
     artifact_root: str | None = Field(
         None, description="artifact location for new experiments; file path or s3://bucket/prefix"
     )
+
+
+class PrefectSettings(BaseModel):
+    """Prefect reads its own settings; ``apply_runtime_env`` exports these before prefect is imported."""
+
+    api_url: str | None = Field(None, description="Prefect server API, e.g. http://127.0.0.1:4200/api "
+                                "(exported as PREFECT_API_URL); None = the embedded ephemeral API")
+
+
+class S3Settings(BaseModel):
+    endpoint_url: str | None = Field(None, description="S3-compatible endpoint such as MinIO (exported as "
+                                     "AWS_ENDPOINT_URL_S3; boto3, MLflow and DVC read it); None = AWS")
 
 
 class IngestParams(BaseModel):
@@ -144,10 +163,32 @@ class OnboardParams(BaseModel):
 
 
 class ServeParams(BaseModel):
-    domain: str = Field("m3-other", pattern=DOMAIN_PATTERN)
-    host: str = "127.0.0.1"
+    """`tsfm serve`: one process serving every domain's ``fused-<domain>@<alias>`` (serving/)."""
+
+    domains: list[str] = Field(default_factory=list, description="domains to serve; [] = every fused-* model "
+                               "that has the alias (new ones are picked up while running)")
+    domain: str = Field("m3-other", pattern=DOMAIN_PATTERN, description="`tsfm serve --mlflow`: the one domain "
+                        "MLflow's scoring server serves")
+    host: str = Field("127.0.0.1", description="bind address; 0.0.0.0 exposes the server (set a token)")
     port: int = Field(5001, ge=1, le=65535)
     alias: str = "champion"
+    token: SecretStr | None = Field(None, description="bearer token for /invocations, /reload and /metrics "
+                                    "(env TSFM_SERVE__TOKEN); None = open")
+    max_body_mb: float = Field(32.0, gt=0, description="largest request body; bigger ones get 413")
+    max_batch_series: int = Field(256, ge=1, description="most series one forward pass gathers")
+    max_wait_ms: float = Field(5.0, ge=0, description="how long a forward pass waits for more requests")
+    reload_interval_s: float = Field(10.0, ge=0, description="alias poll interval; 0 = only POST /reload")
+    device: str = Field("cpu", description="torch device of the served models: cpu, cuda, cuda:1")
+
+    @field_validator("domains")
+    @classmethod
+    def _domain_names(cls, v: list[str]) -> list[str]:
+        import re
+
+        bad = [d for d in v if not re.match(DOMAIN_PATTERN, d)]
+        if bad:
+            raise ValueError(f"invalid domain name(s) {bad}")
+        return list(dict.fromkeys(v))
 
 
 class DemoParams(BaseModel):
@@ -210,13 +251,73 @@ class ScheduleSettings(BaseModel):
     onboard_domains: list[str] = Field(default_factory=list, description="domains re-onboarded on schedule; "
                                        "default: every source except the pre-training-only synthetic one")
     timezone: str = "UTC"
+    watch_interval_s: int | None = Field(300, ge=0, description="seconds between checks of the sources for "
+                                         "new data (tsfm.source.updated re-onboards a domain); None/0 = off")
+
+
+class RetrySettings(BaseModel):
+    """Retries of the tasks that talk to remotes (S3, an MLflow server): transient errors only
+    (connection refused/reset, timeouts, HTTP 429/5xx); bad input fails at once."""
+
+    retries: int = Field(2, ge=0, description="extra attempts after the first")
+    backoff_s: float = Field(2.0, ge=0, description="first delay; doubles per attempt (exponential backoff)")
+    jitter: float = Field(0.5, ge=0, description="random extra delay, as a fraction of each delay")
+
+
+# Settings profiles -----------------------------------------------------------------
+PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
+DEFAULT_PROFILE = "embedded"
+
+
+class ProfileError(ValueError):
+    """An unknown TSFM_PROFILE (the message lists the known ones)."""
+
+
+def available_profiles() -> list[str]:
+    return sorted({DEFAULT_PROFILE, *(p.stem for p in PROFILES_DIR.glob("*.yaml"))})
+
+
+def profile_values(name: str) -> dict:
+    """The settings a profile sets: ``infra/profiles/<name>.yaml``, or a YAML file path."""
+    path = Path(name) if name.endswith((".yaml", ".yml")) else PROFILES_DIR / f"{name}.yaml"
+    if not path.is_file():
+        if name == DEFAULT_PROFILE:
+            return {}  # the embedded default needs no file
+        raise ProfileError(f"unknown settings profile {name!r} (TSFM_PROFILE); "
+                           f"available: {', '.join(available_profiles())}, or a path to a .yaml file")
+    return _read_yaml(path)
+
+
+def _read_yaml(path: Path) -> dict:
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of settings sections, got {type(data).__name__}")
+    data.pop("profile", None)  # the profile is chosen by TSFM_PROFILE or a keyword, never by a file
+    return data
+
+
+def _layer(upper: dict, lower: dict) -> dict:
+    """``upper`` over ``lower``, section by section; a None in ``upper`` keeps ``lower``'s value
+    (params.yaml lists ``tracking_uri: null`` meaning "default", which must not hide the profile)."""
+    out = dict(lower)
+    for key, value in upper.items():
+        below = lower.get(key)
+        if isinstance(value, dict) and isinstance(below, dict):
+            out[key] = _layer(value, below)
+        elif value is not None or below is None:
+            out[key] = value
+    return out
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TSFM_", env_nested_delimiter="__", extra="ignore")
 
+    profile: str = Field(DEFAULT_PROFILE, description="settings profile (TSFM_PROFILE): infra/profiles/<name>.yaml "
+                         "layered under params.yaml; embedded = one machine, no servers")
     paths: PathSettings = PathSettings()
     mlflow: MlflowSettings = MlflowSettings()
+    prefect: PrefectSettings = PrefectSettings()
+    s3: S3Settings = S3Settings()
     sources: dict[str, SourceSpec] = Field(default_factory=_default_sources)
     pretrain: PretrainParams = PretrainParams(domains=["synthetic", "m3-other"])
     onboard: OnboardParams = OnboardParams(domain="m3-other", horizon=8)
@@ -224,6 +325,7 @@ class Settings(BaseSettings):
     demo: DemoParams = DemoParams()
     evaluate: EvaluateParams = EvaluateParams()
     schedules: ScheduleSettings = ScheduleSettings()
+    retry: RetrySettings = RetrySettings()
 
     @model_validator(mode="before")
     @classmethod
@@ -247,10 +349,17 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # kwargs > TSFM_* env > params.yaml > profile > defaults; the two files are merged here
+        # (so a null in params.yaml does not hide a profile value) and enter as one source
+        init_kwargs = getattr(init_settings, "init_kwargs", {}) or {}
+        profile = init_kwargs.get("profile") or os.environ.get("TSFM_PROFILE") or DEFAULT_PROFILE
+        files = profile_values(profile)
         yaml_path = Path(os.environ.get("TSFM_PARAMS", "params.yaml"))
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         if yaml_path.is_file():
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_path))
+            files = _layer(_read_yaml(yaml_path), files)
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if files:
+            sources.append(InitSettingsSource(settings_cls, init_kwargs=files))
         return tuple(sources)
 
     # Derived locations -------------------------------------------------------------
@@ -276,3 +385,19 @@ class Settings(BaseSettings):
 
 def load_settings(**overrides) -> Settings:
     return Settings(**overrides)
+
+
+def runtime_env(settings: Settings) -> dict[str, str]:
+    """Environment variables other libraries read instead of tsfm's settings."""
+    env = {"PREFECT_API_URL": settings.prefect.api_url, "AWS_ENDPOINT_URL_S3": settings.s3.endpoint_url}
+    return {k: v for k, v in env.items() if v}
+
+
+def apply_runtime_env(settings: Settings, environ=None) -> dict[str, str]:
+    """Export ``runtime_env`` where the variable is not set already; call it before prefect is
+    imported (Prefect reads PREFECT_API_URL once, at import). A variable set by hand wins, as
+    the environment wins over the profile everywhere else. Returns what it set."""
+    environ = os.environ if environ is None else environ
+    added = {k: v for k, v in runtime_env(settings).items() if not environ.get(k)}
+    environ.update(added)
+    return added

@@ -33,7 +33,7 @@ def _small_csv(path: Path, n_series: int = 6, length: int = 40) -> Path:
 
 def test_cli_lists_every_command():
     out = subprocess.run([str(BIN / "tsfm"), "--help"], capture_output=True, text=True, check=True).stdout
-    for cmd in ("ingest", "pretrain", "onboard", "promote", "rollback", "serve", "demo"):
+    for cmd in ("ingest", "pretrain", "onboard", "promote", "rollback", "serve", "deploy", "watch", "evaluate", "demo"):
         assert cmd in out
 
 

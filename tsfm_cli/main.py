@@ -23,6 +23,17 @@ def _settings():
     return load_settings()
 
 
+@app.callback()
+def _runtime_env():
+    # before any command imports prefect/boto3: the profile's Prefect API URL and S3 endpoint
+    from infra.settings import ProfileError, apply_runtime_env
+
+    try:
+        apply_runtime_env(_settings())
+    except ProfileError as e:
+        _fail(str(e))
+
+
 def _echo(result, out: str | None = None) -> None:
     """Print a flow's result; with ``out`` also write it as JSON (DVC metrics/outs)."""
     text = json.dumps(result, indent=2, default=str)
@@ -124,18 +135,38 @@ def rollback(domain: str = typer.Option(...), version: str = typer.Option(...)):
 
 @app.command()
 def serve(
-    domain: str = typer.Option(None), port: int = typer.Option(None), host: str = typer.Option(None),
-    alias: str = typer.Option(None),
+    domains: str = typer.Option(None, help="comma-separated domains; default: every fused-* model with the alias "
+                                           "(new ones are picked up while running)"),
+    port: int = typer.Option(None), host: str = typer.Option(None, help="default 127.0.0.1"),
+    alias: str = typer.Option(None, help="default champion"),
+    reload_interval_s: float = typer.Option(None, help="alias poll interval in seconds; 0 = only POST /reload"),
+    device: str = typer.Option(None, help="cpu, cuda, cuda:1 ..."),
+    mlflow: bool = typer.Option(False, "--mlflow", help="MLflow's scoring server for one --domain instead "
+                                                        "(no reload, no batching; for comparison)"),
+    domain: str = typer.Option(None, help="with --mlflow: the one domain served"),
 ):
-    """Serve fused-<domain>@champion with the MLflow scoring protocol (foreground)."""
-    from tasks.serve import server_command, server_env
+    """Serve every domain's fused-<domain>@champion in one process (foreground): MLflow scoring
+    protocol on /invocations, /health, /metrics, hot reload. Bearer token: TSFM_SERVE__TOKEN."""
+    from pydantic import ValidationError
 
     settings = _settings()
-    cfg = settings.serve.model_copy(update={k: v for k, v in dict(domain=domain, port=port, host=host,
-                                                                   alias=alias).items() if v is not None})
-    cmd = server_command(cfg.domain, cfg.host, cfg.port, cfg.alias)
-    typer.echo(f"serving models:/fused-{cfg.domain}@{cfg.alias} on http://{cfg.host}:{cfg.port}/invocations")
-    os.execvpe(cmd[0], cmd, server_env(settings))
+    if mlflow:
+        from tasks.serve import server_command, server_env
+
+        cfg = settings.serve.model_copy(update={k: v for k, v in dict(domain=domain, port=port, host=host,
+                                                                       alias=alias).items() if v is not None})
+        cmd = server_command(cfg.domain, cfg.host, cfg.port, cfg.alias)
+        typer.echo(f"serving models:/fused-{cfg.domain}@{cfg.alias} on http://{cfg.host}:{cfg.port}/invocations")
+        os.execvpe(cmd[0], cmd, server_env(settings))
+    from serving.server import run, serve_params
+
+    overrides = dict(domains=_csv(domains), port=port, host=host, alias=alias,
+                     reload_interval_s=reload_interval_s, device=device)
+    try:
+        serve_params(settings, **overrides)
+    except ValidationError as e:
+        _fail(f"invalid serving parameters:\n{e}")
+    run(settings, **overrides)  # prints the URL, then runs until interrupted
 
 
 @app.command()
@@ -152,6 +183,15 @@ def deploy(dry_run: bool = typer.Option(False, "--dry-run", help="list the deplo
 
     typer.echo(f"serving {len(deployments)} deployments (Ctrl-C to stop); schedules from the settings' `schedules`")
     serve(*deployments)
+
+
+@app.command()
+def watch(out: str = OUT):
+    """Check every source once for new data; each changed domain gets a `tsfm.source.updated` event,
+    which re-onboards it where `tsfm deploy` runs (the `watch-sources` deployment does this on a schedule)."""
+    from flows.watch_sources import watch_sources_flow
+
+    _echo(watch_sources_flow(), out)
 
 
 def _fail(message: str) -> None:
