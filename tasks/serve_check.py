@@ -11,15 +11,14 @@ from infra.settings import Settings
 from models.splits import split_frame
 from tasks.ingest import read_store
 from tasks.logs import run_logger
-from tasks.serve import request_body, start_server, stop_server, wait_ready
-
+from tasks.serve import MODEL_HEADER, request_body, start_tsfm_server, stop_server, wait_ready
 
 
 @task(name="serve-and-request")
 def serve_and_request_task(domain: str, store_dir: str, horizon: int, settings: Settings,
                            port: int = 0, alias: str = "champion", n_series: int = 3) -> dict:
-    """Start the scoring server for ``fused-<domain>@<alias>`` on 127.0.0.1, forecast a few
-    series' test windows over HTTP, stop it."""
+    """Start tsfm's server (``python -m serving``) for ``fused-<domain>@<alias>`` on 127.0.0.1,
+    forecast a few series' test windows over HTTP, stop it."""
     df, _ = read_store(Path(store_dir))
     split = split_frame(df, horizon)
     history = pd.concat([split.train, split.val]).sort_values(["unique_id", "ds"])
@@ -27,14 +26,21 @@ def serve_and_request_task(domain: str, store_dir: str, horizon: int, settings: 
     context = history[history["unique_id"].isin(ids)]
     log_file = settings.run_dir("serve", f"{domain}.log")
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    proc, url = start_server(domain, settings, port=port, alias=alias, log_file=log_file)
+    # the token of the settings (if any) travels in the inherited environment
+    token = settings.serve.token.get_secret_value() if settings.serve.token else None
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    proc, url = start_tsfm_server(settings, [domain], port=port, alias=alias, log_file=log_file,
+                                  reload_interval_s=0)
     try:
         wait_ready(url, proc)
-        resp = requests.post(f"{url}/invocations", json=request_body(context, horizon), timeout=60)
+        resp = requests.post(f"{url}/invocations", json=request_body(context, horizon, domain), headers=headers,
+                             timeout=60)
         if resp.status_code != 200:
             raise RuntimeError(f"server answered {resp.status_code}: {resp.text[:500]}")
         answer = pd.DataFrame(resp.json()["predictions"])
     finally:
         stop_server(proc)
-    run_logger().info("served %s: %d rows for %d series from %s", domain, len(answer), len(ids), url)
-    return {"url": url, "alias": alias, "rows": len(answer), "series": ids, "head": answer.head(horizon).to_dict("records")}
+    model = resp.headers.get(MODEL_HEADER)
+    run_logger().info("served %s (%s): %d rows for %d series from %s", domain, model, len(answer), len(ids), url)
+    return {"url": url, "alias": alias, "model": model, "rows": len(answer), "series": ids,
+            "head": answer.head(horizon).to_dict("records")}

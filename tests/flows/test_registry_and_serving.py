@@ -1,4 +1,5 @@
-"""Alias round trip and the HTTP scoring protocol, on the models the demo registered."""
+"""Alias round trip and the HTTP scoring protocol, on the models the demo registered: both
+servers (tsfm's own and MLflow's scoring server) answer the same requests identically."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,7 +12,8 @@ from mlflow import MlflowClient
 from models.splits import split_frame
 from tasks.ingest import read_store
 from tasks.promote import promote_domain, rollback_domain
-from tasks.serve import request_body, start_server, stop_server, wait_ready
+from serving import MODEL_HEADER
+from tasks.serve import request_body, start_server, start_tsfm_server, stop_server, wait_ready
 
 
 def test_alias_round_trip(demo_run):
@@ -39,16 +41,36 @@ def test_alias_round_trip(demo_run):
         client.set_registered_model_alias("fused-m3-other", "champion", before)
 
 
+def test_demo_served_through_tsfm_server(demo_run):
+    served = demo_run["result"]["served"]
+    assert served["model"].startswith("fused-m3-other/")  # the X-Tsfm-Model header of the answer
+    assert served["rows"] == len(served["series"]) * 8
+
+
+def _start(kind: str, demo_run):
+    settings, root = demo_run["settings"], Path(demo_run["root"])
+    if kind == "mlflow":
+        return start_server("m3-other", settings, alias="challenger", log_file=root / "serve-test.log")
+    return start_tsfm_server(settings, ["m3-other"], alias="challenger", reload_interval_s=0,
+                             log_file=root / "tsfm-serve-flows-test.log")
+
+
 @pytest.fixture(scope="module")
-def server(demo_run):
-    settings = demo_run["settings"]
-    proc, url = start_server("m3-other", settings, alias="challenger",
-                             log_file=Path(demo_run["root"]) / "serve-test.log")
+def servers(demo_run):
+    """Both servers for fused-m3-other@challenger, started side by side."""
+    started = {kind: _start(kind, demo_run) for kind in ("mlflow", "tsfm")}
     try:
-        wait_ready(url, proc)
-        yield url
+        for proc, url in started.values():
+            wait_ready(url, proc)
+        yield {kind: url for kind, (_, url) in started.items()}
     finally:
-        stop_server(proc)
+        for proc, _ in started.values():
+            stop_server(proc)
+
+
+@pytest.fixture(scope="module", params=["mlflow", "tsfm"])
+def server(request, servers):
+    return servers[request.param]
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +113,14 @@ def test_malformed_requests_get_4xx_with_message(server, body, fragment):
     resp = requests.post(f"{server}/invocations", json=body, timeout=60)
     assert 400 <= resp.status_code < 500
     assert fragment in resp.json()["message"]
+
+
+def test_both_servers_answer_identically(servers, context):
+    body = request_body(context, 6)  # no params.domain: the tsfm server serves one domain here
+    answers = {kind: requests.post(f"{url}/invocations", json=body, timeout=60) for kind, url in servers.items()}
+    for resp in answers.values():
+        assert resp.status_code == 200, resp.text
+    mlflow_out = pd.DataFrame(answers["mlflow"].json()["predictions"])
+    tsfm_out = pd.DataFrame(answers["tsfm"].json()["predictions"])
+    pd.testing.assert_frame_equal(tsfm_out, mlflow_out, rtol=1e-5)
+    assert answers["tsfm"].headers[MODEL_HEADER].startswith("fused-m3-other/")

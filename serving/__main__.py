@@ -1,0 +1,26 @@
+"""``python -m serving [--host H] [--port P] [--domains a,b] [--alias A]``: run the server
+in the foreground (uvicorn, one worker). Everything else comes from the settings
+(``serve:`` in params.yaml, ``TSFM_SERVE__*``; the token only from there, never argv)."""
+from __future__ import annotations
+
+import argparse
+
+from serving.server import run
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m serving", description=__doc__)
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--domains", help="comma-separated; default: every fused-* model with the alias")
+    p.add_argument("--alias")
+    p.add_argument("--reload-interval-s", type=float)
+    p.add_argument("--device")
+    a = p.parse_args(argv)
+    domains = [d.strip() for d in a.domains.split(",") if d.strip()] if a.domains is not None else None
+    run(host=a.host, port=a.port, domains=domains, alias=a.alias, reload_interval_s=a.reload_interval_s,
+        device=a.device)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,195 @@
+"""FastAPI app: the MLflow scoring protocol for every served domain, plus /health, /metrics, /reload.
+
+Endpoints (DESIGN.md "Serving"):
+- ``POST /invocations``: ``{"dataframe_split"|"dataframe_records": ..., "params": {"horizon": H,
+  "domain": d}}`` -> ``{"predictions": [...]}`` like ``mlflow models serve``; header
+  ``X-Tsfm-Model: fused-<d>/<version>`` names the version that answered. ``domain`` may be
+  left out when one domain is served.
+- ``GET /ping`` (200 once a model is loaded, as MLflow's), ``GET /health`` (served versions),
+  ``GET /metrics`` (Prometheus), ``POST /reload`` (check the aliases now).
+With a token set, /invocations, /reload and /metrics want ``Authorization: Bearer <token>``;
+/ping and /health stay open for probes.
+"""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from infra.settings import ServeParams
+from models.serving_protocol import forecast_frame, parse_context, parse_horizon, request_frame
+from serving import MODEL_HEADER
+from serving.batching import MicroBatcher
+from serving.catalog import Catalog, Poller, ServedModel
+from serving.metrics import UNKNOWN, ServingMetrics
+
+log = logging.getLogger("tsfm.serving")
+
+
+class ApiError(Exception):
+    """An answer other than 200, MLflow-shaped: {"error_code": ..., "message": ...}."""
+
+    CODES = {400: "INVALID_PARAMETER_VALUE", 401: "UNAUTHENTICATED", 404: "RESOURCE_DOES_NOT_EXIST",
+             413: "REQUEST_LIMIT_EXCEEDED", 503: "TEMPORARILY_UNAVAILABLE"}
+
+    def __init__(self, status: int, message: str, **extra):
+        super().__init__(message)
+        self.status, self.message, self.extra = status, message, extra
+
+    def response(self) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
+        body = {"error_code": self.CODES.get(self.status, "INTERNAL_ERROR"), "message": self.message, **self.extra}
+        return JSONResponse(body, status_code=self.status, headers=headers)
+
+
+def create_app(params: ServeParams, tracking_uri: str, catalog: Catalog | None = None) -> FastAPI:
+    """The serving app. ``catalog``: a prepared one (tests); default: resolve ``params`` in MLflow."""
+    catalog = catalog or Catalog(tracking_uri, params.alias, params.domains, params.device)
+    metrics = ServingMetrics()
+    batcher = MicroBatcher(params.max_batch_series, params.max_wait_ms, metrics)
+    token = params.token.get_secret_value() if params.token else None
+    max_bytes = int(params.max_body_mb * 1024 * 1024)
+
+    def on_change(changes: list[dict]) -> None:
+        for c in changes:
+            outcome = "failed" if "error" in c else ("removed" if c["to"] is None else "ok")
+            metrics.reloads.labels(c["domain"], outcome).inc()
+        metrics.set_models(catalog.snapshot(), catalog.backbone_count())
+
+    catalog.on_change = on_change
+    metrics.set_models(catalog.snapshot(), catalog.backbone_count())  # a prepared catalog may be loaded
+    poller = Poller(catalog, params.reload_interval_s)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        batcher.start()
+        # the first load completes before the port opens (as MLflow's server); a domain that is
+        # missing now is looked for again by the poller and by POST /reload
+        await asyncio.to_thread(catalog.refresh)
+        poller.start()
+        try:
+            yield
+        finally:
+            poller.stop()
+            batcher.stop()
+
+    app = FastAPI(title="tsfm serving", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.catalog, app.state.metrics, app.state.batcher = catalog, metrics, batcher
+
+    def authorize(request: Request) -> None:
+        if token is None:
+            return
+        given = request.headers.get("authorization", "")
+        scheme, _, value = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
+            raise ApiError(401, "missing or wrong bearer token (Authorization: Bearer <token>)")
+
+    async def read_body(request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+            raise ApiError(413, f"request body of {int(declared)} bytes exceeds the limit of {max_bytes} bytes")
+        chunks, size = [], 0
+        async for chunk in request.stream():  # the cap holds for chunked bodies too
+            size += len(chunk)
+            if size > max_bytes:
+                raise ApiError(413, f"request body exceeds the limit of {max_bytes} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def pick_model(params_: dict) -> ServedModel:
+        served = catalog.snapshot()
+        domain = params_.get("domain")
+        if domain is None:
+            if len(served) == 1:
+                return next(iter(served.values()))
+            raise ApiError(400, f"params.domain is required when several domains are served: {sorted(served)}",
+                           domains=sorted(served))
+        model = served.get(str(domain))
+        if model is None:
+            raise ApiError(404, f"domain {domain!r} is not served here; served domains: {sorted(served)}",
+                           domains=sorted(served))
+        return model
+
+    @app.post("/invocations")
+    async def invocations(request: Request):
+        started = time.perf_counter()
+        domain, model = UNKNOWN, None
+        try:
+            authorize(request)
+            raw = await read_body(request)
+            try:
+                body = json.loads(raw)
+                frame, req_params = request_frame(body)
+            except ValueError as e:  # JSONDecodeError is a ValueError
+                raise ApiError(400, f"invalid request body: {e}") from None
+            if not catalog.snapshot():
+                raise ApiError(503, "no model is loaded yet")
+            model = pick_model(req_params)  # this request keeps this object to the end
+            domain = model.domain
+            try:
+                horizon = parse_horizon(req_params.get("horizon", model.default_horizon), model.max_horizon)
+                ids, values, stamps = await asyncio.to_thread(parse_context, frame)
+            except ValueError as e:
+                raise ApiError(400, str(e)) from None
+            metrics.observe_inputs(domain, values, horizon)
+            quantiles = await batcher.predict(model, values, horizon)
+            answer = await asyncio.to_thread(_answer, ids, stamps, quantiles, model.meta.get("freq"))
+            response = Response(answer, media_type="application/json", headers={MODEL_HEADER: model.label})
+        except ApiError as e:
+            response = e.response()
+            if model is not None:
+                response.headers[MODEL_HEADER] = model.label
+        except Exception as e:  # a bug or a failed forward pass: 500, logged
+            log.exception("scoring request failed")
+            response = JSONResponse({"error_code": "INTERNAL_ERROR", "message": f"{type(e).__name__}: {e}"},
+                                    status_code=500)
+        metrics.requests.labels(domain, str(response.status_code)).inc()
+        metrics.latency.labels(domain).observe(time.perf_counter() - started)
+        return response
+
+    @app.get("/ping")
+    async def ping():
+        ok = bool(catalog.snapshot())
+        return Response("\n", status_code=200 if ok else 503, media_type="application/json")
+
+    @app.get("/health")
+    async def health():
+        served = catalog.snapshot()
+        body = {"status": "ok" if served else "loading", "alias": catalog.alias,
+                "domains": {d: m.describe() for d, m in sorted(served.items())},
+                "backbones_loaded": catalog.backbone_count(), "errors": dict(catalog.errors),
+                "last_refresh": catalog.last_refresh}
+        return JSONResponse(body, status_code=200 if served else 503)
+
+    @app.get("/metrics")
+    async def prometheus(request: Request):
+        try:
+            authorize(request)
+        except ApiError as e:
+            return e.response()
+        data, content_type = metrics.render()
+        return Response(data, media_type=content_type)
+
+    @app.post("/reload")
+    async def reload(request: Request):
+        try:
+            authorize(request)
+        except ApiError as e:
+            return e.response()
+        changes = await asyncio.to_thread(catalog.refresh)  # loads off the event loop
+        return {"changes": changes, "domains": {d: m.version for d, m in sorted(catalog.snapshot().items())},
+                "errors": dict(catalog.errors)}
+
+    return app
+
+
+def _answer(ids, stamps, quantiles, freq) -> bytes:
+    """``{"predictions": [records]}`` as ``mlflow models serve`` writes it."""
+    frame = forecast_frame(ids, stamps, quantiles, freq)
+    return json.dumps({"predictions": frame.to_dict(orient="records")}).encode()

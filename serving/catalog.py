@@ -1,0 +1,247 @@
+"""Which model answers for each domain: resolve ``fused-<domain>@<alias>`` in MLflow,
+load it off the request path, share backbones between domains, swap in atomically.
+
+A request takes one ``ServedModel`` from ``Catalog.get`` and keeps it to the end, so a
+reload never changes the model under a request in flight. The mapping is replaced as a
+whole (copy on write); reading it needs no lock.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mlflow
+import yaml
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from models.adapter import MemoryAdapter
+from models.backbone import PatchBackbone, load_backbone
+from models.fused import FusedForecaster
+
+log = logging.getLogger("tsfm.serving")
+PREFIX = "fused-"
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    domain: str
+    name: str  # registered model, fused-<domain>
+    version: str
+    alias: str
+    backbone_key: str  # what backbones are shared by
+    backbone_version: str | None
+    forecaster: FusedForecaster
+    meta: dict = field(default_factory=dict)  # serving.json: freq, default_horizon, max_horizon
+    loaded_at: float = field(default_factory=time.time)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}/{self.version}"
+
+    @property
+    def max_horizon(self) -> int:
+        trained = self.forecaster.horizon  # the forecaster cannot go further than it was trained for
+        return min(int(self.meta.get("max_horizon") or trained), trained)
+
+    @property
+    def default_horizon(self) -> int:
+        return min(int(self.meta.get("default_horizon") or self.max_horizon), self.max_horizon)
+
+    def describe(self) -> dict:
+        return {"model": self.name, "version": self.version, "alias": self.alias,
+                "backbone_version": self.backbone_version, "backbone_key": self.backbone_key,
+                "max_horizon": self.max_horizon, "freq": self.meta.get("freq"),
+                "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.loaded_at))}
+
+
+class Catalog:
+    """The served models of one process. ``refresh()`` is the only writer (serialised by a lock)."""
+
+    def __init__(self, tracking_uri: str, alias: str = "champion", domains: list[str] | None = None,
+                 device: str = "cpu"):
+        self.tracking_uri, self.alias, self.device = tracking_uri, alias, device
+        self.fixed_domains = list(domains or [])  # [] = every fused-* model that has the alias
+        self.client = MlflowClient(tracking_uri, tracking_uri)
+        self._models: dict[str, ServedModel] = {}
+        self._backbones: dict[str, PatchBackbone] = {}  # key -> the one loaded copy
+        self._refresh_lock = threading.Lock()
+        self.errors: dict[str, str] = {}  # domain -> last load/resolve problem
+        self.last_refresh: float | None = None
+        self.on_change = None  # callback(changes: list[dict]) after a swap (metrics)
+
+    # -------------------------------------------------------------------- reading
+    def get(self, domain: str) -> ServedModel | None:
+        return self._models.get(domain)
+
+    def domains(self) -> list[str]:
+        return sorted(self._models)
+
+    def snapshot(self) -> dict[str, ServedModel]:
+        return self._models
+
+    def backbone_count(self) -> int:
+        """Distinct backbone objects held by the served models."""
+        return len({id(m.forecaster.backbone) for m in self._models.values()})
+
+    # -------------------------------------------------------------------- refresh
+    def targets(self) -> dict[str, str | None]:
+        """domain -> version the alias names now (None: no such alias / model)."""
+        if self.fixed_domains:
+            return {d: self._alias_version(f"{PREFIX}{d}") for d in self.fixed_domains}
+        found: dict[str, str | None] = {}
+        token = None
+        while True:
+            page = self.client.search_registered_models(filter_string=f"name LIKE '{PREFIX}%'",
+                                                        max_results=200, page_token=token)
+            for rm in page:
+                if rm.name.startswith(PREFIX) and self.alias in (rm.aliases or {}):
+                    found[rm.name[len(PREFIX):]] = str(rm.aliases[self.alias])
+            token = page.token
+            if not token:
+                break
+        return found
+
+    def _alias_version(self, name: str) -> str | None:
+        try:
+            return str(self.client.get_model_version_by_alias(name, self.alias).version)
+        except MlflowException:
+            return None
+
+    def refresh(self) -> list[dict]:
+        """Bring the served set in line with the registry; returns what changed.
+
+        New versions load completely before the swap; a version that fails to load is
+        reported in ``errors`` and the previous one keeps serving. A domain whose alias
+        is gone stops being served (the registry is the source of truth)."""
+        with self._refresh_lock:
+            try:
+                targets = self.targets()
+            except Exception as e:  # registry unreachable: keep serving what is loaded
+                log.warning("cannot read the registry: %s", e)
+                self.errors["*"] = f"registry: {e}"
+                return []
+            self.errors.pop("*", None)
+            current = self._models
+            new = dict(current)
+            changes = []
+            for domain, version in sorted(targets.items()):
+                old = current.get(domain)
+                if version is None:
+                    self.errors[domain] = f"{PREFIX}{domain}@{self.alias} does not exist"
+                    if old is not None:
+                        del new[domain]
+                        changes.append({"domain": domain, "from": old.version, "to": None})
+                    continue
+                if old is not None and old.version == version:
+                    continue
+                try:
+                    new[domain] = self._load(domain, version, new)
+                except Exception as e:
+                    log.exception("loading %s%s/%s failed; keeping %s", PREFIX, domain, version,
+                                  old.label if old else "nothing")
+                    self.errors[domain] = f"loading version {version} failed: {e}"
+                    changes.append({"domain": domain, "from": old and old.version, "to": version, "error": str(e)})
+                    continue
+                self.errors.pop(domain, None)
+                changes.append({"domain": domain, "from": old and old.version, "to": version})
+            for domain in set(current) - set(targets):  # alias removed (all-domains mode)
+                del new[domain]
+                changes.append({"domain": domain, "from": current[domain].version, "to": None})
+            self._models = new  # the atomic swap: requests already running keep their object
+            # forget backbones nobody serves any more (requests in flight still hold theirs)
+            used = {m.backbone_key for m in new.values()}
+            self._backbones = {k: b for k, b in self._backbones.items() if k in used}
+            self.last_refresh = time.time()
+        for c in changes:
+            log.info("serving %s%s: %s -> %s%s", PREFIX, c["domain"], c["from"], c["to"],
+                     f" (failed: {c['error']})" if "error" in c else "")
+        if changes and self.on_change is not None:
+            self.on_change(changes)
+        return changes
+
+    # -------------------------------------------------------------------- loading
+    def _load(self, domain: str, version: str, serving: dict[str, ServedModel]) -> ServedModel:
+        name = f"{PREFIX}{domain}"
+        mv = self.client.get_model_version(name, version)
+        backbone_version = mv.tags.get("backbone_version")
+        # the version's own artifact location (file://, s3://...): no registry lookups per file
+        base = self.client.get_model_version_download_uri(name, version).rstrip("/")
+        tmp = Path(tempfile.mkdtemp(prefix=f"tsfm-serve-{domain}-"))
+        try:
+            mlmodel = yaml.safe_load(Path(self._download(f"{base}/MLmodel", tmp)).read_text())
+            pyfunc = mlmodel.get("flavors", {}).get("python_function", {})
+            kind = (pyfunc.get("config") or {}).get("kind", "fused")
+            if kind != "fused":
+                raise ValueError(f"{name}/{version} is a {kind!r} model, not a fused one")
+            folder = pyfunc["artifacts"]["model_dir"]["path"]  # e.g. artifacts/fused
+            local = tmp / "model"
+            local.mkdir()
+            for part in ("fused.json", "serving.json", "adapter"):
+                self._download(f"{base}/{folder}/{part}", local)
+            key = f"backbone/{backbone_version}" if backbone_version else None
+            backbone = self._backbones.get(key) if key else None
+            if backbone is None:
+                # the registered backbone version is the sharing key; without the tag, the weights' hash
+                self._download(f"{base}/{folder}/backbone", local)
+                if key is None:
+                    key = f"sha256/{_file_hash(local / 'backbone' / 'weights.pt')}"
+                backbone = self._backbones.get(key)
+                if backbone is None:
+                    backbone = load_backbone(local / "backbone", map_location=self.device)
+            meta = json.loads((local / "fused.json").read_text())
+            serving_json = local / "serving.json"
+            served_meta = json.loads(serving_json.read_text()) if serving_json.exists() else {}
+            adapter = MemoryAdapter.load(local / "adapter", map_location=self.device).to(self.device)
+            forecaster = FusedForecaster(backbone, adapter, device=self.device, **meta)
+            self._backbones[key] = backbone
+            return ServedModel(domain, name, str(version), self.alias, key, backbone_version, forecaster,
+                               served_meta)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _download(self, uri: str, dst: Path) -> str:
+        return mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst))
+
+
+def _file_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class Poller:
+    """Background thread calling ``catalog.refresh()`` every ``interval_s`` seconds (0: never)."""
+
+    def __init__(self, catalog: Catalog, interval_s: float):
+        self.catalog, self.interval_s = catalog, interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="tsfm-reload", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        if self.interval_s <= 0:
+            return
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.catalog.refresh()
+            except Exception:  # never let the poller die
+                log.exception("refresh failed")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread.is_alive():
+            self._thread.join(timeout=30)  # a load in progress finishes first

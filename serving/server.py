@@ -1,0 +1,33 @@
+"""Start the serving app with uvicorn: settings + overrides -> one worker in the foreground."""
+from __future__ import annotations
+
+import logging
+import os
+
+from infra.settings import ServeParams, Settings, apply_runtime_env, load_settings
+
+
+def serve_params(settings: Settings, **overrides) -> ServeParams:
+    """``settings.serve`` with the given (non-None) overrides, validated again."""
+    data = settings.serve.model_dump()
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return ServeParams(**data)
+
+
+def run(settings: Settings | None = None, **overrides) -> None:
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keeps the log readable
+    settings = settings or load_settings()
+    apply_runtime_env(settings)  # the profile's S3 endpoint etc., before mlflow/boto3 are imported
+    params = serve_params(settings, **overrides)
+
+    import uvicorn
+
+    from serving.app import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(params, settings.tracking_uri)
+    served = ", ".join(params.domains) or f"every fused-* model @{params.alias}"
+    print(f"tsfm serving {served} on http://{params.host}:{params.port}/invocations"
+          + (" (bearer token required)" if params.token else ""), flush=True)
+    # one worker: the backbones are loaded once and every request shares the micro-batcher
+    uvicorn.run(app, host=params.host, port=params.port, workers=1, log_level="info", access_log=False)

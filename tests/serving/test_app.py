@@ -1,0 +1,190 @@
+"""tsfm's serving app in process (FastAPI TestClient): shared backbone, answers, validation,
+token, /health and /metrics. The real-socket tests are in test_server.py."""
+from __future__ import annotations
+
+import json
+import tempfile
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from infra.settings import ServeParams
+from models.fused import FusedForecaster
+from models.serving_protocol import QUANTILE_COLUMNS, parse_context
+from serving import MODEL_HEADER
+from serving.app import create_app
+from serving.catalog import Catalog
+from tasks.serve import request_body
+from tests.serving.conftest import COPY
+
+TOKEN = "s3cret-token"
+
+
+def _app(registry, **params):
+    settings = registry["settings"]
+    cfg = ServeParams(**{"domains": ["m3-other", COPY], "reload_interval_s": 0, **params})
+    return create_app(cfg, settings.tracking_uri)
+
+
+@pytest.fixture(scope="module")
+def client(registry):
+    with TestClient(_app(registry, max_body_mb=0.05)) as c:
+        yield c
+
+
+def _quantiles(predictions: list[dict], ids: list[str], horizon: int) -> np.ndarray:
+    out = pd.DataFrame(predictions)
+    assert list(out["unique_id"].unique()) == ids
+    return out[QUANTILE_COLUMNS].to_numpy().reshape(len(ids), horizon, len(QUANTILE_COLUMNS))
+
+
+def test_two_domains_share_one_backbone_object(client, registry):
+    catalog: Catalog = client.app.state.catalog
+    served = catalog.snapshot()
+    assert set(served) == {"m3-other", COPY}
+    assert served["m3-other"].forecaster.backbone is served[COPY].forecaster.backbone
+    assert served["m3-other"].forecaster.adapter is not served[COPY].forecaster.adapter
+    assert catalog.backbone_count() == 1 and len(catalog._backbones) == 1
+    health = client.get("/health").json()
+    assert health["backbones_loaded"] == 1
+    assert health["domains"][COPY]["version"] == registry["copy_v1"]
+    assert health["domains"]["m3-other"]["backbone_version"] == health["domains"][COPY]["backbone_version"]
+
+
+def test_answers_equal_the_forecaster_and_the_mlflow_pyfunc(client, registry, context):
+    settings = registry["settings"]
+    horizon = 5
+    resp = client.post("/invocations", json=request_body(context, horizon, COPY))
+    assert resp.status_code == 200, resp.text
+    assert resp.headers[MODEL_HEADER] == f"fused-{COPY}/{registry['copy_v1']}"
+    ids, values, _ = parse_context(context)
+    got = _quantiles(resp.json()["predictions"], ids, horizon)
+
+    uri = f"models:/fused-{COPY}/{registry['copy_v1']}"
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.tracking_uri)
+    folder = mlflow.artifacts.download_artifacts(f"{uri}/artifacts/fused", dst_path=tempfile.mkdtemp())
+    expected = FusedForecaster.load(folder).predict(values, horizon)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+
+    pyfunc = mlflow.pyfunc.load_model(uri).predict(context[["unique_id", "ds", "y"]], params={"horizon": horizon})
+    answer = pd.DataFrame(resp.json()["predictions"])
+    assert list(answer.columns) == list(pyfunc.columns)
+    assert list(answer["ds"]) == list(pyfunc["ds"]) and list(answer["unique_id"]) == list(pyfunc["unique_id"])
+    np.testing.assert_allclose(answer[QUANTILE_COLUMNS + ["mean"]].to_numpy(),
+                               pyfunc[QUANTILE_COLUMNS + ["mean"]].to_numpy(), rtol=1e-5,
+                               atol=1e-5 * np.abs(expected).max())
+
+
+def test_records_input_and_default_horizon(client, context):
+    records = json.loads(context[["unique_id", "ds", "y"]].to_json(orient="records"))
+    resp = client.post("/invocations", json={"dataframe_records": records, "params": {"domain": "m3-other"}})
+    assert resp.status_code == 200, resp.text
+    out = pd.DataFrame(resp.json()["predictions"])
+    default = client.app.state.catalog.get("m3-other").default_horizon
+    assert len(out) == context["unique_id"].nunique() * default
+
+
+@pytest.mark.parametrize("body, status, fragment", [
+    ({"dataframe_split": {"columns": ["unique_id", "y"], "data": [["a", 1.0]]}, "params": {"domain": COPY}},
+     400, "ds"),
+    ({"dataframe_split": {"columns": ["unique_id", "ds", "y"], "data": [["a", 1, "x"]]},
+      "params": {"domain": COPY}}, 400, "y"),
+    ({"dataframe_split": {"columns": ["unique_id", "ds", "y"], "data": [["a", 1, 1.0]]},
+      "params": {"horizon": 99, "domain": COPY}}, 400, "horizon"),
+    ({"dataframe_split": {"columns": ["unique_id", "ds", "y"], "data": [["a", 1, 1.0]]},
+      "params": {"horizon": "soon", "domain": COPY}}, 400, "horizon"),
+    ({"dataframe_split": {"columns": ["unique_id", "ds", "y"], "data": [["a", 1, 1.0]]}}, 400, "params.domain"),
+    ({"dataframe_split": {"columns": ["unique_id", "ds", "y"], "data": [["a", 1, 1.0]]},
+      "params": {"domain": "nowhere"}}, 404, "m3-other"),
+    ({"instances": [1]}, 400, "dataframe_split"),
+])
+def test_bad_requests_get_4xx_with_a_message(client, body, status, fragment):
+    resp = client.post("/invocations", json=body)
+    assert resp.status_code == status, resp.text
+    answer = resp.json()
+    assert fragment in answer["message"]
+    assert answer["error_code"] == {400: "INVALID_PARAMETER_VALUE", 404: "RESOURCE_DOES_NOT_EXIST"}[status]
+    if status == 404:
+        assert answer["domains"] == sorted(["m3-other", COPY])
+
+
+def test_invalid_json_and_too_large_bodies(client):
+    resp = client.post("/invocations", content=b"{not json", headers={"content-type": "application/json"})
+    assert resp.status_code == 400 and "invalid request body" in resp.json()["message"]
+    big = json.dumps({"dataframe_split": {"columns": ["unique_id", "ds", "y"],
+                                          "data": [["a", i, 1.0] for i in range(5000)]}}).encode()
+    assert len(big) > 0.05 * 2**20
+    resp = client.post("/invocations", content=big, headers={"content-type": "application/json"})
+    assert resp.status_code == 413 and "exceeds the limit" in resp.json()["message"]
+
+    def chunks():  # no Content-Length: the bytes actually read are capped
+        for i in range(0, len(big), 4096):
+            yield big[i:i + 4096]
+
+    resp = client.post("/invocations", content=chunks(), headers={"content-type": "application/json"})
+    assert resp.status_code == 413, resp.text
+
+
+def test_metrics_count_requests_and_describe_inputs(client, context):
+    def scrape() -> str:
+        resp = client.get("/metrics")
+        assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain")
+        return resp.text
+
+    def value(text: str, line_start: str) -> float:
+        found = [ln for ln in text.splitlines() if ln.startswith(line_start)]
+        return float(found[0].rsplit(" ", 1)[1]) if found else 0.0
+
+    ok = f'tsfm_serve_requests_total{{code="200",domain="{COPY}"}}'
+    unknown = 'tsfm_serve_requests_total{code="404",domain="unknown"}'
+    before = scrape()
+    with_gap = context.copy()
+    with_gap.loc[with_gap.index[1], "y"] = np.nan  # one missing value
+    assert client.post("/invocations", json=request_body(with_gap, 3, COPY)).status_code == 200
+    assert client.post("/invocations", json=request_body(context, 3, "nowhere")).status_code == 404
+    after = scrape()
+    assert value(after, ok) == value(before, ok) + 1
+    assert value(after, unknown) == value(before, unknown) + 1
+    n_series, n_rows = context["unique_id"].nunique(), len(context)
+    for name, delta in [(f'tsfm_serve_input_series_total{{domain="{COPY}"}}', n_series),
+                        (f'tsfm_serve_input_values_total{{domain="{COPY}"}}', n_rows),
+                        (f'tsfm_serve_input_missing_values_total{{domain="{COPY}"}}', 1),
+                        (f'tsfm_serve_input_context_length_count{{domain="{COPY}"}}', n_series),
+                        (f'tsfm_serve_input_level_log10_count{{domain="{COPY}"}}', n_series),
+                        (f'tsfm_serve_input_cv_count{{domain="{COPY}"}}', n_series),
+                        (f'tsfm_serve_request_seconds_count{{domain="{COPY}"}}', 1),
+                        (f'tsfm_serve_batch_requests_count{{domain="{COPY}"}}', 1)]:
+        assert value(after, name) == value(before, name) + delta, name
+    assert f'tsfm_serve_model_info{{alias="champion",backbone_version=' in after
+    assert value(after, "tsfm_serve_backbones_loaded") == 1
+
+
+def test_ping_and_health_while_nothing_is_served(registry):
+    with TestClient(_app(registry, domains=["absent-domain"])) as c:
+        assert c.get("/ping").status_code == 503
+        health = c.get("/health")
+        assert health.status_code == 503
+        assert "absent-domain" in health.json()["errors"]
+        resp = c.post("/invocations", json={"dataframe_records": [{"unique_id": "a", "ds": 1, "y": 1.0}]})
+        assert resp.status_code == 503
+
+
+def test_bearer_token(registry, context):
+    with TestClient(_app(registry, domains=[COPY], token=TOKEN)) as c:
+        body = request_body(context, 2)  # one domain served: params.domain may be left out
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
+            resp = c.post("/invocations", json=body, headers=headers)
+            assert resp.status_code == 401 and "bearer token" in resp.json()["message"]
+            assert c.get("/metrics", headers=headers).status_code == 401
+            assert c.post("/reload", headers=headers).status_code == 401
+        good = {"Authorization": f"Bearer {TOKEN}"}
+        resp = c.post("/invocations", json=body, headers=good)
+        assert resp.status_code == 200, resp.text
+        assert resp.headers[MODEL_HEADER].startswith(f"fused-{COPY}/")
+        assert c.get("/metrics", headers=good).status_code == 200
+        assert c.post("/reload", headers=good).json()["domains"] == {COPY: c.app.state.catalog.get(COPY).version}
+        assert c.get("/ping").status_code == 200 and c.get("/health").status_code == 200  # probes stay open
