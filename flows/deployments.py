@@ -2,25 +2,39 @@
 
 - ``ingest-<domain>``: refresh each source's store (cron ``schedules.ingest_cron``);
 - ``retrain-backbone``: pre-train on the ingested domains (``schedules.retrain_cron``);
-- ``onboard-<domain>``: re-onboard each scheduled domain (``schedules.onboard_cron``);
+- ``onboard-<domain>``: re-onboard each scheduled domain (``schedules.onboard_cron``), and at once
+  when ``watch-sources`` reports new data at its source (event ``tsfm.source.updated``);
+- ``watch-sources``: check the sources for new data every ``schedules.watch_interval_s`` seconds;
 - ``onboard_domain``: on demand, the one-click onboarding whose parameter form is
   ``OnboardParams`` (the Prefect UI renders and validates it before the run starts).
 Parameters come from the same settings (params.yaml / TSFM_*) as the CLI and DVC.
 """
 from __future__ import annotations
 
-from prefect.client.schemas.schedules import CronSchedule
+from datetime import timedelta
+
+from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
+from prefect.events import DeploymentEventTrigger
 
 from flows.ingest import ingest_flow
 from flows.onboard_domain import onboard_domain_flow
 from flows.pretrain import pretrain_flow
+from flows.watch_sources import watch_sources_flow
 from infra.settings import IngestParams, OnboardParams, Settings
+from tasks.source_watch import EVENT, UNWATCHED, resource_id
 
 PRETRAIN_ONLY = {"synthetic"}  # generated corpora are not domains anyone forecasts
 
 
 def _schedules(cron: str | None, timezone: str) -> list:
     return [CronSchedule(cron=cron, timezone=timezone)] if cron else []
+
+
+def source_trigger(domain: str) -> DeploymentEventTrigger:
+    """Runs the deployment once per ``tsfm.source.updated`` event of ``domain``'s source."""
+    return DeploymentEventTrigger(name=f"new data for {domain}", expect={EVENT},
+                                  match={"prefect.resource.id": resource_id(domain)}, threshold=1,
+                                  within=timedelta(0))
 
 
 def scheduled_domains(settings: Settings) -> list[str]:
@@ -43,23 +57,39 @@ def build_deployments(settings: Settings) -> list:
         description="pre-train a backbone on the ingested domains and register it"))
     for domain in scheduled_domains(settings):
         spec = settings.sources.get(domain)
-        params = settings.onboard.model_copy(update={"domain": domain, "source": None,
+        # Every run re-ingests the source first (the triggered one must: new data is why it runs;
+        # the scheduled one too, so it never onboards a stale store). With unchanged data the store's
+        # md5 is unchanged, so adapt/evaluate come from the cache and no new versions appear.
+        params = settings.onboard.model_copy(update={"domain": domain, "source": spec.source if spec else None,
                                                      "horizon": spec.horizon if spec else settings.onboard.horizon})
+        watched = bool(spec) and not spec.source.startswith(UNWATCHED) and bool(sch.watch_interval_s)
         out.append(onboard_domain_flow.to_deployment(
             name=f"onboard-{domain}", schedules=_schedules(sch.onboard_cron, sch.timezone),
             parameters={"params": OnboardParams.model_validate(params.model_dump()).model_dump()},
+            triggers=[source_trigger(domain)] if watched else None,
             tags=["tsfm", "onboard", domain], description=f"re-onboard {domain} onto the champion backbone"))
+    if sch.watch_interval_s:
+        out.append(watch_sources_flow.to_deployment(
+            name="watch-sources", schedules=[IntervalSchedule(interval=timedelta(seconds=sch.watch_interval_s))],
+            tags=["tsfm", "watch"], description=f"emit {EVENT} for each source with new data"))
     out.append(onboard_domain_flow.to_deployment(
         name="onboard_domain", tags=["tsfm", "onboard"],
         description="one-click onboarding: a domain name and a source URI take a new domain to a served champion"))
     return out
 
 
+def _matched(trigger) -> str:
+    ids = trigger.match.get("prefect.resource.id")
+    return ", ".join(ids) if isinstance(ids, list) else str(ids)
+
+
 def describe(deployments: list) -> list[dict]:
     """What each deployment runs and when: for `tsfm deploy --dry-run` and tests."""
     rows = []
     for d in deployments:
-        crons = [s.schedule.cron for s in (d.schedules or []) if hasattr(s.schedule, "cron")]
-        rows.append({"name": f"{d.flow_name}/{d.name}", "schedule": ", ".join(crons) or "on demand",
+        when = [s.schedule.cron if hasattr(s.schedule, "cron") else f"every {s.schedule.interval.total_seconds():g}s"
+                for s in (d.schedules or [])]
+        when += [f"on {', '.join(sorted(t.expect))} of {_matched(t)}" for t in d.triggers or []]
+        rows.append({"name": f"{d.flow_name}/{d.name}", "schedule": ", ".join(when) or "on demand",
                      "parameters": sorted((d.parameters or {}).get("params", {}).keys())[:6]})
     return rows

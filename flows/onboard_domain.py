@@ -3,7 +3,7 @@ from prefect import flow
 from flows.ingest import ingest_flow
 from infra.settings import IngestParams, OnboardParams, load_settings
 from tasks.artifacts import publish_task
-from tasks.onboard import adapt_task, evaluate_task, register_task
+from tasks.onboard import adapt_task, evaluate_task, register_task, results_storage
 from tasks.promote import promote_task
 
 
@@ -11,14 +11,18 @@ from tasks.promote import promote_task
 def onboard_domain_flow(params: OnboardParams, backbone: str = "models:/backbone@champion",
                         promote: bool = True) -> dict:
     """(source ->) store -> teacher + adapter + fusion weight -> test table -> registry (-> champion)
-    -> Prefect artifacts (report, test table, fan chart, MLflow links)."""
+    -> Prefect artifacts (report, test table, fan chart, MLflow links).
+
+    adapt and evaluate are cached across runs (results persisted in the state dir) and register
+    is idempotent, so a re-run after a crash resumes after the last finished stage."""
     settings = load_settings()
     store = str(settings.store_dir(params.domain))
     if params.source:
         # the ingest flow, so a source given here is validated and logged like any other
         store = ingest_flow(IngestParams(source=params.source, domain=params.domain, horizon=params.horizon))
-    result_dir = adapt_task(params, store, backbone, settings)
-    result_dir = evaluate_task(result_dir, store, params)
+    cached = {"result_storage": results_storage(settings)}
+    result_dir = adapt_task.with_options(**cached)(params, store, backbone, settings)
+    result_dir = evaluate_task.with_options(**cached)(result_dir, store, params, settings)
     registered = register_task(result_dir, params, settings)
     if promote:
         registered["promotion"] = promote_task(params.domain, settings, registered["fused_version"])

@@ -101,4 +101,6 @@ def publish_onboarding_artifacts(registered: dict, domain: str, settings: Settin
     return {k: str(v) for k, v in ids.items()}
 
 
-publish_task = task(publish_onboarding_artifacts, name="publish-artifacts")
+from tasks.tracking import remote_retries  # noqa: E402  (retries: it talks to MLflow and the Prefect API)
+
+publish_task = task(publish_onboarding_artifacts, name="publish-artifacts", **remote_retries())

@@ -20,6 +20,7 @@ from prefect import task
 
 from infra.settings import DOMAIN_PATTERN
 from tasks.sources import read_source
+from tasks.tracking import remote_retries, retry_if_transient
 from tasks.validate import IngestError, infer_freq, validate_frame
 
 log = logging.getLogger("tsfm.ingest")
@@ -142,13 +143,11 @@ def split_horizon(store_dir: Path | str, meta: dict) -> int | dict[str, int]:
 
 
 # Prefect wrapper: kept thin so tests and other callers use the function above.
-def _retry_unless_invalid(_task, _task_run, state) -> bool:
-    """Retry transient failures (network, S3) but not bad input (ValueError/IngestError)."""
-    exc = state.result(raise_on_failure=False)
-    return isinstance(exc, BaseException) and not isinstance(exc, ValueError)
+# Retried (S3 reads) only on transient errors: bad input (IngestError/ValueError) fails at once.
+_retry_unless_invalid = retry_if_transient
 
 
-@task(name="ingest", retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_unless_invalid)
+@task(name="ingest", **remote_retries())
 def ingest_task(source: str, domain: str, horizon: int = 6, min_train: int = 8, data_dir: str = "data") -> str:
     """Prefect task: ingest ``source`` into ``<data_dir>/store/<domain>``; returns that path."""
     return str(ingest_to_store(source, domain, horizon, min_train, Path(data_dir)))

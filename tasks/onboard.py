@@ -5,11 +5,15 @@ table against baselines) -> register (MLflow run + teacher/adapter/fused models)
 """
 from __future__ import annotations
 
+import hashlib
+import inspect
 import json
 import os
+import shutil
 import time
 import warnings
 from collections import Counter, defaultdict
+from functools import lru_cache
 from pathlib import Path
 
 import mlflow
@@ -20,9 +24,10 @@ from prefect import task
 from infra.settings import OnboardParams, Settings
 from models.splits import split_frame, to_arrays
 from tasks import tracking
+from tasks.datasets import log_store_input
 from tasks.logs import run_logger
 from tasks.baselines import grouped_baseline_forecasts
-from tasks.ingest import read_series_meta, read_store, split_horizon
+from tasks.ingest import META_FILE, read_series_meta, read_store, split_horizon
 from tasks.metrics import evaluate, format_table, markdown_table, mase_scale, per_series_metrics
 from tasks.model_logging import log_forecaster
 from tasks.plots import fan_chart, per_horizon_plot
@@ -41,15 +46,97 @@ def series_profile(store_dir: str | Path, params: OnboardParams, ids) -> tuple[d
             dict(zip(per_series["unique_id"], per_series["season_length"].astype(int))))
 
 
+# -------------------------------------------------------------------------- caching
+# adapt and evaluate are cached across runs: the result folder is a function of the cache key
+# (params, data md5, resolved backbone version and registry, task code, state dir), so a re-run
+# after a crash resumes after the last finished stage. Cache records: <state_dir>/prefect-results.
+ADAPT_FILES = ("forecasts.npz", "summary.json")  # summary.json is written last
+EVALUATE_FILES = ("val_metrics.csv", "test_metrics.csv", "baseline_notes.json")  # notes last
+
+
+def results_storage(settings: Settings) -> Path:
+    """Where the onboarding tasks persist their results (Prefect cache records)."""
+    return (settings.paths.state_dir / "prefect-results").resolve()
+
+
+def _digest(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@lru_cache(maxsize=None)
+def _code_version(fn_name: str) -> str:
+    """The task function's source plus models/*.py: changed code is a new result, not a stale one."""
+    digest = hashlib.sha256(inspect.getsource(globals()[fn_name]).encode())
+    for path in sorted((Path(__file__).resolve().parent.parent / "models").glob("*.py")):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+def _params_key(params: OnboardParams) -> dict:
+    return params.model_dump(mode="json", exclude={"source"})  # the data md5 stands for the source
+
+
+def store_md5(store_dir: str | Path) -> str:
+    return json.loads((Path(store_dir) / META_FILE).read_text())["md5"]
+
+
+def adapt_dir(params: OnboardParams, store_dir: str | Path, backbone_uri: str, settings: Settings) -> Path:
+    """The result folder of adapting ``params`` on this store's data with the backbone version
+    ``backbone_uri`` resolves to now (an alias that moved means a new folder)."""
+    tracking.configure(settings)
+    key = _digest(_params_key(params), store_md5(store_dir), backbone_version(backbone_uri), settings.tracking_uri,
+                  _code_version("adapt_domain"), str(settings.paths.state_dir.resolve()))
+    return settings.run_dir("onboard", params.domain, key)
+
+
+def complete(folder: Path, files: tuple[str, ...]) -> bool:
+    return all((folder / f).is_file() for f in files)
+
+
+def result_id(result_dir: str | Path) -> str:
+    """Stable id of a finished result folder: its name (the adapt key) and its summary."""
+    out = Path(result_dir)
+    return _digest(out.name, hashlib.md5((out / "summary.json").read_bytes()).hexdigest())
+
+
+def _guarded_key(key: str, folder: Path, files: tuple[str, ...], settings: Settings) -> str:
+    """A cache record whose result folder is gone or incomplete (a wiped state dir, another
+    session) is dropped, so the task recomputes instead of returning a dangling path."""
+    if not complete(folder, files):
+        (results_storage(settings) / key).unlink(missing_ok=True)
+    return key
+
+
+def _adapt_cache_key(_ctx, inputs: dict) -> str:
+    folder = adapt_dir(inputs["params"], inputs["store_dir"], inputs["backbone_uri"], inputs["settings"])
+    return _guarded_key(f"onboard-adapt-{folder.name}", folder, ADAPT_FILES, inputs["settings"])
+
+
+def _evaluate_key(result_dir: str | Path, store_dir: str | Path, params: OnboardParams) -> str:
+    return _digest(str(Path(result_dir).resolve()), result_id(result_dir), store_md5(store_dir),
+                   _params_key(params), _code_version("evaluate_domain"))
+
+
+def _evaluate_cache_key(_ctx, inputs: dict) -> str:
+    from infra.settings import load_settings
+
+    key = _evaluate_key(inputs["result_dir"], inputs["store_dir"], inputs["params"])
+    return _guarded_key(f"onboard-evaluate-{key}", Path(inputs["result_dir"]), EVALUATE_FILES,
+                        inputs.get("settings") or load_settings())
+
+
 # ---------------------------------------------------------------------------- adapt
-def resolve_backbone(backbone_uri: str) -> tuple[str, Path]:
-    """Registered backbone URI -> (version, local folder holding backbone/config.json)."""
-    client = mlflow.MlflowClient()
+def backbone_version(backbone_uri: str) -> str:
+    """The version a backbone URI (``models:/backbone@alias`` or ``.../<version>``) points at now."""
     if "@" in backbone_uri:
         name, alias = backbone_uri.removeprefix("models:/").split("@")
-        version = str(client.get_model_version_by_alias(name, alias).version)
-    else:
-        version = backbone_uri.rstrip("/").rsplit("/", 1)[-1]
+        return str(mlflow.MlflowClient().get_model_version_by_alias(name, alias).version)
+    return backbone_uri.rstrip("/").rsplit("/", 1)[-1]
+
+
+def resolve_backbone(backbone_uri: str) -> tuple[str, Path]:
+    """Registered backbone URI -> (version, local folder holding backbone/config.json)."""
+    version = backbone_version(backbone_uri)
     local = Path(mlflow.artifacts.download_artifacts(f"models:/backbone/{version}"))
     configs = sorted(local.rglob("backbone/config.json"))
     if not configs:
@@ -64,13 +151,19 @@ def adapt_domain(params: OnboardParams, store_dir: str, backbone_uri: str, setti
     from models.onboarding import onboard
 
     tracking.configure(settings)
+    pinned = f"models:/backbone/{backbone_version(backbone_uri)}"  # one version for the key and the fit
+    out = adapt_dir(params, store_dir, pinned, settings)
+    if complete(out, ADAPT_FILES):  # an earlier run (or a crashed one) finished this very result
+        run_logger().info("adapt %s: result already complete in %s", params.domain, out)
+        return str(out)
+    shutil.rmtree(out, ignore_errors=True)  # a partial folder of a killed attempt
     df, meta = read_store(Path(store_dir))
     horizons, seasons = series_profile(store_dir, params, df["unique_id"].astype(str).unique())
     if horizons is None and params.horizon > int(meta["horizon"]):
         raise ValueError(
             f"horizon {params.horizon} exceeds the {meta['horizon']} the store of {params.domain!r} was "
             f"validated for; re-ingest with --horizon {params.horizon}")
-    version, backbone_dir = resolve_backbone(backbone_uri)
+    version, backbone_dir = resolve_backbone(pinned)
     backbone = load_backbone(backbone_dir)
     started = time.perf_counter()
     if horizons is not None:
@@ -79,7 +172,6 @@ def adapt_domain(params: OnboardParams, store_dir: str, backbone_uri: str, setti
                                                    sorted(Counter(horizons.values()).items())),
                           max(horizons.values()))
     result = onboard(backbone, df, params, horizons=horizons)
-    out = settings.run_dir("onboard", params.domain, time.strftime("%Y%m%d-%H%M%S"))
     out.mkdir(parents=True, exist_ok=True)
 
     result.fused.save(out / "fused")
@@ -112,8 +204,9 @@ def adapt_domain(params: OnboardParams, store_dir: str, backbone_uri: str, setti
 
 
 # ------------------------------------------------------------------------- evaluate
-def evaluate_domain(result_dir: str, store_dir: str, params: OnboardParams) -> str:
-    """Validation and test tables: baselines (statsforecast) vs backbone, teacher, fused."""
+def evaluate_domain(result_dir: str, store_dir: str, params: OnboardParams, settings: Settings | None = None) -> str:
+    """Validation and test tables: baselines (statsforecast) vs backbone, teacher, fused.
+    (``settings``: where the cached task keeps its result; the tables do not depend on it.)"""
     out = Path(result_dir)
     summary = json.loads((out / "summary.json").read_text())
     df, meta = read_store(Path(store_dir))
@@ -161,30 +254,23 @@ def evaluate_domain(result_dir: str, store_dir: str, params: OnboardParams) -> s
 
 # ------------------------------------------------------------------------- register
 def register_domain(result_dir: str, params: OnboardParams, settings: Settings) -> dict:
-    """Log the onboarding run and register teacher-, adapter- and fused-<domain>."""
+    """Log the onboarding run and register teacher-, adapter- and fused-<domain>. Idempotent: run
+    again on the same result folder (a retry, a resumed run) it reuses the run and the versions."""
     out = Path(result_dir)
     summary = json.loads((out / "summary.json").read_text())
     val = pd.read_csv(out / "val_metrics.csv", index_col=0)
     test = pd.read_csv(out / "test_metrics.csv", index_col=0)
     domain = params.domain
-    tracking.use_experiment("onboard", settings)
-    df, _ = read_store(Path(summary["store"]))
-    with mlflow.start_run(run_name=f"onboard-{domain}") as run:
-        mlflow.log_params({**params.model_dump(exclude={"alpha_grid"}), "alpha_grid": str(params.alpha_grid)})
-        mlflow.log_params({"backbone_uri": summary["backbone_uri"], "backbone_version": summary["backbone_version"],
-                           "n_windows": summary["n_windows"], "alpha": summary["alpha"]})
-        mlflow.set_tags({"domain": domain, "data_version": summary["data_version"],
-                         "git_commit": tracking.git_commit(), "backbone_version": summary["backbone_version"]})
-        mlflow.log_input(mlflow.data.from_pandas(df, source=summary["store"], name=domain,
-                                                 digest=summary["data_version"][:36]), context="domain")
-        for part, table in (("val", val), ("test", test)):
-            for model, row in table.iterrows():
-                mlflow.log_metrics({f"{part}_{model}_{k}": float(v) for k, v in row.items() if np.isfinite(v)})
-        for i, rec in enumerate(summary["history"]):
-            mlflow.log_metrics({f"adapter_{k}": float(v) for k, v in rec.items()
-                                if isinstance(v, (int, float)) and k != "epoch"}, step=i)
-        for f in sorted(out.glob("*.csv")) + sorted(out.glob("*.png")) + sorted(out.glob("*.txt")) + [out / "summary.json"]:
-            mlflow.log_artifact(str(f), artifact_path="report")
+    experiment_id = tracking.use_experiment("onboard", settings)
+    # idempotent: the run and the versions of this result folder are found by its id and reused
+    rid = result_id(out)
+    reuse = tracking.find_run(experiment_id, rid)
+    with mlflow.start_run(run_id=reuse,
+                          run_name=f"onboard-{domain}-bb{summary['backbone_version']}") as run:
+        mlflow.set_tag(tracking.RESULT_ID_TAG, rid)
+        if run.data.tags.get(LOGGED_TAG) != "true":  # a retried/resumed run logs only what is missing
+            _log_onboarding_run(out, summary, params, val, test)
+            mlflow.set_tag(LOGGED_TAG, "true")
 
         tags = {"data_version": summary["data_version"], "git_commit": tracking.git_commit(),
                 "backbone_version": summary["backbone_version"], "domain": domain, "run_id": run.info.run_id,
@@ -200,8 +286,10 @@ def register_domain(result_dir: str, params: OnboardParams, settings: Settings) 
                 "max_horizon": horizon, "context_length": params.context_length}
         versions = {}
         for kind in ("teacher", "adapter", "fused"):
-            uri = log_forecaster(kind, out / kind, {**meta, "kind": kind}, name=kind)
-            versions[kind] = tracking.register(uri, f"{kind}-{domain}", tags, description)
+            # the model is logged only when no version of this result exists yet
+            def log_model(kind=kind) -> str:
+                return log_forecaster(kind, out / kind, {**meta, "kind": kind}, name=kind)
+            versions[kind] = tracking.register(log_model, f"{kind}-{domain}", tags, description, result_id=rid)
         tracking.set_alias(f"fused-{domain}", "challenger", versions["fused"])
     return {"run_id": run.info.run_id, "fused_version": versions["fused"],
             "teacher_version": versions["teacher"], "adapter_version": versions["adapter"],
@@ -209,6 +297,27 @@ def register_domain(result_dir: str, params: OnboardParams, settings: Settings) 
             "val_table": str(out / "val_metrics.txt"), "test_table": str(out / "test_metrics.txt")}
 
 
-adapt_task = task(adapt_domain, name="adapt")
-evaluate_task = task(evaluate_domain, name="evaluate")
-register_task = task(register_domain, name="register")
+def _log_onboarding_run(out: Path, summary: dict, params: OnboardParams, val: pd.DataFrame,
+                        test: pd.DataFrame) -> None:
+    """Params, tags, the store as input, metrics and the report files, into the active run."""
+    mlflow.log_params({**params.model_dump(exclude={"alpha_grid"}), "alpha_grid": str(params.alpha_grid)})
+    mlflow.log_params({"backbone_uri": summary["backbone_uri"], "backbone_version": summary["backbone_version"],
+                       "n_windows": summary["n_windows"], "alpha": summary["alpha"]})
+    mlflow.set_tags({"domain": params.domain, "data_version": summary["data_version"],
+                     "git_commit": tracking.git_commit(), "backbone_version": summary["backbone_version"]})
+    log_store_input(summary["store"], context="domain")  # digest = DVC's md5 of the store
+    for part, table in (("val", val), ("test", test)):
+        for model, row in table.iterrows():
+            mlflow.log_metrics({f"{part}_{model}_{k}": float(v) for k, v in row.items() if np.isfinite(v)})
+    for i, rec in enumerate(summary["history"]):
+        mlflow.log_metrics({f"adapter_{k}": float(v) for k, v in rec.items()
+                            if isinstance(v, (int, float)) and k != "epoch"}, step=i)
+    for f in sorted(out.glob("*.csv")) + sorted(out.glob("*.png")) + sorted(out.glob("*.txt")) + [out / "summary.json"]:
+        mlflow.log_artifact(str(f), artifact_path="report")
+
+
+LOGGED_TAG = "tsfm_logged"  # set once the run holds its params, metrics and report
+
+adapt_task = task(adapt_domain, name="adapt", cache_key_fn=_adapt_cache_key, persist_result=True)
+evaluate_task = task(evaluate_domain, name="evaluate", cache_key_fn=_evaluate_cache_key, persist_result=True)
+register_task = task(register_domain, name="register", **tracking.remote_retries())

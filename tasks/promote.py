@@ -48,7 +48,8 @@ def promote_domain(domain: str, settings: Settings, version: str | None = None, 
     run_logger().info("promote %s v%s: %s", name, version, decision["reason"])
 
     tracking.use_experiment("promote", settings)
-    with mlflow.start_run(run_name=f"promote-{domain}-v{version}"):
+    outcome = "promoted" if decision["promoted"] else "refused"  # the run list shows each gate decision
+    with mlflow.start_run(run_name=f"promote-{domain}-v{version}-{outcome}"):
         mlflow.log_params({"model": name, "version": version, "margin": margin})
         mlflow.log_metric("promoted", float(decision["promoted"]))
         mlflow.set_tag("reason", decision["reason"])
@@ -64,4 +65,4 @@ def rollback_domain(domain: str, version: str, settings: Settings) -> dict:
     return {"model": name, "champion": version, "previous_champion": previous}
 
 
-promote_task = task(promote_domain, name="promote")
+promote_task = task(promote_domain, name="promote", **tracking.remote_retries())

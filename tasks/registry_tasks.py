@@ -7,7 +7,7 @@ from infra.settings import Settings
 from tasks import tracking
 
 
-@task(name="set-backbone-alias")
+@task(name="set-backbone-alias", **tracking.remote_retries())
 def set_backbone_alias_task(model_uri: str, settings: Settings, alias: str = "champion") -> str:
     """Point ``backbone@<alias>`` at a freshly registered version; returns its versioned URI."""
     tracking.configure(settings)

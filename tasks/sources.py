@@ -1,6 +1,7 @@
 """Read a data source into a long frame (unique_id, ds, y) plus provenance.
 
-Sources: a local path (CSV/Parquet, ``file://`` too), ``s3://bucket/key``,
+Sources: a local path (CSV/Parquet, ``file://`` too), ``s3://bucket/key``, a folder or an
+``s3://bucket/prefix/`` of CSV/Parquet files (read together: where new files arrive),
 ``builtin:<name>`` (real data bundled in installed packages: works offline) and
 ``synthetic:kernelsynth?n_series=..&length=..&seed=..``. Files are read raw
 (CSV as text) so that validation, not the reader, decides what is bad.
@@ -87,7 +88,35 @@ def _compression(lower: str) -> str | None:
     return None
 
 
+def is_data_file(name: str) -> bool:
+    base = name.rsplit("/", 1)[-1]
+    return not base.startswith((".", "_")) and base.lower().endswith(CSV_SUFFIXES + PARQUET_SUFFIXES)
+
+
+def folder_files(path: Path) -> list[Path]:
+    """The CSV/Parquet files of a folder source (recursively, hidden and _-prefixed names skipped), sorted."""
+    return sorted(p for p in path.rglob("*") if p.is_file() and is_data_file(p.relative_to(path).as_posix())
+                  and not any(part.startswith((".", "_")) for part in p.relative_to(path).parts))
+
+
+def concat_tables(tables: list[pd.DataFrame]) -> pd.DataFrame:
+    """Files of one folder/prefix source as one frame. Rows keep distinct numbers (the files'
+    rows in order: file 2's first row follows file 1's last), so quarantine still names each row."""
+    if len(tables) == 1:
+        return tables[0]
+    out, offset = [], 0
+    for t in tables:
+        out.append(t.set_axis(t.index + offset) if pd.api.types.is_integer_dtype(t.index.dtype) else t)
+        offset += (int(t.index.max()) + 1) if len(t) and pd.api.types.is_integer_dtype(t.index.dtype) else len(t)
+    return pd.concat(out)
+
+
 def _read_local(path: Path, name: str) -> pd.DataFrame:
+    if path.is_dir():  # a folder where new files arrive: all its CSV/Parquet files together
+        files = folder_files(path)
+        if not files:
+            raise IngestError(f"{name}: folder holds no CSV/Parquet files")
+        return concat_tables([read_table(f, f"{name}/{f.relative_to(path).as_posix()}") for f in files])
     if not path.is_file():
         raise IngestError(f"{name}: file not found")
     return read_table(path, name)
@@ -100,16 +129,32 @@ def _read_s3(uri: str) -> pd.DataFrame:
 
     parts = urlsplit(uri)
     bucket, key = parts.netloc, parts.path.lstrip("/")
-    if not bucket or not key:
-        raise IngestError(f"{uri}: expected s3://bucket/key")
+    if not bucket:
+        raise IngestError(f"{uri}: expected s3://bucket/key or s3://bucket/prefix/")
+    client = boto3.client("s3")
     try:
-        body = boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+        if key and not key.endswith("/"):
+            body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+            return read_table(io.BytesIO(body), uri)
+        # a prefix where new files arrive: all its CSV/Parquet objects together
+        keys = [k for k, _ in s3_listing(client, bucket, key) if is_data_file(k.removeprefix(key))]
+        if not keys:
+            raise IngestError(f"{uri}: prefix holds no CSV/Parquet objects")
+        return concat_tables([read_table(io.BytesIO(client.get_object(Bucket=bucket, Key=k)["Body"].read()),
+                                         f"s3://{bucket}/{k}") for k in keys])
     except ClientError as e:
         code = e.response.get("Error", {}).get("Code", "")
         if code in ("NoSuchKey", "NoSuchBucket", "404", "403", "AccessDenied"):
             raise IngestError(f"{uri}: {code}") from e
         raise  # throttling, 5xx: worth a retry
-    return read_table(io.BytesIO(body), uri)
+
+
+def s3_listing(client, bucket: str, prefix: str) -> list[tuple[str, str]]:
+    """(key, ETag) of every object under ``prefix``, sorted by key."""
+    out = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        out += [(o["Key"], o.get("ETag", "")) for o in page.get("Contents", [])]
+    return sorted(out)
 
 
 # Synthetic ---------------------------------------------------------------------------

@@ -44,3 +44,29 @@ def test_cli_dry_run_lists_the_deployments(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = {r["name"]: r["schedule"] for r in json.loads(proc.stdout)}
     assert rows["pretrain/retrain-backbone"] == "0 3 * * 0" and rows["ingest/ingest-m3-other"] == "0 2 * * *"
+
+
+def test_source_watcher_deployment_and_event_triggers(monkeypatch, tmp_path):
+    monkeypatch.setenv("TSFM_SOURCES", json.dumps({
+        "shop": {"source": str(tmp_path / "incoming"), "horizon": 4},  # a folder where files arrive
+        "m3-other": {"source": "builtin:m3-other", "horizon": 8},     # packaged data never changes
+    }))
+    monkeypatch.setenv("TSFM_SCHEDULES__WATCH_INTERVAL_S", "120")
+    deployments = {d.name: d for d in build_deployments(load_settings())}
+    watch = deployments["watch-sources"]
+    assert watch.flow_name == "watch_sources"
+    assert [s.schedule.interval.total_seconds() for s in watch.schedules] == [120]
+    (trigger,) = deployments["onboard-shop"].triggers
+    assert trigger.expect == {"tsfm.source.updated"} and trigger.threshold == 1
+    assert trigger.match.get("prefect.resource.id") in ("tsfm.source.shop", ["tsfm.source.shop"])
+    assert not deployments["onboard-m3-other"].triggers
+    # every re-onboarding run re-ingests its source first (unchanged data: cached stages, no new versions)
+    assert deployments["onboard-shop"].parameters["params"]["source"] == str(tmp_path / "incoming")
+    assert deployments["onboard-shop"].parameters["params"]["horizon"] == 4
+    rows = {r["name"]: r["schedule"] for r in describe(list(deployments.values()))}
+    assert rows["watch_sources/watch-sources"] == "every 120s"
+    assert rows["onboard_domain/onboard-shop"].endswith("on tsfm.source.updated of tsfm.source.shop")
+
+    monkeypatch.setenv("TSFM_SCHEDULES__WATCH_INTERVAL_S", "0")  # watching off: no watcher, no triggers
+    deployments = {d.name: d for d in build_deployments(load_settings())}
+    assert "watch-sources" not in deployments and not deployments["onboard-shop"].triggers
