@@ -22,6 +22,7 @@ from prefect import task
 from infra.settings import PretrainParams, Settings
 from models.splits import train_part
 from tasks import tracking
+from tasks.datasets import log_store_input
 from tasks.logs import run_logger
 from tasks.ingest import META_FILE, read_store, split_horizon
 from tasks.model_logging import log_forecaster
@@ -148,13 +149,16 @@ def pretrain_backbone(params: PretrainParams, store_dirs: list[str], settings: S
     data_version = ",".join(f"{d}:{v[:12]}" for d, v in sorted(corpus["data_versions"].items()))
 
     tracking.use_experiment("pretrain", settings)
-    with _start_or_resume_run(out_dir / "mlflow_run_id", f"pretrain-{params.preset}") as run:
+    run_name = f"pretrain-{params.preset}-{params.max_steps}steps"  # what and how long, readable in the run list
+    with _start_or_resume_run(out_dir / "mlflow_run_id", run_name) as run:
         mlflow.log_params({
             **params.model_dump(exclude={"domains", "domain_weights"}), "domains": ",".join(params.domains),
             "domain_weights": ",".join(f"{d}:{params.domain_weights.get(d, 1.0)}" for d in corpus["files"]),
         })
         mlflow.log_params({"corpus_rows": corpus["rows"], "corpus_series": corpus["series"], "run_key": key})
         mlflow.set_tags({"data_version": data_version, "git_commit": tracking.git_commit()})
+        for store in store_dirs:  # one input per domain, digest = DVC's md5 of its store
+            log_store_input(store, context="training")
         if (out_dir / "metrics.json").is_file():
             run_logger().info("pre-training %s already finished: skipping the trainer", key)
         else:

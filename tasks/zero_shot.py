@@ -481,7 +481,7 @@ def log_evaluation(backbone: dict, summary: dict, params: EvaluateParams, settin
     text = Path(summary["markdown_file"]).read_text()
     infos = {name: json.loads((Path(d) / "forecast.json").read_text()) for name, d in summary["datasets"].items()}
     name, version = backbone["name"], backbone["version"]
-    run_name = f"zero-shot-{version}" if name == "backbone" else f"zero-shot-{name}-{version}"
+    run_name = f"zero-shot-{name}-{version}"  # which registered model and version was evaluated
     tracking.use_experiment("evaluate", settings)
     with mlflow.start_run(run_name=run_name) as run:
         mlflow.log_params({**params.model_dump(exclude={"datasets", "baselines"}),

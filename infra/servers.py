@@ -1,0 +1,110 @@
+"""Launch helpers for the scale-out servers on one machine: a real `mlflow server`
+and a real `prefect server`, each in its own process group, bound to loopback.
+
+Used by tests and benchmarks that must talk to servers rather than to the embedded
+sqlite store / ephemeral Prefect API, and by anyone trying the cluster profile
+without docker. Each helper returns the process and its base URL once it answers.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+LOOPBACK = "127.0.0.1"
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _venv_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    # the servers exec `uvicorn`/`gunicorn` from PATH: this interpreter's bin first
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update(extra or {})
+    return env
+
+
+def wait_http(url: str, proc: subprocess.Popen, timeout: float, what: str, log_file: Path | None = None) -> None:
+    """Poll ``url`` until it answers 200; fail early (with the log's tail) if the process dies."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log_file.read_text()[-2000:] if log_file and log_file.exists() else ""
+            raise RuntimeError(f"{what} exited with code {proc.returncode} before it was ready\n{tail}")
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    stop(proc)
+    raise TimeoutError(f"{what} at {url} not ready after {timeout:.0f}s")
+
+
+def _start(cmd: list[str], env: dict[str, str], log_file: Path) -> subprocess.Popen:
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "w") as out:  # the child keeps its own descriptor
+        return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def start_mlflow_server(root: Path, port: int = 0, timeout: float = 120.0) -> tuple[subprocess.Popen, str]:
+    """`mlflow server` with a sqlite store and served artifacts under ``root``."""
+    root.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    cmd = [sys.executable, "-m", "mlflow", "server", "--host", LOOPBACK, "--port", str(port),
+           "--backend-store-uri", f"sqlite:///{(root / 'mlflow.db').resolve()}",
+           "--artifacts-destination", (root / "artifacts").resolve().as_uri(), "--serve-artifacts",
+           "--workers", "1"]
+    log = root / "mlflow-server.log"
+    # no usage telemetry from the server or the UI it serves (loopback only; nothing should call out)
+    env = _venv_env({"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
+                     # the GenAI job runner (7 huey consumer processes) serves nothing tsfm uses
+                     "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+    proc = _start(cmd, env, log)
+    url = f"http://{LOOPBACK}:{port}"
+    wait_http(f"{url}/health", proc, timeout, "mlflow server", log)
+    return proc, url
+
+
+def start_prefect_server(home: Path, port: int = 0, timeout: float = 120.0) -> tuple[subprocess.Popen, str]:
+    """`prefect server start` with its own PREFECT_HOME and sqlite database under ``home``;
+    services (scheduler, triggers) run, so schedules and event triggers fire. Returns the API URL."""
+    home.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    env = _venv_env({
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{(home / 'prefect.db').resolve()}",
+        "PREFECT_SERVER_UI_ENABLED": "false",
+    })
+    env.pop("PREFECT_API_URL", None)  # the server must not point at itself as a client
+    cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", LOOPBACK, "--port", str(port), "--no-ui"]
+    log = home / "prefect-server.log"
+    proc = _start(cmd, env, log)
+    api = f"http://{LOOPBACK}:{port}/api"
+    wait_http(f"{api}/health", proc, timeout, "prefect server", log)
+    return proc, api
+
+
+def stop(proc: subprocess.Popen, timeout: float = 20.0) -> None:
+    """SIGTERM the server's process group, SIGKILL after ``timeout``."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=timeout)
+    except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
