@@ -120,6 +120,8 @@ def create_app(params: ServeParams, tracking_uri: str, catalog: Catalog | None =
     async def invocations(request: Request):
         started = time.perf_counter()
         domain, model = UNKNOWN, None
+        batcher.incoming += 1  # on its way to the batcher: a forming batch may wait for it
+        queued = False
         try:
             authorize(request)
             raw = await read_body(request)
@@ -138,7 +140,8 @@ def create_app(params: ServeParams, tracking_uri: str, catalog: Catalog | None =
             except ValueError as e:
                 raise ApiError(400, str(e)) from None
             metrics.observe_inputs(domain, values, horizon)
-            quantiles = await batcher.predict(model, values, horizon)
+            queued = True
+            quantiles = await batcher.predict(model, values, horizon, announced=True)
             answer = await asyncio.to_thread(_answer, ids, stamps, quantiles, model.meta.get("freq"))
             response = Response(answer, media_type="application/json", headers={MODEL_HEADER: model.label})
         except ApiError as e:
@@ -149,6 +152,9 @@ def create_app(params: ServeParams, tracking_uri: str, catalog: Catalog | None =
             log.exception("scoring request failed")
             response = JSONResponse({"error_code": "INTERNAL_ERROR", "message": f"{type(e).__name__}: {e}"},
                                     status_code=500)
+        finally:
+            if not queued:
+                batcher.incoming -= 1
         metrics.requests.labels(domain, str(response.status_code)).inc()
         metrics.latency.labels(domain).observe(time.perf_counter() - started)
         return response

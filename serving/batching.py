@@ -2,7 +2,9 @@
 
 All torch work runs in one worker thread (never on the event loop): it takes the oldest
 waiting request, gathers more requests for the same model object until the batch holds
-``max_series`` series or the oldest request has waited ``max_wait_s``, runs
+``max_series`` series or the oldest request has waited ``max_wait_s`` (it waits only while
+more requests are on their way: ``incoming`` counts requests the app has accepted but not
+yet queued, so a lone request is not held back for nothing), runs
 ``FusedForecaster.predict`` once at the batch's longest horizon and hands each request
 its own rows (a shorter horizon is a prefix of the longer forecast: quantiles are fused
 and sorted per step). While a pass runs, new requests queue up, so batches grow with load.
@@ -44,6 +46,8 @@ class MicroBatcher:
         self.metrics = metrics
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
+        # requests accepted but not queued yet (parsing); only the event loop changes it
+        self.incoming = 0
 
     def start(self) -> None:
         if self._thread is None:
@@ -56,10 +60,14 @@ class MicroBatcher:
             self._thread.join(timeout=60)
             self._thread = None
 
-    async def predict(self, model: ServedModel, contexts: list[np.ndarray], horizon: int) -> np.ndarray:
-        """[N, horizon, Q] for this request's series, computed in a shared forward pass."""
+    async def predict(self, model: ServedModel, contexts: list[np.ndarray], horizon: int,
+                      announced: bool = False) -> np.ndarray:
+        """[N, horizon, Q] for this request's series, computed in a shared forward pass.
+        ``announced``: the caller counted this request in ``incoming``; it leaves it once queued."""
         item = _Item(model, contexts, horizon)
         self._queue.put(item)
+        if announced:
+            self.incoming -= 1
         return await asyncio.wrap_future(item.future)  # a cancelled request is skipped by the worker
 
     # ---------------------------------------------------------------- worker thread
@@ -81,6 +89,8 @@ class MicroBatcher:
             stop = False
             deadline = first.arrived + self.max_wait_s
             while n < self.max_series:
+                if self.incoming <= 0 and self._queue.empty():
+                    break  # nobody else is on the way: waiting would only add latency
                 wait = deadline - time.monotonic()
                 try:
                     item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()

@@ -1,0 +1,237 @@
+"""Serving benchmark (issue 5): tsfm's multi-domain server vs MLflow's scoring server.
+
+Both serve the same registered fused model (``fused-<domain>@champion``) over HTTP on
+127.0.0.1 with the same request body (one series of real data per request,
+MLflow's ``dataframe_split`` protocol). For 1, 8 and 32 concurrent clients it
+prints throughput (requests/s) and p50/p99 latency, and the ratio of the two
+servers. Then it measures the resident memory of one tsfm server process serving
+1 vs 10 domains (the backbone is loaded once), next to what 1 and 10 MLflow
+scoring servers (one process per model) take.
+
+The state comes from the issue-4 comparison (``.tsfm/zero-shot``: 4m backbone,
+8 onboarded domains). Its MLflow database is copied into ``--work`` so the extra
+domains this script registers (copies of existing fused versions, to reach 10)
+never touch it.
+
+Usage: python benchmarks/serving_throughput.py [--domain m3-micro] [--clients 1,8,32]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from bench_common import REPO, machine, markdown_table, warn_if_busy, write_json
+
+import psutil
+import requests
+
+
+def bench_state(source: Path, work: Path, n_domains: int) -> tuple[str, list[str]]:
+    """A copy of ``source``'s MLflow db in ``work`` holding >= n_domains fused-* champions."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    work.mkdir(parents=True, exist_ok=True)
+    db = work / "mlflow.db"
+    shutil.copy(source / "mlflow.db", db)
+    uri = f"sqlite:///{db.resolve()}"
+    mlflow.set_tracking_uri(uri)  # the registry resolves a version's models:/m-<id> source here
+    mlflow.set_registry_uri(uri)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    champions = {}
+    for m in client.search_registered_models():
+        if m.name.startswith("fused-") and "champion" in m.aliases:
+            champions[m.name] = client.get_model_version_by_alias(m.name, "champion")
+    domains = sorted(n.removeprefix("fused-") for n in champions)
+    base = sorted(champions.values(), key=lambda v: v.name)
+    i = 0
+    while len(domains) < n_domains:  # more domains: copies of existing champions under new names
+        src = base[i % len(base)]
+        name = f"fused-copy{i}"
+        client.create_registered_model(name)
+        mv = client.create_model_version(name, src.source, tags=dict(src.tags))
+        client.set_registered_model_alias(name, "champion", mv.version)
+        domains.append(f"copy{i}")
+        i += 1
+    return uri, domains
+
+
+def context_series(state: Path, domain: str, context: int) -> list[dict]:
+    """Request bodies: one real series' last ``context`` points each (up to 64 bodies)."""
+    import pandas as pd
+
+    store = state / "data" / "store" / domain
+    df = pd.read_parquet(store / "series.parquet")
+    bodies = []
+    for uid, g in df.groupby("unique_id", sort=False):
+        g = g.sort_values("ds").tail(context)
+        ds = g["ds"].astype(str) if not pd.api.types.is_integer_dtype(g["ds"]) else g["ds"]
+        bodies.append({"dataframe_split": {"columns": ["unique_id", "ds", "y"],
+                                           "data": [[str(uid), d, float(y)] for d, y in zip(ds, g["y"])]}})
+        if len(bodies) == 64:
+            break
+    return bodies
+
+
+def start(cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
+    env = {**os.environ, **env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    with open(log, "w") as out:
+        return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                cwd=REPO)
+
+
+def wait(url: str, proc: subprocess.Popen, log: Path, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(url)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    from infra.servers import stop as stop_group
+
+    stop_group(proc)
+
+
+def tree_rss_mib(proc: subprocess.Popen) -> float:
+    p = psutil.Process(proc.pid)
+    return sum(q.memory_info().rss for q in [p, *p.children(recursive=True)]) / 2**20
+
+
+def load(url: str, bodies: list[dict], params: dict, clients: int, per_client: int, headers=None) -> dict:
+    """``clients`` threads, each sending ``per_client`` requests back to back."""
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+
+    def client(k: int) -> None:
+        s = requests.Session()
+        mine = []
+        for i in range(per_client):
+            body = {**bodies[(k * per_client + i) % len(bodies)], "params": params}
+            t = time.perf_counter()
+            r = s.post(f"{url}/invocations", json=body, headers=headers, timeout=300)
+            mine.append(time.perf_counter() - t)
+            if r.status_code != 200:
+                with lock:
+                    errors[0] += 1
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    q = statistics.quantiles(latencies, n=100)
+    return {"clients": clients, "requests": len(latencies), "errors": errors[0], "rps": len(latencies) / wall,
+            "p50_ms": 1000 * q[49], "p99_ms": 1000 * q[98]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--state", default=str(REPO / ".tsfm" / "zero-shot"))
+    ap.add_argument("--work", default=str(REPO / ".tsfm" / "bench-serving"))
+    ap.add_argument("--domain", default="m3-micro")
+    ap.add_argument("--clients", default="1,8,32")
+    ap.add_argument("--requests", type=int, default=640, help="requests per level (split over the clients)")
+    ap.add_argument("--context", type=int, default=128)
+    ap.add_argument("--horizon", type=int, default=18)
+    ap.add_argument("--skip-mlflow", action="store_true")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    warn_if_busy()
+    state, work = Path(args.state), Path(args.work)
+    uri, domains = bench_state(state, work, 10)
+    bodies = context_series(state, args.domain, args.context)
+    levels = [int(c) for c in args.clients.split(",")]
+    from infra.servers import free_port
+
+    env = {"TSFM_MLFLOW__TRACKING_URI": uri, "TSFM_PATHS__STATE_DIR": str(work), "TSFM_PARAMS": str(work / "none.yaml"),
+           "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+    results, memory = [], []
+
+    def run_levels(server: str, url: str, params: dict) -> None:
+        load(url, bodies, params, 2, 16)  # warm-up
+        for c in levels:
+            row = {"server": server, **load(url, bodies, params, c, max(1, args.requests // c))}
+            print(json.dumps(row), flush=True)
+            results.append(row)
+
+    # tsfm: one process, every domain
+    for n in (1, 10):
+        port = free_port()
+        served = [args.domain] + [d for d in domains if d != args.domain][: n - 1]
+        log = work / f"tsfm-serve-{n}.log"
+        proc = start([sys.executable, "-m", "serving"],
+                     {**env, "TSFM_SERVE__PORT": str(port), "TSFM_SERVE__DOMAINS": json.dumps(served)}, log)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait(f"{url}/health", proc, log)
+            for d in served:  # touch every domain once so lazily built state is counted
+                r = requests.post(f"{url}/invocations", json={**bodies[0], "params": {"horizon": 6, "domain": d}})
+                r.raise_for_status()
+            memory.append({"server": "tsfm (one process)", "domains": n, "rss_mib": tree_rss_mib(proc)})
+            print(json.dumps(memory[-1]), flush=True)
+            if n == 1:
+                run_levels("tsfm", url, {"horizon": args.horizon, "domain": args.domain})
+        finally:
+            stop(proc)
+
+    if not args.skip_mlflow:
+        from tasks.serve import server_command
+
+        procs = []
+        try:
+            for i, d in enumerate([args.domain] + [d for d in domains if d != args.domain][:9]):
+                port = free_port()
+                log = work / f"mlflow-serve-{d}.log"
+                proc = start(server_command(d, "127.0.0.1", port), {**env, "MLFLOW_TRACKING_URI": uri,
+                                                                    "MLFLOW_REGISTRY_URI": uri}, log)
+                procs.append(proc)
+                url = f"http://127.0.0.1:{port}"
+                wait(f"{url}/ping", proc, log)
+                if i == 0:
+                    memory.append({"server": "MLflow scoring server (one per model)", "domains": 1,
+                                   "rss_mib": tree_rss_mib(proc)})
+                    run_levels("mlflow", url, {"horizon": args.horizon})
+            if len(procs) == 10:
+                memory.append({"server": "MLflow scoring server (one per model)", "domains": 10,
+                               "rss_mib": sum(tree_rss_mib(p) for p in procs)})
+        finally:
+            for p in procs:
+                stop(p)
+
+    by = {(r["server"], r["clients"]): r for r in results}
+    for r in results:
+        if r["server"] == "tsfm" and ("mlflow", r["clients"]) in by:
+            m = by[("mlflow", r["clients"])]
+            r["rps_ratio"] = r["rps"] / m["rps"]
+            r["p99_ratio"] = r["p99_ms"] / m["p99_ms"]
+    print(markdown_table(results, [("server", "server", ""), ("clients", "clients", "d"), ("requests", "requests", "d"),
+                                   ("errors", "errors", "d"), ("rps", "req/s", ".1f"), ("p50_ms", "p50 ms", ".1f"),
+                                   ("p99_ms", "p99 ms", ".1f"), ("rps_ratio", "req/s tsfm/MLflow", ".2f"),
+                                   ("p99_ratio", "p99 tsfm/MLflow", ".2f")]))
+    print(markdown_table(memory, [("server", "server", ""), ("domains", "domains", "d"), ("rss_mib", "RSS MiB", ".0f")]))
+    write_json(args.json, {"machine": machine(), "args": vars(args), "throughput": results, "memory": memory})
+
+
+if __name__ == "__main__":
+    main()
