@@ -25,6 +25,7 @@ def onboard_domain_flow(params: OnboardParams, backbone: str = "models:/backbone
     result_dir = evaluate_task.with_options(**cached)(result_dir, store, params, settings)
     registered = register_task(result_dir, params, settings)
     if promote:
-        registered["promotion"] = promote_task(params.domain, settings, registered["fused_version"])
+        registered["promotion"] = promote_task(params.domain, settings, registered["fused_version"],
+                                               result_dir=registered["result_dir"])
     registered["artifacts"] = publish_task(registered, params.domain, settings)
     return registered

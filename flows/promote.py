@@ -5,6 +5,6 @@ from tasks.promote import promote_task
 
 
 @flow(name="promote", log_prints=True)
-def promote_flow(domain: str, version: str | None = None, margin: float = 0.0) -> dict:
-    """Move `champion` of fused-<domain> only when the gate passes."""
+def promote_flow(domain: str, version: str | None = None, margin: float | None = None) -> dict:
+    """Move `champion` of fused-<domain> only when the gate passes (margin: settings' promote.margin)."""
     return promote_task(domain, load_settings(), version, margin)

@@ -255,6 +255,13 @@ class ScheduleSettings(BaseModel):
                                          "new data (tsfm.source.updated re-onboards a domain); None/0 = off")
 
 
+class PromoteSettings(BaseModel):
+    """The promotion gate: a challenger becomes champion only when its validation sCRPS is below
+    both the frozen backbone's and the current champion's by this relative margin."""
+
+    margin: float = Field(0.01, ge=0, lt=1, description="relative improvement required, e.g. 0.01 = 1%")
+
+
 class RetrySettings(BaseModel):
     """Retries of the tasks that talk to remotes (S3, an MLflow server): transient errors only
     (connection refused/reset, timeouts, HTTP 429/5xx); bad input fails at once."""
@@ -325,6 +332,7 @@ class Settings(BaseSettings):
     demo: DemoParams = DemoParams()
     evaluate: EvaluateParams = EvaluateParams()
     schedules: ScheduleSettings = ScheduleSettings()
+    promote: PromoteSettings = PromoteSettings()
     retry: RetrySettings = RetrySettings()
 
     @model_validator(mode="before")

@@ -118,7 +118,9 @@ def onboard(
 
 
 @app.command()
-def promote(domain: str = typer.Option(...), version: str = typer.Option(None), margin: float = typer.Option(0.0)):
+def promote(domain: str = typer.Option(...), version: str = typer.Option(None),
+            margin: float = typer.Option(None, help="relative validation improvement required "
+                                                    "(default: promote.margin in params.yaml)")):
     """Give fused-<domain>'s challenger the champion alias if it passes the gate."""
     from flows.promote import promote_flow
 

@@ -95,7 +95,8 @@ def test_promotion_decision_matches_validation(demo_run):
     promo = demo_run["result"]["onboarded"]["promotion"]
     client = MlflowClient(demo_run["settings"].tracking_uri, demo_run["settings"].tracking_uri)
     fused_val = promo["val_sCRPS"]
-    assert promo["promoted"] == (fused_val < promo["backbone_val_sCRPS"])
+    assert promo["promoted"] == (fused_val < promo["backbone_val_sCRPS"] * (1 - promo["margin"]))
+    assert promo["margin"] == demo_run["settings"].promote.margin
     champion = None
     try:
         champion = client.get_model_version_by_alias("fused-m3-other", "champion").version

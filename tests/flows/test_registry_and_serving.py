@@ -41,6 +41,47 @@ def test_alias_round_trip(demo_run):
         client.set_registered_model_alias("fused-m3-other", "champion", before)
 
 
+def test_gate_rescores_the_champion_on_the_candidates_validation_split(demo_run, tmp_path):
+    """A champion is judged on the candidate's validation split, not by its old tag: here the
+    champion is the demo's fused model with alpha = 0, i.e. the frozen backbone bit for bit, so
+    re-scored it must equal the backbone's validation sCRPS of the candidate's own table."""
+    import json
+
+    import mlflow
+
+    from tasks import tracking
+    from tasks.model_logging import log_forecaster
+
+    settings = demo_run["settings"]
+    onboarded = demo_run["result"]["onboarded"]
+    client = tracking.configure(settings)
+    name, source = "fused-m3-gate", client.get_model_version("fused-m3-other", onboarded["fused_version"])
+    candidate = tracking.register(source.source, name, dict(source.tags))
+    folder = Path(mlflow.artifacts.download_artifacts(
+        artifact_uri=f"{client.get_model_version_download_uri('fused-m3-other', source.version)}/artifacts/fused",
+        dst_path=str(tmp_path)))
+    meta = json.loads((folder / "fused.json").read_text())
+    (folder / "fused.json").write_text(json.dumps({**meta, "alpha": 0.0}))
+    tracking.use_experiment("onboard", settings)
+    with mlflow.start_run(run_name="gate-test-alpha0"):
+        uri = log_forecaster("fused", folder, {"domain": "m3-gate", "default_horizon": 8, "max_horizon": 8})
+    # its tag claims an unbeatable score: only re-scoring can show the candidate is better
+    old = tracking.register(uri, name, {**source.tags, "val_sCRPS": "0.0"})
+    tracking.set_alias(name, "champion", old)
+
+    by_tags = promote_domain("m3-gate", settings, candidate, margin=0.0)
+    assert by_tags["promoted"] is False and by_tags["champion_rescored"] is False
+
+    decision = promote_domain("m3-gate", settings, candidate, margin=0.0, result_dir=onboarded["result_dir"])
+    assert decision["champion_rescored"] is True
+    backbone_val = float(source.tags["backbone_val_sCRPS"])
+    assert decision["champion_val_sCRPS"] == pytest.approx(backbone_val, rel=1e-5)
+    assert decision["val_sCRPS"] == pytest.approx(float(source.tags["val_sCRPS"]), rel=1e-5)
+    assert decision["promoted"] == (decision["val_sCRPS"] < backbone_val)
+    expected = candidate if decision["promoted"] else old
+    assert str(client.get_model_version_by_alias(name, "champion").version) == expected
+
+
 def test_demo_served_through_tsfm_server(demo_run):
     served = demo_run["result"]["served"]
     assert served["model"].startswith("fused-m3-other/")  # the X-Tsfm-Model header of the answer
