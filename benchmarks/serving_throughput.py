@@ -30,6 +30,8 @@ from pathlib import Path
 
 from bench_common import REPO, machine, markdown_table, warn_if_busy, write_json
 
+from infra.servers import free_port, stop, wait_http
+
 import psutil
 import requests
 
@@ -88,26 +90,6 @@ def start(cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
                                 cwd=REPO)
 
 
-def wait(url: str, proc: subprocess.Popen, log: Path, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
-        try:
-            if requests.get(url, timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(url)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    from infra.servers import stop as stop_group
-
-    stop_group(proc)
-
-
 def tree_rss_mib(proc: subprocess.Popen) -> float:
     p = psutil.Process(proc.pid)
     return sum(q.memory_info().rss for q in [p, *p.children(recursive=True)]) / 2**20
@@ -162,8 +144,6 @@ def main() -> None:
     uri, domains = bench_state(state, work, 10)
     bodies = context_series(state, args.domain, args.context)
     levels = [int(c) for c in args.clients.split(",")]
-    from infra.servers import free_port
-
     env = {"TSFM_MLFLOW__TRACKING_URI": uri, "TSFM_PATHS__STATE_DIR": str(work), "TSFM_PARAMS": str(work / "none.yaml"),
            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
     results, memory = [], []
@@ -184,7 +164,7 @@ def main() -> None:
                      {**env, "TSFM_SERVE__PORT": str(port), "TSFM_SERVE__DOMAINS": json.dumps(served)}, log)
         try:
             url = f"http://127.0.0.1:{port}"
-            wait(f"{url}/health", proc, log)
+            wait_http(f"{url}/health", proc, 300, "tsfm server", log)
             for d in served:  # touch every domain once so lazily built state is counted
                 r = requests.post(f"{url}/invocations", json={**bodies[0], "params": {"horizon": 6, "domain": d}})
                 r.raise_for_status()
@@ -207,7 +187,7 @@ def main() -> None:
                                                                     "MLFLOW_REGISTRY_URI": uri}, log)
                 procs.append(proc)
                 url = f"http://127.0.0.1:{port}"
-                wait(f"{url}/ping", proc, log)
+                wait_http(f"{url}/ping", proc, 300, "mlflow scoring server", log)
                 if i == 0:
                     memory.append({"server": "MLflow scoring server (one per model)", "domains": 1,
                                    "rss_mib": tree_rss_mib(proc)})

@@ -7,22 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-DOMAIN = "m3-other"
+from tests.conftest import SMALL
 
-# small enough for 2 CPU cores: the sizes of SMALL in tests/conftest.py, no fine-tuning comparison row
-LIVE_SMALL = {
-    "TSFM_SOURCES": json.dumps({
-        "synthetic": {"source": "synthetic:kernelsynth?n_series=60&length=128&seed=1", "horizon": 8},
-        DOMAIN: {"source": "builtin:m3-other", "horizon": 8},
-    }),
-    "TSFM_PRETRAIN__MAX_STEPS": "40",
-    "TSFM_PRETRAIN__BATCH_SIZE": "32",
-    "TSFM_PRETRAIN__WARMUP_STEPS": "5",
-    "TSFM_PRETRAIN__ACCELERATOR": "cpu",
-    "TSFM_ONBOARD__EPOCHS": "4",
-    "TSFM_ONBOARD__STRIDE": "2",
-    "TSFM_ONBOARD__FINETUNE_STEPS": "0",
-}
+DOMAIN = "m3-other"  # a source of SMALL
+
+# small enough for 2 CPU cores: the demo fixture's sizes, without the fine-tuning comparison row
+LIVE_SMALL = {**SMALL, "TSFM_ONBOARD__FINETUNE_STEPS": "0"}
 
 
 def cli_env(servers: dict, root: Path) -> dict[str, str]:
