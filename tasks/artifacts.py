@@ -25,6 +25,7 @@ from prefect.artifacts import (
 
 from infra.settings import Settings
 from tasks.metrics import markdown_table
+from tasks.tracking import remote_retries
 
 INLINE_IMAGE_MAX_BYTES = 2_000_000  # a bigger chart is linked by path only
 
@@ -101,6 +102,5 @@ def publish_onboarding_artifacts(registered: dict, domain: str, settings: Settin
     return {k: str(v) for k, v in ids.items()}
 
 
-from tasks.tracking import remote_retries  # noqa: E402  (retries: it talks to MLflow and the Prefect API)
-
+# retried: it talks to MLflow and the Prefect API
 publish_task = task(publish_onboarding_artifacts, name="publish-artifacts", **remote_retries())

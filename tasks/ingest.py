@@ -20,7 +20,7 @@ from prefect import task
 
 from infra.settings import DOMAIN_PATTERN
 from tasks.sources import read_source
-from tasks.tracking import remote_retries, retry_if_transient
+from tasks.tracking import remote_retries
 from tasks.validate import IngestError, infer_freq, validate_frame
 
 log = logging.getLogger("tsfm.ingest")
@@ -144,9 +144,6 @@ def split_horizon(store_dir: Path | str, meta: dict) -> int | dict[str, int]:
 
 # Prefect wrapper: kept thin so tests and other callers use the function above.
 # Retried (S3 reads) only on transient errors: bad input (IngestError/ValueError) fails at once.
-_retry_unless_invalid = retry_if_transient
-
-
 @task(name="ingest", **remote_retries())
 def ingest_task(source: str, domain: str, horizon: int = 6, min_train: int = 8, data_dir: str = "data") -> str:
     """Prefect task: ingest ``source`` into ``<data_dir>/store/<domain>``; returns that path."""

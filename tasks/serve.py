@@ -9,25 +9,16 @@ needs a restart; kept for comparison in the serving benchmark).
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import requests
-
+from infra.servers import free_port, wait_http
+from infra.servers import stop as stop_server  # noqa: F401  (callers stop servers through here)
 from infra.settings import Settings
-from serving import MODEL_HEADER  # noqa: F401  (re-exported for callers of these helpers)
 
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def server_command(domain: str, host: str, port: int, alias: str = "champion") -> list[str]:
@@ -86,31 +77,8 @@ def start_tsfm_server(settings: Settings, domains: list[str] | None = None, host
 
 
 def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"model server exited with code {proc.returncode} before it was ready")
-        try:
-            if requests.get(f"{url}/ping", timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"model server at {url} not ready after {timeout:.0f}s")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    """Stop uvicorn and its worker (own process group)."""
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, 15)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-            proc.wait()
+    """Wait until either server answers ``/ping``; fail early if it exits."""
+    wait_http(f"{url}/ping", proc, timeout, "model server")
 
 
 def request_body(context, horizon: int, domain: str | None = None) -> dict:

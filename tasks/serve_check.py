@@ -9,9 +9,10 @@ from prefect import task
 
 from infra.settings import Settings
 from models.splits import split_frame
+from serving import MODEL_HEADER
 from tasks.ingest import read_store
 from tasks.logs import run_logger
-from tasks.serve import MODEL_HEADER, request_body, start_tsfm_server, stop_server, wait_ready
+from tasks.serve import request_body, start_tsfm_server, stop_server, wait_ready
 
 
 @task(name="serve-and-request")

@@ -8,7 +8,8 @@ import random
 import pandas as pd
 import pytest
 
-from tasks.ingest import _retry_unless_invalid, ingest_task, ingest_to_store, md5_file, read_store
+from tasks.ingest import ingest_task, ingest_to_store, md5_file, read_store
+from tasks.tracking import retry_if_transient
 from tasks.validate import IngestError
 
 
@@ -92,5 +93,5 @@ def test_synthetic_source_through_the_prefect_task_fn(tmp_path):
 def test_retry_only_transient_failures():
     from prefect.states import Failed
 
-    assert _retry_unless_invalid(None, None, Failed(data=ConnectionError("endpoint down"))) is True
-    assert _retry_unless_invalid(None, None, Failed(data=IngestError("bad.csv: no rows"))) is False
+    assert retry_if_transient(None, None, Failed(data=ConnectionError("endpoint down"))) is True
+    assert retry_if_transient(None, None, Failed(data=IngestError("bad.csv: no rows"))) is False
