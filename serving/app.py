@@ -82,6 +82,10 @@ def create_app(params: ServeParams, tracking_uri: str, catalog: Catalog | None =
     app = FastAPI(title="tsfm serving", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.catalog, app.state.metrics, app.state.batcher = catalog, metrics, batcher
 
+    @app.exception_handler(ApiError)
+    async def api_error(_request: Request, e: ApiError):  # /metrics, /reload: a refused token
+        return e.response()
+
     def authorize(request: Request) -> None:
         if token is None:
             return
@@ -175,19 +179,13 @@ def create_app(params: ServeParams, tracking_uri: str, catalog: Catalog | None =
 
     @app.get("/metrics")
     async def prometheus(request: Request):
-        try:
-            authorize(request)
-        except ApiError as e:
-            return e.response()
+        authorize(request)
         data, content_type = metrics.render()
         return Response(data, media_type=content_type)
 
     @app.post("/reload")
     async def reload(request: Request):
-        try:
-            authorize(request)
-        except ApiError as e:
-            return e.response()
+        authorize(request)
         changes = await asyncio.to_thread(catalog.refresh)  # loads off the event loop
         return {"changes": changes, "domains": {d: m.version for d, m in sorted(catalog.snapshot().items())},
                 "errors": dict(catalog.errors)}
