@@ -2,7 +2,7 @@
 backbone alone and against retrieval at inference (the kNN teacher).
 
 Per batch size, wall time of one ``predict`` call (median over repeats, after warm-up):
-- backbone: ``models.inference.batch_forecast`` (the frozen backbone alone);
+- backbone: ``models.forecasting.batch.batch_forecast`` (the frozen backbone alone);
 - backbone_fwd: the backbone's ``forecast`` alone in one inference pass on the padded
             batch (no per-call module moves/mode switches): the floor under both;
 - fused:    ``FusedForecaster.predict`` (backbone + adapter, one pass, no search);
@@ -22,18 +22,22 @@ import contextlib
 import time
 from pathlib import Path
 
-from bench_common import REPO, machine, markdown_table, median, warn_if_busy, write_json
-
 import numpy as np  # bench_common (imported first) puts the repository on sys.path
 import torch
 
-from models.adapter import ADAPTER_MAX_FRACTION, AdapterConfig, MemoryAdapter
-from models.backbone import PatchBackbone, load_backbone
-from models.fused import FusedForecaster, TeacherForecaster, fuse_torch
-from models.inference import batch_forecast
-from models.presets import get_preset
-from models.teacher import KnnTeacher, TeacherConfig
-from models.windows import left_pad, sliding_windows
+from bench_common import REPO, machine, markdown_table, median, warn_if_busy, write_json
+from models.backbone.io import load_backbone
+from models.backbone.network import PatchBackbone
+from models.backbone.presets import get_preset
+from models.forecasting.batch import batch_forecast
+from models.forecasting.fused import FusedForecaster
+from models.forecasting.inputs import left_pad
+from models.forecasting.teacher import TeacherForecaster
+from models.memory.adapter import ADAPTER_MAX_FRACTION, AdapterShape, MemoryAdapter
+from models.memory.config import TeacherConfig
+from models.memory.fusion import fuse_torch
+from models.memory.teacher import KnnTeacher
+from models.memory.windows import sliding_windows
 
 DEFAULT_BACKBONE = REPO / ".tsfm/zero-shot/runs/evaluate/backbone-1-20261123-123156/model/artifacts/forecaster/backbone"
 
@@ -75,7 +79,7 @@ def build_teacher(backbone, n_windows: int, context: int, horizon: int, index_ty
     keep = slice(0, n_windows)
     started = time.perf_counter()
     contexts = list(win.context[keep])  # full windows: no left padding to strip
-    keys = batch_forecast(backbone, contexts, horizon, context, batch_size=batch_size)["embedding"]
+    keys = batch_forecast(backbone, contexts, horizon, context, batch_size=batch_size).embedding
     config = TeacherConfig() if index_type is None else TeacherConfig(index_type=index_type)
     teacher = KnnTeacher(keys, win.context[keep], win.future[keep], config)
     return teacher, time.perf_counter() - started
@@ -146,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         backbone, backbone_src = build_backbone(args.backbone, args.preset, args.seed)
         n_backbone = sum(p.numel() for p in backbone.parameters())
         torch.manual_seed(args.seed)
-        adapter = MemoryAdapter(AdapterConfig(backbone.config.d_model, h, backbone.config.n_quantiles, args.hidden))
+        adapter = MemoryAdapter(AdapterShape(backbone.config.d_model, h, backbone.config.n_quantiles, args.hidden))
         with torch.no_grad():  # an untrained adapter's last layer is zero: make it do real work
             adapter.out.weight.normal_(0.0, 0.05)
             adapter.out.bias.normal_(0.0, 0.05)
@@ -183,8 +187,8 @@ def main(argv: list[str] | None = None) -> int:
             fns = {
                 "backbone": lambda: batch_forecast(backbone, ctx, h, c, batch_size=b),
                 "backbone_fwd": backbone_fwd,
-                "fused": lambda: fused.predict(ctx, h),
-                "teacher": lambda: teacher_fc.predict(ctx, h),
+                "fused": lambda: fused.predict(ctx, h).quantiles,
+                "teacher": lambda: teacher_fc.predict(ctx, h).quantiles,
                 "adapter": adapter_only,
             }
             times = time_round_robin(fns, args.repeats, args.warmup)

@@ -74,7 +74,7 @@ def kernelsynth_frame(n_series: int, length: int, seed: int):
     several times slower with threaded BLAS on a busy machine."""
     import contextlib
 
-    from models.synthetic import kernelsynth
+    from models.pretraining.synthetic import kernelsynth
 
     try:
         from threadpoolctl import threadpool_limits
@@ -91,10 +91,10 @@ def m3_train_frame():
     import numpy as np
     import pandas as pd
 
-    from tasks.sources import _m3_json
+    from store.sources import m3_json
 
     ids, ds, ys = [], [], []
-    for s in _m3_json().values():
+    for s in m3_json().values():
         sn = s["sn"][0] if isinstance(s["sn"], list) else s["sn"]
         x = np.asarray(s["x"], dtype="float64")
         ids.append(np.full(len(x), f"m3-{sn}"))
@@ -115,9 +115,9 @@ _HELP: list[str] = []
 
 
 def trainer_supports(flag: str) -> bool:
-    """Whether ``python -m models.pretrain`` takes ``flag`` (its --help, read once)."""
+    """Whether ``python -m models.pretraining`` takes ``flag`` (its --help, read once)."""
     if not _HELP:
-        res = subprocess.run([sys.executable, "-m", "models.pretrain", "--help"], cwd=REPO, env=trainer_env(None),
+        res = subprocess.run([sys.executable, "-m", "models.pretraining", "--help"], cwd=REPO, env=trainer_env(None),
                              capture_output=True, text=True, timeout=120)
         _HELP.append(res.stdout)
     return flag in _HELP[0]

@@ -1,6 +1,6 @@
 """kNN-teacher datastore build: time (embedding and index apart), peak memory, ANN recall, query latency.
 
-For each size N, a fresh subprocess builds the datastore with ``models.datastore.build_datastore``
+For each size N, a fresh subprocess builds the datastore with ``models.memory.datastore.build_datastore``
 into memory-mapped files under a temporary folder (the chunked, bounded-memory path) from
 synthetic windows (context 64, horizon 18, stride 1) made chunk by chunk, so no figure
 includes holding all windows in RAM first. Then, in the same process:
@@ -102,7 +102,7 @@ class ProjectionEmbed:
     def __call__(self, contexts):
         import numpy as np
 
-        from models.teacher import window_stats
+        from models.memory.teacher import window_stats
 
         level, scale = window_stats(contexts, 16)
         z = np.nan_to_num((contexts - level[:, None]) / scale[:, None])
@@ -116,9 +116,9 @@ def make_embed(kind: str, seed: int):
         return ProjectionEmbed(seed)
     import torch
 
-    from models.backbone import PatchBackbone
-    from models.datastore import BackboneEmbedder
-    from models.presets import get_preset
+    from models.backbone.network import PatchBackbone
+    from models.backbone.presets import get_preset
+    from models.memory.datastore import BackboneEmbedder
 
     torch.manual_seed(0)
     return BackboneEmbedder(PatchBackbone(get_preset("tiny")).eval(), HORIZON, batch_size=4096)
@@ -161,10 +161,12 @@ def run_one(n: int, embed_kind: str, workdir: Path, seed: int, hnsw: bool) -> di
     import faiss
     import numpy as np
 
-    from models.datastore import build_datastore
-    from models.teacher import KnnTeacher, TeacherConfig, _build_index, index_kind
+    from models.memory.config import TeacherConfig
+    from models.memory.datastore import build_datastore
+    from models.memory.faiss_index import build_index, index_kind
+    from models.memory.teacher import KnnTeacher
 
-    cfg = TeacherConfig()
+    cfg = TeacherConfig(exact_max=100_000)  # exact search up to 100k, as the figures in docs/benchmarks.md
     embed = make_embed(embed_kind, seed)
     queries = next(window_chunks(N_QUERIES, seed + 1, series_per_chunk=N_QUERIES // 900 + 2))
     q_ctx = queries[0]
@@ -217,7 +219,7 @@ def run_one(n: int, embed_kind: str, workdir: Path, seed: int, hnsw: bool) -> di
         approx["ivf"] = (main_ms, recall(main_ids), None)
     else:
         t = time.perf_counter()
-        ivf, _, _ = _build_index(teacher.keys, TeacherConfig(index_type="ivf"))
+        ivf, _, _ = build_index(teacher.keys, TeacherConfig(index_type="ivf"))
         build = time.perf_counter() - t
         row["extra_ivf_nlist"] = int(faiss.downcast_index(ivf).nlist)
         ms, ids = search_ms(ivf)
@@ -225,7 +227,7 @@ def run_one(n: int, embed_kind: str, workdir: Path, seed: int, hnsw: bool) -> di
         del ivf
     if hnsw:
         t = time.perf_counter()
-        h, _, _ = _build_index(teacher.keys, TeacherConfig(index_type="hnsw"))
+        h, _, _ = build_index(teacher.keys, TeacherConfig(index_type="hnsw"))
         build = time.perf_counter() - t
         ms, ids = search_ms(h)
         approx["hnsw"] = (ms, recall(ids), build)

@@ -1,5 +1,5 @@
 """Data-parallel scaling of pre-training on CPU: tokens/s of 1 vs 2 (or more) processes
-(gloo DDP) running the real entry point, ``python -m models.pretrain``, on the same
+(gloo DDP) running the real entry point, ``python -m models.pretraining``, on the same
 synthetic corpus.
 
 Each run is launched as its own process tree, by default through
@@ -31,8 +31,18 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench_common import (REPO, kernelsynth_frame, machine, markdown_table, median, run_logged, steady_rate,
-                          trainer_env, warn_if_busy, write_json)
+from bench_common import (
+    REPO,
+    kernelsynth_frame,
+    machine,
+    markdown_table,
+    median,
+    run_logged,
+    steady_rate,
+    trainer_env,
+    warn_if_busy,
+    write_json,
+)
 
 
 def free_port() -> int:
@@ -53,7 +63,7 @@ def run_once(n: int, args, corpus: Path, out: Path) -> dict:
                    PYTHON=sys.executable)
         cmd = ["bash", str(REPO / "infra" / "launch" / "torchrun.sh"), *train]
     else:
-        cmd = [sys.executable, "-m", "models.pretrain", *train, "--devices", str(n)]
+        cmd = [sys.executable, "-m", "models.pretraining", *train, "--devices", str(n)]
         if n > 1:
             cmd += ["--strategy", "ddp"]
     out.mkdir(parents=True, exist_ok=True)

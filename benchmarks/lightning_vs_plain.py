@@ -67,7 +67,7 @@ def loader(batches: list[dict]):
 def new_module(args, config, future: int, total: int, bare: bool = False):
     import torch
 
-    from models.pretrain_module import PretrainModule
+    from models.pretraining.module import PretrainModule
 
     cls = PretrainModule
     if bare:
@@ -174,7 +174,7 @@ def main() -> int:
     if args.warmup < 1 or args.steps < 1 or args.rounds < 1:
         ap.error("--warmup, --steps and --rounds must be >= 1")
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    from models.presets import PRESETS
+    from models.backbone.presets import PRESETS
 
     if args.preset not in PRESETS:
         ap.error(f"--preset must be one of {', '.join(PRESETS)}")
@@ -184,16 +184,15 @@ def main() -> int:
     import logging
     import warnings
 
-    import torch
-
     import lightning  # noqa: F401 - imported before timing anything
+    import torch
 
     # Lightning's banners (GPU available..., tips) and data-loader hints between the figures
     for name in ("lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module="lightning")
 
-    from models.presets import get_preset
+    from models.backbone.presets import get_preset
 
     warn_if_busy()
     threads = args.threads or torch.get_num_threads()

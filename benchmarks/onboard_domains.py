@@ -51,7 +51,7 @@ def main() -> None:
     ap.add_argument("--domains", default=",".join(DOMAINS))
     ap.add_argument("--out-dir", default=".tsfm/bench/onboard_domains")
     ap.add_argument("--reuse", action="store_true", help="skip domains whose result JSON exists")
-    ap.add_argument("--extra", default="", help="extra `tsfm onboard` arguments, e.g. '--set epochs=5'")
+    ap.add_argument("--extra", default="", help="extra `tsfm onboard` arguments, e.g. '--set adapter.epochs=5'")
     args = ap.parse_args()
     out_dir = REPO / args.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -65,10 +65,10 @@ def main() -> None:
 
     import mlflow
 
+    from evaluation.compare import comparison_table, forgetting_table, pooled_table, relative_to_backbone
     from infra.settings import load_settings
-    from tasks import tracking
-    from tasks.compare import comparison_table, forgetting_table, pooled_table, relative_to_backbone
-    from tasks.metrics import markdown_table as markdown
+    from reports.tables import markdown_table as markdown
+    from tracking import registry as tracking
 
     settings = load_settings()
     table = comparison_table(list(dirs.values()))
@@ -95,7 +95,7 @@ def main() -> None:
     tracking.use_experiment("compare", settings)
     with mlflow.start_run(run_name=f"onboarding-comparison-{len(dirs)}-domains"):
         mlflow.log_params({"domains": ",".join(dirs), "context_length": settings.onboard.context_length,
-                           "finetune_steps": settings.onboard.finetune_steps})
+                           "finetune_steps": settings.onboard.finetune.max_steps})
         mlflow.set_tags({"git_commit": tracking.git_commit(), **{f"machine.{k}": str(v)
                                                                 for k, v in machine().items()}})
         for (domain, model), row in table.iterrows():

@@ -78,8 +78,8 @@ def masked_loss(module, batch):
 def measure(preset: str, args, device) -> dict:
     import torch
 
-    from models.presets import count_parameters, get_preset
-    from models.pretrain_module import PretrainModule
+    from models.backbone.presets import count_parameters, get_preset
+    from models.pretraining.module import PretrainModule
 
     config = get_preset(preset)
     p = config.patch_size
@@ -195,7 +195,7 @@ def main() -> int:
         torch.backends.cudnn.allow_tf32 = True
 
     warn_if_busy()
-    from models.presets import PRESETS
+    from models.backbone.presets import PRESETS
 
     unknown = [n for n in args.presets.split(",") if n.strip() and n.strip() not in PRESETS]
     if unknown:

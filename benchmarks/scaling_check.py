@@ -12,7 +12,7 @@ defaults: 1,034 of the 3,003 series, mostly monthly). The trainer holds out whol
 pinball loss on their last windows as ``val_loss`` in OUT/metrics.json; that is the figure
 compared. Expected: 22m lower.
 
-Each preset is trained by the real entry point (``python -m models.pretrain``), one after
+Each preset is trained by the real entry point (``python -m models.pretraining``), one after
 the other, with the same seed, batches, schedule (cosine, 5% warm-up) and learning rate;
 steps = ceil(tokens / (batch x patches per window)), so presets with another patch size
 still get the same token budget. A token is one patch of one series. Before starting, a
@@ -40,8 +40,18 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-from bench_common import (REPO, kernelsynth_frame, m3_train_frame, machine, markdown_table, run_logged,
-                          trainer_env, trainer_supports, warn_if_busy, write_json)
+from bench_common import (
+    REPO,
+    kernelsynth_frame,
+    m3_train_frame,
+    machine,
+    markdown_table,
+    run_logged,
+    trainer_env,
+    trainer_supports,
+    warn_if_busy,
+    write_json,
+)
 
 STARTUP_S = 20.0  # per training process: imports, data loading, Trainer set-up, saving (CPU, rough)
 
@@ -86,7 +96,6 @@ def corpus_stats(paths: list[Path]) -> dict:
 def probe(presets: list[str], args) -> dict[str, float]:
     """Seconds per training step of each preset (random data, this process, same threads)."""
     import torch
-
     from pretrain_throughput import measure
 
     gpu = args.accelerator == "gpu" or (args.accelerator == "auto" and torch.cuda.is_available())
@@ -104,7 +113,7 @@ def probe(presets: list[str], args) -> dict[str, float]:
 
 
 def plan(presets: list[str], tokens: int, args) -> dict[str, dict]:
-    from models.presets import get_preset
+    from models.backbone.presets import get_preset
 
     out = {}
     for preset in presets:
@@ -144,12 +153,12 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=None, help="OMP threads of the training processes (default: all)")
     ap.add_argument("--probe-steps", type=int, default=3)
     ap.add_argument("--estimate-only", action="store_true", help="print the plan and the estimate, train nothing")
-    ap.add_argument("--trainer-args", default="", help="extra arguments for models.pretrain, one string")
+    ap.add_argument("--trainer-args", default="", help="extra arguments for models.pretraining, one string")
     ap.add_argument("--workdir", default=str(REPO / ".tsfm" / "bench" / "scaling_check"))
     ap.add_argument("--json", default=None, help="write the figures here")
     args = ap.parse_args()
     presets = [s.strip() for s in args.presets.split(",") if s.strip()]
-    from models.presets import PRESETS
+    from models.backbone.presets import PRESETS
 
     if not presets or any(p not in PRESETS for p in presets):
         ap.error(f"--presets must be among {', '.join(PRESETS)}")
@@ -192,7 +201,7 @@ def main() -> int:
     for preset in presets:
         r = runs[preset]
         out = work / f"run-{preset}-{r['tokens']}"
-        cmd = [sys.executable, "-m", "models.pretrain", *[a for p in corpus for a in ("--data", str(p))],
+        cmd = [sys.executable, "-m", "models.pretraining", *[a for p in corpus for a in ("--data", str(p))],
                "--out", str(out), "--preset", preset, "--accelerator", args.accelerator,
                "--context-length", str(args.context), "--horizon-length", str(args.horizon),
                "--batch-size", str(args.batch), "--max-steps", str(r["steps"]), "--lr", str(args.lr),

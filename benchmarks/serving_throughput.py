@@ -28,12 +28,11 @@ import threading
 import time
 from pathlib import Path
 
-from bench_common import REPO, machine, markdown_table, warn_if_busy, write_json
-
-from infra.servers import free_port, stop, wait_http
-
 import psutil
 import requests
+
+from bench_common import REPO, machine, markdown_table, warn_if_busy, write_json
+from infra.servers import free_port, stop, wait_http
 
 
 def bench_state(source: Path, work: Path, n_domains: int) -> tuple[str, list[str]]:
@@ -176,7 +175,7 @@ def main() -> None:
             stop(proc)
 
     if not args.skip_mlflow:
-        from tasks.serve import server_command
+        from serving.launch import server_command
 
         procs = []
         try:

@@ -4,8 +4,7 @@ from flows.ingest import ingest_flow
 from flows.onboard_domain import onboard_domain_flow
 from flows.pretrain import pretrain_flow
 from infra.settings import DemoParams, IngestParams, load_settings
-from tasks.report import print_report_task
-from tasks.serve_check import serve_and_request_task
+from tasks.demo import print_demo_report_task, serve_and_request_task
 
 
 @flow(name="demo", log_prints=True)
@@ -25,5 +24,5 @@ def demo_flow(params: DemoParams = DemoParams()) -> dict:
     # instead (the report says why it was not promoted).
     alias = "champion" if onboarded["promotion"]["promoted"] else "challenger"
     served = serve_and_request_task(params.domain, stores[params.domain], horizon, settings, params.port, alias=alias)
-    print_report_task(onboarded, served)
+    print_demo_report_task(onboarded, served)
     return {"backbone": backbone, "onboarded": onboarded, "served": served}

@@ -21,7 +21,7 @@ from flows.onboard_domain import onboard_domain_flow
 from flows.pretrain import pretrain_flow
 from flows.watch_sources import watch_sources_flow
 from infra.settings import IngestParams, OnboardParams, Settings
-from tasks.source_watch import EVENT, UNWATCHED, resource_id
+from store.watch import EVENT, UNWATCHED, resource_id
 
 PRETRAIN_ONLY = {"synthetic"}  # generated corpora are not domains anyone forecasts
 

@@ -1,8 +1,7 @@
 from prefect import flow
 
 from infra.settings import IngestParams, load_settings
-from tasks.ingest import ingest_task
-from tasks.ingest_tracking import log_ingest_task
+from tasks.ingest import ingest_task, log_ingest_task
 
 
 @flow(name="ingest", log_prints=True)

@@ -2,8 +2,7 @@ from prefect import flow
 
 from flows.ingest import ingest_flow
 from infra.settings import IngestParams, OnboardParams, load_settings
-from tasks.artifacts import publish_task
-from tasks.onboard import adapt_task, evaluate_task, register_task, results_storage
+from tasks.onboard import adapt_task, evaluate_task, publish_task, register_task, results_storage
 from tasks.promote import promote_task
 
 
@@ -22,7 +21,7 @@ def onboard_domain_flow(params: OnboardParams, backbone: str = "models:/backbone
         store = ingest_flow(IngestParams(source=params.source, domain=params.domain, horizon=params.horizon))
     cached = {"result_storage": results_storage(settings)}
     result_dir = adapt_task.with_options(**cached)(params, store, backbone, settings)
-    result_dir = evaluate_task.with_options(**cached)(result_dir, store, params, settings)
+    result_dir = evaluate_task.with_options(**cached)(result_dir, params, settings)
     registered = register_task(result_dir, params, settings)
     if promote:
         registered["promotion"] = promote_task(params.domain, settings, registered["fused_version"],

@@ -1,8 +1,7 @@
 from prefect import flow
 
 from infra.settings import PretrainParams, load_settings
-from tasks.pretrain import pretrain_task
-from tasks.registry_tasks import set_backbone_alias_task
+from tasks.pretrain import pretrain_task, set_backbone_alias_task
 
 
 @flow(name="pretrain", log_prints=True)

@@ -1,7 +1,7 @@
 from prefect import flow
 
 from infra.settings import load_settings
-from tasks.source_watch import watch_sources_task
+from tasks.watch import watch_sources_task
 
 
 @flow(name="watch_sources", log_prints=True)

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
 
 import yaml
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -25,41 +24,49 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-DOMAIN_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+from models.memory.config import OnboardingConfig
+from models.pretraining.spec import TrainingRecipe
+
+DOMAIN_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"  # a domain names folders, models and Prefect deployments
 
 
-class PathSettings(BaseModel):
+class Section(BaseModel):
+    # a misspelt key in params.yaml or TSFM_* fails loudly instead of silently keeping a default
+    model_config = ConfigDict(extra="forbid")
+
+
+class PathSettings(Section):
     data_dir: Path = Field(Path("data"), description="canonical Parquet stores (DVC outputs)")
     state_dir: Path = Field(Path(".tsfm"), description="MLflow db, artifacts, run outputs")
 
 
-class MlflowSettings(BaseModel):
+class MlflowSettings(Section):
     tracking_uri: str | None = Field(None, description="default: sqlite:///<state_dir>/mlflow.db")
     artifact_root: str | None = Field(
         None, description="artifact location for new experiments; file path or s3://bucket/prefix"
     )
 
 
-class PrefectSettings(BaseModel):
+class PrefectSettings(Section):
     """Prefect reads its own settings; ``apply_runtime_env`` exports these before prefect is imported."""
 
     api_url: str | None = Field(None, description="Prefect server API, e.g. http://127.0.0.1:4200/api "
                                 "(exported as PREFECT_API_URL); None = the embedded ephemeral API")
 
 
-class S3Settings(BaseModel):
+class S3Settings(Section):
     endpoint_url: str | None = Field(None, description="S3-compatible endpoint such as MinIO (exported as "
                                      "AWS_ENDPOINT_URL_S3; boto3, MLflow and DVC read it); None = AWS")
 
 
-class IngestParams(BaseModel):
+class IngestParams(Section):
     source: str = Field(..., description="local path, s3://bucket/key, builtin:<name> or synthetic:kernelsynth")
     domain: str = Field(..., pattern=DOMAIN_PATTERN)
     horizon: int = Field(6, ge=1, le=1024, description="rows per series reserved for test and for validation")
     min_train: int = Field(8, ge=1, description="minimum train points per series on top of 2*horizon")
 
 
-class SourceSpec(BaseModel):
+class SourceSpec(Section):
     """One entry of ``sources`` (the domains ``dvc repro`` ingests; the key is the domain)."""
 
     source: str
@@ -74,43 +81,16 @@ def _default_sources() -> dict[str, SourceSpec]:
     }
 
 
-class PretrainParams(BaseModel):
-    """Options of ``python -m models.pretrain`` (see its --help); one run folder per
-    (params, data versions), so a re-run after a crash resumes from its last checkpoint."""
+class PretrainParams(TrainingRecipe):
+    """``python -m models.pretraining``'s recipe (every field and default is
+    ``models.pretraining.spec.TrainingRecipe``'s) and the domains it trains on; one run
+    folder per (params, data versions), so a re-run after a crash resumes from its checkpoint."""
 
-    preset: str = "tiny"
-    domains: list[str] = Field(default_factory=lambda: ["synthetic"], description="stores to pre-train on (train parts only)")
+    domains: list[str] = Field(default_factory=lambda: ["synthetic"], description="stores to pre-train on "
+                               "(train parts only)")
     domain_weights: dict[str, float] = Field(
-        default_factory=dict, description="mixture weight per domain (a missing domain weighs 1); {} = in proportion to each domain's windows")
-    tsmixup_prob: float = Field(0.0, ge=0, le=1, description="share of training windows that are TSMixups of domains")
-    kernelsynth_prob: float = Field(0.0, ge=0, le=1, description="share of training windows drawn fresh from KernelSynth")
-    max_steps: int = Field(2000, ge=1, description="optimizer steps")
-    batch_size: int = Field(64, ge=1, description="windows per device and micro-batch")
-    accumulate_grad_batches: int = Field(1, ge=1, description="micro-batches per optimizer step")
-    context_length: int = Field(128, ge=8)
-    horizon_length: int = Field(32, ge=1, description="length of the masked future the model learns to fill")
-    optimizer: Literal["adamw", "lamb", "lars"] = Field(
-        "adamw", description="lamb/lars: layer-wise trust ratios for large batches (lars wants lr ~1)")
-    lr: float = Field(3e-3, gt=0, description="peak LR at a global batch of lr_reference_batch windows")
-    lr_reference_batch: int = Field(64, ge=1, description="global batch (all devices x accumulation) at which lr applies")
-    lr_scaling: Literal["auto", "linear", "sqrt", "none"] = Field(
-        "auto", description="LR vs global batch; auto = sqrt for adamw/lamb, linear for lars")
-    weight_decay: float = Field(0.01, ge=0, description="on matrices only, never on norms or biases")
-    warmup_steps: int = Field(40, ge=0)
-    schedule: Literal["wsd", "cosine"] = Field("wsd", description="after warm-up: warmup-stable-decay or cosine")
-    seed: int = 0
-    accelerator: Literal["auto", "cpu", "gpu"] = "auto"
-    devices: str = Field("auto", description="'auto', a count, or a list like '0,1'")
-    strategy: Literal["auto", "ddp", "ddp_spawn", "fsdp"] = Field(
-        "auto", description="auto: ddp on several devices, fsdp for the 1b/2.5b presets on several GPUs")
-    precision: Literal["bf16-mixed", "16-mixed", "32-true"] | None = Field(
-        None, description="default: bf16-mixed on GPU, 32-true on CPU")
-    ddp_bucket_cap_mb: float = Field(25.0, gt=0, description="DDP gradient bucket size")
-    ddp_comm_hook: Literal["none", "bf16", "fp16", "powersgd"] = Field(
-        "none", description="DDP gradient compression (CUDA only; ignored with a warning on CPU)")
-    activation_checkpointing: bool = Field(False, description="recompute block activations in backward")
-    compile: bool = Field(False, description="torch.compile the backbone")
-    num_workers: int = Field(0, ge=0)
+        default_factory=dict, description="mixture weight per domain (a missing domain weighs 1); {} = in "
+        "proportion to each domain's windows")
 
     @model_validator(mode="after")
     def _mixture_is_consistent(self) -> "PretrainParams":
@@ -121,48 +101,25 @@ class PretrainParams(BaseModel):
             raise ValueError("domain_weights must be >= 0")
         if self.domains and sum(self.domain_weights.get(d, 1.0) for d in self.domains) <= 0:
             raise ValueError("domain_weights must leave a positive total weight")
-        if self.tsmixup_prob + self.kernelsynth_prob > 1:
-            raise ValueError("tsmixup_prob + kernelsynth_prob must be <= 1")
         return self
 
 
-class OnboardParams(BaseModel):
+class OnboardParams(OnboardingConfig):
+    """One domain's onboarding: where its data comes from and how it is split, then every
+    stage's settings in its own section (``models.memory.config``: teacher, adapter, fusion,
+    finetune), the same nesting in params.yaml, ``tsfm onboard --set`` and the Prefect form."""
+
     domain: str = Field(..., pattern=DOMAIN_PATTERN)
     source: str | None = Field(None, description="ingest this source first when given")
-    horizon: int = Field(6, ge=1, le=1024)
-    season_length: int = Field(1, ge=1)
+    horizon: int = Field(6, ge=1, le=1024, description="test (and validation) points per series, where "
+                         "the source has no per-series horizons")
+    season_length: int = Field(1, ge=1, description="where the source has no per-series seasons")
     series_horizons: bool = Field(True, description="use the source's own per-series horizons and season "
                                   "lengths when it has them (M3); horizon/season_length apply otherwise")
     freq: str | None = Field(None, description="pandas frequency of ds; inferred when omitted")
-    context_length: int = Field(64, ge=8)
-    stride: int = Field(1, ge=1)
-    top_k_candidates: int = Field(50, ge=1)
-    k: int = Field(20, ge=1)
-    temperature: float = Field(0.12, gt=0)
-    align_points: int = Field(16, ge=1)
-    index_type: Literal["auto", "flat", "ivf", "hnsw"] = Field(
-        "auto", description="datastore index: auto = exact up to exact_max windows, IVF past it")
-    exact_max: int = Field(50_000, ge=1, description="largest datastore searched exactly (auto)")
-    adapter_hidden: int = Field(64, ge=4)
-    epochs: int = Field(20, ge=1)
-    batch_size: int = Field(256, ge=1)
-    lr: float = Field(3e-4, gt=0)
-    patience: int = Field(3, ge=1)
-    alpha_grid: list[float] = Field(default_factory=lambda: [round(0.1 * i, 1) for i in range(11)])
-    finetune_steps: int = Field(0, ge=0, description="steps of full fine-tuning of a backbone copy, scored "
-                                "next to the fused model for comparison (0 = skip); never served")
-    finetune_lr: float = Field(1e-4, gt=0)
-    seed: int = 0
-
-    @field_validator("alpha_grid")
-    @classmethod
-    def _grid_in_unit_interval(cls, v: list[float]) -> list[float]:
-        if not v or any(a < 0 or a > 1 for a in v):
-            raise ValueError("alpha_grid needs values in [0, 1]")
-        return sorted(set(v))
 
 
-class ServeParams(BaseModel):
+class ServeParams(Section):
     """`tsfm serve`: one process serving every domain's ``fused-<domain>@<alias>`` (serving/)."""
 
     domains: list[str] = Field(default_factory=list, description="domains to serve; [] = every fused-* model "
@@ -191,7 +148,7 @@ class ServeParams(BaseModel):
         return list(dict.fromkeys(v))
 
 
-class DemoParams(BaseModel):
+class DemoParams(Section):
     """The demo ingests every entry of ``sources``, pre-trains on ``pretrain.domains``
     and onboards ``domain`` (which must be one of the sources)."""
 
@@ -203,7 +160,7 @@ class DemoParams(BaseModel):
 EVALUATE_BASELINES = ("seasonal_naive", "theta", "auto_ets")
 
 
-class EvaluateParams(BaseModel):
+class EvaluateParams(Section):
     """Zero-shot evaluation of a registered backbone on packaged real data (M3, electricity)."""
 
     backbone: str = Field("models:/backbone@champion",
@@ -242,7 +199,7 @@ class EvaluateParams(BaseModel):
         return [b for b in EVALUATE_BASELINES if b in v]
 
 
-class ScheduleSettings(BaseModel):
+class ScheduleSettings(Section):
     """Cron schedules of the deployments `tsfm deploy` registers (None = on demand only)."""
 
     ingest_cron: str | None = Field("0 2 * * *", description="refresh every source's store")
@@ -255,14 +212,14 @@ class ScheduleSettings(BaseModel):
                                          "new data (tsfm.source.updated re-onboards a domain); None/0 = off")
 
 
-class PromoteSettings(BaseModel):
+class PromoteSettings(Section):
     """The promotion gate: a challenger becomes champion only when its validation sCRPS is below
     both the frozen backbone's and the current champion's by this relative margin."""
 
     margin: float = Field(0.01, ge=0, lt=1, description="relative improvement required, e.g. 0.01 = 1%")
 
 
-class RetrySettings(BaseModel):
+class RetrySettings(Section):
     """Retries of the tasks that talk to remotes (S3, an MLflow server): transient errors only
     (connection refused/reset, timeouts, HTTP 429/5xx); bad input fails at once."""
 
@@ -301,6 +258,15 @@ def _read_yaml(path: Path) -> dict:
         raise ValueError(f"{path}: expected a mapping of settings sections, got {type(data).__name__}")
     data.pop("profile", None)  # the profile is chosen by TSFM_PROFILE or a keyword, never by a file
     return data
+
+
+def _merged(defaults: dict, given: dict) -> dict:
+    """``given`` over ``defaults``, nested sections merged key by key (a given None stays None)."""
+    out = dict(defaults)
+    for key, value in given.items():
+        below = defaults.get(key)
+        out[key] = _merged(below, value) if isinstance(value, dict) and isinstance(below, dict) else value
+    return out
 
 
 def _layer(upper: dict, lower: dict) -> dict:
@@ -345,7 +311,7 @@ class Settings(BaseSettings):
             given = data.get(name)
             default = field.get_default(call_default_factory=True)
             if isinstance(given, dict) and isinstance(default, BaseModel) and name != "sources":
-                data[name] = {**default.model_dump(), **given}
+                data[name] = _merged(default.model_dump(), given)
         return data
 
     @classmethod

@@ -1,6 +1,6 @@
 """FastAPI app: the MLflow scoring protocol for every served domain, plus /health, /metrics, /reload.
 
-Endpoints (DESIGN.md "Serving"):
+Endpoints:
 - ``POST /invocations``: ``{"dataframe_split"|"dataframe_records": ..., "params": {"horizon": H,
   "domain": d}}`` -> ``{"predictions": [...]}`` like ``mlflow models serve``; header
   ``X-Tsfm-Model: fused-<d>/<version>`` names the version that answered. ``domain`` may be
@@ -18,12 +18,13 @@ import json
 import logging
 import time
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from infra.settings import ServeParams
-from models.serving_protocol import forecast_frame, parse_context, parse_horizon, request_frame
+from models.forecasting.protocol import forecast_frame, parse_context, parse_horizon, request_frame
 from serving import MODEL_HEADER
 from serving.batching import MicroBatcher
 from serving.catalog import Catalog, Poller, ServedModel
@@ -48,13 +49,103 @@ class ApiError(Exception):
         return JSONResponse(body, status_code=self.status, headers=headers)
 
 
+@dataclass
+class Served:
+    """What the routes share: the models, the batcher, the metrics and the limits."""
+
+    catalog: Catalog
+    batcher: MicroBatcher
+    metrics: ServingMetrics
+    token: str | None
+    max_bytes: int
+
+
+def authorize(served: Served, request: Request) -> None:
+    if served.token is None:
+        return
+    given = request.headers.get("authorization", "")
+    scheme, _, value = given.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), served.token.encode()):
+        raise ApiError(401, "missing or wrong bearer token (Authorization: Bearer <token>)")
+
+
+async def read_body(served: Served, request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > served.max_bytes:
+        raise ApiError(413, f"request body of {int(declared)} bytes exceeds the limit of {served.max_bytes} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():  # the cap holds for chunked bodies too
+        size += len(chunk)
+        if size > served.max_bytes:
+            raise ApiError(413, f"request body exceeds the limit of {served.max_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def pick_model(catalog: Catalog, params: dict) -> ServedModel:
+    served = catalog.snapshot()
+    domain = params.get("domain")
+    if domain is None:
+        if len(served) == 1:
+            return next(iter(served.values()))
+        raise ApiError(400, f"params.domain is required when several domains are served: {sorted(served)}",
+                       domains=sorted(served))
+    model = served.get(str(domain))
+    if model is None:
+        raise ApiError(404, f"domain {domain!r} is not served here; served domains: {sorted(served)}",
+                       domains=sorted(served))
+    return model
+
+
+async def score(served: Served, request: Request) -> Response:
+    """``POST /invocations``: validate, batch with concurrent requests, answer; never raises."""
+    started = time.perf_counter()
+    domain, model = UNKNOWN, None
+    served.batcher.incoming += 1  # on its way to the batcher: a forming batch may wait for it
+    queued = False
+    try:
+        authorize(served, request)
+        raw = await read_body(served, request)
+        try:
+            frame, req_params = request_frame(json.loads(raw))
+        except ValueError as e:  # JSONDecodeError is a ValueError
+            raise ApiError(400, f"invalid request body: {e}") from None
+        if not served.catalog.snapshot():
+            raise ApiError(503, "no model is loaded yet")
+        model = pick_model(served.catalog, req_params)  # this request keeps this object to the end
+        domain = model.domain
+        try:
+            horizon = parse_horizon(req_params.get("horizon", model.default_horizon), model.max_horizon)
+            ids, values, stamps = await asyncio.to_thread(parse_context, frame)
+        except ValueError as e:
+            raise ApiError(400, str(e)) from None
+        served.metrics.observe_inputs(domain, values, horizon)
+        queued = True
+        quantiles = await served.batcher.predict(model, values, horizon, announced=True)
+        answer = await asyncio.to_thread(_answer, ids, stamps, quantiles, model.meta.get("freq"))
+        response = Response(answer, media_type="application/json", headers={MODEL_HEADER: model.label})
+    except ApiError as e:
+        response = e.response()
+        if model is not None:
+            response.headers[MODEL_HEADER] = model.label
+    except Exception as e:  # a bug or a failed forward pass: 500, logged
+        log.exception("scoring request failed")
+        response = JSONResponse({"error_code": "INTERNAL_ERROR", "message": f"{type(e).__name__}: {e}"},
+                                status_code=500)
+    finally:
+        if not queued:
+            served.batcher.incoming -= 1
+    served.metrics.requests.labels(domain, str(response.status_code)).inc()
+    served.metrics.latency.labels(domain).observe(time.perf_counter() - started)
+    return response
+
+
 def create_app(params: ServeParams, tracking_uri: str, catalog: Catalog | None = None) -> FastAPI:
     """The serving app. ``catalog``: a prepared one (tests); default: resolve ``params`` in MLflow."""
     catalog = catalog or Catalog(tracking_uri, params.alias, params.domains, params.device)
     metrics = ServingMetrics()
-    batcher = MicroBatcher(params.max_batch_series, params.max_wait_ms, metrics)
-    token = params.token.get_secret_value() if params.token else None
-    max_bytes = int(params.max_body_mb * 1024 * 1024)
+    served = Served(catalog, MicroBatcher(params.max_batch_series, params.max_wait_ms, metrics), metrics,
+                    params.token.get_secret_value() if params.token else None, int(params.max_body_mb * 1024 * 1024))
 
     def on_change(changes: list[dict]) -> None:
         for c in changes:
@@ -68,7 +159,7 @@ def create_app(params: ServeParams, tracking_uri: str, catalog: Catalog | None =
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        batcher.start()
+        served.batcher.start()
         # the first load completes before the port opens (as MLflow's server); a domain that is
         # missing now is looked for again by the poller and by POST /reload
         await asyncio.to_thread(catalog.refresh)
@@ -77,91 +168,24 @@ def create_app(params: ServeParams, tracking_uri: str, catalog: Catalog | None =
             yield
         finally:
             poller.stop()
-            batcher.stop()
+            served.batcher.stop()
 
     app = FastAPI(title="tsfm serving", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.state.catalog, app.state.metrics, app.state.batcher = catalog, metrics, batcher
+    app.state.catalog, app.state.metrics, app.state.batcher = catalog, metrics, served.batcher
+    add_routes(app, served)
+    return app
+
+
+def add_routes(app: FastAPI, served: Served) -> None:
+    catalog = served.catalog
 
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, e: ApiError):  # /metrics, /reload: a refused token
         return e.response()
 
-    def authorize(request: Request) -> None:
-        if token is None:
-            return
-        given = request.headers.get("authorization", "")
-        scheme, _, value = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
-            raise ApiError(401, "missing or wrong bearer token (Authorization: Bearer <token>)")
-
-    async def read_body(request: Request) -> bytes:
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-            raise ApiError(413, f"request body of {int(declared)} bytes exceeds the limit of {max_bytes} bytes")
-        chunks, size = [], 0
-        async for chunk in request.stream():  # the cap holds for chunked bodies too
-            size += len(chunk)
-            if size > max_bytes:
-                raise ApiError(413, f"request body exceeds the limit of {max_bytes} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    def pick_model(params_: dict) -> ServedModel:
-        served = catalog.snapshot()
-        domain = params_.get("domain")
-        if domain is None:
-            if len(served) == 1:
-                return next(iter(served.values()))
-            raise ApiError(400, f"params.domain is required when several domains are served: {sorted(served)}",
-                           domains=sorted(served))
-        model = served.get(str(domain))
-        if model is None:
-            raise ApiError(404, f"domain {domain!r} is not served here; served domains: {sorted(served)}",
-                           domains=sorted(served))
-        return model
-
     @app.post("/invocations")
     async def invocations(request: Request):
-        started = time.perf_counter()
-        domain, model = UNKNOWN, None
-        batcher.incoming += 1  # on its way to the batcher: a forming batch may wait for it
-        queued = False
-        try:
-            authorize(request)
-            raw = await read_body(request)
-            try:
-                body = json.loads(raw)
-                frame, req_params = request_frame(body)
-            except ValueError as e:  # JSONDecodeError is a ValueError
-                raise ApiError(400, f"invalid request body: {e}") from None
-            if not catalog.snapshot():
-                raise ApiError(503, "no model is loaded yet")
-            model = pick_model(req_params)  # this request keeps this object to the end
-            domain = model.domain
-            try:
-                horizon = parse_horizon(req_params.get("horizon", model.default_horizon), model.max_horizon)
-                ids, values, stamps = await asyncio.to_thread(parse_context, frame)
-            except ValueError as e:
-                raise ApiError(400, str(e)) from None
-            metrics.observe_inputs(domain, values, horizon)
-            queued = True
-            quantiles = await batcher.predict(model, values, horizon, announced=True)
-            answer = await asyncio.to_thread(_answer, ids, stamps, quantiles, model.meta.get("freq"))
-            response = Response(answer, media_type="application/json", headers={MODEL_HEADER: model.label})
-        except ApiError as e:
-            response = e.response()
-            if model is not None:
-                response.headers[MODEL_HEADER] = model.label
-        except Exception as e:  # a bug or a failed forward pass: 500, logged
-            log.exception("scoring request failed")
-            response = JSONResponse({"error_code": "INTERNAL_ERROR", "message": f"{type(e).__name__}: {e}"},
-                                    status_code=500)
-        finally:
-            if not queued:
-                batcher.incoming -= 1
-        metrics.requests.labels(domain, str(response.status_code)).inc()
-        metrics.latency.labels(domain).observe(time.perf_counter() - started)
-        return response
+        return await score(served, request)
 
     @app.get("/ping")
     async def ping():
@@ -170,27 +194,25 @@ def create_app(params: ServeParams, tracking_uri: str, catalog: Catalog | None =
 
     @app.get("/health")
     async def health():
-        served = catalog.snapshot()
-        body = {"status": "ok" if served else "loading", "alias": catalog.alias,
-                "domains": {d: m.describe() for d, m in sorted(served.items())},
+        models = catalog.snapshot()
+        body = {"status": "ok" if models else "loading", "alias": catalog.alias,
+                "domains": {d: m.describe() for d, m in sorted(models.items())},
                 "backbones_loaded": catalog.backbone_count(), "errors": dict(catalog.errors),
                 "last_refresh": catalog.last_refresh}
-        return JSONResponse(body, status_code=200 if served else 503)
+        return JSONResponse(body, status_code=200 if models else 503)
 
     @app.get("/metrics")
     async def prometheus(request: Request):
-        authorize(request)
-        data, content_type = metrics.render()
+        authorize(served, request)
+        data, content_type = served.metrics.render()
         return Response(data, media_type=content_type)
 
     @app.post("/reload")
     async def reload(request: Request):
-        authorize(request)
+        authorize(served, request)
         changes = await asyncio.to_thread(catalog.refresh)  # loads off the event loop
         return {"changes": changes, "domains": {d: m.version for d, m in sorted(catalog.snapshot().items())},
                 "errors": dict(catalog.errors)}
-
-    return app
 
 
 def _answer(ids, stamps, quantiles, freq) -> bytes:

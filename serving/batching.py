@@ -121,7 +121,7 @@ class MicroBatcher:
         horizon = max(b.horizon for b in batch)
         started = time.perf_counter()
         try:
-            q = model.forecaster.predict(contexts, horizon)  # [N, H, Q]
+            q = model.forecaster.predict(contexts, horizon).quantiles  # [N, H, Q]
         except Exception as e:  # every request of the pass gets the error
             log.exception("forward pass of %s failed", model.label)
             for b in batch:

@@ -7,7 +7,6 @@ whole (copy on write); reading it needs no lock.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -22,9 +21,11 @@ import yaml
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from models.adapter import MemoryAdapter
-from models.backbone import PatchBackbone, load_backbone
-from models.fused import FusedForecaster
+from infra.files import file_digest
+from models.backbone.io import WEIGHTS_FILE
+from models.backbone.network import PatchBackbone
+from models.forecasting.fused import BACKBONE_DIR, PARTS_WITHOUT_BACKBONE, FusedForecaster
+from models.forecasting.kinds import SERVING_FILE
 
 log = logging.getLogger("tsfm.serving")
 PREFIX = "fused-"
@@ -184,24 +185,20 @@ class Catalog:
             folder = pyfunc["artifacts"]["model_dir"]["path"]  # e.g. artifacts/fused
             local = tmp / "model"
             local.mkdir()
-            for part in ("fused.json", "serving.json", "adapter"):
+            for part in (SERVING_FILE, *PARTS_WITHOUT_BACKBONE):
                 self._download(f"{base}/{folder}/{part}", local)
             key = f"backbone/{backbone_version}" if backbone_version else None
             backbone = self._backbones.get(key) if key else None
             if backbone is None:
                 # the registered backbone version is the sharing key; without the tag, the weights' hash
-                self._download(f"{base}/{folder}/backbone", local)
+                self._download(f"{base}/{folder}/{BACKBONE_DIR}", local)
                 if key is None:
-                    key = f"sha256/{_file_hash(local / 'backbone' / 'weights.pt')}"
-                backbone = self._backbones.get(key)
-                if backbone is None:
-                    backbone = load_backbone(local / "backbone", map_location=self.device)
-            meta = json.loads((local / "fused.json").read_text())
-            serving_json = local / "serving.json"
+                    key = f"sha256/{file_digest(local / BACKBONE_DIR / WEIGHTS_FILE, 'sha256')}"
+                backbone = self._backbones.get(key)  # None: loaded from the folder just downloaded
+            forecaster = FusedForecaster.load(local, device=self.device, backbone=backbone)
+            self._backbones[key] = forecaster.backbone
+            serving_json = local / SERVING_FILE
             served_meta = json.loads(serving_json.read_text()) if serving_json.exists() else {}
-            adapter = MemoryAdapter.load(local / "adapter", map_location=self.device).to(self.device)
-            forecaster = FusedForecaster(backbone, adapter, device=self.device, **meta)
-            self._backbones[key] = backbone
             return ServedModel(domain, name, str(version), self.alias, key, backbone_version, forecaster,
                                served_meta)
         finally:
@@ -209,14 +206,6 @@ class Catalog:
 
     def _download(self, uri: str, dst: Path) -> str:
         return mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst))
-
-
-def _file_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class Poller:

@@ -4,21 +4,16 @@ from __future__ import annotations
 import logging
 import os
 
+from infra.params import build_params
 from infra.settings import ServeParams, Settings, apply_runtime_env, load_settings
 
 
-def serve_params(settings: Settings, **overrides) -> ServeParams:
-    """``settings.serve`` with the given (non-None) overrides, validated again."""
-    data = settings.serve.model_dump()
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    return ServeParams(**data)
-
-
-def run(settings: Settings | None = None, **overrides) -> None:
+def run(settings: Settings | None = None, params: ServeParams | None = None, **overrides) -> None:
+    """``params``: ready serving parameters; else ``settings.serve`` with the given (non-None) overrides."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keeps the log readable
     settings = settings or load_settings()
     apply_runtime_env(settings)  # the profile's S3 endpoint etc., before mlflow/boto3 are imported
-    params = serve_params(settings, **overrides)
+    params = params or build_params(ServeParams, settings.serve, named=overrides)
 
     import uvicorn
 

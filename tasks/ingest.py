@@ -1,150 +1,39 @@
-"""Ingest a source into the canonical store ``<data_dir>/store/<domain>/``.
-
-The store is three files: ``series.parquet`` (good rows), ``quarantine.parquet``
-(always written, possibly empty) and ``meta.json``. It is built in a temporary
-folder and swapped in by rename, so a failed ingest never leaves a half store.
-"""
+"""Ingesting a source as Prefect tasks: validate and write the domain's store, then record it
+in MLflow (counts, quarantine, the dataset digest DVC records for the store)."""
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
-import re
-import shutil
-import tempfile
-from datetime import datetime, timezone
 from pathlib import Path
 
-import pandas as pd
+import mlflow
 from prefect import task
 
-from infra.settings import DOMAIN_PATTERN
-from tasks.sources import read_source
-from tasks.tracking import remote_retries
-from tasks.validate import IngestError, infer_freq, validate_frame
-
-log = logging.getLogger("tsfm.ingest")
-
-SERIES_FILE, QUARANTINE_FILE, META_FILE = "series.parquet", "quarantine.parquet", "meta.json"
-SERIES_META_FILE = "series_meta.parquet"  # per-series official horizon and season, when the source has them
+from infra.settings import Settings
+from store.canonical import META_FILE, QUARANTINE_FILE, read_meta
+from store.ingest import ingest_to_store
+from tracking import registry
+from tracking.datasets import log_store_input
+from tracking.retries import remote_retries
 
 
-def md5_file(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def check_domain(domain: str) -> str:
-    if not re.fullmatch(DOMAIN_PATTERN, domain):
-        raise ValueError(f"domain {domain!r} must match {DOMAIN_PATTERN} (lowercase, digits, _ or -)")
-    return domain
-
-
-def ingest_to_store(source: str, domain: str, horizon: int, min_train: int, data_dir: Path) -> Path:
-    """Read, validate and store ``source`` as domain ``domain``; returns the store folder."""
-    check_domain(domain)
-    if horizon < 1 or min_train < 1:
-        raise ValueError("horizon and min_train must be >= 1")
-    src = read_source(source)
-    series_horizons = None
-    if src.series_meta is not None:
-        # the source's own per-series horizons (M3) replace the single one for the length rule
-        series_horizons = dict(zip(src.series_meta["unique_id"].astype(str), src.series_meta["horizon"].astype(int)))
-    result = validate_frame(src.frame, src.name, horizon, min_train, series_horizons)
-    if result.rows_kept == 0:  # an empty store would only fail later, further from the cause
-        first = result.quarantine.iloc[0]
-        raise IngestError(
-            f"{src.name}: no usable rows, all {result.rows_in} quarantined "
-            f"(first: row {first['row']}, column {first['column']}: {first['reason']})"
-        )
-
-    store = Path(data_dir) / "store" / domain
-    store.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{domain}.tmp-", dir=store.parent))
-    try:
-        result.good.to_parquet(tmp / SERIES_FILE, index=False)
-        result.quarantine.to_parquet(tmp / QUARANTINE_FILE, index=False)
-        per_series = None
-        if src.series_meta is not None:
-            kept = set(result.good["unique_id"].unique())
-            per_series = src.series_meta[src.series_meta["unique_id"].astype(str).isin(kept)].copy()
-            per_series.to_parquet(tmp / SERIES_META_FILE, index=False)
-        meta = {
-            "domain": domain,
-            "source": source,
-            # with per-series horizons: the longest of them (what models must forecast)
-            "horizon": int(per_series["horizon"].max()) if per_series is not None and len(per_series) else horizon,
-            "series_horizons": per_series is not None,
-            "min_train": min_train,
-            "freq": src.freq or infer_freq(result.good),
-            "season_length": src.season_length,
-            "n_series": result.n_series,
-            "rows_in": result.rows_in,
-            "rows_kept": result.rows_kept,
-            "rows_quarantined": result.rows_quarantined,
-            "md5": md5_file(tmp / SERIES_FILE),
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-        _swap_in(tmp, store)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    log.info(
-        "ingest %s -> %s: %d series, %d rows in, %d kept, %d quarantined, freq=%s",
-        src.name, store, meta["n_series"], meta["rows_in"], meta["rows_kept"],
-        meta["rows_quarantined"], meta["freq"],
-    )
-    return store
-
-
-def _swap_in(tmp: Path, store: Path) -> None:
-    """Replace ``store`` by ``tmp`` (a directory rename cannot overwrite a non-empty one,
-    so the old store steps aside first and is deleted once the new one is in place)."""
-    old = None
-    if store.exists():
-        old = store.with_name(f".{store.name}.old-{tmp.name.rsplit('-', 1)[-1]}")
-        store.rename(old)
-    try:
-        tmp.rename(store)
-    except BaseException:
-        if old is not None:
-            old.rename(store)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def read_store(store_dir: Path | str) -> tuple[pd.DataFrame, dict]:
-    """(series frame, meta dict) of a store written by ``ingest_to_store``."""
-    store_dir = Path(store_dir)
-    meta = json.loads((store_dir / META_FILE).read_text())
-    return pd.read_parquet(store_dir / SERIES_FILE), meta
-
-
-def read_series_meta(store_dir: Path | str) -> pd.DataFrame | None:
-    """Per-series (unique_id, horizon, season_length) of a store, or None when the source had none."""
-    path = Path(store_dir) / SERIES_META_FILE
-    if not path.exists():
-        return None
-    df = pd.read_parquet(path)
-    return df.assign(unique_id=df["unique_id"].astype(str))
-
-
-def split_horizon(store_dir: Path | str, meta: dict) -> int | dict[str, int]:
-    """What models.splits.split_frame needs for this store: its per-series horizons or its one horizon."""
-    per_series = read_series_meta(store_dir)
-    if per_series is None:
-        return int(meta["horizon"])
-    return dict(zip(per_series["unique_id"], per_series["horizon"].astype(int)))
-
-
-# Prefect wrapper: kept thin so tests and other callers use the function above.
 # Retried (S3 reads) only on transient errors: bad input (IngestError/ValueError) fails at once.
 @task(name="ingest", **remote_retries())
 def ingest_task(source: str, domain: str, horizon: int = 6, min_train: int = 8, data_dir: str = "data") -> str:
-    """Prefect task: ingest ``source`` into ``<data_dir>/store/<domain>``; returns that path."""
+    """Ingest ``source`` into ``<data_dir>/store/<domain>``; returns that path."""
     return str(ingest_to_store(source, domain, horizon, min_train, Path(data_dir)))
+
+
+@task(name="log-ingest", **remote_retries())
+def log_ingest_task(store_dir: str, settings: Settings) -> str:
+    """Log the ingest run (tsfm-ingest experiment); returns its run id."""
+    meta = read_meta(store_dir)
+    registry.use_experiment("ingest", settings)
+    with mlflow.start_run(run_name=f"ingest-{meta['domain']}") as run:
+        mlflow.log_params({k: meta[k] for k in ("domain", "source", "horizon", "min_train", "freq")})
+        mlflow.log_metrics({k: float(meta[k]) for k in ("n_series", "rows_in", "rows_kept", "rows_quarantined")})
+        mlflow.set_tags({"data_version": meta["md5"], "git_commit": registry.git_commit(), "domain": meta["domain"]})
+        # digest = what DVC records for the store (dvc.lock), so the run points at a DVC version
+        dataset = log_store_input(store_dir, context="ingest")
+        mlflow.set_tag("dvc_md5", dataset.digest)
+        for name in (META_FILE, QUARANTINE_FILE):
+            mlflow.log_artifact(str(Path(store_dir) / name), artifact_path="store")
+    return run.info.run_id

@@ -1,9 +1,11 @@
-"""Pre-training as a unit of work: build the train-only corpus, run the trainer as
-its own process, log and register the backbone.
+"""Pre-training as units of work: build the train-only corpus, run the trainer as its own
+process, log and register the backbone; point ``backbone@champion`` at it.
 
-The trainer runs as ``python -m models.pretrain`` in a subprocess (never inside
-the flow process): Lightning's DDP re-launches the current script per device,
-which inside a Prefect flow would start extra flow runs (STACK.md).
+The trainer runs as ``python -m models.pretraining`` in a subprocess (never inside the flow
+process): Lightning's DDP re-launches the current script per device, which inside a Prefect
+flow would start extra flow runs. Its job (``models.pretraining.spec.TrainerJob``) is the
+settings' ``PretrainParams`` plus the corpus files and the run folder, passed as the flags
+generated from that same model.
 """
 from __future__ import annotations
 
@@ -19,97 +21,41 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from prefect import task
 
+from infra.code_version import REPO, cached_digest
+from infra.logs import run_logger
 from infra.settings import PretrainParams, Settings
-from models.splits import train_part
-from tasks import tracking
-from tasks.datasets import log_store_input
-from tasks.logs import run_logger
-from tasks.ingest import META_FILE, read_store, split_horizon
-from tasks.model_logging import log_forecaster
+from models.pretraining.spec import TrainerJob, TrainingRecipe
+from store.corpus import build_corpus, store_versions
+from tracking import registry
+from tracking.datasets import log_store_input
+from tracking.model_logging import log_forecaster
+from tracking.retries import remote_retries
 
-
-def store_versions(store_dirs: list[str]) -> dict[str, str]:
-    """domain -> data md5 of each store, from its meta.json (cheap: no data read)."""
-    versions = {}
-    for store in store_dirs:
-        meta = json.loads((Path(store) / META_FILE).read_text())
-        versions[meta["domain"]] = meta["md5"]
-    return versions
-
-
-def trainer_code_version() -> str:
-    """Hash of the trainer's code (models/*.py): changed code means a new run, not a stale result."""
-    digest = hashlib.sha256()
-    for path in sorted((Path(__file__).resolve().parent.parent / "models").glob("*.py")):
-        digest.update(path.name.encode() + path.read_bytes())
-    return digest.hexdigest()
+TRAINER = "models.pretraining"
+TRAINER_CODE = ("models.pretraining.train", "store.corpus")  # what a trained backbone comes from
 
 
 def run_key(params: PretrainParams, data_versions: dict[str, str]) -> str:
     """Stable id of a training run: the same params on the same data with the same trainer code
     -> the same run folder (a crashed attempt resumes there)."""
     blob = json.dumps({"params": params.model_dump(mode="json"), "data": data_versions,
-                       "code": trainer_code_version()}, sort_keys=True)
+                       "code": cached_digest(TRAINER_CODE)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def build_corpus(store_dirs: list[str], out_dir: Path) -> dict:
-    """One Parquet per domain in ``out_dir`` with the TRAIN parts of its store (never
-    validation or test), so the trainer can weight domains; returns files, sizes, versions."""
-    files, versions, rows, series = {}, {}, 0, 0
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for store in store_dirs:
-        df, meta = read_store(Path(store))
-        domain = meta["domain"]
-        part = train_part(df, split_horizon(store, meta))
-        part = part.assign(unique_id=domain + "/" + part["unique_id"].astype(str))
-        # the trainer only needs order within a series: integer steps avoid mixed ds types
-        part["ds"] = part.groupby("unique_id").cumcount()
-        files[domain] = out_dir / f"{domain}.parquet"
-        # the run folder is keyed by the data versions, so an existing file is this same part:
-        # leaving it untouched keeps its mtime and the trainer's memory-mapped cache of it on resume
-        if not files[domain].is_file():
-            tmp = files[domain].with_suffix(".tmp")
-            part[["unique_id", "ds", "y"]].to_parquet(tmp, index=False)
-            os.replace(tmp, files[domain])
-        versions[domain] = meta["md5"]
-        rows, series = rows + len(part), series + part["unique_id"].nunique()
-    return {"files": files, "rows": rows, "series": series, "data_versions": versions}
+def trainer_job(params: PretrainParams, corpus: dict[str, Path], out_dir: Path, run_id: str | None,
+                tracking_uri: str | None) -> TrainerJob:
+    """``corpus``: domain -> Parquet file; one data file per domain, weights in the same order."""
+    recipe = params.model_dump(include=set(TrainingRecipe.model_fields))
+    weights = [params.domain_weights.get(d, 1.0) for d in corpus] if params.domain_weights else None
+    logging_to = {"mlflow_run_id": run_id, "mlflow_tracking_uri": tracking_uri} if run_id and tracking_uri else {}
+    # absolute paths: the trainer runs from the repository; resume continues an earlier attempt's checkpoint
+    return TrainerJob(**recipe, data=[str(Path(p).resolve()) for p in corpus.values()], data_weights=weights,
+                      out=str(out_dir.resolve()), resume=True, **logging_to)
 
 
-def trainer_command(params: PretrainParams, corpus: dict[str, Path], out_dir: Path, run_id: str | None,
-                    tracking_uri: str | None) -> list[str]:
-    """``corpus``: domain -> Parquet file; one --data per domain, --data-weights in the same order."""
-    cmd = [sys.executable, "-m", "models.pretrain"]
-    for path in corpus.values():
-        cmd += ["--data", str(Path(path).resolve())]  # absolute: the trainer runs from the repository
-    if params.domain_weights:  # else the trainer mixes domains in proportion to their windows
-        cmd += ["--data-weights", ",".join(str(params.domain_weights.get(d, 1.0)) for d in corpus)]
-    cmd += [
-        "--tsmixup-prob", str(params.tsmixup_prob), "--kernelsynth-prob", str(params.kernelsynth_prob),
-        "--out", str(out_dir.resolve()), "--preset", params.preset,
-        "--max-steps", str(params.max_steps), "--batch-size", str(params.batch_size),
-        "--accumulate-grad-batches", str(params.accumulate_grad_batches),
-        "--context-length", str(params.context_length), "--horizon-length", str(params.horizon_length),
-        "--optimizer", params.optimizer, "--lr", str(params.lr),
-        "--lr-reference-batch", str(params.lr_reference_batch), "--lr-scaling", params.lr_scaling,
-        "--weight-decay", str(params.weight_decay), "--warmup-steps", str(params.warmup_steps),
-        "--schedule", params.schedule, "--seed", str(params.seed),
-        "--accelerator", params.accelerator, "--devices", params.devices, "--strategy", params.strategy,
-        "--ddp-bucket-cap-mb", str(params.ddp_bucket_cap_mb), "--ddp-comm-hook", params.ddp_comm_hook,
-        "--num-workers", str(params.num_workers),
-        # continues OUT/checkpoints/last.ckpt when a previous attempt left one, else starts fresh
-        "--resume",
-    ]
-    if params.precision:
-        cmd += ["--precision", params.precision]
-    if params.activation_checkpointing:
-        cmd.append("--activation-checkpointing")
-    if params.compile:
-        cmd.append("--compile")
-    if run_id and tracking_uri:
-        cmd += ["--mlflow-tracking-uri", tracking_uri, "--mlflow-run-id", run_id]
-    return cmd
+def trainer_command(job: TrainerJob) -> list[str]:
+    return [sys.executable, "-m", TRAINER, *job.to_argv()]
 
 
 def run_trainer(cmd: list[str], log_file: Path) -> None:
@@ -118,8 +64,7 @@ def run_trainer(cmd: list[str], log_file: Path) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     logger = run_logger()
     with open(log_file, "a") as fh, subprocess.Popen(  # a resumed attempt appends
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-        cwd=Path(__file__).resolve().parent.parent,
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO,
     ) as proc:
         for line in proc.stdout:
             fh.write(line)
@@ -148,43 +93,45 @@ def pretrain_backbone(params: PretrainParams, store_dirs: list[str], settings: S
     corpus = build_corpus(store_dirs, out_dir / "corpus")
     data_version = ",".join(f"{d}:{v[:12]}" for d, v in sorted(corpus["data_versions"].items()))
 
-    tracking.use_experiment("pretrain", settings)
+    registry.use_experiment("pretrain", settings)
     run_name = f"pretrain-{params.preset}-{params.max_steps}steps"  # what and how long, readable in the run list
     with _start_or_resume_run(out_dir / "mlflow_run_id", run_name) as run:
-        mlflow.log_params({
-            **params.model_dump(exclude={"domains", "domain_weights"}), "domains": ",".join(params.domains),
-            "domain_weights": ",".join(f"{d}:{params.domain_weights.get(d, 1.0)}" for d in corpus["files"]),
-        })
-        mlflow.log_params({"corpus_rows": corpus["rows"], "corpus_series": corpus["series"], "run_key": key})
-        mlflow.set_tags({"data_version": data_version, "git_commit": tracking.git_commit()})
+        mlflow.log_params({**registry.flat_params(params.model_dump(exclude={"domains", "domain_weights"})),
+                           "domains": ",".join(params.domains),
+                           "domain_weights": ",".join(f"{d}:{params.domain_weights.get(d, 1.0)}" for d in corpus["files"]),
+                           "corpus_rows": corpus["rows"], "corpus_series": corpus["series"], "run_key": key})
+        mlflow.set_tags({"data_version": data_version, "git_commit": registry.git_commit()})
         for store in store_dirs:  # one input per domain, digest = DVC's md5 of its store
             log_store_input(store, context="training")
         if (out_dir / "metrics.json").is_file():
             run_logger().info("pre-training %s already finished: skipping the trainer", key)
         else:
-            cmd = trainer_command(params, corpus["files"], out_dir, run.info.run_id, settings.tracking_uri)
+            cmd = trainer_command(trainer_job(params, corpus["files"], out_dir, run.info.run_id, settings.tracking_uri))
             run_logger().info("starting trainer: %s", " ".join(cmd))
             run_trainer(cmd, out_dir / "trainer.log")
-        metrics = json.loads((out_dir / "metrics.json").read_text())
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()
-                            if isinstance(v, (int, float)) and not isinstance(v, bool)})
-        mlflow.log_artifact(str(out_dir / "trainer.log"))
-        model_dir = out_dir / "forecaster"
-        _save_backbone_forecaster(out_dir / "backbone", model_dir, params.context_length)
-        uri = log_forecaster(
-            "backbone", model_dir,
-            {"kind": "backbone", "preset": params.preset, "default_horizon": params.horizon_length,
-             "max_horizon": None, "freq": None},
-        )
-        version = tracking.register(
-            uri, "backbone",
-            tags={"data_version": data_version, "git_commit": tracking.git_commit(),
-                  "preset": params.preset, "val_loss": metrics.get("val_loss"), "run_id": run.info.run_id},
-            description=f"{params.preset} backbone, {metrics.get('steps')} steps, val loss {metrics.get('val_loss')}",
-        )
-    registered = f"models:/backbone/{version}"
+        version = _register_backbone(params, out_dir, data_version, run.info.run_id)
+    registered = registry.versioned_uri("backbone", version)
     (out_dir / "registered.json").write_text(json.dumps({"uri": registered, "tracking_uri": settings.tracking_uri}))
     return registered
+
+
+def _register_backbone(params: PretrainParams, out_dir: Path, data_version: str, run_id: str) -> str:
+    """Log the trainer's metrics and log, wrap the weights as a backbone forecaster, register it."""
+    from models.backbone.io import load_backbone
+    from models.forecasting.backbone import BackboneForecaster
+
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    mlflow.log_artifact(str(out_dir / "trainer.log"))
+    model_dir = BackboneForecaster(load_backbone(out_dir / "backbone"), params.context_length).save(out_dir / "forecaster")
+    uri = log_forecaster("backbone", model_dir, {"kind": "backbone", "preset": params.preset,
+                                                 "default_horizon": params.horizon_length, "max_horizon": None,
+                                                 "freq": None})
+    return registry.register(
+        uri, "backbone",
+        tags={"data_version": data_version, "git_commit": registry.git_commit(), "preset": params.preset,
+              "val_loss": metrics.get("val_loss"), "run_id": run_id},
+        description=f"{params.preset} backbone, {metrics.get('steps')} steps, val loss {metrics.get('val_loss')}")
 
 
 def _start_or_resume_run(id_file: Path, run_name: str):
@@ -208,19 +155,21 @@ def _registered_uri(path: Path, settings: Settings) -> str | None:
     done = json.loads(path.read_text())
     if done.get("tracking_uri") != settings.tracking_uri:
         return None
-    _, name, version = done["uri"].rsplit("/", 2)  # models:/<name>/<version>
+    registry.configure(settings)
     try:
-        tracking.configure(settings).get_model_version(name, version)
-    except MlflowException:
+        registry.resolve(done["uri"])
+    except LookupError:
         return None
     return done["uri"]
 
 
-def _save_backbone_forecaster(backbone_dir: Path, model_dir: Path, context_length: int) -> None:
-    from models.backbone import load_backbone
-    from models.backbone_forecaster import BackboneForecaster
-
-    BackboneForecaster(load_backbone(backbone_dir), context_length).save(model_dir)
-
-
 pretrain_task = task(pretrain_backbone, name="pretrain")
+
+
+@task(name="set-backbone-alias", **remote_retries())
+def set_backbone_alias_task(model_uri: str, settings: Settings, alias: str = "champion") -> str:
+    """Point ``backbone@<alias>`` at a freshly registered version; returns its versioned URI."""
+    registry.configure(settings)
+    name, version = registry.resolve(model_uri)
+    registry.set_alias(name, alias, version)
+    return model_uri

@@ -1,7 +1,6 @@
 """Promotion gate: ``champion`` moves only when the candidate earns it on validation."""
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
@@ -9,9 +8,12 @@ import mlflow
 import numpy as np
 from prefect import task
 
+from infra.logs import run_logger
 from infra.settings import Settings
-from tasks import tracking
-from tasks.logs import run_logger
+from models.memory.result import OnboardingResult
+from models.metrics import per_series_metrics
+from tracking import registry
+from tracking.retries import remote_retries
 
 GATE_METRIC = "val_sCRPS"
 
@@ -20,28 +22,18 @@ def champion_on_candidate_split(name: str, champion: str, result_dir: str | Path
     """(candidate, champion) validation sCRPS, both on the candidate's validation split: the
     champion's own tag was measured on the data of its day, which re-onboarding may have changed.
     None when the champion cannot forecast the candidate's horizon (then the tags decide)."""
-    from models.fused import FusedForecaster
-    from models.splits import split_frame, to_arrays
-    from tasks.ingest import read_store, split_horizon
-    from tasks.metrics import per_series_metrics
+    from models.forecasting.fused import FusedForecaster
 
-    out = Path(result_dir)
-    summary = json.loads((out / "summary.json").read_text())
-    arrays = dict(np.load(out / "forecasts.npz"))
-    store = Path(summary["store"])
-    df, meta = read_store(store)
-    split = split_frame(df, split_horizon(store, meta) if summary.get("per_series_horizons")
-                        else int(summary["horizon"]))
-    train = to_arrays(split.train)
-    contexts = [train[i] for i in summary["series"]]  # the same contexts the candidate was scored on
+    result = OnboardingResult.load(result_dir)
+    split = result.split
+    contexts, truth = split.history("val"), split.truth("val")  # what the candidate was scored on
     uri = f"{mlflow.MlflowClient().get_model_version_download_uri(name, champion)}/artifacts/fused"
     folder = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tempfile.mkdtemp(prefix="tsfm-gate-"))
     model = FusedForecaster.load(folder)
-    horizon = arrays["val_y"].shape[1]
-    if model.horizon < horizon:
+    if model.horizon < split.horizon:
         return None
-    scores = [float(np.nanmean(per_series_metrics(q, arrays["val_y"], contexts, arrays["seasons"])["sCRPS"]))
-              for q in (arrays["val_fused"], model.predict(contexts, horizon))]
+    scores = [float(np.nanmean(per_series_metrics(q, truth, contexts, split.seasons)["sCRPS"]))
+              for q in (result.val.fused, model.predict(contexts, split.horizon).quantiles)]
     return scores[0], scores[1]
 
 
@@ -55,16 +47,16 @@ def promote_domain(domain: str, settings: Settings, version: str | None = None, 
 
     Returns a JSON-able decision ``{promoted, version, reason, ...}``.
     """
-    tracking.configure(settings)
+    registry.configure(settings)
     margin = settings.promote.margin if margin is None else margin
     name = f"fused-{domain}"
-    version = version or tracking.alias_version(name, "challenger") or tracking.latest_version(name)
+    version = version or registry.alias_version(name, "challenger") or registry.latest_version(name)
     if version is None:
         raise ValueError(f"no registered versions of {name}: onboard the domain first")
-    tags = tracking.version_tags(name, version)
+    tags = registry.version_tags(name, version)
     cand = float(tags[GATE_METRIC])
     base = float(tags["backbone_val_sCRPS"])
-    champion = tracking.alias_version(name, "champion")
+    champion = registry.alias_version(name, "champion")
     decision = {"model": name, "version": version, GATE_METRIC: cand, "backbone_val_sCRPS": base,
                 "previous_champion": champion, "margin": margin}
 
@@ -82,20 +74,20 @@ def promote_domain(domain: str, settings: Settings, version: str | None = None, 
                 decision.update({GATE_METRIC: cand, "champion_val_sCRPS": champ_score,
                                  "champion_rescored": True})
             else:
-                champ_score = float(tracking.version_tags(name, champion)[GATE_METRIC])
+                champ_score = float(registry.version_tags(name, champion)[GATE_METRIC])
                 decision.update(champion_val_sCRPS=champ_score, champion_rescored=False)
         if champ_score is not None and not cand < champ_score * (1 - margin):
             decision.update(promoted=False, reason=(
                 f"val sCRPS {cand:.4f} does not beat champion v{champion}'s {champ_score:.4f} "
                 f"by margin {margin:.0%}" + (" (champion re-scored on this validation split)" if rescored else "")))
         else:
-            tracking.set_alias(name, "champion", version)
+            registry.set_alias(name, "champion", version)
             decision.update(promoted=True, reason=(
                 f"val sCRPS {cand:.4f} < backbone {base:.4f}"
                 + (f" and champion v{champion} {champ_score:.4f}" if champion else "")))
     run_logger().info("promote %s v%s: %s", name, version, decision["reason"])
 
-    tracking.use_experiment("promote", settings)
+    registry.use_experiment("promote", settings)
     outcome = "promoted" if decision["promoted"] else "refused"  # the run list shows each gate decision
     with mlflow.start_run(run_name=f"promote-{domain}-v{version}-{outcome}"):
         mlflow.log_params({"model": name, "version": version, "margin": margin})
@@ -106,11 +98,12 @@ def promote_domain(domain: str, settings: Settings, version: str | None = None, 
 
 
 def rollback_domain(domain: str, version: str, settings: Settings) -> dict:
-    tracking.configure(settings)
+    """Point ``fused-<domain>@champion`` back at ``version``."""
+    registry.configure(settings)
     name = f"fused-{domain}"
-    previous = tracking.alias_version(name, "champion")
-    tracking.set_alias(name, "champion", version)
+    previous = registry.alias_version(name, "champion")
+    registry.set_alias(name, "champion", version)
     return {"model": name, "champion": version, "previous_champion": previous}
 
 
-promote_task = task(promote_domain, name="promote", **tracking.remote_retries())
+promote_task = task(promote_domain, name="promote", **remote_retries())

@@ -45,21 +45,34 @@ def _echo(result, out: str | None = None) -> None:
 
 
 OUT = typer.Option(None, "--out", help="also write the result as JSON to this file")
+SET = typer.Option(None, "--set", help="any parameter of this command's settings section as KEY=VALUE "
+                                       "(repeatable), e.g. --set max_steps=50")
+
+
+def _params(model, base, sets, named, flags=None):
+    """The command's parameters (``infra.params.build_params``); a bad value exits with its message."""
+    from infra.params import ParamsError, build_params
+
+    try:
+        return build_params(model, base, sets, named, flags)
+    except ParamsError as e:
+        _fail(f"invalid parameters:\n{e}")
 
 
 @app.command()
 def ingest(
     source: str = typer.Option(..., help="path, s3://bucket/key, builtin:<name> or synthetic:kernelsynth?..."),
     domain: str = typer.Option(..., help="domain name: lowercase letters, digits, - and _"),
-    horizon: int = typer.Option(6, help="points per series held out for test (and again for validation)"),
-    min_train: int = typer.Option(8, help="minimum train points per series"),
+    horizon: int = typer.Option(None, help="points per series held out for test (and again for validation)"),
+    min_train: int = typer.Option(None, help="minimum train points per series on top of 2 x horizon"),
     out: str = OUT,
 ):
     """Validate a source and write the domain's canonical Parquet store."""
     from flows.ingest import ingest_flow
     from infra.settings import IngestParams
 
-    _echo(ingest_flow(IngestParams(source=source, domain=domain, horizon=horizon, min_train=min_train)), out)
+    params = _params(IngestParams, {}, None, dict(source=source, domain=domain, horizon=horizon, min_train=min_train))
+    _echo(ingest_flow(params), out)
 
 
 @app.command()
@@ -68,16 +81,17 @@ def pretrain(
     domain: list[str] = typer.Option(None, help="ingested domains to pre-train on (train parts only); repeatable"),
     max_steps: int = typer.Option(None), batch_size: int = typer.Option(None),
     devices: str = typer.Option(None), accelerator: str = typer.Option(None), strategy: str = typer.Option(None),
+    set_: list[str] = SET,
     out: str = OUT,
 ):
     """Pre-train a backbone (own process; DDP-ready) and register it as `backbone`."""
     from flows.pretrain import pretrain_flow
+    from infra.settings import PretrainParams
 
-    overrides = {k: v for k, v in dict(preset=preset, domains=domain or None, max_steps=max_steps,
-                 batch_size=batch_size, devices=devices, accelerator=accelerator, strategy=strategy).items()
-                 if v is not None}
-    params = _settings().pretrain.model_copy(update=overrides)
-    _echo(pretrain_flow(type(params).model_validate(params.model_dump())), out)
+    params = _params(PretrainParams, _settings().pretrain, set_, dict(
+        preset=preset, domains=domain or None, max_steps=max_steps, batch_size=batch_size, devices=devices,
+        accelerator=accelerator, strategy=strategy), {"domains": "--domain"})
+    _echo(pretrain_flow(params), out)
 
 
 @app.command()
@@ -89,31 +103,20 @@ def onboard(
     context_length: int = typer.Option(None, help="points of history the backbone and the datastore see"),
     finetune_steps: int = typer.Option(None, help="also fully fine-tune a copy of the backbone for comparison "
                                                   "(0 = skip); never what gets served"),
-    set_: list[str] = typer.Option(None, "--set", help="any onboarding parameter as KEY=VALUE (repeatable), "
-                                                       "e.g. --set k=10 --set temperature=0.2"),
+    set_: list[str] = typer.Option(None, "--set", help="any onboarding parameter as KEY=VALUE (repeatable; "
+                                                       "sections with dots), e.g. --set teacher.k=10 "
+                                                       "--set adapter.epochs=5"),
     backbone: str = typer.Option("models:/backbone@champion"),
     promote: bool = typer.Option(True, help="run the promotion gate afterwards"),
     out: str = OUT,
 ):
     """Teacher + memory adapter + fusion weight for one domain; register and gate."""
-    from pydantic import ValidationError
-
     from flows.onboard_domain import onboard_domain_flow
     from infra.settings import OnboardParams
 
-    base = _settings().onboard.model_dump()
-    for item in set_ or []:
-        key, sep, value = item.partition("=")
-        if not sep or key not in OnboardParams.model_fields:
-            _fail(f"--set {item!r}: expected KEY=VALUE with KEY one of {', '.join(OnboardParams.model_fields)}")
-        base[key] = json.loads(value) if value[:1] in "[{" else value
-    base.update({k: v for k, v in dict(domain=domain, source=source, horizon=horizon, season_length=season_length,
-                                         context_length=context_length, finetune_steps=finetune_steps).items()
-                 if v is not None})
-    try:
-        params = OnboardParams(**base)
-    except ValidationError as e:
-        _fail(f"invalid onboarding parameters:\n{e}")
+    params = _params(OnboardParams, _settings().onboard, set_, {
+        "domain": domain, "source": source, "horizon": horizon, "season_length": season_length,
+        "context_length": context_length, "finetune.max_steps": finetune_steps}, {"finetune.max_steps": "--finetune-steps"})
     _echo(onboard_domain_flow(params, backbone=backbone, promote=promote), out)
 
 
@@ -149,26 +152,21 @@ def serve(
 ):
     """Serve every domain's fused-<domain>@champion in one process (foreground): MLflow scoring
     protocol on /invocations, /health, /metrics, hot reload. Bearer token: TSFM_SERVE__TOKEN."""
-    from pydantic import ValidationError
+    from infra.settings import ServeParams
 
     settings = _settings()
+    cfg = _params(ServeParams, settings.serve, None, dict(
+        domains=_csv(domains), domain=domain, port=port, host=host, alias=alias,
+        reload_interval_s=reload_interval_s, device=device))
     if mlflow:
-        from tasks.serve import server_command, server_env
+        from serving.launch import server_command, server_env
 
-        cfg = settings.serve.model_copy(update={k: v for k, v in dict(domain=domain, port=port, host=host,
-                                                                       alias=alias).items() if v is not None})
         cmd = server_command(cfg.domain, cfg.host, cfg.port, cfg.alias)
         typer.echo(f"serving models:/fused-{cfg.domain}@{cfg.alias} on http://{cfg.host}:{cfg.port}/invocations")
         os.execvpe(cmd[0], cmd, server_env(settings))
-    from serving.server import run, serve_params
+    from serving.server import run
 
-    overrides = dict(domains=_csv(domains), port=port, host=host, alias=alias,
-                     reload_interval_s=reload_interval_s, device=device)
-    try:
-        serve_params(settings, **overrides)
-    except ValidationError as e:
-        _fail(f"invalid serving parameters:\n{e}")
-    run(settings, **overrides)  # prints the URL, then runs until interrupted
+    run(settings, cfg)  # prints the URL, then runs until interrupted
 
 
 @app.command()
@@ -216,23 +214,17 @@ def evaluate(
     context_length: int = typer.Option(None, help="default: the backbone's training context"),
     n_jobs: int = typer.Option(None, help="processes for the baselines; 0 = all cores"),
     device: str = typer.Option(None, help="backbone device: auto, cpu, cuda"),
+    set_: list[str] = SET,
     out: str = OUT,
 ):
     """Zero-shot evaluation of a registered backbone on M3 and electricity data against
     seasonal naive, Theta and AutoETS; logged to MLflow, headline numbers tagged on the version."""
-    from pydantic import ValidationError
-
     from infra.settings import EvaluateParams
 
-    base = _settings().evaluate.model_dump()
-    base.update({k: v for k, v in dict(backbone=backbone, datasets=_csv(datasets), max_series=max_series,
-                                         windows=windows, baselines=_csv(baselines), context_length=context_length,
-                                         n_jobs=n_jobs, device=device).items() if v is not None})
-    try:
-        params = EvaluateParams(**base)
-    except ValidationError as e:
-        _fail("; ".join(f"--{'-'.join(map(str, err['loc'])).replace('_', '-')}: {err['msg']}" for err in e.errors()))
-    from tasks.zero_shot import check_datasets
+    params = _params(EvaluateParams, _settings().evaluate, set_, dict(
+        backbone=backbone, datasets=_csv(datasets), max_series=max_series, windows=windows,
+        baselines=_csv(baselines), context_length=context_length, n_jobs=n_jobs, device=device))
+    from evaluation.zero_shot import check_datasets
 
     try:
         check_datasets(params.datasets)  # before any flow starts

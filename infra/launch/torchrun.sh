@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Launch pre-training with torchrun on one or many nodes: the same entry point as a
-# single-machine run (python -m models.pretrain); every argument is passed through to it.
+# single-machine run (python -m models.pretraining); every argument is passed through to it.
 #
 #   NNODES=1 NPROC_PER_NODE=2 bash infra/launch/torchrun.sh --data corpus.parquet --out runs/x ...
 #
@@ -20,7 +20,7 @@
 #   PYTHON          interpreter (default: the repository's .venv/bin/python if present, else python)
 #   DRY_RUN=1       print the command and exit
 #
-# Inside the workers models.pretrain reads torchrun's environment: --devices auto becomes
+# Inside the workers models.pretraining reads torchrun's environment: --devices auto becomes
 # LOCAL_WORLD_SIZE processes per node and Lightning picks up ranks and the process group
 # from torchrun (TorchElasticEnvironment, which Lightning prefers over SLURM's).
 set -euo pipefail
@@ -51,7 +51,7 @@ else
            --master-port="${MASTER_PORT:-29500}")
 fi
 
-cmd=("$PYTHON" -m torch.distributed.run "${launch[@]}" -m models.pretrain "$@")
+cmd=("$PYTHON" -m torch.distributed.run "${launch[@]}" -m models.pretraining "$@")
 echo "+ ${cmd[*]}" >&2
 if [[ "${DRY_RUN:-0}" == "1" ]]; then exit 0; fi
 exec "${cmd[@]}"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 from mlflow import MlflowClient
 
-from tasks.onboard import MODEL_NAMES
+from models.memory.result import MODELS, OnboardingResult
 
 
 def test_demo_flow_served_one_request(demo_run):
@@ -24,17 +24,18 @@ def test_demo_tables_cover_every_model(demo_run):
     for part in ("val", "test"):
         table = pd.read_csv(result_dir / f"{part}_metrics.csv", index_col=0)
         # every model, the fully fine-tuned comparison included (finetune_steps > 0 in SMALL)
-        assert set(table.index) == {"seasonal_naive", "auto_ets", *MODEL_NAMES}
+        assert set(table.index) == {"seasonal_naive", "auto_ets", *MODELS}
         assert (table["ms_per_series"] > 0).all()
         assert {"MASE", "sCRPS", "sMAPE"} <= set(table.columns)
         assert table[["MASE", "sCRPS", "sMAPE"]].notna().all().all()
         assert (table["sMAPE"] > 0).all() and (table["sMAPE"] < 200).all()
     assert (result_dir / "test_fan_chart.png").stat().st_size > 10_000
     assert (result_dir / "test_per_horizon.png").stat().st_size > 10_000
-    summary = json.loads((result_dir / "summary.json").read_text())
-    assert 0.0 <= summary["alpha"] <= 1.0
+    result = OnboardingResult.load(result_dir)
+    assert 0.0 <= result.alpha <= 1.0
     # m3-other mixes yearly, monthly and "other" series: each is scored on its official horizon
-    assert summary["per_series_horizons"] and summary["horizon"] == 18
+    assert result.provenance["per_series_horizons"] and result.horizon == 18
+    assert json.loads((result_dir / "summary.json").read_text())["horizon"] == 18
     per = pd.read_csv(result_dir / "test_per_series.csv")
     assert set(per["horizon"]) == {6, 8, 18} and per.groupby("model").size().nunique() == 1
     assert (result_dir / "finetuned" / "backbone").is_dir()
@@ -74,7 +75,7 @@ def test_every_registered_kind_forecasts_in_process(demo_run):
     import mlflow
 
     from models.splits import split_frame
-    from tasks.ingest import read_store
+    from store.canonical import read_store
 
     mlflow.set_tracking_uri(demo_run["settings"].tracking_uri)
     mlflow.set_registry_uri(demo_run["settings"].tracking_uri)

@@ -23,11 +23,11 @@ def tiny_backbone(tsfm_env, tmp_path_factory):
     import torch
 
     from infra.settings import load_settings
-    from models.backbone import PatchBackbone
-    from models.backbone_forecaster import BackboneForecaster
-    from models.presets import PRESETS
-    from tasks import tracking
-    from tasks.model_logging import log_forecaster
+    from models.backbone.network import PatchBackbone
+    from models.backbone.presets import PRESETS
+    from models.forecasting.backbone import BackboneForecaster
+    from tracking import registry as tracking
+    from tracking.model_logging import log_forecaster
 
     settings = load_settings()
     torch.manual_seed(0)
@@ -102,12 +102,12 @@ def test_mlflow_run_and_registry_tag(evaluated, tiny_backbone):
 
 
 def test_unknown_backbone_is_a_clean_lookup_error(tiny_backbone):
-    from tasks.zero_shot import resolve_registered
+    from tracking.registry import resolve
 
-    assert resolve_registered(f"models:/{NAME}/{tiny_backbone['version']}") == (NAME, tiny_backbone["version"])
-    assert resolve_registered(NAME) == (NAME, tiny_backbone["version"])  # latest version
+    assert resolve(f"models:/{NAME}/{tiny_backbone['version']}") == (NAME, tiny_backbone["version"])
+    assert resolve(NAME) == (NAME, tiny_backbone["version"])  # latest version
     with pytest.raises(LookupError, match="no such registered model version"):
-        resolve_registered(f"models:/{NAME}@nope")
+        resolve(f"models:/{NAME}@nope")
 
 
 def test_cli_evaluate_rejects_bad_input_cleanly(tmp_path):

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from infra.servers import start_prefect_server, stop
 from infra.settings import SourceSpec, load_settings
-from tasks.source_watch import watch_sources
-from tasks.sources import read_source
+from store.sources import read_source
+from store.watch import watch_sources
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[2]
@@ -49,7 +49,7 @@ def test_a_new_file_at_the_source_triggers_re_onboarding(demo_run, tmp_path):
            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PREFECT_RUNNER_POLL_FREQUENCY": "2",
            "TSFM_SOURCES": json.dumps(sources), "TSFM_SCHEDULES__WATCH_INTERVAL_S": "10",
            "TSFM_SCHEDULES__INGEST_CRON": "", "TSFM_SCHEDULES__RETRAIN_CRON": "", "TSFM_SCHEDULES__ONBOARD_CRON": "",
-           "TSFM_ONBOARD__EPOCHS": "2", "TSFM_ONBOARD__STRIDE": "4", "TSFM_ONBOARD__FINETUNE_STEPS": "0"}
+           "TSFM_ONBOARD__ADAPTER__EPOCHS": "2", "TSFM_ONBOARD__STRIDE": "4", "TSFM_ONBOARD__FINETUNE__MAX_STEPS": "0"}
     log = (tmp_path / "deploy.log").open("w")
     deploy = subprocess.Popen([str(BIN / "tsfm"), "deploy"], cwd=REPO, env=env, stdout=log,
                               stderr=subprocess.STDOUT, start_new_session=True)

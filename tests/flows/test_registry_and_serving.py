@@ -10,10 +10,10 @@ import requests
 from mlflow import MlflowClient
 
 from models.splits import split_frame
-from tasks.ingest import read_store
-from tasks.promote import promote_domain, rollback_domain
 from serving import MODEL_HEADER
-from tasks.serve import request_body, start_server, start_tsfm_server, stop_server, wait_ready
+from serving.launch import request_body, start_server, start_tsfm_server, stop_server, wait_ready
+from store.canonical import read_store
+from tasks.promote import promote_domain, rollback_domain
 
 
 def test_alias_round_trip(demo_run):
@@ -49,8 +49,8 @@ def test_gate_rescores_the_champion_on_the_candidates_validation_split(demo_run,
 
     import mlflow
 
-    from tasks import tracking
-    from tasks.model_logging import log_forecaster
+    from tracking import registry as tracking
+    from tracking.model_logging import log_forecaster
 
     settings = demo_run["settings"]
     onboarded = demo_run["result"]["onboarded"]

@@ -21,7 +21,7 @@ BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[2]
 DOMAIN = "m3-other-resume"
 CMD = [str(BIN / "tsfm"), "onboard", "--domain", DOMAIN, "--source", "builtin:m3-other", "--horizon", "8"]
-SMALL = {"TSFM_ONBOARD__EPOCHS": "2", "TSFM_ONBOARD__STRIDE": "4", "TSFM_ONBOARD__FINETUNE_STEPS": "0",
+SMALL = {"TSFM_ONBOARD__ADAPTER__EPOCHS": "2", "TSFM_ONBOARD__STRIDE": "4", "TSFM_ONBOARD__FINETUNE__MAX_STEPS": "0",
          "PREFECT_LOGGING_LEVEL": "INFO"}
 
 
@@ -103,12 +103,11 @@ def test_killed_onboarding_resumes_from_the_cache_without_duplicate_versions(dem
 
 def test_a_cache_record_without_its_result_folder_is_recomputed(demo_run, tmp_path):
     """A wiped result folder (another session, a cleaned state dir) is rebuilt, not returned dangling."""
+    from infra.settings import OnboardParams
     from tasks.onboard import _adapt_cache_key, adapt_dir, results_storage
 
-    from infra.settings import OnboardParams
-
     settings = demo_run["settings"]
-    params = OnboardParams(domain="m3-other", horizon=8, epochs=2)
+    params = OnboardParams(domain="m3-other", horizon=8, adapter={"epochs": 2})
     store = str(settings.store_dir("m3-other"))
     inputs = {"params": params, "store_dir": store, "backbone_uri": "models:/backbone@champion", "settings": settings}
     folder = adapt_dir(params, store, "models:/backbone@champion", settings)
@@ -121,4 +120,5 @@ def test_a_cache_record_without_its_result_folder_is_recomputed(demo_run, tmp_pa
     pinned = f"models:/backbone/{demo_run['result']['backbone'].rsplit('/', 1)[-1]}"
     assert adapt_dir(params, store, pinned, settings) == folder
     assert adapt_dir(params.model_copy(update={"source": "builtin:m3-other"}), store, pinned, settings) == folder
-    assert adapt_dir(params.model_copy(update={"epochs": 3}), store, pinned, settings) != folder
+    assert adapt_dir(params.model_copy(update={"adapter": params.adapter.model_copy(update={"epochs": 3})}), store,
+                     pinned, settings) != folder

@@ -12,7 +12,7 @@ from tests.conftest import SMALL
 DOMAIN = "m3-other"  # a source of SMALL
 
 # small enough for 2 CPU cores: the demo fixture's sizes, without the fine-tuning comparison row
-LIVE_SMALL = {**SMALL, "TSFM_ONBOARD__FINETUNE_STEPS": "0"}
+LIVE_SMALL = {**SMALL, "TSFM_ONBOARD__FINETUNE__MAX_STEPS": "0"}
 
 
 def cli_env(servers: dict, root: Path) -> dict[str, str]:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from tasks.datasets import dvc_md5
 from tests.integration.cli import DOMAIN, run_tsfm
+from tracking.datasets import dvc_md5
 
 MODEL = f"fused-{DOMAIN}"
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's package (Makefile: make install)

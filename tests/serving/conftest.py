@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 
 from models.splits import split_frame
-from tasks import tracking
-from tasks.ingest import read_store
-from tasks.model_logging import log_forecaster
+from store.canonical import read_store
+from tracking import registry as tracking
+from tracking.model_logging import log_forecaster
 
 COPY = "m3-copy"
 

@@ -12,12 +12,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from infra.settings import ServeParams
-from models.fused import FusedForecaster
-from models.serving_protocol import QUANTILE_COLUMNS, parse_context
+from models.forecasting.fused import FusedForecaster
+from models.forecasting.protocol import QUANTILE_COLUMNS, parse_context
 from serving import MODEL_HEADER
 from serving.app import create_app
 from serving.catalog import Catalog
-from tasks.serve import request_body
+from serving.launch import request_body
 from tests.serving.conftest import COPY
 
 TOKEN = "s3cret-token"
@@ -67,7 +67,7 @@ def test_answers_equal_the_forecaster_and_the_mlflow_pyfunc(client, registry, co
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)
     folder = mlflow.artifacts.download_artifacts(f"{uri}/artifacts/fused", dst_path=tempfile.mkdtemp())
-    expected = FusedForecaster.load(folder).predict(values, horizon)
+    expected = FusedForecaster.load(folder).predict(values, horizon).quantiles
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
 
     pyfunc = mlflow.pyfunc.load_model(uri).predict(context[["unique_id", "ds", "y"]], params={"horizon": horizon})
@@ -159,7 +159,7 @@ def test_metrics_count_requests_and_describe_inputs(client, context):
                         (f'tsfm_serve_request_seconds_count{{domain="{COPY}"}}', 1),
                         (f'tsfm_serve_batch_requests_count{{domain="{COPY}"}}', 1)]:
         assert value(after, name) == value(before, name) + delta, name
-    assert f'tsfm_serve_model_info{{alias="champion",backbone_version=' in after
+    assert 'tsfm_serve_model_info{alias="champion",backbone_version=' in after
     assert value(after, "tsfm_serve_backbones_loaded") == 1
 
 

@@ -15,13 +15,13 @@ import pytest
 import requests
 from mlflow import MlflowClient
 
-from models.fused import FusedForecaster
-from models.serving_protocol import QUANTILE_COLUMNS, parse_context
+from models.forecasting.fused import FusedForecaster
+from models.forecasting.protocol import QUANTILE_COLUMNS, parse_context
 from serving import MODEL_HEADER
-from tasks import tracking
+from serving.launch import request_body, start_tsfm_server, stop_server, wait_ready
 from tasks.promote import rollback_domain
-from tasks.serve import request_body, start_tsfm_server, stop_server, wait_ready
 from tests.serving.conftest import COPY
+from tracking import registry as tracking
 
 LATE = "m3-late"  # gains the alias while the server runs
 
@@ -69,7 +69,7 @@ def test_concurrent_requests_are_batched_and_split_back(server, registry, contex
     ids = list(context["unique_id"].unique())
     forecaster = _forecaster(registry, registry["copy_v1"])
     _, values, _ = parse_context(context)
-    expected = dict(zip(ids, forecaster.predict(values, 8)))
+    expected = dict(zip(ids, forecaster.predict(values, 8).quantiles))
     before = (_scrape(server, f'tsfm_serve_batch_requests_count{{domain="{COPY}"}}'),
               _scrape(server, f'tsfm_serve_batch_requests_sum{{domain="{COPY}"}}'))
     results, errors = [], []

@@ -1,0 +1,65 @@
+"""Score tables: one row per model, the columns every report shows.
+
+MASE, sCRPS, sMAPE are means over series (the M competitions; NaN series skipped);
+sCRPS_pooled is the dataset-level value (GIFT-Eval); MASE_rel and sCRPS_rel are geometric
+means over series of each model's ratio to seasonal naive. The metrics themselves are
+``models.metrics``.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from models.metrics import geometric_mean_ratio, per_series_metrics, scaled_crps_parts
+
+
+def per_series_frame(forecasts: dict[str, np.ndarray], y: np.ndarray, insample: Sequence[np.ndarray],
+                     season_length: int | Sequence[int], ids: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per (series, model): MASE, sCRPS, sMAPE and the pooled-CRPS parts
+    ``crps_num``/``crps_den``. ``forecasts``: model -> quantiles [N, H, Q] (truth ``y`` [N, H])."""
+    ids = list(ids) if ids is not None else [str(i) for i in range(len(y))]
+    frames = []
+    for name, q in forecasts.items():
+        num, den = scaled_crps_parts(y, q)
+        frames.append(pd.DataFrame({"instance": ids, "model": name, **per_series_metrics(q, y, insample, season_length),
+                                    "crps_num": num, "crps_den": den}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def evaluate(forecasts: dict[str, np.ndarray], y: np.ndarray, insample: Sequence[np.ndarray],
+             season_length: int | Sequence[int], baseline: str = "seasonal_naive") -> pd.DataFrame:
+    """One row per model (index ``model``), in the order of ``forecasts``."""
+    if baseline not in forecasts:
+        raise ValueError(f"baseline {baseline!r} is not among the forecasts {sorted(forecasts)}")
+    return summarize(per_series_frame(forecasts, y, insample, season_length), baseline)
+
+
+def summarize(per_series: pd.DataFrame, baseline: str = "seasonal_naive", key: str = "instance") -> pd.DataFrame:
+    """The columns of ``evaluate`` from a long per-series frame.
+
+    ``per_series`` has one row per (``key``, ``model``) with MASE, sCRPS, sMAPE and the
+    pooled-CRPS parts ``crps_num``/``crps_den`` (scaled_crps_parts). Series with different
+    horizons and season lengths can be pooled this way. Rows are ordered as models first appear.
+    """
+    models = list(dict.fromkeys(per_series["model"]))
+    if baseline not in models:
+        raise ValueError(f"baseline {baseline!r} is not among the models {models}")
+    wide = {m: g.set_index(key) for m, g in per_series.groupby("model", sort=False)}
+    base = wide[baseline]
+    rows = []
+    for name in models:
+        m = wide[name]
+        b = base.reindex(m.index)
+        den = m["crps_den"].to_numpy(np.float64).sum()  # numpy sums: a NaN forecast stays NaN
+        rows.append({
+            "model": name,
+            "MASE": float(np.nanmean(m["MASE"])),
+            "sCRPS": float(np.nanmean(m["sCRPS"])),
+            "sMAPE": float(np.nanmean(m["sMAPE"])),
+            "sCRPS_pooled": float(m["crps_num"].to_numpy(np.float64).sum() / den) if den > 0 else float("nan"),
+            "MASE_rel": geometric_mean_ratio(m["MASE"].to_numpy(), b["MASE"].to_numpy()),
+            "sCRPS_rel": geometric_mean_ratio(m["sCRPS"].to_numpy(), b["sCRPS"].to_numpy()),
+        })
+    return pd.DataFrame(rows).set_index("model")

@@ -1,0 +1,37 @@
+"""The frozen backbone alone, as a forecaster. Folder: ``backbone/`` + ``backbone_forecaster.json``."""
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from models.backbone.io import load_backbone, save_backbone
+from models.backbone.network import PatchBackbone
+from models.forecasting.batch import batch_forecast
+from models.forecasting.types import QuantileForecast
+
+CONFIG_FILE, BACKBONE_DIR = "backbone_forecaster.json", "backbone"
+
+
+class BackboneForecaster:
+    def __init__(self, backbone: PatchBackbone, context_length: int):
+        self.backbone = backbone.eval()
+        self.context_length = context_length
+
+    def predict(self, contexts: Sequence[np.ndarray], horizon: int) -> QuantileForecast:
+        """One 1-D array per series (NaN = missing) -> ``horizon`` steps of quantiles."""
+        return QuantileForecast(batch_forecast(self.backbone, contexts, horizon, self.context_length).quantiles)
+
+    def save(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        save_backbone(self.backbone, directory / BACKBONE_DIR)
+        (directory / CONFIG_FILE).write_text(json.dumps({"context_length": self.context_length}))
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str = "cpu") -> BackboneForecaster:
+        directory = Path(directory)
+        cfg = json.loads((directory / CONFIG_FILE).read_text())
+        return cls(load_backbone(directory / BACKBONE_DIR, map_location=device), cfg["context_length"])

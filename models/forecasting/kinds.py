@@ -1,0 +1,32 @@
+"""The kinds of registered forecaster and where each one's code lives.
+
+Modules are named, not imported: a registered model ships (and the pyfunc imports) only
+the module of its own kind and what that imports.
+"""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+# kind -> (module, class). "adapter" is the fused forecaster with alpha 1 (the adapter fully applied).
+KINDS: dict[str, tuple[str, str]] = {
+    "backbone": ("models.forecasting.backbone", "BackboneForecaster"),
+    "teacher": ("models.forecasting.teacher", "TeacherForecaster"),
+    "adapter": ("models.forecasting.fused", "FusedForecaster"),
+    "fused": ("models.forecasting.fused", "FusedForecaster"),
+}
+PROTOCOL_MODULE = "models.forecasting.protocol"
+# next to a registered forecaster's own files: freq, default/max horizon, domain (all a server needs)
+SERVING_FILE = "serving.json"
+
+
+def forecaster_module(kind: str) -> str:
+    if kind not in KINDS:
+        raise ValueError(f"unknown forecaster kind {kind!r}; known: {', '.join(KINDS)}")
+    return KINDS[kind][0]
+
+
+def load_forecaster(kind: str, directory: str | Path, device: str = "cpu"):
+    """The forecaster of ``kind`` saved in ``directory``."""
+    module = importlib.import_module(forecaster_module(kind))
+    return getattr(module, KINDS[kind][1]).load(directory, device=device)

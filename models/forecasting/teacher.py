@@ -1,0 +1,68 @@
+"""The kNN teacher queried at inference (retrieval on every request), registered as
+``teacher-<domain>`` to compare against the fused model, which needs no search.
+
+Folder: ``backbone/``, ``teacher/`` (datastore + index) and ``teacher_forecaster.json``.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.backbone.io import load_backbone, save_backbone
+from models.backbone.network import PatchBackbone
+from models.forecasting.inputs import left_pad
+from models.forecasting.mode import check_horizon, serving_mode
+from models.forecasting.types import QuantileForecast
+from models.memory.teacher import KnnTeacher
+
+CONFIG_FILE, BACKBONE_DIR, TEACHER_DIR = "teacher_forecaster.json", "backbone", "teacher"
+
+
+class TeacherForecaster:
+    def __init__(self, backbone: PatchBackbone, teacher: KnnTeacher, context_length: int, horizon: int,
+                 device: str = "cpu", batch_size: int = 256):
+        if teacher.horizon != horizon or teacher.contexts.shape[1] != context_length:
+            raise ValueError("teacher datastore does not match context_length/horizon")
+        self.backbone, self.teacher = backbone, teacher
+        self.context_length, self.horizon = int(context_length), int(horizon)
+        self.device, self.batch_size = device, batch_size
+
+    def predict(self, contexts: Sequence[np.ndarray], horizon: int) -> QuantileForecast:
+        """Retrieval from the train datastore (queries are not in it: nothing to exclude)."""
+        check_horizon(horizon, self.horizon)
+        padded = left_pad(contexts, self.context_length)  # NaN = missing
+        device = torch.device(self.device)
+        keys = [np.zeros((0, self.backbone.config.d_model), np.float32)]
+        base = [np.zeros((0, self.horizon, self.backbone.config.n_quantiles), np.float32)]
+        with serving_mode((self.backbone,), device):
+            for start in range(0, len(padded), self.batch_size):
+                chunk = torch.from_numpy(padded[start : start + self.batch_size]).to(device)
+                fc = self.backbone.forecast(chunk, self.horizon)
+                keys.append(fc.embedding.float().cpu().numpy())
+                base.append(fc.quantiles.float().cpu().numpy())
+        q = self.teacher.query(np.concatenate(keys), padded).quantiles
+        # a step no retrieved future reaches (short-horizon series in the store, or nothing
+        # retrievable at all) is answered by the backbone instead of NaN
+        missing = np.isnan(q)
+        q[missing] = np.concatenate(base)[missing]
+        return QuantileForecast(q[:, :horizon])
+
+    def save(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_backbone(self.backbone, directory / BACKBONE_DIR)
+        self.teacher.save(directory / TEACHER_DIR)
+        meta = {"context_length": self.context_length, "horizon": self.horizon}
+        (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str = "cpu") -> TeacherForecaster:
+        directory = Path(directory)
+        meta = json.loads((directory / CONFIG_FILE).read_text())
+        return cls(load_backbone(directory / BACKBONE_DIR), KnnTeacher.load(directory / TEACHER_DIR),
+                   device=device, **meta)

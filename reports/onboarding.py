@@ -1,0 +1,74 @@
+"""What a user reads after one onboarding: the markdown report (versions, fusion weight,
+promotion decision, validation and test tables, where the runs and models are in MLflow),
+the links to MLflow and the fan chart as something a browser can show.
+``tasks.onboard.publish_task`` turns them into Prefect artifacts."""
+from __future__ import annotations
+
+import base64
+import re
+
+import mlflow
+import pandas as pd
+
+from infra.settings import Settings
+from models.memory.result import OnboardingResult
+from reports.tables import markdown_table
+
+INLINE_IMAGE_MAX_BYTES = 2_000_000  # a bigger chart is linked by path only
+
+
+def artifact_key(prefix: str, domain: str) -> str:
+    """Prefect keys allow lowercase letters, digits and dashes only."""
+    return re.sub(r"[^a-z0-9-]", "-", f"{prefix}-{domain}".lower())
+
+
+def mlflow_links(settings: Settings, run_id: str, domain: str, version: str) -> dict[str, str]:
+    """UI links to the run and the fused model version; empty without an HTTP tracking server."""
+    uri = settings.tracking_uri
+    if not uri.startswith(("http://", "https://")):
+        return {}
+    base = uri.rstrip("/")
+    run = mlflow.MlflowClient(tracking_uri=uri).get_run(run_id)
+    return {
+        "run": f"{base}/#/experiments/{run.info.experiment_id}/runs/{run_id}",
+        "model": f"{base}/#/models/fused-{domain}/versions/{version}",
+        "fan_chart": f"{base}/get-artifact?path=report/test_fan_chart.png&run_uuid={run_id}",
+    }
+
+
+def onboarding_report(registered: dict, domain: str, settings: Settings, links: dict[str, str]) -> str:
+    result = OnboardingResult.load(registered["result_dir"])
+    out = result.folder
+    val = pd.read_csv(result.metrics_file("val"), index_col=0)
+    test = pd.read_csv(result.metrics_file("test"), index_col=0)
+    promotion = registered.get("promotion") or {}
+    lines = [
+        f"# Onboarding of `{domain}`",
+        "",
+        f"- registered: `fused-{domain}` v{registered['fused_version']}, `teacher-{domain}` "
+        f"v{registered['teacher_version']}, `adapter-{domain}` v{registered['adapter_version']}",
+        f"- fusion weight alpha = {registered['alpha']:.2f} (chosen on validation)",
+    ]
+    if promotion:
+        verdict = "promoted to `champion`" if promotion.get("promoted") else "not promoted (stays `challenger`)"
+        lines.append(f"- promotion gate: {verdict}: {promotion.get('reason', '')}")
+    if links:
+        lines.append(f"- MLflow: [run]({links['run']}), [model version]({links['model']})")
+    else:
+        lines.append(f"- MLflow run `{registered['run_id']}` in experiment `tsfm-onboard`; open it with "
+                     f"`mlflow ui --backend-store-uri {settings.tracking_uri}`")
+    lines.append(f"- result folder: `{out}`")
+    for title, table in (("Validation (selection happens here)", val), ("Test (never seen while fitting)", test)):
+        lines += ["", f"## {title}", "", markdown_table(table.rename_axis("model"))]
+    return "\n".join(lines) + "\n"
+
+
+def fan_chart_url(result: OnboardingResult, links: dict[str, str]) -> str | None:
+    """The test fan chart for the Prefect UI: MLflow's artifact URL when tracking is a server,
+    else the PNG inlined as a data URL (the UI cannot read local files); None when too big."""
+    if "fan_chart" in links:
+        return links["fan_chart"]
+    chart = result.plot_file("test", "fan_chart")
+    if chart.is_file() and chart.stat().st_size <= INLINE_IMAGE_MAX_BYTES:
+        return "data:image/png;base64," + base64.b64encode(chart.read_bytes()).decode()
+    return None

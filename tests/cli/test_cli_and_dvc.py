@@ -1,0 +1,81 @@
+"""The user-facing entry points as a user runs them: the `tsfm` CLI and `dvc repro`."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def _env(tmp_path: Path) -> dict:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+           "PREFECT_HOME": str(tmp_path / "prefect"), "TSFM_PATHS__DATA_DIR": str(tmp_path / "data"),
+           "TSFM_PATHS__STATE_DIR": str(tmp_path / "state"), "TSFM_PARAMS": str(tmp_path / "none.yaml")}
+    return env
+
+
+def _small_csv(path: Path, n_series: int = 6, length: int = 40) -> Path:
+    rng = np.random.default_rng(0)
+    rows = [(f"s{i}", t, float(np.sin(t / 3 + i) + rng.normal(0, 0.1))) for i in range(n_series)
+            for t in range(length)]
+    pd.DataFrame(rows, columns=["unique_id", "ds", "y"]).to_csv(path, index=False)
+    return path
+
+
+def test_cli_lists_every_command():
+    out = subprocess.run([str(BIN / "tsfm"), "--help"], capture_output=True, text=True, check=True).stdout
+    for cmd in ("ingest", "pretrain", "onboard", "promote", "rollback", "serve", "deploy", "watch", "evaluate", "demo"):
+        assert cmd in out
+
+
+def test_cli_ingest_reports_bad_file_and_writes_nothing(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("unique_id,when,y\na,1,2\n")
+    proc = subprocess.run([str(BIN / "tsfm"), "ingest", "--source", str(bad), "--domain", "bad"],
+                          capture_output=True, text=True, env=_env(tmp_path), cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "bad.csv" in proc.stdout + proc.stderr and "ds" in proc.stdout + proc.stderr
+    assert not (tmp_path / "data" / "store" / "bad").exists()
+
+
+def test_dvc_repro_runs_the_ingest_stage(tmp_path):
+    work = tmp_path / "repo"
+    shutil.copytree(REPO, work, ignore=shutil.ignore_patterns(
+        ".venv", ".git", ".tsfm", "data", "__pycache__", "*.egg-info", ".pytest_cache", "reports"))
+    csv = _small_csv(tmp_path / "small.csv")
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["sources"] = {"small": {"source": str(csv), "horizon": 4, "min_train": 8}}
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**_env(tmp_path), "TSFM_PARAMS": str(work / "params.yaml")}
+    env.pop("TSFM_PATHS__DATA_DIR")  # the DVC output lives inside the repo
+    run = lambda *cmd: subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)  # noqa: E731
+    assert run("git", "init", "-q").returncode == 0
+    proc = run(str(BIN / "dvc"), "repro", "ingest@small")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    store = work / "data" / "store" / "small"
+    assert len(pd.read_parquet(store / "series.parquet")) == 6 * 40
+    lock = yaml.safe_load((work / "dvc.lock").read_text())
+    outs = lock["stages"]["ingest@small"]["outs"]
+    assert outs[0]["path"] == "data/store/small" and outs[0]["md5"]
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--set", "nope=1"], "--set nope: unknown key; keys are"),
+    (["--set", "teacher.k=0"], "--set teacher.k must be >= 1"),
+    (["--set", "k=3"], "--set k: unknown key; did you mean teacher.k?"),  # sections are nested
+    (["--context-length", "2"], "--context-length must be >= 8"),
+])
+def test_cli_onboard_rejects_bad_parameters_before_any_work(tmp_path, args, fragment):
+    proc = subprocess.run([str(BIN / "tsfm"), "onboard", "--domain", "x", *args], cwd=tmp_path,
+                          env=_env(tmp_path), capture_output=True, text=True)
+    assert proc.returncode == 1 and fragment in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and not (tmp_path / ".tsfm").exists()

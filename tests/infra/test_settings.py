@@ -1,0 +1,78 @@
+"""One configuration schema: params.yaml, TSFM_* variables and the CLI's --set all land in it,
+and none of them can hold a key it does not know."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from infra.params import ParamsError, build_params
+from infra.settings import OnboardParams, Settings, SourceSpec, load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _unknown(values: dict, model: type[BaseModel], where: str = "") -> list[str]:
+    out = []
+    for key, value in values.items():
+        field = model.model_fields.get(key)
+        if field is None:
+            out.append(f"{where}{key}")
+            continue
+        sub = field.annotation
+        if key == "sources" and model is Settings:
+            for domain, spec in value.items():
+                out += _unknown(spec, SourceSpec, f"sources.{domain}.")
+        elif isinstance(sub, type) and issubclass(sub, BaseModel) and isinstance(value, dict):
+            out += _unknown(value, sub, f"{where}{key}.")
+    return out
+
+
+def test_params_yaml_holds_only_keys_the_schema_knows_and_loads(monkeypatch):
+    values = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert _unknown(values, Settings) == []
+    monkeypatch.setenv("TSFM_PARAMS", str(ROOT / "params.yaml"))
+    settings = load_settings()
+    assert settings.onboard.teacher.exact_max == values["onboard"]["teacher"]["exact_max"]
+    assert settings.onboard.finetune.max_steps == values["onboard"]["finetune"]["max_steps"]
+
+
+def test_a_misspelt_key_fails_loudly_instead_of_keeping_a_default(monkeypatch, tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"onboard": {"domain": "x", "teacher": {"kk": 10}}}))
+    monkeypatch.setenv("TSFM_PARAMS", str(params))
+    with pytest.raises(ValidationError, match="kk"):
+        load_settings()
+    assert _unknown({"onboard": {"teacher": {"kk": 1}}, "pretrain": {"maxsteps": 1}}, Settings) == [
+        "onboard.teacher.kk", "pretrain.maxsteps"]
+
+
+def test_nested_sections_from_the_environment_keep_their_other_defaults(monkeypatch, tmp_path):
+    monkeypatch.setenv("TSFM_PARAMS", str(tmp_path / "absent.yaml"))
+    monkeypatch.setenv("TSFM_ONBOARD__TEACHER__K", "7")
+    monkeypatch.setenv("TSFM_SCHEDULES__INGEST_CRON", "null")
+    s = load_settings()
+    assert s.onboard.teacher.k == 7 and s.onboard.teacher.top_k_candidates == 50
+    assert s.onboard.domain == "m3-other" and s.onboard.horizon == 8  # the section's own defaults stay
+
+
+def test_set_and_named_options_go_through_one_helper_with_clear_messages():
+    base = OnboardParams(domain="d", horizon=8)
+    p = build_params(OnboardParams, base, ["teacher.k=10", "fusion.alpha_grid=[0, 0.5, 1]", "adapter.epochs=3"],
+                     {"horizon": 12, "finetune.max_steps": 5})
+    assert (p.teacher.k, p.fusion.alpha_grid, p.adapter.epochs, p.horizon, p.finetune.max_steps) == (
+        10, [0.0, 0.5, 1.0], 3, 12, 5)
+    assert base.teacher.k == 20  # the base is not changed
+    with pytest.raises(ParamsError, match=r"--set teacher\.kk: unknown key; keys are .*teacher\.k\b"):
+        build_params(OnboardParams, base, ["teacher.kk=1"])
+    with pytest.raises(ParamsError, match=r"--set teachr\.k: 'teachr' is not a section"):
+        build_params(OnboardParams, base, ["teachr.k=1"])
+    with pytest.raises(ParamsError, match=r"--set adapter\.epochs must be >= 1"):
+        build_params(OnboardParams, base, ["adapter.epochs=0"])
+    with pytest.raises(ParamsError, match=r"--finetune-steps must be >= 0"):
+        build_params(OnboardParams, base, named={"finetune.max_steps": -1},
+                     flags={"finetune.max_steps": "--finetune-steps"})
+    with pytest.raises(ParamsError, match="expected KEY=VALUE"):
+        build_params(OnboardParams, base, ["teacher.k"])

@@ -1,0 +1,53 @@
+"""MLflow pyfunc "model from code" for every registered tsfm forecaster.
+
+MLflow loads this file (not a pickle) together with the ``models`` package shipped in the
+model's code paths. ``model_config["kind"]`` says what the artifact folder holds
+(``models.forecasting.kinds``): ``backbone``, ``teacher``, ``adapter`` or ``fused``.
+
+Scoring protocol (``models.forecasting.protocol``): input rows ``unique_id, ds, y`` of each
+series' context, ``params={"horizon": H}``; output per series and step ``unique_id, ds,
+mean`` and the quantile columns ``"0.1"`` .. ``"0.9"``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+# `models` is this pyfunc's code path: MLflow puts it on sys.path before it runs this file.
+from models.forecasting.kinds import SERVING_FILE, load_forecaster
+from models.forecasting.protocol import forecast_frame, parse_context, parse_horizon
+
+
+def _bad_request(message: str) -> MlflowException:
+    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+class TsfmForecaster(mlflow.pyfunc.PythonModel):
+    def load_context(self, context) -> None:
+        self.kind = (context.model_config or {}).get("kind", "fused")
+        directory = Path(context.artifacts["model_dir"])
+        meta_path = directory / SERVING_FILE
+        self.meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        self.forecaster = load_forecaster(self.kind, directory)
+        self.max_horizon = int(self.meta.get("max_horizon") or 0) or None  # None: any horizon
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        params = params or {}
+        try:
+            # the protocol's checks are shared with tsfm's own server
+            horizon = parse_horizon(params.get("horizon", self.meta.get("default_horizon")), self.max_horizon)
+            if not isinstance(model_input, pd.DataFrame):
+                model_input = pd.DataFrame(model_input)
+            ids, values, stamps = parse_context(model_input)
+            forecast = self.forecaster.predict(values, horizon)  # ValueError: horizon too long
+        except ValueError as e:
+            raise _bad_request(str(e)) from None
+        return forecast_frame(ids, stamps, forecast.quantiles, self.meta.get("freq"))
+
+
+mlflow.models.set_model(TsfmForecaster())

@@ -1,0 +1,187 @@
+"""MLflow plumbing shared by every stage: where runs go, how models are named, registered,
+found again and aliased (the registry contract of docs/architecture.md, in one module)."""
+from __future__ import annotations
+
+import logging
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from infra.settings import Settings
+
+log = logging.getLogger(__name__)
+
+EXPERIMENTS = {
+    "ingest": "tsfm-ingest",
+    "pretrain": "tsfm-pretrain",
+    "onboard": "tsfm-onboard",
+    "promote": "tsfm-promote",
+    "evaluate": "tsfm-evaluate",
+    "compare": "tsfm-compare",  # cross-domain onboarding comparison (benchmarks/onboard_domains.py)
+}
+
+
+def configure(settings: Settings) -> MlflowClient:
+    """Point this process at the configured tracking + registry store."""
+    settings.paths.state_dir.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.tracking_uri)
+    return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+
+
+def use_experiment(stage: str, settings: Settings) -> str:
+    """Create (once) and select the stage's experiment with an explicit artifact location.
+
+    Without one, a sqlite store puts artifacts in ./mlruns of whatever directory
+    the process happens to run in.
+    """
+    configure(settings)
+    name = EXPERIMENTS[stage]
+    exp = mlflow.get_experiment_by_name(name)
+    if exp is None:
+        location = f"{settings.artifact_root.rstrip('/')}/{name}"
+        try:
+            exp_id = mlflow.create_experiment(name, artifact_location=location)
+        except MlflowException:  # created concurrently by another process
+            exp_id = mlflow.get_experiment_by_name(name).experiment_id
+    else:
+        exp_id = exp.experiment_id
+    mlflow.set_experiment(experiment_id=exp_id)
+    return exp_id
+
+
+@lru_cache(maxsize=1)
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+RESULT_ID_TAG = "tsfm_result_id"  # stable id of the result a run / model version was made from
+
+
+def flat_params(values: dict, prefix: str = "") -> dict[str, str]:
+    """Nested settings -> MLflow params with dotted keys (``teacher.k``); lists as text."""
+    out: dict[str, str] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flat_params(value, f"{name}."))
+        else:
+            out[name] = str(value) if isinstance(value, (list, tuple)) else value
+    return out
+
+
+# Model references -------------------------------------------------------------------------
+def versioned_uri(name: str, version: str | int) -> str:
+    return f"models:/{name}/{version}"
+
+
+def parse_model_uri(uri: str, default_name: str = "backbone") -> tuple[str, str | None, str | None]:
+    """(name, version, alias) of ``models:/<name>@<alias>``, ``models:/<name>/<version>``, a bare
+    version number (of ``default_name``) or a bare name (version and alias None: its latest)."""
+    ref = uri.strip().removeprefix("models:/").strip("/")
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        return name, None, alias
+    if "/" in ref:
+        name, version = ref.rsplit("/", 1)
+        return name, version, None
+    if ref.isdigit():
+        return default_name, ref, None
+    return ref, None, None
+
+
+def resolve(uri: str, default_name: str = "backbone") -> tuple[str, str]:
+    """(name, version) a model reference points at now (an alias is followed); LookupError when
+    there is no such registered model or version."""
+    name, version, alias = parse_model_uri(uri, default_name)
+    client = MlflowClient()
+    try:
+        if alias is not None:
+            return name, str(client.get_model_version_by_alias(name, alias).version)
+        if version is None:
+            version = latest_version(name)
+            if version is None:
+                raise LookupError(f"{uri}: registered model {name!r} has no versions")
+        return name, str(client.get_model_version(name, version).version)
+    except MlflowException as exc:
+        raise LookupError(f"{uri}: no such registered model version ({exc.message.splitlines()[0]})") from None
+
+
+def find_version(name: str, result_id: str) -> str | None:
+    """The version of ``name`` registered from result ``result_id`` (tag filter), if any."""
+    try:
+        found = MlflowClient().search_model_versions(f"name='{name}' and tags.{RESULT_ID_TAG}='{result_id}'")
+    except MlflowException as e:
+        if getattr(e, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    return min((str(v.version) for v in found), key=int, default=None)
+
+
+def find_run(experiment_id: str, result_id: str) -> str | None:
+    """The run logged for result ``result_id`` in the experiment (the oldest one), if any."""
+    runs = MlflowClient().search_runs([experiment_id], f"tags.{RESULT_ID_TAG} = '{result_id}'",
+                                      order_by=["attributes.start_time ASC"], max_results=1)
+    return runs[0].info.run_id if runs else None
+
+
+def register(model_uri: str | Callable[[], str], name: str, tags: dict[str, str], description: str = "",
+             result_id: str | None = None) -> str:
+    """Register ``model_uri`` as a new version of ``name``; returns the version number.
+
+    With ``result_id`` it is idempotent: a version already tagged with that id is returned instead
+    of a new one (a retried or resumed registration creates no duplicates). ``model_uri`` may be a
+    function that logs the model, so nothing is logged when the version already exists."""
+    client = MlflowClient()
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        try:
+            client.create_registered_model(name)
+        except MlflowException:  # created concurrently
+            client.get_registered_model(name)
+    if result_id:
+        existing = find_version(name, result_id)
+        if existing:
+            log.info("%s version %s already registered from result %s", name, existing, result_id)
+            return existing
+        tags = {**tags, RESULT_ID_TAG: result_id}
+    if callable(model_uri):
+        model_uri = model_uri()
+    mv = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in tags.items()})
+    if description:
+        client.update_model_version(name, mv.version, description=description)
+    log.info("registered %s version %s", name, mv.version)
+    return str(mv.version)
+
+
+def set_alias(name: str, alias: str, version: str) -> None:
+    MlflowClient().set_registered_model_alias(name, alias, version)
+
+
+def alias_version(name: str, alias: str) -> str | None:
+    try:
+        return str(MlflowClient().get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def version_tags(name: str, version: str) -> dict[str, str]:
+    return dict(MlflowClient().get_model_version(name, version).tags)
+
+
+def latest_version(name: str) -> str | None:
+    versions = MlflowClient().search_model_versions(f"name='{name}'")
+    return max((str(v.version) for v in versions), key=int, default=None)
