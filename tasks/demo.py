@@ -22,7 +22,8 @@ def serve_and_request_task(domain: str, store_dir: str, horizon: int, settings: 
     """Start tsfm's server (``python -m serving``) for ``fused-<domain>@<alias>`` on 127.0.0.1,
     forecast a few series' test windows over HTTP, stop it."""
     df, _ = read_store(store_dir)
-    split = split_frame(df, split_horizons(store_dir, horizon))
+    # every series' context ends `horizon` steps before its end: the request's steps are known values
+    split = split_frame(df, split_horizons(store_dir, horizon, per_series=False))
     history = pd.concat([split.train, split.val]).sort_values(["unique_id", "ds"])
     ids = sorted(history["unique_id"].unique())[:n_series]
     context = history[history["unique_id"].isin(ids)]

@@ -50,7 +50,7 @@ def test_cli_ingest_reports_bad_file_and_writes_nothing(tmp_path):
 def test_dvc_repro_runs_the_ingest_stage(tmp_path):
     work = tmp_path / "repo"
     shutil.copytree(REPO, work, ignore=shutil.ignore_patterns(
-        ".venv", ".git", ".tsfm", "data", "__pycache__", "*.egg-info", ".pytest_cache", "reports"))
+        ".venv", ".git", ".tsfm", "data", "__pycache__", "*.egg-info", ".pytest_cache", "results"))
     csv = _small_csv(tmp_path / "small.csv")
     params = yaml.safe_load((work / "params.yaml").read_text())
     params["sources"] = {"small": {"source": str(csv), "horizon": 4, "min_train": 8}}

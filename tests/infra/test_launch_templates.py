@@ -71,7 +71,7 @@ def test_torchrun_one_node_two_cpu_processes(corpus, tmp_path):
     assert (out / "checkpoints" / "last.ckpt").is_file()
 
 
-# Remove the marker once models/pretrain.py passes num_nodes = WORLD_SIZE // LOCAL_WORLD_SIZE to the
+# Remove the marker once models/pretraining/train.py passes num_nodes = WORLD_SIZE // LOCAL_WORLD_SIZE to the
 # Trainer under torchrun: without it Lightning sees devices=1 x num_nodes=1 in a world of 2 and either
 # raises ("does not match the world size") or, with a single-device strategy, trains each node alone.
 def test_torchrun_two_nodes_on_localhost(corpus, tmp_path):

@@ -14,7 +14,7 @@ from tracking.datasets import dvc_md5
 
 MODEL = f"fused-{DOMAIN}"
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's package (Makefile: make install)
-# STACK.md: flags that keep a headless Chromium from reaching out or needing a GPU
+# flags that keep a headless Chromium from reaching out (the machine has no internet) or needing a GPU
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 

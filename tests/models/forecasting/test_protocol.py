@@ -1,4 +1,4 @@
-"""The scoring protocol helpers both servers share (models/serving_protocol.py)."""
+"""The scoring protocol helpers both servers share (models/forecasting/protocol.py)."""
 from __future__ import annotations
 
 import numpy as np

@@ -205,7 +205,7 @@ def test_activation_checkpointing_gives_the_same_gradients_and_flops_are_counted
 
 
 def test_data_side_skips_accumulated_micro_batches_on_resume(corpus):
-    """Contract with models/pretrain_data.py: with batches_per_step = k, a run resumed at
+    """Contract with models/pretraining/data.py: with batches_per_step = k, a run resumed at
     global step N starts N * k batches in (the micro-batches the checkpointed run consumed)."""
     from models.pretraining.data import PretrainDataModule, ResumableSampler
 
