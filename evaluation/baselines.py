@@ -177,21 +177,16 @@ def baseline_forecasts_with_notes(
     return out, notes
 
 
-def baseline_forecasts(
-    histories: Sequence[np.ndarray],
-    horizon: int,
-    season_length: int | None,
-    freq: str | None = None,
-    models: Sequence[str] = MODELS,
-    n_jobs: int = 1,
-) -> dict[str, np.ndarray]:
-    """Quantile forecasts ``{model: [N, H, 9]}`` in the order of ``histories``.
+def baseline_forecasts(histories: Sequence[np.ndarray], horizon: int, season_length: int | None,
+                       **options) -> dict[str, np.ndarray]:
+    """Quantile forecasts ``{model: [N, H, 9]}`` in the order of ``histories`` (``options``: those of
+    ``baseline_forecasts_with_notes``).
 
     ``season_length`` 0/None falls back to one derived from ``freq``. Series too
     short for the season (or for ETS at all) fall back to a non-seasonal model;
     each fallback is logged (see baseline_forecasts_with_notes to get them).
     """
-    out, notes = baseline_forecasts_with_notes(histories, horizon, season_length, freq, models, n_jobs)
+    out, notes = baseline_forecasts_with_notes(histories, horizon, season_length, **options)
     for note in notes:
         log.info("baseline fallback: %s", note)
     if notes:

@@ -21,29 +21,29 @@ CV_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 class ServingMetrics:
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry(auto_describe=True)
+
+        def per_domain(kind, name: str, doc: str, buckets=None):
+            extra = {"buckets": buckets} if buckets else {}
+            return kind(f"tsfm_serve_{name}", doc, ["domain"], registry=r, **extra)
+
         self.requests = Counter("tsfm_serve_requests", "Scoring requests by domain and HTTP status",
                                 ["domain", "code"], registry=r)
-        self.latency = Histogram("tsfm_serve_request_seconds", "Scoring request latency (body read to answer)",
-                                 ["domain"], buckets=LATENCY_BUCKETS, registry=r)
-        self.batch_requests = Histogram("tsfm_serve_batch_requests", "Requests answered by one forward pass",
-                                        ["domain"], buckets=COUNT_BUCKETS, registry=r)
-        self.batch_series = Histogram("tsfm_serve_batch_series", "Series in one forward pass",
-                                      ["domain"], buckets=COUNT_BUCKETS, registry=r)
-        self.forward_seconds = Histogram("tsfm_serve_forward_seconds", "Time of one batched forward pass",
-                                         ["domain"], buckets=LATENCY_BUCKETS, registry=r)
-        self.series = Counter("tsfm_serve_input_series", "Series received", ["domain"], registry=r)
-        self.values = Counter("tsfm_serve_input_values", "Context values received (missing included)",
-                              ["domain"], registry=r)
-        self.missing = Counter("tsfm_serve_input_missing_values", "Context values that were missing (NaN/null)",
-                               ["domain"], registry=r)
-        self.context_length = Histogram("tsfm_serve_input_context_length", "Context points per series",
-                                        ["domain"], buckets=LENGTH_BUCKETS, registry=r)
-        self.level = Histogram("tsfm_serve_input_level_log10", "Per-series level: log10 |mean of the context|",
-                               ["domain"], buckets=LEVEL_BUCKETS, registry=r)
-        self.scale = Histogram("tsfm_serve_input_cv", "Per-series scale: std / |mean| of the context",
-                               ["domain"], buckets=CV_BUCKETS, registry=r)
-        self.horizon = Histogram("tsfm_serve_horizon", "Requested horizon", ["domain"],
-                                 buckets=COUNT_BUCKETS, registry=r)
+        self.latency = per_domain(Histogram, "request_seconds", "Scoring request latency (body read to answer)",
+                                  LATENCY_BUCKETS)
+        self.batch_requests = per_domain(Histogram, "batch_requests", "Requests answered by one forward pass",
+                                         COUNT_BUCKETS)
+        self.batch_series = per_domain(Histogram, "batch_series", "Series in one forward pass", COUNT_BUCKETS)
+        self.forward_seconds = per_domain(Histogram, "forward_seconds", "Time of one batched forward pass",
+                                          LATENCY_BUCKETS)
+        self.series = per_domain(Counter, "input_series", "Series received")
+        self.values = per_domain(Counter, "input_values", "Context values received (missing included)")
+        self.missing = per_domain(Counter, "input_missing_values", "Context values that were missing (NaN/null)")
+        self.context_length = per_domain(Histogram, "input_context_length", "Context points per series",
+                                         LENGTH_BUCKETS)
+        self.level = per_domain(Histogram, "input_level_log10", "Per-series level: log10 |mean of the context|",
+                                LEVEL_BUCKETS)
+        self.scale = per_domain(Histogram, "input_cv", "Per-series scale: std / |mean| of the context", CV_BUCKETS)
+        self.horizon = per_domain(Histogram, "horizon", "Requested horizon", COUNT_BUCKETS)
         self.model_info = Gauge("tsfm_serve_model_info", "Served model version per domain (value 1)",
                                 ["domain", "model", "version", "alias", "backbone_version"], registry=r)
         self.reloads = Counter("tsfm_serve_reloads", "Model swaps by domain and outcome (ok, failed, removed)",

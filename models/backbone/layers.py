@@ -76,35 +76,38 @@ class Attention(nn.Module):
         return self.out(y.transpose(1, 2).reshape(N, L, d))
 
 
-class TimeBlock(nn.Module):
-    """Causal self-attention along the patch axis of each series, rotary positions."""
+class _PreNormBlock(nn.Module):
+    """Pre-norm attention + SwiGLU feed-forward, each with a residual; subclasses choose the
+    axis attention runs along."""
+
+    rotary = False
 
     def __init__(self, d_model: int, d_ff: int, n_heads: int, dropout: float = 0.0):
         super().__init__()
         self.norm1, self.norm2 = RMSNorm(d_model), RMSNorm(d_model)
-        self.attn = Attention(d_model, n_heads, dropout, rotary=True)
+        self.attn = Attention(d_model, n_heads, dropout, rotary=self.rotary)
         self.ffn = SwiGLU(d_model, d_ff, dropout)
         self.drop = nn.Dropout(dropout)
+
+    def _residual(self, h: Tensor, **attn_args) -> Tensor:
+        h = h + self.drop(self.attn(self.norm1(h), **attn_args))
+        return h + self.ffn(self.norm2(h))
+
+
+class TimeBlock(_PreNormBlock):
+    """Causal self-attention along the patch axis of each series, rotary positions."""
+
+    rotary = True
 
     def forward(self, x: Tensor, group_ids: Tensor | None = None) -> Tensor:
         """x: [B, V, P, d] -> same. group_ids unused (uniform block interface)."""
         B, V, P, d = x.shape
-        h = x.reshape(B * V, P, d)
-        h = h + self.drop(self.attn(self.norm1(h), is_causal=True))
-        h = h + self.ffn(self.norm2(h))
-        return h.view(B, V, P, d)
+        return self._residual(x.reshape(B * V, P, d), is_causal=True).view(B, V, P, d)
 
 
-class VariateBlock(nn.Module):
+class VariateBlock(_PreNormBlock):
     """Attention across series (the V axis) at each patch; no position code, so the
     order of variates does not matter. group_ids [B, V]: only equal ids attend."""
-
-    def __init__(self, d_model: int, d_ff: int, n_heads: int, dropout: float = 0.0):
-        super().__init__()
-        self.norm1, self.norm2 = RMSNorm(d_model), RMSNorm(d_model)
-        self.attn = Attention(d_model, n_heads, dropout, rotary=False)
-        self.ffn = SwiGLU(d_model, d_ff, dropout)
-        self.drop = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, group_ids: Tensor | None = None) -> Tensor:
         B, V, P, d = x.shape
@@ -113,6 +116,4 @@ class VariateBlock(nn.Module):
         if group_ids is not None:
             same = group_ids[:, :, None] == group_ids[:, None, :]  # [B, V, V]
             mask = same.repeat_interleave(P, dim=0).unsqueeze(1)  # [B*P, 1, V, V]
-        h = h + self.drop(self.attn(self.norm1(h), attn_mask=mask))
-        h = h + self.ffn(self.norm2(h))
-        return h.view(B, P, V, d).transpose(1, 2)
+        return self._residual(h, attn_mask=mask).view(B, P, V, d).transpose(1, 2)

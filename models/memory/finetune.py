@@ -128,6 +128,53 @@ def finetune_backbone(
     as it is made (its "best" is then provisional: the best so far).
     """
     cfg = config
+    train_ctx, train_fut, val_ctx, val_y = _arrays(train_windows, val_contexts, val_truth, horizon, context_length)
+    device = torch.device(device)
+    model = copy.deepcopy(backbone).to(device)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    train_ctx_t = torch.from_numpy(train_ctx).to(device)
+    train_fut_t = torch.from_numpy(train_fut).to(device)
+    best = _BestOnValidation(val_ctx, val_y, cfg, log_fn)
+
+    fork_devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=fork_devices):  # dropout seeded, caller's RNG untouched
+        torch.manual_seed(cfg.seed)
+        gen = torch.Generator().manual_seed(cfg.seed)  # batch order (CPU generator, any device)
+        best.record(model, 0, 0.0, [], 0.0)
+        optimizer = build_optimizer("adamw", param_groups(model.named_parameters(), cfg.weight_decay), cfg.lr)
+        n = len(train_ctx_t)
+        perm, pos = torch.randperm(n, generator=gen), 0
+        losses: list[float] = []
+        stale, seconds = 0, 0.0
+        for step in range(cfg.max_steps):
+            started = time.perf_counter()
+            lr = cfg.lr * lr_factor(step, cfg.warmup_steps, cfg.max_steps, cfg.schedule, cfg.min_lr_ratio)
+            # epochs of reshuffled windows; a batch never repeats a window
+            if pos + min(cfg.batch_size, n) > n:
+                perm, pos = torch.randperm(n, generator=gen), 0
+            idx = perm[pos : pos + cfg.batch_size].to(device)
+            pos += len(idx)
+            losses.append(_train_step(model, optimizer, lr, train_ctx_t[idx], train_fut_t[idx], cfg.grad_clip))
+            seconds += time.perf_counter() - started
+            done = step + 1
+            if done % cfg.eval_every == 0 or done == cfg.max_steps:
+                improved = best.record(model, done, lr, losses, seconds)
+                losses = []
+                stale = 0 if improved else stale + 1
+                if stale >= cfg.patience:
+                    break
+
+    best.restore(model)
+    for p_new, p_old in zip(model.parameters(), backbone.parameters()):
+        p_new.requires_grad_(p_old.requires_grad)
+    return model.eval(), best.history
+
+
+def _arrays(train_windows, val_contexts, val_truth, horizon: int, context_length: int
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(train contexts [N, C], train futures [N, H], validation contexts [V, C], validation truth
+    [V, H]) as the model sees them; windows with nothing to learn from are dropped."""
     if context_length < 1 or horizon < 1:
         raise ValueError(f"context_length and horizon must be >= 1, got {context_length} and {horizon}")
     if isinstance(train_windows, tuple):
@@ -150,83 +197,53 @@ def finetune_backbone(
     val_y = pad_futures(val_truth, horizon)
     if not np.isfinite(val_y).any():
         raise ValueError("validation has no known target: nothing to early-stop on")
+    return train_ctx, train_fut, val_ctx, val_y
 
-    device = torch.device(device)
-    model = copy.deepcopy(backbone).to(device)
-    for p in model.parameters():
-        p.requires_grad_(True)
-    train_ctx_t = torch.from_numpy(train_ctx).to(device)
-    train_fut_t = torch.from_numpy(train_fut).to(device)
 
-    history: list[dict] = []
-    best_step = 0
-    best_score = math.inf
+def _train_step(model: PatchBackbone, optimizer, lr: float, context: Tensor, future: Tensor,
+                grad_clip: float | None) -> float:
+    """One optimizer step at ``lr``; a non-finite batch loss is skipped, not stepped on."""
+    model.train()
+    for g in optimizer.param_groups:
+        g["lr"] = lr
+    loss = finetune_loss(model, context, future)
+    optimizer.zero_grad(set_to_none=True)
+    if torch.isfinite(loss):
+        loss.backward()
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+    return float(loss.detach())
 
-    def record(step: int, lr: float, losses: list[float], seconds: float) -> None:
-        nonlocal best_step, best_score, best_state
-        scores = validation_scores(model, val_ctx, val_y, cfg.eval_batch_size)
-        row = {
-            "step": step,
-            "lr": lr,
-            "train_loss": float(np.mean(losses)) if losses else None,
-            "val_sCRPS": scores["sCRPS"],
-            "val_pinball": scores["pinball"],
-            "val_score": scores[cfg.val_metric],
-            "seconds": seconds,
-            "best": False,
-        }
+
+class _BestOnValidation:
+    """Validation scores after each stretch of training, and the weights of the best one
+    (strictly better wins: ties keep the earlier weights, so step 0 = the untouched backbone)."""
+
+    def __init__(self, val_ctx: np.ndarray, val_y: np.ndarray, cfg: FinetuneConfig,
+                 log_fn: Callable[[dict], None] | None):
+        self.val_ctx, self.val_y, self.cfg, self.log_fn = val_ctx, val_y, cfg, log_fn
+        self.history: list[dict] = []
+        self.best_step, self.best_score = 0, math.inf
+        self.best_state: dict[str, Tensor] = {}
+
+    def record(self, model: PatchBackbone, step: int, lr: float, losses: list[float], seconds: float) -> bool:
+        """Score ``model`` now; True when it is the best so far."""
+        scores = validation_scores(model, self.val_ctx, self.val_y, self.cfg.eval_batch_size)
+        row = {"step": step, "lr": lr, "train_loss": float(np.mean(losses)) if losses else None,
+               "val_sCRPS": scores["sCRPS"], "val_pinball": scores["pinball"],
+               "val_score": scores[self.cfg.val_metric], "seconds": seconds, "best": False}
         score = row["val_score"] if math.isfinite(row["val_score"]) else math.inf
-        if step == 0 or score < best_score:  # strictly better: ties keep the earlier weights
-            best_step, best_score = step, score
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        row["best"] = step == best_step
-        history.append(row)
-        if log_fn is not None:
-            log_fn(dict(row))
+        if step == 0 or score < self.best_score:
+            self.best_step, self.best_score = step, score
+            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        row["best"] = step == self.best_step
+        self.history.append(row)
+        if self.log_fn is not None:
+            self.log_fn(dict(row))
+        return row["best"]
 
-    best_state: dict[str, Tensor] = {}
-    fork_devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=fork_devices):  # dropout seeded, caller's RNG untouched
-        torch.manual_seed(cfg.seed)
-        gen = torch.Generator().manual_seed(cfg.seed)  # batch order (CPU generator, any device)
-        record(0, 0.0, [], 0.0)
-        groups = param_groups(model.named_parameters(), cfg.weight_decay)
-        optimizer = build_optimizer("adamw", groups, cfg.lr)
-        n = len(train_ctx_t)
-        perm, pos = torch.randperm(n, generator=gen), 0
-        losses: list[float] = []
-        stale, seconds = 0, 0.0
-        for step in range(cfg.max_steps):
-            started = time.perf_counter()
-            model.train()
-            lr = cfg.lr * lr_factor(step, cfg.warmup_steps, cfg.max_steps, cfg.schedule, cfg.min_lr_ratio)
-            for g in optimizer.param_groups:
-                g["lr"] = lr
-            # epochs of reshuffled windows; a batch never repeats a window
-            if pos + min(cfg.batch_size, n) > n:
-                perm, pos = torch.randperm(n, generator=gen), 0
-            idx = perm[pos : pos + cfg.batch_size].to(device)
-            pos += len(idx)
-            loss = finetune_loss(model, train_ctx_t[idx], train_fut_t[idx])
-            optimizer.zero_grad(set_to_none=True)
-            if torch.isfinite(loss):  # a non-finite batch loss is skipped, not stepped on
-                loss.backward()
-                if cfg.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                optimizer.step()
-            losses.append(float(loss.detach()))
-            seconds += time.perf_counter() - started
-            done = step + 1
-            if done % cfg.eval_every == 0 or done == cfg.max_steps:
-                record(done, lr, losses, seconds)
-                losses = []
-                stale = 0 if history[-1]["best"] else stale + 1
-                if stale >= cfg.patience:
-                    break
-
-    model.load_state_dict(best_state)
-    for row in history:
-        row["best"] = row["step"] == best_step
-    for p_new, p_old in zip(model.parameters(), backbone.parameters()):
-        p_new.requires_grad_(p_old.requires_grad)
-    return model.eval(), history
+    def restore(self, model: PatchBackbone) -> None:
+        model.load_state_dict(self.best_state)
+        for row in self.history:
+            row["best"] = row["step"] == self.best_step
