@@ -2,8 +2,14 @@ from prefect import flow
 
 from flows.ingest import ingest_flow
 from infra.settings import IngestParams, OnboardParams, load_settings
-from tasks.onboard import adapt_task, evaluate_task, publish_task, register_task, results_storage
-from tasks.promote import promote_task
+from tasks.onboard import (
+    adapt_domain_task,
+    evaluate_domain_task,
+    publish_onboarding_task,
+    register_domain_task,
+    results_storage,
+)
+from tasks.promote import promote_domain_task
 
 
 @flow(name="onboard_domain", log_prints=True)
@@ -20,11 +26,11 @@ def onboard_domain_flow(params: OnboardParams, backbone: str = "models:/backbone
         # the ingest flow, so a source given here is validated and logged like any other
         store = ingest_flow(IngestParams(source=params.source, domain=params.domain, horizon=params.horizon))
     cached = {"result_storage": results_storage(settings)}
-    result_dir = adapt_task.with_options(**cached)(params, store, backbone, settings)
-    result_dir = evaluate_task.with_options(**cached)(result_dir, params, settings)
-    registered = register_task(result_dir, params, settings)
+    result_dir = adapt_domain_task.with_options(**cached)(params, store, backbone, settings)
+    result_dir = evaluate_domain_task.with_options(**cached)(result_dir, params, settings)
+    registered = register_domain_task(result_dir, params, settings)
     if promote:
-        registered["promotion"] = promote_task(params.domain, settings, registered["fused_version"],
+        registered["promotion"] = promote_domain_task(params.domain, settings, registered["fused_version"],
                                                result_dir=registered["result_dir"])
-    registered["artifacts"] = publish_task(registered, params.domain, settings)
+    registered["artifacts"] = publish_onboarding_task(registered, params.domain, settings)
     return registered

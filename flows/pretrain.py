@@ -1,7 +1,7 @@
 from prefect import flow
 
 from infra.settings import PretrainParams, load_settings
-from tasks.pretrain import pretrain_task, set_backbone_alias_task
+from tasks.pretrain import pretrain_backbone_task, set_backbone_alias_task
 
 
 @flow(name="pretrain", log_prints=True)
@@ -9,5 +9,5 @@ def pretrain_flow(params: PretrainParams) -> str:
     """ingested stores (train parts) -> trained, registered backbone; returns its model URI."""
     settings = load_settings()
     stores = [str(settings.store_dir(d)) for d in params.domains]
-    uri = pretrain_task(params, stores, settings)
+    uri = pretrain_backbone_task(params, stores, settings)
     return set_backbone_alias_task(uri, settings)

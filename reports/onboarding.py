@@ -1,7 +1,7 @@
 """What a user reads after one onboarding: the markdown report (versions, fusion weight,
 promotion decision, validation and test tables, where the runs and models are in MLflow),
 the links to MLflow and the fan chart as something a browser can show.
-``tasks.onboard.publish_task`` turns them into Prefect artifacts."""
+``tasks.onboard.publish_onboarding_task`` turns them into Prefect artifacts."""
 from __future__ import annotations
 
 import base64

@@ -250,7 +250,8 @@ def publish_onboarding_artifacts(registered: dict, domain: str, settings: Settin
     return {k: str(v) for k, v in ids.items()}
 
 
-adapt_task = task(adapt_domain, name="adapt", cache_key_fn=_adapt_cache_key, persist_result=True)
-evaluate_task = task(evaluate_domain, name="evaluate", cache_key_fn=_evaluate_cache_key, persist_result=True)
-register_task = task(register_domain, name="register", **remote_retries())
-publish_task = task(publish_onboarding_artifacts, name="publish-artifacts", **remote_retries())  # MLflow + Prefect API
+adapt_domain_task = task(adapt_domain, name="adapt", cache_key_fn=_adapt_cache_key, persist_result=True)
+evaluate_domain_task = task(evaluate_domain, name="evaluate", cache_key_fn=_evaluate_cache_key, persist_result=True)
+register_domain_task = task(register_domain, name="register", **remote_retries())
+# retried: it talks to MLflow and the Prefect API
+publish_onboarding_task = task(publish_onboarding_artifacts, name="publish-artifacts", **remote_retries())

@@ -163,7 +163,7 @@ def _registered_uri(path: Path, settings: Settings) -> str | None:
     return done["uri"]
 
 
-pretrain_task = task(pretrain_backbone, name="pretrain")
+pretrain_backbone_task = task(pretrain_backbone, name="pretrain")
 
 
 @task(name="set-backbone-alias", **remote_retries())

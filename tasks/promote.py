@@ -106,4 +106,4 @@ def rollback_domain(domain: str, version: str, settings: Settings) -> dict:
     return {"model": name, "champion": version, "previous_champion": previous}
 
 
-promote_task = task(promote_domain, name="promote", **remote_retries())
+promote_domain_task = task(promote_domain, name="promote", **remote_retries())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
 
@@ -13,7 +14,7 @@ class RMSNorm(nn.Module):
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Float[Tensor, "*batch dim"]) -> Float[Tensor, "*batch dim"]:
         # statistics in float32 even under bf16 autocast
         x32 = x.float()
         out = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
@@ -27,7 +28,7 @@ class SwiGLU(nn.Module):
         self.down = nn.Linear(d_ff, d_model, bias=False)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Float[Tensor, "*batch d_model"]) -> Float[Tensor, "*batch d_model"]:
         gate, up = self.gate_up(x).chunk(2, dim=-1)
         return self.dropout(self.down(F.silu(gate) * up))
 
@@ -42,8 +43,8 @@ class Rotary(nn.Module):
         inv_freq = 1.0 / base ** (torch.arange(0, self.rot_dim, 2, dtype=torch.float32) / self.rot_dim)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """x: [N, heads, L, head_dim] -> same, rotated by position along L."""
+    def forward(self, x: Float[Tensor, "n heads length head_dim"]) -> Float[Tensor, "n heads length head_dim"]:
+        """Rotated by position along ``length``."""
         L = x.shape[-2]
         pos = torch.arange(L, device=x.device, dtype=torch.float32)
         angles = torch.outer(pos, self.inv_freq.to(x.device))  # [L, rot_dim / 2]
@@ -63,8 +64,9 @@ class Attention(nn.Module):
         self.rotary = Rotary(d_model // n_heads) if rotary else None
         self.dropout = dropout
 
-    def forward(self, x: Tensor, attn_mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
-        """x: [N, L, d]; attn_mask: bool [N, 1, L, L] (True = may attend) -> [N, L, d]."""
+    def forward(self, x: Float[Tensor, "n length d_model"], attn_mask: Bool[Tensor, "n 1 length length"] | None = None,
+                is_causal: bool = False) -> Float[Tensor, "n length d_model"]:
+        """``attn_mask``: True = may attend."""
         N, L, d = x.shape
         q, k, v = self.qkv(x).view(N, L, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
         if self.rotary is not None:
@@ -99,8 +101,9 @@ class TimeBlock(_PreNormBlock):
 
     rotary = True
 
-    def forward(self, x: Tensor, group_ids: Tensor | None = None) -> Tensor:
-        """x: [B, V, P, d] -> same. group_ids unused (uniform block interface)."""
+    def forward(self, x: Float[Tensor, "batch variate patch d_model"], group_ids: Int[Tensor, "batch variate"] | None = None
+                ) -> Float[Tensor, "batch variate patch d_model"]:
+        """``group_ids`` unused (the blocks share one interface)."""
         B, V, P, d = x.shape
         return self._residual(x.reshape(B * V, P, d), is_causal=True).view(B, V, P, d)
 
@@ -109,7 +112,8 @@ class VariateBlock(_PreNormBlock):
     """Attention across series (the V axis) at each patch; no position code, so the
     order of variates does not matter. group_ids [B, V]: only equal ids attend."""
 
-    def forward(self, x: Tensor, group_ids: Tensor | None = None) -> Tensor:
+    def forward(self, x: Float[Tensor, "batch variate patch d_model"], group_ids: Int[Tensor, "batch variate"] | None = None
+                ) -> Float[Tensor, "batch variate patch d_model"]:
         B, V, P, d = x.shape
         h = x.transpose(1, 2).reshape(B * P, V, d)  # [B*P, V, d]
         mask = None

@@ -13,10 +13,13 @@ an uninterrupted run would have seen.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypedDict
 
 import lightning as L
 import numpy as np
 import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from models.pretraining.augment import DIRICHLET_ALPHA, tsmixup
@@ -36,8 +39,16 @@ def window(series: np.ndarray, end: int, length: int) -> np.ndarray:
     return out
 
 
-def as_item(w: np.ndarray) -> dict[str, torch.Tensor]:
-    """-> values [1, W] (0 where missing), observed [1, W] bool: one univariate series."""
+class Item(TypedDict):
+    """One training window of one univariate series (batched by the DataLoader to
+    ``[batch, variate, window]``, what ``PretrainModule`` trains on)."""
+
+    values: Float[Tensor, "1 window"]  # 0 where missing
+    observed: Bool[Tensor, "1 window"]
+
+
+def as_item(w: Float[np.ndarray, " window"]) -> Item:
+    """A window (NaN = missing) as a training item."""
     observed = ~np.isnan(w)
     return {
         "values": torch.from_numpy(np.where(observed, w, 0.0).astype(np.float32))[None],
@@ -164,7 +175,7 @@ class MixtureWindows(Dataset):
         src = self.arrays[source]
         return window(src.values[src.offsets[row]:src.offsets[row + 1]], end, self.length)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, index: int) -> Item:
         kind, parts, rng = self.plan(index)
         if kind == KERNELSYNTH:
             n = min(self.length, KERNELSYNTH_LENGTH)
@@ -184,7 +195,7 @@ class LastWindows(Dataset):
     def __len__(self) -> int:
         return len(self.store)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, index: int) -> Item:
         s = self.store.series(index)
         return as_item(window(s, len(s), self.length))
 

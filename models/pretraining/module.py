@@ -40,7 +40,8 @@ class PretrainModule(L.LightningModule):
         self.plain_param_names = {n for n, q in self.named_parameters() if q.ndim <= 1}
 
     def masked_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, int]:
-        """batch values/observed [B, V, W] -> (pinball loss over the masked future, local tokens)."""
+        """``batch``: values and observed ``[batch, variate, window]`` (``data.Item``s collated)
+        -> (pinball loss over the masked future, patches through the model on this rank)."""
         values, observed = batch["values"], batch["observed"]
         p = self.model.config.patch_size
         future = self.n_future * p

@@ -2,6 +2,7 @@
 and none of them can hold a key it does not know."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,13 @@ from infra.params import ParamsError, build_params
 from infra.settings import OnboardParams, Settings, SourceSpec, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def _no_tsfm_environment(monkeypatch):
+    """Only what a test sets: the session's demo run leaves its TSFM_* overrides in place."""
+    for name in [n for n in os.environ if n.startswith("TSFM_")]:
+        monkeypatch.delenv(name)
 
 
 def _unknown(values: dict, model: type[BaseModel], where: str = "") -> list[str]:
@@ -30,9 +38,14 @@ def _unknown(values: dict, model: type[BaseModel], where: str = "") -> list[str]
     return out
 
 
-def test_params_yaml_holds_only_keys_the_schema_knows_and_loads(monkeypatch):
+@pytest.mark.parametrize("path", ["params.yaml", *sorted(
+    str(p.relative_to(ROOT)) for p in [*ROOT.glob("infra/profiles/*.yaml"), *ROOT.glob("benchmarks/profiles/*.yaml")])])
+def test_every_settings_file_holds_only_keys_the_schema_knows(path):
+    assert _unknown(yaml.safe_load((ROOT / path).read_text()) or {}, Settings) == []
+
+
+def test_params_yaml_loads(monkeypatch):
     values = yaml.safe_load((ROOT / "params.yaml").read_text())
-    assert _unknown(values, Settings) == []
     monkeypatch.setenv("TSFM_PARAMS", str(ROOT / "params.yaml"))
     settings = load_settings()
     assert settings.onboard.teacher.exact_max == values["onboard"]["teacher"]["exact_max"]
