@@ -68,10 +68,11 @@ def ingest(
     out: str = OUT,
 ):
     """Validate a source and write the domain's canonical Parquet store."""
-    from flows.ingest import ingest_flow
     from infra.settings import IngestParams
 
     params = _params(IngestParams, {}, None, dict(source=source, domain=domain, horizon=horizon, min_train=min_train))
+    from flows.ingest import ingest_flow  # after the checks: bad input fails before prefect is imported
+
     _echo(ingest_flow(params), out)
 
 
@@ -85,12 +86,13 @@ def pretrain(
     out: str = OUT,
 ):
     """Pre-train a backbone (own process; DDP-ready) and register it as `backbone`."""
-    from flows.pretrain import pretrain_flow
     from infra.settings import PretrainParams
 
     params = _params(PretrainParams, _settings().pretrain, set_, dict(
         preset=preset, domains=domain or None, max_steps=max_steps, batch_size=batch_size, devices=devices,
         accelerator=accelerator, strategy=strategy), {"domains": "--domain"})
+    from flows.pretrain import pretrain_flow
+
     _echo(pretrain_flow(params), out)
 
 
@@ -111,12 +113,14 @@ def onboard(
     out: str = OUT,
 ):
     """Teacher + memory adapter + fusion weight for one domain; register and gate."""
-    from flows.onboard_domain import onboard_domain_flow
     from infra.settings import OnboardParams
 
     params = _params(OnboardParams, _settings().onboard, set_, {
         "domain": domain, "source": source, "horizon": horizon, "season_length": season_length,
-        "context_length": context_length, "finetune.max_steps": finetune_steps}, {"finetune.max_steps": "--finetune-steps"})
+        "context_length": context_length, "finetune.max_steps": finetune_steps},
+        {"finetune.max_steps": "--finetune-steps"})
+    from flows.onboard_domain import onboard_domain_flow
+
     _echo(onboard_domain_flow(params, backbone=backbone, promote=promote), out)
 
 

@@ -68,14 +68,30 @@ def test_dvc_repro_runs_the_ingest_stage(tmp_path):
     assert outs[0]["path"] == "data/store/small" and outs[0]["md5"]
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["--set", "nope=1"], "--set nope: unknown key; keys are"),
-    (["--set", "teacher.k=0"], "--set teacher.k must be >= 1"),
-    (["--set", "k=3"], "--set k: unknown key; did you mean teacher.k?"),  # sections are nested
-    (["--context-length", "2"], "--context-length must be >= 8"),
-])
-def test_cli_onboard_rejects_bad_parameters_before_any_work(tmp_path, args, fragment):
+def test_cli_onboard_rejects_bad_parameters_before_any_work(tmp_path, monkeypatch):
+    cases = [
+        (["--set", "nope=1"], "--set nope: unknown key; keys are"),
+        (["--set", "teacher.k=0"], "--set teacher.k must be >= 1"),
+        (["--set", "k=3"], "--set k: unknown key; did you mean teacher.k?"),  # sections are nested
+        (["--context-length", "2"], "--context-length must be >= 8"),
+    ]
+    # as a user runs it: its own process, one message, no traceback, nothing written
+    args, fragment = cases[0]
     proc = subprocess.run([str(BIN / "tsfm"), "onboard", "--domain", "x", *args], cwd=tmp_path,
                           env=_env(tmp_path), capture_output=True, text=True)
     assert proc.returncode == 1 and fragment in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and not (tmp_path / ".tsfm").exists()
+    # the other cases through the same app in this process (the imports are paid once)
+    from typer.testing import CliRunner
+
+    from tsfm_cli.main import app
+
+    for name, value in _env(tmp_path).items():
+        if name.startswith("TSFM_") or name == "PREFECT_HOME":
+            monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    for args, fragment in cases[1:]:
+        res = CliRunner().invoke(app, ["onboard", "--domain", "x", *args])
+        assert res.exit_code == 1 and fragment in res.stderr, (args, res.output)
+        assert res.exception is None or isinstance(res.exception, SystemExit)
+    assert not (tmp_path / ".tsfm").exists()
