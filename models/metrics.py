@@ -11,11 +11,13 @@ do); ``scaled_crps_pooled`` is one number for a whole set (GIFT-Eval's weighted 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from jaxtyping import Bool, Float
-from torch import Tensor
+
+if TYPE_CHECKING:  # torch is imported by the training losses only: evaluation and reports stay light
+    from torch import Tensor
 
 QUANTILES: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(1, 10))
 MEDIAN = len(QUANTILES) // 2  # index of the 0.5 quantile
@@ -28,6 +30,8 @@ Truth = Float[np.ndarray, "n horizon"]
 def pinball(q: Float[Tensor, "*batch quantile"], y: Float[Tensor, "*batch"],
             levels: Sequence[float] = QUANTILES) -> Float[Tensor, "*batch"]:
     """Pinball loss averaged over the quantile levels, per element (``y`` finite)."""
+    import torch
+
     if q.shape[-1] != len(levels):
         raise ValueError(f"pred has {q.shape[-1]} quantiles, expected {len(levels)}")
     tau = torch.as_tensor(levels, dtype=q.dtype, device=q.device)
@@ -39,6 +43,8 @@ def pinball_loss(pred: Float[Tensor, "*batch quantile"], target: Float[Tensor, "
                  mask: Bool[Tensor, "*batch"] | None = None) -> Float[Tensor, ""]:
     """Mean pinball over the elements that count (``mask``); 0 when none does, so an
     all-missing batch adds no gradient."""
+    import torch
+
     loss = pinball(pred, target)
     if mask is None:
         return loss.mean()
@@ -50,6 +56,8 @@ def pinball_loss(pred: Float[Tensor, "*batch quantile"], target: Float[Tensor, "
 def pinball_per_sample(q: Float[Tensor, "batch horizon quantile"],
                        y: Float[Tensor, "batch horizon"]) -> Float[Tensor, " batch"]:
     """Mean pinball of each sample over its known steps (NaN in ``y`` = no target)."""
+    import torch
+
     known = ~torch.isnan(y)
     loss = pinball(q, torch.where(known, y, 0.0))
     return (loss * known).sum(-1) / known.sum(-1).clamp(min=1)

@@ -15,13 +15,20 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import pandas as pd
 from jaxtyping import Float
 
 from models.splits import SeriesSplit
+
+if TYPE_CHECKING:  # the forecasters import torch; reading a result folder's tables does not need them
+    from models.backbone.network import PatchBackbone
+    from models.forecasting.fused import FusedForecaster
+    from models.forecasting.teacher import TeacherForecaster
+    from models.memory.adapter import MemoryAdapter
+    from models.memory.teacher import KnnTeacher
 
 SUMMARY, SPLIT, FORECASTS, ALPHA_TABLE = "summary.json", "split.npz", "forecasts.npz", "alpha_table.csv"
 BASELINE_NOTES = "baseline_notes.json"  # the evaluation's last file
@@ -59,9 +66,9 @@ class OnboardingResult:
     backbone_parameters: int = 0
     provenance: dict = field(default_factory=dict)  # filled by the caller: domain, store, backbone, data version
     # the fitted forecasters: set by ``onboard``, loaded from the folder on demand
-    fused: object | None = field(default=None, repr=False)
-    teacher_forecaster: object | None = field(default=None, repr=False)
-    finetuned: object | None = field(default=None, repr=False)
+    fused: FusedForecaster | None = field(default=None, repr=False)
+    teacher_forecaster: TeacherForecaster | None = field(default=None, repr=False)
+    finetuned: PatchBackbone | None = field(default=None, repr=False)
     folder: Path | None = None
 
     SCALARS = ("alpha", "alpha_table", "history", "n_windows", "timings", "teacher_confidence",
@@ -72,12 +79,12 @@ class OnboardingResult:
         return self.split.horizon
 
     @property
-    def teacher(self):
+    def teacher(self) -> KnnTeacher:
         """The kNN teacher (its datastore) of a result still in memory."""
         return self.teacher_forecaster.teacher
 
     @property
-    def adapter(self):
+    def adapter(self) -> MemoryAdapter:
         """The memory adapter of a result still in memory."""
         return self.fused.adapter
 
@@ -132,7 +139,7 @@ class OnboardingResult:
         return cls(split=SeriesSplit.load(folder / SPLIT), val=parts["val"], test=parts["test"], folder=folder,
                    **{k: v for k, v in summary.items() if k in known and k in cls.SCALARS})
 
-    def load_fused(self, device: str = "cpu"):
+    def load_fused(self, device: str = "cpu") -> FusedForecaster:
         """The registered fused forecaster (``fused/``), loaded from the folder."""
         from models.forecasting.fused import FusedForecaster
 
