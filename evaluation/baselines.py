@@ -18,6 +18,8 @@ from contextlib import ExitStack
 
 import numpy as np
 
+from store.frequency import season_from_freq
+
 log = logging.getLogger(__name__)
 
 LEVELS = (20, 40, 60, 80)
@@ -25,18 +27,6 @@ MODELS = ("seasonal_naive", "auto_ets")  # the default set
 KNOWN_MODELS = ("seasonal_naive", "theta", "auto_ets")
 CHUNK = 64  # series per unit of work: the granularity of progress reports
 ETS_MAX_SEASON = 24  # statsforecast's ETS does not fit longer seasons
-
-# Season length from a pandas-style frequency, for callers that know only that.
-_FREQ_SEASON = {"H": 24, "h": 24, "D": 7, "B": 5, "W": 52, "M": 12, "MS": 12, "ME": 12, "Q": 4, "QS": 4, "QE": 4}
-
-
-def season_from_freq(freq: str | None) -> int:
-    """12 for monthly, 4 quarterly, ...; 1 when unknown (yearly, integer steps)."""
-    if not freq:
-        return 1
-    base = freq.lstrip("0123456789").split("-")[0]
-    return _FREQ_SEASON.get(base, 1)
-
 
 def _quantiles(fc: dict[str, np.ndarray]) -> np.ndarray:
     """statsforecast output dict -> [H, 9]; sorted so crossing can never reach metrics."""

@@ -113,7 +113,9 @@ class OnboardParams(OnboardingConfig):
     source: str | None = Field(None, description="ingest this source first when given")
     horizon: int = Field(6, ge=1, le=1024, description="test (and validation) points per series, where "
                          "the source has no per-series horizons")
-    season_length: int = Field(1, ge=1, description="where the source has no per-series seasons")
+    season_length: int | None = Field(None, ge=1, description="steps per seasonal cycle (12 for monthly data, "
+                                      "...); None: from the data, the source's per-series seasons or else the "
+                                      "store's frequency")
     series_horizons: bool = Field(True, description="use the source's own per-series horizons and season "
                                   "lengths when it has them (M3); horizon/season_length apply otherwise")
     freq: str | None = Field(None, description="pandas frequency of ds; inferred when omitted")
@@ -153,7 +155,7 @@ class DemoParams(Section):
     and onboards ``domain`` (which must be one of the sources)."""
 
     domain: str = Field("m3-other", pattern=DOMAIN_PATTERN)
-    season_length: int = Field(1, ge=1)
+    season_length: int | None = Field(None, ge=1, description="None: from the data (see onboard.season_length)")
     port: int = Field(0, ge=0, le=65535, description="0 picks a free port")
 
 

@@ -47,6 +47,8 @@ def onboarding_report(registered: dict, domain: str, settings: Settings, links: 
         "",
         f"- registered: `fused-{domain}` v{registered['fused_version']}, `teacher-{domain}` "
         f"v{registered['teacher_version']}, `adapter-{domain}` v{registered['adapter_version']}",
+        f"- frequency {result.provenance.get('freq') or 'integer steps'}, season {result.provenance.get('season', '?')}: "
+        "seasonal naive, AutoETS, Theta and the MASE scale use this season",
         f"- fusion weight alpha = {registered['alpha']:.2f} (chosen on validation)",
     ]
     if promotion:

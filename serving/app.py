@@ -24,7 +24,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from infra.settings import ServeParams
-from models.forecasting.protocol import forecast_frame, parse_context, parse_horizon, request_frame
+from models.forecasting.protocol import (forecast_frame, future_timestamps, parse_context, parse_horizon,
+                                         request_frame)
 from serving import MODEL_HEADER
 from serving.batching import MicroBatcher
 from serving.catalog import Catalog, Poller, ServedModel
@@ -117,12 +118,13 @@ async def score(served: Served, request: Request) -> Response:
         try:
             horizon = parse_horizon(req_params.get("horizon", model.default_horizon), model.max_horizon)
             ids, values, stamps = await asyncio.to_thread(parse_context, frame)
+            futures = await asyncio.to_thread(future_timestamps, ids, stamps, horizon, model.meta.get("freq"))
         except ValueError as e:
             raise ApiError(400, str(e)) from None
         served.metrics.observe_inputs(domain, values, horizon)
         queued = True
         quantiles = await served.batcher.predict(model, values, horizon, announced=True)
-        answer = await asyncio.to_thread(_answer, ids, stamps, quantiles, model.meta.get("freq"))
+        answer = await asyncio.to_thread(_answer, ids, futures, quantiles)
         response = Response(answer, media_type="application/json", headers={MODEL_HEADER: model.label})
     except ApiError as e:
         response = e.response()
@@ -215,7 +217,7 @@ def add_routes(app: FastAPI, served: Served) -> None:
                 "errors": dict(catalog.errors)}
 
 
-def _answer(ids, stamps, quantiles, freq) -> bytes:
+def _answer(ids, futures, quantiles) -> bytes:
     """``{"predictions": [records]}`` as ``mlflow models serve`` writes it."""
-    frame = forecast_frame(ids, stamps, quantiles, freq)
+    frame = forecast_frame(ids, futures, quantiles)
     return json.dumps({"predictions": frame.to_dict(orient="records")}).encode()

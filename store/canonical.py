@@ -9,11 +9,13 @@ series' official horizon and season length, e.g. M3).
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
 
 from models.splits import SeriesSplit
+from store.frequency import season_from_freq
 
 SERIES_FILE, QUARANTINE_FILE, META_FILE = "series.parquet", "quarantine.parquet", "meta.json"
 SERIES_META_FILE = "series_meta.parquet"  # per-series official horizon and season, when the source has them
@@ -58,15 +60,34 @@ def split_horizons(store_dir: Path | str, horizon: int | None = None,
     return int(horizon)
 
 
-def series_seasons(store_dir: Path | str, season_length: int = 1, per_series: bool = True) -> int | dict[str, int]:
-    """Each series' own season length where the source gave one, else ``season_length``."""
-    per = read_series_meta(store_dir) if per_series else None
-    if per is None:
+def series_seasons(store_dir: Path | str, season_length: int | None = None,
+                   per_series: bool = True) -> int | dict[str, int]:
+    """Each series' season: ``season_length`` when the user set one; else the source's per-series
+    seasons (M3); else the store's (the source's, or the one its frequency implies)."""
+    if season_length is not None:
         return int(season_length)
-    return dict(zip(per["unique_id"], per["season_length"].astype(int)))
+    per = read_series_meta(store_dir) if per_series else None
+    if per is not None:
+        return dict(zip(per["unique_id"], per["season_length"].astype(int)))
+    meta = read_meta(store_dir)
+    return int(meta.get("season_length") or season_from_freq(meta.get("freq")))
 
 
-def read_split(store_dir: Path | str, horizon: int | None = None, season_length: int = 1,
+def describe_seasons(store_dir: Path | str, season_length: int | None = None, per_series: bool = True) -> str:
+    """Where the seasons come from, for reports and model tags: ``12 (from the frequency MS)``."""
+    seasons = series_seasons(store_dir, season_length, per_series)
+    if season_length is not None:
+        return f"{seasons} (set by the user)"
+    if isinstance(seasons, dict):
+        counts = Counter(seasons.values())
+        return "per series, from the source (" + ", ".join(f"{m}: {n} series" for m, n in sorted(counts.items())) + ")"
+    meta = read_meta(store_dir)
+    source = meta.get("season_source") or ("frequency" if meta.get("freq") else "default")
+    return {"source": f"{seasons} (given by the source)", "frequency": f"{seasons} (from the frequency {meta.get('freq')})",
+            }.get(source, f"{seasons} (no frequency known: integer steps)")
+
+
+def read_split(store_dir: Path | str, horizon: int | None = None, season_length: int | None = None,
                per_series: bool = True) -> tuple[SeriesSplit, dict]:
     """The store read once and split by ``split_horizons``: (split, meta)."""
     df, meta = read_store(store_dir)

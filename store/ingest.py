@@ -17,7 +17,8 @@ from infra.files import file_digest
 from infra.settings import DOMAIN_PATTERN
 from store.canonical import META_FILE, QUARANTINE_FILE, SERIES_FILE, SERIES_META_FILE
 from store.sources import read_source
-from store.validate import IngestError, infer_freq, validate_frame
+from store.frequency import infer_freq, season_from_freq
+from store.validate import IngestError, validate_frame
 
 log = logging.getLogger("tsfm.ingest")
 
@@ -57,6 +58,9 @@ def ingest_to_store(source: str, domain: str, horizon: int, min_train: int, data
             kept = set(result.good["unique_id"].unique())
             per_series = src.series_meta[src.series_meta["unique_id"].astype(str).isin(kept)].copy()
             per_series.to_parquet(tmp / SERIES_META_FILE, index=False)
+        freq = src.freq or infer_freq(result.good)
+        season, season_source = (src.season_length, "source") if src.season_length else (
+            (season_from_freq(freq), "frequency") if freq else (1, "default"))
         meta = {
             "domain": domain,
             "source": source,
@@ -64,8 +68,9 @@ def ingest_to_store(source: str, domain: str, horizon: int, min_train: int, data
             "horizon": int(per_series["horizon"].max()) if per_series is not None and len(per_series) else horizon,
             "series_horizons": per_series is not None,
             "min_train": min_train,
-            "freq": src.freq or infer_freq(result.good),
-            "season_length": src.season_length,
+            "freq": freq,
+            "season_length": season,
+            "season_source": season_source,
             "n_series": result.n_series,
             "rows_in": result.rows_in,
             "rows_kept": result.rows_kept,

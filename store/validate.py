@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from itertools import islice
 
 import numpy as np
 import pandas as pd
@@ -216,16 +214,3 @@ def validate_frame(df: pd.DataFrame, name: str, horizon: int, min_train: int,
     }, columns=list(QUARANTINE_COLUMNS))
     quarantine = quarantine.astype({"row": "int64"}).sort_values("row", kind="stable").reset_index(drop=True)
     return ValidationResult(good=good, quarantine=quarantine, rows_in=n, ds_kind=ds_kind)
-
-
-def infer_freq(good: pd.DataFrame, max_series: int = 20) -> str | None:
-    """Most common pandas frequency among the first series; None for integer steps."""
-    if not pd.api.types.is_datetime64_any_dtype(good["ds"].dtype):
-        return None
-    found: Counter[str] = Counter()
-    for _, g in islice(good.groupby("unique_id", sort=False), max_series):
-        if len(g) >= 3:
-            f = pd.infer_freq(pd.DatetimeIndex(g["ds"]))
-            if f:
-                found[f] += 1
-    return found.most_common(1)[0][0] if found else None

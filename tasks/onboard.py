@@ -39,7 +39,7 @@ from infra.settings import OnboardParams, Settings
 from models.memory.result import OnboardingResult
 from reports.onboarding import artifact_key, fan_chart_url, mlflow_links, onboarding_report
 from reports.tables import markdown_table
-from store.canonical import read_meta, read_series_meta, read_split
+from store.canonical import describe_seasons, read_meta, read_series_meta, read_split
 from tracking import registry
 from tracking.datasets import log_store_input
 from tracking.model_logging import log_forecaster
@@ -148,11 +148,13 @@ def adapt_domain(params: OnboardParams, store_dir: str, backbone_uri: str, setti
         "domain": params.domain, "backbone_uri": backbone_uri, "backbone_version": version,
         "data_version": meta["md5"], "freq": meta.get("freq"), "store": str(store_dir),
         "per_series_horizons": params.series_horizons and read_series_meta(store_dir) is not None,
+        "season": describe_seasons(store_dir, params.season_length, params.series_horizons),
         "seconds": time.perf_counter() - started,
     }
     result.save(out)
-    run_logger().info("adapted %s: alpha=%.2f from %d windows in %.1fs", params.domain, result.alpha,
-                      result.n_windows, result.provenance["seconds"])
+    run_logger().info("adapted %s (frequency %s, season %s): alpha=%.2f from %d windows in %.1fs", params.domain,
+                      meta.get("freq") or "integer steps", result.provenance["season"], result.alpha, result.n_windows,
+                      result.provenance["seconds"])
     return str(out)
 
 
@@ -186,7 +188,7 @@ def register_domain(result_dir: str, params: OnboardParams, settings: Settings) 
             mlflow.set_tag(LOGGED_TAG, "true")
         tags = {"data_version": prov["data_version"], "git_commit": registry.git_commit(),
                 "backbone_version": prov["backbone_version"], "domain": domain, "run_id": run.info.run_id,
-                "alpha": result.alpha}
+                "alpha": result.alpha, "freq": prov.get("freq") or "integer steps", "season": prov.get("season", "")}
         for k in ("sCRPS", "MASE", "sMAPE"):
             tags[f"val_{k}"] = val.loc["fused", k]
             tags[f"backbone_val_{k}"] = val.loc["backbone", k]
@@ -204,7 +206,7 @@ def register_domain(result_dir: str, params: OnboardParams, settings: Settings) 
         registry.set_alias(f"fused-{domain}", "challenger", versions["fused"])
     return {"run_id": run.info.run_id, "fused_version": versions["fused"],
             "teacher_version": versions["teacher"], "adapter_version": versions["adapter"],
-            "alpha": result.alpha, "result_dir": result_dir,
+            "alpha": result.alpha, "result_dir": result_dir, "freq": prov.get("freq"), "season": prov.get("season"),
             "val_table": str(result.metrics_file("val", "txt")), "test_table": str(result.metrics_file("test", "txt"))}
 
 

@@ -20,7 +20,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 # `models` is this pyfunc's code path: MLflow puts it on sys.path before it runs this file.
 from models.forecasting.kinds import SERVING_FILE, load_forecaster
-from models.forecasting.protocol import forecast_frame, parse_context, parse_horizon
+from models.forecasting.protocol import forecast_frame, future_timestamps, parse_context, parse_horizon
 
 
 def _bad_request(message: str) -> MlflowException:
@@ -44,10 +44,11 @@ class TsfmForecaster(mlflow.pyfunc.PythonModel):
             if not isinstance(model_input, pd.DataFrame):
                 model_input = pd.DataFrame(model_input)
             ids, values, stamps = parse_context(model_input)
+            futures = future_timestamps(ids, stamps, horizon, self.meta.get("freq"))  # irregular -> ValueError
             forecast = self.forecaster.predict(values, horizon)  # ValueError: horizon too long
         except ValueError as e:
             raise _bad_request(str(e)) from None
-        return forecast_frame(ids, stamps, forecast.quantiles, self.meta.get("freq"))
+        return forecast_frame(ids, futures, forecast.quantiles)
 
 
 mlflow.models.set_model(TsfmForecaster())

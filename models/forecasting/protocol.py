@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from pandas.tseries.frequencies import to_offset
 
 from models.columns import ALIASES
 from models.metrics import MEDIAN, QUANTILES
@@ -103,26 +104,54 @@ def parse_context(frame: pd.DataFrame) -> tuple[list[str], list[np.ndarray], lis
     return ids, values, stamps
 
 
-def future_stamps(ds: pd.Series, horizon: int, freq: str | None) -> list:
-    """The next ``horizon`` time stamps after a series' context."""
+def _offset(freq: str | None):
+    """A pandas offset for a frequency string; None when there is none or pandas cannot read it."""
+    if not freq:
+        return None
+    try:
+        return to_offset(freq)
+    except ValueError:
+        return None
+
+
+def future_index(uid: str, ds: pd.Series, horizon: int, freq: str | None = None) -> list:
+    """The ``horizon`` steps after one series' context, continuing its own timestamps.
+
+    The frequency and its anchor come from the series itself (month ends stay month ends,
+    weekly Mondays stay Mondays); ``freq`` (the domain's) serves a series too short to tell.
+    Integer steps continue as integers. Raises ValueError (a 400) for irregular timestamps."""
     last = ds.iloc[-1]
     if pd.api.types.is_integer_dtype(ds):
-        return list(range(int(last) + 1, int(last) + 1 + horizon))
-    step = freq or (pd.infer_freq(ds) if len(ds) >= 3 else None)
-    if step is not None:
-        return list(pd.date_range(last, periods=horizon + 1, freq=step)[1:])
-    delta = ds.iloc[-1] - ds.iloc[-2] if len(ds) >= 2 else pd.Timedelta(1, "D")
-    return [last + delta * (i + 1) for i in range(horizon)]
+        steps = np.unique(np.diff(ds.to_numpy()))
+        step = int(steps[0]) if len(steps) == 1 else 1
+        return list(range(int(last) + step, int(last) + step * (horizon + 1), step))
+    index = pd.DatetimeIndex(ds)
+    off = _offset(pd.infer_freq(index)) if len(ds) >= 3 else None
+    if off is None and len(ds) >= 3:
+        raise ValueError(f"series {uid!r}: timestamps are irregular (no constant frequency); send every "
+                         "step of the context, a missing value as a null y")
+    if off is None and len(ds) == 1:  # one point: the domain's frequency
+        off = _offset(freq)
+        if off is None:
+            raise ValueError(f"series {uid!r}: a single timestamp and no known frequency; send at least 3 points")
+    elif off is None:  # two points: the domain's frequency if they agree with it, else a calendar step that fits
+        weekly = f"W-{index[1].day_name()[:3].upper()}"
+        fits = [o for o in map(_offset, (freq, "MS", "ME", "QS", "QE", "YS", "YE", weekly)) if o is not None
+                and index[0] + o == index[1]]
+        off = fits[0] if fits else to_offset(index[1] - index[0])
+    return list(pd.date_range(start=last + off, periods=horizon, freq=off))
 
 
-def forecast_frame(ids, stamps, quantiles: np.ndarray, freq: str | None) -> pd.DataFrame:
-    """quantiles [N, H, 9] -> long answer frame."""
+def future_timestamps(ids: list[str], stamps: list[pd.Series], horizon: int, freq: str | None = None) -> list[list]:
+    """``future_index`` of every series (checked before any forecast is made)."""
+    return [future_index(uid, ds, horizon, freq) for uid, ds in zip(ids, stamps)]
+
+
+def forecast_frame(ids: list[str], futures: list[list], quantiles: np.ndarray) -> pd.DataFrame:
+    """quantiles [N, H, 9] and each series' future timestamps -> the long answer frame."""
     n, h, _ = quantiles.shape
-    rows = []
-    for i in range(n):
-        for ts in future_stamps(stamps[i], h, freq):
-            rows.append((ids[i], ts))
-    out = pd.DataFrame(rows, columns=["unique_id", "ds"])
+    out = pd.DataFrame({"unique_id": np.repeat(np.asarray(ids, dtype=object), h),
+                        "ds": [ts for future in futures for ts in future[:h]]})
     flat = quantiles.reshape(n * h, -1)
     out["mean"] = flat[:, MEDIAN]  # median knot: the point forecast of a quantile model
     for j, col in enumerate(QUANTILE_COLUMNS):

@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.forecasting.protocol import ANSWER_COLUMNS, forecast_frame, parse_context, parse_horizon, request_frame
+from models.forecasting.protocol import (ANSWER_COLUMNS, forecast_frame, future_index, future_timestamps,
+                                         parse_context, parse_horizon, request_frame)
 
 
 def test_split_and_records_give_the_same_frame():
@@ -66,7 +67,38 @@ def test_answer_frame_continues_each_series():
                           "target": [1.0, 2.0, 3.0]})  # the accepted aliases
     ids, values, stamps = parse_context(frame)
     q = np.sort(np.random.default_rng(0).normal(size=(1, 2, 9)), axis=-1)
-    out = forecast_frame(ids, stamps, q, None)
+    out = forecast_frame(ids, future_timestamps(ids, stamps, 2, None), q)
     assert list(out.columns) == ANSWER_COLUMNS
     assert list(out["ds"]) == ["2024-04-30T00:00:00", "2024-05-31T00:00:00"]  # month ends inferred
     np.testing.assert_array_equal(out["mean"], q[0, :, 4])
+
+
+def _stamps(*dates) -> pd.Series:
+    return pd.Series(pd.to_datetime(list(dates)))
+
+
+@pytest.mark.parametrize("context, domain_freq, expected", [
+    # month ends stay month ends, even where the domain was ingested as month starts
+    (pd.Series(pd.date_range("2017-01-31", "2018-03-31", freq="ME")), "MS", ["2018-04-30", "2018-05-31"]),
+    (pd.Series(pd.date_range("2017-01-01", "2018-03-01", freq="MS")), "ME", ["2018-04-01", "2018-05-01"]),
+    # weekly Mondays stay Mondays (not month starts)
+    (pd.Series(pd.date_range("2018-01-01", periods=10, freq="W-MON")), "MS", ["2018-03-12", "2018-03-19"]),
+    (pd.Series(pd.date_range("2018-01-01", periods=60, freq="30min")), None,
+     ["2018-01-02 06:00:00", "2018-01-02 06:30:00"]),
+    (pd.Series(pd.date_range("2018-01-01", periods=10, freq="B")), "D", ["2018-01-15", "2018-01-16"]),
+    # too short to tell: the domain's frequency, anchored on the series' own last point
+    (_stamps("2018-03-31"), "ME", ["2018-04-30", "2018-05-31"]),
+    (_stamps("2018-02-28", "2018-03-31"), None, ["2018-04-30", "2018-05-31"]),
+    (_stamps("2018-03-01", "2018-04-01"), "MS", ["2018-05-01", "2018-06-01"]),
+])
+def test_future_timestamps_continue_the_callers_own(context, domain_freq, expected):
+    assert future_index("s", context, 2, domain_freq) == list(pd.to_datetime(expected))
+
+
+def test_integer_steps_continue_as_integers_and_irregular_timestamps_are_refused():
+    assert future_index("s", pd.Series([3, 4, 5]), 3) == [6, 7, 8]
+    assert future_index("s", pd.Series([0, 5, 10]), 2) == [15, 20]
+    with pytest.raises(ValueError, match="irregular"):
+        future_index("s", _stamps("2018-01-01", "2018-01-02", "2018-01-05"), 2, "D")
+    with pytest.raises(ValueError, match="single timestamp"):
+        future_index("s", _stamps("2018-01-01"), 2, None)

@@ -1,0 +1,77 @@
+"""A domain's frequency and season: inferred from its timestamps, or given by its source.
+
+The season is the number of steps in the data's natural cycle: a day for sub-daily data
+(hourly 24, half-hourly 48), a week for daily data (7; business days 5), a year for
+weekly, monthly and quarterly data (52, 12, 4), none (1) for yearly data and integer
+steps. Seasonal naive, AutoETS, Theta and the MASE scale all use it.
+"""
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from itertools import islice
+
+import pandas as pd
+from pandas.tseries import offsets
+from pandas.tseries.frequencies import to_offset
+
+DAY_NS = 86_400 * 10**9
+MAX_SUBDAILY_SEASON = 1440  # a minute-level day; finer data has no useful daily season here
+
+
+def infer_freq(good: pd.DataFrame, max_series: int = 20) -> str | None:
+    """Most common pandas frequency among the first series; None for integer steps."""
+    if not pd.api.types.is_datetime64_any_dtype(good["ds"].dtype):
+        return None
+    found: Counter[str] = Counter()
+    for _, g in islice(good.groupby("unique_id", sort=False), max_series):
+        if len(g) >= 3:
+            f = pd.infer_freq(pd.DatetimeIndex(g["ds"]))
+            if f:
+                found[f] += 1
+    return found.most_common(1)[0][0] if found else None
+
+
+def offset_of(freq: str | None):
+    """The pandas offset of a frequency string (older aliases such as 'M' or 'H' accepted); None if unknown."""
+    if not freq:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # deprecated aliases ("H", "T") still parse
+        for text in (freq, {"M": "ME", "Q": "QE", "Y": "YE", "A": "YE", "H": "h", "T": "min", "S": "s"}.get(freq, freq)):
+            try:
+                return to_offset(text)
+            except ValueError:
+                continue
+    return None
+
+
+def season_from_freq(freq: str | None) -> int:
+    """Steps per natural cycle of data at ``freq`` (see the module docstring); 1 when unknown."""
+    off = offset_of(freq)
+    if off is None:
+        return 1
+    n = max(int(getattr(off, "n", 1)), 1)
+    if isinstance(off, offsets.Tick) and off.nanos < DAY_NS:
+        per_day = round(DAY_NS / off.nanos)
+        return per_day if per_day <= MAX_SUBDAILY_SEASON else 1
+    if isinstance(off, offsets.BusinessDay):
+        return 5 if n == 1 else 1
+    if isinstance(off, offsets.Day):
+        return 7 if n == 1 else (52 if n == 7 else 1)
+    if isinstance(off, offsets.Week):
+        return 52 if n == 1 else 1
+    if isinstance(off, offsets.SemiMonthBegin | offsets.SemiMonthEnd):
+        return 24 if n == 1 else 1
+    if isinstance(off, offsets.MonthBegin | offsets.MonthEnd):
+        return max(1, 12 // n)
+    if isinstance(off, offsets.QuarterBegin | offsets.QuarterEnd):
+        return max(1, 4 // n)
+    return 1
+
+
+def describe_season(season: int, freq: str | None, source: str) -> str:
+    """For reports: ``12 (monthly data, MS)``."""
+    where = {"frequency": f"from the frequency {freq}", "source": "given by the source",
+             "user": "set by the user", "default": "no frequency known"}.get(source, source)
+    return f"{season} ({where})"
