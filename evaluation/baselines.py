@@ -1,11 +1,7 @@
-"""Statistical baselines (statsforecast) as quantile forecasts ``[N, H, 9]``.
-
-Intervals at levels 20/40/60/80 % give the 9 quantiles 0.1..0.9 (lo-80 -> 0.1,
-lo-60 -> 0.2, ..., mean -> 0.5, ..., hi-80 -> 0.9), the layout of ``models.metrics``.
-Series are fitted one by one with the model classes' ``forecast`` (no frame
-round-trip), so the output keeps the input order and is deterministic.
-Models: seasonal naive, Theta (the standard theta method, statsforecast's ``Theta``)
-and AutoETS; ``MODELS`` is the default set (what onboarding compares against).
+"""Statistical baselines over many series: in chunks, in a process pool, grouped by horizon and
+season, with progress reports and every fallback noted. The models themselves (seasonal naive,
+AutoETS, Theta) are ``models.forecasting.statistical``, the same code a statistical champion
+runs when it is served. ``MODELS`` is what onboarding compares against (and may promote).
 """
 from __future__ import annotations
 
@@ -18,68 +14,14 @@ from contextlib import ExitStack
 
 import numpy as np
 
+from models.forecasting.statistical import LEVELS, STATISTICAL, fit_one
 from store.frequency import season_from_freq
 
 log = logging.getLogger(__name__)
 
-LEVELS = (20, 40, 60, 80)
-MODELS = ("seasonal_naive", "auto_ets")  # the default set
-KNOWN_MODELS = ("seasonal_naive", "theta", "auto_ets")
+MODELS = STATISTICAL  # the default set: every candidate family that is not a neural model
+KNOWN_MODELS = STATISTICAL
 CHUNK = 64  # series per unit of work: the granularity of progress reports
-ETS_MAX_SEASON = 24  # statsforecast's ETS does not fit longer seasons
-
-def _quantiles(fc: dict[str, np.ndarray]) -> np.ndarray:
-    """statsforecast output dict -> [H, 9]; sorted so crossing can never reach metrics."""
-    cols = [fc[f"lo-{lv}"] for lv in reversed(LEVELS)] + [fc["mean"]] + [fc[f"hi-{lv}"] for lv in LEVELS]
-    return np.sort(np.stack(cols, axis=-1).astype(np.float64), axis=-1)
-
-
-def _naive(x: np.ndarray, horizon: int, season: int) -> np.ndarray:
-    from statsforecast.models import SeasonalNaive
-
-    return _quantiles(SeasonalNaive(season_length=season).forecast(y=x, h=horizon, level=list(LEVELS)))
-
-
-def fit_one(x: np.ndarray, horizon: int, season_length: int, model: str) -> tuple[np.ndarray, str | None]:
-    """One series, one model -> (quantiles [H, 9], note about a fallback or None)."""
-    from statsforecast.models import AutoETS
-
-    x = np.asarray(x, dtype=np.float64)
-    if len(x) == 0:
-        raise ValueError("empty history")
-    # Less than one full season plus a step: the seasonal lag is undefined.
-    season = season_length if len(x) > season_length else 1
-    note = None if season == season_length else f"n={len(x)} <= season {season_length}: season 1"
-    if model == "seasonal_naive":
-        return _naive(x, horizon, season), note
-    if model == "theta":
-        return _theta(x, horizon, season, note)
-    if model != "auto_ets":
-        raise ValueError(f"unknown baseline {model!r}; known: {KNOWN_MODELS}")
-    if season > ETS_MAX_SEASON:
-        season, note = 1, f"season {season_length} > {ETS_MAX_SEASON} unsupported by ETS: season 1"
-    return _fit_or_naive(AutoETS(season_length=season), "ETS", x, horizon, note)
-
-
-def _theta(x: np.ndarray, horizon: int, season: int, note: str | None) -> tuple[np.ndarray, str | None]:
-    """Standard theta method (seasonality test + decomposition inside statsforecast)."""
-    from statsforecast.models import Theta
-
-    return _fit_or_naive(Theta(season_length=season), "Theta", x, horizon, note)
-
-
-def _fit_or_naive(model, label: str, x: np.ndarray, horizon: int,
-                  note: str | None) -> tuple[np.ndarray, str | None]:
-    """The statsforecast model's quantiles, or naive with the reason when it fails or diverges."""
-    try:
-        q = _quantiles(model.forecast(y=x, h=horizon, level=list(LEVELS)))
-        if np.isfinite(q).all():
-            return q, note
-        reason = f"non-finite {label} forecast"
-    except Exception as exc:  # statsforecast raises for tiny or degenerate series
-        reason = f"{label} failed ({type(exc).__name__}: {exc})"
-    return _naive(x, horizon, 1), f"n={len(x)}: {reason}: naive"
-
 
 def _fit_chunk(args) -> list[tuple[np.ndarray, str | None]]:
     xs, horizon, season_length, model = args

@@ -15,7 +15,8 @@ from tasks.promote import promote_domain_task
 @flow(name="onboard_domain", log_prints=True)
 def onboard_domain_flow(params: OnboardParams, backbone: str = "models:/backbone@champion",
                         promote: bool = True) -> dict:
-    """(source ->) store -> teacher + adapter + fusion weight -> test table -> registry (-> champion)
+    """(source ->) store -> teacher + adapter + fusion weight -> validation and test tables of every
+    candidate family -> registry, the best validated candidate offered as challenger (-> champion)
     -> Prefect artifacts (report, test table, fan chart, MLflow links).
 
     adapt and evaluate are cached across runs (results persisted in the state dir) and register
@@ -30,7 +31,8 @@ def onboard_domain_flow(params: OnboardParams, backbone: str = "models:/backbone
     result_dir = evaluate_domain_task.with_options(**cached)(result_dir, params, settings)
     registered = register_domain_task(result_dir, params, settings)
     if promote:
-        registered["promotion"] = promote_domain_task(params.domain, settings, registered["fused_version"],
-                                               result_dir=registered["result_dir"])
+        registered["promotion"] = promote_domain_task(params.domain, settings, registered["challenger"]["version"],
+                                                      result_dir=registered["result_dir"],
+                                                      why=registered["challenger"]["reason"])
     registered["artifacts"] = publish_onboarding_task(registered, params.domain, settings)
     return registered

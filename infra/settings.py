@@ -122,9 +122,9 @@ class OnboardParams(OnboardingConfig):
 
 
 class ServeParams(Section):
-    """`tsfm serve`: one process serving every domain's ``fused-<domain>@<alias>`` (serving/)."""
+    """`tsfm serve`: one process serving every domain's ``forecaster-<domain>@<alias>`` (serving/)."""
 
-    domains: list[str] = Field(default_factory=list, description="domains to serve; [] = every fused-* model "
+    domains: list[str] = Field(default_factory=list, description="domains to serve; [] = every forecaster-* model "
                                "that has the alias (new ones are picked up while running)")
     domain: str = Field("m3-other", pattern=DOMAIN_PATTERN, description="`tsfm serve --mlflow`: the one domain "
                         "MLflow's scoring server serves")

@@ -12,6 +12,7 @@ import pandas as pd
 
 from infra.settings import Settings
 from models.memory.result import OnboardingResult
+from reports.summary import verdict_lines
 from reports.tables import markdown_table
 
 INLINE_IMAGE_MAX_BYTES = 2_000_000  # a bigger chart is linked by path only
@@ -23,7 +24,7 @@ def artifact_key(prefix: str, domain: str) -> str:
 
 
 def mlflow_links(settings: Settings, run_id: str, domain: str, version: str) -> dict[str, str]:
-    """UI links to the run and the fused model version; empty without an HTTP tracking server."""
+    """UI links to the run and the domain's forecaster version; empty without an HTTP tracking server."""
     uri = settings.tracking_uri
     if not uri.startswith(("http://", "https://")):
         return {}
@@ -31,7 +32,7 @@ def mlflow_links(settings: Settings, run_id: str, domain: str, version: str) -> 
     run = mlflow.MlflowClient(tracking_uri=uri).get_run(run_id)
     return {
         "run": f"{base}/#/experiments/{run.info.experiment_id}/runs/{run_id}",
-        "model": f"{base}/#/models/fused-{domain}/versions/{version}",
+        "model": f"{base}/#/models/forecaster-{domain}/versions/{version}",
         "fan_chart": f"{base}/get-artifact?path=report/test_fan_chart.png&run_uuid={run_id}",
     }
 
@@ -41,19 +42,17 @@ def onboarding_report(registered: dict, domain: str, settings: Settings, links: 
     out = result.folder
     val = pd.read_csv(result.metrics_file("val"), index_col=0)
     test = pd.read_csv(result.metrics_file("test"), index_col=0)
-    promotion = registered.get("promotion") or {}
     lines = [
         f"# Onboarding of `{domain}`",
         "",
-        f"- registered: `fused-{domain}` v{registered['fused_version']}, `teacher-{domain}` "
+        *(f"- {line}" for line in verdict_lines(registered)),
+        f"- `forecaster-{domain}` versions: " + ", ".join(f"{family} v{v}" for family, v in registered["versions"].items()),
+        f"- components: `fused-{domain}` v{registered['fused_version']}, `teacher-{domain}` "
         f"v{registered['teacher_version']}, `adapter-{domain}` v{registered['adapter_version']}",
         f"- frequency {result.provenance.get('freq') or 'integer steps'}, season {result.provenance.get('season', '?')}: "
         "seasonal naive, AutoETS, Theta and the MASE scale use this season",
         f"- fusion weight alpha = {registered['alpha']:.2f} (chosen on validation)",
     ]
-    if promotion:
-        verdict = "promoted to `champion`" if promotion.get("promoted") else "not promoted (stays `challenger`)"
-        lines.append(f"- promotion gate: {verdict}: {promotion.get('reason', '')}")
     if links:
         lines.append(f"- MLflow: [run]({links['run']}), [model version]({links['model']})")
     else:

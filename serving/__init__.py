@@ -5,4 +5,4 @@ micro-batching, request validation, an optional bearer token, /health and Promet
 /metrics, and hot reload when an alias moves. Imports mlflow, never prefect.
 """
 
-MODEL_HEADER = "X-Tsfm-Model"  # response header naming the version that answered: fused-<domain>/<version>
+MODEL_HEADER = "X-Tsfm-Model"  # response header naming what answered: forecaster-<domain>/<version> (<family>)

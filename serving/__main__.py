@@ -12,7 +12,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m serving", description=__doc__)
     p.add_argument("--host")
     p.add_argument("--port", type=int)
-    p.add_argument("--domains", help="comma-separated; default: every fused-* model with the alias")
+    p.add_argument("--domains", help="comma-separated; default: every forecaster-* model with the alias")
     p.add_argument("--alias")
     p.add_argument("--reload-interval-s", type=float)
     p.add_argument("--device")

@@ -3,7 +3,7 @@
 Endpoints:
 - ``POST /invocations``: ``{"dataframe_split"|"dataframe_records": ..., "params": {"horizon": H,
   "domain": d}}`` -> ``{"predictions": [...]}`` like ``mlflow models serve``; header
-  ``X-Tsfm-Model: fused-<d>/<version>`` names the version that answered. ``domain`` may be
+  ``X-Tsfm-Model: forecaster-<d>/<version> (<family>)`` names what answered. ``domain`` may be
   left out when one domain is served.
 - ``GET /ping`` (200 once a model is loaded, as MLflow's), ``GET /health`` (served versions),
   ``GET /metrics`` (Prometheus), ``POST /reload`` (check the aliases now).
@@ -24,8 +24,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from infra.settings import ServeParams
-from models.forecasting.protocol import (forecast_frame, future_timestamps, parse_context, parse_horizon,
-                                         request_frame)
+from models.forecasting.protocol import forecast_frame, future_timestamps, parse_context, parse_horizon, request_frame
 from serving import MODEL_HEADER
 from serving.batching import MicroBatcher
 from serving.catalog import Catalog, Poller, ServedModel
@@ -123,7 +122,7 @@ async def score(served: Served, request: Request) -> Response:
             raise ApiError(400, str(e)) from None
         served.metrics.observe_inputs(domain, values, horizon)
         queued = True
-        quantiles = await served.batcher.predict(model, values, horizon, announced=True)
+        quantiles = await served.batcher.predict(model, ids, values, horizon, announced=True)
         answer = await asyncio.to_thread(_answer, ids, futures, quantiles)
         response = Response(answer, media_type="application/json", headers={MODEL_HEADER: model.label})
     except ApiError as e:

@@ -5,7 +5,7 @@ waiting request, gathers more requests for the same model object until the batch
 ``max_series`` series or the oldest request has waited ``max_wait_s`` (it waits only while
 more requests are on their way: ``incoming`` counts requests the app has accepted but not
 yet queued, so a lone request is not held back for nothing), runs
-``FusedForecaster.predict`` once at the batch's longest horizon and hands each request
+the served forecaster's ``predict`` once at the batch's longest horizon and hands each request
 its own rows (a shorter horizon is a prefix of the longer forecast: quantiles are fused
 and sorted per step). While a pass runs, new requests queue up, so batches grow with load.
 Batches are keyed by the model object, not the domain name: a request keeps the version
@@ -34,6 +34,7 @@ _STOP = object()
 @dataclass
 class _Item:
     model: ServedModel
+    ids: list[str]
     contexts: list[np.ndarray]
     horizon: int
     future: Future = field(default_factory=Future)
@@ -60,11 +61,11 @@ class MicroBatcher:
             self._thread.join(timeout=60)
             self._thread = None
 
-    async def predict(self, model: ServedModel, contexts: list[np.ndarray], horizon: int,
+    async def predict(self, model: ServedModel, ids: list[str], contexts: list[np.ndarray], horizon: int,
                       announced: bool = False) -> np.ndarray:
         """[N, horizon, Q] for this request's series, computed in a shared forward pass.
         ``announced``: the caller counted this request in ``incoming``; it leaves it once queued."""
-        item = _Item(model, contexts, horizon)
+        item = _Item(model, ids, contexts, horizon)
         self._queue.put(item)
         if announced:
             self.incoming -= 1
@@ -118,10 +119,11 @@ class MicroBatcher:
             return
         model = batch[0].model
         contexts = [c for b in batch for c in b.contexts]
+        ids = [i for b in batch for i in b.ids]
         horizon = max(b.horizon for b in batch)
         started = time.perf_counter()
         try:
-            q = model.forecaster.predict(contexts, horizon).quantiles  # [N, H, Q]
+            q = model.forecaster.predict(contexts, horizon, ids=ids).quantiles  # [N, H, Q]
         except Exception as e:  # every request of the pass gets the error
             log.exception("forward pass of %s failed", model.label)
             for b in batch:

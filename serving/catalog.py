@@ -1,4 +1,4 @@
-"""Which model answers for each domain: resolve ``fused-<domain>@<alias>`` in MLflow,
+"""Which model answers for each domain: resolve ``forecaster-<domain>@<alias>`` (of any family) in MLflow,
 load it off the request path, share backbones between domains, swap in atomically.
 
 A request takes one ``ServedModel`` from ``Catalog.get`` and keeps it to the end, so a
@@ -7,6 +7,7 @@ whole (copy on write); reading it needs no lock.
 """
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import shutil
@@ -24,42 +25,48 @@ from mlflow.exceptions import MlflowException
 from infra.files import file_digest
 from models.backbone.io import WEIGHTS_FILE
 from models.backbone.network import PatchBackbone
-from models.forecasting.fused import BACKBONE_DIR, PARTS_WITHOUT_BACKBONE, FusedForecaster
-from models.forecasting.kinds import SERVING_FILE
+from models.forecasting.kinds import KINDS, SERVING_FILE, forecaster_module, load_forecaster
 
 log = logging.getLogger("tsfm.serving")
-PREFIX = "fused-"
+PREFIX = "forecaster-"  # each domain's one served model; its versions may be of any family
 
 
 @dataclass(frozen=True)
 class ServedModel:
     domain: str
-    name: str  # registered model, fused-<domain>
+    name: str  # registered model, forecaster-<domain>
     version: str
     alias: str
-    backbone_key: str  # what backbones are shared by
+    backbone_key: str | None  # what backbones are shared by (None: a statistical model has none)
     backbone_version: str | None
-    forecaster: FusedForecaster
-    meta: dict = field(default_factory=dict)  # serving.json: freq, default_horizon, max_horizon
+    forecaster: object  # a models.forecasting forecaster of any family
+    meta: dict = field(default_factory=dict)  # serving.json: kind, family, freq, default/max horizon
     loaded_at: float = field(default_factory=time.time)
 
     @property
-    def label(self) -> str:
-        return f"{self.name}/{self.version}"
+    def family(self) -> str:
+        return str(self.meta.get("family") or self.meta.get("kind") or "fused")
 
     @property
-    def max_horizon(self) -> int:
-        trained = self.forecaster.horizon  # the forecaster cannot go further than it was trained for
-        return min(int(self.meta.get("max_horizon") or trained), trained)
+    def label(self) -> str:
+        """The ``X-Tsfm-Model`` header: name, version and family that answered."""
+        return f"{self.name}/{self.version} ({self.family})"
+
+    @property
+    def max_horizon(self) -> int | None:
+        """None: any horizon (a statistical model, the backbone alone up to its context)."""
+        limits = [int(h) for h in (self.meta.get("max_horizon"), getattr(self.forecaster, "horizon", None)) if h]
+        return min(limits) if limits else None
 
     @property
     def default_horizon(self) -> int:
-        return min(int(self.meta.get("default_horizon") or self.max_horizon), self.max_horizon)
+        default = int(self.meta.get("default_horizon") or self.max_horizon or 1)
+        return min(default, self.max_horizon) if self.max_horizon else default
 
     def describe(self) -> dict:
-        return {"model": self.name, "version": self.version, "alias": self.alias,
+        return {"model": self.name, "version": self.version, "family": self.family, "alias": self.alias,
                 "backbone_version": self.backbone_version, "backbone_key": self.backbone_key,
-                "max_horizon": self.max_horizon, "freq": self.meta.get("freq"),
+                "max_horizon": self.max_horizon, "freq": self.meta.get("freq"), "season": self.meta.get("season"),
                 "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.loaded_at))}
 
 
@@ -69,7 +76,7 @@ class Catalog:
     def __init__(self, tracking_uri: str, alias: str = "champion", domains: list[str] | None = None,
                  device: str = "cpu"):
         self.tracking_uri, self.alias, self.device = tracking_uri, alias, device
-        self.fixed_domains = list(domains or [])  # [] = every fused-* model that has the alias
+        self.fixed_domains = list(domains or [])  # [] = every forecaster-* model that has the alias
         self.client = MlflowClient(tracking_uri, tracking_uri)
         self._models: dict[str, ServedModel] = {}
         self._backbones: dict[str, PatchBackbone] = {}  # key -> the one loaded copy
@@ -90,7 +97,7 @@ class Catalog:
 
     def backbone_count(self) -> int:
         """Distinct backbone objects held by the served models."""
-        return len({id(m.forecaster.backbone) for m in self._models.values()})
+        return len({id(b) for m in self._models.values() if (b := getattr(m.forecaster, "backbone", None)) is not None})
 
     # -------------------------------------------------------------------- refresh
     def targets(self) -> dict[str, str | None]:
@@ -178,29 +185,30 @@ class Catalog:
         tmp = Path(tempfile.mkdtemp(prefix=f"tsfm-serve-{domain}-"))
         try:
             mlmodel = yaml.safe_load(Path(self._download(f"{base}/MLmodel", tmp)).read_text())
-            pyfunc = mlmodel.get("flavors", {}).get("python_function", {})
-            kind = (pyfunc.get("config") or {}).get("kind", "fused")
-            if kind != "fused":
-                raise ValueError(f"{name}/{version} is a {kind!r} model, not a fused one")
-            folder = pyfunc["artifacts"]["model_dir"]["path"]  # e.g. artifacts/fused
+            folder = mlmodel["flavors"]["python_function"]["artifacts"]["model_dir"]["path"]  # e.g. artifacts/fused
             local = tmp / "model"
             local.mkdir()
-            for part in (SERVING_FILE, *PARTS_WITHOUT_BACKBONE):
+            self._download(f"{base}/{folder}/{SERVING_FILE}", local)
+            meta = json.loads((local / SERVING_FILE).read_text())
+            kind = meta.get("kind", "fused")
+            module = importlib.import_module(forecaster_module(kind))
+            if not hasattr(module, "PARTS_WITHOUT_BACKBONE"):  # no backbone to share: the whole folder
+                self._download(f"{base}/{folder}", tmp)
+                forecaster = load_forecaster(kind, tmp / Path(folder).name, self.device)
+                return ServedModel(domain, name, str(version), self.alias, None, backbone_version, forecaster, meta)
+            for part in module.PARTS_WITHOUT_BACKBONE:
                 self._download(f"{base}/{folder}/{part}", local)
             key = f"backbone/{backbone_version}" if backbone_version else None
             backbone = self._backbones.get(key) if key else None
             if backbone is None:
                 # the registered backbone version is the sharing key; without the tag, the weights' hash
-                self._download(f"{base}/{folder}/{BACKBONE_DIR}", local)
+                self._download(f"{base}/{folder}/{module.BACKBONE_DIR}", local)
                 if key is None:
-                    key = f"sha256/{file_digest(local / BACKBONE_DIR / WEIGHTS_FILE, 'sha256')}"
+                    key = f"sha256/{file_digest(local / module.BACKBONE_DIR / WEIGHTS_FILE, 'sha256')}"
                 backbone = self._backbones.get(key)  # None: loaded from the folder just downloaded
-            forecaster = FusedForecaster.load(local, device=self.device, backbone=backbone)
+            forecaster = getattr(module, KINDS[kind][1]).load(local, device=self.device, backbone=backbone)
             self._backbones[key] = forecaster.backbone
-            serving_json = local / SERVING_FILE
-            served_meta = json.loads(serving_json.read_text()) if serving_json.exists() else {}
-            return ServedModel(domain, name, str(version), self.alias, key, backbone_version, forecaster,
-                               served_meta)
+            return ServedModel(domain, name, str(version), self.alias, key, backbone_version, forecaster, meta)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 

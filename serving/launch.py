@@ -21,10 +21,10 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def server_command(domain: str, host: str, port: int, alias: str = "champion") -> list[str]:
-    """MLflow's scoring server for ``fused-<domain>@<alias>``."""
+    """MLflow's scoring server for ``forecaster-<domain>@<alias>``."""
     return [
         sys.executable, "-m", "mlflow", "models", "serve",
-        "-m", f"models:/fused-{domain}@{alias}",
+        "-m", f"models:/forecaster-{domain}@{alias}",
         "--host", host, "--port", str(port), "--workers", "1", "--env-manager", "local",
     ]
 
@@ -51,7 +51,7 @@ def start_server(domain: str, settings: Settings, host: str = "127.0.0.1", port:
 
 def tsfm_server_command(host: str, port: int, domains: list[str] | None = None, alias: str = "champion",
                         reload_interval_s: float | None = None) -> list[str]:
-    """tsfm's multi-domain server (``python -m serving``); domains None/[]: every fused-* with the alias."""
+    """tsfm's multi-domain server (``python -m serving``); domains None/[]: every forecaster-* with the alias."""
     cmd = [sys.executable, "-m", "serving", "--host", host, "--port", str(port), "--alias", alias]
     if domains:
         cmd += ["--domains", ",".join(domains)]

@@ -45,7 +45,7 @@ class ServingMetrics:
         self.scale = per_domain(Histogram, "input_cv", "Per-series scale: std / |mean| of the context", CV_BUCKETS)
         self.horizon = per_domain(Histogram, "horizon", "Requested horizon", COUNT_BUCKETS)
         self.model_info = Gauge("tsfm_serve_model_info", "Served model version per domain (value 1)",
-                                ["domain", "model", "version", "alias", "backbone_version"], registry=r)
+                                ["domain", "model", "version", "family", "alias", "backbone_version"], registry=r)
         self.reloads = Counter("tsfm_serve_reloads", "Model swaps by domain and outcome (ok, failed, removed)",
                                ["domain", "outcome"], registry=r)
         self.backbones = Gauge("tsfm_serve_backbones_loaded", "Distinct backbone objects in memory", registry=r)
@@ -72,7 +72,7 @@ class ServingMetrics:
         """Re-export the served versions (after every swap)."""
         self.model_info.clear()
         for domain, m in models.items():
-            self.model_info.labels(domain, m.name, m.version, m.alias, m.backbone_version or "").set(1)
+            self.model_info.labels(domain, m.name, m.version, m.family, m.alias, m.backbone_version or "").set(1)
         self.backbones.set(backbones)
 
     def render(self) -> tuple[bytes, str]:

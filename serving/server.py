@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 import logging
-import os
 
 from infra.params import build_params
+from infra.quiet import quiet
 from infra.settings import ServeParams, Settings, apply_runtime_env, load_settings
 
 
 def run(settings: Settings | None = None, params: ServeParams | None = None, **overrides) -> None:
     """``params``: ready serving parameters; else ``settings.serve`` with the given (non-None) overrides."""
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keeps the log readable
+    quiet()  # no progress bars or library advice in the server's log
     settings = settings or load_settings()
     apply_runtime_env(settings)  # the profile's S3 endpoint etc., before mlflow/boto3 are imported
     params = params or build_params(ServeParams, settings.serve, named=overrides)
@@ -21,7 +21,7 @@ def run(settings: Settings | None = None, params: ServeParams | None = None, **o
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(params, settings.tracking_uri)
-    served = ", ".join(params.domains) or f"every fused-* model @{params.alias}"
+    served = ", ".join(params.domains) or f"every forecaster-* model @{params.alias}"
     print(f"tsfm serving {served} on http://{params.host}:{params.port}/invocations"
           + (" (bearer token required)" if params.token else ""), flush=True)
     # one worker: the backbones are loaded once and every request shares the micro-batcher

@@ -16,8 +16,8 @@ from pathlib import Path
 from infra.files import file_digest
 from infra.settings import DOMAIN_PATTERN
 from store.canonical import META_FILE, QUARANTINE_FILE, SERIES_FILE, SERIES_META_FILE
-from store.sources import read_source
 from store.frequency import infer_freq, season_from_freq
+from store.sources import read_source
 from store.validate import IngestError, validate_frame
 
 log = logging.getLogger("tsfm.ingest")

@@ -10,7 +10,7 @@ from prefect.artifacts import create_markdown_artifact
 from infra.logs import run_logger
 from infra.settings import Settings
 from models.splits import split_frame
-from reports.demo import report_text
+from reports.summary import onboarding_summary
 from serving import MODEL_HEADER
 from serving.launch import request_body, start_tsfm_server, stop_server, wait_ready
 from store.canonical import read_store, split_horizons
@@ -51,7 +51,7 @@ def serve_and_request_task(domain: str, store_dir: str, horizon: int, settings: 
 
 @task(name="report")
 def print_demo_report_task(onboarded: dict, served: dict | None) -> str:
-    text = report_text(onboarded, served)
+    text = onboarding_summary(onboarded, served)
     print(text)
     create_markdown_artifact(key="demo-report", markdown=f"```\n{text}\n```", description="tsfm demo")
     return text

@@ -33,9 +33,11 @@ from prefect.artifacts import (
     create_table_artifact,
 )
 
+from evaluation.gate import choose_candidate
 from infra.code_version import cached_digest
 from infra.logs import run_logger
 from infra.settings import OnboardParams, Settings
+from models.forecasting.kinds import FAMILIES, NEURAL
 from models.memory.result import OnboardingResult
 from reports.onboarding import artifact_key, fan_chart_url, mlflow_links, onboarding_report
 from reports.tables import markdown_table
@@ -146,7 +148,7 @@ def adapt_domain(params: OnboardParams, store_dir: str, backbone_uri: str, setti
     result = onboard(load_backbone(backbone_dir), split, params)
     result.provenance = {
         "domain": params.domain, "backbone_uri": backbone_uri, "backbone_version": version,
-        "data_version": meta["md5"], "freq": meta.get("freq"), "store": str(store_dir),
+        "data_version": meta["md5"], "freq": meta.get("freq"), "store": str(store_dir), "source": meta.get("source"),
         "per_series_horizons": params.series_horizons and read_series_meta(store_dir) is not None,
         "season": describe_seasons(store_dir, params.season_length, params.series_horizons),
         "seconds": time.perf_counter() - started,
@@ -170,8 +172,10 @@ def evaluate_domain(result_dir: str, params: OnboardParams, settings: Settings |
 
 # ------------------------------------------------------------------------- register
 def register_domain(result_dir: str, params: OnboardParams, settings: Settings) -> dict:
-    """Log the onboarding run and register teacher-, adapter- and fused-<domain>. Idempotent: run
-    again on the same result folder (a retry, a resumed run) it reuses the run and the versions."""
+    """Log the onboarding run; register the components (teacher-, adapter-, fused-<domain>) and every
+    candidate family as a version of forecaster-<domain>, whose ``challenger`` alias goes to the
+    candidate the gate offers (``evaluation.gate``). Idempotent: run again on the same result folder
+    (a retry, a resumed run) it reuses the run and the versions."""
     result = OnboardingResult.load(result_dir)
     prov = result.provenance
     val = pd.read_csv(result.metrics_file("val"), index_col=0)
@@ -186,28 +190,71 @@ def register_domain(result_dir: str, params: OnboardParams, settings: Settings) 
         if run.data.tags.get(LOGGED_TAG) != "true":  # a retried/resumed run logs only what is missing
             _log_onboarding_run(result, params, val, test)
             mlflow.set_tag(LOGGED_TAG, "true")
-        tags = {"data_version": prov["data_version"], "git_commit": registry.git_commit(),
-                "backbone_version": prov["backbone_version"], "domain": domain, "run_id": run.info.run_id,
-                "alpha": result.alpha, "freq": prov.get("freq") or "integer steps", "season": prov.get("season", "")}
-        for k in ("sCRPS", "MASE", "sMAPE"):
-            tags[f"val_{k}"] = val.loc["fused", k]
-            tags[f"backbone_val_{k}"] = val.loc["backbone", k]
-        description = (f"Validation (fusion weight alpha={result.alpha:.2f} chosen here):\n\n"
-                       + markdown_table(val.rename_axis("model")) + "\n\nTest:\n\n"
-                       + markdown_table(test.rename_axis("model")))
+        tags = {"data_version": prov["data_version"], "git_commit": registry.git_commit(), "domain": domain,
+                "run_id": run.info.run_id, "freq": prov.get("freq") or "integer steps", "season": prov.get("season", "")}
+        description = _tables_description(result, val, test)
         meta = {"domain": domain, "freq": prov.get("freq"), "default_horizon": result.horizon,
-                "max_horizon": result.horizon, "context_length": params.context_length}
-        versions = {}
+                "context_length": params.context_length, "season": prov.get("season")}
+        components = {}
         for kind in REGISTERED_KINDS:
             # the model is logged only when no version of this result exists yet
             def log_model(kind=kind) -> str:
-                return log_forecaster(kind, result.model_dir(kind), {**meta, "kind": kind}, name=kind)
-            versions[kind] = registry.register(log_model, f"{kind}-{domain}", tags, description, result_id=rid)
-        registry.set_alias(f"fused-{domain}", "challenger", versions["fused"])
-    return {"run_id": run.info.run_id, "fused_version": versions["fused"],
-            "teacher_version": versions["teacher"], "adapter_version": versions["adapter"],
+                return log_forecaster(kind, result.model_dir(kind), {**meta, "family": kind,
+                                                                      "max_horizon": result.horizon}, name=kind)
+            components[kind] = registry.register(
+                log_model, f"{kind}-{domain}", {**tags, **_scores(val, "fused"), "alpha": result.alpha,
+                                                "backbone_version": prov["backbone_version"]},
+                description, result_id=rid)
+        versions = {family: _register_candidate(family, result, components, val, tags, meta, description, rid)
+                    for family in FAMILIES}
+        choice = choose_candidate({f: float(val.loc[f, "sCRPS"]) for f in FAMILIES}, settings.promote.margin)
+        name = registry.forecaster_name(domain)
+        registry.set_alias(name, "challenger", versions[choice.family])
+        registry.remember_domain(domain, {"source": params.source or prov.get("source"), "horizon": params.horizon,
+                                          "freq": prov.get("freq"), "season_length": params.season_length,
+                                          "season": prov.get("season")},
+                                 f"The served forecaster of domain `{domain}`: every version is a candidate of one "
+                                 "family (tag `family`); `champion` is what `tsfm serve` answers with.")
+    return {"run_id": run.info.run_id, "model": name, "versions": versions,
+            "challenger": {"family": choice.family, "version": versions[choice.family], "reason": choice.reason,
+                           "val_sCRPS": choice.scores},
+            "fused_version": components["fused"], "teacher_version": components["teacher"],
+            "adapter_version": components["adapter"],
             "alpha": result.alpha, "result_dir": result_dir, "freq": prov.get("freq"), "season": prov.get("season"),
             "val_table": str(result.metrics_file("val", "txt")), "test_table": str(result.metrics_file("test", "txt"))}
+
+
+def _scores(table: pd.DataFrame, family: str, part: str = "val") -> dict[str, float]:
+    return {f"{part}_{k}": float(table.loc[family, k]) for k in ("sCRPS", "MASE", "sMAPE")}
+
+
+def _register_candidate(family: str, result: OnboardingResult, components: dict[str, str], val: pd.DataFrame,
+                        tags: dict, meta: dict, description: str, rid: str) -> str:
+    """One version of forecaster-<domain> for ``family``: the fused component's own logged model, or
+    the family's folder in the result logged as a model of its kind."""
+    domain = meta["domain"]
+    kind = FAMILIES[family]
+    family_tags = {**tags, **_scores(val, family), "family": family}
+    if family in NEURAL:
+        family_tags["backbone_version"] = result.provenance["backbone_version"]
+    if family == "fused":
+        family_tags["alpha"] = result.alpha
+        source = mlflow.MlflowClient().get_model_version(f"fused-{domain}", components["fused"]).source
+        return registry.register(source, registry.forecaster_name(domain), family_tags, description,
+                                 result_id=f"{rid}-{family}")
+
+    def log_model() -> str:  # any horizon: the statistical models and the backbone have no trained limit
+        return log_forecaster(kind, result.model_dir(family), {**meta, "family": family, "max_horizon": None},
+                              name=family)
+
+    return registry.register(log_model, registry.forecaster_name(domain), family_tags, description,
+                             result_id=f"{rid}-{family}")
+
+
+def _tables_description(result: OnboardingResult, val: pd.DataFrame, test: pd.DataFrame) -> str:
+    return (f"Season {result.provenance.get('season', '?')}. Validation (fusion weight alpha={result.alpha:.2f} "
+            "and the champion chosen here):\n\n" + markdown_table(val.rename_axis("model"))
+            + "\n\nTest (never seen while choosing):\n\n" + markdown_table(test.rename_axis("model")))
 
 
 def _log_onboarding_run(result: OnboardingResult, params: OnboardParams, val: pd.DataFrame,
@@ -234,7 +281,7 @@ def _log_onboarding_run(result: OnboardingResult, params: OnboardParams, val: pd
 def publish_onboarding_artifacts(registered: dict, domain: str, settings: Settings) -> dict[str, str]:
     """The Prefect artifacts of one onboarding; returns {kind: artifact id}."""
     result = OnboardingResult.load(registered["result_dir"])
-    links = mlflow_links(settings, registered["run_id"], domain, registered["fused_version"])
+    links = mlflow_links(settings, registered["run_id"], domain, registered["challenger"]["version"])
     ids = {"report": create_markdown_artifact(
         onboarding_report(registered, domain, settings, links), key=artifact_key("onboard", domain),
         description=f"onboarding report of {domain}")}

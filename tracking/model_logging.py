@@ -30,8 +30,10 @@ def signature(default_horizon: int) -> ModelSignature:
     return ModelSignature(inputs=inputs, params=params)
 
 
-def requirements() -> list[str]:
-    pkgs = ["torch", "numpy", "pandas", "faiss-cpu", "mlflow", "jaxtyping"]
+def requirements(kind: str) -> list[str]:
+    pkgs = ["numpy", "pandas", "mlflow", "jaxtyping"]
+    pkgs += ["statsforecast"] if kind == "statistical" else ["torch"]
+    pkgs += ["faiss-cpu"] if kind == "teacher" else []
     return [f"{p}=={version(p)}" for p in pkgs]
 
 
@@ -61,15 +63,16 @@ def log_forecaster(kind: str, model_dir: Path, serving_meta: dict, name: str = "
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {tuple(KINDS)}")
-    (Path(model_dir) / SERVING_FILE).write_text(json.dumps(serving_meta, indent=2, default=str))
+    # the kind travels in the folder, not in model_config: several models logged into one run
+    # would otherwise clash on the run param MLflow makes of it
+    (Path(model_dir) / SERVING_FILE).write_text(json.dumps({**serving_meta, "kind": kind}, indent=2, default=str))
     with tempfile.TemporaryDirectory(prefix="tsfm-code-") as tmp:
         info = mlflow.pyfunc.log_model(
             name=name,
             python_model=str(PYFUNC_FILE),
             artifacts={"model_dir": str(model_dir)},
             code_paths=[str(code_tree(kind, Path(tmp)))],
-            model_config={"kind": kind},
-            signature=signature(int(serving_meta.get("default_horizon", 1))),
-            pip_requirements=requirements(),
+            signature=signature(int(serving_meta.get("default_horizon") or 1)),
+            pip_requirements=requirements(kind),
         )
     return info.model_uri

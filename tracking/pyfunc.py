@@ -1,8 +1,9 @@
 """MLflow pyfunc "model from code" for every registered tsfm forecaster.
 
 MLflow loads this file (not a pickle) together with the ``models`` package shipped in the
-model's code paths. ``model_config["kind"]`` says what the artifact folder holds
-(``models.forecasting.kinds``): ``backbone``, ``teacher``, ``adapter`` or ``fused``.
+model's code paths. ``serving.json`` in the artifact folder says what the folder holds
+(``kind``, ``models.forecasting.kinds``: backbone, teacher, adapter, fused or statistical)
+and how to serve it (frequency, horizons, domain).
 
 Scoring protocol (``models.forecasting.protocol``): input rows ``unique_id, ds, y`` of each
 series' context, ``params={"horizon": H}``; output per series and step ``unique_id, ds,
@@ -29,10 +30,10 @@ def _bad_request(message: str) -> MlflowException:
 
 class TsfmForecaster(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
-        self.kind = (context.model_config or {}).get("kind", "fused")
         directory = Path(context.artifacts["model_dir"])
         meta_path = directory / SERVING_FILE
         self.meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        self.kind = self.meta.get("kind", "fused")
         self.forecaster = load_forecaster(self.kind, directory)
         self.max_horizon = int(self.meta.get("max_horizon") or 0) or None  # None: any horizon
 
@@ -45,7 +46,7 @@ class TsfmForecaster(mlflow.pyfunc.PythonModel):
                 model_input = pd.DataFrame(model_input)
             ids, values, stamps = parse_context(model_input)
             futures = future_timestamps(ids, stamps, horizon, self.meta.get("freq"))  # irregular -> ValueError
-            forecast = self.forecaster.predict(values, horizon)  # ValueError: horizon too long
+            forecast = self.forecaster.predict(values, horizon, ids=ids)  # ValueError: horizon too long
         except ValueError as e:
             raise _bad_request(str(e)) from None
         return forecast_frame(ids, futures, forecast.quantiles)

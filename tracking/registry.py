@@ -2,6 +2,8 @@
 found again and aliased (the registry contract of docs/architecture.md, in one module)."""
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import subprocess
 from functools import lru_cache
@@ -68,6 +70,56 @@ def git_commit() -> str:
 
 
 RESULT_ID_TAG = "tsfm_result_id"  # stable id of the result a run / model version was made from
+FORECASTER_PREFIX = "forecaster-"  # forecaster-<domain>: the one model per domain that holds the aliases
+DOMAIN_TAGS = ("source", "horizon", "freq", "season_length", "season")  # what a domain is remembered by
+
+
+def forecaster_name(domain: str) -> str:
+    return f"{FORECASTER_PREFIX}{domain}"
+
+
+def remember_domain(domain: str, facts: dict, description: str = "") -> None:
+    """Keep a domain's source, horizon, frequency and season on its registered model, so every
+    process sharing the tracking server knows it, wherever it was onboarded from."""
+    client = MlflowClient()
+    name = forecaster_name(domain)
+    for key in DOMAIN_TAGS:
+        if facts.get(key) is not None:
+            client.set_registered_model_tag(name, f"tsfm.{key}", str(facts[key]))
+    if description:
+        client.update_registered_model(name, description=description)
+
+
+def remembered_domains() -> dict[str, dict[str, str]]:
+    """domain -> the facts ``remember_domain`` kept, for every onboarded domain in the registry."""
+    out, token = {}, None
+    client = MlflowClient()
+    while True:
+        page = client.search_registered_models(filter_string=f"name LIKE '{FORECASTER_PREFIX}%'", max_results=200,
+                                               page_token=token)
+        for rm in page:
+            facts = {k.removeprefix("tsfm."): v for k, v in (rm.tags or {}).items() if k.startswith("tsfm.")}
+            if facts.get("source"):
+                out[rm.name.removeprefix(FORECASTER_PREFIX)] = facts
+        token = page.token
+        if not token:
+            return out
+
+
+def download_forecaster(name: str, version: str, dst: str | Path) -> tuple[str, Path, dict]:
+    """A registered forecaster's own folder, downloaded: (kind, folder, serving meta)."""
+    import json
+
+    import yaml
+
+    from models.forecasting.kinds import SERVING_FILE
+
+    base = MlflowClient().get_model_version_download_uri(name, version).rstrip("/")
+    mlmodel = yaml.safe_load(Path(mlflow.artifacts.download_artifacts(f"{base}/MLmodel", dst_path=str(dst))).read_text())
+    folder = mlmodel["flavors"]["python_function"]["artifacts"]["model_dir"]["path"]
+    local = Path(mlflow.artifacts.download_artifacts(f"{base}/{folder}", dst_path=str(dst)))
+    meta = json.loads((local / SERVING_FILE).read_text()) if (local / SERVING_FILE).is_file() else {}
+    return meta.get("kind", "fused"), local, meta
 
 
 def flat_params(values: dict, prefix: str = "") -> dict[str, str]:
@@ -160,7 +212,8 @@ def register(model_uri: str | Callable[[], str], name: str, tags: dict[str, str]
         tags = {**tags, RESULT_ID_TAG: result_id}
     if callable(model_uri):
         model_uri = model_uri()
-    mv = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in tags.items()})
+    with contextlib.redirect_stderr(io.StringIO()):  # MLflow prints "already exists" for a model it just made
+        mv = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in tags.items()})
     if description:
         client.update_model_version(name, mv.version, description=description)
     log.info("registered %s version %s", name, mv.version)

@@ -11,8 +11,9 @@ import time
 
 import typer
 
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+from infra.quiet import quiet  # light: stdlib only
+
+quiet()
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -128,7 +129,7 @@ def onboard(
 def promote(domain: str = typer.Option(...), version: str = typer.Option(None),
             margin: float = typer.Option(None, help="relative validation improvement required "
                                                     "(default: promote.margin in params.yaml)")):
-    """Give fused-<domain>'s challenger the champion alias if it passes the gate."""
+    """Give forecaster-<domain>'s challenger the champion alias if it passes the gate."""
     from flows.promote import promote_flow
 
     _echo(promote_flow(domain, version, margin))
@@ -136,7 +137,7 @@ def promote(domain: str = typer.Option(...), version: str = typer.Option(None),
 
 @app.command()
 def rollback(domain: str = typer.Option(...), version: str = typer.Option(...)):
-    """Point fused-<domain>@champion back at an earlier version."""
+    """Point forecaster-<domain>@champion back at an earlier version."""
     from tasks.promote import rollback_domain
 
     _echo(rollback_domain(domain, version, _settings()))
@@ -144,7 +145,7 @@ def rollback(domain: str = typer.Option(...), version: str = typer.Option(...)):
 
 @app.command()
 def serve(
-    domains: str = typer.Option(None, help="comma-separated domains; default: every fused-* model with the alias "
+    domains: str = typer.Option(None, help="comma-separated domains; default: every forecaster-* model with the alias "
                                            "(new ones are picked up while running)"),
     port: int = typer.Option(None), host: str = typer.Option(None, help="default 127.0.0.1"),
     alias: str = typer.Option(None, help="default champion"),
@@ -154,7 +155,7 @@ def serve(
                                                         "(no reload, no batching; for comparison)"),
     domain: str = typer.Option(None, help="with --mlflow: the one domain served"),
 ):
-    """Serve every domain's fused-<domain>@champion in one process (foreground): MLflow scoring
+    """Serve every domain's forecaster-<domain>@champion (any family) in one process (foreground): MLflow scoring
     protocol on /invocations, /health, /metrics, hot reload. Bearer token: TSFM_SERVE__TOKEN."""
     from infra.settings import ServeParams
 
@@ -166,7 +167,7 @@ def serve(
         from serving.launch import server_command, server_env
 
         cmd = server_command(cfg.domain, cfg.host, cfg.port, cfg.alias)
-        typer.echo(f"serving models:/fused-{cfg.domain}@{cfg.alias} on http://{cfg.host}:{cfg.port}/invocations")
+        typer.echo(f"serving models:/forecaster-{cfg.domain}@{cfg.alias} on http://{cfg.host}:{cfg.port}/invocations")
         os.execvpe(cmd[0], cmd, server_env(settings))
     from serving.server import run
 

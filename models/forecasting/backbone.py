@@ -13,6 +13,7 @@ from models.forecasting.batch import batch_forecast
 from models.forecasting.types import QuantileForecast
 
 CONFIG_FILE, BACKBONE_DIR = "backbone_forecaster.json", "backbone"
+PARTS_WITHOUT_BACKBONE = (CONFIG_FILE,)  # what a loader with the backbone already in memory needs
 
 
 class BackboneForecaster:
@@ -20,7 +21,8 @@ class BackboneForecaster:
         self.backbone = backbone.eval()
         self.context_length = context_length
 
-    def predict(self, contexts: Sequence[np.ndarray], horizon: int) -> QuantileForecast:
+    def predict(self, contexts: Sequence[np.ndarray], horizon: int,
+                ids: Sequence[str] | None = None) -> QuantileForecast:
         """One 1-D array per series (NaN = missing) -> ``horizon`` steps of quantiles."""
         return QuantileForecast(batch_forecast(self.backbone, contexts, horizon, self.context_length).quantiles)
 
@@ -31,7 +33,10 @@ class BackboneForecaster:
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path, device: str = "cpu") -> BackboneForecaster:
+    def load(cls, directory: str | Path, device: str = "cpu", backbone: PatchBackbone | None = None
+             ) -> BackboneForecaster:
+        """``backbone``: one already in memory (its folder then need not be there)."""
         directory = Path(directory)
         cfg = json.loads((directory / CONFIG_FILE).read_text())
-        return cls(load_backbone(directory / BACKBONE_DIR, map_location=device), cfg["context_length"])
+        backbone = backbone if backbone is not None else load_backbone(directory / BACKBONE_DIR, map_location=device)
+        return cls(backbone, cfg["context_length"])

@@ -38,7 +38,8 @@ class FusedForecaster:
         self.alpha, self.context_length, self.horizon = float(alpha), int(context_length), int(horizon)
         self.device, self.batch_size = device, batch_size
 
-    def predict(self, contexts: Sequence[np.ndarray], horizon: int) -> QuantileForecast:
+    def predict(self, contexts: Sequence[np.ndarray], horizon: int,
+                ids: Sequence[str] | None = None) -> QuantileForecast:
         """Fused in raw space, so alpha = 0 is the backbone bit for bit."""
         check_horizon(horizon, self.horizon)
         padded = left_pad(contexts, self.context_length)  # NaN = missing

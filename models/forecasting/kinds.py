@@ -14,7 +14,12 @@ KINDS: dict[str, tuple[str, str]] = {
     "teacher": ("models.forecasting.teacher", "TeacherForecaster"),
     "adapter": ("models.forecasting.fused", "FusedForecaster"),
     "fused": ("models.forecasting.fused", "FusedForecaster"),
+    "statistical": ("models.forecasting.statistical", "StatisticalForecaster"),
 }
+# the families a domain's champion may come from, and the kind of registered model each one is
+FAMILIES: dict[str, str] = {"fused": "fused", "backbone": "backbone", "seasonal_naive": "statistical",
+                            "auto_ets": "statistical", "theta": "statistical"}
+NEURAL = ("fused", "backbone")  # the families that run a backbone (served processes share it)
 PROTOCOL_MODULE = "models.forecasting.protocol"
 # next to a registered forecaster's own files: freq, default/max horizon, domain (all a server needs)
 SERVING_FILE = "serving.json"

@@ -51,8 +51,11 @@ def request_frame(body: object) -> tuple[pd.DataFrame, dict]:
     return frame, params
 
 
+LONGEST_HORIZON = 1000  # any model without a trained limit (statistical, the backbone): a bound on the work
+
+
 def parse_horizon(value: object, max_horizon: int | None) -> int:
-    """``params.horizon`` as a checked integer in 1..max_horizon (None: no upper bound)."""
+    """``params.horizon`` as a checked integer in 1..max_horizon (None: up to ``LONGEST_HORIZON``)."""
     if isinstance(value, bool):
         value = None  # JSON true/false is not a horizon
     try:
@@ -65,6 +68,8 @@ def parse_horizon(value: object, max_horizon: int | None) -> int:
         raise ValueError("params.horizon must be >= 1")
     if max_horizon is not None and horizon > max_horizon:
         raise ValueError(f"params.horizon={horizon} exceeds this model's trained horizon {max_horizon}")
+    if horizon > LONGEST_HORIZON:
+        raise ValueError(f"params.horizon={horizon} exceeds the longest forecast served, {LONGEST_HORIZON} steps")
     return horizon
 
 

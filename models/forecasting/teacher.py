@@ -31,7 +31,8 @@ class TeacherForecaster:
         self.context_length, self.horizon = int(context_length), int(horizon)
         self.device, self.batch_size = device, batch_size
 
-    def predict(self, contexts: Sequence[np.ndarray], horizon: int) -> QuantileForecast:
+    def predict(self, contexts: Sequence[np.ndarray], horizon: int,
+                ids: Sequence[str] | None = None) -> QuantileForecast:
         """Retrieval from the train datastore (queries are not in it: nothing to exclude)."""
         check_horizon(horizon, self.horizon)
         padded = left_pad(contexts, self.context_length)  # NaN = missing

@@ -7,7 +7,8 @@ comparison) goes through ``OnboardingResult``; no other code knows a file name i
     split.npz           the domain's train / validation / test parts (``SeriesSplit``)
     forecasts.npz       validation and test quantiles of each model [N, H, Q]
     alpha_table.csv     validation sCRPS of each fusion weight
-    fused/ teacher/ adapter/ finetuned/   the forecasters (``models.forecasting``)
+    fused/ teacher/ adapter/ finetuned/   the forecasters onboarding fits (``models.forecasting``)
+    backbone/ seasonal_naive/ auto_ets/ theta/   the other candidates for the domain's champion
     evaluation files    <part>_metrics.csv|.txt, <part>_per_series.csv, plots, baseline_notes.json
 """
 from __future__ import annotations
@@ -108,6 +109,7 @@ class OnboardingResult:
                 folder / "adapter")
         if self.teacher_forecaster is not None:
             self.teacher_forecaster.save(folder / "teacher")
+        self._save_candidates(folder)
         if self.finetuned is not None:  # scored for comparison (and forgetting), never registered
             from models.backbone.io import save_backbone
 
@@ -121,6 +123,19 @@ class OnboardingResult:
         (folder / SUMMARY).write_text(json.dumps(summary, indent=2, default=float))
         self.folder = folder
         return folder
+
+    def _save_candidates(self, folder: Path) -> None:
+        """The other families a champion may come from: the frozen backbone alone (same context as
+        the fused model) and the statistical models with each series' season."""
+        from models.forecasting.backbone import BackboneForecaster
+        from models.forecasting.statistical import STATISTICAL, StatisticalForecaster
+
+        if self.fused is not None:
+            BackboneForecaster(self.fused.backbone, self.fused.context_length).save(folder / "backbone")
+        seasons = dict(zip(self.split.ids, self.split.seasons.tolist()))
+        default = int(np.bincount(self.split.seasons).argmax()) if len(self.split) else 1
+        for model in STATISTICAL:
+            StatisticalForecaster(model, default, seasons).save(folder / model)
 
     # ----------------------------------------------------------------- reading
     @staticmethod
@@ -146,7 +161,8 @@ class OnboardingResult:
         return self.fused if self.fused is not None else FusedForecaster.load(self.model_dir("fused"), device)
 
     def model_dir(self, kind: str) -> Path:
-        """The saved forecaster of ``kind`` (fused, teacher, adapter) or ``finetuned/backbone``."""
+        """The saved forecaster of ``kind`` (fused, teacher, adapter, backbone, a statistical model's
+        name) or ``finetuned/backbone``."""
         return self._folder() / ("finetuned/backbone" if kind == "finetuned" else kind)
 
     def summary_file(self) -> Path:

@@ -26,7 +26,7 @@ def m3_forecasts(m3_sample):
 
 
 def test_shapes_and_sorted_quantiles(m3_forecasts):
-    assert set(m3_forecasts) == {"seasonal_naive", "auto_ets"}
+    assert set(m3_forecasts) == {"seasonal_naive", "auto_ets", "theta"}
     for q in m3_forecasts.values():
         assert q.shape == (20, H, 9)
         assert np.isfinite(q).all()
@@ -34,6 +34,7 @@ def test_shapes_and_sorted_quantiles(m3_forecasts):
     # ETS intervals have width; the two models really differ
     assert (m3_forecasts["auto_ets"][..., 8] > m3_forecasts["auto_ets"][..., 0]).all()
     assert not np.allclose(m3_forecasts["auto_ets"], m3_forecasts["seasonal_naive"])
+    assert not np.allclose(m3_forecasts["theta"], m3_forecasts["auto_ets"])
 
 
 def test_seasonal_naive_repeats_last_season_in_input_order(m3_sample, m3_forecasts):
@@ -50,6 +51,7 @@ def test_auto_ets_beats_seasonal_naive_on_m3(m3_sample, m3_forecasts):
     assert df.loc["auto_ets", "sMAPE"] < df.loc["seasonal_naive", "sMAPE"]
     assert df.loc["auto_ets", "MASE_rel"] < 1.0
     assert df.loc["auto_ets", "sCRPS_rel"] < 1.0
+    assert df.loc["theta", "MASE_rel"] < 1.0  # Theta won M3: it must beat seasonal naive here too
     assert 5 < df.loc["seasonal_naive", "sMAPE"] < 40  # sane scale for M3 monthly
 
 

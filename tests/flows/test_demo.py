@@ -7,6 +7,8 @@ from pathlib import Path
 import pandas as pd
 from mlflow import MlflowClient
 
+from evaluation.gate import choose_candidate
+from models.forecasting.kinds import FAMILIES
 from models.memory.result import MODELS, OnboardingResult
 
 
@@ -24,7 +26,7 @@ def test_demo_tables_cover_every_model(demo_run):
     for part in ("val", "test"):
         table = pd.read_csv(result_dir / f"{part}_metrics.csv", index_col=0)
         # every model, the fully fine-tuned comparison included (finetune_steps > 0 in SMALL)
-        assert set(table.index) == {"seasonal_naive", "auto_ets", *MODELS}
+        assert set(table.index) == {"seasonal_naive", "auto_ets", "theta", *MODELS}
         assert (table["ms_per_series"] > 0).all()
         assert {"MASE", "sCRPS", "sMAPE"} <= set(table.columns)
         assert table[["MASE", "sCRPS", "sMAPE"]].notna().all().all()
@@ -44,15 +46,28 @@ def test_demo_tables_cover_every_model(demo_run):
 def test_registry_holds_every_model_with_tags(demo_run):
     client = MlflowClient(demo_run["settings"].tracking_uri, demo_run["settings"].tracking_uri)
     names = {m.name for m in client.search_registered_models()}
-    assert {"backbone", "teacher-m3-other", "adapter-m3-other", "fused-m3-other"} <= names
-    fused = client.get_model_version_by_alias("fused-m3-other", "challenger")
-    for tag in ("data_version", "git_commit", "backbone_version", "val_sCRPS", "backbone_val_sCRPS"):
-        assert fused.tags.get(tag), tag
+    assert {"backbone", "teacher-m3-other", "adapter-m3-other", "fused-m3-other", "forecaster-m3-other"} <= names
+    onboarded = demo_run["result"]["onboarded"]
+    # one version per candidate family, each tagged with its family and validation scores
+    versions = {mv.tags["family"]: mv for mv in client.search_model_versions("name = 'forecaster-m3-other'")}
+    assert set(versions) == set(FAMILIES)
+    assert {f: str(v.version) for f, v in versions.items()} == onboarded["versions"]
+    for family, mv in versions.items():
+        for tag in ("data_version", "git_commit", "val_sCRPS", "freq", "season", "run_id"):
+            assert mv.tags.get(tag), (family, tag)
+    fused = versions["fused"]
     assert "Validation" in fused.description and "| fused |" in fused.description
     backbone = client.get_model_version_by_alias("backbone", "champion")
-    assert fused.tags["backbone_version"] == str(backbone.version)
+    assert fused.tags["backbone_version"] == str(backbone.version) == versions["backbone"].tags["backbone_version"]
+    assert "backbone_version" not in versions["seasonal_naive"].tags
+    # components keep no serving aliases: only forecaster-<domain> holds champion/challenger
+    for component in ("teacher-m3-other", "adapter-m3-other", "fused-m3-other"):
+        assert not client.get_registered_model(component).aliases, component
+    challenger = client.get_model_version_by_alias("forecaster-m3-other", "challenger")
+    assert challenger.tags["family"] == onboarded["challenger"]["family"]
     run = client.get_run(fused.tags["run_id"])
     assert "test_fused_sCRPS" in run.data.metrics and "val_backbone_sCRPS" in run.data.metrics
+    assert "val_theta_sCRPS" in run.data.metrics
     assert run.inputs.dataset_inputs[0].dataset.digest
 
 
@@ -82,8 +97,10 @@ def test_every_registered_kind_forecasts_in_process(demo_run):
     df, _ = read_store(demo_run["settings"].store_dir("m3-other"))
     context = split_frame(df, 8).train
     context = context[context["unique_id"].isin(sorted(context["unique_id"].unique())[:2])]
-    for uri in ("models:/backbone@champion", "models:/teacher-m3-other/1", "models:/adapter-m3-other/1",
-                "models:/fused-m3-other@challenger"):
+    versions = demo_run["result"]["onboarded"]["versions"]
+    uris = ["models:/backbone@champion", "models:/teacher-m3-other/1", "models:/adapter-m3-other/1",
+            "models:/fused-m3-other/1"] + [f"models:/forecaster-m3-other/{v}" for v in versions.values()]
+    for uri in uris:
         out = mlflow.pyfunc.load_model(uri).predict(context, params={"horizon": 4})
         assert len(out) == 2 * 4, uri
         assert out[[f"0.{i}" for i in range(1, 10)]].notna().all().all(), uri
@@ -93,17 +110,23 @@ def test_every_registered_kind_forecasts_in_process(demo_run):
 
 
 def test_promotion_decision_matches_validation(demo_run):
-    promo = demo_run["result"]["onboarded"]["promotion"]
+    """The challenger is the best validated family (the fused model only by the margin over all
+    others); with no champion before, it became champion; nothing served loses to seasonal naive
+    on validation."""
+    onboarded = demo_run["result"]["onboarded"]
+    promo = onboarded["promotion"]
+    margin = demo_run["settings"].promote.margin
+    val = pd.read_csv(Path(onboarded["result_dir"]) / "val_metrics.csv", index_col=0)
+    expected = choose_candidate({f: float(val.loc[f, "sCRPS"]) for f in FAMILIES}, margin)
+    assert onboarded["challenger"]["family"] == expected.family
+    assert promo["family"] == expected.family and promo["version"] == onboarded["versions"][expected.family]
+    assert promo["promoted"] is True and promo["previous_champion"] is None
     client = MlflowClient(demo_run["settings"].tracking_uri, demo_run["settings"].tracking_uri)
-    fused_val = promo["val_sCRPS"]
-    assert promo["promoted"] == (fused_val < promo["backbone_val_sCRPS"] * (1 - promo["margin"]))
-    assert promo["margin"] == demo_run["settings"].promote.margin
-    champion = None
-    try:
-        champion = client.get_model_version_by_alias("fused-m3-other", "champion").version
-    except Exception:
-        pass
-    assert (str(champion) == promo["version"]) == promo["promoted"]
+    champion = client.get_model_version_by_alias("forecaster-m3-other", "champion")
+    assert str(champion.version) == promo["version"] and champion.tags["family"] == expected.family
+    assert float(champion.tags["val_sCRPS"]) <= float(val.loc["seasonal_naive", "sCRPS"])
+    if expected.family != "fused":
+        assert "fused model" in promo["chosen_because"]
 
 
 def test_onboarding_published_prefect_artifacts(demo_run):

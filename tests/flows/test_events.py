@@ -89,3 +89,4 @@ def test_a_new_file_at_the_source_triggers_re_onboarding(demo_run, tmp_path):
 
     client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
     assert [str(v.version) for v in client.search_model_versions(f"name='fused-{DOMAIN}'")] == ["1"]
+    assert client.get_model_version_by_alias(f"forecaster-{DOMAIN}", "champion").tags["family"]

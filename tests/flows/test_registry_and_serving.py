@@ -17,74 +17,68 @@ from tasks.promote import promote_domain, rollback_domain
 
 
 def test_alias_round_trip(demo_run):
+    """Rollback and promotion move forecaster-m3-other@champion across families."""
     settings = demo_run["settings"]
     client = MlflowClient(settings.tracking_uri, settings.tracking_uri)
-    version = client.get_model_version_by_alias("fused-m3-other", "challenger").version
-    before = None
-    try:
-        before = client.get_model_version_by_alias("fused-m3-other", "champion").version
-    except Exception:
-        pass
+    name = "forecaster-m3-other"
+    versions = demo_run["result"]["onboarded"]["versions"]
+    before = str(client.get_model_version_by_alias(name, "champion").version)
+    other = next(v for v in versions.values() if v != before)  # another family's version
 
-    out = rollback_domain("m3-other", str(version), settings)
-    assert client.get_model_version_by_alias("fused-m3-other", "champion").version == version
-    assert out["champion"] == str(version)
-    assert promote_domain("m3-other", settings)["promoted"] is False  # already champion
+    out = rollback_domain("m3-other", other, settings)
+    assert str(client.get_model_version_by_alias(name, "champion").version) == other
+    assert out["champion"] == other and out["previous_champion"] == before
+    assert out["family"] == client.get_model_version(name, other).tags["family"]
+    assert promote_domain("m3-other", settings, version=other)["promoted"] is False  # already champion
 
-    client.delete_registered_model_alias("fused-m3-other", "champion")
-    refused = promote_domain("m3-other", settings, margin=0.99)  # nobody beats the backbone by 99%
-    assert refused["promoted"] is False and "margin" in refused["reason"]
-    with pytest.raises(Exception):
-        client.get_model_version_by_alias("fused-m3-other", "champion")
+    client.delete_registered_model_alias(name, "champion")
+    refused = promote_domain("m3-other", settings, version=other, margin=0.99)
+    assert refused["promoted"] is True  # no champion: the first candidate is promoted whatever the margin
+    refused = promote_domain("m3-other", settings, version=before, margin=0.99)
+    assert refused["promoted"] is False and "does not beat" in refused["reason"] and "99%" in refused["reason"]
+    assert str(client.get_model_version_by_alias(name, "champion").version) == other
 
-    if before is not None:  # leave the registry as the demo left it
-        client.set_registered_model_alias("fused-m3-other", "champion", before)
+    client.set_registered_model_alias(name, "champion", before)  # leave the registry as the demo left it
 
 
 def test_gate_rescores_the_champion_on_the_candidates_validation_split(demo_run, tmp_path):
-    """A champion is judged on the candidate's validation split, not by its old tag: here the
-    champion is the demo's fused model with alpha = 0, i.e. the frozen backbone bit for bit, so
-    re-scored it must equal the backbone's validation sCRPS of the candidate's own table."""
-    import json
-
+    """A champion is judged on the candidate's validation windows, not by its old tag, whatever its
+    family: here the champion is the demo's seasonal naive version with a tag claiming an unbeatable
+    score, so only re-scoring can show the candidate is better; re-scored, it must equal seasonal
+    naive's validation sCRPS of the candidate's own table."""
     import mlflow
 
     from tracking import registry as tracking
-    from tracking.model_logging import log_forecaster
 
     settings = demo_run["settings"]
     onboarded = demo_run["result"]["onboarded"]
     client = tracking.configure(settings)
-    name, source = "fused-m3-gate", client.get_model_version("fused-m3-other", onboarded["fused_version"])
-    candidate = tracking.register(source.source, name, dict(source.tags))
-    folder = Path(mlflow.artifacts.download_artifacts(
-        artifact_uri=f"{client.get_model_version_download_uri('fused-m3-other', source.version)}/artifacts/fused",
-        dst_path=str(tmp_path)))
-    meta = json.loads((folder / "fused.json").read_text())
-    (folder / "fused.json").write_text(json.dumps({**meta, "alpha": 0.0}))
-    tracking.use_experiment("onboard", settings)
-    with mlflow.start_run(run_name="gate-test-alpha0"):
-        uri = log_forecaster("fused", folder, {"domain": "m3-gate", "default_horizon": 8, "max_horizon": 8})
-    # its tag claims an unbeatable score: only re-scoring can show the candidate is better
-    old = tracking.register(uri, name, {**source.tags, "val_sCRPS": "0.0"})
+    name = tracking.forecaster_name("m3-gate")
+    naive = client.get_model_version("forecaster-m3-other", onboarded["versions"]["seasonal_naive"])
+    best = client.get_model_version("forecaster-m3-other", onboarded["challenger"]["version"])
+    candidate = tracking.register(best.source, name, dict(best.tags))
+    old = tracking.register(naive.source, name, {**naive.tags, "val_sCRPS": "0.0"})
     tracking.set_alias(name, "champion", old)
+    assert mlflow.get_registry_uri() == settings.tracking_uri
 
     by_tags = promote_domain("m3-gate", settings, candidate, margin=0.0)
     assert by_tags["promoted"] is False and by_tags["champion_rescored"] is False
 
     decision = promote_domain("m3-gate", settings, candidate, margin=0.0, result_dir=onboarded["result_dir"])
-    assert decision["champion_rescored"] is True
-    backbone_val = float(source.tags["backbone_val_sCRPS"])
-    assert decision["champion_val_sCRPS"] == pytest.approx(backbone_val, rel=1e-5)
-    assert decision["val_sCRPS"] == pytest.approx(float(source.tags["val_sCRPS"]), rel=1e-5)
-    assert decision["promoted"] == (decision["val_sCRPS"] < backbone_val)
+    assert decision["champion_rescored"] is True and decision["champion_family"] == "seasonal_naive"
+    naive_val = float(naive.tags["val_sCRPS"])
+    assert decision["champion_val_sCRPS"] == pytest.approx(naive_val, rel=1e-5)
+    assert decision["val_sCRPS"] == pytest.approx(float(best.tags["val_sCRPS"]), rel=1e-5)
+    assert decision["promoted"] == (decision["val_sCRPS"] < naive_val)
     expected = candidate if decision["promoted"] else old
     assert str(client.get_model_version_by_alias(name, "champion").version) == expected
 
 
 def test_demo_served_through_tsfm_server(demo_run):
     served = demo_run["result"]["served"]
-    assert served["model"].startswith("fused-m3-other/")  # the X-Tsfm-Model header of the answer
+    champion = demo_run["result"]["onboarded"]["promotion"]
+    # the X-Tsfm-Model header of the answer names the model, its version and its family
+    assert served["model"] == f"forecaster-m3-other/{champion['version']} ({champion['family']})"
     assert served["rows"] == len(served["series"]) * 8
 
 
@@ -98,7 +92,7 @@ def _start(kind: str, demo_run):
 
 @pytest.fixture(scope="module")
 def servers(demo_run):
-    """Both servers for fused-m3-other@challenger, started side by side."""
+    """Both servers for forecaster-m3-other@challenger, started side by side."""
     started = {kind: _start(kind, demo_run) for kind in ("mlflow", "tsfm")}
     try:
         for proc, url in started.values():
@@ -146,7 +140,7 @@ def test_invocations_answer_per_series_and_step(server, context):
     ({"dataframe_split": {"columns": ["unique_id", "y"], "data": [["a", 1.0]]}}, "ds"),
     ({"dataframe_split": {"columns": ["unique_id", "ds", "y"], "data": [["a", 1, "x"]]}}, "y"),
     ({"dataframe_split": {"columns": ["unique_id", "ds", "y"], "data": [["a", 1, 1.0], ["a", 2, 2.0]]},
-      "params": {"horizon": 99}}, "horizon"),
+      "params": {"horizon": 5000}}, "horizon"),
     ({"dataframe_split": {"columns": ["unique_id", "ds", "y"], "data": [["a", 1, 1.0]]},
       "params": {"horizon": "soon"}}, "horizon"),
 ])
@@ -156,7 +150,7 @@ def test_malformed_requests_get_4xx_with_message(server, body, fragment):
     assert fragment in resp.json()["message"]
 
 
-def test_both_servers_answer_identically(servers, context):
+def test_both_servers_answer_identically(servers, context, demo_run):
     body = request_body(context, 6)  # no params.domain: the tsfm server serves one domain here
     answers = {kind: requests.post(f"{url}/invocations", json=body, timeout=60) for kind, url in servers.items()}
     for resp in answers.values():
@@ -164,4 +158,6 @@ def test_both_servers_answer_identically(servers, context):
     mlflow_out = pd.DataFrame(answers["mlflow"].json()["predictions"])
     tsfm_out = pd.DataFrame(answers["tsfm"].json()["predictions"])
     pd.testing.assert_frame_equal(tsfm_out, mlflow_out, rtol=1e-5)
-    assert answers["tsfm"].headers[MODEL_HEADER].startswith("fused-m3-other/")
+    challenger = demo_run["result"]["onboarded"]["challenger"]
+    assert answers["tsfm"].headers[MODEL_HEADER] == \
+        f"forecaster-m3-other/{challenger['version']} ({challenger['family']})"

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import mlflow
 
+from models.forecasting.kinds import FAMILIES
+
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[2]
 DOMAIN = "m3-other-resume"
@@ -43,7 +45,7 @@ def _run(env: dict, log: Path) -> tuple[subprocess.CompletedProcess, dict]:
 def _versions(settings) -> dict[str, list[str]]:
     client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
     return {kind: sorted(str(v.version) for v in client.search_model_versions(f"name='{kind}-{DOMAIN}'"))
-            for kind in ("teacher", "adapter", "fused")}
+            for kind in ("teacher", "adapter", "fused", "forecaster")}
 
 
 def test_killed_onboarding_resumes_from_the_cache_without_duplicate_versions(demo_run, tmp_path):
@@ -73,7 +75,7 @@ def test_killed_onboarding_resumes_from_the_cache_without_duplicate_versions(dem
     (folder,) = [d for d in results.iterdir() if d.is_dir()]
     assert (folder / "summary.json").is_file()
     adapted_at = (folder / "summary.json").stat().st_mtime_ns
-    assert _versions(settings) == {"teacher": [], "adapter": [], "fused": []}  # killed before register
+    assert _versions(settings) == {"teacher": [], "adapter": [], "fused": [], "forecaster": []}  # killed before register
 
     # 2. the same command again: adapt is not recomputed, the rest finishes
     second, out2 = _run(env, tmp_path / "second.log")
@@ -83,7 +85,8 @@ def test_killed_onboarding_resumes_from_the_cache_without_duplicate_versions(dem
     assert [d for d in results.iterdir() if d.is_dir()] == [folder] and out2["result_dir"] == str(folder)
     assert (folder / "test_metrics.csv").is_file()
     versions = _versions(settings)
-    assert versions == {"teacher": ["1"], "adapter": ["1"], "fused": ["1"]}
+    families = [str(i) for i in range(1, len(FAMILIES) + 1)]  # one version per candidate family
+    assert versions == {"teacher": ["1"], "adapter": ["1"], "fused": ["1"], "forecaster": families}
     assert out2["fused_version"] == "1"
 
     # 3. once more: every stage is cached or found, no new versions, the same MLflow run

@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 from tests.integration.cli import DOMAIN, run_tsfm
 from tracking.datasets import dvc_md5
 
-MODEL = f"fused-{DOMAIN}"
+MODEL = f"forecaster-{DOMAIN}"  # the domain's served model; fused-<domain> is a component
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's package (Makefile: make install)
 # flags that keep a headless Chromium from reaching out (the machine has no internet) or needing a GPU
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -21,16 +21,18 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-b
 
 @pytest.fixture(scope="module")
 def champion(live_onboarding) -> dict:
-    """The fused model's champion: set by the gate, or (if the gate refused) by a rollback to it,
-    so the alias is exercised either way. Returns the gate's decision and the champion version."""
+    """The domain's first champion, set by the gate (no champion before: the candidate wins), and a
+    CLI rollback to the fused version and back, so the alias is moved across families by hand too.
+    Returns the gate's decision and the champion version."""
     run = live_onboarding
     decision = run["onboard"]["promotion"]
-    version = run["onboard"]["fused_version"]
-    if not decision["promoted"]:
-        moved = run_tsfm(["rollback", "--domain", DOMAIN, "--version", version], run["env"], run["root"], "rollback",
-                         out=False)  # rollback prints its result only
-        assert moved["champion"] == version
-    return {"decision": decision, "version": version}
+    assert decision["promoted"] is True and decision["version"] == run["onboard"]["challenger"]["version"]
+    fused = run["onboard"]["versions"]["fused"]
+    for version in (fused, decision["version"]):
+        moved = run_tsfm(["rollback", "--domain", DOMAIN, "--version", version], run["env"], run["root"],
+                         f"rollback-{version}", out=False)  # rollback prints its result only
+        assert moved["champion"] == version and moved["model"] == MODEL
+    return {"decision": decision, "version": decision["version"], "family": decision["family"]}
 
 
 def _runs(client: MlflowClient, experiment: str) -> list:
@@ -54,7 +56,9 @@ def test_prefect_server_holds_the_flow_runs_and_report(live_onboarding):
         assert states["onboard_domain"] == ["COMPLETED"], states
         [report] = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"onboard-{DOMAIN}"])))
     assert report.type == "markdown"
-    assert f"`{MODEL}` v{live_onboarding['onboard']['fused_version']}" in report.data
+    challenger = live_onboarding["onboard"]["challenger"]
+    assert f"{challenger['family']} ({MODEL} v{challenger['version']})" in report.data
+    assert "season" in report.data and "promotion: PROMOTED" in report.data
     # the report links to the MLflow server's UI (an HTTP tracking URI gives real links)
     assert f"{live_onboarding['mlflow']}/#/models/{MODEL}/versions/" in report.data
 
@@ -63,7 +67,7 @@ def test_mlflow_server_holds_runs_datasets_registry_and_plots(live_onboarding, c
     run = live_onboarding
     client = MlflowClient(tracking_uri=run["mlflow"], registry_uri=run["mlflow"])
     backbone_version = run["backbone"].rsplit("/", 1)[-1]
-    fused = run["onboard"]["fused_version"]
+    challenger = run["onboard"]["challenger"]
 
     # readable run names, one experiment per stage
     names = {exp: sorted(r.info.run_name for r in _runs(client, exp))
@@ -71,8 +75,7 @@ def test_mlflow_server_holds_runs_datasets_registry_and_plots(live_onboarding, c
     assert names["tsfm-ingest"] == [f"ingest-{DOMAIN}", "ingest-synthetic"]
     assert names["tsfm-pretrain"] == ["pretrain-tiny-40steps"]
     assert names["tsfm-onboard"] == [f"onboard-{DOMAIN}-bb{backbone_version}"]
-    outcome = "promoted" if champion["decision"]["promoted"] else "refused"
-    assert names["tsfm-promote"] == [f"promote-{DOMAIN}-v{fused}-{outcome}"]
+    assert names["tsfm-promote"] == [f"promote-{DOMAIN}-v{challenger['version']}-{challenger['family']}-promoted"]
 
     # dataset inputs carry the DVC digest of each store, in each stage's context
     digests = {d: dvc_md5(store) for d, store in run["stores"].items()}
@@ -85,11 +88,12 @@ def test_mlflow_server_holds_runs_datasets_registry_and_plots(live_onboarding, c
             assert i.dataset.digest == digests[i.dataset.name], (exp, i.dataset.name)
             assert {t.key: t.value for t in i.tags}["mlflow.data.context"] == context
 
-    # the registry: champion and challenger on the fused model, tables in the description
-    assert client.get_model_version_by_alias(MODEL, "challenger").version == fused
+    # the registry: champion and challenger on forecaster-<domain>, tables in the description
+    assert client.get_model_version_by_alias(MODEL, "challenger").version == challenger["version"]
     assert client.get_model_version_by_alias(MODEL, "champion").version == champion["version"]
-    description = client.get_model_version(MODEL, fused).description
-    assert "Validation" in description and "Test:" in description
+    assert client.get_registered_model(MODEL).description  # says what the model is for
+    description = client.get_model_version(MODEL, challenger["version"]).description
+    assert "Validation" in description and "Test (never seen" in description
     assert description.count("| fused ") == 2 and description.count("| backbone ") == 2
     [promote_run] = _runs(client, "tsfm-promote")
     assert promote_run.data.tags["reason"] == champion["decision"]["reason"]  # the gate's reason is logged
@@ -139,8 +143,9 @@ def test_mlflow_ui_shows_the_champion(live_onboarding, champion, test_artifacts)
             page.goto(f"{url}/#/models/{MODEL}/versions/{version}")
             page.get_by_text(f"onboard-{DOMAIN}-bb{backbone_version}").first.wait_for(timeout=60_000)
             text = page.inner_text("body")
-            assert "champion" in text and "Validation" in text and "Test:" in text, text[:2000]
-            assert "fused" in text and "backbone" in text and "seasonal_naive" in text
+            assert "champion" in text and "Validation" in text and "Test (never seen" in text, text[:2000]
+            assert "fused" in text and "backbone" in text and "seasonal_naive" in text and "theta" in text
+            assert champion["family"] in text
             page.screenshot(path=str(shots["version"]), full_page=True)
 
             # the onboarding run: its dataset input shows the store's DVC digest

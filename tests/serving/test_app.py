@@ -14,18 +14,20 @@ from fastapi.testclient import TestClient
 from infra.settings import ServeParams
 from models.forecasting.fused import FusedForecaster
 from models.forecasting.protocol import QUANTILE_COLUMNS, parse_context
+from models.forecasting.statistical import StatisticalForecaster
 from serving import MODEL_HEADER
 from serving.app import create_app
 from serving.catalog import Catalog
 from serving.launch import request_body
-from tests.serving.conftest import COPY
+from tests.serving.conftest import COPY, TWIN
+from tracking import registry as tracking
 
 TOKEN = "s3cret-token"
 
 
 def _app(registry, **params):
     settings = registry["settings"]
-    cfg = ServeParams(**{"domains": ["m3-other", COPY], "reload_interval_s": 0, **params})
+    cfg = ServeParams(**{"domains": ["m3-other", COPY, TWIN], "reload_interval_s": 0, **params})
     return create_app(cfg, settings.tracking_uri)
 
 
@@ -44,14 +46,16 @@ def _quantiles(predictions: list[dict], ids: list[str], horizon: int) -> np.ndar
 def test_two_domains_share_one_backbone_object(client, registry):
     catalog: Catalog = client.app.state.catalog
     served = catalog.snapshot()
-    assert set(served) == {"m3-other", COPY}
-    assert served["m3-other"].forecaster.backbone is served[COPY].forecaster.backbone
-    assert served["m3-other"].forecaster.adapter is not served[COPY].forecaster.adapter
+    assert set(served) == {"m3-other", COPY, TWIN}
+    assert served[COPY].family == "fused" and served[TWIN].family == "backbone"
+    assert served[COPY].forecaster.backbone is served[TWIN].forecaster.backbone
     assert catalog.backbone_count() == 1 and len(catalog._backbones) == 1
     health = client.get("/health").json()
     assert health["backbones_loaded"] == 1
     assert health["domains"][COPY]["version"] == registry["copy_v1"]
-    assert health["domains"]["m3-other"]["backbone_version"] == health["domains"][COPY]["backbone_version"]
+    assert health["domains"][COPY]["family"] == "fused"
+    assert health["domains"]["m3-other"]["family"] == registry["other_family"]
+    assert health["domains"][TWIN]["backbone_version"] == health["domains"][COPY]["backbone_version"]
 
 
 def test_answers_equal_the_forecaster_and_the_mlflow_pyfunc(client, registry, context):
@@ -59,11 +63,11 @@ def test_answers_equal_the_forecaster_and_the_mlflow_pyfunc(client, registry, co
     horizon = 5
     resp = client.post("/invocations", json=request_body(context, horizon, COPY))
     assert resp.status_code == 200, resp.text
-    assert resp.headers[MODEL_HEADER] == f"fused-{COPY}/{registry['copy_v1']}"
+    assert resp.headers[MODEL_HEADER] == f"forecaster-{COPY}/{registry['copy_v1']} (fused)"
     ids, values, _ = parse_context(context)
     got = _quantiles(resp.json()["predictions"], ids, horizon)
 
-    uri = f"models:/fused-{COPY}/{registry['copy_v1']}"
+    uri = f"models:/forecaster-{COPY}/{registry['copy_v1']}"
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)
     folder = mlflow.artifacts.download_artifacts(f"{uri}/artifacts/fused", dst_path=tempfile.mkdtemp())
@@ -77,6 +81,28 @@ def test_answers_equal_the_forecaster_and_the_mlflow_pyfunc(client, registry, co
     np.testing.assert_allclose(answer[QUANTILE_COLUMNS + ["mean"]].to_numpy(),
                                pyfunc[QUANTILE_COLUMNS + ["mean"]].to_numpy(), rtol=1e-5,
                                atol=1e-5 * np.abs(expected).max())
+
+
+def test_a_statistical_champion_answers_like_any_other(client, registry, context):
+    """Whatever family the gate chose for m3-other answers with the same protocol; a statistical one
+    is fitted on the request's own context and equals the family's forecaster and its pyfunc."""
+    horizon = 6
+    resp = client.post("/invocations", json=request_body(context, horizon, "m3-other"))
+    assert resp.status_code == 200, resp.text
+    family = registry["other_family"]
+    assert resp.headers[MODEL_HEADER] == f"forecaster-m3-other/{registry['other_champion']} ({family})"
+    answer = pd.DataFrame(resp.json()["predictions"])
+    assert len(answer) == 4 * horizon and list(answer.columns[:2]) == ["unique_id", "ds"]
+    uri = f"models:/forecaster-m3-other/{registry['other_champion']}"
+    mlflow.set_tracking_uri(registry["settings"].tracking_uri)
+    pyfunc = mlflow.pyfunc.load_model(uri).predict(context[["unique_id", "ds", "y"]], params={"horizon": horizon})
+    np.testing.assert_allclose(answer[QUANTILE_COLUMNS].to_numpy(), pyfunc[QUANTILE_COLUMNS].to_numpy(), rtol=1e-5)
+    if family in ("seasonal_naive", "auto_ets", "theta"):
+        _, folder, _ = tracking.download_forecaster("forecaster-m3-other", registry["other_champion"],
+                                                    tempfile.mkdtemp())
+        ids, values, _ = parse_context(context)
+        expected = StatisticalForecaster.load(folder).predict(values, horizon, ids=ids).quantiles
+        np.testing.assert_allclose(_quantiles(resp.json()["predictions"], ids, horizon), expected, rtol=1e-5)
 
 
 def test_records_input_and_default_horizon(client, context):
@@ -109,7 +135,7 @@ def test_bad_requests_get_4xx_with_a_message(client, body, status, fragment):
     assert fragment in answer["message"]
     assert answer["error_code"] == {400: "INVALID_PARAMETER_VALUE", 404: "RESOURCE_DOES_NOT_EXIST"}[status]
     if status == 404:
-        assert answer["domains"] == sorted(["m3-other", COPY])
+        assert answer["domains"] == sorted(["m3-other", COPY, TWIN])
 
 
 def test_invalid_json_and_too_large_bodies(client):
@@ -184,7 +210,7 @@ def test_bearer_token(registry, context):
         good = {"Authorization": f"Bearer {TOKEN}"}
         resp = c.post("/invocations", json=body, headers=good)
         assert resp.status_code == 200, resp.text
-        assert resp.headers[MODEL_HEADER].startswith(f"fused-{COPY}/")
+        assert resp.headers[MODEL_HEADER].startswith(f"forecaster-{COPY}/")
         assert c.get("/metrics", headers=good).status_code == 200
         assert c.post("/reload", headers=good).json()["domains"] == {COPY: c.app.state.catalog.get(COPY).version}
         assert c.get("/ping").status_code == 200 and c.get("/health").status_code == 200  # probes stay open

@@ -20,7 +20,7 @@ from models.forecasting.protocol import QUANTILE_COLUMNS, parse_context
 from serving import MODEL_HEADER
 from serving.launch import request_body, start_tsfm_server, stop_server, wait_ready
 from tasks.promote import rollback_domain
-from tests.serving.conftest import COPY
+from tests.serving.conftest import COPY, TWIN, family_version
 from tracking import registry as tracking
 
 LATE = "m3-late"  # gains the alias while the server runs
@@ -30,9 +30,13 @@ LATE = "m3-late"  # gains the alias while the server runs
 def server(registry):
     settings = registry["settings"]
     client = tracking.configure(settings)
-    source = client.get_model_version(f"fused-{COPY}", registry["copy_v1"])
-    registry["late_v"] = tracking.register(source.source, f"fused-{LATE}", {**source.tags, "domain": LATE})
-    # every fused-* model with the alias; poll each second; a 50 ms window to gather a batch
+    source = client.get_model_version(tracking.forecaster_name(COPY), registry["copy_v1"])
+    registry["late_v"] = tracking.register(source.source, tracking.forecaster_name(LATE),
+                                           {**source.tags, "domain": LATE})
+    naive = family_version(client, "m3-other", "seasonal_naive")
+    registry["late_naive_v"] = tracking.register(naive.source, tracking.forecaster_name(LATE),
+                                                 {**naive.tags, "domain": LATE})
+    # every forecaster-* model with the alias; poll each second; a 50 ms window to gather a batch
     proc, url = start_tsfm_server(settings, None, reload_interval_s=1.0,
                                   log_file=Path(registry["root"]) / "tsfm-serve-test.log",
                                   env={"TSFM_SERVE__MAX_WAIT_MS": "50"})
@@ -41,7 +45,7 @@ def server(registry):
         yield url
     finally:
         stop_server(proc)
-        tracking.set_alias(f"fused-{COPY}", "champion", registry["copy_v1"])
+        tracking.set_alias(tracking.forecaster_name(COPY), "champion", registry["copy_v1"])
 
 
 def _scrape(url: str, name: str) -> float:
@@ -53,16 +57,16 @@ def _forecaster(registry, version: str) -> FusedForecaster:
     settings = registry["settings"]
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)
-    folder = mlflow.artifacts.download_artifacts(f"models:/fused-{COPY}/{version}/artifacts/fused",
+    folder = mlflow.artifacts.download_artifacts(f"models:/forecaster-{COPY}/{version}/artifacts/fused",
                                                  dst_path=tempfile.mkdtemp())
     return FusedForecaster.load(folder)
 
 
 def test_serves_every_domain_with_the_alias(server, registry):
     health = requests.get(f"{server}/health", timeout=10).json()
-    assert {"m3-other", COPY} <= set(health["domains"])
+    assert {"m3-other", COPY, TWIN} <= set(health["domains"])
     assert health["domains"][COPY]["version"] == registry["copy_v1"]
-    assert health["backbones_loaded"] == 1  # the demo's backbone, shared by every domain
+    assert health["backbones_loaded"] == 1  # the demo's backbone, shared by every neural domain
 
 
 def test_concurrent_requests_are_batched_and_split_back(server, registry, context):
@@ -105,6 +109,10 @@ def test_concurrent_requests_are_batched_and_split_back(server, registry, contex
     assert singles < _scrape(server, f'tsfm_serve_batch_requests_count{{domain="{COPY}"}}')
 
 
+def _label(version: str, domain: str = COPY, family: str = "fused") -> str:
+    return f"forecaster-{domain}/{version} ({family})"
+
+
 def _wait_for(predicate, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -132,23 +140,23 @@ def test_alias_moves_are_picked_up_without_failing_a_request(server, registry, c
     thread.start()
     try:
         _wait_for(lambda: len(seen) >= 3)
-        tracking.set_alias(f"fused-{COPY}", "champion", v2)  # a promotion
-        _wait_for(lambda: seen[-1][0] == f"fused-{COPY}/{v2}")
+        tracking.set_alias(tracking.forecaster_name(COPY), "champion", v2)  # a promotion
+        _wait_for(lambda: seen[-1][0] == _label(v2))
         n_after_promotion = len(seen)
         rollback_domain(COPY, v1, settings)  # `tsfm rollback`
-        _wait_for(lambda: len(seen) > n_after_promotion and seen[-1][0] == f"fused-{COPY}/{v1}")
+        _wait_for(lambda: len(seen) > n_after_promotion and seen[-1][0] == _label(v1))
         time.sleep(0.5)
     finally:
         stop.set()
         thread.join(timeout=60)
     assert all(code == 200 for _, code, _ in seen), [code for _, code, _ in seen if code != 200]
     labels = [label for label, _, _ in seen]
-    assert labels[0] == f"fused-{COPY}/{v1}" and f"fused-{COPY}/{v2}" in labels and labels[-1] == labels[0]
-    first_v2 = labels.index(f"fused-{COPY}/{v2}")
-    assert all(label == f"fused-{COPY}/{v1}" for label in labels[:first_v2])  # one clean switch
+    assert labels[0] == _label(v1) and _label(v2) in labels and labels[-1] == labels[0]
+    first_v2 = labels.index(_label(v2))
+    assert all(label == _label(v1) for label in labels[:first_v2])  # one clean switch
     if registry["alpha"] != 0.0:  # v2 is the same model with alpha 0: the answers change with the header
         q = {label: frame[QUANTILE_COLUMNS].to_numpy() for label, _, frame in seen}
-        assert not np.allclose(q[f"fused-{COPY}/{v1}"], q[f"fused-{COPY}/{v2}"])
+        assert not np.allclose(q[_label(v1)], q[_label(v2)])
     health = requests.get(f"{server}/health", timeout=10).json()
     assert health["domains"][COPY]["version"] == v1 and health["backbones_loaded"] == 1
     reloads = _scrape(server, f'tsfm_serve_reloads_total{{domain="{COPY}",outcome="ok"}}')
@@ -159,14 +167,21 @@ def test_a_new_domain_joins_and_a_removed_alias_leaves(server, registry, context
     client = MlflowClient(registry["settings"].tracking_uri, registry["settings"].tracking_uri)
     body = request_body(context, 2, LATE)
     assert requests.post(f"{server}/invocations", json=body, timeout=60).status_code == 404
-    tracking.set_alias(f"fused-{LATE}", "champion", registry["late_v"])
+    tracking.set_alias(tracking.forecaster_name(LATE), "champion", registry["late_v"])
     # POST /reload checks at once (the poller would within a second as well)
     changes = requests.post(f"{server}/reload", timeout=60).json()
     _wait_for(lambda: LATE in requests.get(f"{server}/health", timeout=10).json()["domains"])
     resp = requests.post(f"{server}/invocations", json=body, timeout=60)
-    assert resp.status_code == 200 and resp.headers[MODEL_HEADER] == f"fused-{LATE}/{registry['late_v']}"
+    assert resp.status_code == 200 and resp.headers[MODEL_HEADER] == _label(registry["late_v"], LATE)
     assert isinstance(changes["changes"], list)
     assert requests.get(f"{server}/health", timeout=10).json()["backbones_loaded"] == 1  # shared again
-    client.delete_registered_model_alias(f"fused-{LATE}", "champion")
+    # a promotion across families: the same domain now answers with seasonal naive, hot
+    tracking.set_alias(tracking.forecaster_name(LATE), "champion", registry["late_naive_v"])
+    requests.post(f"{server}/reload", timeout=60)
+    resp = requests.post(f"{server}/invocations", json=body, timeout=60)
+    assert resp.status_code == 200
+    assert resp.headers[MODEL_HEADER] == _label(registry["late_naive_v"], LATE, "seasonal_naive")
+    assert len(pd.DataFrame(resp.json()["predictions"])) == 2 * context["unique_id"].nunique()
+    client.delete_registered_model_alias(tracking.forecaster_name(LATE), "champion")
     _wait_for(lambda: LATE not in requests.get(f"{server}/health", timeout=10).json()["domains"])
     assert requests.post(f"{server}/invocations", json=body, timeout=60).status_code == 404

@@ -32,11 +32,12 @@ def test_runs_and_registered_models_keep_artifacts_in_s3(tmp_path, moto_endpoint
 
     # registry round trip on the same store: two versions whose source is in S3, alias moves
     client = mlflow.MlflowClient()
-    client.create_registered_model("fused-s3test")
-    v1, v2 = (str(client.create_model_version("fused-s3test", f"{run.info.artifact_uri}/report",
-                                              run_id=run.info.run_id).version) for _ in range(2))
-    tracking.set_alias("fused-s3test", "champion", v2)
-    assert tracking.alias_version("fused-s3test", "champion") == v2
-    assert rollback_domain("s3test", v1, settings) == {"model": "fused-s3test", "champion": v1,
-                                                        "previous_champion": v2}
-    assert tracking.alias_version("fused-s3test", "champion") == v1
+    client.create_registered_model("forecaster-s3test")
+    v1, v2 = (str(client.create_model_version("forecaster-s3test", f"{run.info.artifact_uri}/report",
+                                              run_id=run.info.run_id, tags={"family": family}).version)
+              for family in ("auto_ets", "fused"))
+    tracking.set_alias("forecaster-s3test", "champion", v2)
+    assert tracking.alias_version("forecaster-s3test", "champion") == v2
+    assert rollback_domain("s3test", v1, settings) == {"model": "forecaster-s3test", "champion": v1,
+                                                        "family": "auto_ets", "previous_champion": v2}
+    assert tracking.alias_version("forecaster-s3test", "champion") == v1

@@ -5,8 +5,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.forecasting.protocol import (ANSWER_COLUMNS, forecast_frame, future_index, future_timestamps,
-                                         parse_context, parse_horizon, request_frame)
+from models.forecasting.protocol import (
+    ANSWER_COLUMNS,
+    forecast_frame,
+    future_index,
+    future_timestamps,
+    parse_context,
+    parse_horizon,
+    request_frame,
+)
 
 
 def test_split_and_records_give_the_same_frame():
