@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 
 FUSED = "fused"
+NAIVE = "seasonal_naive"
 
 
 @dataclass(frozen=True)
@@ -34,13 +35,23 @@ def choose_candidate(scores: dict[str, float], margin: float) -> Choice:
         return Choice(FUSED, fused, "the fused model is the only candidate", scores)
     best = min(others, key=others.get)
     if fused is not None and fused < others[best] * (1 - margin):
-        gain = 1 - fused / others[best]
         return Choice(FUSED, fused, f"the fused model (val sCRPS {fused:.4f}) beats every other candidate, the best "
-                                    f"of them {best} ({others[best]:.4f}) by {gain:.1%}", scores)
-    why = ("was not scored" if fused is None else
-           f"scored {fused:.4f}, not {margin:.0%} better than {best}'s {others[best]:.4f}")
-    return Choice(best, others[best], f"{best} has the best validation sCRPS of the other candidates "
-                                      f"({others[best]:.4f}); the fused model {why}", scores)
+                                    f"of them {best} ({others[best]:.4f}) by {_gain(fused, others[best])}", scores)
+    if fused is None:
+        why = "was not scored"
+    elif fused >= others[best]:
+        why = f"scored {fused:.4f}, {fused / others[best] - 1:.1%} worse than {best}"
+    else:
+        why = f"scored {fused:.4f}, better than {best} by {_gain(fused, others[best])}, less than the {margin:.0%} margin"
+    naive = finite.get(NAIVE)
+    versus = (f", {_gain(others[best], naive)} better than seasonal naive ({naive:.4f})"
+              if best != NAIVE and naive is not None and others[best] < naive else "")
+    return Choice(best, others[best], f"{best} has the best validation sCRPS ({others[best]:.4f}){versus}; "
+                                      f"the fused model {why}", scores)
+
+
+def _gain(better: float, worse: float) -> str:
+    return f"{1 - better / worse:.1%}" if worse > 0 else "-"
 
 
 def beats(candidate: float, champion: float | None, margin: float) -> bool:

@@ -9,12 +9,13 @@ from typing import TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from infra.errors import InputError
 from models.validation import messages
 
 M = TypeVar("M", bound=BaseModel)
 
 
-class ParamsError(ValueError):
+class ParamsError(InputError):
     """Options that do not make valid parameters (the message names each bad option)."""
 
 

@@ -24,6 +24,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from infra.errors import InputError
 from models.memory.config import OnboardingConfig
 from models.pretraining.spec import TrainingRecipe
 
@@ -62,8 +63,21 @@ class S3Settings(Section):
 class IngestParams(Section):
     source: str = Field(..., description="local path, s3://bucket/key, builtin:<name> or synthetic:kernelsynth")
     domain: str = Field(..., pattern=DOMAIN_PATTERN)
-    horizon: int = Field(6, ge=1, le=1024, description="rows per series reserved for test and for validation")
+    horizon: int | None = Field(None, ge=1, le=1024, description="points per series held out for test (and "
+                                "each validation window); None: the domain's `sources` entry, else onboard.horizon")
     min_train: int = Field(8, ge=1, description="minimum train points per series on top of 2*horizon")
+    columns: dict[str, str] = Field(default_factory=dict, description="the source's column names for unique_id, "
+                                    "ds and y where they differ, e.g. {date: ds, value: y, series: unique_id}")
+
+    @field_validator("columns")
+    @classmethod
+    def _canonical_targets(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = sorted(set(v.values()) - {"unique_id", "ds", "y"})
+        if bad:
+            raise ValueError(f"columns map source names to unique_id, ds or y; got {bad}")
+        if len(set(v.values())) < len(v):
+            raise ValueError("columns maps two source columns to the same name")
+        return v
 
 
 class SourceSpec(Section):
@@ -116,6 +130,9 @@ class OnboardParams(OnboardingConfig):
     season_length: int | None = Field(None, ge=1, description="steps per seasonal cycle (12 for monthly data, "
                                       "...); None: from the data, the source's per-series seasons or else the "
                                       "store's frequency")
+    val_origins: int = Field(3, ge=1, le=12, description="validation windows per series, each a horizon apart "
+                             "before the test window (fewer where a short series cannot spare them): they choose "
+                             "the fusion weight, stop training and decide the champion")
     series_horizons: bool = Field(True, description="use the source's own per-series horizons and season "
                                   "lengths when it has them (M3); horizon/season_length apply otherwise")
     freq: str | None = Field(None, description="pandas frequency of ds; inferred when omitted")
@@ -235,7 +252,7 @@ PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
 DEFAULT_PROFILE = "embedded"
 
 
-class ProfileError(ValueError):
+class ProfileError(InputError):
     """An unknown TSFM_PROFILE (the message lists the known ones)."""
 
 
@@ -364,8 +381,11 @@ def load_settings(**overrides) -> Settings:
 
 
 def runtime_env(settings: Settings) -> dict[str, str]:
-    """Environment variables other libraries read instead of tsfm's settings."""
-    env = {"PREFECT_API_URL": settings.prefect.api_url, "AWS_ENDPOINT_URL_S3": settings.s3.endpoint_url}
+    """Environment variables other libraries read instead of tsfm's settings. Prefect keeps its
+    state (the embedded API's database of flow runs) under the project's state folder, not in
+    the ``~/.prefect`` every project on the machine shares."""
+    env = {"PREFECT_API_URL": settings.prefect.api_url, "AWS_ENDPOINT_URL_S3": settings.s3.endpoint_url,
+           "PREFECT_HOME": str((settings.paths.state_dir / "prefect").resolve())}
     return {k: v for k, v in env.items() if v}
 
 

@@ -19,12 +19,40 @@ def verdict_lines(onboarded: dict) -> list[str]:
     return lines
 
 
+def validation_line(counts: dict, asked: int | None = None) -> str:
+    """How many rolling origins validation had: ``counts`` maps origins -> number of series."""
+    counts = {int(k): int(v) for k, v in counts.items()}
+    windows = sum(k * n for k, n in counts.items())
+    if len(counts) == 1:
+        [(k, _)] = counts.items()
+        per = ("1 window per series, right before test" if k == 1 else
+               f"{k} rolling origins per series, each a horizon apart, all before test")
+    else:
+        per = "rolling origins a horizon apart, all before test: " + ", ".join(
+            f"{n} series with {k}" for k, n in sorted(counts.items(), reverse=True))
+    if asked and min(counts, default=asked) < asked:
+        per += f" ({asked} asked for; a series keeps one horizon of train points before its first origin)"
+    return f"validation: {windows} windows, {per}"
+
+
+def alpha_line(alpha: float, grid: list[float] | None = None) -> str:
+    """The fusion weight, and a word when it sits at the edge of its grid."""
+    line = f"fusion weight alpha = {alpha:.2f} (chosen on validation)"
+    if grid and alpha >= max(grid):
+        line += ": at the grid's top, the adapter's forecast alone was best; the backbone adds nothing here"
+    elif grid and alpha <= min(grid):
+        line += ": at the grid's bottom, the adapter was no help on validation; the fused model is the backbone"
+    return line
+
+
 def onboarding_summary(onboarded: dict, served: dict | None = None) -> str:
     lines = [
         "",
         f"season: {onboarded.get('season')}; frequency: {onboarded.get('freq') or 'integer steps'}",
+        validation_line(onboarded.get("val_origins") or {}, onboarded.get("val_origins_asked")),
+        alpha_line(onboarded["alpha"], onboarded.get("alpha_grid")),
         "",
-        f"== validation (the fused model's weight alpha = {onboarded['alpha']:.2f} and the champion are chosen here) ==",
+        "== validation (the fusion weight and the champion are chosen here) ==",
         Path(onboarded["val_table"]).read_text().rstrip(),
         "",
         "== test (never seen while choosing) ==",
@@ -37,3 +65,38 @@ def onboarding_summary(onboarded: dict, served: dict | None = None) -> str:
                      f"for {len(served['series'])} series; first row: {served['head'][0]}")
     lines.append(f"results: {onboarded['result_dir']}")
     return "\n".join(lines)
+
+
+def ingest_summary(store_dir: str | Path) -> str:
+    """What one ingest kept and set aside, and where the quarantine file is."""
+    import pandas as pd
+
+    from store.canonical import QUARANTINE_FILE, read_meta
+
+    meta = read_meta(store_dir)
+    lines = [f"ingested {meta['domain']}: {meta['rows_in']} rows in, {meta['rows_kept']} kept, "
+             f"{meta['rows_quarantined']} quarantined; {meta['n_series']} series; frequency "
+             f"{meta.get('freq') or 'integer steps'}, season {meta.get('season_length')} "
+             f"(from the {meta.get('season_source', 'default')})"]
+    if meta["rows_quarantined"]:
+        path = Path(store_dir) / QUARANTINE_FILE
+        q = pd.read_parquet(path)
+        counts = q["reason"].map(_reason_kind).value_counts()
+        lines.append("quarantined: " + "; ".join(f"{n} x {reason}" for reason, n in counts.items()))
+        dropped = sorted(set(q.loc[q["reason"].str.contains("2*horizon", regex=False), "unique_id"].astype(str)))
+        if dropped:
+            lines.append(f"{len(dropped)} series dropped whole (too short for 2 x horizon + min_train): "
+                         + ", ".join(dropped[:10]) + (" ..." if len(dropped) > 10 else ""))
+        first = q.iloc[0]
+        lines.append(f"first: row {first['row']}, column {first['column']}: {first['reason']}")
+        lines.append(f"every quarantined row with its reason: {path}")
+    return "\n".join(lines)
+
+
+def _reason_kind(reason: str) -> str:
+    """A quarantine reason without the row's own values: what ``ingest_summary`` counts."""
+    if "2*horizon + min_train" in reason:
+        return "series too short"
+    if reason.startswith("duplicate"):
+        return "duplicate (unique_id, ds)"
+    return reason.split(":", 1)[0]

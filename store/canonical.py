@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from infra.errors import InputError, NotFoundError
 from models.splits import SeriesSplit
 from store.frequency import season_from_freq
 
@@ -24,7 +25,7 @@ SERIES_META_FILE = "series_meta.parquet"  # per-series official horizon and seas
 def read_meta(store_dir: Path | str) -> dict:
     path = Path(store_dir) / META_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"no store at {Path(store_dir)}: ingest the domain first (tsfm ingest)")
+        raise NotFoundError(f"no store at {Path(store_dir)}: ingest the domain first (tsfm ingest)")
     return json.loads(path.read_text())
 
 
@@ -88,8 +89,18 @@ def describe_seasons(store_dir: Path | str, season_length: int | None = None, pe
 
 
 def read_split(store_dir: Path | str, horizon: int | None = None, season_length: int | None = None,
-               per_series: bool = True) -> tuple[SeriesSplit, dict]:
-    """The store read once and split by ``split_horizons``: (split, meta)."""
+               per_series: bool = True, origins: int = 1) -> tuple[SeriesSplit, dict]:
+    """The store read once and split by ``split_horizons``, with up to ``origins`` validation
+    windows per series: (split, meta)."""
     df, meta = read_store(store_dir)
     horizons = split_horizons(store_dir, horizon, per_series)
-    return SeriesSplit.from_frame(df, horizons, series_seasons(store_dir, season_length, per_series)), meta
+    seasons = series_seasons(store_dir, season_length, per_series)
+    try:
+        return SeriesSplit.from_frame(df, horizons, seasons, origins), meta
+    except ValueError as e:
+        if not str(e).startswith("no series long enough"):
+            raise
+        longest = int(df.groupby("unique_id").size().max())
+        raise InputError(f"{meta.get('domain', store_dir)}: horizon {horizon} is too long for this data: the longest "
+                         f"series has {longest} points and a series needs 2 x horizon + 1; horizon "
+                         f"{max((longest - 1) // 2, 1)} or less fits") from None

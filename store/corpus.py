@@ -1,4 +1,4 @@
-"""The pre-training corpus: the TRAIN part of each ingested store (never validation or test),
+"""The pre-training corpus: the TRAIN part of each ingested store (never a validation window or test),
 one Parquet file per domain so the trainer can weight domains."""
 from __future__ import annotations
 
@@ -19,14 +19,17 @@ def store_versions(store_dirs: list[str]) -> dict[str, str]:
     return versions
 
 
-def build_corpus(store_dirs: list[str], out_dir: Path) -> dict:
-    """-> {"files": {domain: parquet}, "rows", "series", "data_versions": {domain: md5}}."""
+def build_corpus(store_dirs: list[str], out_dir: Path, val_origins: int = 1) -> dict:
+    """-> {"files": {domain: parquet}, "rows", "series", "data_versions": {domain: md5}}.
+
+    ``val_origins``: the validation windows onboarding keeps per series (``onboard.val_origins``);
+    none of them may reach pre-training, or the backbone would be scored on what it learned."""
     files, versions, rows, series = {}, {}, 0, 0
     out_dir.mkdir(parents=True, exist_ok=True)
     for store in store_dirs:
         df, meta = read_store(Path(store))
         domain = meta["domain"]
-        part = train_part(df, split_horizons(store))
+        part = train_part(df, split_horizons(store), val_origins)
         part = part.assign(unique_id=domain + "/" + part["unique_id"].astype(str))
         # the trainer only needs order within a series: integer steps avoid mixed ds types
         part["ds"] = part.groupby("unique_id").cumcount()

@@ -138,7 +138,8 @@ def adapt_domain(params: OnboardParams, store_dir: str, backbone_uri: str, setti
         run_logger().info("adapt %s: result already complete in %s", params.domain, out)
         return str(out)
     shutil.rmtree(out, ignore_errors=True)  # a partial folder of a killed attempt
-    split, meta = read_split(store_dir, params.horizon, params.season_length, params.series_horizons)
+    split, meta = read_split(store_dir, params.horizon, params.season_length, params.series_horizons,
+                             params.val_origins)
     if split.mixed:
         counts = ", ".join(f"{h}: {n} series" for h, n in sorted(Counter(split.horizons.tolist()).items()))
         run_logger().info("%s: per-series horizons from the source (%s), models forecast %d steps",
@@ -210,18 +211,39 @@ def register_domain(result_dir: str, params: OnboardParams, settings: Settings) 
         choice = choose_candidate({f: float(val.loc[f, "sCRPS"]) for f in FAMILIES}, settings.promote.margin)
         name = registry.forecaster_name(domain)
         registry.set_alias(name, "challenger", versions[choice.family])
-        registry.remember_domain(domain, {"source": params.source or prov.get("source"), "horizon": params.horizon,
-                                          "freq": prov.get("freq"), "season_length": params.season_length,
-                                          "season": prov.get("season")},
-                                 f"The served forecaster of domain `{domain}`: every version is a candidate of one "
-                                 "family (tag `family`); `champion` is what `tsfm serve` answers with.")
+        facts = {"source": portable_source(params.source or prov.get("source")), "horizon": params.horizon,
+                 "freq": prov.get("freq"), "season_length": params.season_length, "season": prov.get("season")}
+        registry.remember_domain(domain, facts, f"Domain `{domain}`: source `{facts['source']}`, horizon "
+                                 f"{facts['horizon']}, frequency {facts['freq'] or 'integer steps'}, season "
+                                 f"{facts['season']}. " + registry.MODEL_NOTES[registry.FORECASTER_PREFIX])
+        mlflow.set_tag(registry.NOTE, headline(domain, val, test, choice.reason))
     return {"run_id": run.info.run_id, "model": name, "versions": versions,
             "challenger": {"family": choice.family, "version": versions[choice.family], "reason": choice.reason,
                            "val_sCRPS": choice.scores},
             "fused_version": components["fused"], "teacher_version": components["teacher"],
             "adapter_version": components["adapter"],
-            "alpha": result.alpha, "result_dir": result_dir, "freq": prov.get("freq"), "season": prov.get("season"),
+            "alpha": result.alpha, "alpha_grid": [row["alpha"] for row in result.alpha_table],
+            "val_origins": {str(k): v for k, v in result.split.origin_counts().items()},
+            "val_origins_asked": params.val_origins,
+            "result_dir": result_dir, "freq": prov.get("freq"), "season": prov.get("season"),
             "val_table": str(result.metrics_file("val", "txt")), "test_table": str(result.metrics_file("test", "txt"))}
+
+
+def headline(domain: str, val: pd.DataFrame, test: pd.DataFrame, why: str) -> str:
+    """The onboarding run's description, first on its MLflow page: every family on validation and
+    test, and the gate's choice."""
+    rows = [f"| {f} | {val.loc[f, 'sCRPS']:.4f} | {val.loc[f, 'MASE']:.3f} | {test.loc[f, 'sCRPS']:.4f} | "
+            f"{test.loc[f, 'MASE']:.3f} |" for f in FAMILIES if f in val.index and f in test.index]
+    return "\n".join([f"**{domain}**: challenger chosen because {why}.", "",
+                      "| family | val sCRPS | val MASE | test sCRPS | test MASE |", "|---|---|---|---|---|", *rows,
+                      "", "Validation chooses; test is reported, never used to choose. Full tables: report/."])
+
+
+def portable_source(source: str | None) -> str | None:
+    """A local path made absolute, so the remembered source means the same from any folder."""
+    if not source or "://" in source or source.startswith(("builtin:", "synthetic:")):
+        return source
+    return str(Path(source).resolve()) if Path(source).exists() else source
 
 
 def _scores(table: pd.DataFrame, family: str, part: str = "val") -> dict[str, float]:

@@ -35,10 +35,12 @@ TRAINER = "models.pretraining"
 TRAINER_CODE = ("models.pretraining.train", "store.corpus")  # what a trained backbone comes from
 
 
-def run_key(params: PretrainParams, data_versions: dict[str, str]) -> str:
-    """Stable id of a training run: the same params on the same data with the same trainer code
-    -> the same run folder (a crashed attempt resumes there)."""
-    blob = json.dumps({"params": params.model_dump(mode="json"), "data": data_versions,
+def run_key(params: PretrainParams, data_versions: dict[str, str], val_origins: int = 1) -> str:
+    """Stable id of a training run: the same params on the same data (train parts cut before
+    ``val_origins`` validation windows) with the same trainer code -> the same run folder (a
+    crashed attempt resumes there)."""
+    data = data_versions if val_origins == 1 else {**data_versions, "_val_origins": val_origins}
+    blob = json.dumps({"params": params.model_dump(mode="json"), "data": data,
                        "code": cached_digest(TRAINER_CODE)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -84,13 +86,13 @@ def pretrain_backbone(params: PretrainParams, store_dirs: list[str], settings: S
     """
     if not store_dirs:
         raise ValueError("pre-training needs at least one ingested store")
-    key = run_key(params, store_versions(store_dirs))
+    key = run_key(params, store_versions(store_dirs), settings.onboard.val_origins)
     out_dir = settings.run_dir("pretrain", key)
     registered = _registered_uri(out_dir / "registered.json", settings)
     if registered:
         run_logger().info("pre-training %s already done and registered: %s", key, registered)
         return registered
-    corpus = build_corpus(store_dirs, out_dir / "corpus")
+    corpus = build_corpus(store_dirs, out_dir / "corpus", settings.onboard.val_origins)
     data_version = ",".join(f"{d}:{v[:12]}" for d, v in sorted(corpus["data_versions"].items()))
 
     registry.use_experiment("pretrain", settings)

@@ -14,6 +14,7 @@ import numpy as np
 from prefect import task
 
 from evaluation.gate import beats
+from infra.errors import NotFoundError
 from infra.logs import run_logger
 from infra.settings import Settings
 from models.memory.result import OnboardingResult
@@ -35,9 +36,10 @@ def champion_on_candidate_split(name: str, champion: str, result_dir: str | Path
     model = load_forecaster(kind, folder)
     if getattr(model, "horizon", split.horizon) < split.horizon:
         return None
-    contexts = split.history("val")  # what every candidate was scored on
-    q = model.predict(contexts, split.horizon, ids=split.ids).quantiles
-    return float(np.nanmean(per_series_metrics(q, split.truth("val"), contexts, split.seasons)["sCRPS"]))
+    w = split.windows("val")  # the rolling-origin windows every candidate was scored on
+    q = model.predict(w.contexts, split.horizon, ids=[split.ids[i] for i in w.series]).quantiles
+    insample = [split.train[i] for i in w.series]
+    return float(np.nanmean(per_series_metrics(q, w.truth, insample, split.seasons[w.series])["sCRPS"]))
 
 
 def promote_domain(domain: str, settings: Settings, version: str | None = None, margin: float | None = None,
@@ -53,7 +55,9 @@ def promote_domain(domain: str, settings: Settings, version: str | None = None, 
     name = registry.forecaster_name(domain)
     version = version or registry.alias_version(name, "challenger") or registry.latest_version(name)
     if version is None:
-        raise LookupError(f"no registered versions of {name}: onboard the domain first (tsfm onboard --domain {domain})")
+        known = sorted(registry.remembered_domains())
+        raise NotFoundError(f"no registered versions of {name}: onboard the domain first (tsfm onboard --domain "
+                            f"{domain}); onboarded domains: {', '.join(known) or 'none'}")
     tags = registry.version_tags(name, version)
     cand, family = float(tags[GATE_METRIC]), tags.get("family", "fused")
     champion = registry.alias_version(name, "champion")
@@ -96,6 +100,12 @@ def rollback_domain(domain: str, version: str, settings: Settings) -> dict:
     """Point ``forecaster-<domain>@champion`` back at ``version``."""
     registry.configure(settings)
     name = registry.forecaster_name(domain)
+    families = registry.version_families(name)
+    if str(version) not in families:
+        known = ", ".join(f"v{v} ({f})" for v, f in families.items())
+        raise NotFoundError(f"{name} has no version {version}; " + (
+            f"its versions: {known}" if known else
+            f"the domain was never onboarded (onboarded: {', '.join(sorted(registry.remembered_domains())) or 'none'})"))
     previous = registry.alias_version(name, "champion")
     registry.set_alias(name, "champion", version)
     return {"model": name, "champion": version, "family": registry.version_tags(name, version).get("family"),

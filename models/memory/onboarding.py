@@ -1,11 +1,12 @@
 """Onboard one domain onto a frozen backbone (TS-Memory), pure: no tracking, no I/O.
 
 Order of work, and what each step may see:
-  1. fit (``_fit``): receives the train parts and the validation parts only.
+  1. fit (``_fit``): receives the train parts and the validation windows only.
      train windows -> backbone embeddings + forecasts -> kNN datastore -> teacher
      targets for the training windows (overlapping rows excluded) -> adapter distilled
      with early stopping on validation -> alpha chosen on validation -> (for comparison
      only) a fully fine-tuned copy of the backbone, early-stopped on the same validation.
+     Validation is every series' rolling origins (``SeriesSplit.windows("val")``), pooled.
   2. forecast (``_forecast_all``): only once the adapter and alpha are final are the
      test targets read; test contexts are train + validation.
 Test targets never reach step 1: it is handed the train and validation parts, not the split.
@@ -21,7 +22,7 @@ import torch
 from models.backbone.network import PatchBackbone
 from models.forecasting.batch import batch_forecast
 from models.forecasting.fused import FusedForecaster
-from models.forecasting.inputs import left_pad, pad_right
+from models.forecasting.inputs import left_pad
 from models.forecasting.teacher import TeacherForecaster
 from models.forecasting.types import BackboneForecast
 from models.memory.adapter import AdapterShape, MemoryAdapter, adapter_forecast, fit_hidden
@@ -33,7 +34,7 @@ from models.memory.fusion import choose_alpha
 from models.memory.result import OnboardingResult, PartForecasts
 from models.memory.teacher import KnnTeacher
 from models.memory.windows import overlapping_rows, sliding_windows
-from models.splits import SeriesSplit
+from models.splits import SeriesSplit, Windows
 
 
 def min_context(context_length: int, horizon: int, align_points: int) -> int:
@@ -50,7 +51,7 @@ def onboard(backbone: PatchBackbone, split: SeriesSplit, cfg: OnboardingConfig,
     NaN-padded past a series' own horizon (NaN = no target, which losses and metrics skip).
     """
     timings: dict[str, float] = {}
-    fit = _fit(backbone, split.train, split.val, split.horizons, cfg, device, timings)
+    fit = _fit(backbone, split.train, split.windows("val"), split.horizons, cfg, device, timings)
     t = time.perf_counter()
     val = _forecast_all(fit, split.history("val"), cfg, device, timings, "val")
     timings["val_forecasts"] = time.perf_counter() - t
@@ -87,7 +88,7 @@ class _Fit:
 def _fit(
     backbone: PatchBackbone,
     train_parts: list[np.ndarray],  # per series, train part only
-    val_parts: list[np.ndarray],  # per series, its validation targets
+    val: Windows,  # the validation windows: contexts and targets
     series_h: np.ndarray,  # [N] each series' own horizon; the models forecast H = max
     cfg: OnboardingConfig,
     device: str,
@@ -120,9 +121,9 @@ def _fit(
     timings["teacher_train_targets"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    base_val = batch_forecast(backbone, train_parts, h, c, batch_size=cfg.batch_size, device=device)
-    t_val = teacher.query(base_val.embedding, left_pad(train_parts, c))
-    val_truth = pad_right(val_parts, h)  # NaN past a series' own horizon
+    base_val = batch_forecast(backbone, val.contexts, h, c, batch_size=cfg.batch_size, device=device)
+    t_val = teacher.query(base_val.embedding, left_pad(val.contexts, c))
+    val_truth = val.truth  # NaN past a series' own horizon
     timings["val_queries"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -130,9 +131,9 @@ def _fit(
     train = DistillSet.from_numpy(embedding=base_tr.embedding, base=base_tr.norm_quantiles,
                                   y=base_tr.normalise(win.future), teacher=_to_backbone_space(t_tr.quantiles, base_tr),
                                   confidence=t_tr.confidence)
-    val = DistillSet.from_numpy(embedding=base_val.embedding, base=base_val.norm_quantiles,
-                                y=base_val.normalise(val_truth))
-    history = train_adapter(adapter, train, val, cfg.adapter, cfg.seed)
+    val_set = DistillSet.from_numpy(embedding=base_val.embedding, base=base_val.norm_quantiles,
+                                    y=base_val.normalise(val_truth))
+    history = train_adapter(adapter, train, val_set, cfg.adapter, cfg.seed)
     timings["adapter_train"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -146,7 +147,7 @@ def _fit(
     finetuned, ft_history = None, []
     if cfg.finetune.max_steps > 0:
         t = time.perf_counter()
-        finetuned, ft_history = finetune_backbone(backbone, win, train_parts, val_truth, h, c, cfg.finetune, device)
+        finetuned, ft_history = finetune_backbone(backbone, win, val.contexts, val_truth, h, c, cfg.finetune, device)
         timings["finetune"] = time.perf_counter() - t
 
     return _Fit(

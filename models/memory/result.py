@@ -5,7 +5,8 @@ comparison) goes through ``OnboardingResult``; no other code knows a file name i
 
     summary.json        the scalars, written last (its presence marks a complete result)
     split.npz           the domain's train / validation / test parts (``SeriesSplit``)
-    forecasts.npz       validation and test quantiles of each model [N, H, Q]
+    forecasts.npz       quantiles of each model [windows, H, Q]: one window per (series, origin) on
+                        validation, one per series on test (``SeriesSplit.windows``)
     alpha_table.csv     validation sCRPS of each fusion weight
     fused/ teacher/ adapter/ finetuned/   the forecasters onboarding fits (``models.forecasting``)
     backbone/ seasonal_naive/ auto_ets/ theta/   the other candidates for the domain's champion
@@ -119,7 +120,8 @@ class OnboardingResult:
         np.savez_compressed(folder / FORECASTS, **arrays)
         pd.DataFrame(self.alpha_table).to_csv(folder / ALPHA_TABLE, index=False)
         summary = {name: getattr(self, name) for name in self.SCALARS}
-        summary.update(series=self.split.ids, skipped_series=self.split.skipped, horizon=self.horizon)
+        summary.update(series=self.split.ids, skipped_series=self.split.skipped, horizon=self.horizon,
+                       val_origins={str(k): v for k, v in self.split.origin_counts().items()})
         (folder / SUMMARY).write_text(json.dumps(summary, indent=2, default=float))
         self.folder = folder
         return folder

@@ -101,3 +101,23 @@ def test_the_result_folder_round_trips(runs, tmp_path):
     ctx = r.split.history("test")
     np.testing.assert_array_equal(back.load_fused().predict(ctx, H).quantiles, r.test.fused)
     assert back.model_dir("adapter").is_dir() and back.model_dir("teacher").is_dir()
+
+
+def test_rolling_origins_choose_alpha_and_stop_training_on_every_window(_one_thread):
+    """With 3 origins per series, the fusion weight is chosen on all 3N validation windows pooled
+    (its table's score is the pooled score of the fused validation forecasts), and the validation
+    forecasts are made from each window's own context."""
+    df = _domain(seed=1)
+    split = SeriesSplit.from_frame(df, H, 12, origins=3)
+    assert split.origins.tolist() == [3] * N_SERIES
+    cfg = CFG.model_copy(update={"adapter": CFG.adapter.model_copy(update={"epochs": 3})})
+    r = onboard(_backbone(), split, cfg)
+    w = split.windows("val")
+    assert len(w) == 3 * N_SERIES
+    for _, q in r.val.items():
+        assert q.shape == (3 * N_SERIES, H, 9)
+    chosen = next(row for row in r.alpha_table if row["alpha"] == r.alpha)
+    assert chosen["sCRPS"] == pytest.approx(scaled_crps_pooled(w.truth, r.val.fused), rel=1e-6)
+    np.testing.assert_array_equal(r.val.fused, r.fused.predict(w.contexts, H).quantiles)
+    # the earliest window of a series sees the train part only; the latest sees 2 windows more
+    assert w.contexts[0].size == LENGTH - 4 * H and w.contexts[2].size == LENGTH - 2 * H
