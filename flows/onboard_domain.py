@@ -2,6 +2,7 @@ from prefect import flow
 
 from flows.ingest import ingest_flow
 from infra.settings import IngestParams, OnboardParams, load_settings
+from tasks.ingest import missing_ingests
 from tasks.onboard import (
     adapt_domain_task,
     evaluate_domain_task,
@@ -26,6 +27,8 @@ def onboard_domain_flow(params: OnboardParams, backbone: str = "models:/backbone
     if params.source:
         # the ingest flow, so a source given here is validated and logged like any other
         store = ingest_flow(IngestParams(source=params.source, domain=params.domain, horizon=params.horizon))
+    for ingest in missing_ingests([params.domain], settings):  # declared or remembered, not ingested yet
+        store = ingest_flow(ingest)
     cached = {"result_storage": results_storage(settings)}
     result_dir = adapt_domain_task.with_options(**cached)(params, store, backbone, settings)
     result_dir = evaluate_domain_task.with_options(**cached)(result_dir, params, settings)

@@ -18,8 +18,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device")
     a = p.parse_args(argv)
     domains = [d.strip() for d in a.domains.split(",") if d.strip()] if a.domains is not None else None
-    run(host=a.host, port=a.port, domains=domains, alias=a.alias, reload_interval_s=a.reload_interval_s,
-        device=a.device)
+    from infra.errors import EXIT_USER_ERROR, UserError
+
+    try:
+        run(host=a.host, port=a.port, domains=domains, alias=a.alias, reload_interval_s=a.reload_interval_s,
+            device=a.device)
+    except UserError as e:
+        p.exit(EXIT_USER_ERROR, f"error: {e}\n")
 
 
 if __name__ == "__main__":

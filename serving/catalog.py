@@ -242,3 +242,18 @@ class Poller:
         self._stop.set()
         if self._thread is not None and self._thread.is_alive():
             self._thread.join(timeout=30)  # a load in progress finishes first
+
+
+def check_served(tracking_uri: str, domains: list[str], alias: str = "champion") -> dict[str, str]:
+    """The version each of ``domains`` would serve now; a ``NotFoundError`` listing the domains that
+    do have ``alias`` when one has none (a typo must fail at start-up, not serve 503 forever).
+    With no domains: every domain that has the alias (empty is allowed: one may be promoted later)."""
+    from infra.errors import NotFoundError
+
+    available = Catalog(tracking_uri, alias).targets()
+    missing = [d for d in domains if d not in available]
+    if missing:
+        raise NotFoundError(
+            f"no {PREFIX}<domain>@{alias} for {', '.join(missing)}; domains with one: "
+            f"{', '.join(sorted(available)) or 'none (onboard a domain first: tsfm onboard --domain NAME --source PATH)'}")
+    return {d: available[d] for d in domains} if domains else available

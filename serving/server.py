@@ -18,7 +18,12 @@ def run(settings: Settings | None = None, params: ServeParams | None = None, **o
     import uvicorn
 
     from serving.app import create_app
+    from serving.catalog import check_served
 
+    found = check_served(settings.tracking_uri, params.domains, params.alias)  # fails now on a domain without one
+    if not found:
+        print(f"no forecaster-*@{params.alias} yet: serving nothing until a domain gets one "
+              "(tsfm onboard --domain NAME --source PATH)", flush=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(params, settings.tracking_uri)
     served = ", ".join(params.domains) or f"every forecaster-* model @{params.alias}"

@@ -10,6 +10,7 @@ import logging
 import re
 import shutil
 import tempfile
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -18,34 +19,33 @@ from infra.settings import DOMAIN_PATTERN
 from store.canonical import META_FILE, QUARANTINE_FILE, SERIES_FILE, SERIES_META_FILE
 from store.frequency import infer_freq, season_from_freq
 from store.sources import read_source
-from store.validate import IngestError, validate_frame
+from store.validate import IngestError, map_columns, validate_frame
 
 log = logging.getLogger("tsfm.ingest")
 
 
 def check_domain(domain: str) -> str:
     if not re.fullmatch(DOMAIN_PATTERN, domain):
-        raise ValueError(f"domain {domain!r} must match {DOMAIN_PATTERN} (lowercase, digits, _ or -)")
+        raise IngestError(f"domain {domain!r} must match {DOMAIN_PATTERN} (lowercase, digits, _ or -)")
     return domain
 
 
-def ingest_to_store(source: str, domain: str, horizon: int, min_train: int, data_dir: Path) -> Path:
-    """Read, validate and store ``source`` as domain ``domain``; returns the store folder."""
+def ingest_to_store(source: str, domain: str, horizon: int, min_train: int, data_dir: Path,
+                    columns: dict[str, str] | None = None) -> Path:
+    """Read, validate and store ``source`` as domain ``domain``; returns the store folder.
+    ``columns``: the source's names for unique_id, ds and y, where they differ."""
     check_domain(domain)
     if horizon < 1 or min_train < 1:
-        raise ValueError("horizon and min_train must be >= 1")
+        raise IngestError("horizon and min_train must be >= 1")
     src = read_source(source)
+    src = replace(src, frame=map_columns(src.frame, columns, src.name))
     series_horizons = None
     if src.series_meta is not None:
         # the source's own per-series horizons (M3) replace the single one for the length rule
         series_horizons = dict(zip(src.series_meta["unique_id"].astype(str), src.series_meta["horizon"].astype(int)))
     result = validate_frame(src.frame, src.name, horizon, min_train, series_horizons)
     if result.rows_kept == 0:  # an empty store would only fail later, further from the cause
-        first = result.quarantine.iloc[0]
-        raise IngestError(
-            f"{src.name}: no usable rows, all {result.rows_in} quarantined "
-            f"(first: row {first['row']}, column {first['column']}: {first['reason']})"
-        )
+        raise IngestError(nothing_kept_message(src.name, result, horizon, min_train))
 
     store = Path(data_dir) / "store" / domain
     store.parent.mkdir(parents=True, exist_ok=True)
@@ -89,6 +89,22 @@ def ingest_to_store(source: str, domain: str, horizon: int, min_train: int, data
         meta["rows_quarantined"], meta["freq"],
     )
     return store
+
+
+def nothing_kept_message(name: str, result, horizon: int, min_train: int) -> str:
+    """Why no row survived; when only length did it, the longest horizon that fits."""
+    q = result.quarantine
+    first = q.iloc[0]
+    too_short = q["reason"].str.contains("2*horizon + min_train", regex=False)
+    if too_short.any():  # every series that had good points was too short
+        longest = int(q.loc[too_short, "unique_id"].value_counts().max())
+        fits = (longest - min_train) // 2
+        hint = (f"the longest series has {longest} points; horizon {fits} or less fits (a series needs "
+                f"2 x horizon + min_train points)" if fits >= 1 else
+                f"the longest series has {longest} points, fewer than 2 + min_train ({min_train}); lower --min-train")
+        return f"{name}: horizon {horizon} is too long for this data: {hint}"
+    return (f"{name}: no usable rows, all {result.rows_in} quarantined "
+            f"(first: row {first['row']}, column {first['column']}: {first['reason']})")
 
 
 def _swap_in(tmp: Path, store: Path) -> None:

@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import numpy as np
 import pandas as pd
 
-from store.validate import IngestError
+from store.validate import BAD_FIELDS, IngestError, canonical_columns, map_columns
 
 SCHEMES = ("<local path>", "file://", "s3://", "builtin:", "synthetic:")
 CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zip", ".csv.xz")
@@ -62,16 +62,14 @@ def read_source(uri: str) -> Source:
 
 # Files -------------------------------------------------------------------------------
 def read_table(data: Path | io.BytesIO, name: str) -> pd.DataFrame:
-    """CSV or Parquet by the name's extension."""
+    """CSV or Parquet by the name's extension. A CSV's delimiter is detected from its header
+    (``,`` ``;`` tab ``|``); a row with the wrong number of fields stays in place as a marked row
+    (``BAD_FIELDS``) that validation quarantines, so one bad line never sinks the file."""
     lower = name.lower()
     try:
         if lower.endswith(CSV_SUFFIXES):
             compression = "infer" if isinstance(data, Path) else _compression(lower)
-            # Text in, blank lines kept as all-empty rows and dropped here, so the index
-            # stays the data row number (line - 1) that quarantine reports.
-            df = pd.read_csv(data, dtype=str, keep_default_na=False, skip_blank_lines=False,
-                             compression=compression)
-            return df[~(df == "").all(axis=1)] if len(df.columns) else df
+            return _read_csv(data, compression)
         if lower.endswith(PARQUET_SUFFIXES):
             return pd.read_parquet(data)
     except pd.errors.EmptyDataError:
@@ -79,6 +77,74 @@ def read_table(data: Path | io.BytesIO, name: str) -> pd.DataFrame:
     except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as e:
         raise IngestError(f"{name}: cannot be read: {e}") from e
     raise IngestError(f"{name}: unsupported file type; use one of {', '.join(CSV_SUFFIXES + PARQUET_SUFFIXES)}")
+
+
+DELIMITERS = (",", ";", "\t", "|")
+
+
+def _read_csv(data: Path | io.BytesIO, compression: str | None, nrows: int | None = None) -> pd.DataFrame:
+    """Text in, blank lines kept as all-empty rows and dropped here, so the index stays the data
+    row number (line - 1) that quarantine reports."""
+    options = dict(dtype=str, keep_default_na=False, skip_blank_lines=False, compression=compression)
+    header = pd.read_csv(data, nrows=0, **options).columns
+    _rewind(data)
+    sep = ","
+    if len(header) == 1:  # one column: perhaps another delimiter (a European export uses ';')
+        counts = {d: str(header[0]).count(d) for d in DELIMITERS}
+        best = max(counts, key=counts.get)
+        sep = best if counts[best] else ","
+    if nrows is not None:
+        return pd.read_csv(data, sep=sep, nrows=nrows, **options)
+    try:
+        df = pd.read_csv(data, sep=sep, **options)
+    except pd.errors.ParserError:  # rows with too many fields: read again, marking each of them
+        _rewind(data)
+        width = len(pd.read_csv(data, sep=sep, nrows=0, **options).columns)
+        _rewind(data)
+
+        def mark(fields: list[str]) -> list[str]:
+            return [f"{BAD_FIELDS}{len(fields)}:{sep.join(fields)}"] + [""] * (width - 1)
+
+        df = pd.read_csv(data, sep=sep, engine="python", on_bad_lines=mark, **options)
+    if sep == ";":  # decimal commas go with ';' exports: 1,5 -> 1.5 where a cell is a plain number
+        df = df.apply(lambda col: col.str.replace(r"^(-?\d+),(\d+)$", r"\1.\2", regex=True))
+    return df[~(df == "").all(axis=1)] if len(df.columns) else df
+
+
+def _rewind(data) -> None:
+    if hasattr(data, "seek"):
+        data.seek(0)
+
+
+def check_header(uri: str, columns: dict[str, str] | None = None) -> None:
+    """A local file's header read alone: a missing file, an empty one or a missing column fails in
+    a second, before a flow starts. Other sources are checked when they are read."""
+    uri = uri.strip()
+    if uri.startswith(("builtin:", "synthetic:", "s3://")) or ("://" in uri and not uri.startswith("file://")):
+        return
+    path = Path(unquote(urlsplit(uri).path)) if uri.startswith("file://") else Path(uri)
+    if path.is_dir():
+        return
+    if not path.is_file():
+        raise IngestError(f"{uri}: file not found")
+    lower = path.name.lower()
+    try:
+        if lower.endswith(CSV_SUFFIXES):
+            header = _read_csv(path, "infer", nrows=0)
+        elif lower.endswith(PARQUET_SUFFIXES):
+            import pyarrow.parquet as pq
+
+            header = pd.DataFrame(columns=pq.read_schema(path).names)
+        else:
+            raise IngestError(f"{uri}: unsupported file type; use one of "
+                              f"{', '.join(CSV_SUFFIXES + PARQUET_SUFFIXES)}")
+    except pd.errors.EmptyDataError:
+        raise IngestError(f"{uri}: empty file (no header, no rows)") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as e:
+        if isinstance(e, IngestError):
+            raise
+        raise IngestError(f"{uri}: cannot be read: {e}") from e
+    canonical_columns(map_columns(header, columns, uri), uri)
 
 
 def _compression(lower: str) -> str | None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from infra.errors import InputError
 from models.columns import ALIASES, COLUMNS
 
 REQUIRED = COLUMNS
@@ -22,7 +23,7 @@ QUARANTINE_COLUMNS = ("row", "column", "reason", "unique_id", "ds", "y")
 _INT_TEXT = re.compile(r"^[+-]?\d+$")
 
 
-class IngestError(ValueError):
+class IngestError(InputError):
     """A source that cannot be ingested at all (the message names file and column)."""
 
 
@@ -46,6 +47,18 @@ class ValidationResult:
         return int(self.good["unique_id"].nunique())
 
 
+def map_columns(frame, columns: dict[str, str] | None, name: str):
+    """The source's own column names renamed to unique_id / ds / y (``--columns date=ds,...``)."""
+    if not columns:
+        return frame
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise IngestError(f"{name}: --columns names {missing}, which the file does not have; "
+                          f"its columns are {list(map(str, frame.columns))}")
+    clash = [c for c in columns.values() if c in frame.columns and c not in columns]
+    return frame.drop(columns=clash).rename(columns=columns)  # the mapped column wins over a same-named one
+
+
 def canonical_columns(df: pd.DataFrame, name: str) -> pd.DataFrame:
     """Rename aliases (item_id/timestamp/target) and check the required columns exist."""
     if df is None or len(df.columns) == 0:
@@ -57,7 +70,9 @@ def canonical_columns(df: pd.DataFrame, name: str) -> pd.DataFrame:
     if missing:
         aliases = ", ".join(f"{c} (or {a})" for a, c in ALIASES.items() if c in missing)
         raise IngestError(
-            f"{name}: missing required column(s) {aliases}; found columns {list(map(str, df.columns))}"
+            f"{name}: missing required column(s) {aliases}; found columns {list(map(str, df.columns))}. "
+            "A file needs one row per (series, time): unique_id, ds (a date or an integer step) and y; "
+            "name yours with --columns, e.g. --columns date=ds,value=y,series=unique_id"
         )
     return df
 
@@ -141,6 +156,25 @@ def _row_numbers(df: pd.DataFrame) -> np.ndarray:
     return np.arange(1, len(df) + 1, dtype=np.int64)
 
 
+BAD_FIELDS = "\x00tsfm-bad-fields:"  # store.sources marks a row with too many fields so (kept in place)
+
+
+def _field_count_problems(df: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """(df with the marked rows' cells emptied, mask of marked rows, their reasons)."""
+    first = df.iloc[:, 0] if len(df.columns) else pd.Series([], dtype=object)
+    if not pd.api.types.is_object_dtype(first.dtype) and not pd.api.types.is_string_dtype(first.dtype):
+        return df, np.zeros(len(df), dtype=bool), np.array([], dtype=object)
+    mask = first.astype(str).str.startswith(BAD_FIELDS).to_numpy()
+    if not mask.any():
+        return df, mask, np.array([], dtype=object)
+    width = len(df.columns)
+    reasons = np.array([f"row has {text.split(':', 2)[1]} fields, the header has {width}: "
+                        f"{text.split(':', 2)[2]!r}" for text in first[mask].astype(str)], dtype=object)
+    df = df.copy()
+    df.loc[mask, :] = None
+    return df, mask, reasons
+
+
 def validate_frame(df: pd.DataFrame, name: str, horizon: int, min_train: int,
                    series_horizons: Mapping[str, int] | None = None) -> ValidationResult:
     """Split ``df`` into good rows and quarantined rows (see module docstring).
@@ -152,6 +186,7 @@ def validate_frame(df: pd.DataFrame, name: str, horizon: int, min_train: int,
         raise IngestError(f"{name}: no data rows (columns {list(map(str, df.columns))} but nothing below them)")
     n = len(df)
     rows = _row_numbers(df)
+    df, bad_fields, field_reasons = _field_count_problems(df)
     uid_raw, ds_raw, y_raw = (df[c].reset_index(drop=True) for c in REQUIRED)
 
     uid = uid_raw.astype(object).where(uid_raw.notna(), None).map(lambda v: None if v is None else str(v).strip())
@@ -170,6 +205,7 @@ def validate_frame(df: pd.DataFrame, name: str, horizon: int, min_train: int,
 
     ds_txt = _text(ds_raw).to_numpy()
     y_txt = _text(y_raw).to_numpy()
+    flag(bad_fields, "row", field_reasons)  # before anything else: its cells mean nothing
     flag(uid_bad, "unique_id", "unique_id is missing")
     flag(kind == "", "ds", lambda i: [f"ds is not a timestamp or integer step: {ds_txt[j]!r}" for j in i])
     for problem in ("missing", "not numeric", "infinite"):

@@ -2,12 +2,14 @@
 in MLflow (counts, quarantine, the dataset digest DVC records for the store)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
 from prefect import task
 
-from infra.settings import Settings
+from infra.errors import NotFoundError
+from infra.settings import IngestParams, Settings, SourceSpec
 from store.canonical import META_FILE, QUARANTINE_FILE, read_meta
 from store.ingest import ingest_to_store
 from tracking import registry
@@ -17,9 +19,10 @@ from tracking.retries import remote_retries
 
 # Retried (S3 reads) only on transient errors: bad input (IngestError/ValueError) fails at once.
 @task(name="ingest", **remote_retries())
-def ingest_task(source: str, domain: str, horizon: int = 6, min_train: int = 8, data_dir: str = "data") -> str:
+def ingest_task(source: str, domain: str, horizon: int, min_train: int = 8, data_dir: str = "data",
+                columns: dict[str, str] | None = None) -> str:
     """Ingest ``source`` into ``<data_dir>/store/<domain>``; returns that path."""
-    return str(ingest_to_store(source, domain, horizon, min_train, Path(data_dir)))
+    return str(ingest_to_store(source, domain, horizon, min_train, Path(data_dir), columns))
 
 
 @task(name="log-ingest", **remote_retries())
@@ -37,3 +40,72 @@ def log_ingest_task(store_dir: str, settings: Settings) -> str:
         for name in (META_FILE, QUARANTINE_FILE):
             mlflow.log_artifact(str(Path(store_dir) / name), artifact_path="store")
     return run.info.run_id
+
+
+def default_horizon(domain: str, settings: Settings) -> int:
+    """The held-out horizon of an ingest that names none: the domain's `sources` entry, else onboard.horizon."""
+    spec = settings.sources.get(domain)
+    return spec.horizon if spec is not None else settings.onboard.horizon
+
+
+def ingest_params(params: IngestParams, settings: Settings) -> IngestParams:
+    """``params`` with the settings' horizon where it has none."""
+    if params.horizon is not None:
+        return params
+    return params.model_copy(update={"horizon": default_horizon(params.domain, settings)})
+
+
+@dataclass(frozen=True)
+class KnownSource:
+    """A domain's source: declared in `sources`, or remembered by the registry when it was onboarded."""
+
+    spec: SourceSpec
+    declared: bool
+    season_length: int | None = None  # the season the user gave when onboarding it, if any
+
+
+def known_sources(settings: Settings) -> dict[str, KnownSource]:
+    """Declared sources first, then every onboarded domain the registry remembers (from the CLI,
+    the UI's form or another host), so re-onboarding and watching need no edit of params.yaml."""
+    out = {d: KnownSource(spec, True) for d, spec in settings.sources.items()}
+    registry.configure(settings)
+    for domain, facts in sorted(registry.remembered_domains().items()):
+        if domain in out or not facts.get("source"):
+            continue
+        horizon = int(facts["horizon"]) if str(facts.get("horizon", "")).isdigit() else settings.onboard.horizon
+        season = int(facts["season_length"]) if str(facts.get("season_length", "")).isdigit() else None
+        out[domain] = KnownSource(SourceSpec(source=facts["source"], horizon=horizon), False, season)
+    return out
+
+
+def missing_ingests(domains: list[str], settings: Settings) -> list[IngestParams]:
+    """What to ingest first so that every domain of ``domains`` has a store: a missing store is
+    ingested from the domain's `sources` entry, else from the source the registry remembers
+    for it. A domain with neither is a ``NotFoundError`` that says how to add it."""
+    todo, unknown = [], []
+    remembered = None
+    for domain in domains:
+        if (settings.store_dir(domain) / META_FILE).is_file():
+            continue
+        spec = settings.sources.get(domain)
+        if spec is not None:
+            todo.append(IngestParams(domain=domain, source=spec.source, horizon=spec.horizon,
+                                     min_train=spec.min_train))
+            continue
+        if remembered is None:
+            registry.configure(settings)
+            remembered = registry.remembered_domains()
+        facts = remembered.get(domain, {})
+        if facts.get("source"):
+            horizon = int(facts["horizon"]) if str(facts.get("horizon", "")).isdigit() else None
+            todo.append(ingest_params(IngestParams(domain=domain, source=facts["source"], horizon=horizon), settings))
+        else:
+            unknown.append(domain)
+    if unknown:
+        stores = sorted(p.name for p in (settings.paths.data_dir / "store").glob("*") if (p / META_FILE).is_file())
+        raise NotFoundError(
+            f"no data for domain(s) {', '.join(unknown)}: nothing ingested under {settings.paths.data_dir / 'store'} "
+            f"and no source declared for it. Ingest it first (tsfm ingest --source PATH --domain "
+            f"{unknown[0]}). Ingested: {', '.join(stores) or 'none'}; declared in `sources`: "
+            f"{', '.join(sorted(settings.sources)) or 'none'}")
+    return todo

@@ -14,6 +14,7 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from infra.errors import NotFoundError
 from infra.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,28 @@ EXPERIMENTS = {
     "promote": "tsfm-promote",
     "evaluate": "tsfm-evaluate",
     "compare": "tsfm-compare",  # cross-domain onboarding comparison (benchmarks/onboard_domains.py)
+}
+NOTE = "mlflow.note.content"  # what the MLflow UI shows as an experiment's, a run's description
+EXPERIMENT_NOTES = {
+    "ingest": "One run per ingested source: rows in, kept and quarantined, the store as a dataset input "
+              "(digest = DVC's md5), the quarantine file.",
+    "pretrain": "One run per backbone pre-training: the recipe, the corpus, loss curves; the weights are "
+                "registered as `backbone`.",
+    "onboard": "One run per domain onboarding: the validation and test tables of every candidate family "
+               "(headline first in each run's description), plots, the store as a dataset input.",
+    "promote": "One run per gate decision on forecaster-<domain>: promoted or refused, and why.",
+    "evaluate": "Zero-shot evaluation of a backbone on packaged real data against statistical baselines.",
+    "compare": "Cross-domain comparison of onboardings (benchmarks).",
+}
+MODEL_NOTES = {  # registered model name prefix -> its description
+    "forecaster-": "The served forecaster of one domain: every version is a candidate of one family (tag `family`: "
+                   "fused, backbone, seasonal_naive, auto_ets, theta); `champion` is what `tsfm serve` answers "
+                   "with, `challenger` the best validated candidate of the latest onboarding.",
+    "fused-": "Component: the frozen backbone fused with the domain's memory adapter (weight `alpha`). "
+              "Served only through a `forecaster-<domain>` version of family fused.",
+    "adapter-": "Component, for comparison: the memory adapter's forecast alone (alpha 1).",
+    "teacher-": "Component, for comparison: the kNN teacher (retrieval over the domain's train windows).",
+    "backbone": "Pre-trained backbones; `champion` is the one new onboardings adapt.",
 }
 
 
@@ -48,7 +71,8 @@ def use_experiment(stage: str, settings: Settings) -> str:
     if exp is None:
         location = f"{settings.artifact_root.rstrip('/')}/{name}"
         try:
-            exp_id = mlflow.create_experiment(name, artifact_location=location)
+            exp_id = mlflow.create_experiment(name, artifact_location=location,
+                                              tags={NOTE: EXPERIMENT_NOTES.get(stage, "")})
         except MlflowException:  # created concurrently by another process
             exp_id = mlflow.get_experiment_by_name(name).experiment_id
     else:
@@ -88,6 +112,12 @@ def remember_domain(domain: str, facts: dict, description: str = "") -> None:
             client.set_registered_model_tag(name, f"tsfm.{key}", str(facts[key]))
     if description:
         client.update_registered_model(name, description=description)
+
+
+def version_families(name: str) -> dict[str, str]:
+    """version -> family of every version of ``name`` ({} when there is no such model), oldest first."""
+    found = MlflowClient().search_model_versions(f"name = '{name}'")
+    return {str(mv.version): mv.tags.get("family", "?") for mv in sorted(found, key=lambda mv: int(mv.version))}
 
 
 def remembered_domains() -> dict[str, dict[str, str]]:
@@ -165,10 +195,11 @@ def resolve(uri: str, default_name: str = "backbone") -> tuple[str, str]:
         if version is None:
             version = latest_version(name)
             if version is None:
-                raise LookupError(f"{uri}: registered model {name!r} has no versions")
+                raise NotFoundError(f"{uri}: registered model {name!r} has no versions")
         return name, str(client.get_model_version(name, version).version)
     except MlflowException as exc:
-        raise LookupError(f"{uri}: no such registered model version ({exc.message.splitlines()[0]})") from None
+        hint = "; pre-train one first: tsfm pretrain (or tsfm demo)" if name == "backbone" else ""
+        raise NotFoundError(f"{uri}: no such registered model version ({exc.message.splitlines()[0]}){hint}") from None
 
 
 def find_version(name: str, result_id: str) -> str | None:
@@ -200,8 +231,9 @@ def register(model_uri: str | Callable[[], str], name: str, tags: dict[str, str]
     try:
         client.get_registered_model(name)
     except MlflowException:
+        note = next((text for prefix, text in MODEL_NOTES.items() if name.startswith(prefix)), "")
         try:
-            client.create_registered_model(name)
+            client.create_registered_model(name, description=note or None)
         except MlflowException:  # created concurrently
             client.get_registered_model(name)
     if result_id:

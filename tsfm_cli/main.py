@@ -1,12 +1,15 @@
 """`tsfm` command line: each command runs the matching Prefect flow.
 
-Options default to the settings schema (params.yaml / TSFM_* env / built-in
-defaults), so the CLI, DVC and Prefect share one configuration.
+Options left out take the settings' values (params.yaml, then TSFM_* variables, over the
+built-in defaults): the value shown as [default: ...] is the one that applies here and now.
+A mistake (a bad file, an unknown domain, a bad value) is one message and exit status 2;
+`--debug` anywhere on the line shows its traceback.
 """
 from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 
 import typer
@@ -15,7 +18,8 @@ from infra.quiet import quiet  # light: stdlib only
 
 quiet()
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, rich_markup_mode=None,
+                  pretty_exceptions_enable=False)
 
 
 def _settings():
@@ -24,9 +28,30 @@ def _settings():
     return load_settings()
 
 
+def _shown():
+    """The settings the help shows as defaults; the schema's own when the settings do not load
+    (a broken params.yaml is reported when a command runs, not by --help)."""
+    try:
+        return _settings()
+    except Exception:  # noqa: BLE001 - help must always print
+        from infra.settings import Settings
+
+        return Settings.model_construct()
+
+
+S = _shown()
+
+
+def _default(value) -> str:
+    if isinstance(value, (list, tuple)):
+        value = ",".join(map(str, value)) or "[]"
+    return f"  [default: {value}]"
+
+
 @app.callback()
-def _runtime_env():
-    # before any command imports prefect/boto3: the profile's Prefect API URL and S3 endpoint
+def _runtime_env(debug: bool = typer.Option(False, "--debug", help="show the traceback of an error (also "
+                                                                     "TSFM_DEBUG=1); anywhere on the line")):
+    # before any command imports prefect/boto3: the profile's Prefect API URL, S3 endpoint, Prefect home
     from infra.settings import ProfileError, apply_runtime_env
 
     try:
@@ -45,6 +70,35 @@ def _echo(result, out: str | None = None) -> None:
     typer.echo(text)
 
 
+def _say(text: str) -> None:
+    """For people: stderr, so stdout stays the JSON result."""
+    typer.echo(text, err=True)
+
+
+def _prefect_home() -> None:
+    """Prefect creates its home but not the folders above it (the project's state folder)."""
+    if os.environ.get("PREFECT_HOME"):
+        os.makedirs(os.environ["PREFECT_HOME"], exist_ok=True)
+
+
+def _flow(path: str):
+    """Import a flow (``flows.ingest.ingest_flow``) once Prefect's home exists: Prefect reads it at import."""
+    import importlib
+
+    _prefect_home()
+    module, name = path.rsplit(".", 1)
+    return getattr(importlib.import_module(module), name)
+
+
+def _run(flow, *args, **kwargs):
+    """Run a flow with user errors kept to their message on the console (``infra.errors``)."""
+    from infra.errors import hide_user_error_tracebacks
+
+    if not os.environ.get("TSFM_DEBUG"):
+        hide_user_error_tracebacks()
+    return flow(*args, **kwargs)
+
+
 OUT = typer.Option(None, "--out", help="also write the result as JSON to this file")
 SET = typer.Option(None, "--set", help="any parameter of this command's settings section as KEY=VALUE "
                                        "(repeatable), e.g. --set max_steps=50")
@@ -57,32 +111,61 @@ def _params(model, base, sets, named, flags=None):
     try:
         return build_params(model, base, sets, named, flags)
     except ParamsError as e:
-        _fail(f"invalid parameters:\n{e}")
+        _fail("invalid parameters: " + "; ".join(line for line in str(e).splitlines() if line.strip()))
+
+
+def _columns(value: str | None) -> dict[str, str] | None:
+    """``date=ds,value=y`` -> {"date": "ds", "value": "y"}."""
+    if not value:
+        return None
+    pairs = [p.strip() for p in value.split(",") if p.strip()]
+    bad = [p for p in pairs if p.count("=") != 1 or not all(p.split("="))]
+    if bad:
+        _fail(f"--columns takes SOURCE=NAME pairs such as date=ds,value=y,series=unique_id; got {bad}")
+    return dict(p.split("=") for p in pairs)
 
 
 @app.command()
 def ingest(
-    source: str = typer.Option(..., help="path, s3://bucket/key, builtin:<name> or synthetic:kernelsynth?..."),
+    source: str = typer.Option(..., help="CSV/Parquet file or folder, s3://bucket/key, builtin:<name> or "
+                                         "synthetic:kernelsynth?..."),
     domain: str = typer.Option(..., help="domain name: lowercase letters, digits, - and _"),
-    horizon: int = typer.Option(None, help="points per series held out for test (and again for validation)"),
-    min_train: int = typer.Option(None, help="minimum train points per series on top of 2 x horizon"),
+    horizon: int = typer.Option(None, help="points per series held out for test and for each validation window"
+                                + _default(f"the domain's `sources` entry, else {S.onboard.horizon}")),
+    min_train: int = typer.Option(None, help="minimum train points per series on top of 2 x horizon"
+                                  + _default(8)),
+    columns: str = typer.Option(None, help="the file's names for unique_id, ds and y where they differ, "
+                                           "e.g. date=ds,value=y,series=unique_id"),
     out: str = OUT,
 ):
-    """Validate a source and write the domain's canonical Parquet store."""
+    """Validate a source and write the domain's canonical Parquet store; bad rows go to a quarantine file."""
     from infra.settings import IngestParams
 
-    params = _params(IngestParams, {}, None, dict(source=source, domain=domain, horizon=horizon, min_train=min_train))
-    from flows.ingest import ingest_flow  # after the checks: bad input fails before prefect is imported
+    params = _params(IngestParams, {}, None, dict(source=source, domain=domain, horizon=horizon, min_train=min_train,
+                                                  columns=_columns(columns)))
+    from store.sources import check_header
 
-    _echo(ingest_flow(params), out)
+    check_header(params.source, params.columns)  # a wrong file fails here, before any flow starts
+    ingest_flow = _flow("flows.ingest.ingest_flow")  # after the checks: bad input fails before prefect loads
+    from reports.summary import ingest_summary
+
+    store = _run(ingest_flow, params)
+    _say(ingest_summary(store))
+    _echo(store, out)
 
 
 @app.command()
 def pretrain(
-    preset: str = typer.Option(None, help="backbone size preset (tiny, 4m, 22m, 313m, 1b, 2.5b)"),
-    domain: list[str] = typer.Option(None, help="ingested domains to pre-train on (train parts only); repeatable"),
-    max_steps: int = typer.Option(None), batch_size: int = typer.Option(None),
-    devices: str = typer.Option(None), accelerator: str = typer.Option(None), strategy: str = typer.Option(None),
+    preset: str = typer.Option(None, help="backbone size preset (tiny, 4m, 22m, 313m, 1b, 2.5b)"
+                               + _default(S.pretrain.preset)),
+    domain: list[str] = typer.Option(None, help="domains to pre-train on (train parts only; declared sources not "
+                                                "ingested yet are ingested first); repeatable"
+                                     + _default(S.pretrain.domains)),
+    max_steps: int = typer.Option(None, help="optimizer steps" + _default(S.pretrain.max_steps)),
+    batch_size: int = typer.Option(None, help="series windows per step and device" + _default(S.pretrain.batch_size)),
+    devices: str = typer.Option(None, help="devices per node: a number or auto" + _default(S.pretrain.devices)),
+    accelerator: str = typer.Option(None, help="cpu, gpu or auto" + _default(S.pretrain.accelerator)),
+    strategy: str = typer.Option(None, help="auto, ddp, fsdp" + _default(S.pretrain.strategy)),
     set_: list[str] = SET,
     out: str = OUT,
 ):
@@ -92,52 +175,73 @@ def pretrain(
     params = _params(PretrainParams, _settings().pretrain, set_, dict(
         preset=preset, domains=domain or None, max_steps=max_steps, batch_size=batch_size, devices=devices,
         accelerator=accelerator, strategy=strategy), {"domains": "--domain"})
-    from flows.pretrain import pretrain_flow
+    from tasks.ingest import missing_ingests
 
-    _echo(pretrain_flow(params), out)
+    missing_ingests(params.domains, _settings())  # undeclared, never-ingested domains fail here
+    _echo(_run(_flow("flows.pretrain.pretrain_flow"), params), out)
 
 
 @app.command()
 def onboard(
-    domain: str = typer.Option(...),
-    source: str = typer.Option(None, help="ingest this source first"),
-    horizon: int = typer.Option(None, help="used where the source has no per-series horizons"),
-    season_length: int = typer.Option(None, help="used where the source has no per-series seasons"),
-    context_length: int = typer.Option(None, help="points of history the backbone and the datastore see"),
+    domain: str = typer.Option(..., help="the domain: its store is used, or --source ingested first"),
+    source: str = typer.Option(None, help="ingest this source first (as `tsfm ingest` does)"),
+    horizon: int = typer.Option(None, help="points forecast and held out, where the source has no per-series "
+                                "horizons" + _default(S.onboard.horizon)),
+    season_length: int = typer.Option(None, help="steps per seasonal cycle, where the source has no per-series "
+                                      "seasons" + _default(S.onboard.season_length or "from the data's frequency")),
+    val_origins: int = typer.Option(None, help="validation windows per series, a horizon apart"
+                                    + _default(S.onboard.val_origins)),
+    context_length: int = typer.Option(None, help="points of history the backbone and the datastore see"
+                                       + _default(S.onboard.context_length)),
     finetune_steps: int = typer.Option(None, help="also fully fine-tune a copy of the backbone for comparison "
-                                                  "(0 = skip); never what gets served"),
+                                                  "(0 = skip); never what gets served"
+                                       + _default(S.onboard.finetune.max_steps)),
     set_: list[str] = typer.Option(None, "--set", help="any onboarding parameter as KEY=VALUE (repeatable; "
                                                        "sections with dots), e.g. --set teacher.k=10 "
                                                        "--set adapter.epochs=5"),
-    backbone: str = typer.Option("models:/backbone@champion"),
+    backbone: str = typer.Option("models:/backbone@champion", help="the registered backbone to adapt"),
     promote: bool = typer.Option(True, help="run the promotion gate afterwards"),
     out: str = OUT,
 ):
-    """Teacher + memory adapter + fusion weight for one domain; register and gate."""
+    """Onboard a domain: teacher, memory adapter and fusion weight on the frozen backbone; every candidate
+    (fused, backbone, seasonal naive, AutoETS, Theta) scored on validation and test; the best validated one
+    registered as forecaster-<domain>'s challenger and, past the gate, its champion."""
     from infra.settings import OnboardParams
 
     params = _params(OnboardParams, _settings().onboard, set_, {
         "domain": domain, "source": source, "horizon": horizon, "season_length": season_length,
-        "context_length": context_length, "finetune.max_steps": finetune_steps},
+        "val_origins": val_origins, "context_length": context_length, "finetune.max_steps": finetune_steps},
         {"finetune.max_steps": "--finetune-steps"})
-    from flows.onboard_domain import onboard_domain_flow
+    if params.source:
+        from store.sources import check_header
 
-    _echo(onboard_domain_flow(params, backbone=backbone, promote=promote), out)
+        check_header(params.source)
+    else:
+        from tasks.ingest import missing_ingests
+
+        missing_ingests([params.domain], _settings())  # an unknown domain fails here, listing the known ones
+    onboard_domain_flow = _flow("flows.onboard_domain.onboard_domain_flow")
+    from reports.summary import onboarding_summary
+
+    result = _run(onboard_domain_flow, params, backbone=backbone, promote=promote)
+    _say(onboarding_summary(result))
+    _echo(result, out)
 
 
 @app.command()
-def promote(domain: str = typer.Option(...), version: str = typer.Option(None),
-            margin: float = typer.Option(None, help="relative validation improvement required "
-                                                    "(default: promote.margin in params.yaml)")):
+def promote(domain: str = typer.Option(..., help="the domain whose challenger is judged"),
+            version: str = typer.Option(None, help="a version of forecaster-<domain> to judge instead of the "
+                                                   "challenger"),
+            margin: float = typer.Option(None, help="relative validation improvement required"
+                                         + _default(S.promote.margin))):
     """Give forecaster-<domain>'s challenger the champion alias if it passes the gate."""
-    from flows.promote import promote_flow
-
-    _echo(promote_flow(domain, version, margin))
+    _echo(_run(_flow("flows.promote.promote_flow"), domain, version, margin))
 
 
 @app.command()
-def rollback(domain: str = typer.Option(...), version: str = typer.Option(...)):
-    """Point forecaster-<domain>@champion back at an earlier version."""
+def rollback(domain: str = typer.Option(..., help="the domain to roll back"),
+             version: str = typer.Option(..., help="the version of forecaster-<domain> to serve again")):
+    """Point forecaster-<domain>@champion back at an earlier version (of any family)."""
     from tasks.promote import rollback_domain
 
     _echo(rollback_domain(domain, version, _settings()))
@@ -145,15 +249,19 @@ def rollback(domain: str = typer.Option(...), version: str = typer.Option(...)):
 
 @app.command()
 def serve(
-    domains: str = typer.Option(None, help="comma-separated domains; default: every forecaster-* model with the alias "
-                                           "(new ones are picked up while running)"),
-    port: int = typer.Option(None), host: str = typer.Option(None, help="default 127.0.0.1"),
-    alias: str = typer.Option(None, help="default champion"),
-    reload_interval_s: float = typer.Option(None, help="alias poll interval in seconds; 0 = only POST /reload"),
-    device: str = typer.Option(None, help="cpu, cuda, cuda:1 ..."),
+    domains: str = typer.Option(None, help="comma-separated domains; empty: every forecaster-* model with the alias "
+                                           "(new ones are picked up while running)"
+                                + _default(S.serve.domains or "every domain")),
+    port: int = typer.Option(None, help="TCP port" + _default(S.serve.port)),
+    host: str = typer.Option(None, help="bind address; 0.0.0.0 exposes the server (set a token)"
+                             + _default(S.serve.host)),
+    alias: str = typer.Option(None, help="the alias served" + _default(S.serve.alias)),
+    reload_interval_s: float = typer.Option(None, help="alias poll interval in seconds; 0 = only POST /reload"
+                                            + _default(S.serve.reload_interval_s)),
+    device: str = typer.Option(None, help="cpu, cuda, cuda:1 ..." + _default(S.serve.device)),
     mlflow: bool = typer.Option(False, "--mlflow", help="MLflow's scoring server for one --domain instead "
                                                         "(no reload, no batching; for comparison)"),
-    domain: str = typer.Option(None, help="with --mlflow: the one domain served"),
+    domain: str = typer.Option(None, help="with --mlflow: the one domain served" + _default(S.serve.domain)),
 ):
     """Serve every domain's forecaster-<domain>@champion (any family) in one process (foreground): MLflow scoring
     protocol on /invocations, /health, /metrics, hot reload. Bearer token: TSFM_SERVE__TOKEN."""
@@ -164,21 +272,44 @@ def serve(
         domains=_csv(domains), domain=domain, port=port, host=host, alias=alias,
         reload_interval_s=reload_interval_s, device=device))
     if mlflow:
+        from serving.catalog import check_served
         from serving.launch import server_command, server_env
 
+        check_served(settings.tracking_uri, [cfg.domain], cfg.alias)
         cmd = server_command(cfg.domain, cfg.host, cfg.port, cfg.alias)
-        typer.echo(f"serving models:/forecaster-{cfg.domain}@{cfg.alias} on http://{cfg.host}:{cfg.port}/invocations")
+        _say(f"serving models:/forecaster-{cfg.domain}@{cfg.alias} on http://{cfg.host}:{cfg.port}/invocations")
         os.execvpe(cmd[0], cmd, server_env(settings))
     from serving.server import run
 
-    run(settings, cfg)  # prints the URL, then runs until interrupted
+    run(settings, cfg)  # checks the domains, prints the URL, then runs until interrupted
+
+
+@app.command()
+def ui(
+    mlflow_port: int = typer.Option(5000, help="MLflow UI port"),
+    prefect_port: int = typer.Option(4200, help="Prefect UI port"),
+    host: str = typer.Option("127.0.0.1", help="bind address of both"),
+    print_only: bool = typer.Option(False, "--print", help="print the two commands instead of running them"),
+):
+    """Open MLflow's and Prefect's UIs on this project's state (runs, models, flow runs, reports);
+    runs until Ctrl-C."""
+    from infra.ui import run_ui, ui_commands
+
+    commands = ui_commands(_settings(), host, mlflow_port, prefect_port)
+    if print_only:
+        for c in commands:
+            _say(c.shell())
+        return
+    run_ui(commands, _say)
 
 
 @app.command()
 def deploy(dry_run: bool = typer.Option(False, "--dry-run", help="list the deployments and schedules, serve nothing")):
-    """Serve tsfm's Prefect deployments here: scheduled ingest, retraining and re-onboarding, plus the
-    on-demand `onboard_domain` (one-click onboarding form). Runs until interrupted."""
-    from flows.deployments import build_deployments, describe
+    """Serve tsfm's Prefect deployments here: scheduled ingest, retraining and re-onboarding of every declared
+    and every onboarded domain, plus the on-demand `onboard_domain` (one-click onboarding form). Runs until
+    interrupted."""
+    build_deployments = _flow("flows.deployments.build_deployments")
+    from flows.deployments import describe
 
     deployments = build_deployments(_settings())
     if dry_run:
@@ -186,7 +317,7 @@ def deploy(dry_run: bool = typer.Option(False, "--dry-run", help="list the deplo
         return
     from prefect import serve
 
-    typer.echo(f"serving {len(deployments)} deployments (Ctrl-C to stop); schedules from the settings' `schedules`")
+    _say(f"serving {len(deployments)} deployments (Ctrl-C to stop); schedules from the settings' `schedules`")
     serve(*deployments)
 
 
@@ -194,14 +325,14 @@ def deploy(dry_run: bool = typer.Option(False, "--dry-run", help="list the deplo
 def watch(out: str = OUT):
     """Check every source once for new data; each changed domain gets a `tsfm.source.updated` event,
     which re-onboards it where `tsfm deploy` runs (the `watch-sources` deployment does this on a schedule)."""
-    from flows.watch_sources import watch_sources_flow
-
-    _echo(watch_sources_flow(), out)
+    _echo(_run(_flow("flows.watch_sources.watch_sources_flow")), out)
 
 
 def _fail(message: str) -> None:
+    from infra.errors import EXIT_USER_ERROR
+
     typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
+    raise typer.Exit(EXIT_USER_ERROR)
 
 
 def _csv(value: str | None) -> list[str] | None:
@@ -210,15 +341,21 @@ def _csv(value: str | None) -> list[str] | None:
 
 @app.command()
 def evaluate(
-    backbone: str = typer.Option(None, help="registered backbone: models:/backbone@champion (default), "
-                                            "models:/<name>/<version> or a version number"),
-    datasets: str = typer.Option(None, help="comma-separated: m3, m3-<category>[-<frequency>], vic_elec, epf_fr_be"),
-    max_series: int = typer.Option(None, help="evenly spaced subsample of at most N series per dataset"),
-    windows: int = typer.Option(None, help="rolling test windows per electricity series (the last is the test part)"),
-    baselines: str = typer.Option(None, help="comma-separated subset of seasonal_naive,theta,auto_ets"),
-    context_length: int = typer.Option(None, help="default: the backbone's training context"),
-    n_jobs: int = typer.Option(None, help="processes for the baselines; 0 = all cores"),
-    device: str = typer.Option(None, help="backbone device: auto, cpu, cuda"),
+    backbone: str = typer.Option(None, help="registered backbone: models:/backbone@champion, "
+                                            "models:/<name>/<version> or a version number"
+                                 + _default(S.evaluate.backbone)),
+    datasets: str = typer.Option(None, help="comma-separated: m3, m3-<category>[-<frequency>], vic_elec, epf_fr_be"
+                                 + _default(S.evaluate.datasets)),
+    max_series: int = typer.Option(None, help="evenly spaced subsample of at most N series per dataset"
+                                   + _default(S.evaluate.max_series)),
+    windows: int = typer.Option(None, help="rolling test windows per electricity series (the last is the test part)"
+                                + _default(S.evaluate.windows)),
+    baselines: str = typer.Option(None, help="comma-separated subset of seasonal_naive,theta,auto_ets"
+                                  + _default(S.evaluate.baselines)),
+    context_length: int = typer.Option(None, help="points of history the backbone sees"
+                                       + _default(S.evaluate.context_length or "the backbone's training context")),
+    n_jobs: int = typer.Option(None, help="processes for the baselines; 0 = all cores" + _default(S.evaluate.n_jobs)),
+    device: str = typer.Option(None, help="backbone device: auto, cpu, cuda" + _default(S.evaluate.device)),
     set_: list[str] = SET,
     out: str = OUT,
 ):
@@ -230,16 +367,15 @@ def evaluate(
         backbone=backbone, datasets=_csv(datasets), max_series=max_series, windows=windows,
         baselines=_csv(baselines), context_length=context_length, n_jobs=n_jobs, device=device))
     from evaluation.zero_shot import check_datasets
+    from infra.errors import InputError
 
     try:
         check_datasets(params.datasets)  # before any flow starts
-        from flows.evaluate import evaluate_flow
-
-        result = evaluate_flow(params)
-    except (LookupError, ValueError) as e:
-        _fail(str(e))
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    result = _run(_flow("flows.evaluate.evaluate_flow"), params)
     with open(result["markdown_file"]) as fh:
-        typer.echo(fh.read(), err=True)  # the table for people; stdout stays JSON
+        _say(fh.read())  # the table for people; stdout stays JSON
     _echo(result, out)
 
 
@@ -248,14 +384,30 @@ def demo():
     """Everything end to end on the embedded defaults: ingest, pretrain, onboard, promote, serve."""
     import resource
 
-    from flows.demo import demo_flow
-
+    demo_flow = _flow("flows.demo.demo_flow")
     started = time.perf_counter()
-    demo_flow(_settings().demo)
+    _run(demo_flow, _settings().demo)
     peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
-    typer.echo(f"demo finished in {time.perf_counter() - started:.0f}s; peak RSS of one process {peak:.0f} MiB")
+    _say(f"demo finished in {time.perf_counter() - started:.0f}s; peak RSS of one process {peak:.0f} MiB")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The `tsfm` entry point: a user error is its message on stderr and exit status 2."""
+    from infra.errors import EXIT_USER_ERROR, UserError
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--debug" in args:
+        args.remove("--debug")
+        os.environ["TSFM_DEBUG"] = "1"
+    try:
+        app(args=args, prog_name="tsfm")
+    except UserError as e:
+        if os.environ.get("TSFM_DEBUG"):
+            raise
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_USER_ERROR)
 
 
 if __name__ == "__main__":
-    app()
+    main()

@@ -81,6 +81,23 @@ def default_precision(on_gpu: bool) -> str:
     return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "16-mixed"
 
 
+def _quiet_lightning() -> None:
+    """Lightning's advice to its own users (install a logger, a deprecation inside Lightning itself)
+    is not news to tsfm's: the log keeps the hardware lines and the training progress."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
+    noise = ("💡 Tip", "`Trainer(limit_val_batches=")
+
+    class _Advice(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return not str(record.getMessage()).startswith(noise)
+
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(_Advice())
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         job = TrainerJob.from_argv(argv)
@@ -92,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     # Lightning is imported only now: bad input above fails in ~1 s instead of ~10 s
+    _quiet_lightning()
     from models.pretraining.data import PretrainDataModule
 
     p = get_preset(job.preset).patch_size

@@ -78,7 +78,7 @@ def test_cli_onboard_rejects_bad_parameters_before_any_work(tmp_path, monkeypatc
     args, fragment = cases[0]
     proc = subprocess.run([str(BIN / "tsfm"), "onboard", "--domain", "x", *args], cwd=tmp_path,
                           env=_env(tmp_path), capture_output=True, text=True)
-    assert proc.returncode == 1 and fragment in proc.stderr, proc.stderr[-2000:]
+    assert proc.returncode == 2 and fragment in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and not (tmp_path / ".tsfm").exists()
     # the other cases through the same app in this process (the imports are paid once)
     from typer.testing import CliRunner
@@ -91,6 +91,6 @@ def test_cli_onboard_rejects_bad_parameters_before_any_work(tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)
     for args, fragment in cases[1:]:
         res = CliRunner().invoke(app, ["onboard", "--domain", "x", *args])
-        assert res.exit_code == 1 and fragment in res.stderr, (args, res.output)
+        assert res.exit_code == 2 and fragment in res.stderr, (args, res.output)
         assert res.exception is None or isinstance(res.exception, SystemExit)
     assert not (tmp_path / ".tsfm").exists()

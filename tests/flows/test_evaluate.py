@@ -117,5 +117,5 @@ def test_cli_evaluate_rejects_bad_input_cleanly(tmp_path):
     for args, expected in ((["--datasets", "m3,m4"], "unknown dataset(s) ['m4']"),
                            (["--baselines", "theta"], "seasonal_naive is required")):
         proc = subprocess.run(env_cmd + args, capture_output=True, text=True, cwd=tmp_path)
-        assert proc.returncode == 1, proc.stderr
+        assert proc.returncode == 2, proc.stderr  # a user's mistake
         assert expected in proc.stderr and "Traceback" not in proc.stderr

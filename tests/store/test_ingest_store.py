@@ -72,9 +72,20 @@ def test_failed_ingest_keeps_the_old_store_and_leaves_no_temp(write_file, tmp_pa
 
 def test_nothing_usable_is_fatal(write_file, tmp_path):
     path = write_file("tiny.csv", "unique_id,ds,y\na,1,1\na,2,2\n")
-    with pytest.raises(IngestError, match=r"tiny\.csv: no usable rows, all 2 quarantined .*row 1, column unique_id"):
+    with pytest.raises(IngestError, match=r"tiny\.csv: horizon 2 is too long .* has 2 points.*lower --min-train"):
         ingest_to_store(str(path), "tiny", 2, 2, tmp_path)
     assert not (tmp_path / "store" / "tiny").exists()
+    bad = write_file("bad.csv", "unique_id,ds,y\na,1,x\na,2,y\n")
+    with pytest.raises(IngestError, match=r"bad\.csv: no usable rows, all 2 quarantined .*row 1, column y"):
+        ingest_to_store(str(bad), "bad", 1, 1, tmp_path)
+
+
+def test_a_horizon_too_long_says_the_longest_that_fits(write_file, tmp_path):
+    rows = "".join(f"{u},{t},{t}\n" for u, n in (("a", 30), ("b", 20)) for t in range(n))
+    path = write_file("two.csv", "unique_id,ds,y\n" + rows)
+    with pytest.raises(IngestError, match=r"horizon 12 is too long .* longest series has 30 points; horizon 11 or less"):
+        ingest_to_store(str(path), "two", 12, 8, tmp_path)
+    assert ingest_to_store(str(path), "two", 11, 8, tmp_path).is_dir()  # the horizon it names does fit
 
 
 @pytest.mark.parametrize("domain", ["Shop", "-x", "a b", "", "a" * 64])

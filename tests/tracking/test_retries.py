@@ -86,7 +86,7 @@ def test_mlflow_task_retries_until_the_server_is_up_and_a_404_fails_at_once(
         assert run.data.tags["domain"] == "retry-demo" and run.data.metrics["n_series"] == 3
         # not transient: the server answers 404 for a model that does not exist, no retry
         assert out["missing"][:2] == ("FAILED", 1) and "RESOURCE_DOES_NOT_EXIST" in str(out["missing"][2])
-        assert verdicts[1:] == [("LookupError", False)]
+        assert verdicts[1:] == [("NotFoundError", False)]  # a LookupError: never retried
     finally:
         for proc in servers:
             stop(proc)
