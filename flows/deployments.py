@@ -22,6 +22,7 @@ from flows.pretrain import pretrain_flow
 from flows.watch_sources import watch_sources_flow
 from infra.settings import IngestParams, OnboardParams, Settings
 from store.watch import EVENT, UNWATCHED, resource_id
+from tasks.ingest import known_sources
 
 PRETRAIN_ONLY = {"synthetic"}  # generated corpora are not domains anyone forecasts
 
@@ -37,15 +38,19 @@ def source_trigger(domain: str) -> DeploymentEventTrigger:
                                   within=timedelta(0))
 
 
-def scheduled_domains(settings: Settings) -> list[str]:
-    return settings.schedules.onboard_domains or [d for d in settings.sources if d not in PRETRAIN_ONLY]
+def scheduled_domains(settings: Settings, sources: dict | None = None) -> list[str]:
+    """``schedules.onboard_domains``, else every known domain (declared or onboarded) but synthetic."""
+    sources = settings.sources if sources is None else sources
+    return settings.schedules.onboard_domains or [d for d in sources if d not in PRETRAIN_ONLY]
 
 
 def build_deployments(settings: Settings) -> list:
-    """RunnerDeployments (not yet applied) for ``prefect serve``-style hosting."""
+    """RunnerDeployments (not yet applied) for ``prefect serve``-style hosting: every declared
+    source and every domain the registry remembers as onboarded."""
     sch = settings.schedules
+    known = known_sources(settings)
     out = []
-    for domain, spec in settings.sources.items():
+    for domain, spec in ((d, k.spec) for d, k in known.items()):
         params = IngestParams(domain=domain, **spec.model_dump())
         out.append(ingest_flow.to_deployment(
             name=f"ingest-{domain}", schedules=_schedules(sch.ingest_cron, sch.timezone),
@@ -55,13 +60,15 @@ def build_deployments(settings: Settings) -> list:
         name="retrain-backbone", schedules=_schedules(sch.retrain_cron, sch.timezone),
         parameters={"params": settings.pretrain.model_dump()}, tags=["tsfm", "pretrain"],
         description="pre-train a backbone on the ingested domains and register it"))
-    for domain in scheduled_domains(settings):
-        spec = settings.sources.get(domain)
+    for domain in scheduled_domains(settings, known):
+        spec = known[domain].spec if domain in known else None
         # Every run re-ingests the source first (the triggered one must: new data is why it runs;
         # the scheduled one too, so it never onboards a stale store). With unchanged data the store's
         # md5 is unchanged, so adapt/evaluate come from the cache and no new versions appear.
         params = settings.onboard.model_copy(update={"domain": domain, "source": spec.source if spec else None,
                                                      "horizon": spec.horizon if spec else settings.onboard.horizon})
+        if domain in known and known[domain].season_length:
+            params = params.model_copy(update={"season_length": known[domain].season_length})
         watched = bool(spec) and not spec.source.startswith(UNWATCHED) and bool(sch.watch_interval_s)
         out.append(onboard_domain_flow.to_deployment(
             name=f"onboard-{domain}", schedules=_schedules(sch.onboard_cron, sch.timezone),

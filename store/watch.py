@@ -122,11 +122,12 @@ def emit_updates(changed: dict[str, dict]) -> list[str]:
     return ids
 
 
-def watch_sources(settings: Settings) -> list[str]:
-    """Check every source once; emit an event per changed one; returns the changed domains.
-    The state is saved after the events, so a crash in between re-announces rather than misses."""
+def watch_sources(settings: Settings, sources: dict[str, SourceSpec] | None = None) -> list[str]:
+    """Check every source once (``sources``, default the settings'); emit an event per changed one;
+    returns the changed domains. The state is saved after the events, so a crash in between
+    re-announces rather than misses."""
     state = load_state(settings.paths.state_dir)
-    changed = changed_sources(settings.sources, state)
+    changed = changed_sources(settings.sources if sources is None else sources, state)
     emit_updates(changed)
     save_state(settings.paths.state_dir, state)
     if changed:

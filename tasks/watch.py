@@ -3,8 +3,16 @@ from __future__ import annotations
 
 from prefect import task
 
+from infra.settings import Settings
 from store.watch import watch_sources
+from tasks.ingest import known_sources
 from tracking.retries import remote_retries
 
+
+def watch_known_sources(settings: Settings) -> list[str]:
+    """Every declared source and every source an onboarded domain was ingested from."""
+    return watch_sources(settings, {d: k.spec for d, k in known_sources(settings).items()})
+
+
 # retried like ingest: S3 listing may fail transiently; re-checking is harmless
-watch_sources_task = task(watch_sources, name="watch-sources", **remote_retries())
+watch_sources_task = task(watch_known_sources, name="watch-sources", **remote_retries())

@@ -103,6 +103,16 @@ def test_killed_onboarding_resumes_from_the_cache_without_duplicate_versions(dem
                               f"tags.tsfm_result_id = '{tags['tsfm_result_id']}'")
     assert len(runs) == 1
 
+    # onboarded from the command line with --source, not declared in `sources`: the registry remembers
+    # it, so `tsfm deploy` re-ingests and re-onboards it on schedule without an edit of params.yaml
+    from flows.deployments import build_deployments
+
+    assert DOMAIN not in settings.sources
+    deployments = {d.name: d for d in build_deployments(settings)}
+    assert deployments[f"ingest-{DOMAIN}"].parameters["params"]["source"] == "builtin:m3-other"
+    onboard = deployments[f"onboard-{DOMAIN}"].parameters["params"]
+    assert (onboard["domain"], onboard["source"], onboard["horizon"]) == (DOMAIN, "builtin:m3-other", 8)
+
 
 def test_a_cache_record_without_its_result_folder_is_recomputed(demo_run, tmp_path):
     """A wiped result folder (another session, a cleaned state dir) is rebuilt, not returned dangling."""
