@@ -96,6 +96,15 @@ def start_prefect_server(home: Path, port: int = 0, timeout: float = 120.0) -> t
     return proc, api
 
 
+def terminate(proc: subprocess.Popen) -> None:
+    """SIGTERM the server's process group without waiting."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+
 def stop(proc: subprocess.Popen, timeout: float = 20.0) -> None:
     """SIGTERM the server's process group, SIGKILL after ``timeout``."""
     if proc.poll() is not None:

@@ -54,7 +54,11 @@ def test_default_profile_is_embedded_and_changes_nothing(clean_env):
     assert settings.tracking_uri.startswith("sqlite:///") and settings.tracking_uri.endswith("mlflow.db")
     assert settings.artifact_root.startswith("file://")
     assert settings.prefect.api_url is None and settings.s3.endpoint_url is None
-    assert runtime_env(settings) == {} and apply_runtime_env(settings, environ={}) == {}
+    # only Prefect's home: under the project's state folder, not the ~/.prefect every project shares
+    home = str((settings.paths.state_dir / "prefect").resolve())
+    assert runtime_env(settings) == {"PREFECT_HOME": home}
+    assert apply_runtime_env(settings, environ={}) == {"PREFECT_HOME": home}
+    assert apply_runtime_env(settings, environ={"PREFECT_HOME": "/mine"}) == {}  # set by hand: it wins
     assert load_settings(profile="embedded").model_dump() == settings.model_dump()
 
 
@@ -110,7 +114,7 @@ def test_profile_by_keyword_or_file_and_unknown_names(clean_env, tmp_path):
 
 def test_runtime_env_reaches_prefect_and_boto3(clean_env):
     settings = load_settings(profile="cluster")
-    env: dict[str, str] = {"AWS_ENDPOINT_URL_S3": "http://set-by-hand:9000"}
+    env: dict[str, str] = {"AWS_ENDPOINT_URL_S3": "http://set-by-hand:9000", "PREFECT_HOME": "/mine"}
     assert apply_runtime_env(settings, environ=env) == {"PREFECT_API_URL": CLUSTER["prefect"]["api_url"]}
     assert env["AWS_ENDPOINT_URL_S3"] == "http://set-by-hand:9000"  # a variable set by hand wins
 
@@ -190,7 +194,8 @@ def test_compose_worker_env_is_the_cluster_profile_on_service_names(clean_env):
     assert settings.profile == "cluster"
     assert settings.tracking_uri == "http://mlflow:5000" and settings.artifact_root == "s3://tsfm/mlflow"
     assert runtime_env(settings) == {"PREFECT_API_URL": env["PREFECT_API_URL"],
-                                      "AWS_ENDPOINT_URL_S3": env["AWS_ENDPOINT_URL_S3"]}
+                                      "AWS_ENDPOINT_URL_S3": env["AWS_ENDPOINT_URL_S3"],
+                                      "PREFECT_HOME": str((settings.paths.state_dir / "prefect").resolve())}
     for url in (settings.tracking_uri, settings.prefect.api_url, settings.s3.endpoint_url):
         host = re.match(r"https?://([^:/]+)", url).group(1)
         assert host in SERVICES, f"{url} names no compose service"

@@ -1,0 +1,88 @@
+"""`tsfm ui`: MLflow's and Prefect's web UIs on this project's own state.
+
+MLflow's UI reads the tracking store (``sqlite:///<state_dir>/mlflow.db`` unless a server is
+configured); Prefect's reads the database under ``PREFECT_HOME`` (``<state_dir>/prefect``
+unless set), where every `tsfm` command's flow runs were recorded. Prefect's UI needs to be
+told its API's address when it is not on port 4200 (``PREFECT_UI_API_URL``). Where a server
+is configured (``mlflow.tracking_uri``/``prefect.api_url`` over HTTP) nothing is started for it:
+its address is printed.
+"""
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from infra.servers import stop, terminate, wait_http
+from infra.settings import Settings, runtime_env
+
+
+@dataclass(frozen=True)
+class UiCommand:
+    name: str  # MLflow or Prefect
+    url: str  # what to open in a browser
+    health: str  # what answers 200 once it is up
+    cmd: list[str] = field(default_factory=list)  # empty: a configured server, nothing to start
+    env: dict[str, str] = field(default_factory=dict)  # set on top of the caller's environment
+
+    def shell(self) -> str:
+        if not self.cmd:
+            return f"# {self.name}: configured server, open {self.url}"
+        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env.items())
+        return f"{env} {shlex.join(self.cmd)}".strip() + f"   # then open {self.url}"
+
+
+def ui_commands(settings: Settings, host: str = "127.0.0.1", mlflow_port: int = 5000,
+                prefect_port: int = 4200) -> list[UiCommand]:
+    bin_dir = Path(sys.executable).parent
+    uri = settings.tracking_uri
+    if uri.startswith(("http://", "https://")):
+        mlflow = UiCommand("MLflow", uri, f"{uri.rstrip('/')}/health")
+    else:
+        url = f"http://{host}:{mlflow_port}"
+        mlflow = UiCommand("MLflow", url, f"{url}/health", [
+            str(bin_dir / "mlflow"), "ui", "--backend-store-uri", uri, "--host", host, "--port", str(mlflow_port)],
+            {"MLFLOW_DISABLE_TELEMETRY": "true"})
+    api = settings.prefect.api_url
+    if api:
+        prefect = UiCommand("Prefect", api.rstrip("/").removesuffix("/api"), f"{api.rstrip('/')}/health")
+    else:
+        url = f"http://{host}:{prefect_port}"
+        home = runtime_env(settings)["PREFECT_HOME"]
+        prefect = UiCommand("Prefect", url, f"{url}/api/health", [
+            str(bin_dir / "prefect"), "server", "start", "--host", host, "--port", str(prefect_port)],
+            {"PREFECT_HOME": home, "PREFECT_UI_API_URL": f"{url}/api", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
+    return [mlflow, prefect]
+
+
+def run_ui(commands: list[UiCommand], say: Callable[[str], None], timeout: float = 120.0,
+           until: Callable[[], bool] | None = None) -> None:
+    """Start what needs starting, say where to look, wait for Ctrl-C (or ``until()``), stop them."""
+    import os
+
+    procs: list[subprocess.Popen] = []
+    try:
+        for c in commands:
+            if c.cmd:
+                env = {**os.environ, **c.env}
+                env.pop("PREFECT_API_URL", None)  # the server must not point at itself as a client
+                procs.append(subprocess.Popen(c.cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                              start_new_session=True))
+                wait_http(c.health, procs[-1], timeout, f"{c.name} UI")
+            say(f"{c.name} UI: {c.url}")
+        say("Ctrl-C stops both")
+        while until is None or not until():
+            if any(p.poll() is not None for p in procs):
+                raise RuntimeError("a UI server exited; run `tsfm ui --print` and start it by hand to see why")
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:  # both told at once, so a slow one does not delay the other's shutdown
+        for p in procs:
+            terminate(p)
+        for p in procs:
+            stop(p, timeout=15.0)
