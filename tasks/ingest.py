@@ -102,9 +102,9 @@ def missing_ingests(domains: list[str], settings: Settings) -> list[IngestParams
         else:
             unknown.append(domain)
     if unknown:
-        stores = sorted(p.name for p in (settings.paths.data_dir / "store").glob("*") if (p / META_FILE).is_file())
+        stores = sorted(p.name for p in settings.store_dir("").glob("*") if (p / META_FILE).is_file())
         raise NotFoundError(
-            f"no data for domain(s) {', '.join(unknown)}: nothing ingested under {settings.paths.data_dir / 'store'} "
+            f"no data for domain(s) {', '.join(unknown)}: nothing ingested under {settings.store_dir('')} "
             f"and no source declared for it. Ingest it first (tsfm ingest --source PATH --domain "
             f"{unknown[0]}). Ingested: {', '.join(stores) or 'none'}; declared in `sources`: "
             f"{', '.join(sorted(settings.sources)) or 'none'}")

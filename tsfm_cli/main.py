@@ -221,9 +221,11 @@ def onboard(
 
         missing_ingests([params.domain], _settings())  # an unknown domain fails here, listing the known ones
     onboard_domain_flow = _flow("flows.onboard_domain.onboard_domain_flow")
-    from reports.summary import onboarding_summary
+    from reports.summary import ingest_summary, onboarding_summary
 
     result = _run(onboard_domain_flow, params, backbone=backbone, promote=promote)
+    if params.source:  # what the file gave: quarantined rows and dropped series are news too
+        _say(ingest_summary(_settings().store_dir(params.domain)))
     _say(onboarding_summary(result))
     _echo(result, out)
 
