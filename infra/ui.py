@@ -10,6 +10,7 @@ its address is printed.
 from __future__ import annotations
 
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -65,6 +66,11 @@ def run_ui(commands: list[UiCommand], say: Callable[[str], None], timeout: float
     import os
 
     procs: list[subprocess.Popen] = []
+
+    def _interrupt(signum, frame):  # SIGTERM (a supervisor, `kill`) stops both servers as Ctrl-C does
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         for c in commands:
             if c.cmd:

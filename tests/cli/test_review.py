@@ -66,7 +66,8 @@ def test_ingest_summary_project_prefect_home_and_tsfm_ui(tmp_path):
         assert "rows in, kept and quarantined" in tags["mlflow.note.content"]  # described, not bare
         assert requests.get(prefect_url, timeout=30).status_code == 200  # the UI itself is served
     finally:
-        ui.send_signal(signal.SIGINT)
+        # SIGTERM: a background job (CI, nohup) starts with SIGINT ignored, and a supervisor sends TERM
+        ui.send_signal(signal.SIGTERM)
         assert ui.wait(timeout=60) == 0
     for port in ports:  # both servers stopped with it
         try:
