@@ -16,6 +16,7 @@ class BackboneConfig:
     variate_every: int
     dropout: float = 0.0
     min_scale: float = 1e-3  # floor of the causal scaler's std (flat / all-zero series)
+    scaler_window: int = 0  # causal scaler statistics over the last this many patches; 0 = the whole history
     n_quantiles: int = 9
 
     def __post_init__(self) -> None:
@@ -25,6 +26,8 @@ class BackboneConfig:
             raise ValueError("head dim must be a multiple of 4 (rotary on half the head dims)")
         if self.max_context % self.patch_size:
             raise ValueError(f"max_context {self.max_context} is not a multiple of patch_size {self.patch_size}")
+        if self.scaler_window < 0:
+            raise ValueError(f"scaler_window must be >= 0, got {self.scaler_window}")
         if self.variate_every < 0 or self.variate_every > self.n_layers:
             raise ValueError(f"variate_every must be in 0..n_layers, got {self.variate_every}")
 

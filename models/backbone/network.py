@@ -87,7 +87,7 @@ class PatchBackbone(nn.Module):
         if P > c.max_patches:
             raise ValueError(f"{T} steps exceed max_context {c.max_context}")
         # unobserved values are dropped here, so whatever fills them (padding) cannot leak in
-        norm, loc, scale = causal_scale(values, observed, c.patch_size, c.min_scale)
+        norm, loc, scale = causal_scale(values, observed, c.patch_size, c.min_scale, c.scaler_window)
         patches = torch.cat(
             (norm.view(B, V, P, c.patch_size), observed.to(norm.dtype).view(B, V, P, c.patch_size)), dim=-1
         )  # [batch, variate, patch, 2 * patch_size]

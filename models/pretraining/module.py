@@ -5,6 +5,7 @@ import math
 
 import lightning as L
 import torch
+from jaxtyping import Bool
 from torch import Tensor
 
 from models.backbone.config import BackboneConfig
@@ -27,8 +28,18 @@ class PretrainModule(L.LightningModule):
         min_lr_ratio: float = 0.1,
         optimizer: str = "adamw",
         grad_clip: float | None = 1.0,
+        mask_origins: int = 1,
+        random_context: bool = False,
+        seed: int = 0,
     ):
-        """``lr`` is the peak LR actually used (already scaled for the global batch)."""
+        """``lr`` is the peak LR actually used (already scaled for the global batch).
+
+        ``mask_origins`` > 1: besides the masked run at the end, each training window hides
+        ``mask_origins - 1`` more runs of 1..n_future patches at random places, so one pass
+        trains that many forecast origins (context after a run sees it as missing).
+        ``random_context``: each training window keeps a log-uniform random share of its
+        context (one patch to all of it), so short histories are as common as in use.
+        Validation keeps the plain end run on the whole context, comparable across recipes."""
         super().__init__()
         # kept out of the logger: the caller's MLflow run already holds its own params
         self.save_hyperparameters(logger=False)
@@ -39,24 +50,59 @@ class PretrainModule(L.LightningModule):
         # recorded before any wrapper (FSDP flattens shards to 1-D): no decay / no trust ratio
         self.plain_param_names = {n for n, q in self.named_parameters() if q.ndim <= 1}
 
-    def masked_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, int]:
+    def hidden_patches(self, shape: tuple[int, int, int], generator: torch.Generator | None
+                       ) -> tuple[Bool[Tensor, "batch variate patch"], Bool[Tensor, "batch variate patch"]]:
+        """-> (target patches: hidden from the model and scored; dropped patches: neither seen
+        nor scored). Without ``generator``: the end run alone, nothing dropped."""
+        B, V, P = shape
+        steps = torch.arange(P)
+        target = (steps >= P - self.n_future).expand(B, V, P).clone()
+        dropped = torch.zeros(B, V, P, dtype=torch.bool)
+        if generator is None:
+            return target, dropped
+        n_ctx = P - self.n_future
+        extra = self.hparams.mask_origins - 1
+        if extra > 0 and n_ctx > 1:
+            # runs of 1..n_future patches starting after at least one context patch
+            length = torch.randint(1, self.n_future + 1, (B, V, extra, 1), generator=generator)
+            start = 1 + (torch.rand(B, V, extra, 1, generator=generator) * (n_ctx - 1)).long()
+            run = (steps >= start) & (steps < torch.minimum(start + length, torch.tensor(n_ctx)))
+            target |= run.any(dim=2)
+        if self.hparams.random_context and n_ctx > 1:
+            # keep the last k context patches, k log-uniform in [1, n_ctx]
+            keep = torch.exp(torch.rand(B, V, 1, generator=generator) * math.log(n_ctx + 1)).floor().clamp(1, n_ctx)
+            dropped = steps < (n_ctx - keep)
+            target &= ~dropped
+        return target, dropped
+
+    def masked_loss(self, batch: dict[str, Tensor], generator: torch.Generator | None = None) -> tuple[Tensor, int]:
         """``batch``: values and observed ``[batch, variate, window]`` (``data.Item``s collated)
-        -> (pinball loss over the masked future, patches through the model on this rank)."""
+        -> (pinball loss over the hidden patches, patches through the model on this rank).
+        ``generator``: draws the training-time masking (``hidden_patches``)."""
         values, observed = batch["values"], batch["observed"]
         p = self.model.config.patch_size
-        future = self.n_future * p
-        ctx_observed = observed.clone()
-        ctx_observed[..., -future:] = False  # contiguous masking: the future is hidden
+        B, V, T = values.shape
+        target, dropped = (m.to(values.device).repeat_interleave(p, dim=-1)
+                           for m in self.hidden_patches((B, V, T // p), generator))
+        ctx_observed = observed & ~target & ~dropped  # what the model sees
         out = self.model(torch.where(ctx_observed, values, 0.0), ctx_observed)
-        # targets in the same asinh space, with the statistics the model saw (context only)
-        target = normalise(values, out.loc, out.scale, p)[..., -future:]  # [B, V, future]
-        B, V, _ = values.shape
-        pred = out.knots[:, :, -self.n_future:].reshape(B, V, future, -1)  # [B, V, future, Q]
-        loss = pinball_loss(pred, target, mask=observed[..., -future:])
+        # targets in the same asinh space, with the statistics the model saw (context only): a
+        # hidden patch carries the statistics of the last step before it
+        goal = normalise(values, out.loc, out.scale, p)  # [B, V, T]
+        pred = out.knots.reshape(B, V, T, -1)  # [B, V, T, Q]
+        loss = pinball_loss(pred, goal, mask=observed & target)
         return loss, out.knots.shape[0] * out.knots.shape[1] * out.knots.shape[2]
 
+    def _generator(self, batch_idx: int) -> torch.Generator | None:
+        """The masking draws of one training step: a function of (seed, step, micro-batch), so a
+        resumed run masks as an uninterrupted one would."""
+        if self.hparams.mask_origins <= 1 and not self.hparams.random_context:
+            return None
+        return torch.Generator().manual_seed(
+            (self.hparams.seed * 1_000_003 + self.global_step * 1_009 + batch_idx) % (1 << 62))
+
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        loss, tokens = self.masked_loss(batch)
+        loss, tokens = self.masked_loss(batch, self._generator(batch_idx))
         self.tokens_seen += tokens * self.trainer.world_size  # equal batches on every rank
         self.log("train_loss", loss, prog_bar=True)
         self.log("tokens_seen", float(self.tokens_seen))

@@ -49,6 +49,14 @@ class TrainingRecipe(BaseModel):
     context_length: int = Field(128, ge=8, description="context points per training window")
     horizon_length: int = Field(32, ge=1, description="masked future the model learns to fill, "
                                 "rounded up to whole patches")
+    patch_size: int | None = Field(None, ge=1, description="time steps per token; None: the preset's "
+                                   "(a patch must fit the series it forecasts: monthly/yearly data want 8 or 16)")
+    scaler_window: int = Field(0, ge=0, description="causal scaler statistics over the last this many "
+                               "patches; 0: from the first observation")
+    mask_origins: int = Field(1, ge=1, le=64, description="forecast origins trained per window: the masked "
+                              "run at the end plus mask_origins - 1 runs at random places")
+    random_context: bool = Field(False, description="train on log-uniform random context lengths (one patch "
+                                 "to context_length) instead of always the whole context")
     optimizer: Literal["adamw", "lamb", "lars"] = Field(
         "adamw", description="lamb/lars: layer-wise trust ratios for large batches (lars wants lr ~1)")
     lr: float = Field(3e-3, gt=0, description="peak LR at a global batch of lr_reference_batch windows")
@@ -108,13 +116,22 @@ class TrainingRecipe(BaseModel):
     def _fits(self) -> TrainingRecipe:
         if self.tsmixup_prob + self.kernelsynth_prob > 1:
             raise ValueError("tsmixup_prob + kernelsynth_prob must be <= 1")
-        config = get_preset(self.preset)
+        config = self.backbone_config()
         p = config.patch_size
         window = math.ceil(self.context_length / p) * p + math.ceil(self.horizon_length / p) * p
         if window > config.max_context:
             raise ValueError(f"context + horizon ({window} after rounding to patches of {p}) exceed "
                              f"max_context {config.max_context}")
         return self
+
+    def backbone_config(self):
+        """The preset with this recipe's patch size and scaler window (``BackboneConfig``)."""
+        config = get_preset(self.preset)
+        if self.patch_size:
+            config.patch_size = self.patch_size
+            config.max_context = config.max_context // self.patch_size * self.patch_size
+        config.scaler_window = self.scaler_window
+        return type(config).from_dict(config.to_dict())  # validated again
 
 
 class SpecError(ValueError):

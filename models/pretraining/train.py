@@ -32,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-from models.backbone.presets import count_parameters, get_preset
+from models.backbone.presets import count_parameters
 from models.pretraining.optim import resolve_lr_scaling, scaled_lr
 from models.pretraining.spec import SpecError, TrainerJob, parse_devices
 from models.pretraining.strategy import check_strategy, choose_strategy, device_count
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_lightning()
     from models.pretraining.data import PretrainDataModule
 
-    p = get_preset(job.preset).patch_size
+    p = job.backbone_config().patch_size
     context_length = math.ceil(job.context_length / p) * p
     future_length = math.ceil(job.horizon_length / p) * p
     try:
@@ -187,7 +187,7 @@ def train(job: TrainerJob, data, future_length: int, on_gpu: bool, kind: str) ->
 
     started = time.time()  # wall_seconds: the training itself, after the data are loaded
     out = Path(job.out)
-    config = get_preset(job.preset)
+    config = job.backbone_config()
     L.seed_everything(job.seed, workers=True, verbose=False)
     precision = job.precision or default_precision(on_gpu)
     # a resumed run consumed global_step * accumulate micro-batches per rank: the data side
@@ -210,7 +210,8 @@ def train(job: TrainerJob, data, future_length: int, on_gpu: bool, kind: str) ->
     module = PretrainModule(
         config.to_dict(), future_length=future_length, lr=effective_lr, weight_decay=job.weight_decay,
         warmup_steps=job.warmup_steps, max_steps=job.max_steps, schedule=job.schedule,
-        optimizer=job.optimizer, grad_clip=1.0,
+        optimizer=job.optimizer, grad_clip=1.0, mask_origins=job.mask_origins, random_context=job.random_context,
+        seed=job.seed,
     )
     if job.activation_checkpointing and kind != "fsdp":  # FSDP wraps the blocks itself
         module.model.gradient_checkpointing = True
@@ -249,7 +250,9 @@ def write_outputs(job: TrainerJob, module, state: dict, progress, run: dict, sec
     out = Path(job.out)
     save_backbone(module.model, out / "backbone", state_dict=backbone_weights(state))
     metrics = {
-        "preset": job.preset, "n_params": count_parameters(get_preset(job.preset)),
+        "preset": job.preset, "n_params": count_parameters(job.backbone_config()),
+        "patch_size": module.model.config.patch_size, "scaler_window": job.scaler_window,
+        "mask_origins": job.mask_origins, "random_context": job.random_context,
         "steps": run["steps"], "tokens_seen": run["tokens_seen"],
         "initial_train_loss": progress.initial_loss(), "final_train_loss": progress.final_loss(),
         "val_loss": run["val_loss"], "wall_seconds": round(seconds, 2), "devices": run["devices"],
