@@ -86,3 +86,26 @@ class ProgressPrinter(L.Callback):
 
     def final_loss(self) -> float | None:
         return sum(self.last) / len(self.last) if self.last else None
+
+
+class BackboneSnapshots(L.Callback):
+    """Every ``every`` optimizer steps, the backbone's weights alone to OUT/snapshots/step-<N>/
+    (rank zero; with ``tokens.json``): the points of a learning curve, scored after the run.
+    Not under FSDP (the weights are sharded; use the checkpoints)."""
+
+    def __init__(self, out: Path, every: int):
+        self.out, self.every = Path(out), every
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if step == 0 or step % self.every or not trainer.is_global_zero:
+            return
+        folder = self.out / f"step-{step:07d}"
+        if folder.is_dir():  # accumulation: one batch end per micro-batch of the same step
+            return
+        from models.backbone.io import save_backbone
+
+        tmp = folder.with_name(folder.name + ".tmp")
+        save_backbone(pl_module.model, tmp)
+        (tmp / "tokens.json").write_text(f'{{"step": {step}, "tokens_seen": {int(pl_module.tokens_seen)}}}')
+        os.replace(tmp, folder)

@@ -69,6 +69,8 @@ class TrainingRecipe(BaseModel):
     schedule: Literal["wsd", "cosine"] = Field(
         "wsd", description="after warm-up: warmup-stable-decay (1-sqrt over the last 20%) or cosine")
     seed: int = 0
+    init: str | None = Field(None, description="a saved backbone folder (config.json + weights) to continue "
+                             "pre-training from; its shape replaces the preset's; None: random weights")
     tsmixup_prob: float = Field(0.0, ge=0, le=1, description="share of training windows that are "
                                 "TSMixups of several sources' windows")
     tsmixup_max_series: int = Field(3, ge=2, description="at most this many windows in one TSMixup")
@@ -93,6 +95,8 @@ class TrainingRecipe(BaseModel):
     throughput: bool = Field(False, description="log samples/s, tokens/s and (on known GPUs) MFU")
     checkpoint_every: int | None = Field(None, ge=1, description="steps between checkpoints; "
                                          "None: max(1, max_steps // 4)")
+    snapshot_every: int | None = Field(None, ge=1, description="steps between exports of the backbone's "
+                                       "weights to OUT/snapshots/ (learning curves); None: none")
     log_every_n_steps: int | None = Field(None, ge=1, description="steps between logged metrics; "
                                           "None: max(1, min(50, max_steps // 20))")
 
@@ -112,6 +116,13 @@ class TrainingRecipe(BaseModel):
             raise ValueError(f"bad devices {v!r}: use auto, a count, or a list like 0,1") from None
         return v
 
+    @field_validator("init")
+    @classmethod
+    def _saved_backbone(cls, v: str | None) -> str | None:
+        if v and not (Path(v) / "config.json").is_file():
+            raise ValueError(f"init {v!r} is not a saved backbone folder (no config.json there)")
+        return v
+
     @model_validator(mode="after")
     def _fits(self) -> TrainingRecipe:
         if self.tsmixup_prob + self.kernelsynth_prob > 1:
@@ -125,7 +136,14 @@ class TrainingRecipe(BaseModel):
         return self
 
     def backbone_config(self):
-        """The preset with this recipe's patch size and scaler window (``BackboneConfig``)."""
+        """The preset with this recipe's patch size and scaler window (``BackboneConfig``); with
+        ``init``, the saved backbone's own shape."""
+        if self.init:
+            import json
+
+            from models.backbone.config import BackboneConfig
+
+            return BackboneConfig.from_dict(json.loads((Path(self.init) / "config.json").read_text()))
         config = get_preset(self.preset)
         if self.patch_size:
             config.patch_size = self.patch_size

@@ -195,6 +195,10 @@ def train(job: TrainerJob, data, future_length: int, on_gpu: bool, kind: str) ->
     data.batches_per_step = job.accumulate_grad_batches
     progress = ProgressPrinter(job.max_steps)
     callbacks = [progress]
+    if job.snapshot_every and kind != "fsdp":
+        from models.pretraining.callbacks import BackboneSnapshots
+
+        callbacks.append(BackboneSnapshots(out / "snapshots", job.snapshot_every))
     if job.throughput:
         callbacks.append(ThroughputMonitor(
             batch_size_fn=batch_size_of, length_fn=functools.partial(tokens_in_batch, patch_size=config.patch_size)))
@@ -213,6 +217,12 @@ def train(job: TrainerJob, data, future_length: int, on_gpu: bool, kind: str) ->
         optimizer=job.optimizer, grad_clip=1.0, mask_origins=job.mask_origins, random_context=job.random_context,
         seed=job.seed,
     )
+    if job.init and not ckpt_path:  # continued pre-training: the saved weights, a fresh optimizer
+        import torch
+
+        from models.backbone.io import WEIGHTS_FILE
+
+        module.model.load_state_dict(torch.load(Path(job.init) / WEIGHTS_FILE, map_location="cpu", weights_only=True))
     if job.activation_checkpointing and kind != "fsdp":  # FSDP wraps the blocks itself
         module.model.gradient_checkpointing = True
     if job.compile:

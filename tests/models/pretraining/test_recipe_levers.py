@@ -100,3 +100,27 @@ def test_structural_prior_is_reproducible_varied_and_finite():
     # the first series do not depend on how many are drawn
     b = structural(10, 512, seed=5)
     assert b.equals(a[a["unique_id"].isin(b["unique_id"].unique())].reset_index(drop=True))
+
+
+def test_continued_pretraining_starts_from_the_saved_weights(tmp_path):
+    from models.backbone.io import load_backbone, save_backbone
+    from models.backbone.network import PatchBackbone
+    from models.pretraining.train import main
+
+    config = get_preset("tiny")
+    config.patch_size, config.scaler_window = 16, 4
+    torch.manual_seed(0)
+    start = PatchBackbone(config)
+    save_backbone(start, tmp_path / "start")
+    recipe = TrainingRecipe(init=str(tmp_path / "start"), preset="4m")
+    assert recipe.backbone_config().to_dict() == config.to_dict()  # the saved shape wins over the preset
+    with pytest.raises(ValueError, match="not a saved backbone folder"):
+        TrainingRecipe(init=str(tmp_path))
+    structural(20, 256, seed=1).to_parquet(tmp_path / "d.parquet")
+    assert main(["--data", str(tmp_path / "d.parquet"), "--out", str(tmp_path / "out"), "--init",
+                 str(tmp_path / "start"), "--max-steps", "1", "--lr", "1e-12", "--batch-size", "4",
+                 "--context-length", "64", "--horizon-length", "16"]) == 0
+    after = load_backbone(tmp_path / "out" / "backbone")
+    assert after.config.to_dict() == config.to_dict()
+    for (name, a), b in zip(start.state_dict().items(), after.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), name  # one step at lr ~0: the weights it started from

@@ -1,0 +1,162 @@
+"""Zero-shot validation of pre-trained backbones, shared by the pre-training benchmarks.
+
+Validation windows only, never an official test window:
+  - M3: each series' rolling validation windows (``SeriesSplit``: up to 3 origins a horizon
+    apart before the official test part, the series' own horizon and season);
+  - vic_elec and epf_fr_be: 3 windows of one day before the 7 test windows ``tsfm evaluate``
+    scores.
+A backbone is scored against seasonal naive on the same windows: the geometric mean over
+windows of the MASE and scaled-CRPS ratios, per M3 frequency, M3 overall and per electricity set.
+Corpora are ingested once and cut to their train parts as onboarding cuts them.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench_common import REPO, markdown_table
+
+sys.path.insert(0, str(REPO))
+
+# every packaged real series that no zero-shot figure is computed on (no M3, no electricity)
+REAL = {"m1": ("builtin:m1", 8), "tourism": ("builtin:tourism", 8), "aus-retail": ("builtin:aus_retail", 12),
+        "us-employment": ("builtin:us_employment", 12), "pedestrian": ("builtin:pedestrian", 24),
+        "pbs": ("builtin:pbs", 12), "aus-livestock": ("builtin:aus_livestock", 12),
+        "au-tourism": ("builtin:au_tourism", 8), "prison": ("builtin:prison", 8),
+        "global-economy": ("builtin:global_economy", 6), "ansett": ("builtin:ansett", 13)}
+MIN_TRAIN_POINTS = 40  # the trainer needs windows longer than the masked future (32 here)
+SYNTHETIC_SHARE = {"ks": 0.20, "st": 0.35}  # Toto 2.0's corpus was 58% synthetic
+GROUPS = ["m3", "m3_yearly", "m3_quarterly", "m3_monthly", "m3_other", "vic_elec", "epf_fr_be"]
+
+ELECTRICITY = {"vic_elec": (48, 48), "epf_fr_be": (24, 24)}  # (horizon, season)
+TEST_WINDOWS = 7  # what `tsfm evaluate` scores on the electricity sets: never touched here
+VAL_ORIGINS = 3
+EVAL_CONTEXT = 2048  # the most history a validation context keeps
+
+
+# ----------------------------------------------------------------------------- data
+def corpus(name: str, spec: dict[str, tuple[str, int]], out: Path) -> list[str]:
+    """Parquet files of the train parts of ``spec`` (domain -> (source, horizon)), built once
+    under ``OUT/corpus/<name>`` (stores under ``OUT/data``)."""
+    from store.corpus import build_corpus
+    from store.ingest import ingest_to_store
+
+    folder = out / "corpus" / name
+    done = folder / "files.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    stores = []
+    for domain, (source, horizon) in spec.items():
+        store = out / "data" / "store" / domain
+        if not (store / "meta.json").is_file():
+            print(f"  ingest {source}", flush=True)
+            ingest_to_store(source, domain, horizon, 8, out / "data")
+        stores.append(str(store))
+    files = []
+    for f in sorted(build_corpus(stores, folder, VAL_ORIGINS)["files"].values()):
+        # a training window needs more points than its masked future
+        longest = int(pd.read_parquet(f, columns=["unique_id"]).value_counts().max())
+        if longest > MIN_TRAIN_POINTS:
+            files.append(str(f))
+        else:
+            print(f"  {Path(f).stem}: longest train part {longest} points, too short to pre-train on: left out")
+    done.write_text(json.dumps(files))
+    return files
+
+
+def eval_windows(out: Path) -> dict[str, dict]:
+    """group -> contexts, truth [N, H], season, sn (seasonal naive quantiles): built once."""
+    import pickle
+
+    from evaluation.baselines import baseline_forecasts
+    from models.splits import SeriesSplit
+    from store.sources import read_source
+
+    path = out / "eval_windows.pkl"
+    if path.is_file():
+        return pickle.loads(path.read_bytes())
+    groups: dict[str, dict] = {}
+    m3 = read_source("builtin:m3")
+    meta = m3.series_meta.set_index("unique_id")
+    from store.sources import m3_index
+
+    freq = m3_index().set_index("sn")["frequency"]
+    split = SeriesSplit.from_frame(m3.frame, meta["horizon"].to_dict(), meta["season_length"].to_dict(), VAL_ORIGINS)
+    w = split.windows("val")
+    for f in ("yearly", "quarterly", "monthly", "other"):
+        keep = [k for k, i in enumerate(w.series) if freq[split.ids[i]] == f]
+        h = int(split.horizons[w.series[keep[0]]])
+        groups[f"m3_{f}"] = {"contexts": [w.contexts[k] for k in keep], "truth": w.truth[keep, :h],
+                             "season": int(split.seasons[w.series[keep[0]]])}
+    for name, (h, season) in ELECTRICITY.items():
+        frame = read_source(f"builtin:{name}").frame.sort_values(["unique_id", "ds"])
+        contexts, truth = [], []
+        for _, g in frame.groupby("unique_id"):
+            y = g["y"].to_numpy(np.float64)
+            for k in range(VAL_ORIGINS, 0, -1):  # oldest first, the last right before the test windows
+                cut = len(y) - (TEST_WINDOWS + k) * h
+                contexts.append(y[max(0, cut - EVAL_CONTEXT):cut])
+                truth.append(y[cut:cut + h])
+        groups[name] = {"contexts": contexts, "truth": np.stack(truth), "season": season}
+    for name, g in groups.items():
+        g["sn"] = baseline_forecasts(g["contexts"], g["truth"].shape[1], g["season"], models=["seasonal_naive"])[
+            "seasonal_naive"]
+        print(f"  {name}: {len(g['contexts'])} validation windows, horizon {g['truth'].shape[1]}", flush=True)
+    path.write_bytes(pickle.dumps(groups))
+    return groups
+
+
+# ----------------------------------------------------------------------------- scoring
+def score(backbone_dir: Path, groups: dict[str, dict], context_length: int) -> dict[str, float]:
+    """Relative MASE / sCRPS (geometric mean of per-window ratios to seasonal naive) per group,
+    M3 overall and all groups overall."""
+    from evaluation.scores import per_series_frame
+    from models.backbone.io import load_backbone
+    from models.forecasting.batch import batch_forecast
+    from models.metrics import geometric_mean_ratio
+
+    backbone = load_backbone(backbone_dir)
+    out, pooled = {}, {}
+    for name, g in groups.items():
+        h = g["truth"].shape[1]
+        q = batch_forecast(backbone, g["contexts"], h, context_length).quantiles
+        frame = per_series_frame({"backbone": q, "sn": g["sn"]}, g["truth"], g["contexts"], g["season"])
+        wide = {m: f.reset_index(drop=True) for m, f in frame.groupby("model")}
+        for metric in ("MASE", "sCRPS"):
+            a, b = wide["backbone"][metric].to_numpy(), wide["sn"][metric].to_numpy()
+            out[f"{name}/{metric}_rel"] = geometric_mean_ratio(a, b)
+            pooled.setdefault(("m3" if name.startswith("m3") else name, metric), []).append((a, b))
+    for (name, metric), parts in pooled.items():
+        if name == "m3":
+            a, b = (np.concatenate(x) for x in zip(*parts))
+            out[f"m3/{metric}_rel"] = geometric_mean_ratio(a, b)
+    return out
+
+
+def mixture_weights(files: list[str]) -> list[float]:
+    """Synthetic sets at their fixed shares (all of it when only synthetic data are given), the real
+    sets sharing the rest in proportion to their points."""
+    stems = [Path(f).stem for f in files]
+    synthetic = sum(SYNTHETIC_SHARE.get(s, 0.0) for s in stems)
+    rows = {f: len(pd.read_parquet(f, columns=["y"])) for f, s in zip(files, stems) if s not in SYNTHETIC_SHARE}
+    if not rows:
+        return [1.0 / len(files)] * len(files)
+    total = sum(rows.values())
+    return [SYNTHETIC_SHARE[s] if s in SYNTHETIC_SHARE else (1 - synthetic) * rows[f] / total
+            for f, s in zip(files, stems)]
+
+
+def score_table(rows: list[dict], label: str = "variant") -> str:
+    """Markdown: one row per scored backbone, relative MASE / sCRPS per group."""
+    out = []
+    for r in rows:
+        row = {label: r[label], "tokens": f"{r['tokens_seen'] / 1e6:.1f}M"}
+        for g in GROUPS:
+            row[g] = f"{r[f'{g}/MASE_rel']:.3f} / {r[f'{g}/sCRPS_rel']:.3f}"
+        out.append(row)
+    columns = [(label, label, ""), ("tokens", "tokens", "")] + [(g, g + " MASE / sCRPS", "") for g in GROUPS]
+    return markdown_table(out, columns)
