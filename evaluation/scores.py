@@ -63,3 +63,16 @@ def summarize(per_series: pd.DataFrame, baseline: str = "seasonal_naive", key: s
             "sCRPS_rel": geometric_mean_ratio(m["sCRPS"].to_numpy(), b["sCRPS"].to_numpy()),
         })
     return pd.DataFrame(rows).set_index("model")
+
+
+def teacher_gain_kept(table: pd.DataFrame, metric: str = "sCRPS") -> float | None:
+    """Share of the kNN teacher's gain over the frozen backbone that the fused model keeps:
+    (backbone - fused) / (backbone - teacher) on ``metric``; None where the teacher does not beat
+    the backbone (nothing to keep) or a row is missing. 1 = all of it, 0 = none, < 0 = worse."""
+    try:
+        backbone, teacher, fused = (float(table.loc[m, metric]) for m in ("backbone", "teacher", "fused"))
+    except KeyError:
+        return None
+    if not np.isfinite([backbone, teacher, fused]).all() or teacher >= backbone:
+        return None
+    return (backbone - fused) / (backbone - teacher)

@@ -45,12 +45,21 @@ def alpha_line(alpha: float, grid: list[float] | None = None) -> str:
     return line
 
 
+def teacher_line(kept: dict) -> list[str]:
+    """How much of the kNN teacher's gain over the backbone the fused model kept (where it had one)."""
+    parts = [f"{part} {100 * v:.0f}%" for part, v in kept.items() if v is not None]
+    if not parts:
+        return []
+    return ["the fused model kept " + ", ".join(parts) + " of the kNN teacher's sCRPS gain over the backbone"]
+
+
 def onboarding_summary(onboarded: dict, served: dict | None = None) -> str:
     lines = [
         "",
         f"season: {onboarded.get('season')}; frequency: {onboarded.get('freq') or 'integer steps'}",
         validation_line(onboarded.get("val_origins") or {}, onboarded.get("val_origins_asked")),
         alpha_line(onboarded["alpha"], onboarded.get("alpha_grid")),
+        *teacher_line(onboarded.get("teacher_gain_kept") or {}),
         "",
         "== validation (the fusion weight and the champion are chosen here) ==",
         Path(onboarded["val_table"]).read_text().rstrip(),

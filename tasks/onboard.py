@@ -34,6 +34,7 @@ from prefect.artifacts import (
 )
 
 from evaluation.gate import choose_candidate
+from evaluation.scores import teacher_gain_kept
 from infra.code_version import cached_digest
 from infra.logs import run_logger
 from infra.settings import OnboardParams, Settings
@@ -225,6 +226,7 @@ def register_domain(result_dir: str, params: OnboardParams, settings: Settings) 
             "alpha": result.alpha, "alpha_grid": [row["alpha"] for row in result.alpha_table],
             "val_origins": {str(k): v for k, v in result.split.origin_counts().items()},
             "val_origins_asked": params.val_origins,
+            "teacher_gain_kept": {"val": teacher_gain_kept(val), "test": teacher_gain_kept(test)},
             "result_dir": result_dir, "freq": prov.get("freq"), "season": prov.get("season"),
             "val_table": str(result.metrics_file("val", "txt")), "test_table": str(result.metrics_file("test", "txt"))}
 
@@ -292,6 +294,9 @@ def _log_onboarding_run(result: OnboardingResult, params: OnboardParams, val: pd
     for part, table in (("val", val), ("test", test)):
         for model, row in table.iterrows():
             mlflow.log_metrics({f"{part}_{model}_{k}": float(v) for k, v in row.items() if np.isfinite(v)})
+        kept = teacher_gain_kept(table)
+        if kept is not None:  # how much of what the kNN teacher knows the adapter carried over
+            mlflow.log_metric(f"{part}_teacher_gain_kept", kept)
     for i, rec in enumerate(result.history):
         mlflow.log_metrics({f"adapter_{k}": float(v) for k, v in rec.items()
                             if isinstance(v, (int, float)) and k != "epoch"}, step=i)

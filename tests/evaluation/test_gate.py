@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from evaluation.gate import beats, choose_candidate
@@ -44,3 +45,17 @@ def test_what_is_offered_never_loses_to_seasonal_naive():
 def test_a_champion_is_replaced_only_by_the_margin():
     assert beats(0.10, None, 0.01) and beats(0.10, math.nan, 0.01)  # no (scorable) champion yet
     assert beats(0.098, 0.10, 0.01) and not beats(0.0995, 0.10, 0.01) and not beats(0.11, 0.10, 0.0)
+
+
+def test_teacher_gain_kept_is_the_share_of_the_teachers_gain():
+    from evaluation.scores import teacher_gain_kept
+    from reports.summary import teacher_line
+
+    table = pd.DataFrame({"sCRPS": [0.48, 0.25, 0.30]}, index=["backbone", "teacher", "fused"])
+    assert teacher_gain_kept(table) == pytest.approx((0.48 - 0.30) / (0.48 - 0.25))
+    assert teacher_gain_kept(table.assign(sCRPS=[0.2, 0.3, 0.2])) is None  # the teacher did not win: nothing to keep
+    assert teacher_gain_kept(table.drop("teacher")) is None
+    assert teacher_gain_kept(table.assign(sCRPS=[0.48, 0.25, 0.50])) < 0  # worse than the backbone
+    assert teacher_line({"val": 0.5, "test": None}) == [
+        "the fused model kept val 50% of the kNN teacher's sCRPS gain over the backbone"]
+    assert teacher_line({"val": None}) == []
