@@ -10,6 +10,7 @@ from tasks.onboard import (
     register_domain_task,
     results_storage,
 )
+from tasks.pretrain import ensure_backbone_task
 from tasks.promote import promote_domain_task
 
 
@@ -29,6 +30,7 @@ def onboard_domain_flow(params: OnboardParams, backbone: str = "models:/backbone
         store = ingest_flow(IngestParams(source=params.source, domain=params.domain, horizon=params.horizon))
     for ingest in missing_ingests([params.domain], settings):  # declared or remembered, not ingested yet
         store = ingest_flow(ingest)
+    backbone = ensure_backbone_task(settings, backbone)  # a fresh clone registers the shipped one here
     cached = {"result_storage": results_storage(settings)}
     result_dir = adapt_domain_task.with_options(**cached)(params, store, backbone, settings)
     result_dir = evaluate_domain_task.with_options(**cached)(result_dir, params, settings)

@@ -22,6 +22,7 @@ from mlflow.exceptions import MlflowException
 from prefect import task
 
 from infra.code_version import REPO, cached_digest
+from infra.errors import NotFoundError
 from infra.logs import run_logger
 from infra.settings import PretrainParams, Settings
 from models.pretraining.spec import TrainerJob, TrainingRecipe
@@ -86,7 +87,10 @@ def pretrain_backbone(params: PretrainParams, store_dirs: list[str], settings: S
     """
     if not store_dirs:
         raise ValueError("pre-training needs at least one ingested store")
-    key = run_key(params, store_versions(store_dirs), settings.onboard.val_origins)
+    init_dir, init_name = resolve_init(params.init, settings)
+    # the key names what training starts from (a version, not a download folder)
+    key = run_key(params.model_copy(update={"init": init_name}), store_versions(store_dirs),
+                  settings.onboard.val_origins)
     out_dir = settings.run_dir("pretrain", key)
     registered = _registered_uri(out_dir / "registered.json", settings)
     if registered:
@@ -108,7 +112,9 @@ def pretrain_backbone(params: PretrainParams, store_dirs: list[str], settings: S
         if (out_dir / "metrics.json").is_file():
             run_logger().info("pre-training %s already finished: skipping the trainer", key)
         else:
-            cmd = trainer_command(trainer_job(params, corpus["files"], out_dir, run.info.run_id, settings.tracking_uri))
+            job_params = params.model_copy(update={"init": init_dir})
+            cmd = trainer_command(trainer_job(job_params, corpus["files"], out_dir, run.info.run_id,
+                                              settings.tracking_uri))
             run_logger().info("starting trainer: %s", " ".join(cmd))
             run_trainer(cmd, out_dir / "trainer.log")
         version = _register_backbone(params, out_dir, data_version, run.info.run_id)
@@ -165,7 +171,71 @@ def _registered_uri(path: Path, settings: Settings) -> str | None:
     return done["uri"]
 
 
+DEFAULT_BACKBONE = "models:/backbone@champion"
+SHIPPED_TAG = "shipped_default"
+
+
+def ensure_backbone(settings: Settings, backbone_uri: str = DEFAULT_BACKBONE) -> str:
+    """``backbone_uri``, after registering the shipped backbone as ``backbone`` v1 @champion when the
+    default is asked for and this registry has no champion yet (a fresh clone onboards at once)."""
+    registry.configure(settings)
+    try:
+        registry.resolve(backbone_uri)
+        return backbone_uri
+    except NotFoundError:
+        if backbone_uri != DEFAULT_BACKBONE:
+            raise
+    from models.backbone.io import CARD_FILE, load_backbone, shipped_backbone
+    from models.forecasting.backbone import BackboneForecaster
+
+    shipped = shipped_backbone()
+    if shipped is None:
+        raise NotFoundError(f"{backbone_uri}: no backbone registered and none shipped in this checkout; "
+                            "pre-train one first: tsfm pretrain (or tsfm demo)")
+    card = json.loads((shipped / CARD_FILE).read_text()) if (shipped / CARD_FILE).is_file() else {}
+    registry.use_experiment("pretrain", settings)
+    with mlflow.start_run(run_name="shipped-default-backbone"):
+        mlflow.log_params({f"card.{k}": v for k, v in card.items() if isinstance(v, (int, float, str))})
+        model_dir = BackboneForecaster(load_backbone(shipped), int(card.get("context_length", 512))).save(
+            settings.run_dir("pretrain", "shipped", "forecaster"))
+        uri = log_forecaster("backbone", model_dir, {"kind": "backbone", "preset": card.get("preset", "shipped"),
+                                                     "default_horizon": card.get("horizon_length", 32),
+                                                     "max_horizon": None, "freq": None})
+        version = registry.register(
+            uri, "backbone", tags={SHIPPED_TAG: "true", "preset": card.get("preset"), "git_commit": card.get("commit"),
+                                   "data_version": "shipped"},
+            description="the backbone shipped with tsfm (models/backbone/shipped/MODEL_CARD.md), registered on "
+                        "first use", result_id="shipped-" + str(card.get("commit", "unknown")))
+    registry.set_alias("backbone", "champion", version)
+    run_logger().info("registered the shipped backbone as backbone v%s @champion", version)
+    return backbone_uri
+
+
+def resolve_init(init: str | None, settings: Settings) -> tuple[str | None, str | None]:
+    """``init`` (``default``, a model URI or a saved backbone folder) -> (a local folder the trainer
+    starts from, the stable name of what it is: ``shipped``, ``models:/backbone/<version>`` or the
+    folder), so the run key does not follow a download folder."""
+    if not init:
+        return None, None
+    if init == "default":
+        from models.backbone.io import shipped_backbone
+
+        shipped = shipped_backbone()
+        if shipped is None:
+            raise NotFoundError("--init default: this checkout ships no backbone (models/backbone/shipped/)")
+        return str(shipped), "shipped"
+    if init.startswith("models:/"):
+        from tasks.onboard import resolve_backbone
+
+        ensure_backbone(settings, init)
+        registry.configure(settings)
+        version, folder = resolve_backbone(init)
+        return str(folder), registry.versioned_uri("backbone", version)
+    return init, init
+
+
 pretrain_backbone_task = task(pretrain_backbone, name="pretrain")
+ensure_backbone_task = task(ensure_backbone, name="ensure-backbone", **remote_retries())
 
 
 @task(name="set-backbone-alias", **remote_retries())

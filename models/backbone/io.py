@@ -11,6 +11,28 @@ from models.backbone.config import BackboneConfig
 from models.backbone.network import PatchBackbone
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "weights.pt"
+# the backbone shipped in the repository (weights in bf16, config, card.json and MODEL_CARD.md)
+SHIPPED_DIR = Path(__file__).with_name("shipped")
+CARD_FILE = "card.json"
+
+
+def shipped_backbone() -> Path | None:
+    """The shipped backbone's folder, None when this checkout has none."""
+    return SHIPPED_DIR if (SHIPPED_DIR / CONFIG_FILE).is_file() and (SHIPPED_DIR / WEIGHTS_FILE).is_file() else None
+
+
+def ship_backbone(source: str | Path, card: dict, directory: str | Path = SHIPPED_DIR) -> Path:
+    """Copy a saved backbone into ``directory`` with its weights in bf16 (half the bytes; the
+    forecast of a bf16-rounded model differs from the fp32 one by well under its own noise) and
+    its card (what it was trained on, how long, how it scores)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = torch.load(Path(source) / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+    torch.save({k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in state.items()},
+               directory / WEIGHTS_FILE)
+    (directory / CONFIG_FILE).write_text((Path(source) / CONFIG_FILE).read_text())
+    (directory / CARD_FILE).write_text(json.dumps(card, indent=2))
+    return directory
 
 
 def save_backbone(model: PatchBackbone, directory: str | Path, state_dict: dict[str, Tensor] | None = None) -> Path:
@@ -29,5 +51,5 @@ def load_backbone(directory: str | Path, map_location: str | torch.device = "cpu
     config = BackboneConfig.from_dict(json.loads((directory / CONFIG_FILE).read_text()))
     model = PatchBackbone(config)
     state = torch.load(directory / WEIGHTS_FILE, map_location=map_location, weights_only=True)
-    model.load_state_dict(state)
+    model.load_state_dict(state)  # bf16 weights (the shipped backbone) are cast to the model's fp32
     return model.to(map_location).eval()

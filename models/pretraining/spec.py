@@ -69,8 +69,9 @@ class TrainingRecipe(BaseModel):
     schedule: Literal["wsd", "cosine"] = Field(
         "wsd", description="after warm-up: warmup-stable-decay (1-sqrt over the last 20%) or cosine")
     seed: int = 0
-    init: str | None = Field(None, description="a saved backbone folder (config.json + weights) to continue "
-                             "pre-training from; its shape replaces the preset's; None: random weights")
+    init: str | None = Field(None, description="continue pre-training from: default (the backbone shipped with "
+                             "tsfm), a registered model URI (models:/backbone@champion) or a saved backbone folder; "
+                             "its shape replaces the preset's; None: random weights")
     tsmixup_prob: float = Field(0.0, ge=0, le=1, description="share of training windows that are "
                                 "TSMixups of several sources' windows")
     tsmixup_max_series: int = Field(3, ge=2, description="at most this many windows in one TSMixup")
@@ -119,8 +120,9 @@ class TrainingRecipe(BaseModel):
     @field_validator("init")
     @classmethod
     def _saved_backbone(cls, v: str | None) -> str | None:
-        if v and not (Path(v) / "config.json").is_file():
-            raise ValueError(f"init {v!r} is not a saved backbone folder (no config.json there)")
+        if v and v != "default" and not v.startswith("models:/") and not (Path(v) / "config.json").is_file():
+            raise ValueError(f"init {v!r} is not a saved backbone folder (no config.json there), 'default' or a "
+                             "models:/ URI")
         return v
 
     @model_validator(mode="after")
@@ -138,12 +140,17 @@ class TrainingRecipe(BaseModel):
     def backbone_config(self):
         """The preset with this recipe's patch size and scaler window (``BackboneConfig``); with
         ``init``, the saved backbone's own shape."""
-        if self.init:
+        folder = self.init
+        if folder == "default":
+            from models.backbone.io import SHIPPED_DIR
+
+            folder = str(SHIPPED_DIR)
+        if folder and (Path(folder) / "config.json").is_file():  # a registered URI: its shape is known once resolved
             import json
 
             from models.backbone.config import BackboneConfig
 
-            return BackboneConfig.from_dict(json.loads((Path(self.init) / "config.json").read_text()))
+            return BackboneConfig.from_dict(json.loads((Path(folder) / "config.json").read_text()))
         config = get_preset(self.preset)
         if self.patch_size:
             config.patch_size = self.patch_size
@@ -174,6 +181,13 @@ class TrainerJob(TrainingRecipe):
     @classmethod
     def _comma_separated(cls, v):
         return [t for t in v.split(",") if t.strip()] if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _init_is_a_folder(self) -> TrainerJob:
+        if self.init and not (Path(self.init) / "config.json").is_file():
+            raise ValueError(f"init {self.init!r}: the trainer starts from a saved backbone folder only (the "
+                             "pipeline resolves 'default' and models:/ URIs to one)")
+        return self
 
     @model_validator(mode="after")
     def _run_inputs(self) -> TrainerJob:

@@ -1,0 +1,78 @@
+"""The shipped backbone: registered as backbone@champion on first use (once), a starting point for
+continued pre-training (--init default or a model URI), bf16 on disk and forecasting like its
+fp32 original."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from infra.errors import NotFoundError
+from models.backbone import io
+from models.backbone.network import PatchBackbone
+from models.backbone.presets import get_preset
+
+
+@pytest.fixture
+def shipped(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    trained = io.save_backbone(PatchBackbone(get_preset("tiny")), tmp_path / "trained")
+    folder = io.ship_backbone(trained, {"preset": "tiny", "context_length": 64, "commit": "abc123"},
+                              tmp_path / "shipped")
+    monkeypatch.setattr(io, "SHIPPED_DIR", folder)
+    return trained, folder
+
+
+@pytest.fixture
+def settings(tmp_path, monkeypatch):
+    from infra.settings import load_settings
+
+    monkeypatch.setenv("TSFM_PATHS__DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("TSFM_PATHS__STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("TSFM_PARAMS", str(tmp_path / "none.yaml"))
+    return load_settings()
+
+
+def test_bf16_weights_forecast_like_the_original(shipped):
+    trained, folder = shipped
+    state = torch.load(folder / io.WEIGHTS_FILE, weights_only=True)
+    assert all(v.dtype == torch.bfloat16 for v in state.values() if v.is_floating_point())
+    assert (folder / io.WEIGHTS_FILE).stat().st_size < 0.6 * (trained / io.WEIGHTS_FILE).stat().st_size
+    context = torch.from_numpy(np.sin(np.arange(96) / 4.0) * 10 + 50).float()[None]
+    with torch.inference_mode():
+        a = io.load_backbone(trained).forecast(context, 12).quantiles
+        b = io.load_backbone(folder).forecast(context, 12).quantiles
+    assert torch.allclose(a, b, rtol=0.02, atol=0.05)
+
+
+def test_first_use_registers_the_shipped_backbone_once(shipped, settings):
+    from tasks.pretrain import ensure_backbone, resolve_init
+    from tracking import registry
+
+    assert ensure_backbone(settings) == "models:/backbone@champion"
+    registry.configure(settings)
+    assert registry.resolve("models:/backbone@champion") == ("backbone", "1")
+    from mlflow import MlflowClient
+
+    version = MlflowClient().get_model_version("backbone", "1")
+    assert version.tags["shipped_default"] == "true" and version.tags["git_commit"] == "abc123"
+    ensure_backbone(settings)  # again: nothing new
+    assert registry.latest_version("backbone") == "1"
+    # continued pre-training starts from the shipped folder or the registered version, named stably
+    assert resolve_init("default", settings) == (str(shipped[1]), "shipped")
+    folder, name = resolve_init("models:/backbone@champion", settings)
+    assert name == "models:/backbone/1" and json.loads((io.Path(folder) / "config.json").read_text())["d_model"] == 64
+    with pytest.raises(NotFoundError):
+        ensure_backbone(settings, "models:/backbone/7")  # only the default is registered on demand
+
+
+def test_without_a_shipped_backbone_the_message_says_what_to_run(settings, monkeypatch, tmp_path):
+    from tasks.pretrain import ensure_backbone, resolve_init
+
+    monkeypatch.setattr(io, "SHIPPED_DIR", tmp_path / "nothing")
+    with pytest.raises(NotFoundError, match="tsfm pretrain"):
+        ensure_backbone(settings)
+    with pytest.raises(NotFoundError, match="ships no backbone"):
+        resolve_init("default", settings)
