@@ -166,15 +166,18 @@ def pretrain(
     devices: str = typer.Option(None, help="devices per node: a number or auto" + _default(S.pretrain.devices)),
     accelerator: str = typer.Option(None, help="cpu, gpu or auto" + _default(S.pretrain.accelerator)),
     strategy: str = typer.Option(None, help="auto, ddp, fsdp" + _default(S.pretrain.strategy)),
+    init: str = typer.Option(None, help="continue from: default (the shipped backbone), a model URI such as "
+                             "models:/backbone@champion, or a saved backbone folder" + _default(S.pretrain.init)),
     set_: list[str] = SET,
     out: str = OUT,
 ):
-    """Pre-train a backbone (own process; DDP-ready) and register it as `backbone`."""
+    """Pre-train a backbone (own process; DDP-ready), register it as `backbone`, and make it champion if
+    it beats the current one on the same validation windows."""
     from infra.settings import PretrainParams
 
     params = _params(PretrainParams, _settings().pretrain, set_, dict(
         preset=preset, domains=domain or None, max_steps=max_steps, batch_size=batch_size, devices=devices,
-        accelerator=accelerator, strategy=strategy), {"domains": "--domain"})
+        accelerator=accelerator, strategy=strategy, init=init), {"domains": "--domain"})
     from tasks.ingest import missing_ingests
 
     missing_ingests(params.domains, _settings())  # undeclared, never-ingested domains fail here

@@ -161,3 +161,31 @@ def test_both_servers_answer_identically(servers, context, demo_run):
     challenger = demo_run["result"]["onboarded"]["challenger"]
     assert answers["tsfm"].headers[MODEL_HEADER] == \
         f"forecaster-m3-other/{challenger['version']} ({challenger['family']})"
+
+
+def test_a_new_backbone_champion_leaves_every_domain_as_it_was(demo_run, tmp_path):
+    """Each registered forecaster carries its own backbone weights: moving backbone@champion to
+    another version changes no domain's forecasts (a domain moves only through its next onboarding)."""
+    import numpy as np
+
+    from models.forecasting.kinds import load_forecaster
+    from tracking import registry
+
+    settings = demo_run["settings"]
+    client = registry.configure(settings)
+    fused = demo_run["result"]["onboarded"]["versions"]["fused"]
+    context = [np.sin(np.arange(60) / 3.0) * 5 + 20]
+
+    def forecast(dst: str) -> np.ndarray:
+        kind, folder, _ = registry.download_forecaster("forecaster-m3-other", fused, tmp_path / dst)
+        return load_forecaster(kind, folder).predict(context, 8).quantiles
+
+    before = forecast("before")
+    old = str(client.get_model_version_by_alias("backbone", "champion").version)
+    other = client.create_model_version("backbone", client.get_model_version("backbone", old).source)
+    try:
+        client.set_registered_model_alias("backbone", "champion", other.version)
+        assert np.array_equal(forecast("after"), before)
+    finally:
+        client.set_registered_model_alias("backbone", "champion", old)  # as the demo left it
+        client.delete_model_version("backbone", other.version)

@@ -76,3 +76,45 @@ def test_without_a_shipped_backbone_the_message_says_what_to_run(settings, monke
         ensure_backbone(settings)
     with pytest.raises(NotFoundError, match="ships no backbone"):
         resolve_init("default", settings)
+
+
+def test_a_retrained_backbone_is_champion_only_if_it_validates_better(shipped, settings, monkeypatch, tmp_path):
+    """The gate's decision on real registry versions; the score itself on a real store's windows."""
+    from mlflow import MlflowClient
+
+    import tasks.pretrain as pretrain
+    from store.ingest import ingest_to_store
+    from tracking import registry
+    from tracking.model_logging import log_forecaster
+
+    store = ingest_to_store("synthetic:kernelsynth?n_series=12&length=96&seed=3", "ks", 8, 8, tmp_path / "data")
+    score = pretrain.backbone_val_score(shipped[1], [str(store)], settings)
+    assert np.isfinite(score) and score > 0
+
+    pretrain.ensure_backbone(settings)  # v1: the shipped one, champion
+
+    def register(tag: str) -> str:
+        import mlflow
+
+        from models.forecasting.backbone import BackboneForecaster
+
+        with mlflow.start_run():
+            folder = BackboneForecaster(io.load_backbone(shipped[0]), 64).save(tmp_path / tag)
+            uri = log_forecaster("backbone", folder, {"kind": "backbone", "preset": "tiny", "default_horizon": 8,
+                                                      "max_horizon": None, "freq": None})
+            return registry.versioned_uri("backbone", registry.register(uri, "backbone", {"t": tag}))
+
+    # scores in the order the gate asks: the new version's, then the champion's
+    # v2 scores 0.0995 against v1's 0.100: under the 1% margin, stays challenger
+    calls = iter([0.0995, 0.100, 0.080, 0.100])
+    monkeypatch.setattr(pretrain, "backbone_val_score", lambda folder, stores, s: next(calls))
+    v2 = register("v2")
+    out = pretrain.gate_backbone(v2, [str(store)], settings)
+    assert not out["promoted"] and out["champion"] == "models:/backbone/1" and "needs 1% better" in out["reason"]
+    client = MlflowClient()
+    assert str(client.get_model_version_by_alias("backbone", "challenger").version) == "2"
+    assert "kept v1" in client.get_model_version("backbone", "2").tags["gate"]
+    v3 = register("v3")  # 0.080 against 0.100: promoted
+    out = pretrain.gate_backbone(v3, [str(store)], settings)
+    assert out["promoted"] and out["champion"] == "models:/backbone/3"
+    assert str(client.get_model_version_by_alias("backbone", "champion").version) == "3"
