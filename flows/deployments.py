@@ -56,10 +56,13 @@ def build_deployments(settings: Settings) -> list:
             name=f"ingest-{domain}", schedules=_schedules(sch.ingest_cron, sch.timezone),
             parameters={"params": params.model_dump()}, tags=["tsfm", "ingest", domain],
             description=f"refresh the {domain} store from {spec.source}"))
+    # retraining continues from the champion (unless the settings name another start) and is gated
+    retrain = settings.pretrain.model_copy(update={"init": settings.pretrain.init or "models:/backbone@champion"})
     out.append(pretrain_flow.to_deployment(
         name="retrain-backbone", schedules=_schedules(sch.retrain_cron, sch.timezone),
-        parameters={"params": settings.pretrain.model_dump()}, tags=["tsfm", "pretrain"],
-        description="pre-train a backbone on the ingested domains and register it"))
+        parameters={"params": retrain.model_dump()}, tags=["tsfm", "pretrain"],
+        description="continue pre-training the champion backbone on the ingested domains; the result becomes "
+                    "champion only if it validates better"))
     for domain in scheduled_domains(settings, known):
         spec = known[domain].spec if domain in known else None
         # Every run re-ingests the source first (the triggered one must: new data is why it runs;

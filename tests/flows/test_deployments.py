@@ -36,6 +36,9 @@ def test_scheduled_parameters_are_the_settings_and_the_form_is_onboard_params():
     form = schema["definitions"]["OnboardParams"]
     assert schema["required"] == ["params"] and "pattern" in form["properties"]["domain"]
     assert form["properties"]["horizon"]["minimum"] == 1  # validated by Prefect before a run starts
+    retrain = deployments["retrain-backbone"].parameters["params"]
+    assert retrain["init"] == "models:/backbone@champion"  # continued from the champion, then gated
+    assert retrain["max_steps"] == settings.pretrain.max_steps
 
 
 def test_cli_dry_run_lists_the_deployments(tmp_path):
