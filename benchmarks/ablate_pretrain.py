@@ -46,6 +46,10 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "origins4": ("rich", {"mask_origins": 4}),
     "random_ctx": ("rich", {"random_context": True}),
     "scaler_w8": ("rich", {"scaler_window": 8}),
+    # the levers that won, together; then more origins; then the same recipe at the 4m shape
+    "combo": ("rich", {"patch_size": 16, "mask_origins": 4, "random_context": True}),
+    "combo_o8": ("rich", {"patch_size": 16, "mask_origins": 8, "random_context": True}),
+    "combo_4m": ("rich", {"preset": "4m", "patch_size": 16, "mask_origins": 4, "random_context": True}),
     # the data lever: KernelSynth alone (what the demo pre-trains on, larger)
     "ks_only": ("kernelsynth", {}),
     "ks_patch16": ("kernelsynth", {"patch_size": 16}),

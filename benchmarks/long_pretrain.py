@@ -67,7 +67,15 @@ def plan(args, files: list[str], out: Path) -> dict:
 def curve(out: Path, fields: dict, tracking_uri: str | None) -> list[dict]:
     groups = eval_windows(out.parent)
     points = []
-    for folder in sorted((out / "run" / "snapshots").glob("step-*")):
+    folders = sorted((out / "run" / "snapshots").glob("step-*"))
+    final = out / "run" / "backbone"
+    if (out / "run" / "metrics.json").is_file() and final.is_dir():
+        metrics = json.loads((out / "run" / "metrics.json").read_text())
+        if not (final / "tokens.json").is_file():
+            (final / "tokens.json").write_text(json.dumps({"step": metrics["steps"],
+                                                           "tokens_seen": metrics["tokens_seen"]}))
+        folders.append(final)
+    for folder in folders:
         tokens = json.loads((folder / "tokens.json").read_text())
         cached = folder / "scores.json"
         if not cached.is_file():
@@ -108,6 +116,48 @@ def _plot(points: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def ship(out: Path, fields: dict, points: list[dict]) -> Path:
+    """The final backbone into models/backbone/shipped/ (bf16 weights, config, card.json, MODEL_CARD.md)."""
+    from models.backbone.io import SHIPPED_DIR, ship_backbone
+    from models.backbone.presets import count_parameters
+    from models.pretraining.spec import TrainingRecipe
+
+    metrics = json.loads((out / "run" / "metrics.json").read_text())
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                            text=True).stdout.strip()
+    last = points[-1]
+    recipe = {k: v for k, v in fields.items() if k in TrainingRecipe.model_fields and k != "init"}
+    card = {"preset": fields["preset"], "parameters": count_parameters(TrainingRecipe(**recipe).backbone_config()),
+            "context_length": fields["context_length"], "horizon_length": fields["horizon_length"],
+            "steps": metrics["steps"], "tokens_seen": metrics["tokens_seen"], "commit": commit,
+            "data": "KernelSynth 2,000 + structural synthetic 20,000 series (55% of the mixture); train parts of "
+                    + ", ".join(REAL) + " (no M3, no vic_elec, no epf_fr_be)",
+            "recipe": recipe, "validation": {k: round(v, 4) for k, v in last.items() if "/" in k}}
+    folder = ship_backbone(out / "run" / "backbone", card, SHIPPED_DIR)
+    rows = "\n".join(f"| {g} | {card['validation'][f'{g}/MASE_rel']:.3f} | {card['validation'][f'{g}/sCRPS_rel']:.3f} |"
+                     for g in ("m3", "m3_yearly", "m3_quarterly", "m3_monthly", "m3_other", "vic_elec", "epf_fr_be"))
+    (folder / "MODEL_CARD.md").write_text(f"""# The shipped backbone
+
+A `{card['preset']}`-shaped patch transformer ({card['parameters']:,} parameters, patch
+{json.loads((folder / 'config.json').read_text())['patch_size']}), weights in bf16. Registered as `backbone` v1
+(`@champion`, tag `shipped_default`) the first time a project onboards without one;
+`tsfm pretrain --init default` continues from it.
+
+- Data: {card['data']}.
+- Training: {card['steps']:,} steps, {card['tokens_seen']:,} patch tokens, commit {commit},
+  `benchmarks/long_pretrain.py` (recipe: `{json.dumps(recipe)}`).
+- Zero-shot validation (windows before the official test parts; geometric mean of the ratio to
+  seasonal naive):
+
+| set | MASE | sCRPS |
+|---|---|---|
+{rows}
+
+Test-window figures are in `docs/benchmarks.md`.
+""")
+    return folder
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "out" / "long"))
@@ -116,6 +166,7 @@ def main() -> None:
     ap.add_argument("--recipe", default=None, help="JSON of recipe fields over RECIPE, e.g. '{\"patch_size\": 16}'")
     ap.add_argument("--score-only", action="store_true", help="score the snapshots there are; train nothing")
     ap.add_argument("--tracking-uri", default=None)
+    ap.add_argument("--ship", action="store_true", help="copy the final backbone into models/backbone/shipped/")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -123,7 +174,10 @@ def main() -> None:
     p = plan(args, files, out)
     if not args.score_only:
         run(trainer_cmd(p["fields"], files, out / "run"), out / "train.log")
-    print(score_table(curve(out, p["fields"], args.tracking_uri), "checkpoint"))
+    points = curve(out, p["fields"], args.tracking_uri)
+    print(score_table(points, "checkpoint"))
+    if args.ship:
+        print(f"shipped: {ship(out, p['fields'], points)}")
 
 
 if __name__ == "__main__":
