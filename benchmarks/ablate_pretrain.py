@@ -2,8 +2,9 @@
 on validation windows only.
 
 Every variant is the base recipe with a few fields changed (``VARIANTS``). Each one:
-  1. a 40-step probe measures its seconds per step on this machine, and ``max_steps`` is set so
-     the run itself takes ``--budget`` seconds (same seed, same data order where it applies);
+  1. a 150-step probe measures its steady seconds per step on this machine, and ``max_steps`` is
+     set so the run itself trains for ``--budget`` seconds (same seed, same data order where it
+     applies);
   2. trains with ``python -m models.pretraining`` on one of the corpora below (train parts only);
   3. forecasts the validation windows, never an official test window:
      - M3: each series' rolling validation windows (``SeriesSplit``: up to 3 origins a horizon
@@ -33,7 +34,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench_common import REPO, machine, trainer_env, warn_if_busy
+from bench_common import REPO, machine, steady_seconds_per_step, trainer_env, warn_if_busy
 from zero_shot_val import REAL, corpus, eval_windows, mixture_weights, score, score_table
 
 BASE = {"preset": "tiny", "batch_size": 64, "context_length": 256, "horizon_length": 32, "lr": 3e-3,
@@ -81,6 +82,9 @@ def train(cmd: list[str], log: Path) -> dict:
     return json.loads((Path(cmd[cmd.index("--out") + 1]) / "metrics.json").read_text())
 
 
+PROBE_STEPS = 150
+
+
 def run_variant(name: str, out: Path, budget: float, groups: dict) -> dict:
     corpus_name, fields = VARIANTS[name]
     folder = out / "runs" / name
@@ -89,8 +93,8 @@ def run_variant(name: str, out: Path, budget: float, groups: dict) -> dict:
         return json.loads(result_file.read_text())
     folder.mkdir(parents=True, exist_ok=True)
     data = corpus(corpus_name, CORPORA[corpus_name], out)
-    probe = train(recipe(fields, 40, data, folder / "probe"), folder / "probe.log")
-    per_step = probe["wall_seconds"] / probe["steps"]
+    train(recipe(fields, PROBE_STEPS, data, folder / "probe"), folder / "probe.log")
+    per_step = steady_seconds_per_step(folder / "probe.log")
     steps = max(50, int(budget / per_step))
     print(f"{name}: {per_step * 1000:.0f} ms/step -> {steps} steps for {budget:.0f} s", flush=True)
     started = time.time()

@@ -6,7 +6,7 @@ that is never evaluated (``zero_shot_val.REAL``: no M3, no vic_elec, no epf_fr_b
 only). Synthetic series weigh 55% of the mixture (Toto 2.0's corpus was 58% synthetic), the real
 sets share the rest in proportion to their points.
 
-The first call probes the speed (30 steps), fixes ``max_steps`` for ``--hours`` of training and
+The first call probes the speed (150 steps, steady rate), fixes ``max_steps`` for ``--hours`` of training and
 writes ``OUT/plan.json``; every later call reuses that plan and resumes from the last checkpoint
 (``--resume``), so the schedule and the data order are those of one uninterrupted run. When the
 run has finished, each snapshot (every 1/12 of the steps) and the final backbone are scored and
@@ -24,7 +24,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench_common import REPO, machine, trainer_env
+from bench_common import REPO, machine, steady_seconds_per_step, trainer_env
 from zero_shot_val import REAL, corpus, eval_windows, mixture_weights, score, score_table
 
 # the recipe the ablation chose (docs/benchmarks.md); the preset is chosen by --preset
@@ -54,8 +54,8 @@ def plan(args, files: list[str], out: Path) -> dict:
         return json.loads(path.read_text())
     fields = {**RECIPE, **json.loads(args.recipe or "{}"), "preset": args.preset}
     probe = out / "probe"
-    run(trainer_cmd({**fields, "max_steps": 30}, files, probe, resume=False), out / "probe.log")
-    seconds = json.loads((probe / "metrics.json").read_text())["wall_seconds"] / 30
+    run(trainer_cmd({**fields, "max_steps": 150}, files, probe, resume=False), out / "probe.log")
+    seconds = steady_seconds_per_step(out / "probe.log")
     steps = int(args.hours * 3600 / seconds)
     fields.update(max_steps=steps, checkpoint_every=max(1, int(600 / seconds)), snapshot_every=max(1, steps // 12))
     result = {"fields": fields, "seconds_per_step": seconds, "hours": args.hours, "machine": machine()}

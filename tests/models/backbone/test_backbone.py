@@ -229,4 +229,4 @@ def test_preset_table_prints_every_preset_with_its_count():
 
     lines = preset_table().splitlines()
     assert len(lines) == 2 + len(PRESETS)
-    assert any(line.startswith("| 313m | 1024 | 2736 | 16 | 24 |") and "309,368,224" in line for line in lines)
+    assert any(line.startswith("| 313m | 1024 | 2736 | 16 | 24 | 16 |") and "308,706,176" in line for line in lines)

@@ -77,14 +77,16 @@ def test_many_origins_and_random_contexts_are_drawn_reproducibly():
 
 
 def test_patch_size_and_scaler_window_reach_the_backbone_and_the_trainer_flags(tmp_path):
-    recipe = TrainingRecipe(preset="4m", patch_size=16, scaler_window=8, mask_origins=4, random_context=True)
+    recipe = TrainingRecipe(preset="4m", patch_size=8, scaler_window=8, mask_origins=4, random_context=True)
     config = recipe.backbone_config()
-    assert (config.patch_size, config.scaler_window, config.d_model, config.n_layers) == (16, 8, 256, 4)
+    assert (config.patch_size, config.scaler_window, config.d_model, config.n_layers) == (8, 8, 256, 4)
     assert count_parameters(config) < count_parameters(get_preset("4m"))  # only the patch embedding and head shrink
     structural(3, 64, seed=0).to_parquet(tmp_path / "x.parquet")
     job = TrainerJob(**recipe.model_dump(), data=[str(tmp_path / "x.parquet")], out=str(tmp_path / "out"))
     again = TrainerJob.from_argv(job.to_argv())
-    assert (again.patch_size, again.scaler_window, again.mask_origins, again.random_context) == (16, 8, 4, True)
+    assert (again.patch_size, again.scaler_window, again.mask_origins, again.random_context) == (8, 8, 4, True)
+    # the defaults are the recipe that won the ablation
+    assert (TrainingRecipe().mask_origins, TrainingRecipe().random_context, get_preset("4m").patch_size) == (4, True, 16)
     with pytest.raises(ValueError, match="max_context"):
         TrainingRecipe(preset="tiny", patch_size=4, context_length=1024)
 
