@@ -167,7 +167,8 @@ def pretrain(
     accelerator: str = typer.Option(None, help="cpu, gpu or auto" + _default(S.pretrain.accelerator)),
     strategy: str = typer.Option(None, help="auto, ddp, fsdp" + _default(S.pretrain.strategy)),
     init: str = typer.Option(None, help="continue from: default (the shipped backbone), a model URI such as "
-                             "models:/backbone@champion, or a saved backbone folder" + _default(S.pretrain.init)),
+                             "models:/backbone@champion, or a saved backbone folder"
+                             + _default(S.pretrain.init or "none: random weights")),
     set_: list[str] = SET,
     out: str = OUT,
 ):
