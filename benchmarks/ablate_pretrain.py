@@ -29,12 +29,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from bench_common import REPO, machine, steady_seconds_per_step, trainer_env, warn_if_busy
+from bench_common import REPO, machine, run_trainer, steady_seconds_per_step, trainer_command, warn_if_busy
 from zero_shot_val import REAL, corpus, eval_windows, mixture_weights, score, score_table
 
 BASE = {"preset": "tiny", "batch_size": 64, "context_length": 256, "horizon_length": 32, "lr": 3e-3,
@@ -71,14 +69,11 @@ def recipe(fields: dict, steps: int, data: list[str], run_dir: Path) -> list[str
                         "out": str(run_dir),
                         "data_cache": str(run_dir.parent.parent / "cache"), "resume": True,
                         "checkpoint_every": max(steps // 4, 1)})
-    return [sys.executable, "-m", "models.pretraining", *job.to_argv()]
+    return trainer_command(job)
 
 
 def train(cmd: list[str], log: Path) -> dict:
-    with open(log, "w") as f:
-        rc = subprocess.run(cmd, cwd=REPO, env=trainer_env(None), stdout=f, stderr=subprocess.STDOUT).returncode
-    if rc:
-        raise RuntimeError(f"trainer failed ({rc}); see {log}")
+    run_trainer(cmd, log)
     return json.loads((Path(cmd[cmd.index("--out") + 1]) / "metrics.json").read_text())
 
 

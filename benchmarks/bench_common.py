@@ -159,3 +159,16 @@ def steady_seconds_per_step(log: Path) -> float:
     points = [(int(m.group(1)), float(m.group(4))) for m in map(PROGRESS.match, log.read_text().splitlines()) if m]
     (s0, t0), (s1, t1) = points[0], points[-1]
     return (t1 - t0) / (s1 - s0)
+
+
+def trainer_command(job) -> list[str]:
+    """``python -m models.pretraining`` with a ``TrainerJob``'s flags."""
+    return [sys.executable, "-m", "models.pretraining", *job.to_argv()]
+
+
+def run_trainer(cmd: list[str], log: Path, append: bool = False) -> None:
+    """Runs the trainer with its output in ``log``; a failure names the log."""
+    with open(log, "a" if append else "w") as f:
+        rc = subprocess.run(cmd, cwd=REPO, env=trainer_env(None), stdout=f, stderr=subprocess.STDOUT).returncode
+    if rc:
+        raise SystemExit(f"trainer failed ({rc}); see {log}")

@@ -21,10 +21,9 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 from pathlib import Path
 
-from bench_common import REPO, machine, steady_seconds_per_step, trainer_env
+from bench_common import REPO, machine, run_trainer, steady_seconds_per_step, trainer_command
 from zero_shot_val import REAL, corpus, eval_windows, mixture_weights, score, score_table
 
 # the recipe the ablation chose (docs/benchmarks.md); the preset is chosen by --preset
@@ -38,14 +37,7 @@ def trainer_cmd(fields: dict, files: list[str], out: Path, resume: bool = True) 
 
     job = TrainerJob(**fields, data=files, data_weights=mixture_weights(files), out=str(out),
                      data_cache=str(out.parent / "cache"), resume=resume)
-    return [sys.executable, "-m", "models.pretraining", *job.to_argv()]
-
-
-def run(cmd: list[str], log: Path) -> None:
-    with open(log, "a") as f:
-        rc = subprocess.run(cmd, cwd=REPO, env=trainer_env(None), stdout=f, stderr=subprocess.STDOUT).returncode
-    if rc:
-        raise SystemExit(f"trainer failed ({rc}); see {log}")
+    return trainer_command(job)
 
 
 def plan(args, files: list[str], out: Path) -> dict:
@@ -54,7 +46,7 @@ def plan(args, files: list[str], out: Path) -> dict:
         return json.loads(path.read_text())
     fields = {**RECIPE, **json.loads(args.recipe or "{}"), "preset": args.preset}
     probe = out / "probe"
-    run(trainer_cmd({**fields, "max_steps": 150}, files, probe, resume=False), out / "probe.log")
+    run_trainer(trainer_cmd({**fields, "max_steps": 150}, files, probe, resume=False), out / "probe.log")
     seconds = steady_seconds_per_step(out / "probe.log")
     steps = int(args.hours * 3600 / seconds)
     fields.update(max_steps=steps, checkpoint_every=max(1, int(600 / seconds)), snapshot_every=max(1, steps // 12))
@@ -173,7 +165,7 @@ def main() -> None:
     files = corpus("all", {**SYNTHETIC, **REAL}, out.parent)
     p = plan(args, files, out)
     if not args.score_only:
-        run(trainer_cmd(p["fields"], files, out / "run"), out / "train.log")
+        run_trainer(trainer_cmd(p["fields"], files, out / "run"), out / "train.log", append=True)
     points = curve(out, p["fields"], args.tracking_uri)
     print(score_table(points, "checkpoint"))
     if args.ship:

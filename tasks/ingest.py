@@ -64,17 +64,24 @@ class KnownSource:
     season_length: int | None = None  # the season the user gave when onboarding it, if any
 
 
+def _remembered(facts: dict, settings: Settings) -> KnownSource | None:
+    """A domain's facts as the registry keeps them (text tags) -> its source, None without one."""
+    if not facts.get("source"):
+        return None
+    horizon = int(facts["horizon"]) if str(facts.get("horizon", "")).isdigit() else settings.onboard.horizon
+    season = int(facts["season_length"]) if str(facts.get("season_length", "")).isdigit() else None
+    return KnownSource(SourceSpec(source=facts["source"], horizon=horizon), False, season)
+
+
 def known_sources(settings: Settings) -> dict[str, KnownSource]:
     """Declared sources first, then every onboarded domain the registry remembers (from the CLI,
     the UI's form or another host), so re-onboarding and watching need no edit of params.yaml."""
     out = {d: KnownSource(spec, True) for d, spec in settings.sources.items()}
     registry.configure(settings)
     for domain, facts in sorted(registry.remembered_domains().items()):
-        if domain in out or not facts.get("source"):
-            continue
-        horizon = int(facts["horizon"]) if str(facts.get("horizon", "")).isdigit() else settings.onboard.horizon
-        season = int(facts["season_length"]) if str(facts.get("season_length", "")).isdigit() else None
-        out[domain] = KnownSource(SourceSpec(source=facts["source"], horizon=horizon), False, season)
+        known = None if domain in out else _remembered(facts, settings)
+        if known is not None:
+            out[domain] = known
     return out
 
 
@@ -95,10 +102,9 @@ def missing_ingests(domains: list[str], settings: Settings) -> list[IngestParams
         if remembered is None:
             registry.configure(settings)
             remembered = registry.remembered_domains()
-        facts = remembered.get(domain, {})
-        if facts.get("source"):
-            horizon = int(facts["horizon"]) if str(facts.get("horizon", "")).isdigit() else None
-            todo.append(ingest_params(IngestParams(domain=domain, source=facts["source"], horizon=horizon), settings))
+        known = _remembered(remembered.get(domain, {}), settings)
+        if known is not None:
+            todo.append(IngestParams(domain=domain, source=known.spec.source, horizon=known.spec.horizon))
         else:
             unknown.append(domain)
     if unknown:
