@@ -12,8 +12,10 @@ from infra.settings import load_settings
 BIN = Path(sys.executable).parent
 
 
-def test_every_stage_is_deployed_with_its_schedule_and_settings(monkeypatch):
+def test_every_stage_is_deployed_with_its_schedule_and_settings(monkeypatch, tmp_path):
     monkeypatch.setenv("TSFM_SCHEDULES__RETRAIN_CRON", "30 1 * * 6")
+    # a registry of its own: domains other tests onboarded would be remembered and deployed too
+    monkeypatch.setenv("TSFM_PATHS__STATE_DIR", str(tmp_path / "state"))
     settings = load_settings()
     rows = {r["name"]: r for r in describe(build_deployments(settings))}
     ingests = {f"ingest/ingest-{d}" for d in settings.sources}
