@@ -154,7 +154,10 @@ def build_trainer(job: TrainerJob, out: Path, kind: str, on_gpu: bool, precision
     if job.mlflow_run_id:
         logger = MLFlowLogger(tracking_uri=job.mlflow_tracking_uri, run_id=job.mlflow_run_id)
     else:
-        logger = CSVLogger(save_dir=str(out), name="logs", version=0)
+        # a resumed run logs to the next version folder (CSVLogger deletes an existing metrics.csv), and
+        # every logged row is written at once, so a killed run's log reaches its last checkpoint
+        logger = CSVLogger(save_dir=str(out), name="logs", version=None if job.resume else 0,
+                           flush_logs_every_n_steps=1)
     strategy = build_strategy(kind, on_gpu=on_gpu, bucket_cap_mb=job.ddp_bucket_cap_mb,
                               comm_hook=job.ddp_comm_hook, activation_checkpointing=job.activation_checkpointing,
                               powersgd_start_iter=max(job.warmup_steps, job.max_steps // 10))

@@ -39,9 +39,10 @@ def command(data: Path, out: Path, *extra: str) -> list[str]:
 
 
 def train_losses(out: Path) -> dict[int, float]:
-    """step -> train_loss from the CSV log (the last row wins if a step was logged twice)."""
-    df = pd.read_csv(out / "logs" / "version_0" / "metrics.csv")
-    df = df.dropna(subset=["train_loss"])
+    """step -> train_loss from the CSV logs, one version folder per (re)start (the last row wins if a step
+    was logged twice)."""
+    folders = sorted((out / "logs").glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
+    df = pd.concat([pd.read_csv(f / "metrics.csv") for f in folders]).dropna(subset=["train_loss"])
     return {int(s): float(v) for s, v in zip(df["step"], df["train_loss"])}
 
 
@@ -91,9 +92,11 @@ def test_killed_run_resumes_with_the_same_loss_curve(tmp_path):
     for key in ("initial_train_loss", "final_train_loss", "val_loss"):
         assert np.isclose(mb[key], ma[key], rtol=RTOL, atol=0), (key, ma[key], mb[key])
 
-    # the resumed part of B's curve is A's curve, step for step (B's log restarts at the resume)
+    # the resumed part of B's curve is A's curve, step for step (the resumed part logs to version_1)
     la, lb = train_losses(a), train_losses(b)
     assert sorted(la) == list(range(MAX_STEPS))
+    # nothing B logged before it was killed is lost to the resumed run's log
+    assert set(range(resumed_from)) <= set(lb), sorted(lb)
     after = [s for s in la if s >= resumed_from]
     assert after and set(after) <= set(lb), (resumed_from, sorted(lb))
     diff = max(abs(la[s] - lb[s]) for s in after)
