@@ -145,16 +145,23 @@ class ServeParams(Section):
                                "that has the alias (new ones are picked up while running)")
     domain: str = Field("m3-other", pattern=DOMAIN_PATTERN, description="`tsfm serve --mlflow`: the one domain "
                         "MLflow's scoring server serves")
-    host: str = Field("127.0.0.1", description="bind address; 0.0.0.0 exposes the server (set a token)")
+    host: str = Field("127.0.0.1", description="bind address; a non-loopback one needs a token or insecure")
     port: int = Field(5001, ge=1, le=65535)
     alias: str = "champion"
     token: SecretStr | None = Field(None, description="bearer token for /invocations, /reload and /metrics "
-                                    "(env TSFM_SERVE__TOKEN); None = open")
+                                    "(env TSFM_SERVE__TOKEN); None = open, allowed on loopback only")
+    insecure: bool = Field(False, description="serve a non-loopback host without a token (warned at every start)")
     max_body_mb: float = Field(32.0, gt=0, description="largest request body; bigger ones get 413")
     max_batch_series: int = Field(256, ge=1, description="most series one forward pass gathers")
     max_wait_ms: float = Field(5.0, ge=0, description="how long a forward pass waits for more requests")
     reload_interval_s: float = Field(10.0, ge=0, description="alias poll interval; 0 = only POST /reload")
     device: str = Field("cpu", description="torch device of the served models: cpu, cuda, cuda:1")
+
+    @field_validator("token")
+    @classmethod
+    def _no_empty_token(cls, v: SecretStr | None) -> SecretStr | None:
+        # an empty token (TSFM_SERVE__TOKEN= from a template) would accept "Bearer " : it means none
+        return v if v is not None and v.get_secret_value().strip() else None
 
     @field_validator("domains")
     @classmethod

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 from infra.params import build_params
 from infra.quiet import quiet
@@ -19,7 +20,9 @@ def run(settings: Settings | None = None, params: ServeParams | None = None, **o
 
     from serving.app import create_app
     from serving.catalog import check_served
+    from serving.exposure import check_bind
 
+    warning = check_bind(params.host, params.token is not None, params.insecure)  # before anything is loaded
     found = check_served(settings.tracking_uri, params.domains, params.alias)  # fails now on a domain without one
     if not found:
         print(f"no forecaster-*@{params.alias} yet: serving nothing until a domain gets one "
@@ -27,6 +30,8 @@ def run(settings: Settings | None = None, params: ServeParams | None = None, **o
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(params, settings.tracking_uri)
     served = ", ".join(params.domains) or f"every forecaster-* model @{params.alias}"
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     print(f"tsfm serving {served} on http://{params.host}:{params.port}/invocations"
           + (" (bearer token required)" if params.token else ""), flush=True)
     # one worker: the backbones are loaded once and every request shares the micro-batcher

@@ -259,8 +259,10 @@ def serve(
                                            "(new ones are picked up while running)"
                                 + _default(S.serve.domains or "every domain")),
     port: int = typer.Option(None, help="TCP port" + _default(S.serve.port)),
-    host: str = typer.Option(None, help="bind address; 0.0.0.0 exposes the server (set a token)"
-                             + _default(S.serve.host)),
+    host: str = typer.Option(None, help="bind address; a non-loopback one (0.0.0.0) needs TSFM_SERVE__TOKEN or "
+                                        "--insecure" + _default(S.serve.host)),
+    insecure: bool = typer.Option(None, "--insecure", help="serve a non-loopback --host without a token (a warning "
+                                                           "is printed at every start)"),
     alias: str = typer.Option(None, help="the alias served" + _default(S.serve.alias)),
     reload_interval_s: float = typer.Option(None, help="alias poll interval in seconds; 0 = only POST /reload"
                                             + _default(S.serve.reload_interval_s)),
@@ -276,9 +278,14 @@ def serve(
     settings = _settings()
     cfg = _params(ServeParams, settings.serve, None, dict(
         domains=_csv(domains), domain=domain, port=port, host=host, alias=alias,
-        reload_interval_s=reload_interval_s, device=device))
+        reload_interval_s=reload_interval_s, device=device, insecure=insecure))
     if mlflow:
         from serving.catalog import check_served
+        from serving.exposure import check_bind
+
+        warning = check_bind(cfg.host, False, cfg.insecure)  # MLflow's scoring server has no token
+        if warning:
+            print(warning, file=sys.stderr, flush=True)
         from serving.launch import server_command, server_env
 
         check_served(settings.tracking_uri, [cfg.domain], cfg.alias)
