@@ -152,6 +152,7 @@ class ServeParams(Section):
                                     "(env TSFM_SERVE__TOKEN); None = open, allowed on loopback only")
     insecure: bool = Field(False, description="serve a non-loopback host without a token (warned at every start)")
     max_body_mb: float = Field(32.0, gt=0, description="largest request body; bigger ones get 413")
+    body_timeout_s: float = Field(30.0, gt=0, description="time to receive a request body; a stalled upload gets 408")
     max_batch_series: int = Field(256, ge=1, description="most series one forward pass gathers")
     max_wait_ms: float = Field(5.0, ge=0, description="how long a forward pass waits for more requests")
     reload_interval_s: float = Field(10.0, ge=0, description="alias poll interval; 0 = only POST /reload")

@@ -22,22 +22,34 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.requests import ClientDisconnect
 
 from infra.settings import ServeParams
-from models.forecasting.protocol import forecast_frame, future_timestamps, parse_context, parse_horizon, request_frame
+from models.forecasting.protocol import (
+    forecast_frame,
+    from_model_scale,
+    future_timestamps,
+    parse_context,
+    parse_horizon,
+    parse_json,
+    request_frame,
+    to_model_scale,
+)
 from serving import MODEL_HEADER
 from serving.batching import MicroBatcher
 from serving.catalog import Catalog, Poller, ServedModel
 from serving.metrics import UNKNOWN, ServingMetrics
 
 log = logging.getLogger("tsfm.serving")
+CLIENT_CLOSED = 499  # the status label of a request whose client disconnected (nginx's convention)
 
 
 class ApiError(Exception):
     """An answer other than 200, MLflow-shaped: {"error_code": ..., "message": ...}."""
 
     CODES = {400: "INVALID_PARAMETER_VALUE", 401: "UNAUTHENTICATED", 404: "RESOURCE_DOES_NOT_EXIST",
-             413: "REQUEST_LIMIT_EXCEEDED", 503: "TEMPORARILY_UNAVAILABLE"}
+             408: "REQUEST_TIMEOUT", 413: "REQUEST_LIMIT_EXCEEDED", 422: "INVALID_PARAMETER_VALUE",
+             503: "TEMPORARILY_UNAVAILABLE"}
 
     def __init__(self, status: int, message: str, **extra):
         super().__init__(message)
@@ -58,6 +70,7 @@ class Served:
     metrics: ServingMetrics
     token: str | None
     max_bytes: int
+    body_timeout_s: float = 30.0
 
 
 def authorize(served: Served, request: Request) -> None:
@@ -70,6 +83,14 @@ def authorize(served: Served, request: Request) -> None:
 
 
 async def read_body(served: Served, request: Request) -> bytes:
+    """The whole body, within ``max_bytes`` and ``body_timeout_s`` (a stalled upload gets 408)."""
+    try:
+        return await asyncio.wait_for(_read_body(served, request), timeout=served.body_timeout_s)
+    except TimeoutError:
+        raise ApiError(408, f"request body not received within {served.body_timeout_s:g} s") from None
+
+
+async def _read_body(served: Served, request: Request) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > served.max_bytes:
         raise ApiError(413, f"request body of {int(declared)} bytes exceeds the limit of {served.max_bytes} bytes")
@@ -106,9 +127,9 @@ async def score(served: Served, request: Request) -> Response:
     try:
         authorize(served, request)
         raw = await read_body(served, request)
-        try:
-            frame, req_params = request_frame(json.loads(raw))
-        except ValueError as e:  # JSONDecodeError is a ValueError
+        try:  # strict JSON: no NaN/Infinity literals, bounded nesting; bad UTF-8 is a ValueError too
+            frame, req_params = request_frame(parse_json(raw))
+        except ValueError as e:
             raise ApiError(400, f"invalid request body: {e}") from None
         if not served.catalog.snapshot():
             raise ApiError(503, "no model is loaded yet")
@@ -121,14 +142,22 @@ async def score(served: Served, request: Request) -> Response:
         except ValueError as e:
             raise ApiError(400, str(e)) from None
         served.metrics.observe_inputs(domain, values, horizon)
+        scaled, factors = to_model_scale(values)  # float32 models, any float64 magnitude
         queued = True
-        quantiles = await served.batcher.predict(model, ids, values, horizon, announced=True)
+        quantiles = await served.batcher.predict(model, ids, scaled, horizon, announced=True)
+        try:
+            quantiles = from_model_scale(quantiles, factors, ids)
+        except ValueError as e:
+            raise ApiError(422, str(e)) from None
         answer = await asyncio.to_thread(_answer, ids, futures, quantiles)
         response = Response(answer, media_type="application/json", headers={MODEL_HEADER: model.label})
     except ApiError as e:
         response = e.response()
         if model is not None:
             response.headers[MODEL_HEADER] = model.label
+    except ClientDisconnect:  # the client left mid-upload: nobody to answer, not a server error
+        log.info("client disconnected before its request body was read")
+        response = Response(status_code=CLIENT_CLOSED)
     except Exception as e:  # a bug or a failed forward pass: 500, logged
         log.exception("scoring request failed")
         response = JSONResponse({"error_code": "INTERNAL_ERROR", "message": f"{type(e).__name__}: {e}"},
@@ -146,7 +175,8 @@ def create_app(params: ServeParams, tracking_uri: str, catalog: Catalog | None =
     catalog = catalog or Catalog(tracking_uri, params.alias, params.domains, params.device)
     metrics = ServingMetrics()
     served = Served(catalog, MicroBatcher(params.max_batch_series, params.max_wait_ms, metrics), metrics,
-                    params.token.get_secret_value() if params.token else None, int(params.max_body_mb * 1024 * 1024))
+                    params.token.get_secret_value() if params.token else None, int(params.max_body_mb * 1024 * 1024),
+                    params.body_timeout_s)
 
     def on_change(changes: list[dict]) -> None:
         for c in changes:
@@ -219,4 +249,5 @@ def add_routes(app: FastAPI, served: Served) -> None:
 def _answer(ids, futures, quantiles) -> bytes:
     """``{"predictions": [records]}`` as ``mlflow models serve`` writes it."""
     frame = forecast_frame(ids, futures, quantiles)
-    return json.dumps({"predictions": frame.to_dict(orient="records")}).encode()
+    # strict JSON (RFC 8259): from_model_scale has already refused any non-finite forecast
+    return json.dumps({"predictions": frame.to_dict(orient="records")}, allow_nan=False).encode()

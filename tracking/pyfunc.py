@@ -21,7 +21,14 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 # `models` is this pyfunc's code path: MLflow puts it on sys.path before it runs this file.
 from models.forecasting.kinds import SERVING_FILE, load_forecaster
-from models.forecasting.protocol import forecast_frame, future_timestamps, parse_context, parse_horizon
+from models.forecasting.protocol import (
+    forecast_frame,
+    from_model_scale,
+    future_timestamps,
+    parse_context,
+    parse_horizon,
+    to_model_scale,
+)
 
 
 def _bad_request(message: str) -> MlflowException:
@@ -46,10 +53,12 @@ class TsfmForecaster(mlflow.pyfunc.PythonModel):
                 model_input = pd.DataFrame(model_input)
             ids, values, stamps = parse_context(model_input)
             futures = future_timestamps(ids, stamps, horizon, self.meta.get("freq"))  # irregular -> ValueError
-            forecast = self.forecaster.predict(values, horizon, ids=ids)  # ValueError: horizon too long
+            scaled, factors = to_model_scale(values)  # float32 models, any float64 magnitude
+            forecast = self.forecaster.predict(scaled, horizon, ids=ids)  # ValueError: horizon too long
+            quantiles = from_model_scale(forecast.quantiles, factors, ids)  # ValueError: beyond float64
         except ValueError as e:
             raise _bad_request(str(e)) from None
-        return forecast_frame(ids, futures, forecast.quantiles)
+        return forecast_frame(ids, futures, quantiles)
 
 
 mlflow.models.set_model(TsfmForecaster())

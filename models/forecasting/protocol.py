@@ -8,6 +8,10 @@ output per series and future step ``unique_id, ds, mean`` and the quantile colum
 """
 from __future__ import annotations
 
+import datetime
+import json
+import warnings
+
 import numpy as np
 import pandas as pd
 from pandas.tseries.frequencies import to_offset
@@ -17,6 +21,38 @@ from models.metrics import MEDIAN, QUANTILES
 
 QUANTILE_COLUMNS = [f"{q:.1f}" for q in QUANTILES]
 ANSWER_COLUMNS = ["unique_id", "ds", "mean", *QUANTILE_COLUMNS]
+
+
+MAX_DEPTH = 64  # JSON nesting a request may have; deeper ones are refused before any work
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not JSON (RFC 8259); send null for a missing value")
+
+
+def _depth_ok(raw: bytes | str, limit: int = MAX_DEPTH) -> bool:
+    """Whether bracket nesting stays within ``limit`` (brackets inside strings counted too: a
+    conservative bound that never recurses)."""
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    depth = 0
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+            if depth > limit:
+                return False
+        elif ch in "]}":
+            depth -= 1
+    return True
+
+
+def parse_json(raw: bytes | str) -> object:
+    """A request body as strict JSON: no NaN/Infinity literals, at most ``MAX_DEPTH`` levels."""
+    if not _depth_ok(raw):
+        raise ValueError(f"JSON nested more than {MAX_DEPTH} levels deep")
+    try:
+        return json.loads(raw, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ValueError(f"JSON nested more than {MAX_DEPTH} levels deep") from None
 
 
 def request_frame(body: object) -> tuple[pd.DataFrame, dict]:
@@ -32,7 +68,7 @@ def request_frame(body: object) -> tuple[pd.DataFrame, dict]:
     given = [k for k in ("dataframe_split", "dataframe_records") if k in body]
     if len(given) != 1:
         raise ValueError("the request body needs exactly one of 'dataframe_split' or 'dataframe_records'; "
-                         f"got keys {sorted(body)}")
+                         f"got keys {sorted(body)[:10]}")
     if given[0] == "dataframe_split":
         split = body["dataframe_split"]
         if not isinstance(split, dict) or not isinstance(split.get("data"), list):
@@ -40,9 +76,12 @@ def request_frame(body: object) -> tuple[pd.DataFrame, dict]:
         columns, data = split.get("columns"), split["data"]
         if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
             raise ValueError("'dataframe_split.columns' must be a list of column names")
+        twice = sorted({c for c in columns if columns.count(c) > 1})
+        if twice:
+            raise ValueError(f"'dataframe_split.columns' names {twice} more than once")
         if any(not isinstance(row, list) or len(row) != len(columns) for row in data):
             raise ValueError(f"every row of 'dataframe_split.data' must be a list of {len(columns)} values")
-        frame = pd.DataFrame(data, columns=columns)
+        frame = pd.DataFrame(data, columns=columns, dtype=object)
     else:
         records = body["dataframe_records"]
         if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
@@ -56,14 +95,14 @@ LONGEST_HORIZON = 1000  # any model without a trained limit (statistical, the ba
 
 def parse_horizon(value: object, max_horizon: int | None) -> int:
     """``params.horizon`` as a checked integer in 1..max_horizon (None: up to ``LONGEST_HORIZON``)."""
-    if isinstance(value, bool):
-        value = None  # JSON true/false is not a horizon
+    if isinstance(value, bool):  # JSON true/false is not a horizon (int(True) would be 1)
+        raise ValueError(f"params.horizon must be an integer, got {json.dumps(value)}")
     try:
         horizon = int(value)
         if horizon != value and not (isinstance(value, str) and value.strip().lstrip("+").isdigit()):
             raise ValueError
     except (TypeError, ValueError):
-        raise ValueError(f"params.horizon must be an integer, got {value!r}") from None
+        raise ValueError(f"params.horizon must be an integer, got {_shown(value)}") from None
     if horizon < 1:
         raise ValueError("params.horizon must be >= 1")
     if max_horizon is not None and horizon > max_horizon:
@@ -73,40 +112,141 @@ def parse_horizon(value: object, max_horizon: int | None) -> int:
     return horizon
 
 
+def _shown(value: object, width: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[:width] + "..."
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+
+
+def _first_bad(column: pd.Series, ok) -> tuple[int, object] | None:
+    """(row, value) of the first value ``ok`` refuses, or None."""
+    for row, v in zip(column.index, column.to_numpy(dtype=object)):
+        if not ok(v):
+            return row, v
+    return None
+
+
+def _values(frame: pd.DataFrame) -> pd.Series:
+    """Column y as float64: numbers, numeric strings or null; never true/false (ingest quarantines them)."""
+    y = frame["y"]
+    bad = _first_bad(y, lambda v: v is None or v is pd.NA or _is_number(v) or isinstance(v, str))
+    if bad:
+        raise ValueError(f"column 'y' is not numeric in row {bad[0]}: {_shown(bad[1])}")
+    numbers = pd.to_numeric(y.map(lambda v: v.strip() if isinstance(v, str) else v), errors="coerce")
+    strings = y.map(lambda v: isinstance(v, str) and v.strip().lower() not in ("", "nan", "null", "na"))
+    wrong = frame.index[(numbers.isna() & strings) | y.map(lambda v: isinstance(v, str) and v.strip().lower() in
+                                                           ("inf", "+inf", "-inf", "infinity", "-infinity"))]
+    if len(wrong):
+        raise ValueError(f"column 'y' is not numeric in row(s) {list(wrong[:5])}")
+    numbers = numbers.astype("float64")
+    if not np.isfinite(numbers.dropna().to_numpy()).all():
+        raise ValueError("column 'y' holds infinite values (or numbers beyond float64's range)")
+    return numbers
+
+
+MAX_STEP = 2**53  # integer steps beyond this are not exact in float64 (JSON numbers)
+
+
+def _stamps(frame: pd.DataFrame) -> pd.Series:
+    """Column ds as int64 steps or timestamps (one time zone at most), never a mix."""
+    ds = frame["ds"]
+    if pd.api.types.is_datetime64_any_dtype(ds):  # a DataFrame given to the pyfunc directly
+        if ds.isna().any():
+            raise ValueError("column 'ds' has empty values")
+        return ds
+    if len(ds) and all(isinstance(v, (pd.Timestamp, datetime.datetime)) for v in ds.to_numpy(dtype=object)):
+        ds = ds.map(lambda t: t.isoformat())
+    kinds = {("int" if _is_number(v) else "str" if isinstance(v, str) else "other") for v in ds.to_numpy(dtype=object)}
+    if "other" in kinds:
+        bad = _first_bad(ds, lambda v: _is_number(v) or isinstance(v, str))
+        raise ValueError(f"column 'ds' must hold timestamps (strings) or integer steps; row {bad[0]} has "
+                         f"{_shown(bad[1])}")
+    if kinds == {"int", "str"}:
+        raise ValueError("column 'ds' mixes integer steps and timestamps; send one kind")
+    if kinds == {"int"}:
+        steps = ds.astype("float64")
+        if (steps % 1 != 0).any() or (steps.abs() > MAX_STEP).any():
+            raise ValueError(f"column 'ds' has numbers that are not integer steps (whole numbers up to {MAX_STEP})")
+        return ds.astype("int64")
+    text = ds.astype(str).str.strip()
+    aware = text.str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True)
+    if aware.any() and not aware.all():
+        raise ValueError("column 'ds' mixes timestamps with and without a UTC offset; send one kind")
+    try:
+        with warnings.catch_warnings(action="ignore", category=UserWarning):  # "could not infer format"
+            stamps = pd.to_datetime(text, errors="coerce", format="ISO8601") if aware.all() else \
+                pd.to_datetime(text, errors="coerce")
+    except (ValueError, TypeError, OverflowError):
+        stamps = None
+    if stamps is None or not pd.api.types.is_datetime64_any_dtype(stamps):
+        raise ValueError("column 'ds' mixes time zones (UTC offsets); send one offset per request")
+    if stamps.isna().any():
+        raise ValueError("column 'ds' has values that are neither timestamps nor integers, e.g. "
+                         f"{_shown(text[stamps.isna()].iloc[0])}")
+    return stamps
+
+
 def parse_context(frame: pd.DataFrame) -> tuple[list[str], list[np.ndarray], list[pd.Series]]:
-    """Validate the request rows; return ids, value arrays and ds columns per series."""
+    """Validate the request rows; return ids, value arrays (float64, NaN = missing) and ds columns
+    per series. Every refusal is a ``ValueError`` whose message names the column and row."""
     frame = frame.rename(columns={k: v for k, v in ALIASES.items() if k in frame.columns})
+    if frame.columns.duplicated().any():
+        raise ValueError(f"column(s) {sorted(set(frame.columns[frame.columns.duplicated()]))} given more than "
+                         "once (an alias counts as its column: item_id, timestamp, target)")
     missing = [c for c in ("unique_id", "ds", "y") if c not in frame.columns]
     if missing:
-        raise ValueError(f"missing column(s) {missing}; got {list(frame.columns)}")
+        raise ValueError(f"missing column(s) {missing}; got {[str(c) for c in frame.columns][:10]}")
     if frame.empty:
         raise ValueError("no context rows given")
-    y = pd.to_numeric(frame["y"], errors="coerce")
-    bad = frame.index[y.isna() & frame["y"].notna()]
-    if len(bad):
-        raise ValueError(f"column 'y' is not numeric in row(s) {list(bad[:5])}")
-    if not np.isfinite(y.dropna().to_numpy(dtype=float)).all():
-        raise ValueError("column 'y' holds infinite values")
-    if frame["unique_id"].isna().any():
-        raise ValueError("column 'unique_id' has empty values")
-    frame = frame.assign(y=y, unique_id=frame["unique_id"].astype(str))
-    if pd.api.types.is_numeric_dtype(frame["ds"]) and not pd.api.types.is_bool_dtype(frame["ds"]):
-        if frame["ds"].isna().any() or (frame["ds"] % 1 != 0).any():
-            raise ValueError("column 'ds' has numbers that are not integer steps")
-        ds = frame["ds"].astype("int64")
-    else:
-        ds = pd.to_datetime(frame["ds"], errors="coerce", utc=False)
-        if ds.isna().any():
-            raise ValueError("column 'ds' has values that are neither timestamps nor integers")
-    frame = frame.assign(ds=ds).sort_values(["unique_id", "ds"], kind="stable")
+    bad = _first_bad(frame["unique_id"], lambda v: isinstance(v, str) or _is_number(v))
+    if bad:
+        raise ValueError(f"column 'unique_id' must hold strings or numbers; row {bad[0]} has {_shown(bad[1])}")
+    frame = frame.assign(y=_values(frame), unique_id=frame["unique_id"].astype(str), ds=_stamps(frame))
+    frame = frame.sort_values(["unique_id", "ds"], kind="stable")
     if frame.duplicated(["unique_id", "ds"]).any():
         raise ValueError("duplicate (unique_id, ds) rows in the context")
     ids, values, stamps = [], [], []
     for uid, g in frame.groupby("unique_id", sort=False):
+        v = g["y"].to_numpy(np.float64)
+        if np.isnan(v).all():
+            raise ValueError(f"series {uid!r} has no observed value (every y is null): nothing to forecast from")
         ids.append(uid)
-        values.append(g["y"].to_numpy(np.float32))
+        values.append(v)
         stamps.append(g["ds"])
     return ids, values, stamps
+
+
+# Models compute in float32. A series whose values come near its limits (3.4e38; squares overflow
+# from 1.8e19) is divided by a power of two before the model and its forecast multiplied back in
+# float64: exact scaling, and every model here is scale-equivariant.
+SAFE_MAX = 2.0**40
+SAFE_MIN = 2.0**-40
+
+
+def to_model_scale(values: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+    """float64 contexts -> (float32 contexts, factors [N]); factor 1 for ordinary magnitudes."""
+    out, factors = [], np.ones(len(values))
+    for i, v in enumerate(values):
+        peak = float(np.nanmax(np.abs(v))) if np.isfinite(v).any() else 0.0
+        if peak > SAFE_MAX or 0.0 < peak < SAFE_MIN:
+            factors[i] = 2.0 ** np.ceil(np.log2(peak))
+        out.append((v / factors[i]).astype(np.float32))
+    return out, factors
+
+
+def from_model_scale(quantiles: np.ndarray, factors: np.ndarray, ids: list[str]) -> np.ndarray:
+    """[N, H, Q] in model scale -> float64 in the caller's; ValueError naming a series whose forecast is
+    not finite (beyond float64 even after scaling back)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        q = np.asarray(quantiles, np.float64) * factors[:, None, None]
+    bad = ~np.isfinite(q).reshape(len(q), -1).all(axis=1)
+    if bad.any():
+        raise ValueError(f"the forecast of series {ids[int(np.argmax(bad))]!r} is beyond float64's range "
+                         "(values too close to 1.8e308); rescale the series")
+    return q
 
 
 def _offset(freq: str | None):
@@ -162,5 +302,8 @@ def forecast_frame(ids: list[str], futures: list[list], quantiles: np.ndarray) -
     for j, col in enumerate(QUANTILE_COLUMNS):
         out[col] = flat[:, j]
     if pd.api.types.is_datetime64_any_dtype(out["ds"]):
-        out["ds"] = out["ds"].dt.strftime("%Y-%m-%dT%H:%M:%S")
+        if getattr(out["ds"].dt, "tz", None) is not None:  # keep the caller's UTC offset: 2024-01-01T00:00:00+02:00
+            out["ds"] = [t.isoformat(timespec="seconds") for t in out["ds"]]
+        else:
+            out["ds"] = out["ds"].dt.strftime("%Y-%m-%dT%H:%M:%S")
     return out
