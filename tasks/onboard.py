@@ -36,6 +36,7 @@ from prefect.artifacts import (
 from evaluation.gate import choose_candidate
 from evaluation.scores import teacher_gain_kept
 from infra.code_version import cached_digest
+from infra.files import exclusive
 from infra.logs import run_logger
 from infra.settings import OnboardParams, Settings
 from models.forecasting.kinds import FAMILIES, NEURAL
@@ -129,12 +130,18 @@ def resolve_backbone(backbone_uri: str) -> tuple[str, Path]:
 def adapt_domain(params: OnboardParams, store_dir: str, backbone_uri: str, settings: Settings) -> str:
     """Fit the domain's teacher, adapter and fusion weight on the store read and split once;
     returns the result folder."""
-    from models.backbone.io import load_backbone
-    from models.memory.onboarding import onboard
-
     registry.configure(settings)
     pinned = registry.versioned_uri("backbone", registry.resolve(backbone_uri)[1])  # one version for key and fit
     out = adapt_dir(params, store_dir, pinned, settings)
+    # a concurrent onboarding of the same domain, data and settings waits here and then finds the result
+    with exclusive(out, f"the adapt step of {params.domain} ({out.name})", run_logger()):
+        return _adapt_once(params, store_dir, backbone_uri, pinned, out)
+
+
+def _adapt_once(params: OnboardParams, store_dir: str, backbone_uri: str, pinned: str, out: Path) -> str:
+    from models.backbone.io import load_backbone
+    from models.memory.onboarding import onboard
+
     if OnboardingResult.is_complete(out):  # an earlier run (or a crashed one) finished this very result
         run_logger().info("adapt %s: result already complete in %s", params.domain, out)
         return str(out)

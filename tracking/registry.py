@@ -246,6 +246,14 @@ def register(model_uri: str | Callable[[], str], name: str, tags: dict[str, str]
         model_uri = model_uri()
     with contextlib.redirect_stderr(io.StringIO()):  # MLflow prints "already exists" for a model it just made
         mv = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in tags.items()})
+    if result_id:
+        # a process registering the same result at the same moment made a version too: the lowest
+        # one wins in both processes and the other is deleted (works on any tracking backend)
+        winner = find_version(name, result_id)
+        if winner is not None and winner != str(mv.version):
+            client.delete_model_version(name, mv.version)
+            log.info("%s version %s already registered from result %s concurrently", name, winner, result_id)
+            return winner
     if description:
         client.update_model_version(name, mv.version, description=description)
     log.info("registered %s version %s", name, mv.version)
