@@ -20,6 +20,39 @@ import requests
 LOOPBACK = "127.0.0.1"
 
 
+def die_with_parent() -> None:
+    """In a child, before exec: Linux sends it SIGTERM when its parent dies, even by SIGKILL, so no
+    server outlives the command that started it (elsewhere: nothing; Ctrl-C and TERM still stop them)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def ephemeral_prefect_dies_with_us() -> None:
+    """Prefect's temporary API server (started for a flow run when no PREFECT_API_URL is set) outlives a
+    SIGKILLed ``tsfm`` indefinitely; give it ``die_with_parent``. Prefect starts it with
+    ``subprocess.Popen`` from its own module: that module alone gets a ``subprocess`` whose Popen adds
+    the hook (nothing else in the process changes)."""
+    import types
+
+    from prefect.server.api import server as prefect_server
+
+    if getattr(prefect_server.subprocess, "tsfm_dies_with_parent", False):
+        return
+
+    def popen(*args, **kwargs):
+        kwargs.setdefault("preexec_fn", die_with_parent)
+        return subprocess.Popen(*args, **kwargs)
+
+    proxy = types.ModuleType("subprocess")
+    proxy.__dict__.update(vars(subprocess))
+    proxy.Popen, proxy.tsfm_dies_with_parent = popen, True
+    prefect_server.subprocess = proxy
+
+
 def free_port(host: str = LOOPBACK) -> int:
     with socket.socket() as s:
         s.bind((host, 0))

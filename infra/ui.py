@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from infra.servers import stop, terminate, wait_http
+from infra.servers import die_with_parent, stop, terminate, wait_http
 from infra.settings import Settings, runtime_env
 
 
@@ -60,17 +60,6 @@ def ui_commands(settings: Settings, host: str = "127.0.0.1", mlflow_port: int = 
     return [mlflow, prefect]
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: Linux sends it SIGTERM when `tsfm ui` dies, even by SIGKILL, so no
-    UI server outlives the command that started it (elsewhere: nothing, Ctrl-C and TERM still stop them)."""
-    import ctypes
-
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 def run_ui(commands: list[UiCommand], say: Callable[[str], None], timeout: float = 120.0,
            until: Callable[[], bool] | None = None) -> None:
     """Start what needs starting, say where to look, wait for Ctrl-C (or ``until()``), stop them."""
@@ -88,7 +77,7 @@ def run_ui(commands: list[UiCommand], say: Callable[[str], None], timeout: float
                 env = {**os.environ, **c.env}
                 env.pop("PREFECT_API_URL", None)  # the server must not point at itself as a client
                 procs.append(subprocess.Popen(c.cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                              start_new_session=True, preexec_fn=_die_with_parent))
+                                              start_new_session=True, preexec_fn=die_with_parent))
                 wait_http(c.health, procs[-1], timeout, f"{c.name} UI")
             say(f"{c.name} UI: {c.url}")
         say("Ctrl-C stops both")

@@ -93,9 +93,11 @@ def _flow(path: str):
 def _run(flow, *args, **kwargs):
     """Run a flow with user errors kept to their message on the console (``infra.errors``)."""
     from infra.errors import hide_user_error_tracebacks
+    from infra.servers import ephemeral_prefect_dies_with_us
 
     if not os.environ.get("TSFM_DEBUG"):
         hide_user_error_tracebacks()
+    ephemeral_prefect_dies_with_us()  # a SIGKILLed tsfm leaves no temporary Prefect server behind
     return flow(*args, **kwargs)
 
 
@@ -330,6 +332,9 @@ def deploy(dry_run: bool = typer.Option(False, "--dry-run", help="list the deplo
         return
     from prefect import serve
 
+    from infra.servers import ephemeral_prefect_dies_with_us
+
+    ephemeral_prefect_dies_with_us()
     _say(f"serving {len(deployments)} deployments (Ctrl-C to stop); schedules from the settings' `schedules`")
     serve(*deployments)
 
