@@ -87,6 +87,19 @@ def ingest_summary(store_dir: str | Path) -> str:
              f"{meta['rows_quarantined']} quarantined; {meta['n_series']} series; frequency "
              f"{meta.get('freq') or 'integer steps'}, season {meta.get('season_length')} "
              f"(from the {meta.get('season_source', 'default')})"]
+    if meta.get("timezone"):
+        lines.append(f"time zone: {meta['timezone']}")
+    from store.ingest import previous_version
+
+    previous = previous_version(Path(store_dir))
+    if previous is not None:
+        folder, before = previous
+        # fewer series, or a fifth fewer rows, than the version it replaced: say so loudly
+        drop = meta["n_series"] < before.get("n_series", 0) or meta["rows_kept"] < 0.8 * before.get("rows_kept", 0)
+        lines.append(("WARNING: this version keeps " if drop else "this version keeps ")
+                     + f"{meta['rows_kept']} rows of {meta['n_series']} series; the previous one kept "
+                     f"{before['rows_kept']} rows of {before['n_series']} series and is kept at {folder}"
+                     + (" (copy it back over the store to restore it)" if drop else ""))
     if meta["rows_quarantined"]:
         path = Path(store_dir) / QUARANTINE_FILE
         q = pd.read_parquet(path)
@@ -96,8 +109,15 @@ def ingest_summary(store_dir: str | Path) -> str:
         if dropped:
             lines.append(f"{len(dropped)} series dropped whole (too short for 2 x horizon + min_train): "
                          + ", ".join(dropped[:10]) + (" ..." if len(dropped) > 10 else ""))
+        off = q.loc[q["reason"].str.contains(" grid of series ", regex=False), "unique_id"].astype(str)
+        if len(off):
+            names = sorted(set(off))
+            lines.append(f"{len(off)} rows off the {meta.get('freq')} grid in {len(names)} series (a change of "
+                         "frequency?): " + ", ".join(names[:10]) + (" ..." if len(names) > 10 else ""))
         first = q.iloc[0]
-        lines.append(f"first: row {first['row']}, column {first['column']}: {first['reason']}")
+        where = f"row {first['row']}" if "file" not in q.columns or first["file"] == meta.get("source") else (
+            f"{first['file']} row {first['row']}")
+        lines.append(f"first: {where}, column {first['column']}: {first['reason']}")
         lines.append(f"every quarantined row with its reason: {path}")
     return "\n".join(lines)
 
@@ -108,4 +128,8 @@ def _reason_kind(reason: str) -> str:
         return "series too short"
     if reason.startswith("duplicate"):
         return "duplicate (unique_id, ds)"
+    if " grid of series " in reason:
+        return "ds off the domain's frequency grid"
+    if "UTC offset" in reason:
+        return reason.split(" (")[0].split(" but ")[0] + " (mixed with the other kind)"
     return reason.split(":", 1)[0]

@@ -75,3 +75,24 @@ def describe_season(season: int, freq: str | None, source: str) -> str:
     where = {"frequency": f"from the frequency {freq}", "source": "given by the source",
              "user": "set by the user", "default": "no frequency known"}.get(source, source)
     return f"{season} ({where})"
+
+
+def off_grid(uid: pd.Series, ds: pd.Series, freq: str | None) -> pd.Series:
+    """True for timestamps off the ``freq`` grid of their own series: a daily domain's series with
+    hourly rows after some date, a monthly one with a mid-month row. The grid is anchored on each
+    series' first timestamp (its time of day for calendar frequencies, its phase for fixed steps)."""
+    off = offset_of(freq)
+    bad = pd.Series(False, index=ds.index)
+    if off is None or not pd.api.types.is_datetime64_any_dtype(ds.dtype) or len(ds) == 0:
+        return bad
+    first = ds.groupby(uid, sort=False).transform("min")
+    if isinstance(off, offsets.Tick):
+        return ((ds - first).dt.total_seconds() * 1e9).round().astype("int64") % off.nanos != 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "non-vectorized DateOffset" performance notes
+        try:
+            rolled = (ds - off) + off
+        except (TypeError, ValueError, OverflowError):
+            return bad
+    same_time = (ds - ds.dt.normalize()) == (first - first.dt.normalize())
+    return (rolled != ds) | ~same_time

@@ -17,7 +17,7 @@ from pathlib import Path
 from infra.files import file_digest
 from infra.settings import DOMAIN_PATTERN
 from store.canonical import META_FILE, QUARANTINE_FILE, SERIES_FILE, SERIES_META_FILE
-from store.frequency import infer_freq, season_from_freq
+from store.frequency import season_from_freq
 from store.sources import read_source
 from store.validate import IngestError, map_columns, validate_frame
 
@@ -43,7 +43,9 @@ def ingest_to_store(source: str, domain: str, horizon: int, min_train: int, data
     if src.series_meta is not None:
         # the source's own per-series horizons (M3) replace the single one for the length rule
         series_horizons = dict(zip(src.series_meta["unique_id"].astype(str), src.series_meta["horizon"].astype(int)))
-    result = validate_frame(src.frame, src.name, horizon, min_train, series_horizons)
+    # a source with per-series seasons (M3) mixes frequencies on purpose: no common grid to check
+    result = validate_frame(src.frame, src.name, horizon, min_train, series_horizons, freq=src.freq,
+                            check_grid=src.series_meta is None)
     if result.rows_kept == 0:  # an empty store would only fail later, further from the cause
         raise IngestError(nothing_kept_message(src.name, result, horizon, min_train))
 
@@ -58,7 +60,7 @@ def ingest_to_store(source: str, domain: str, horizon: int, min_train: int, data
             kept = set(result.good["unique_id"].unique())
             per_series = src.series_meta[src.series_meta["unique_id"].astype(str).isin(kept)].copy()
             per_series.to_parquet(tmp / SERIES_META_FILE, index=False)
-        freq = src.freq or infer_freq(result.good)
+        freq = src.freq or result.freq
         season, season_source = (src.season_length, "source") if src.season_length else (
             (season_from_freq(freq), "frequency") if freq else (1, "default"))
         meta = {
@@ -69,6 +71,8 @@ def ingest_to_store(source: str, domain: str, horizon: int, min_train: int, data
             "series_horizons": per_series is not None,
             "min_train": min_train,
             "freq": freq,
+            "timezone": result.timezone,
+            "rows_off_grid": result.off_grid,
             "season_length": season,
             "season_source": season_source,
             "n_series": result.n_series,
@@ -107,9 +111,17 @@ def nothing_kept_message(name: str, result, horizon: int, min_train: int) -> str
             f"(first: row {first['row']}, column {first['column']}: {first['reason']})")
 
 
+KEEP_VERSIONS = 5  # earlier stores of a domain kept under <data_dir>/store/.versions/<domain>/
+
+
+def versions_dir(store: Path) -> Path:
+    return store.parent / ".versions" / store.name
+
+
 def _swap_in(tmp: Path, store: Path) -> None:
-    """Replace ``store`` by ``tmp`` (a directory rename cannot overwrite a non-empty one,
-    so the old store steps aside first and is deleted once the new one is in place)."""
+    """Replace ``store`` by ``tmp`` (a directory rename cannot overwrite a non-empty one, so the old
+    store steps aside first). The old store is kept as a version (``versions_dir``, the newest
+    ``KEEP_VERSIONS``): a re-ingest that quarantined most of a new file never loses the last good one."""
     old = None
     if store.exists():
         old = store.with_name(f".{store.name}.old-{tmp.name.rsplit('-', 1)[-1]}")
@@ -121,4 +133,27 @@ def _swap_in(tmp: Path, store: Path) -> None:
             old.rename(store)
         raise
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        _keep_version(old, store)
+
+
+def _keep_version(old: Path, store: Path) -> None:
+    try:
+        meta = json.loads((old / META_FILE).read_text())
+        name = f"{meta['created_at'].replace(':', '').replace('+0000', 'Z')}-{meta['md5'][:8]}"
+    except (OSError, ValueError, KeyError):
+        shutil.rmtree(old, ignore_errors=True)  # not a complete store: nothing worth keeping
+        return
+    target = versions_dir(store) / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        shutil.rmtree(old, ignore_errors=True)  # the same version is kept already
+    else:
+        old.rename(target)
+    for stale in sorted(p for p in target.parent.iterdir() if p.is_dir())[:-KEEP_VERSIONS]:
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def previous_version(store: Path) -> tuple[Path, dict] | None:
+    """The newest kept earlier version of a store and its meta, if any."""
+    kept = sorted(p for p in versions_dir(store).glob("*") if (p / META_FILE).is_file())
+    return (kept[-1], json.loads((kept[-1] / META_FILE).read_text())) if kept else None

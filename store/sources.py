@@ -8,6 +8,7 @@ Sources: a local path (CSV/Parquet, ``file://`` too), ``s3://bucket/key``, a fol
 """
 from __future__ import annotations
 
+import csv
 import io
 import json
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import numpy as np
 import pandas as pd
 
-from store.validate import BAD_FIELDS, IngestError, canonical_columns, map_columns
+from store.validate import BAD_FIELDS, SOURCE_FILE, IngestError, canonical_columns, map_columns
 
 SCHEMES = ("<local path>", "file://", "s3://", "builtin:", "synthetic:")
 CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zip", ".csv.xz")
@@ -84,7 +85,12 @@ DELIMITERS = (",", ";", "\t", "|")
 
 def _read_csv(data: Path | io.BytesIO, compression: str | None, nrows: int | None = None) -> pd.DataFrame:
     """Text in, blank lines kept as all-empty rows and dropped here, so the index stays the data
-    row number (line - 1) that quarantine reports."""
+    row number (line - 1) that quarantine reports.
+
+    pandas' fast reader is checked, not trusted: a first row with an extra field makes it use the
+    first column as an index (every column shifted), and an unclosed quote swallows the lines after
+    it into one field. Either, or a row with too many fields, sends the file to ``_read_lines``,
+    which reads each line on its own and marks the bad ones for quarantine."""
     options = dict(dtype=str, keep_default_na=False, skip_blank_lines=False, compression=compression)
     header = pd.read_csv(data, nrows=0, **options).columns
     _rewind(data)
@@ -97,18 +103,42 @@ def _read_csv(data: Path | io.BytesIO, compression: str | None, nrows: int | Non
         return pd.read_csv(data, sep=sep, nrows=nrows, **options)
     try:
         df = pd.read_csv(data, sep=sep, **options)
-    except pd.errors.ParserError:  # rows with too many fields: read again, marking each of them
+        trusted = isinstance(df.index, pd.RangeIndex) and not _multiline(df)
+    except pd.errors.ParserError:
+        trusted = False
+    if not trusted:
         _rewind(data)
-        width = len(pd.read_csv(data, sep=sep, nrows=0, **options).columns)
-        _rewind(data)
-
-        def mark(fields: list[str]) -> list[str]:
-            return [f"{BAD_FIELDS}{len(fields)}:{sep.join(fields)}"] + [""] * (width - 1)
-
-        df = pd.read_csv(data, sep=sep, engine="python", on_bad_lines=mark, **options)
+        df = _read_lines(data, sep, compression)
     if sep == ";":  # decimal commas go with ';' exports: 1,5 -> 1.5 where a cell is a plain number
         df = df.apply(lambda col: col.str.replace(r"^(-?\d+),(\d+)$", r"\1.\2", regex=True))
     return df[~(df == "").all(axis=1)] if len(df.columns) else df
+
+
+def _multiline(df: pd.DataFrame) -> bool:
+    """A field holding a line break: an unclosed quote ran on into the next lines."""
+    return any(df[c].str.contains("[\r\n]", regex=True).any() for c in df.columns)
+
+
+def _read_lines(data: Path | io.BytesIO, sep: str, compression: str | None) -> pd.DataFrame:
+    """Each physical line parsed on its own (a quote never spans lines); a line with another number of
+    fields than the header, or an unclosed quote, becomes a ``BAD_FIELDS``-marked row in place."""
+    lines = pd.read_csv(data, sep="\x1f", header=None, dtype=str, keep_default_na=False, skip_blank_lines=False,
+                        quoting=csv.QUOTE_NONE, compression=compression, engine="python")
+    lines = lines.iloc[:, 0].tolist() if len(lines.columns) == 1 else [
+        "\x1f".join(r) for r in lines.itertuples(index=False)]
+    header = next(csv.reader([lines[0]], delimiter=sep))
+    width, rows = len(header), []
+    for line in lines[1:]:
+        if not line.strip():
+            rows.append([""] * width)
+            continue
+        fields = next(csv.reader([line], delimiter=sep)) if line.count('"') % 2 == 0 else None
+        if fields is not None and len(fields) == width:
+            rows.append(fields)
+        else:
+            count = "an unclosed quote" if fields is None else str(len(fields))
+            rows.append([f"{BAD_FIELDS}{count}:{line}"] + [""] * (width - 1))
+    return pd.DataFrame(rows, columns=[h.strip() for h in header], dtype=str)
 
 
 def _rewind(data) -> None:
@@ -165,16 +195,12 @@ def folder_files(path: Path) -> list[Path]:
                   and not any(part.startswith((".", "_")) for part in p.relative_to(path).parts))
 
 
-def concat_tables(tables: list[pd.DataFrame]) -> pd.DataFrame:
-    """Files of one folder/prefix source as one frame. Rows keep distinct numbers (the files'
-    rows in order: file 2's first row follows file 1's last), so quarantine still names each row."""
-    if len(tables) == 1:
-        return tables[0]
-    out, offset = [], 0
-    for t in tables:
-        out.append(t.set_axis(t.index + offset) if pd.api.types.is_integer_dtype(t.index.dtype) else t)
-        offset += (int(t.index.max()) + 1) if len(t) and pd.api.types.is_integer_dtype(t.index.dtype) else len(t)
-    return pd.concat(out)
+def concat_tables(tables: list[pd.DataFrame], names: list[str]) -> pd.DataFrame:
+    """Files of one folder/prefix source as one frame: each row keeps its own file's row number (the
+    index) and names its file (column ``SOURCE_FILE``), so quarantine says file and row."""
+    out = [(t if pd.api.types.is_integer_dtype(t.index.dtype) else t.reset_index(drop=True)).assign(
+        **{SOURCE_FILE: name}) for t, name in zip(tables, names)]
+    return pd.concat(out) if len(out) > 1 else out[0]
 
 
 def _read_local(path: Path, name: str) -> pd.DataFrame:
@@ -182,7 +208,8 @@ def _read_local(path: Path, name: str) -> pd.DataFrame:
         files = folder_files(path)
         if not files:
             raise IngestError(f"{name}: folder holds no CSV/Parquet files")
-        return concat_tables([read_table(f, f"{name}/{f.relative_to(path).as_posix()}") for f in files])
+        names = [f"{name.rstrip('/')}/{f.relative_to(path).as_posix()}" for f in files]
+        return concat_tables([read_table(f, n) for f, n in zip(files, names)], names)
     if not path.is_file():
         raise IngestError(f"{name}: file not found")
     return read_table(path, name)
@@ -206,8 +233,9 @@ def _read_s3(uri: str) -> pd.DataFrame:
         keys = [k for k, _ in s3_listing(client, bucket, key) if is_data_file(k.removeprefix(key))]
         if not keys:
             raise IngestError(f"{uri}: prefix holds no CSV/Parquet objects")
-        return concat_tables([read_table(io.BytesIO(client.get_object(Bucket=bucket, Key=k)["Body"].read()),
-                                         f"s3://{bucket}/{k}") for k in keys])
+        names = [f"s3://{bucket}/{k}" for k in keys]
+        return concat_tables([read_table(io.BytesIO(client.get_object(Bucket=bucket, Key=k)["Body"].read()), n)
+                              for k, n in zip(keys, names)], names)
     except ClientError as e:
         code = e.response.get("Error", {}).get("Code", "")
         if code in ("NoSuchKey", "NoSuchBucket", "404", "403", "AccessDenied"):

@@ -1,9 +1,14 @@
 """Validate a long frame (unique_id, ds, y) before it enters the canonical store.
 
 Fatal problems (nothing usable: empty file, missing columns) raise ``IngestError``.
-Row problems move the row to a quarantine frame with its 1-based data row number,
-the column at fault and a reason, so a bad row never sinks a whole file and every
-input row is accounted for: rows_in == rows_kept + rows_quarantined.
+Row problems move the row to a quarantine frame with its file, its 1-based data row number
+in that file, the column at fault and a reason, so a bad row never sinks a whole file and
+every input row is accounted for: rows_in == rows_kept + rows_quarantined.
+
+Timestamps: one kind per store. Integer steps or timestamps, the majority wins; among
+timestamps, with a UTC offset or without, the majority wins too (the others are quarantined,
+never shifted silently). Timestamps that all carry one offset keep their local wall-clock
+time (the offset is recorded); several offsets (a daylight-saving zone) are converted to UTC.
 """
 from __future__ import annotations
 
@@ -17,9 +22,12 @@ import pandas as pd
 
 from infra.errors import InputError
 from models.columns import ALIASES, COLUMNS
+from store.frequency import infer_freq, off_grid
 
 REQUIRED = COLUMNS
-QUARANTINE_COLUMNS = ("row", "column", "reason", "unique_id", "ds", "y")
+QUARANTINE_COLUMNS = ("file", "row", "column", "reason", "unique_id", "ds", "y")
+SOURCE_FILE = "__tsfm_source_file__"  # a folder/prefix source's per-row file name (store.sources.concat_tables)
+_OFFSET = re.compile(r"(?:Z|[+-]\d{2}:?\d{2})$", re.IGNORECASE)
 _INT_TEXT = re.compile(r"^[+-]?\d+$")
 
 
@@ -33,6 +41,9 @@ class ValidationResult:
     quarantine: pd.DataFrame  # QUARANTINE_COLUMNS, original values as text
     rows_in: int
     ds_kind: str  # "timestamp" or "integer"
+    timezone: str | None = None  # how offsets were handled: None (none given), "+02:00 (local time kept)", ...
+    freq: str | None = None  # the frequency rows were checked against (given or inferred); None: integer steps
+    off_grid: int = 0  # rows quarantined for lying off that frequency's grid
 
     @property
     def rows_kept(self) -> int:
@@ -82,27 +93,45 @@ def _text(s: pd.Series) -> pd.Series:
     return s.astype(object).where(s.notna(), None).map(lambda v: None if v is None else str(v))
 
 
-def _parse_ds(s: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """-> (kind per row: 'int' / 'ts' / '' unparsable, int64 steps, datetime64[ns] stamps)."""
+def _offset_delta(offset: str) -> pd.Timedelta:
+    """'+02:00' -> 2 hours; '-05:30' -> -5.5 hours."""
+    sign = -1 if offset.startswith("-") else 1
+    return pd.Timedelta(minutes=sign * (int(offset[1:3]) * 60 + int(offset[4:6])))
+
+
+def _parse_ds(s: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str | None]:
+    """-> (kind per row: 'int' / 'ts' / 'tz' (a timestamp with a UTC offset) / '' unparsable, int64 steps,
+    datetime64[ns] stamps, each row's offset text ('' for none), how offsets were handled).
+
+    Stamps with an offset are wall-clock local times when the column has one offset, UTC when it
+    has several (daylight saving): never a silent shift of some rows against the others."""
     n = len(s)
     kind = np.full(n, "", dtype=object)
     steps = np.zeros(n, dtype=np.int64)
     stamps = np.full(n, np.datetime64("NaT"), dtype="datetime64[ns]")
-    if isinstance(s.dtype, pd.DatetimeTZDtype):
-        s = s.dt.tz_convert("UTC").dt.tz_localize(None)
+    offsets = np.full(n, "", dtype=object)
+    if isinstance(s.dtype, pd.DatetimeTZDtype):  # Parquet with a time zone
+        ok = s.notna().to_numpy()
+        local = s.dt.tz_localize(None)  # wall clock
+        fixed = s[ok].map(lambda t: t.utcoffset()).nunique() <= 1
+        kept = local if fixed else s.dt.tz_convert("UTC").dt.tz_localize(None)
+        kind[ok] = "tz"
+        stamps[ok] = kept[ok].to_numpy(dtype="datetime64[ns]")
+        how = f"{s.dt.tz} (local time kept)" if fixed else f"{s.dt.tz} (converted to UTC: offsets change)"
+        return kind, steps, stamps, offsets, how
     if pd.api.types.is_datetime64_any_dtype(s.dtype):
         ok = s.notna().to_numpy()
         kind[ok] = "ts"
         stamps[ok] = s[ok].to_numpy(dtype="datetime64[ns]")
-        return kind, steps, stamps
+        return kind, steps, stamps, offsets, None
     if pd.api.types.is_bool_dtype(s.dtype):
-        return kind, steps, stamps
+        return kind, steps, stamps, offsets, None
     if pd.api.types.is_numeric_dtype(s.dtype):
         num = pd.to_numeric(s, errors="coerce").astype("float64").to_numpy()
         ok = np.isfinite(num) & (np.floor(num) == num)
         kind[ok] = "int"
         steps[ok] = num[ok].astype(np.int64)
-        return kind, steps, stamps
+        return kind, steps, stamps, offsets, None
     text = s.astype(object).where(s.notna(), None).map(lambda v: None if v is None else str(v).strip())
     present = text.notna() & (text != "")
     # Integer-like text is a step; other numeric text (1.5) is neither; the rest may be a date.
@@ -115,19 +144,31 @@ def _parse_ds(s: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if exact.any():  # beyond float precision: take the integer text itself
         steps[exact] = pd.to_numeric(text[exact], errors="coerce").astype("int64").to_numpy()
     cand = present.to_numpy() & ~is_num
+    how = None
     if cand.any():
+        found = text[cand].str.extract(f"({_OFFSET.pattern})", flags=re.IGNORECASE)[0].fillna("")
+        offsets[cand] = found.str.upper().str.replace("Z", "+00:00").str.replace(
+            r"^([+-]\d{2})(\d{2})$", r"\1:\2", regex=True).to_numpy()
+        aware = offsets != ""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "could not infer format" chatter
             parsed = pd.to_datetime(text[cand], errors="coerce", utc=True)
             retry = parsed.isna()
             if retry.any():  # several formats in one column
                 parsed[retry] = pd.to_datetime(text[cand][retry], errors="coerce", utc=True, format="mixed")
-        parsed = parsed.dt.tz_localize(None)
+        parsed = parsed.dt.tz_localize(None)  # UTC wall clock; naive text is read as is
+        distinct = set(offsets[aware])
+        if len(distinct) == 1:  # one offset: back to the local wall clock the file was written in
+            (offset,) = distinct
+            parsed = parsed.where(~pd.Series(aware[cand], index=parsed.index), parsed + _offset_delta(offset))
+            how = f"{offset} (local time kept)"
+        elif distinct:
+            how = f"UTC (converted from offsets {', '.join(sorted(distinct))})"
         got = parsed.notna().to_numpy()
         idx = np.flatnonzero(cand)[got]
-        kind[idx] = "ts"
+        kind[idx] = np.where(aware[idx], "tz", "ts")
         stamps[idx] = parsed[got].to_numpy(dtype="datetime64[ns]")
-    return kind, steps, stamps
+    return kind, steps, stamps, offsets, how
 
 
 def _parse_y(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -176,22 +217,28 @@ def _field_count_problems(df: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, n
 
 
 def validate_frame(df: pd.DataFrame, name: str, horizon: int, min_train: int,
-                   series_horizons: Mapping[str, int] | None = None) -> ValidationResult:
+                   series_horizons: Mapping[str, int] | None = None, freq: str | None = None,
+                   check_grid: bool = True) -> ValidationResult:
     """Split ``df`` into good rows and quarantined rows (see module docstring).
 
     ``series_horizons``: a series' own horizon where the source knows it (M3), used
-    instead of ``horizon`` in the length rule for that series."""
+    instead of ``horizon`` in the length rule for that series. ``freq``: the source's own
+    frequency; else it is inferred from the good rows. With ``check_grid`` (a source with
+    one frequency), timestamps off that frequency's grid are quarantined: a series that turns
+    from daily to hourly is told, not stored as daily."""
     df = canonical_columns(df, name)
     if len(df) == 0:
         raise IngestError(f"{name}: no data rows (columns {list(map(str, df.columns))} but nothing below them)")
     n = len(df)
     rows = _row_numbers(df)
+    files = (df[SOURCE_FILE].astype(str).to_numpy() if SOURCE_FILE in df.columns
+             else np.full(n, name, dtype=object))
     df, bad_fields, field_reasons = _field_count_problems(df)
     uid_raw, ds_raw, y_raw = (df[c].reset_index(drop=True) for c in REQUIRED)
 
     uid = uid_raw.astype(object).where(uid_raw.notna(), None).map(lambda v: None if v is None else str(v).strip())
     uid_bad = (uid.isna() | (uid == "")).to_numpy()
-    kind, steps, stamps = _parse_ds(ds_raw)
+    kind, steps, stamps, offsets, timezone = _parse_ds(ds_raw)
     y, y_problem = _parse_y(y_raw)
 
     column = np.full(n, "", dtype=object)
@@ -211,23 +258,50 @@ def validate_frame(df: pd.DataFrame, name: str, horizon: int, min_train: int,
     for problem in ("missing", "not numeric", "infinite"):
         flag(y_problem == problem, "y", lambda i, p=problem: [f"y is {p}: {y_txt[j]!r}" for j in i])
 
-    # One kind of ds per store (the column gets one dtype): the majority kind wins.
-    n_ts, n_int = int(((kind == "ts") & (reason == "")).sum()), int(((kind == "int") & (reason == "")).sum())
-    ds_kind = "integer" if n_int > n_ts else "timestamp"
-    other = "int" if ds_kind == "timestamp" else "ts"
-    flag(kind == other, "ds", f"ds is {'an integer step' if other == 'int' else 'a timestamp'} "
-         f"but {name} uses {ds_kind}s")
+    # One kind of ds per store (the column gets one dtype): the majority kind wins, and among
+    # timestamps the majority of with / without a UTC offset (mixing them would shift some rows).
+    def count(*kinds: str) -> int:
+        return int((np.isin(kind, kinds) & (reason == "")).sum())
+
+    ds_kind = "integer" if count("int") > count("ts", "tz") else "timestamp"
+    if ds_kind == "integer":
+        flag(np.isin(kind, ("ts", "tz")), "ds", f"ds is a timestamp but {name} uses integer steps")
+        timezone = None
+    else:
+        flag(kind == "int", "ds", f"ds is an integer step but {name} uses timestamps")
+        aware_wins = count("tz") > count("ts")
+        if aware_wins:
+            flag(kind == "ts", "ds", f"ds has no UTC offset but most of {name}'s timestamps have one")
+        else:
+            flag(kind == "tz", "ds", lambda i: [f"ds has a UTC offset ({offsets[j]}) but most of {name}'s "
+                                                f"timestamps have none" for j in i])
+            timezone = None
 
     ds = pd.Series(stamps if ds_kind == "timestamp" else steps)
     ok = reason == ""
-    keyed = pd.DataFrame({"uid": uid, "ds": ds, "row": rows})[ok]
+    where = pd.Series([f"row {r}" if f == name else f"{f} row {r}" for f, r in zip(files, rows)])
+    keyed = pd.DataFrame({"uid": uid, "ds": ds, "where": where})[ok]
     dup = keyed.duplicated(["uid", "ds"], keep="first").to_numpy()
     if dup.any():
-        first = keyed.groupby(["uid", "ds"], sort=False)["row"].transform("first").to_numpy()
+        first = keyed.groupby(["uid", "ds"], sort=False)["where"].transform("first").to_numpy()
         idx = np.flatnonzero(ok)[dup]
         column[idx] = "ds"
-        reason[idx] = [f"duplicate (unique_id, ds) = ({uid[j]}, {ds_txt[j]}); first at row {r}"
-                       for j, r in zip(idx, first[dup])]
+        reason[idx] = [f"duplicate (unique_id, ds) = ({uid[j]}, {ds_txt[j]}); first at {w}"
+                       for j, w in zip(idx, first[dup])]
+
+    ok = reason == ""
+    n_off = 0
+    if ds_kind == "timestamp":
+        freq = freq or infer_freq(pd.DataFrame({"unique_id": uid[ok], "ds": ds[ok]}).sort_values(
+            ["unique_id", "ds"], kind="stable"))
+        if check_grid and freq:
+            off = np.zeros(n, dtype=bool)
+            off[ok] = off_grid(pd.Series(uid[ok]), ds[ok], freq).to_numpy()
+            n_off = int(off.sum())
+            flag(off, "ds", lambda i: [f"ds {ds_txt[j]} is off the {freq} grid of series {uid[j]!r} (a change of "
+                                       f"frequency or an irregular step)" for j in i])
+    else:
+        freq = None
 
     ok = reason == ""
     counts = pd.Series(uid[ok]).value_counts()
@@ -245,8 +319,9 @@ def validate_frame(df: pd.DataFrame, name: str, horizon: int, min_train: int,
     good = good.sort_values(["unique_id", "ds"], kind="stable").reset_index(drop=True)
     bad = ~ok
     quarantine = pd.DataFrame({
-        "row": rows[bad], "column": column[bad].astype(str), "reason": reason[bad].astype(str),
+        "file": files[bad].astype(str), "row": rows[bad], "column": column[bad].astype(str), "reason": reason[bad].astype(str),
         "unique_id": _text(uid_raw).to_numpy()[bad], "ds": ds_txt[bad], "y": y_txt[bad],
     }, columns=list(QUARANTINE_COLUMNS))
-    quarantine = quarantine.astype({"row": "int64"}).sort_values("row", kind="stable").reset_index(drop=True)
-    return ValidationResult(good=good, quarantine=quarantine, rows_in=n, ds_kind=ds_kind)
+    quarantine = quarantine.astype({"row": "int64"}).sort_values(["file", "row"], kind="stable").reset_index(drop=True)
+    return ValidationResult(good=good, quarantine=quarantine, rows_in=n, ds_kind=ds_kind, timezone=timezone,
+                            freq=freq, off_grid=n_off)

@@ -29,8 +29,8 @@ def test_a_folder_source_reads_all_its_files_and_keeps_quarantine(tmp_path):
     df, meta = read_store(store)
     assert sorted(df["unique_id"].unique()) == ["a", "b"] and meta["rows_in"] == 61 and meta["rows_kept"] == 60
     quarantine = pd.read_parquet(store / QUARANTINE_FILE)
-    # rows are numbered across the files in order: b.csv's bad row is the 61st input row
-    assert quarantine[["row", "column"]].values.tolist() == [[61, "y"]]
+    # each row keeps its own file's name and row number: b.csv's bad row is its 31st data row
+    assert quarantine[["file", "row", "column"]].values.tolist() == [[f"{src}/b.csv", 31, "y"]]
 
 
 def test_an_s3_prefix_source_and_its_fingerprint(moto_endpoint, aws_env, tmp_path):

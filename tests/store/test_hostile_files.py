@@ -1,0 +1,95 @@
+"""Files as careless exports write them: a ragged first row, an unclosed quote, time zones mixed
+with naive times, a series that turns from daily to hourly. Each bad row is quarantined with its
+file, row and reason; the rest is kept; nothing is shifted or reinterpreted silently."""
+from __future__ import annotations
+
+import pandas as pd
+
+from store.canonical import QUARANTINE_FILE, read_store
+from store.ingest import ingest_to_store
+from store.sources import read_source
+from store.validate import validate_frame
+
+
+def _daily(n: int = 30, uid: str = "a", start: str = "2024-01-01", suffix: str = "") -> list[str]:
+    return [f"{uid},{d.strftime('%Y-%m-%dT%H:%M:%S')}{suffix},{i + 1.5}"
+            for i, d in enumerate(pd.date_range(start, periods=n, freq="D"))]
+
+
+def _validate(path):
+    src = read_source(str(path))
+    return validate_frame(src.frame, src.name, 2, 2, freq=src.freq)
+
+
+def test_one_ragged_or_unquoted_row_is_quarantined_and_the_rest_kept(write_file):
+    rows = _daily()
+    first = write_file("first.csv", "\n".join(["unique_id,ds,y", rows[0] + ",extra", *rows[1:]]) + "\n")
+    r = _validate(first)
+    assert (r.rows_in, r.rows_kept) == (30, 29)
+    assert r.quarantine[["file", "row"]].values.tolist() == [[str(first), 1]]
+    assert "row has 4 fields, the header has 3" in r.quarantine["reason"][0]
+    assert r.good["y"].tolist() == [i + 1.5 for i in range(1, 30)]  # no column shifted
+
+    quote = write_file("quote.csv", "\n".join(["unique_id,ds,y", *rows[:4], rows[4].replace(",5.5", ',"5.5'),
+                                               *rows[5:]]) + "\n")
+    r = _validate(quote)
+    assert (r.rows_in, r.rows_kept) == (30, 29)  # the lines after the quote are not swallowed
+    assert r.quarantine["row"].tolist() == [5] and "an unclosed quote" in r.quarantine["reason"][0]
+
+
+def test_offsets_are_kept_as_local_time_and_never_mixed_with_naive_times(write_file, tmp_path):
+    aware = write_file("aware.csv", "\n".join(["unique_id,ds,y", *_daily(suffix="+02:00")]) + "\n")
+    store = ingest_to_store(str(aware), "aware", 2, 2, tmp_path / "data")
+    df, meta = read_store(store)
+    assert df["ds"].iloc[0] == pd.Timestamp("2024-01-01 00:00")  # the wall clock written, not 22:00 UTC
+    assert meta["freq"] == "D" and meta["timezone"] == "+02:00 (local time kept)"
+
+    mixed = _daily(20) + _daily(10, start="2024-01-21", suffix="+02:00")
+    r = _validate(write_file("mixed.csv", "\n".join(["unique_id,ds,y", *mixed]) + "\n"))
+    assert r.rows_kept == 20 and len(r.quarantine) == 10
+    assert set(r.quarantine["reason"]) == {"ds has a UTC offset (+02:00) but most of "
+                                           f"{tmp_path / 'mixed.csv'}'s timestamps have none"}
+    assert r.good["ds"].max() == pd.Timestamp("2024-01-20")  # nothing shifted into the naive rows
+
+    hourly = [f"a,{t.isoformat()},1.0" for t in pd.date_range("2024-03-30", periods=48, freq="h", tz="Europe/Paris")]
+    r = _validate(write_file("dst.csv", "\n".join(["unique_id,ds,y", *hourly]) + "\n"))
+    assert r.rows_kept == 48 and r.freq == "h"  # across the spring change: one UTC hour apart each
+    assert r.timezone == "UTC (converted from offsets +01:00, +02:00)"
+
+
+def test_a_series_that_turns_hourly_in_a_daily_domain_is_told(write_file, tmp_path):
+    a = _daily(40)
+    b = _daily(20, uid="b") + [f"b,{t.strftime('%Y-%m-%dT%H:%M:%S')},1.0"
+                               for t in pd.date_range("2024-01-21", periods=48, freq="h")]
+    c = _daily(40, uid="c")
+    path = write_file("turns.csv", "\n".join(["unique_id,ds,y", *a, *b, *c]) + "\n")
+    store = ingest_to_store(str(path), "turns", 2, 2, tmp_path / "data")
+    df, meta = read_store(store)
+    assert meta["freq"] == "D" and meta["rows_off_grid"] == 46  # 48 hourly rows, 2 of them at midnight
+    q = pd.read_parquet(store / QUARANTINE_FILE)
+    assert len(q) == 46 and set(q["unique_id"]) == {"b"} and q["reason"].str.contains("off the D grid").all()
+    from reports.summary import ingest_summary
+
+    assert "46 rows off the D grid in 1 series (a change of frequency?): b" in ingest_summary(store)
+
+
+def test_a_half_bad_reingest_keeps_the_previous_version(write_file, tmp_path):
+    from reports.summary import ingest_summary
+    from store.ingest import KEEP_VERSIONS, versions_dir
+
+    good = "\n".join(["unique_id,ds,y", *_daily(40), *_daily(40, uid="b")]) + "\n"
+    store = ingest_to_store(str(write_file("v1.csv", good)), "shop", 2, 2, tmp_path / "data")
+    first_md5 = read_store(store)[1]["md5"]
+    half_bad = "\n".join(["unique_id,ds,y", *_daily(40), *[r.replace(",", ";") for r in _daily(40, uid="b")]]) + "\n"
+    ingest_to_store(str(write_file("v2.csv", half_bad)), "shop", 2, 2, tmp_path / "data")
+    df, meta = read_store(store)
+    assert meta["rows_kept"] == 40 and list(df["unique_id"].unique()) == ["a"]
+    [kept] = versions_dir(store).iterdir()
+    assert read_store(kept)[1]["md5"] == first_md5 and len(read_store(kept)[0]) == 80
+    summary = ingest_summary(store)
+    assert f"WARNING: this version keeps 40 rows of 1 series; the previous one kept 80 rows of 2 series and is " \
+           f"kept at {kept}" in summary
+    for i in range(KEEP_VERSIONS + 2):  # only the newest versions stay
+        ingest_to_store(str(write_file(f"v{i + 3}.csv", "\n".join(["unique_id,ds,y", *_daily(30 + i)]) + "\n")),
+                        "shop", 2, 2, tmp_path / "data")
+    assert len(list(versions_dir(store).iterdir())) == KEEP_VERSIONS
