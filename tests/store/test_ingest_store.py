@@ -64,10 +64,12 @@ def test_failed_ingest_keeps_the_old_store_and_leaves_no_temp(write_file, tmp_pa
         ingest_to_store(str(bad), "shop", 2, 2, tmp_path)
     assert (store / "series.parquet").read_bytes() == before
     assert [p.name for p in store.parent.iterdir()] == ["shop"]
-    # a good re-ingest replaces the store in place
+    # a good re-ingest replaces the store in place; the previous one is kept as a version, no temp is left
     ingest_to_store(str(daily_csv(write_file, "longer.csv", n=20)), "shop", 2, 2, tmp_path)
     assert read_store(store)[1]["rows_in"] == 40
-    assert [p.name for p in store.parent.iterdir()] == ["shop"]
+    assert sorted(p.name for p in store.parent.iterdir()) == [".versions", "shop"]
+    [kept] = (store.parent / ".versions" / "shop").iterdir()
+    assert (kept / "series.parquet").read_bytes() == before
 
 
 def test_nothing_usable_is_fatal(write_file, tmp_path):
