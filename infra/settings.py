@@ -176,10 +176,14 @@ class ServeParams(Section):
 
 
 class DemoParams(Section):
-    """The demo ingests every entry of ``sources``, pre-trains on ``pretrain.domains``
-    and onboards ``domain`` (which must be one of the sources)."""
+    """The demo ingests every entry of ``sources``, continues pre-training the shipped backbone on
+    the train parts of ``pretrain.domains`` (from scratch with ``pretrain`` when the checkout ships
+    none) and onboards ``domain`` (which must be one of the sources)."""
 
     domain: str = Field("m3-other", pattern=DOMAIN_PATTERN)
+    continue_steps: int = Field(60, ge=0, description="continued pre-training steps of the shipped backbone "
+                                "(the gate keeps the shipped one unless they help); 0: onboard it as shipped")
+    continue_lr: float = Field(3e-4, gt=0, description="their peak learning rate (a tenth of pre-training's)")
     season_length: int | None = Field(None, ge=1, description="None: from the data (see onboard.season_length)")
     port: int = Field(0, ge=0, le=65535, description="0 picks a free port")
 

@@ -102,7 +102,9 @@ def pretrain_backbone(params: PretrainParams, store_dirs: list[str], settings: S
     data_version = ",".join(f"{d}:{v[:12]}" for d, v in sorted(corpus["data_versions"].items()))
 
     registry.use_experiment("pretrain", settings)
-    run_name = f"pretrain-{params.preset}-{params.max_steps}steps"  # what and how long, readable in the run list
+    shape = shape_label(params, init_dir)
+    # what and how long, readable in the run list: pretrain-4m-2000steps, pretrain-4m-150steps-from-shipped
+    run_name = f"pretrain-{shape}-{params.max_steps}steps" + (f"-from-{_origin(init_name)}" if init_name else "")
     with _start_or_resume_run(out_dir / "mlflow_run_id", run_name) as run:
         mlflow.log_params({**registry.flat_params(params.model_dump(exclude={"domains", "domain_weights"})),
                            "domains": ",".join(params.domains),
@@ -119,7 +121,8 @@ def pretrain_backbone(params: PretrainParams, store_dirs: list[str], settings: S
                                               settings.tracking_uri))
             run_logger().info("starting trainer: %s", " ".join(cmd))
             run_trainer(cmd, out_dir / "trainer.log")
-        version = _register_backbone(params, out_dir, data_version, run.info.run_id)
+        version = _register_backbone(params.model_copy(update={"preset": shape}), out_dir, data_version,
+                                     run.info.run_id)
     registered = registry.versioned_uri("backbone", version)
     (out_dir / "registered.json").write_text(json.dumps({"uri": registered, "tracking_uri": settings.tracking_uri}))
     return registered
@@ -213,6 +216,24 @@ def ensure_backbone(settings: Settings, backbone_uri: str = DEFAULT_BACKBONE) ->
     return backbone_uri
 
 
+def _origin(init_name: str) -> str:
+    """shipped | v<version> | folder: what a continued run starts from, for its run name."""
+    if init_name.startswith("models:/"):
+        return "v" + init_name.rstrip("/").rsplit("/", 1)[-1]
+    return init_name if init_name == "shipped" else "folder"
+
+
+def shape_label(params: PretrainParams, init_dir: str | None) -> str:
+    """The preset name of what is trained: the recipe's, or the shape of the backbone it continues."""
+    if not init_dir:
+        return params.preset
+    from models.backbone.config import BackboneConfig
+    from models.backbone.io import CONFIG_FILE
+    from models.backbone.presets import preset_name
+
+    return preset_name(BackboneConfig.from_dict(json.loads((Path(init_dir) / CONFIG_FILE).read_text())))
+
+
 def resolve_init(init: str | None, settings: Settings) -> tuple[str | None, str | None]:
     """``init`` (``default``, a model URI or a saved backbone folder) -> (a local folder the trainer
     starts from, the stable name of what it is: ``shipped``, ``models:/backbone/<version>`` or the
@@ -225,6 +246,7 @@ def resolve_init(init: str | None, settings: Settings) -> tuple[str | None, str 
         shipped = shipped_backbone()
         if shipped is None:
             raise NotFoundError("--init default: this checkout ships no backbone (models/backbone/shipped/)")
+        ensure_backbone(settings)  # registered first, so the gate weighs the continued run against it
         return str(shipped), "shipped"
     if init.startswith("models:/"):
         from tasks.onboard import resolve_backbone

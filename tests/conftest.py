@@ -54,6 +54,7 @@ SMALL = {
         "m3-other": {"source": "builtin:m3-other", "horizon": 8},
     }),
     "TSFM_PRETRAIN__MAX_STEPS": "40",
+    "TSFM_DEMO__CONTINUE_STEPS": "20",  # where a backbone is shipped: continued briefly instead
     "TSFM_PRETRAIN__BATCH_SIZE": "32",
     "TSFM_PRETRAIN__WARMUP_STEPS": "5",
     "TSFM_PRETRAIN__ACCELERATOR": "cpu",

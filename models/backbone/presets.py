@@ -30,6 +30,14 @@ def get_preset(name: str) -> BackboneConfig:
     return BackboneConfig.from_dict(PRESETS[name].to_dict())
 
 
+def preset_name(config: BackboneConfig) -> str:
+    """The preset whose widths and depth ``config`` has (patch size and scaler may differ), else "custom":
+    a continued run is named after the shape it continues, not the recipe's ``preset`` field."""
+    shape = (config.d_model, config.d_ff, config.n_heads, config.n_layers)
+    return next((name for name, p in PRESETS.items() if (p.d_model, p.d_ff, p.n_heads, p.n_layers) == shape),
+                "custom")
+
+
 def count_parameters(config: BackboneConfig) -> int:
     """Parameter count without allocating: the model is built on the meta device."""
     import torch  # here, not at the top: settings and argument checks read PRESETS without torch

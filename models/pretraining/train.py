@@ -32,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-from models.backbone.presets import count_parameters
+from models.backbone.presets import count_parameters, preset_name
 from models.pretraining.optim import resolve_lr_scaling, scaled_lr
 from models.pretraining.spec import SpecError, TrainerJob, parse_devices
 from models.pretraining.strategy import check_strategy, choose_strategy, device_count
@@ -263,7 +263,8 @@ def write_outputs(job: TrainerJob, module, state: dict, progress, run: dict, sec
     out = Path(job.out)
     save_backbone(module.model, out / "backbone", state_dict=backbone_weights(state))
     metrics = {
-        "preset": job.preset, "n_params": count_parameters(job.backbone_config()),
+        "preset": preset_name(job.backbone_config()) if job.init else job.preset,
+        "n_params": count_parameters(job.backbone_config()),
         "patch_size": module.model.config.patch_size, "scaler_window": job.scaler_window,
         "mask_origins": job.mask_origins, "random_context": job.random_context,
         "steps": run["steps"], "tokens_seen": run["tokens_seen"],

@@ -118,3 +118,23 @@ def test_a_retrained_backbone_is_champion_only_if_it_validates_better(shipped, s
     out = pretrain.gate_backbone(v3, [str(store)], settings)
     assert out["promoted"] and out["champion"] == "models:/backbone/3"
     assert str(client.get_model_version_by_alias("backbone", "champion").version) == "3"
+
+
+def test_the_demo_continues_the_shipped_backbone_briefly_and_names_it(shipped, settings, monkeypatch, tmp_path):
+    from flows.demo import demo_pretrain
+    from infra.settings import DemoParams, PretrainParams
+    from tasks.pretrain import _origin, resolve_init, shape_label
+    from tracking import registry
+
+    base = PretrainParams(preset="22m", max_steps=2000, lr=3e-3, warmup_steps=40)
+    plan = demo_pretrain(base, DemoParams(continue_steps=60, continue_lr=3e-4))
+    assert (plan.init, plan.max_steps, plan.lr, plan.warmup_steps) == ("default", 60, 3e-4, 15)
+    assert demo_pretrain(base, DemoParams(continue_steps=0)) is None  # onboard the shipped one as it is
+    # resolving `default` registers the shipped backbone first: the gate then weighs the run against it
+    folder, name = resolve_init("default", settings)
+    registry.configure(settings)
+    assert registry.resolve("models:/backbone@champion") == ("backbone", "1")
+    assert shape_label(plan, folder) == "tiny" and shape_label(base, None) == "22m"  # the shape continued
+    assert [_origin(n) for n in (name, "models:/backbone/3", "/some/folder")] == ["shipped", "v3", "folder"]
+    monkeypatch.setattr(io, "SHIPPED_DIR", tmp_path / "nothing")
+    assert demo_pretrain(base, DemoParams()) is base  # no shipped backbone: pre-training from scratch
