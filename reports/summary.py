@@ -88,7 +88,7 @@ def ingest_summary(store_dir: str | Path) -> str:
              f"{meta.get('freq') or 'integer steps'}, season {meta.get('season_length')} "
              f"(from the {meta.get('season_source', 'default')})"]
     if meta.get("timezone"):
-        lines.append(f"time zone: {meta['timezone']}")
+        lines.append(f"timestamps: {meta['timezone']}")
     from store.ingest import previous_version
 
     previous = previous_version(Path(store_dir))
@@ -109,11 +109,12 @@ def ingest_summary(store_dir: str | Path) -> str:
         if dropped:
             lines.append(f"{len(dropped)} series dropped whole (too short for 2 x horizon + min_train): "
                          + ", ".join(dropped[:10]) + (" ..." if len(dropped) > 10 else ""))
-        off = q.loc[q["reason"].str.contains(" grid of series ", regex=False), "unique_id"].astype(str)
+        off = q.loc[q["reason"].str.contains(" grid at ", regex=False), "unique_id"].astype(str)
         if len(off):
             names = sorted(set(off))
-            lines.append(f"{len(off)} rows off the {meta.get('freq')} grid in {len(names)} series (a change of "
-                         "frequency?): " + ", ".join(names[:10]) + (" ..." if len(names) > 10 else ""))
+            lines.append(f"{len(names)} series change their spacing (off the {meta.get('freq')} grid): {len(off)} "
+                         "rows from the change on quarantined: " + ", ".join(names[:10])
+                         + (" ..." if len(names) > 10 else ""))
         first = q.iloc[0]
         where = f"row {first['row']}" if "file" not in q.columns or first["file"] == meta.get("source") else (
             f"{first['file']} row {first['row']}")
@@ -128,8 +129,8 @@ def _reason_kind(reason: str) -> str:
         return "series too short"
     if reason.startswith("duplicate"):
         return "duplicate (unique_id, ds)"
-    if " grid of series " in reason:
-        return "ds off the domain's frequency grid"
+    if " grid at " in reason:
+        return "series changes its spacing (rows from the change on)"
     if "UTC offset" in reason:
-        return reason.split(" (")[0].split(" but ")[0] + " (mixed with the other kind)"
+        return "series mixes timestamps with and without a UTC offset"
     return reason.split(":", 1)[0]

@@ -41,7 +41,7 @@ class ValidationResult:
     quarantine: pd.DataFrame  # QUARANTINE_COLUMNS, original values as text
     rows_in: int
     ds_kind: str  # "timestamp" or "integer"
-    timezone: str | None = None  # how offsets were handled: None (none given), "+02:00 (local time kept)", ...
+    timezone: str | None = None  # how offsets were handled: None (none given), "converted to UTC from offset +02:00"
     freq: str | None = None  # the frequency rows were checked against (given or inferred); None: integer steps
     off_grid: int = 0  # rows quarantined for lying off that frequency's grid
 
@@ -93,32 +93,23 @@ def _text(s: pd.Series) -> pd.Series:
     return s.astype(object).where(s.notna(), None).map(lambda v: None if v is None else str(v))
 
 
-def _offset_delta(offset: str) -> pd.Timedelta:
-    """'+02:00' -> 2 hours; '-05:30' -> -5.5 hours."""
-    sign = -1 if offset.startswith("-") else 1
-    return pd.Timedelta(minutes=sign * (int(offset[1:3]) * 60 + int(offset[4:6])))
-
-
 def _parse_ds(s: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str | None]:
     """-> (kind per row: 'int' / 'ts' / 'tz' (a timestamp with a UTC offset) / '' unparsable, int64 steps,
     datetime64[ns] stamps, each row's offset text ('' for none), how offsets were handled).
 
-    Stamps with an offset are wall-clock local times when the column has one offset, UTC when it
-    has several (daylight saving): never a silent shift of some rows against the others."""
+    Stamps with an offset (or a Parquet time zone) are converted to UTC; naive ones are kept as
+    written. A series mixing the two is refused by ``validate_frame``."""
     n = len(s)
     kind = np.full(n, "", dtype=object)
     steps = np.zeros(n, dtype=np.int64)
     stamps = np.full(n, np.datetime64("NaT"), dtype="datetime64[ns]")
     offsets = np.full(n, "", dtype=object)
-    if isinstance(s.dtype, pd.DatetimeTZDtype):  # Parquet with a time zone
+    if isinstance(s.dtype, pd.DatetimeTZDtype):  # Parquet with a time zone: UTC, like offsets in text
         ok = s.notna().to_numpy()
-        local = s.dt.tz_localize(None)  # wall clock
-        fixed = s[ok].map(lambda t: t.utcoffset()).nunique() <= 1
-        kept = local if fixed else s.dt.tz_convert("UTC").dt.tz_localize(None)
         kind[ok] = "tz"
-        stamps[ok] = kept[ok].to_numpy(dtype="datetime64[ns]")
-        how = f"{s.dt.tz} (local time kept)" if fixed else f"{s.dt.tz} (converted to UTC: offsets change)"
-        return kind, steps, stamps, offsets, how
+        stamps[ok] = s.dt.tz_convert("UTC").dt.tz_localize(None)[ok].to_numpy(dtype="datetime64[ns]")
+        offsets[ok] = str(s.dt.tz)
+        return kind, steps, stamps, offsets, f"converted to UTC from time zone {s.dt.tz}"
     if pd.api.types.is_datetime64_any_dtype(s.dtype):
         ok = s.notna().to_numpy()
         kind[ok] = "ts"
@@ -157,13 +148,9 @@ def _parse_ds(s: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
             if retry.any():  # several formats in one column
                 parsed[retry] = pd.to_datetime(text[cand][retry], errors="coerce", utc=True, format="mixed")
         parsed = parsed.dt.tz_localize(None)  # UTC wall clock; naive text is read as is
-        distinct = set(offsets[aware])
-        if len(distinct) == 1:  # one offset: back to the local wall clock the file was written in
-            (offset,) = distinct
-            parsed = parsed.where(~pd.Series(aware[cand], index=parsed.index), parsed + _offset_delta(offset))
-            how = f"{offset} (local time kept)"
-        elif distinct:
-            how = f"UTC (converted from offsets {', '.join(sorted(distinct))})"
+        distinct = sorted(set(offsets[aware]))
+        if distinct:  # parsed with utc=True: offset rows are now UTC, naive rows as written
+            how = f"converted to UTC from offset{'s' if len(distinct) > 1 else ''} {', '.join(distinct)}"
         got = parsed.notna().to_numpy()
         idx = np.flatnonzero(cand)[got]
         kind[idx] = np.where(aware[idx], "tz", "ts")
@@ -258,8 +245,8 @@ def validate_frame(df: pd.DataFrame, name: str, horizon: int, min_train: int,
     for problem in ("missing", "not numeric", "infinite"):
         flag(y_problem == problem, "y", lambda i, p=problem: [f"y is {p}: {y_txt[j]!r}" for j in i])
 
-    # One kind of ds per store (the column gets one dtype): the majority kind wins, and among
-    # timestamps the majority of with / without a UTC offset (mixing them would shift some rows).
+    # One kind of ds per store (the column gets one dtype): the majority kind wins. A series whose
+    # timestamps mix a UTC offset with none is refused whole: its rows cannot be put on one clock.
     def count(*kinds: str) -> int:
         return int((np.isin(kind, kinds) & (reason == "")).sum())
 
@@ -269,13 +256,14 @@ def validate_frame(df: pd.DataFrame, name: str, horizon: int, min_train: int,
         timezone = None
     else:
         flag(kind == "int", "ds", f"ds is an integer step but {name} uses timestamps")
-        aware_wins = count("tz") > count("ts")
-        if aware_wins:
-            flag(kind == "ts", "ds", f"ds has no UTC offset but most of {name}'s timestamps have one")
-        else:
-            flag(kind == "tz", "ds", lambda i: [f"ds has a UTC offset ({offsets[j]}) but most of {name}'s "
-                                                f"timestamps have none" for j in i])
-            timezone = None
+        live = pd.DataFrame({"uid": uid, "tz": kind == "tz"})[(reason == "") & np.isin(kind, ("ts", "tz"))]
+        mixed = live.groupby("uid")["tz"].nunique()
+        mixed = set(mixed[mixed > 1].index)
+        if mixed:
+            example = {u: offsets[i] for i, u in zip(live.index, live["uid"]) if u in mixed and offsets[i]}
+            flag(uid.isin(mixed).to_numpy(), "ds", lambda i: [
+                f"series {uid[j]!r} mixes timestamps with a UTC offset ({example[uid[j]]}) and without one: "
+                "refused (write every timestamp of a series one way)" for j in i])
 
     ds = pd.Series(stamps if ds_kind == "timestamp" else steps)
     ok = reason == ""
@@ -295,11 +283,18 @@ def validate_frame(df: pd.DataFrame, name: str, horizon: int, min_train: int,
         freq = freq or infer_freq(pd.DataFrame({"unique_id": uid[ok], "ds": ds[ok]}).sort_values(
             ["unique_id", "ds"], kind="stable"))
         if check_grid and freq:
-            off = np.zeros(n, dtype=bool)
-            off[ok] = off_grid(pd.Series(uid[ok]), ds[ok], freq).to_numpy()
-            n_off = int(off.sum())
-            flag(off, "ds", lambda i: [f"ds {ds_txt[j]} is off the {freq} grid of series {uid[j]!r} (a change of "
-                                       f"frequency or an irregular step)" for j in i])
+            # a series whose spacing changes (daily, then hourly) is quarantined from the first
+            # timestamp off the domain's grid on: what follows is no longer the series ingested
+            live = pd.DataFrame({"uid": uid[ok], "ds": ds[ok]})
+            live["off"] = off_grid(live["uid"], live["ds"], freq).to_numpy()
+            change = live[live["off"]].groupby("uid")["ds"].min()
+            past = np.zeros(n, dtype=bool)
+            if len(change):
+                since = live["uid"].map(change)
+                past[ok] = (since.notna() & (live["ds"] >= since.fillna(live["ds"].max()))).to_numpy(dtype=bool)
+            n_off = int(past.sum())
+            flag(past, "ds", lambda i: [f"series {uid[j]!r} leaves the {freq} grid at {change[uid[j]]} (its spacing "
+                                        "changes): quarantined from there on" for j in i])
     else:
         freq = None
 

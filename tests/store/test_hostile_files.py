@@ -37,24 +37,29 @@ def test_one_ragged_or_unquoted_row_is_quarantined_and_the_rest_kept(write_file)
     assert r.quarantine["row"].tolist() == [5] and "an unclosed quote" in r.quarantine["reason"][0]
 
 
-def test_offsets_are_kept_as_local_time_and_never_mixed_with_naive_times(write_file, tmp_path):
+def test_offsets_are_converted_to_utc_and_a_series_mixing_them_with_naive_times_is_refused(write_file, tmp_path):
+    from reports.summary import ingest_summary
+
     aware = write_file("aware.csv", "\n".join(["unique_id,ds,y", *_daily(suffix="+02:00")]) + "\n")
     store = ingest_to_store(str(aware), "aware", 2, 2, tmp_path / "data")
     df, meta = read_store(store)
-    assert df["ds"].iloc[0] == pd.Timestamp("2024-01-01 00:00")  # the wall clock written, not 22:00 UTC
-    assert meta["freq"] == "D" and meta["timezone"] == "+02:00 (local time kept)"
+    assert df["ds"].iloc[0] == pd.Timestamp("2023-12-31 22:00")  # 2024-01-01T00:00+02:00 in UTC
+    assert meta["freq"] == "D" and meta["timezone"] == "converted to UTC from offset +02:00"
+    assert "timestamps: converted to UTC from offset +02:00" in ingest_summary(store)
 
-    mixed = _daily(20) + _daily(10, start="2024-01-21", suffix="+02:00")
-    r = _validate(write_file("mixed.csv", "\n".join(["unique_id,ds,y", *mixed]) + "\n"))
-    assert r.rows_kept == 20 and len(r.quarantine) == 10
-    assert set(r.quarantine["reason"]) == {"ds has a UTC offset (+02:00) but most of "
-                                           f"{tmp_path / 'mixed.csv'}'s timestamps have none"}
-    assert r.good["ds"].max() == pd.Timestamp("2024-01-20")  # nothing shifted into the naive rows
+    # series a mixes the two kinds: refused whole; b (naive) and c (offsets) are each on one clock
+    rows = _daily(20) + _daily(10, start="2024-01-21", suffix="+02:00") + _daily(30, uid="b") + \
+        _daily(30, uid="c", suffix="-05:00")
+    r = _validate(write_file("mixed.csv", "\n".join(["unique_id,ds,y", *rows]) + "\n"))
+    assert sorted(r.good["unique_id"].unique()) == ["b", "c"] and len(r.quarantine) == 30
+    assert set(r.quarantine["reason"]) == {"series 'a' mixes timestamps with a UTC offset (+02:00) and without "
+                                           "one: refused (write every timestamp of a series one way)"}
+    assert r.good.loc[r.good["unique_id"] == "c", "ds"].iloc[0] == pd.Timestamp("2024-01-01 05:00")
 
     hourly = [f"a,{t.isoformat()},1.0" for t in pd.date_range("2024-03-30", periods=48, freq="h", tz="Europe/Paris")]
     r = _validate(write_file("dst.csv", "\n".join(["unique_id,ds,y", *hourly]) + "\n"))
     assert r.rows_kept == 48 and r.freq == "h"  # across the spring change: one UTC hour apart each
-    assert r.timezone == "UTC (converted from offsets +01:00, +02:00)"
+    assert r.timezone == "converted to UTC from offsets +01:00, +02:00"
 
 
 def test_a_series_that_turns_hourly_in_a_daily_domain_is_told(write_file, tmp_path):
@@ -65,12 +70,17 @@ def test_a_series_that_turns_hourly_in_a_daily_domain_is_told(write_file, tmp_pa
     path = write_file("turns.csv", "\n".join(["unique_id,ds,y", *a, *b, *c]) + "\n")
     store = ingest_to_store(str(path), "turns", 2, 2, tmp_path / "data")
     df, meta = read_store(store)
-    assert meta["freq"] == "D" and meta["rows_off_grid"] == 46  # 48 hourly rows, 2 of them at midnight
+    # b keeps its 20 daily points; from its first hourly step (01:00 on the 21st) every row is set aside
+    assert meta["freq"] == "D" and meta["rows_off_grid"] == 47
+    assert df.loc[df["unique_id"] == "b", "ds"].max() == pd.Timestamp("2024-01-21")
     q = pd.read_parquet(store / QUARANTINE_FILE)
-    assert len(q) == 46 and set(q["unique_id"]) == {"b"} and q["reason"].str.contains("off the D grid").all()
+    assert len(q) == 47 and set(q["unique_id"]) == {"b"}
+    assert set(q["reason"]) == {"series 'b' leaves the D grid at 2024-01-21 01:00:00 (its spacing changes): "
+                                "quarantined from there on"}
     from reports.summary import ingest_summary
 
-    assert "46 rows off the D grid in 1 series (a change of frequency?): b" in ingest_summary(store)
+    assert "1 series change their spacing (off the D grid): 47 rows from the change on quarantined: b" in \
+        ingest_summary(store)
 
 
 def test_a_half_bad_reingest_keeps_the_previous_version(write_file, tmp_path):
