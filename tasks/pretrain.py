@@ -144,7 +144,8 @@ def _register_backbone(params: PretrainParams, out_dir: Path, data_version: str,
         uri, "backbone",
         tags={"data_version": data_version, "git_commit": registry.git_commit(), "preset": params.preset,
               "val_loss": metrics.get("val_loss"), "run_id": run_id},
-        description=f"{params.preset} backbone, {metrics.get('steps')} steps, val loss {metrics.get('val_loss')}")
+        description=f"{params.preset} backbone, {metrics.get('steps')} steps, val loss {metrics.get('val_loss')}",
+        result_id=f"pretrain-{out_dir.name}")  # two processes finishing one run key register one version
 
 
 def _start_or_resume_run(id_file: Path, run_name: str):
