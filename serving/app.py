@@ -26,13 +26,16 @@ from starlette.requests import ClientDisconnect
 
 from infra.settings import ServeParams
 from models.forecasting.protocol import (
+    answer_json,
     forecast_frame,
     from_model_scale,
     future_timestamps,
     parse_context,
     parse_horizon,
     parse_json,
+    parse_rows,
     request_frame,
+    request_rows,
     to_model_scale,
 )
 from serving import MODEL_HEADER
@@ -41,6 +44,7 @@ from serving.catalog import Catalog, Poller, ServedModel
 from serving.metrics import UNKNOWN, ServingMetrics
 
 log = logging.getLogger("tsfm.serving")
+INLINE_ROWS = 2000  # context rows a request may have to be parsed and answered on the event loop itself
 CLIENT_CLOSED = 499  # the status label of a request whose client disconnected (nginx's convention)
 
 
@@ -128,7 +132,11 @@ async def score(served: Served, request: Request) -> Response:
         authorize(served, request)
         raw = await read_body(served, request)
         try:  # strict JSON: no NaN/Infinity literals, bounded nesting; bad UTF-8 is a ValueError too
-            frame, req_params = request_frame(parse_json(raw))
+            body = parse_json(raw)
+            rows = request_rows(body)  # the common shape: parsed without pandas below
+            frame, req_params = (None, body.get("params") or {}) if rows else request_frame(body)
+            if not isinstance(req_params, dict):
+                raise ValueError("'params' must be a JSON object")
         except ValueError as e:
             raise ApiError(400, f"invalid request body: {e}") from None
         if not served.catalog.snapshot():
@@ -137,8 +145,17 @@ async def score(served: Served, request: Request) -> Response:
         domain = model.domain
         try:
             horizon = parse_horizon(req_params.get("horizon", model.default_horizon), model.max_horizon)
-            ids, values, stamps = await asyncio.to_thread(parse_context, frame)
-            futures = await asyncio.to_thread(future_timestamps, ids, stamps, horizon, model.meta.get("freq"))
+            # a small request is faster handled inline than through a thread hop; a big one must not
+            # hold the event loop
+            small = rows is not None and len(rows[1]) <= INLINE_ROWS
+            parsed = (parse_rows(*rows) if small else await asyncio.to_thread(parse_rows, *rows)) if rows else None
+            if parsed is None:
+                frame = frame if frame is not None else request_frame(body)[0]
+                parsed = await asyncio.to_thread(parse_context, frame)
+            ids, values, stamps = parsed
+            freq = model.meta.get("freq")
+            futures = future_timestamps(ids, stamps, horizon, freq) if small and len(ids) <= 8 else \
+                await asyncio.to_thread(future_timestamps, ids, stamps, horizon, freq)
         except ValueError as e:
             raise ApiError(400, str(e)) from None
         served.metrics.observe_inputs(domain, values, horizon)
@@ -149,7 +166,8 @@ async def score(served: Served, request: Request) -> Response:
             quantiles = from_model_scale(quantiles, factors, ids)
         except ValueError as e:
             raise ApiError(422, str(e)) from None
-        answer = await asyncio.to_thread(_answer, ids, futures, quantiles)
+        answer = _answer(ids, futures, quantiles) if small else await asyncio.to_thread(_answer, ids, futures,
+                                                                                        quantiles)
         response = Response(answer, media_type="application/json", headers={MODEL_HEADER: model.label})
     except ApiError as e:
         response = e.response()
@@ -248,6 +266,9 @@ def add_routes(app: FastAPI, served: Served) -> None:
 
 def _answer(ids, futures, quantiles) -> bytes:
     """``{"predictions": [records]}`` as ``mlflow models serve`` writes it."""
+    fast = answer_json(ids, futures, quantiles)
+    if fast is not None:
+        return fast
     frame = forecast_frame(ids, futures, quantiles)
     # strict JSON (RFC 8259): from_model_scale has already refused any non-finite forecast
     return json.dumps({"predictions": frame.to_dict(orient="records")}, allow_nan=False).encode()

@@ -219,6 +219,99 @@ def parse_context(frame: pd.DataFrame) -> tuple[list[str], list[np.ndarray], lis
     return ids, values, stamps
 
 
+def request_rows(body: object) -> tuple[list[str], list[list]] | None:
+    """(columns, rows) of a well-formed body for ``parse_rows``, None when it is anything else (then
+    ``request_frame`` explains)."""
+    if not isinstance(body, dict) or set(body) - {"dataframe_split", "dataframe_records", "params"}:
+        return None
+    split = body.get("dataframe_split")
+    if isinstance(split, dict) and "dataframe_records" not in body:
+        columns, data = split.get("columns"), split.get("data")
+        if isinstance(columns, list) and isinstance(data, list) and len(set(map(str, columns))) == len(columns):
+            return columns, data
+    return None
+
+
+def parse_rows(columns: list, rows: list) -> tuple[list[str], list[np.ndarray], list[pd.Series]] | None:
+    """``parse_context`` without pandas for the common body: string ids, number-or-null values, and
+    integer steps or plain ISO dates without an offset. Returns what ``parse_context`` would, raises
+    the ``ValueError`` it would, or returns None for anything else (``parse_context`` then decides)."""
+    names = [ALIASES.get(c, c) for c in columns]
+    try:
+        iu, it, iy = names.index("unique_id"), names.index("ds"), names.index("y")
+    except ValueError:
+        return None
+    if not rows or len(set(names)) != len(names):
+        return None
+    width = len(columns)
+    series: dict[str, tuple[list, list]] = {}
+    ints = strs = 0
+    for row in rows:
+        if type(row) is not list or len(row) != width:
+            return None
+        uid, ds, y = row[iu], row[it], row[iy]
+        if type(uid) is not str or (y is not None and type(y) not in (float, int)):
+            return None
+        if type(ds) is int:
+            ints += 1
+        elif type(ds) is str:
+            strs += 1
+        else:
+            return None
+        stamps, values = series.setdefault(uid, ([], []))
+        stamps.append(ds)
+        values.append(np.nan if y is None else y)
+    if ints and strs:
+        return None
+    # the checks in parse_context's order: values, then duplicates in any series, then empty series
+    if any(np.isinf(np.asarray(v, dtype=np.float64)).any() for _, v in series.values()):
+        raise ValueError("column 'y' holds infinite values (or numbers beyond float64's range)")
+    ids, values, stamps = [], [], []
+    for uid in sorted(series):
+        raw_ds, raw_y = series[uid]
+        if ints:
+            ds = np.asarray(raw_ds, dtype=np.int64) if max(map(abs, raw_ds)) <= MAX_STEP else None
+        else:
+            if any(not (10 <= len(d) <= 19) or d[-1] in "zZ" or "+" in d[10:] or "-" in d[10:] for d in raw_ds):
+                return None  # offsets, odd formats: pandas decides
+            try:
+                ds = np.asarray(raw_ds, dtype="datetime64[ns]")
+            except ValueError:
+                return None
+        if ds is None:
+            return None
+        order = np.argsort(ds, kind="stable")
+        ids.append(uid)
+        values.append(np.asarray(raw_y, dtype=np.float64)[order])
+        stamps.append(ds[order])
+    if any(len(ds) > 1 and (ds[1:] == ds[:-1]).any() for ds in stamps):
+        raise ValueError("duplicate (unique_id, ds) rows in the context")
+    for uid, y in zip(ids, values):
+        if np.isnan(y).all():
+            raise ValueError(f"series {uid!r} has no observed value (every y is null): nothing to forecast from")
+    return ids, values, [pd.Series(ds) for ds in stamps]
+
+
+def answer_json(ids: list[str], futures: list[list], quantiles: np.ndarray) -> bytes | None:
+    """``{"predictions": [...]}`` as ``forecast_frame``'s records, built without pandas (the hot path);
+    None for time-zone-aware timestamps (``forecast_frame`` keeps their offsets)."""
+    n, h, _ = quantiles.shape
+    rows = []
+    q = quantiles.tolist()
+    for i, uid in enumerate(ids):
+        future = futures[i][:h]
+        if future and isinstance(future[0], pd.Timestamp):
+            if future[0].tzinfo is not None:
+                return None
+            future = np.datetime_as_string(np.asarray(future, dtype="datetime64[s]"), unit="s").tolist()
+        for step, ds in enumerate(future):
+            knots = q[i][step]
+            row = {"unique_id": uid, "ds": ds, "mean": knots[MEDIAN]}
+            row.update(zip(QUANTILE_COLUMNS, knots))
+            rows.append(row)
+    return json.dumps({"predictions": rows}, allow_nan=False).encode()
+
+
 # Models compute in float32. A series whose values come near its limits (3.4e38; squares overflow
 # from 1.8e19) is divided by a power of two before the model and its forecast multiplied back in
 # float64: exact scaling, and every model here is scale-equivariant.

@@ -109,3 +109,59 @@ def test_integer_steps_continue_as_integers_and_irregular_timestamps_are_refused
         future_index("s", _stamps("2018-01-01", "2018-01-02", "2018-01-05"), 2, "D")
     with pytest.raises(ValueError, match="single timestamp"):
         future_index("s", _stamps("2018-01-01"), 2, None)
+
+
+# --------------------------------------------------------------- the hot path equals the pandas path
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from models.forecasting.protocol import answer_json, parse_rows  # noqa: E402
+
+
+@st.composite
+def _bodies(draw):
+    n_series = draw(st.integers(1, 4))
+    kind = draw(st.sampled_from(["int", "date", "datetime", "hour"]))
+    rows = []
+    for k in range(n_series):
+        n = draw(st.integers(1, 30))
+        start = draw(st.integers(0, 50))
+        if kind == "int":
+            stamps = [start + i * draw(st.sampled_from([1, 1, 7])) for i in range(n)]
+        else:
+            freq = {"date": "MS", "datetime": "D", "hour": "h"}[kind]
+            index = pd.date_range("2001-01-01", periods=n + start, freq=freq)[start:]
+            stamps = [str(t.date()) if kind == "date" else t.strftime("%Y-%m-%dT%H:%M:%S") for t in index]
+        values = draw(st.lists(st.one_of(st.none(), st.floats(-1e9, 1e9), st.integers(-10**6, 10**6)),
+                               min_size=n, max_size=n))
+        rows += [[draw(st.sampled_from(["a", "b", "B", "10", "é"])) + str(k), t, v] for t, v in zip(stamps, values)]
+    return draw(st.permutations(rows))
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(rows=_bodies())
+def test_the_fast_parser_and_answer_match_the_pandas_ones(rows):
+    columns = ["unique_id", "ds", "y"]
+    frame, _ = request_frame({"dataframe_split": {"columns": columns, "data": rows}})
+    try:
+        slow = parse_context(frame)
+    except ValueError as e:
+        with pytest.raises(ValueError, match=str(e)[:30].replace("(", r"\(").replace(")", r"\)")):
+            parse_rows(columns, rows)
+        return
+    fast = parse_rows(columns, rows)
+    assert fast is not None
+    assert fast[0] == slow[0]
+    assert all(np.array_equal(a, b, equal_nan=True) for a, b in zip(fast[1], slow[1]))
+    try:
+        futures = future_timestamps(slow[0], slow[2], 5, "MS")
+    except ValueError:
+        with pytest.raises(ValueError):
+            future_timestamps(fast[0], fast[2], 5, "MS")
+        return
+    assert future_timestamps(fast[0], fast[2], 5, "MS") == futures
+    q = np.sort(np.random.default_rng(0).normal(size=(len(fast[0]), 5, 9)), axis=-1)
+    import json
+
+    expected = {"predictions": forecast_frame(slow[0], futures, q).to_dict(orient="records")}
+    assert json.loads(answer_json(fast[0], futures, q)) == json.loads(json.dumps(expected))
