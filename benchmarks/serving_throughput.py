@@ -1,19 +1,19 @@
 """Serving benchmark (issue 5): tsfm's multi-domain server vs MLflow's scoring server.
 
-Both serve the same registered fused model (``fused-<domain>@champion``) over HTTP on
-127.0.0.1 with the same request body (one series of real data per request,
+Both serve the same registered fused model (the domain's newest ``fused-<domain>`` version,
+registered as ``forecaster-bench0..9@champion``) over HTTP on 127.0.0.1 with the same request
+body (one series of real data per request,
 MLflow's ``dataframe_split`` protocol). For 1, 8 and 32 concurrent clients it
 prints throughput (requests/s) and p50/p99 latency, and the ratio of the two
 servers. Then it measures the resident memory of one tsfm server process serving
 1 vs 10 domains (the backbone is loaded once), next to what 1 and 10 MLflow
 scoring servers (one process per model) take.
 
-The state comes from the issue-4 comparison (``.tsfm/zero-shot``: 4m backbone,
-8 onboarded domains). Its MLflow database is copied into ``--work`` so the extra
-domains this script registers (copies of existing fused versions, to reach 10)
-never touch it.
+The state is what `make demo` leaves (``.tsfm`` and ``data``; ``--state``/``--data`` for another
+one). Its MLflow database is copied into ``--work`` so the ten bench domains this script
+registers never touch it.
 
-Usage: python benchmarks/serving_throughput.py [--domain m3-micro] [--clients 1,8,32]
+Usage: python benchmarks/serving_throughput.py [--state .tsfm --data data] [--domain m3-other] [--clients 1,8,32]
 """
 from __future__ import annotations
 
@@ -35,8 +35,10 @@ from bench_common import REPO, machine, markdown_table, warn_if_busy, write_json
 from infra.servers import free_port, stop, wait_http
 
 
-def bench_state(source: Path, work: Path, n_domains: int) -> tuple[str, list[str]]:
-    """A copy of ``source``'s MLflow db in ``work`` holding >= n_domains fused-* champions."""
+def bench_state(source: Path, work: Path, domain: str, n_domains: int) -> tuple[str, list[str]]:
+    """A copy of ``source``'s MLflow db in ``work`` where ``forecaster-bench0`` .. ``bench<n-1>`` each
+    have the domain's fused candidate (its newest ``fused-<domain>`` version) as champion: both
+    servers then serve the same neural model whatever family the domain's own gate chose."""
     import mlflow
     from mlflow import MlflowClient
 
@@ -47,29 +49,23 @@ def bench_state(source: Path, work: Path, n_domains: int) -> tuple[str, list[str
     mlflow.set_tracking_uri(uri)  # the registry resolves a version's models:/m-<id> source here
     mlflow.set_registry_uri(uri)
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    champions = {}
-    for m in client.search_registered_models():
-        if m.name.startswith("fused-") and "champion" in m.aliases:
-            champions[m.name] = client.get_model_version_by_alias(m.name, "champion")
-    domains = sorted(n.removeprefix("fused-") for n in champions)
-    base = sorted(champions.values(), key=lambda v: v.name)
-    i = 0
-    while len(domains) < n_domains:  # more domains: copies of existing champions under new names
-        src = base[i % len(base)]
-        name = f"fused-copy{i}"
+    fused = max(client.search_model_versions(f"name='fused-{domain}'"), key=lambda v: int(v.version))
+    domains = []
+    for i in range(n_domains):
+        name = f"forecaster-bench{i}"
         client.create_registered_model(name)
-        mv = client.create_model_version(name, src.source, tags=dict(src.tags))
+        mv = client.create_model_version(name, fused.source, tags={**fused.tags, "family": "fused",
+                                                                   "domain": f"bench{i}"})
         client.set_registered_model_alias(name, "champion", mv.version)
-        domains.append(f"copy{i}")
-        i += 1
+        domains.append(f"bench{i}")
     return uri, domains
 
 
-def context_series(state: Path, domain: str, context: int) -> list[dict]:
+def context_series(data: Path, domain: str, context: int) -> list[dict]:
     """Request bodies: one real series' last ``context`` points each (up to 64 bodies)."""
     import pandas as pd
 
-    store = state / "data" / "store" / domain
+    store = data / "store" / domain
     df = pd.read_parquet(store / "series.parquet")
     bodies = []
     for uid, g in df.groupby("unique_id", sort=False):
@@ -128,9 +124,10 @@ def load(url: str, bodies: list[dict], params: dict, clients: int, per_client: i
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--state", default=str(REPO / ".tsfm" / "zero-shot"))
+    ap.add_argument("--state", default=str(REPO / ".tsfm"), help="a state folder (mlflow.db) after `make demo`")
+    ap.add_argument("--data", default=str(REPO / "data"), help="its data folder (the domain's store)")
     ap.add_argument("--work", default=str(REPO / ".tsfm" / "bench-serving"))
-    ap.add_argument("--domain", default="m3-micro")
+    ap.add_argument("--domain", default="m3-other")
     ap.add_argument("--clients", default="1,8,32")
     ap.add_argument("--requests", type=int, default=640, help="requests per level (split over the clients)")
     ap.add_argument("--context", type=int, default=128)
@@ -140,8 +137,8 @@ def main() -> None:
     args = ap.parse_args()
     warn_if_busy()
     state, work = Path(args.state), Path(args.work)
-    uri, domains = bench_state(state, work, 10)
-    bodies = context_series(state, args.domain, args.context)
+    uri, domains = bench_state(state, work, args.domain, 10)
+    bodies = context_series(Path(args.data), args.domain, args.context)
     levels = [int(c) for c in args.clients.split(",")]
     env = {"TSFM_MLFLOW__TRACKING_URI": uri, "TSFM_PATHS__STATE_DIR": str(work), "TSFM_PARAMS": str(work / "none.yaml"),
            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
@@ -157,7 +154,7 @@ def main() -> None:
     # tsfm: one process, every domain
     for n in (1, 10):
         port = free_port()
-        served = [args.domain] + [d for d in domains if d != args.domain][: n - 1]
+        served = domains[:n]
         log = work / f"tsfm-serve-{n}.log"
         proc = start([sys.executable, "-m", "serving"],
                      {**env, "TSFM_SERVE__PORT": str(port), "TSFM_SERVE__DOMAINS": json.dumps(served)}, log)
@@ -170,7 +167,7 @@ def main() -> None:
             memory.append({"server": "tsfm (one process)", "domains": n, "rss_mib": tree_rss_mib(proc)})
             print(json.dumps(memory[-1]), flush=True)
             if n == 1:
-                run_levels("tsfm", url, {"horizon": args.horizon, "domain": args.domain})
+                run_levels("tsfm", url, {"horizon": args.horizon, "domain": domains[0]})
         finally:
             stop(proc)
 
@@ -179,7 +176,7 @@ def main() -> None:
 
         procs = []
         try:
-            for i, d in enumerate([args.domain] + [d for d in domains if d != args.domain][:9]):
+            for i, d in enumerate(domains):
                 port = free_port()
                 log = work / f"mlflow-serve-{d}.log"
                 proc = start(server_command(d, "127.0.0.1", port), {**env, "MLFLOW_TRACKING_URI": uri,
