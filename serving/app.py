@@ -45,6 +45,7 @@ from serving.metrics import UNKNOWN, ServingMetrics
 
 log = logging.getLogger("tsfm.serving")
 INLINE_ROWS = 2000  # context rows a request may have to be parsed and answered on the event loop itself
+INLINE_BYTES = 256 * 1024  # a bigger body is decoded in a thread: the event loop keeps serving the others
 CLIENT_CLOSED = 499  # the status label of a request whose client disconnected (nginx's convention)
 
 
@@ -132,7 +133,7 @@ async def score(served: Served, request: Request) -> Response:
         authorize(served, request)
         raw = await read_body(served, request)
         try:  # strict JSON: no NaN/Infinity literals, bounded nesting; bad UTF-8 is a ValueError too
-            body = parse_json(raw)
+            body = parse_json(raw) if len(raw) <= INLINE_BYTES else await asyncio.to_thread(parse_json, raw)
             rows = request_rows(body)  # the common shape: parsed without pandas below
             frame, req_params = (None, body.get("params") or {}) if rows else request_frame(body)
             if not isinstance(req_params, dict):

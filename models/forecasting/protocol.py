@@ -32,17 +32,13 @@ def _reject_constant(name: str):
 
 def _depth_ok(raw: bytes | str, limit: int = MAX_DEPTH) -> bool:
     """Whether bracket nesting stays within ``limit`` (brackets inside strings counted too: a
-    conservative bound that never recurses)."""
-    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-    depth = 0
-    for ch in text:
-        if ch in "[{":
-            depth += 1
-            if depth > limit:
-                return False
-        elif ch in "]}":
-            depth -= 1
-    return True
+    conservative bound), in numpy over the bracket positions only: fast on a 32 MB body."""
+    data = np.frombuffer(raw.encode("utf-8", "replace") if isinstance(raw, str) else raw, dtype=np.uint8)
+    opens = (data == ord("[")) | (data == ord("{"))
+    if int(opens.sum()) <= limit:
+        return True
+    at = np.flatnonzero(opens | (data == ord("]")) | (data == ord("}")))
+    return int(np.cumsum(np.where(opens[at], 1, -1)).max()) <= limit
 
 
 def parse_json(raw: bytes | str) -> object:
