@@ -172,3 +172,13 @@ def run_trainer(cmd: list[str], log: Path, append: bool = False) -> None:
         rc = subprocess.run(cmd, cwd=REPO, env=trainer_env(None), stdout=f, stderr=subprocess.STDOUT).returncode
     if rc:
         raise SystemExit(f"trainer failed ({rc}); see {log}")
+
+
+def run_threads(threads: list) -> float:
+    """Start every thread, wait for all; returns the wall seconds."""
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - t0

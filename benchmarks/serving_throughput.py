@@ -31,7 +31,7 @@ from pathlib import Path
 import psutil
 import requests
 
-from bench_common import REPO, machine, markdown_table, warn_if_busy, write_json
+from bench_common import REPO, machine, markdown_table, run_threads, warn_if_busy, write_json
 from infra.servers import free_port, stop, wait_http
 
 
@@ -110,13 +110,7 @@ def load(url: str, bodies: list[dict], params: dict, clients: int, per_client: i
         with lock:
             latencies.extend(mine)
 
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
+    wall = run_threads([threading.Thread(target=client, args=(k,)) for k in range(clients)])
     q = statistics.quantiles(latencies, n=100)
     return {"clients": clients, "requests": len(latencies), "errors": errors[0], "rps": len(latencies) / wall,
             "p50_ms": 1000 * q[49], "p99_ms": 1000 * q[98]}

@@ -33,7 +33,7 @@ from pathlib import Path
 import psutil
 import requests
 
-from bench_common import REPO, machine, warn_if_busy, write_json
+from bench_common import REPO, machine, run_threads, warn_if_busy, write_json
 from infra.servers import free_port, stop, wait_http
 from serving_throughput import context_series
 
@@ -177,12 +177,7 @@ def main() -> None:
 
     threads = [threading.Thread(target=client, args=(k,)) for k in range(args.clients)]
     threads += [threading.Thread(target=mover), threading.Thread(target=reonboard)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
+    wall = run_threads(threads)
     rss_end = proc.memory_info().rss / 2**20
     metrics = requests.get(f"{url}/metrics", timeout=10).text
     stop(server)

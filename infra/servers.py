@@ -38,6 +38,10 @@ def ephemeral_prefect_dies_with_us() -> None:
     the hook (nothing else in the process changes)."""
     import types
 
+    from prefect.settings import get_current_settings
+
+    if get_current_settings().api.url:  # a real Prefect server: no temporary one, and 2 s of import saved
+        return
     from prefect.server.api import server as prefect_server
 
     if getattr(prefect_server.subprocess, "tsfm_dies_with_parent", False):

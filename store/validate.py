@@ -267,15 +267,15 @@ def validate_frame(df: pd.DataFrame, name: str, horizon: int, min_train: int,
 
     ds = pd.Series(stamps if ds_kind == "timestamp" else steps)
     ok = reason == ""
-    where = pd.Series([f"row {r}" if f == name else f"{f} row {r}" for f, r in zip(files, rows)])
-    keyed = pd.DataFrame({"uid": uid, "ds": ds, "where": where})[ok]
+    keyed = pd.DataFrame({"uid": uid, "ds": ds, "pos": np.arange(n)})[ok]
     dup = keyed.duplicated(["uid", "ds"], keep="first").to_numpy()
-    if dup.any():
-        first = keyed.groupby(["uid", "ds"], sort=False)["where"].transform("first").to_numpy()
+    if dup.any():  # "first at row 3" (or "at <file> row 3" in a folder source); text only for these rows
+        first = keyed.groupby(["uid", "ds"], sort=False)["pos"].transform("first").to_numpy()
         idx = np.flatnonzero(ok)[dup]
         column[idx] = "ds"
-        reason[idx] = [f"duplicate (unique_id, ds) = ({uid[j]}, {ds_txt[j]}); first at {w}"
-                       for j, w in zip(idx, first[dup])]
+        reason[idx] = [f"duplicate (unique_id, ds) = ({uid[j]}, {ds_txt[j]}); first at "
+                       + (f"row {rows[p]}" if files[p] == name else f"{files[p]} row {rows[p]}")
+                       for j, p in zip(idx, first[dup])]
 
     ok = reason == ""
     n_off = 0

@@ -228,11 +228,9 @@ def shape_label(params: PretrainParams, init_dir: str | None) -> str:
     """The preset name of what is trained: the recipe's, or the shape of the backbone it continues."""
     if not init_dir:
         return params.preset
-    from models.backbone.config import BackboneConfig
-    from models.backbone.io import CONFIG_FILE
     from models.backbone.presets import preset_name
 
-    return preset_name(BackboneConfig.from_dict(json.loads((Path(init_dir) / CONFIG_FILE).read_text())))
+    return preset_name(params.model_copy(update={"init": init_dir}).backbone_config())  # the saved shape
 
 
 def resolve_init(init: str | None, settings: Settings) -> tuple[str | None, str | None]:

@@ -131,13 +131,12 @@ def _values(frame: pd.DataFrame) -> pd.Series:
     bad = _first_bad(y, lambda v: v is None or v is pd.NA or _is_number(v) or isinstance(v, str))
     if bad:
         raise ValueError(f"column 'y' is not numeric in row {bad[0]}: {_shown(bad[1])}")
-    numbers = pd.to_numeric(y.map(lambda v: v.strip() if isinstance(v, str) else v), errors="coerce")
-    strings = y.map(lambda v: isinstance(v, str) and v.strip().lower() not in ("", "nan", "null", "na"))
-    wrong = frame.index[(numbers.isna() & strings) | y.map(lambda v: isinstance(v, str) and v.strip().lower() in
-                                                           ("inf", "+inf", "-inf", "infinity", "-infinity"))]
+    text = y.map(lambda v: v.strip() if isinstance(v, str) else v)
+    numbers = pd.to_numeric(text, errors="coerce").astype("float64")
+    blank = text.map(lambda v: isinstance(v, str) and v.lower() in ("", "nan", "null", "na"))
+    wrong = frame.index[numbers.isna() & text.notna() & ~blank]
     if len(wrong):
         raise ValueError(f"column 'y' is not numeric in row(s) {list(wrong[:5])}")
-    numbers = numbers.astype("float64")
     if not np.isfinite(numbers.dropna().to_numpy()).all():
         raise ValueError("column 'y' holds infinite values (or numbers beyond float64's range)")
     return numbers
