@@ -108,7 +108,7 @@ def _plot(points: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def ship(out: Path, fields: dict, points: list[dict]) -> Path:
+def ship(out: Path, fields: dict, points: list[dict], files: list[str]) -> Path:
     """The final backbone into models/backbone/shipped/ (bf16 weights, config, card.json, MODEL_CARD.md)."""
     from models.backbone.io import SHIPPED_DIR, ship_backbone
     from models.backbone.presets import count_parameters
@@ -123,7 +123,8 @@ def ship(out: Path, fields: dict, points: list[dict]) -> Path:
             "context_length": fields["context_length"], "horizon_length": fields["horizon_length"],
             "steps": metrics["steps"], "tokens_seen": metrics["tokens_seen"], "commit": commit,
             "data": "KernelSynth 2,000 + structural synthetic 20,000 series (55% of the mixture); train parts of "
-                    + ", ".join(REAL) + " (no M3, no vic_elec, no epf_fr_be)",
+                    + ", ".join(Path(f).stem for f in files if Path(f).stem in REAL)  # what the corpus really held
+                    + " (no M3, no vic_elec, no epf_fr_be)",
             "recipe": recipe, "validation": {k: round(v, 4) for k, v in last.items() if "/" in k}}
     folder = ship_backbone(out / "run" / "backbone", card, SHIPPED_DIR)
     rows = "\n".join(f"| {g} | {card['validation'][f'{g}/MASE_rel']:.3f} | {card['validation'][f'{g}/sCRPS_rel']:.3f} |"
@@ -169,7 +170,7 @@ def main() -> None:
     points = curve(out, p["fields"], args.tracking_uri)
     print(score_table(points, "checkpoint"))
     if args.ship:
-        print(f"shipped: {ship(out, p['fields'], points)}")
+        print(f"shipped: {ship(out, p['fields'], points, files)}")
 
 
 if __name__ == "__main__":
