@@ -4,6 +4,8 @@
 - ``retrain-backbone``: pre-train on the ingested domains (``schedules.retrain_cron``);
 - ``onboard-<domain>``: re-onboard each scheduled domain (``schedules.onboard_cron``), and at once
   when ``watch-sources`` reports new data at its source (event ``tsfm.source.updated``);
+- ``forecast-<domain>``: batch-forecast every series of each scheduled domain with its champion
+  (``schedules.forecast_cron``; the partition is the run's scheduled date);
 - ``watch-sources``: check the sources for new data every ``schedules.watch_interval_s`` seconds;
 - ``onboard_domain``: on demand, the one-click onboarding whose parameter form is
   ``OnboardParams`` (the Prefect UI renders and validates it before the run starts).
@@ -12,10 +14,12 @@ Parameters come from the same settings (params.yaml / TSFM_*) as the CLI and DVC
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
 from prefect.events import DeploymentEventTrigger
 
+from flows.forecast import forecast_flow
 from flows.ingest import ingest_flow
 from flows.onboard_domain import onboard_domain_flow
 from flows.pretrain import pretrain_flow
@@ -78,6 +82,13 @@ def build_deployments(settings: Settings) -> list:
             parameters={"params": OnboardParams.model_validate(params.model_dump()).model_dump()},
             triggers=[source_trigger(domain)] if watched else None,
             tags=["tsfm", "onboard", domain], description=f"re-onboard {domain} onto the champion backbone"))
+        if sch.forecast_cron:
+            forecast = settings.forecast.model_copy(update={"domain": domain, "origin": None})
+            out.append(forecast_flow.to_deployment(
+                name=f"forecast-{domain}", schedules=_schedules(sch.forecast_cron, sch.timezone),
+                parameters={"params": forecast.model_dump(mode="json")}, tags=["tsfm", "forecast", domain],
+                description=f"forecast every series of {domain} with its champion into "
+                            f"{forecast.output or Path(settings.paths.data_dir, 'forecasts', domain).as_posix()}"))
     if sch.watch_interval_s:
         out.append(watch_sources_flow.to_deployment(
             name="watch-sources", schedules=[IntervalSchedule(interval=timedelta(seconds=sch.watch_interval_s))],

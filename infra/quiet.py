@@ -11,6 +11,8 @@ def quiet() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    # a batch's Dask cluster: its workers' start/stop chatter is not news (read by dask at import, workers too)
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     # tsfm logs models from code with an explicit signature: MLflow's advice to add an example does not apply
     warnings.filterwarnings("ignore", message=".*An input example was not provided.*")
     # "Creating initial MLflow database tables...": once per new store, not news to a user

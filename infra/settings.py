@@ -13,7 +13,9 @@ libraries read from their own environment variables (Prefect's API URL, the S3 e
 from __future__ import annotations
 
 import os
+from datetime import date
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -188,6 +190,35 @@ class DemoParams(Section):
     port: int = Field(0, ge=0, le=65535, description="0 picks a free port")
 
 
+class ForecastParams(Section):
+    """`tsfm forecast`: the domain's champion (any family) forecasts every series of its latest store (or of
+    ``source``) into one Parquet partition per origin (``batch/``); chunks of series run on a Dask cluster."""
+
+    domain: str = Field("m3-other", pattern=DOMAIN_PATTERN)
+    source: str | None = Field(None, description="forecast this source's series instead of the domain's latest "
+                               "store: local path, s3://bucket/key or builtin:<name> (rows validated as on ingest)")
+    columns: dict[str, str] = Field(default_factory=dict, description="the source's column names for unique_id, ds "
+                                    "and y where they differ (as for ingest)")
+    output: str | None = Field(None, description="dataset root, local folder or s3://bucket/prefix; None = "
+                               "<data_dir>/forecasts/<domain>")
+    horizon: int | None = Field(None, ge=1, le=1024, description="steps per series; None = the champion's default "
+                                "(the domain's horizon)")
+    origin: date | None = Field(None, description="the batch's as-of date, its partition (origin=YYYY-MM-DD); None "
+                                "= the run's scheduled date in schedules.timezone (today for a manual run)")
+    alias: str = Field("champion", description="which version of forecaster-<domain> forecasts")
+    max_history: int = Field(2048, ge=8, description="most recent points per series given to the model (a neural "
+                                                      "model reads its own context length of them)")
+    chunk_series: int = Field(2000, ge=1, description="series per task: the unit a worker runs and a retry redoes")
+    executor: Literal["dask", "inline"] = Field("dask", description="dask: chunks on a Dask cluster (a local one of "
+                                                "`workers` processes unless dask_address names a scheduler); inline: "
+                                                "one after another in the flow's process")
+    dask_address: str | None = Field(None, description="an existing Dask scheduler, e.g. tcp://dask-scheduler:8786 "
+                                     "(the cluster profile); None = start a local cluster for the run")
+    workers: int = Field(2, ge=1, le=256, description="worker processes of the local cluster")
+    threads_per_worker: int = Field(1, ge=1, le=64, description="threads per worker (torch and numba use as many)")
+    retries: int = Field(2, ge=0, le=10, description="extra attempts of a failed chunk (the others are not redone)")
+
+
 EVALUATE_BASELINES = ("seasonal_naive", "theta", "auto_ets")
 
 
@@ -236,6 +267,8 @@ class ScheduleSettings(Section):
     ingest_cron: str | None = Field("0 2 * * *", description="refresh every source's store")
     retrain_cron: str | None = Field("0 3 * * 0", description="re-train the backbone on the ingested domains")
     onboard_cron: str | None = Field("0 5 * * *", description="re-onboard each domain of onboard_domains")
+    forecast_cron: str | None = Field("0 6 * * *", description="batch-forecast every onboarded domain (after its "
+                                      "re-onboarding)")
     onboard_domains: list[str] = Field(default_factory=list, description="domains re-onboarded on schedule; "
                                        "default: every source except the pre-training-only synthetic one")
     timezone: str = "UTC"
@@ -328,6 +361,7 @@ class Settings(BaseSettings):
     serve: ServeParams = ServeParams()
     demo: DemoParams = DemoParams()
     evaluate: EvaluateParams = EvaluateParams()
+    forecast: ForecastParams = ForecastParams()
     schedules: ScheduleSettings = ScheduleSettings()
     promote: PromoteSettings = PromoteSettings()
     retry: RetrySettings = RetrySettings()
@@ -383,6 +417,10 @@ class Settings(BaseSettings):
     def store_dir(self, domain: str) -> Path:
         """Canonical Parquet store of one domain (a DVC stage output)."""
         return self.paths.data_dir / "store" / domain
+
+    def forecast_dir(self, domain: str) -> str:
+        """Where a domain's batch forecasts go when ``forecast.output`` names nowhere else."""
+        return str((self.paths.data_dir / "forecasts" / domain).resolve())
 
     def run_dir(self, *parts: str) -> Path:
         return self.paths.state_dir.joinpath("runs", *parts)

@@ -25,6 +25,7 @@ EXPERIMENTS = {
     "onboard": "tsfm-onboard",
     "promote": "tsfm-promote",
     "evaluate": "tsfm-evaluate",
+    "forecast": "tsfm-forecast",
     "compare": "tsfm-compare",  # cross-domain onboarding comparison (benchmarks/onboard_domains.py)
 }
 NOTE = "mlflow.note.content"  # what the MLflow UI shows as an experiment's, a run's description
@@ -37,6 +38,8 @@ EXPERIMENT_NOTES = {
                "(headline first in each run's description), plots, the store as a dataset input.",
     "promote": "One run per gate decision on forecaster-<domain>: promoted or refused, and why.",
     "evaluate": "Zero-shot evaluation of a backbone on packaged real data against statistical baselines.",
+    "forecast": "One run per batch forecast of a domain: the champion that made it, series and rows written, "
+                "timings, and the partition's URI (tag output_uri).",
     "compare": "Cross-domain comparison of onboardings (benchmarks).",
 }
 MODEL_NOTES = {  # registered model name prefix -> its description

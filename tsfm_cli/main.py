@@ -398,6 +398,45 @@ def evaluate(
 
 
 @app.command()
+def forecast(
+    domain: str = typer.Option(None, help="the onboarded domain whose champion forecasts" + _default(S.forecast.domain)),
+    source: str = typer.Option(None, help="forecast this file/folder/s3:// source's series instead of the domain's "
+                               "latest store"),
+    columns: str = typer.Option(None, help="the source's column names, e.g. date=ds,value=y,series=unique_id"),
+    output: str = typer.Option(None, help="dataset root, a folder or s3://bucket/prefix"
+                               + _default(S.forecast.output or "<data_dir>/forecasts/<domain>")),
+    horizon: int = typer.Option(None, help="steps per series" + _default(S.forecast.horizon or "the champion's")),
+    origin: str = typer.Option(None, help="the batch's as-of date YYYY-MM-DD (its partition); default: today in "
+                               f"schedules.timezone ({S.schedules.timezone})"),
+    executor: str = typer.Option(None, help="dask (chunks on a Dask cluster) or inline" + _default(S.forecast.executor)),
+    workers: int = typer.Option(None, help="processes of the local Dask cluster" + _default(S.forecast.workers)),
+    set_: list[str] = SET,
+    out: str = OUT,
+):
+    """Batch forecasts: the domain's champion (any family) forecasts every series into one Parquet
+    partition (origin=YYYY-MM-DD) under the output, replacing an earlier run of the same origin."""
+    from infra.settings import ForecastParams
+
+    params = _params(ForecastParams, _settings().forecast, set_, dict(
+        domain=domain, source=source, columns=_columns(columns), output=output, horizon=horizon, origin=origin,
+        executor=executor, workers=workers))
+    if params.source:
+        from infra.errors import InputError
+        from store.sources import check_header
+
+        try:
+            check_header(params.source, params.columns)  # a wrong file fails before any flow starts
+        except ValueError as e:
+            raise InputError(str(e)) from None
+    result = _run(_flow("flows.forecast.forecast_flow"), params)
+    _say(f"{result['series']} series of {result['domain']} forecast {result['horizon']} steps by "
+         f"{result['model']} v{result['model_version']} ({result['family']}) in {result['seconds']:.1f}s "
+         f"-> {result['output_uri']}" + (f"; {result['skipped']} series without a forecast (see _skipped.parquet)"
+                                         if result["skipped"] else ""))
+    _echo(result, out)
+
+
+@app.command()
 def demo():
     """Everything end to end on the embedded defaults: ingest, pretrain, onboard, promote, serve."""
     import resource

@@ -25,6 +25,9 @@ def test_every_stage_is_deployed_with_its_schedule_and_settings(monkeypatch, tmp
     # re-onboarding on schedule for every real domain, never for the generated pre-training corpus
     onboards = {n for n in rows if n.startswith("onboard_domain/onboard-")}
     assert onboards == {f"onboard_domain/onboard-{d}" for d in settings.sources if d != "synthetic"}
+    # and a nightly batch forecast of each, an hour after its re-onboarding
+    forecasts = {n: r["schedule"] for n, r in rows.items() if n.startswith("forecast/")}
+    assert forecasts == {f"forecast/forecast-{d}": "0 6 * * *" for d in settings.sources if d != "synthetic"}
 
 
 def test_scheduled_parameters_are_the_settings_and_the_form_is_onboard_params():
@@ -38,6 +41,9 @@ def test_scheduled_parameters_are_the_settings_and_the_form_is_onboard_params():
     form = schema["definitions"]["OnboardParams"]
     assert schema["required"] == ["params"] and "pattern" in form["properties"]["domain"]
     assert form["properties"]["horizon"]["minimum"] == 1  # validated by Prefect before a run starts
+    forecast = deployments["forecast-m3-other"].parameters["params"]
+    assert forecast["domain"] == "m3-other" and forecast["origin"] is None  # the run's own scheduled date
+    assert forecast["executor"] == settings.forecast.executor and forecast["retries"] == settings.forecast.retries
     retrain = deployments["retrain-backbone"].parameters["params"]
     assert retrain["init"] == "models:/backbone@champion"  # continued from the champion, then gated
     assert retrain["max_steps"] == settings.pretrain.max_steps
