@@ -10,15 +10,15 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install chromium demo test clean
+.PHONY: install chromium postgres demo test clean
 
-install: $(STAMP) chromium
+install: $(STAMP) chromium postgres
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q pip==26.0.1
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,cluster]'
 	touch $(STAMP)
 
 # Headless Chromium for the MLflow UI check (tests/integration): Debian's package, never a
@@ -34,6 +34,21 @@ chromium:
 	else \
 	  echo "note: /usr/bin/chromium is missing and apt-get is unavailable (or not root):"; \
 	  echo "      install Debian's 'chromium' package; until then the MLflow UI test is skipped"; \
+	fi
+
+# PostgreSQL for the scale-out rehearsal (benchmarks/rehearsal.py: MLflow and Prefect servers on it):
+# Debian's package, as for chromium. Only its programs are used; no system cluster is started.
+postgres:
+	@if ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing postgresql (apt-get)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q postgresql >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null && apt-get install -y -q postgresql >/dev/null; } || \
+	  { echo "error: apt-get could not install postgresql" >&2; exit 1; }; \
+	else \
+	  echo "note: PostgreSQL is missing and apt-get is unavailable (or not root): install Debian's"; \
+	  echo "      'postgresql' package to run benchmarks/rehearsal.py"; \
 	fi
 
 demo: install

@@ -196,9 +196,15 @@ def test_compose_worker_env_is_the_cluster_profile_on_service_names(clean_env):
     assert runtime_env(settings) == {"PREFECT_API_URL": env["PREFECT_API_URL"],
                                       "AWS_ENDPOINT_URL_S3": env["AWS_ENDPOINT_URL_S3"],
                                       "PREFECT_HOME": str((settings.paths.state_dir / "prefect").resolve())}
-    for url in (settings.tracking_uri, settings.prefect.api_url, settings.s3.endpoint_url):
-        host = re.match(r"https?://([^:/]+)", url).group(1)
+    for url in (settings.tracking_uri, settings.prefect.api_url, settings.s3.endpoint_url,
+                settings.forecast.dask_address):
+        host = re.match(r"(?:https?|tcp)://([^:/]+)", url).group(1)
         assert host in SERVICES, f"{url} names no compose service"
+    # batch forecasts' chunks run on the compose Dask cluster, whose workers see what the flow sees
+    workers = SERVICES["dask-worker"]
+    assert workers["environment"] == env and workers["deploy"]["replicas"] == 2
+    assert workers["command"][:3] == ["dask", "worker", settings.forecast.dask_address]
+    assert workers["depends_on"] == {"dask-scheduler": {"condition": "service_healthy"}}
 
 
 def test_dockerfile_installs_like_the_makefile():

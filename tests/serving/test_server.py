@@ -185,3 +185,33 @@ def test_a_new_domain_joins_and_a_removed_alias_leaves(server, registry, context
     client.delete_registered_model_alias(tracking.forecaster_name(LATE), "champion")
     _wait_for(lambda: LATE not in requests.get(f"{server}/health", timeout=10).json()["domains"])
     assert requests.post(f"{server}/invocations", json=body, timeout=60).status_code == 404
+
+
+def test_two_replicas_on_one_registry_follow_the_same_alias_move(server, registry, context):
+    """Two server processes on two ports (as a Kubernetes Deployment of 2 replicas runs): the same
+    champion, and the same alias move picked up by both, without talking to each other."""
+    name, v1, v2 = tracking.forecaster_name(COPY), registry["copy_v1"], registry["copy_v2"]
+    proc, replica = start_tsfm_server(registry["settings"], [COPY], reload_interval_s=1.0,
+                                      log_file=Path(registry["root"]) / "tsfm-serve-replica.log")
+    body = request_body(context, 4, COPY)
+
+    def answers() -> list[tuple[str, np.ndarray]]:
+        out = []
+        for url in (server, replica):
+            r = requests.post(f"{url}/invocations", json=body, timeout=60)
+            assert r.status_code == 200, r.text
+            out.append((r.headers[MODEL_HEADER], pd.DataFrame(r.json()["predictions"])[QUANTILE_COLUMNS].to_numpy()))
+        return out
+
+    try:
+        wait_ready(replica, proc)
+        first = answers()
+        assert [label for label, _ in first] == [_label(v1)] * 2
+        np.testing.assert_array_equal(first[0][1], first[1][1])
+        tracking.set_alias(name, "champion", v2)
+        _wait_for(lambda: [label for label, _ in answers()] == [_label(v2)] * 2)
+        moved = answers()
+        np.testing.assert_array_equal(moved[0][1], moved[1][1])
+    finally:
+        stop_server(proc)
+        tracking.set_alias(name, "champion", v1)
