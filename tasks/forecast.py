@@ -194,13 +194,14 @@ def commit_forecast(plan: dict, chunks: list[dict]) -> dict:
                "horizon": plan["horizon"], "series": sum(c["series"] for c in chunks),
                "rows": sum(c["rows"] for c in chunks), "skipped": int(len(skipped)), "chunks": len(chunks),
                "retried_chunks": sum(c["attempt"] > 1 for c in chunks), "source": plan["source"],
+               "worker_pids": sorted({c["pid"] for c in chunks}),
                "data_version": plan["data_version"], "rows_quarantined": plan["rows_quarantined"],
                "run_id": plan["run_id"], "created_at": plan["created_at"]}
     uri = partitions.commit(plan["root"], date.fromisoformat(plan["origin"]), plan["run_id"],
                             [c["part"] for c in chunks], summary, skipped)
     summary.update(output_uri=uri, seconds=round(time.time() - plan["started"], 3), plan_seconds=plan["plan_seconds"],
                    chunk_seconds=round(sum(c["seconds"] for c in chunks), 3),
-                   workers=len({c["pid"] for c in chunks}))
+                   workers=len(summary["worker_pids"]))
     summary["series_per_s"] = round(summary["series"] / max(summary["seconds"], 1e-9), 1)
     if skipped.shape[0]:
         run_logger().warning("forecast %s: %d series without a forecast (see _skipped in %s), e.g. %s: %s",
