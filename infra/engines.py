@@ -9,7 +9,13 @@ dask-kubernetes, dask-jobqueue on SLURM or by hand (templates in ``infra/``).
 """
 from __future__ import annotations
 
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
 from infra.settings import ForecastParams
+
+REPO = str(Path(__file__).resolve().parents[1])  # the checkout whose packages the workers must import
 
 
 def _flow_api_url() -> str | None:
@@ -20,6 +26,20 @@ def _flow_api_url() -> str | None:
         return str(get_client().api_url)
     except Exception:  # noqa: BLE001 - no API: workers run tasks without reporting
         return None
+
+
+@contextmanager
+def _repository_first():
+    """Local workers are spawned with this process's ``sys.path``. Loading an MLflow pyfunc model puts
+    its ``code/`` folder (a partial copy of ``models``) in front of it for good, and a worker would then
+    import ``models`` from there and fail on the first module the copy lacks: the checkout goes first
+    while the workers start."""
+    saved = list(sys.path)
+    sys.path[:] = [REPO, *(p for p in saved if p != REPO)]
+    try:
+        yield
+    finally:
+        sys.path[:] = saved
 
 
 def _dask_runner(params: ForecastParams):
@@ -37,6 +57,8 @@ def _dask_runner(params: ForecastParams):
                 if url:
                     env = {"PREFECT_API_URL": url, **(self.cluster_kwargs.get("env") or {})}
                     self.cluster_kwargs = {**self.cluster_kwargs, "env": env}
+                with _repository_first():
+                    return DaskTaskRunner.client.fget(self)
             return DaskTaskRunner.client.fget(self)
 
     if params.dask_address:

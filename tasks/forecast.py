@@ -9,6 +9,7 @@ alone (``forecast.retries``); a failed run leaves nothing a reader sees.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 import uuid
@@ -124,7 +125,7 @@ def plan_forecast(params: ForecastParams, settings: Settings) -> dict:
     return {"domain": params.domain, "model": model, "kind": kind, "model_dir": str(folder), "horizon": horizon,
             "freq": freq, "origin": origin.isoformat(), "root": root, "run_id": run_id, "stage": stage,
             "chunks": chunks, "n_series": int(len(ids)), "rows_in": int(len(frame)), **origin_of,
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "model_tmp": str(model_dir),
             "threads": params.threads_per_worker, "tracking_uri": settings.tracking_uri, "started": started,
             "plan_seconds": round(time.time() - started, 3)}
 
@@ -199,6 +200,7 @@ def commit_forecast(plan: dict, chunks: list[dict]) -> dict:
                "run_id": plan["run_id"], "created_at": plan["created_at"]}
     uri = partitions.commit(plan["root"], date.fromisoformat(plan["origin"]), plan["run_id"],
                             [c["part"] for c in chunks], summary, skipped)
+    shutil.rmtree(plan["model_tmp"], ignore_errors=True)  # the planner's copy of the champion
     summary.update(output_uri=uri, seconds=round(time.time() - plan["started"], 3), plan_seconds=plan["plan_seconds"],
                    chunk_seconds=round(sum(c["seconds"] for c in chunks), 3),
                    workers=len(summary["worker_pids"]))
@@ -248,6 +250,7 @@ def log_forecast(summary: dict, settings: Settings) -> dict:
 
 def discard_forecast(plan: dict) -> None:
     partitions.discard(plan["root"], plan["run_id"])
+    shutil.rmtree(plan["model_tmp"], ignore_errors=True)
 
 
 plan_forecast_task = task(plan_forecast, name="plan-forecast", **remote_retries())

@@ -59,6 +59,13 @@ def test_two_dask_workers_write_what_one_process_writes_and_a_failed_chunk_is_re
     faults.mkdir()
     (faults / "chunk-1").touch()  # chunk 1 fails on its first attempt, on whichever worker runs it
     monkeypatch.setenv("TSFM_FORECAST_FAULTS_DIR", str(faults))
+    # what loading an MLflow pyfunc leaves behind: its code/ folder, a partial copy of `models`, first on
+    # sys.path (spawned workers inherit it; they must still import the checkout's packages)
+    code = tmp_path / "code"
+    (code / "models" / "backbone").mkdir(parents=True)
+    (code / "models" / "__init__.py").touch()
+    (code / "models" / "backbone" / "__init__.py").touch()
+    monkeypatch.syspath_prepend(str(code))
     base = dict(domain=BATCH, origin=ORIGIN, chunk_series=60, horizon=6)
     dask = _run(ForecastParams(**base, output=str(root / "fc-dask"), executor="dask", workers=2))
     assert not (faults / "chunk-1").exists() and dask["retried_chunks"] == 1
