@@ -45,6 +45,8 @@ def forecast_chunk(forecaster, frame: pd.DataFrame, horizon: int, freq: str | No
         return pd.DataFrame(columns=OUTPUT_COLUMNS), {}
     future, ok, skipped = future_grid(ids, stamps, horizon, freq)
     live = np.flatnonzero(ok)
+    if not len(live):  # every series of the chunk lacks a future (irregular timestamps)
+        return pd.DataFrame(columns=OUTPUT_COLUMNS), skipped
     scaled, factors = to_model_scale([values[i] for i in live])  # float32 models, any float64 magnitude
     q = np.asarray(forecaster.predict(scaled, horizon, ids=[ids[i] for i in live]).quantiles)[:, :horizon]
     with np.errstate(over="ignore", invalid="ignore"):

@@ -174,7 +174,8 @@ def forecast_chunk(plan: dict, index: int) -> dict:
                                       pd.Timestamp(plan["created_at"]))
     finally:
         torch.set_num_threads(threads)
-    part = partitions.write_parquet(rows, partitions.join(plan["stage"], "parts", f"part-{index:05d}.parquet"))
+    part = (partitions.write_parquet(rows, partitions.join(plan["stage"], "parts", f"part-{index:05d}.parquet"))
+            if len(rows) else None)  # no empty file: its untyped columns would not merge with the others
     try:
         from prefect.runtime import task_run
 
@@ -199,7 +200,7 @@ def commit_forecast(plan: dict, chunks: list[dict]) -> dict:
                "data_version": plan["data_version"], "rows_quarantined": plan["rows_quarantined"],
                "run_id": plan["run_id"], "created_at": plan["created_at"]}
     uri = partitions.commit(plan["root"], date.fromisoformat(plan["origin"]), plan["run_id"],
-                            [c["part"] for c in chunks], summary, skipped)
+                            [c["part"] for c in chunks if c["part"]], summary, skipped)
     shutil.rmtree(plan["model_tmp"], ignore_errors=True)  # the planner's copy of the champion
     summary.update(output_uri=uri, seconds=round(time.time() - plan["started"], 3), plan_seconds=plan["plan_seconds"],
                    chunk_seconds=round(sum(c["seconds"] for c in chunks), 3),

@@ -48,3 +48,18 @@ def test_a_series_off_the_domains_frequency_takes_its_own_and_an_irregular_one_i
     assert list(future) == [pd.Timestamp("2024-01-06"), pd.Timestamp("2024-01-07"),
                             pd.Timestamp("2024-02-05"), pd.Timestamp("2024-02-12")]
     assert np.asarray(future).shape == (4,)
+
+
+def test_a_chunk_whose_every_series_is_irregular_gives_no_rows_and_says_why():
+    from batch.chunks import forecast_chunk
+
+    class Never:
+        def predict(self, contexts, horizon, ids=None):
+            raise AssertionError("nothing to forecast")
+
+    frame = pd.DataFrame({"unique_id": ["x"] * 4, "y": [1.0, 2.0, 3.0, 4.0],
+                          "ds": pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-04 12:00", "2024-01-06 00:00"],
+                                               format="ISO8601")})
+    rows, skipped = forecast_chunk(Never(), frame, 3, "D", {"name": "m", "version": "1", "family": "fused"},
+                                   pd.Timestamp("2026-11-30", tz="UTC"))
+    assert rows.empty and "irregular" in skipped["x"]
