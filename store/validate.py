@@ -93,6 +93,17 @@ def _text(s: pd.Series) -> pd.Series:
     return s.astype(object).where(s.notna(), None).map(lambda v: None if v is None else str(v))
 
 
+class _RowText:
+    """``_text`` of the rows asked for only (an index array or a mask): messages and the quarantine
+    are about bad rows, and converting every row of a large source took most of its validation."""
+
+    def __init__(self, s: pd.Series):
+        self.s = s
+
+    def __getitem__(self, rows) -> np.ndarray:
+        return _text(self.s.iloc[rows]).to_numpy()
+
+
 def _parse_ds(s: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str | None]:
     """-> (kind per row: 'int' / 'ts' / 'tz' (a timestamp with a UTC offset) / '' unparsable, int64 steps,
     datetime64[ns] stamps, each row's offset text ('' for none), how offsets were handled).
@@ -237,13 +248,12 @@ def validate_frame(df: pd.DataFrame, name: str, horizon: int, min_train: int,
             column[mask] = col
             reason[mask] = why(np.flatnonzero(mask)) if callable(why) else why
 
-    ds_txt = _text(ds_raw).to_numpy()
-    y_txt = _text(y_raw).to_numpy()
+    ds_txt, y_txt = _RowText(ds_raw), _RowText(y_raw)
     flag(bad_fields, "row", field_reasons)  # before anything else: its cells mean nothing
     flag(uid_bad, "unique_id", "unique_id is missing")
-    flag(kind == "", "ds", lambda i: [f"ds is not a timestamp or integer step: {ds_txt[j]!r}" for j in i])
+    flag(kind == "", "ds", lambda i: [f"ds is not a timestamp or integer step: {t!r}" for t in ds_txt[i]])
     for problem in ("missing", "not numeric", "infinite"):
-        flag(y_problem == problem, "y", lambda i, p=problem: [f"y is {p}: {y_txt[j]!r}" for j in i])
+        flag(y_problem == problem, "y", lambda i, p=problem: [f"y is {p}: {t!r}" for t in y_txt[i]])
 
     # One kind of ds per store (the column gets one dtype): the majority kind wins. A series whose
     # timestamps mix a UTC offset with none is refused whole: its rows cannot be put on one clock.
@@ -273,9 +283,9 @@ def validate_frame(df: pd.DataFrame, name: str, horizon: int, min_train: int,
         first = keyed.groupby(["uid", "ds"], sort=False)["pos"].transform("first").to_numpy()
         idx = np.flatnonzero(ok)[dup]
         column[idx] = "ds"
-        reason[idx] = [f"duplicate (unique_id, ds) = ({uid[j]}, {ds_txt[j]}); first at "
+        reason[idx] = [f"duplicate (unique_id, ds) = ({uid[j]}, {t}); first at "
                        + (f"row {rows[p]}" if files[p] == name else f"{files[p]} row {rows[p]}")
-                       for j, p in zip(idx, first[dup])]
+                       for j, t, p in zip(idx, ds_txt[idx], first[dup])]
 
     ok = reason == ""
     n_off = 0
@@ -315,7 +325,7 @@ def validate_frame(df: pd.DataFrame, name: str, horizon: int, min_train: int,
     bad = ~ok
     quarantine = pd.DataFrame({
         "file": files[bad].astype(str), "row": rows[bad], "column": column[bad].astype(str), "reason": reason[bad].astype(str),
-        "unique_id": _text(uid_raw).to_numpy()[bad], "ds": ds_txt[bad], "y": y_txt[bad],
+        "unique_id": _RowText(uid_raw)[bad], "ds": ds_txt[bad], "y": y_txt[bad],
     }, columns=list(QUARANTINE_COLUMNS))
     quarantine = quarantine.astype({"row": "int64"}).sort_values(["file", "row"], kind="stable").reset_index(drop=True)
     return ValidationResult(good=good, quarantine=quarantine, rows_in=n, ds_kind=ds_kind, timezone=timezone,
