@@ -43,7 +43,7 @@ def evaluate_result(result: OnboardingResult, domain: str, n_jobs: int = 1) -> N
         per = per.drop(columns="instance").assign(
             unique_id=np.tile(ids, n_models), origin=np.tile(w.origin, n_models),
             horizon=np.tile(horizons, n_models), season=np.tile(seasons, n_models))
-        per[["unique_id", "origin", "model", "horizon", "season", "MASE", "sCRPS", "sMAPE"]].to_csv(
+        per[["unique_id", "origin", "model", "horizon", "season", "MASE", "sCRPS", "sMAPE", "coverage"]].to_csv(
             result.per_series_file(part), index=False)
         # forecast latency: wall milliseconds per window (batched models in batches of batch_size)
         latency = {**seconds, **{m: result.timings.get(f"latency_{part}_{m}", np.nan) for m in made}}

@@ -61,6 +61,7 @@ def summarize(per_series: pd.DataFrame, baseline: str = "seasonal_naive", key: s
             "sCRPS_pooled": float(m["crps_num"].to_numpy(np.float64).sum() / den) if den > 0 else float("nan"),
             "MASE_rel": geometric_mean_ratio(m["MASE"].to_numpy(), b["MASE"].to_numpy()),
             "sCRPS_rel": geometric_mean_ratio(m["sCRPS"].to_numpy(), b["sCRPS"].to_numpy()),
+            **({"coverage": float(np.nanmean(m["coverage"]))} if "coverage" in m else {}),
         })
     return pd.DataFrame(rows).set_index("model")
 

@@ -155,12 +155,19 @@ def smape(y: Truth, point: Truth) -> Float[np.ndarray, " n"]:
         return _mean_over_targets(s, y)
 
 
+def coverage(y: Truth, quantiles: Quantiles) -> Float[np.ndarray, " n"]:
+    """Per series: share of known targets inside [lowest, highest] quantile (10-90%, nominally 0.8)."""
+    y, q = _as_2d(y), np.asarray(quantiles, dtype=np.float64)
+    inside = ((y >= q[..., 0]) & (y <= q[..., -1])).astype(np.float64)
+    return _mean_over_targets(inside, y)
+
+
 def per_series_metrics(quantiles: Quantiles, y: Truth, insample: Sequence[np.ndarray],
                        season_length: int | Sequence[int]) -> dict[str, np.ndarray]:
-    """MASE / sCRPS / sMAPE per series for one model; the median is the point forecast."""
+    """MASE / sCRPS / sMAPE and 10-90% coverage per series for one model; the median is the point forecast."""
     point = np.asarray(quantiles)[..., MEDIAN]
     return {"MASE": mase(y, point, insample, season_length), "sCRPS": scaled_crps(y, quantiles),
-            "sMAPE": smape(y, point)}
+            "sMAPE": smape(y, point), "coverage": coverage(y, quantiles)}
 
 
 def geometric_mean_ratio(values: np.ndarray, baseline: np.ndarray) -> float:

@@ -256,7 +256,8 @@ def portable_source(source: str | None) -> str | None:
 
 
 def _scores(table: pd.DataFrame, family: str, part: str = "val") -> dict[str, float]:
-    return {f"{part}_{k}": float(table.loc[family, k]) for k in ("sCRPS", "MASE", "sMAPE")}
+    return {f"{part}_{k}": float(table.loc[family, k]) for k in ("sCRPS", "MASE", "sMAPE", "coverage")
+            if k in table.columns}
 
 
 def _register_candidate(family: str, result: OnboardingResult, components: dict[str, str], val: pd.DataFrame,

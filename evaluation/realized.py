@@ -1,0 +1,173 @@
+"""Realized accuracy: stored batch forecasts scored against the actuals that arrived after them.
+
+A forecast point is ``(origin, unique_id, ds)`` of a batch partition (``batch/``); it is *due* once
+the domain's store holds a value for its ``(unique_id, ds)``. Each due point is scored once
+(the caller keeps a ledger of the points already scored); points no actual covers yet wait.
+
+The figures are those of validation (``models.metrics``), so the two can be compared:
+- per forecast window (one origin of one series, over its covered steps): MASE (scaled by the
+  seasonal-naive in-sample error of the history up to the forecast's ``last_ds``), sCRPS
+  (sum of 2 x pinball over the levels' mean / sum |y|), sMAPE and 10-90% coverage; a table's row is
+  the mean over windows, as validation's is the mean over its windows;
+- per forecast step: the same pooled over every window (sCRPS as sum / sum).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from models.metrics import QUANTILES
+
+KEY = ["origin", "unique_id", "ds"]
+QUANTILE_COLUMNS = [str(q) for q in QUANTILES]  # "0.1" .. "0.9", as batch partitions name them
+POINT = "0.5"  # the median is the point forecast (as on validation)
+GROUP = ["model_version", "family"]
+METRICS = ("MASE", "sCRPS", "sMAPE", "coverage")
+
+
+def _comparable(forecast_ds: pd.Series, actual_ds: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Both ``ds`` columns in one type: timestamps (naive UTC) or integers for integer-step domains."""
+    def as_time(s: pd.Series) -> pd.Series:
+        t = pd.to_datetime(s)
+        return t.dt.tz_convert("UTC").dt.tz_localize(None) if t.dt.tz is not None else t
+
+    if pd.api.types.is_numeric_dtype(forecast_ds) and pd.api.types.is_numeric_dtype(actual_ds):
+        return forecast_ds.astype("int64"), actual_ds.astype("int64")
+    return as_time(forecast_ds).astype("datetime64[ns]"), as_time(actual_ds).astype("datetime64[ns]")
+
+
+def due_points(forecasts: pd.DataFrame, actuals: pd.DataFrame,
+               scored: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split the forecast points not scored yet into (due: with ``y`` and ``step``, waiting).
+
+    ``forecasts``: batch rows (unique_id, ds, quantiles, model_version, family, last_ds, origin);
+    ``actuals``: the store (unique_id, ds, y); ``scored``: the ledger's KEY columns."""
+    f = forecasts.copy()
+    f["unique_id"] = f["unique_id"].astype(str)
+    f["origin"] = pd.to_datetime(f["origin"]).dt.date.astype(str)
+    f = f.sort_values(["origin", "unique_id", "ds"], kind="stable")
+    f["step"] = f.groupby(["origin", "unique_id"], sort=False).cumcount() + 1  # before any point is dropped
+    a = actuals[["unique_id", "ds", "y"]].dropna(subset=["y"])
+    a = a.assign(unique_id=a["unique_id"].astype(str))
+    f["ds"], a_ds = _comparable(f["ds"], a["ds"])
+    a = a.assign(ds=a_ds.to_numpy())
+    if scored is not None and len(scored):
+        seen = pd.MultiIndex.from_frame(scored[KEY].astype({"origin": str, "unique_id": str}).assign(
+            ds=_comparable(scored["ds"], a["ds"])[0].to_numpy()))
+        f = f[~pd.MultiIndex.from_frame(f[KEY]).isin(seen)]
+    joined = f.merge(a, on=["unique_id", "ds"], how="left")
+    covered = joined["y"].notna()
+    return joined[covered].reset_index(drop=True), joined[~covered].drop(columns="y").reset_index(drop=True)
+
+
+def mase_scales(actuals: pd.DataFrame, queries: pd.DataFrame, seasons: int | dict[str, int]) -> np.ndarray:
+    """Per query row (unique_id, last_ds): mean |y_t - y_{t-m}| over the series' history up to
+    ``last_ds`` (lag 1 where the seasonal one is undefined or 0; NaN for a constant history), as
+    ``models.metrics.mase_scale`` does for validation. Vectorised: cumulative sums per series."""
+    a = actuals[["unique_id", "ds", "y"]].dropna(subset=["y"])
+    a = a.assign(unique_id=a["unique_id"].astype(str)).sort_values(["unique_id", "ds"], kind="stable")
+    uid, y = a["unique_id"].to_numpy(), a["y"].to_numpy(np.float64)
+    start = np.r_[0, np.flatnonzero(uid[1:] != uid[:-1]) + 1]  # first row of each series
+    pos_in_series = np.arange(len(uid)) - np.repeat(start, np.diff(np.r_[start, len(uid)]))
+    m = (np.asarray([seasons.get(u, 1) for u in uid], dtype=np.int64) if isinstance(seasons, dict)
+         else np.full(len(uid), int(seasons or 1), dtype=np.int64))
+
+    def cumulative(lag: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ok = pos_in_series >= lag
+        prev = np.where(ok, np.arange(len(y)) - lag, 0)
+        d = np.where(ok, np.abs(y - y[prev]), 0.0)
+        cd, cn = np.cumsum(d), np.cumsum(ok.astype(np.int64))
+        base = np.repeat(start, np.diff(np.r_[start, len(uid)]))  # restart the sums at each series
+        before = base - 1
+        cd = cd - np.where(before >= 0, cd[np.maximum(before, 0)], 0.0)
+        cn = cn - np.where(before >= 0, cn[np.maximum(before, 0)], 0)
+        return cd, cn
+
+    seasonal, plain = cumulative(m), cumulative(np.ones_like(m))
+    q = queries.assign(unique_id=queries["unique_id"].astype(str))
+    q_ds, a_ds = _comparable(q["last_ds"], a["ds"])
+    # the last history row at or before last_ds: search within each series' sorted ds
+    key_a = pd.MultiIndex.from_arrays([uid, a_ds.to_numpy()])
+    order = pd.Series(np.arange(len(uid)), index=key_a)
+    found = order.reindex(pd.MultiIndex.from_arrays([q["unique_id"].to_numpy(), q_ds.to_numpy()])).to_numpy()
+    out = np.full(len(q), np.nan)
+    hit = ~np.isnan(found)
+    idx = found[hit].astype(np.int64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        s = seasonal[0][idx] / seasonal[1][idx]
+        p = plain[0][idx] / plain[1][idx]
+    s = np.where(np.isfinite(s) & (s > 0), s, np.where(np.isfinite(p) & (p > 0), p, np.nan))
+    out[hit] = s
+    return out
+
+
+def score_points(due: pd.DataFrame, actuals: pd.DataFrame, seasons: int | dict[str, int]) -> pd.DataFrame:
+    """One row per due point: its errors (abs and scaled), CRPS parts, sMAPE term, and whether the
+    10-90% interval covered the actual."""
+    y = due["y"].to_numpy(np.float64)
+    q = due[QUANTILE_COLUMNS].to_numpy(np.float64)
+    point = due[POINT].to_numpy(np.float64)
+    levels = np.asarray(QUANTILES)
+    diff = y[:, None] - q
+    crps_num = (2.0 * np.maximum(levels * diff, (levels - 1.0) * diff)).mean(axis=1)
+    abs_err = np.abs(y - point)
+    den = np.abs(y) + np.abs(point)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        smape = np.where(den == 0, 0.0, 200.0 * abs_err / np.where(den == 0, 1.0, den))
+    windows = due[["unique_id", "last_ds"]].drop_duplicates()
+    scales = pd.Series(mase_scales(actuals, windows, seasons),
+                       index=pd.MultiIndex.from_frame(windows.astype({"unique_id": str})))
+    scale = scales.reindex(pd.MultiIndex.from_frame(due[["unique_id", "last_ds"]].astype({"unique_id": str})))
+    keep = [c for c in ["origin", "unique_id", "ds", "step", "model", "model_version", "family", "last_ds", "y",
+                        POINT, QUANTILE_COLUMNS[0], QUANTILE_COLUMNS[-1]] if c in due.columns]
+    out = due[keep].copy()
+    out["abs_err"] = abs_err
+    out["scale"] = scale.to_numpy()
+    out["scaled_err"] = abs_err / out["scale"].to_numpy()
+    out["crps_num"], out["abs_y"], out["smape"] = crps_num, np.abs(y), smape
+    out["inside"] = ((y >= q[:, 0]) & (y <= q[:, -1])).astype(np.float64)
+    return out
+
+
+def _window_metrics(points: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    g = points.groupby(by + ["origin", "unique_id"], sort=False)
+    w = g.agg(MASE=("scaled_err", "mean"), crps=("crps_num", "sum"), absy=("abs_y", "sum"),
+              sMAPE=("smape", "mean"), coverage=("inside", "mean"), points=("y", "size")).reset_index()
+    w["sCRPS"] = np.where(w["absy"] > 0, w["crps"] / w["absy"].where(w["absy"] > 0, 1.0), np.nan)
+    return w
+
+
+def summary(points: pd.DataFrame, by: list[str] | None = None) -> pd.DataFrame:
+    """Mean over forecast windows per group (default: model version and family): MASE, sCRPS, sMAPE,
+    coverage, and how many points, windows, series and origins they rest on."""
+    by = by or GROUP
+    w = _window_metrics(points, by)
+    out = w.groupby(by, sort=True).agg(MASE=("MASE", "mean"), sCRPS=("sCRPS", "mean"), sMAPE=("sMAPE", "mean"),
+                                       coverage=("coverage", "mean"), points=("points", "sum"),
+                                       windows=("points", "size"), series=("unique_id", "nunique"),
+                                       origins=("origin", "nunique"))
+    return out.reset_index()
+
+
+def per_step(points: pd.DataFrame, by: list[str] | None = None) -> pd.DataFrame:
+    """Per group and forecast step, pooled over windows: MASE, sCRPS (sum / sum), sMAPE, coverage, points."""
+    by = (by or GROUP) + ["step"]
+    g = points.groupby(by, sort=True)
+    out = g.agg(MASE=("scaled_err", "mean"), crps=("crps_num", "sum"), absy=("abs_y", "sum"),
+                sMAPE=("smape", "mean"), coverage=("inside", "mean"), points=("y", "size")).reset_index()
+    out["sCRPS"] = np.where(out["absy"] > 0, out["crps"] / out["absy"].where(out["absy"] > 0, 1.0), np.nan)
+    return out.drop(columns=["crps", "absy"])[by + list(METRICS) + ["points"]]
+
+
+def against_validation(table: pd.DataFrame, validation: dict[str, dict[str, float]]) -> pd.DataFrame:
+    """``summary`` rows with the version's validation figures beside them (``val_<metric>``) and the
+    ratio realized / validation per metric (``<metric>_ratio``; NaN where validation has no figure).
+    ``validation``: model_version -> {metric: value} (the version's ``val_*`` tags)."""
+    out = table.copy()
+    for metric in METRICS:
+        val = out["model_version"].astype(str).map(lambda v, m=metric: validation.get(str(v), {}).get(m, np.nan))
+        out[f"val_{metric}"] = val.astype(np.float64)
+        if metric != "coverage":  # coverage is judged against its nominal 0.8, not as a ratio
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[f"{metric}_ratio"] = out[metric] / out[f"val_{metric}"]
+    return out
