@@ -159,7 +159,10 @@ async def score(served: Served, request: Request) -> Response:
                 await asyncio.to_thread(future_timestamps, ids, stamps, horizon, freq)
         except ValueError as e:
             raise ApiError(400, str(e)) from None
-        served.metrics.observe_inputs(domain, values, horizon)
+        if small:
+            served.metrics.observe_inputs(domain, values, horizon, model.season)
+        else:  # per-series features of a big request must not hold the event loop
+            await asyncio.to_thread(served.metrics.observe_inputs, domain, values, horizon, model.season)
         scaled, factors = to_model_scale(values)  # float32 models, any float64 magnitude
         queued = True
         quantiles = await served.batcher.predict(model, ids, scaled, horizon, announced=True)
@@ -189,10 +192,12 @@ async def score(served: Served, request: Request) -> Response:
     return response
 
 
-def create_app(params: ServeParams, tracking_uri: str, catalog: Catalog | None = None) -> FastAPI:
-    """The serving app. ``catalog``: a prepared one (tests); default: resolve ``params`` in MLflow."""
+def create_app(params: ServeParams, tracking_uri: str, catalog: Catalog | None = None,
+               max_champion_age_s: float | None = None) -> FastAPI:
+    """The serving app. ``catalog``: a prepared one (tests); default: resolve ``params`` in MLflow.
+    ``max_champion_age_s``: exported for the stale-champion alert (``monitor.max_champion_age_days``)."""
     catalog = catalog or Catalog(tracking_uri, params.alias, params.domains, params.device)
-    metrics = ServingMetrics()
+    metrics = ServingMetrics(max_champion_age_s)
     served = Served(catalog, MicroBatcher(params.max_batch_series, params.max_wait_ms, metrics), metrics,
                     params.token.get_secret_value() if params.token else None, int(params.max_body_mb * 1024 * 1024),
                     params.body_timeout_s)
@@ -204,6 +209,7 @@ def create_app(params: ServeParams, tracking_uri: str, catalog: Catalog | None =
         metrics.set_models(catalog.snapshot(), catalog.backbone_count())
 
     catalog.on_change = on_change
+    catalog.on_tags = metrics.set_domain_tags
     metrics.set_models(catalog.snapshot(), catalog.backbone_count())  # a prepared catalog may be loaded
     poller = Poller(catalog, params.reload_interval_s)
 

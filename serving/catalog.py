@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import re
 import shutil
 import tempfile
 import threading
@@ -48,6 +49,12 @@ class ServedModel:
         return str(self.meta.get("family") or self.meta.get("kind") or "fused")
 
     @property
+    def season(self) -> int:
+        """The domain's season length where it has one (per-series seasons: 1, no seasonal feature)."""
+        found = re.match(r"\s*(\d+)", str(self.meta.get("season") or ""))  # "12 (from the frequency MS)"
+        return int(found.group(1)) if found else 1
+
+    @property
     def label(self) -> str:
         """The ``X-Tsfm-Model`` header: name, version and family that answered."""
         return f"{self.name}/{self.version} ({self.family})"
@@ -84,6 +91,10 @@ class Catalog:
         self.errors: dict[str, str] = {}  # domain -> last load/resolve problem
         self.last_refresh: float | None = None
         self.on_change = None  # callback(changes: list[dict]) after a swap (metrics)
+        # domain -> what the registry says about it beyond the alias: the monitor's verdict (``monitor.*``
+        # tags of forecaster-<domain>) and when its champion was last validated (``validated_at``)
+        self.domain_tags: dict[str, dict[str, str]] = {}
+        self.on_tags = None  # callback(domain_tags) after every successful refresh (metrics)
 
     # -------------------------------------------------------------------- reading
     def get(self, domain: str) -> ServedModel | None:
@@ -101,9 +112,11 @@ class Catalog:
 
     # -------------------------------------------------------------------- refresh
     def targets(self) -> dict[str, str | None]:
-        """domain -> version the alias names now (None: no such alias / model)."""
+        """domain -> version the alias names now (None: no such alias / model). Keeps each domain's
+        registered-model ``monitor.*`` tags in ``self._tags_seen`` on the way."""
+        self._tags_seen: dict[str, dict[str, str]] = {}
         if self.fixed_domains:
-            return {d: self._alias_version(f"{PREFIX}{d}") for d in self.fixed_domains}
+            return {d: self._alias_version(f"{PREFIX}{d}", d) for d in self.fixed_domains}
         found: dict[str, str | None] = {}
         token = None
         while True:
@@ -112,16 +125,34 @@ class Catalog:
             for rm in page:
                 if rm.name.startswith(PREFIX) and self.alias in (rm.aliases or {}):
                     found[rm.name[len(PREFIX):]] = str(rm.aliases[self.alias])
+                    self._tags_seen[rm.name[len(PREFIX):]] = _monitor_tags(rm.tags)
             token = page.token
             if not token:
                 break
         return found
 
-    def _alias_version(self, name: str) -> str | None:
+    def _alias_version(self, name: str, domain: str | None = None) -> str | None:
         try:
-            return str(self.client.get_model_version_by_alias(name, self.alias).version)
+            version = str(self.client.get_model_version_by_alias(name, self.alias).version)
+            if domain is not None:
+                self._tags_seen[domain] = _monitor_tags(self.client.get_registered_model(name).tags)
+            return version
         except MlflowException:
             return None
+
+    def _read_domain_tags(self, served: dict[str, "ServedModel"]) -> None:
+        """The served champions' ``validated_at`` (a version tag set by the gate; else the version's
+        creation time) beside the ``monitor.*`` tags ``targets`` saw."""
+        out = {}
+        for domain, m in served.items():
+            tags = dict(getattr(self, "_tags_seen", {}).get(domain, {}))
+            try:
+                mv = self.client.get_model_version(m.name, m.version)
+                tags["validated_at"] = mv.tags.get("validated_at") or str(mv.creation_timestamp / 1000.0)
+            except MlflowException as e:
+                log.warning("cannot read %s v%s: %s", m.name, m.version, e)
+            out[domain] = tags
+        self.domain_tags = out
 
     def refresh(self) -> list[dict]:
         """Bring the served set in line with the registry; returns what changed.
@@ -164,6 +195,7 @@ class Catalog:
                 del new[domain]
                 changes.append({"domain": domain, "from": current[domain].version, "to": None})
             self._models = new  # the atomic swap: requests already running keep their object
+            self._read_domain_tags(new)
             # forget backbones nobody serves any more (requests in flight still hold theirs)
             used = {m.backbone_key for m in new.values()}
             self._backbones = {k: b for k, b in self._backbones.items() if k in used}
@@ -173,6 +205,8 @@ class Catalog:
                      f" (failed: {c['error']})" if "error" in c else "")
         if changes and self.on_change is not None:
             self.on_change(changes)
+        if self.on_tags is not None:
+            self.on_tags(self.domain_tags)
         return changes
 
     # -------------------------------------------------------------------- loading
@@ -214,6 +248,10 @@ class Catalog:
 
     def _download(self, uri: str, dst: Path) -> str:
         return mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst))
+
+
+def _monitor_tags(tags: dict | None) -> dict[str, str]:
+    return {k: v for k, v in (tags or {}).items() if k.startswith("monitor.")}
 
 
 class Poller:

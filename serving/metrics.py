@@ -2,24 +2,30 @@
 
 Besides traffic (requests by domain and status, latency, batch sizes) it records what
 the inputs look like per domain, so drift shows on a dashboard before it shows in the
-errors: context length, per-series level (log10 |mean|) and scale (coefficient of
-variation), and the share of missing values (``missing / values``).
+errors: context length and the per-series features of ``evaluation.drift`` (level, scale,
+trend and seasonal strength, intermittency, missing share) as histograms on the buckets the
+monitor bins its training data with; the monitor sums them over replicas and computes PSI.
+
+It also re-exports what the registry says about each domain (read on every alias poll):
+when its champion was last validated (``champion.validated_at``) and the monitor's last verdict
+(``monitor.*`` tags of forecaster-<domain>), so alert rules and dashboards see both.
 """
 from __future__ import annotations
 
 import numpy as np
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from evaluation.drift import BUCKETS, FEATURE_DOCS, FEATURES, series_features
+
 UNKNOWN = "unknown"  # label for requests that name no served domain (keeps label values bounded)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 COUNT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 LENGTH_BUCKETS = (4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
-LEVEL_BUCKETS = tuple(float(x) for x in range(-3, 10))  # log10 |mean|
-CV_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+FEATURE_WINDOW = 512  # most recent points per series the features are computed on (bounded work per request)
 
 
 class ServingMetrics:
-    def __init__(self) -> None:
+    def __init__(self, max_champion_age_s: float | None = None) -> None:
         self.registry = r = CollectorRegistry(auto_describe=True)
 
         def per_domain(kind, name: str, doc: str, buckets=None):
@@ -40,31 +46,51 @@ class ServingMetrics:
         self.missing = per_domain(Counter, "input_missing_values", "Context values that were missing (NaN/null)")
         self.context_length = per_domain(Histogram, "input_context_length", "Context points per series",
                                          LENGTH_BUCKETS)
-        self.level = per_domain(Histogram, "input_level_log10", "Per-series level: log10 |mean of the context|",
-                                LEVEL_BUCKETS)
-        self.scale = per_domain(Histogram, "input_cv", "Per-series scale: std / |mean| of the context", CV_BUCKETS)
+        # one histogram per drift feature, on the monitor's buckets (names kept from before: level, cv)
+        names = {"level": "input_level_log10", "scale": "input_cv"}
+        self.features = {f: per_domain(Histogram, names.get(f, f"input_{f}"), f"Per-series {FEATURE_DOCS[f]}",
+                                       BUCKETS[f]) for f in FEATURES}
         self.horizon = per_domain(Histogram, "horizon", "Requested horizon", COUNT_BUCKETS)
         self.model_info = Gauge("tsfm_serve_model_info", "Served model version per domain (value 1)",
                                 ["domain", "model", "version", "family", "alias", "backbone_version"], registry=r)
         self.reloads = Counter("tsfm_serve_reloads", "Model swaps by domain and outcome (ok, failed, removed)",
                                ["domain", "outcome"], registry=r)
         self.backbones = Gauge("tsfm_serve_backbones_loaded", "Distinct backbone objects in memory", registry=r)
+        self.validated_at = Gauge("tsfm_serve_champion_validated_timestamp_seconds", "When the served champion "
+                                  "last passed a validation (its promotion or a re-onboarding that kept it)",
+                                  ["domain"], registry=r)
+        self.max_age = Gauge("tsfm_serve_champion_max_age_seconds", "Configured age after which a champion not "
+                             "re-validated is stale (monitor.max_champion_age_days)", registry=r)
+        if max_champion_age_s:
+            self.max_age.set(max_champion_age_s)
+        self.checked_at = Gauge("tsfm_monitor_checked_timestamp_seconds", "Last monitor check of the domain",
+                                ["domain"], registry=r)
+        self.degraded = Gauge("tsfm_monitor_degraded", "1 when the last monitor check found the domain degraded",
+                              ["domain"], registry=r)
+        self.realized_ratio = Gauge("tsfm_monitor_realized_ratio", "Realized accuracy / the model's validation "
+                                    "figure at the last check (above 1: worse than promised)", ["domain", "metric"],
+                                    registry=r)
+        self.coverage = Gauge("tsfm_monitor_coverage", "Share of actuals inside the 10-90% interval at the last "
+                              "check (nominal 0.8)", ["domain"], registry=r)
+        self.drift_psi = Gauge("tsfm_monitor_drift_psi", "Population stability index of a per-series feature, new "
+                               "data (data=store) or served contexts (data=serving) vs the champion's training data",
+                               ["domain", "data", "feature"], registry=r)
+        self.drift_threshold = Gauge("tsfm_monitor_drift_threshold", "PSI above which a feature counts as drifted",
+                                     ["domain"], registry=r)
 
-    def observe_inputs(self, domain: str, values: list[np.ndarray], horizon: int) -> None:
+    def observe_inputs(self, domain: str, values: list[np.ndarray], horizon: int, season: int = 1) -> None:
         """Per-series input statistics of one request (values: context arrays, NaN = missing)."""
         self.horizon.labels(domain).observe(horizon)
         self.series.labels(domain).inc(len(values))
         n_values = n_missing = 0
+        hists = {f: h.labels(domain) for f, h in self.features.items()}
         for v in values:
-            known = v[~np.isnan(v)]
             n_values += len(v)
-            n_missing += len(v) - len(known)
+            n_missing += int(np.isnan(v).sum())
             self.context_length.labels(domain).observe(len(v))
-            if len(known):
-                mean = float(np.mean(known, dtype=np.float64))
-                self.level.labels(domain).observe(np.log10(abs(mean)) if mean else LEVEL_BUCKETS[0])
-                if mean:
-                    self.scale.labels(domain).observe(float(np.std(known, dtype=np.float64)) / abs(mean))
+            for f, x in series_features(v[-FEATURE_WINDOW:], season).items():
+                if np.isfinite(x):
+                    hists[f].observe(x)
         self.values.labels(domain).inc(n_values)
         self.missing.labels(domain).inc(n_missing)
 
@@ -74,6 +100,31 @@ class ServingMetrics:
         for domain, m in models.items():
             self.model_info.labels(domain, m.name, m.version, m.family, m.alias, m.backbone_version or "").set(1)
         self.backbones.set(backbones)
+
+    def set_domain_tags(self, tags: dict[str, dict[str, str]]) -> None:
+        """Re-export the registry's per-domain facts (domain -> tags of forecaster-<domain>, plus
+        ``validated_at`` of the served champion) after every alias poll."""
+        for g in (self.validated_at, self.checked_at, self.degraded, self.realized_ratio, self.coverage,
+                  self.drift_psi, self.drift_threshold):
+            g.clear()
+        for domain, t in tags.items():
+            def num(key: str) -> float | None:
+                try:
+                    return float(t[key])
+                except (KeyError, TypeError, ValueError):
+                    return None
+
+            for key, gauge in (("validated_at", self.validated_at), ("monitor.checked_at", self.checked_at),
+                               ("monitor.degraded", self.degraded), ("monitor.coverage", self.coverage),
+                               ("monitor.psi_threshold", self.drift_threshold)):
+                if (x := num(key)) is not None:
+                    gauge.labels(domain).set(x)
+            for key in t:
+                if key.startswith("monitor.ratio.") and (x := num(key)) is not None:
+                    self.realized_ratio.labels(domain, key.removeprefix("monitor.ratio.")).set(x)
+                elif key.startswith("monitor.psi.") and key.count(".") == 3 and (x := num(key)) is not None:
+                    _, _, data, feature = key.split(".")
+                    self.drift_psi.labels(domain, data, feature).set(x)
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -28,7 +28,7 @@ def run(settings: Settings | None = None, params: ServeParams | None = None, **o
         print(f"no forecaster-*@{params.alias} yet: serving nothing until a domain gets one "
               "(tsfm onboard --domain NAME --source PATH)", flush=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app(params, settings.tracking_uri)
+    app = create_app(params, settings.tracking_uri, max_champion_age_s=settings.monitor.max_champion_age_days * 86400)
     served = ", ".join(params.domains) or f"every forecaster-* model @{params.alias}"
     if warning:
         print(warning, file=sys.stderr, flush=True)

@@ -42,6 +42,13 @@ def champion_on_candidate_split(name: str, champion: str, result_dir: str | Path
     return float(np.nanmean(per_series_metrics(q, w.truth, insample, split.seasons[w.series])["sCRPS"]))
 
 
+def _validated(name: str, version: str) -> None:
+    """``validated_at`` (epoch seconds) on the version: servers export it for the stale-champion alert."""
+    import time
+
+    mlflow.MlflowClient().set_model_version_tag(name, version, "validated_at", f"{time.time():.0f}")
+
+
 def promote_domain(domain: str, settings: Settings, version: str | None = None, margin: float | None = None,
                    result_dir: str | None = None, why: str | None = None) -> dict:
     """Give forecaster-<domain>'s candidate (``challenger`` by default) the ``champion`` alias when
@@ -75,6 +82,7 @@ def promote_domain(domain: str, settings: Settings, version: str | None = None, 
                             champion_rescored=rescored is not None)
         if beats(cand, champ_score, margin):
             registry.set_alias(name, "champion", version)
+            _validated(name, version)
             decision.update(promoted=True, reason=(
                 f"{family} v{version} (val sCRPS {cand:.4f})"
                 + (f" beats champion v{champion} ({champ_score:.4f}) by {margin:.0%}" if champion else
@@ -84,6 +92,8 @@ def promote_domain(domain: str, settings: Settings, version: str | None = None, 
                 f"{family} v{version} (val sCRPS {cand:.4f}) does not beat champion v{champion} "
                 f"({decision['champion_family']}, {champ_score:.4f}) by {margin:.0%}"
                 + (" (champion re-scored on this validation split)" if decision.get("champion_rescored") else "")))
+            if decision.get("champion_rescored"):
+                _validated(name, champion)  # it held its place on today's data: re-validated
     run_logger().info("promote %s v%s: %s", name, version, decision["reason"])
 
     registry.use_experiment("promote", settings)
