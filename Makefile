@@ -10,9 +10,9 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install chromium postgres demo test clean
+.PHONY: install chromium postgres prometheus demo test clean
 
-install: $(STAMP) chromium postgres
+install: $(STAMP) chromium postgres prometheus
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -49,6 +49,22 @@ postgres:
 	else \
 	  echo "note: PostgreSQL is missing and apt-get is unavailable (or not root): install Debian's"; \
 	  echo "      'postgresql' package to run benchmarks/rehearsal.py"; \
+	fi
+
+# promtool for the alert rules of infra/prometheus (tests/infra/test_operations_view.py runs
+# `promtool check rules` and `promtool test rules`): Debian's prometheus package, as for chromium.
+# Only /usr/bin/promtool is used; no system Prometheus is started.
+prometheus:
+	@if [ -x /usr/bin/promtool ] || command -v promtool >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing prometheus (apt-get, for promtool)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends prometheus >/dev/null; } || \
+	  { echo "error: apt-get could not install prometheus" >&2; exit 1; }; \
+	else \
+	  echo "note: promtool is missing and apt-get is unavailable (or not root): install Debian's"; \
+	  echo "      'prometheus' package; until then tests/infra/test_operations_view.py fails"; \
 	fi
 
 demo: install
