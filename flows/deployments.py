@@ -6,6 +6,9 @@
   when ``watch-sources`` reports new data at its source (event ``tsfm.source.updated``);
 - ``forecast-<domain>``: batch-forecast every series of each scheduled domain with its champion
   (``schedules.forecast_cron``; the partition is the run's scheduled date);
+- ``monitor-<domain>``: score the stored forecasts against new actuals and check drift whenever a re-ingest
+  changes the domain's store (event ``tsfm.store.updated``; also ``schedules.monitor_cron`` when set); its
+  ``tsfm.domain.degraded`` event re-onboards the domain (a second trigger of ``onboard-<domain>``);
 - ``watch-sources``: check the sources for new data every ``schedules.watch_interval_s`` seconds;
 - ``onboard_domain``: on demand, the one-click onboarding whose parameter form is
   ``OnboardParams`` (the Prefect UI renders and validates it before the run starts).
@@ -21,9 +24,11 @@ from prefect.events import DeploymentEventTrigger
 
 from flows.forecast import forecast_flow
 from flows.ingest import ingest_flow
+from flows.monitor import monitor_flow
 from flows.onboard_domain import onboard_domain_flow
 from flows.pretrain import pretrain_flow
 from flows.watch_sources import watch_sources_flow
+from infra.events import DOMAIN_DEGRADED, STORE_UPDATED, domain_resource, store_resource
 from infra.settings import IngestParams, OnboardParams, Settings
 from store.watch import EVENT, UNWATCHED, resource_id
 from tasks.ingest import known_sources
@@ -39,6 +44,20 @@ def source_trigger(domain: str) -> DeploymentEventTrigger:
     """Runs the deployment once per ``tsfm.source.updated`` event of ``domain``'s source."""
     return DeploymentEventTrigger(name=f"new data for {domain}", expect={EVENT},
                                   match={"prefect.resource.id": resource_id(domain)}, threshold=1,
+                                  within=timedelta(0))
+
+
+def degraded_trigger(domain: str) -> DeploymentEventTrigger:
+    """Runs the deployment once per ``tsfm.domain.degraded`` event of ``domain`` (the monitor's verdict)."""
+    return DeploymentEventTrigger(name=f"{domain} degraded", expect={DOMAIN_DEGRADED},
+                                  match={"prefect.resource.id": domain_resource(domain)}, threshold=1,
+                                  within=timedelta(0))
+
+
+def store_trigger(domain: str) -> DeploymentEventTrigger:
+    """Runs the deployment once per ``tsfm.store.updated`` event of ``domain`` (new actuals ingested)."""
+    return DeploymentEventTrigger(name=f"new actuals for {domain}", expect={STORE_UPDATED},
+                                  match={"prefect.resource.id": store_resource(domain)}, threshold=1,
                                   within=timedelta(0))
 
 
@@ -80,7 +99,7 @@ def build_deployments(settings: Settings) -> list:
         out.append(onboard_domain_flow.to_deployment(
             name=f"onboard-{domain}", schedules=_schedules(sch.onboard_cron, sch.timezone),
             parameters={"params": OnboardParams.model_validate(params.model_dump()).model_dump()},
-            triggers=[source_trigger(domain)] if watched else None,
+            triggers=([source_trigger(domain)] if watched else []) + [degraded_trigger(domain)],
             tags=["tsfm", "onboard", domain], description=f"re-onboard {domain} onto the champion backbone"))
         if sch.forecast_cron:
             forecast = settings.forecast.model_copy(update={"domain": domain, "origin": None})
@@ -89,6 +108,13 @@ def build_deployments(settings: Settings) -> list:
                 parameters={"params": forecast.model_dump(mode="json")}, tags=["tsfm", "forecast", domain],
                 description=f"forecast every series of {domain} with its champion into "
                             f"{forecast.output or Path(settings.paths.data_dir, 'forecasts', domain).as_posix()}"))
+        monitor = settings.monitor.model_copy(update={"domain": domain})
+        out.append(monitor_flow.to_deployment(
+            name=f"monitor-{domain}", schedules=_schedules(sch.monitor_cron, sch.timezone),
+            parameters={"params": monitor.model_dump(mode="json")}, triggers=[store_trigger(domain)],
+            tags=["tsfm", "monitor", domain],
+            description=f"score {domain}'s stored forecasts against new actuals, check drift, and emit "
+                        f"{DOMAIN_DEGRADED} (re-onboarding) when it degraded"))
     if sch.watch_interval_s:
         out.append(watch_sources_flow.to_deployment(
             name="watch-sources", schedules=[IntervalSchedule(interval=timedelta(seconds=sch.watch_interval_s))],

@@ -1,15 +1,17 @@
 from prefect import flow
 
 from infra.settings import IngestParams, load_settings
-from tasks.ingest import ingest_params, ingest_task, log_ingest_task
+from tasks.ingest import announce_store_task, ingest_params, ingest_task, log_ingest_task
 
 
 @flow(name="ingest", log_prints=True)
 def ingest_flow(params: IngestParams) -> str:
-    """source -> validated canonical Parquet store (+ MLflow ingest run); returns the store path."""
+    """source -> validated canonical Parquet store (+ MLflow ingest run) -> ``tsfm.store.updated`` when its
+    data changed (the monitor's trigger); returns the store path."""
     settings = load_settings()
     params = ingest_params(params, settings)
     store = ingest_task(params.source, params.domain, params.horizon, params.min_train, settings.paths.data_dir,
                         params.columns)
     log_ingest_task(store, settings)
+    announce_store_task(store)
     return store

@@ -219,6 +219,39 @@ class ForecastParams(Section):
     retries: int = Field(2, ge=0, le=10, description="extra attempts of a failed chunk (the others are not redone)")
 
 
+MONITOR_METRICS = ("MASE", "sCRPS", "sMAPE")
+
+
+class MonitorParams(Section):
+    """`tsfm monitor`: realized accuracy of the stored batch forecasts once actuals cover them, drift of the
+    domain's data (and of the contexts its servers received) from what its champion was trained on, and a
+    ``tsfm.domain.degraded`` event when either crosses its threshold (``evaluation/realized.py``, ``drift.py``)."""
+
+    domain: str | None = Field(None, pattern=DOMAIN_PATTERN, description="the domain to check; None = every "
+                               "onboarded domain")
+    forecasts: str | None = Field(None, description="batch forecast dataset root; None = forecast.output, else "
+                                  "<data_dir>/forecasts/<domain>")
+    degraded_ratio: float = Field(1.5, gt=1, description="realized / validation figure above which the domain "
+                                  "is degraded (e.g. realized MASE 1.5 x the champion's validation MASE)")
+    ratio_metrics: list[Literal["MASE", "sCRPS", "sMAPE"]] = Field(
+        default_factory=lambda: ["MASE", "sCRPS"], description="metrics the ratio is judged on")
+    min_points: int = Field(20, ge=1, description="forecast points actuals must cover before realized accuracy is "
+                            "judged (fewer: reported, not judged)")
+    window: int = Field(64, ge=8, description="most recent points per series the drift features are computed on")
+    psi_threshold: float = Field(0.25, gt=0, description="population stability index above which a feature has "
+                                 "drifted (0.1: moderate, 0.25: significant, by the usual convention)")
+    min_series: int = Field(30, ge=1, description="series (or served contexts) each side needs before drift is "
+                            "judged")
+    serving_metrics: list[str] = Field(default_factory=list, description="/metrics URLs of the serving replicas; "
+                                       "their input histograms are summed (as Prometheus does) for serving drift")
+    prometheus_url: str | None = Field(None, description="Prometheus that scrapes the replicas, e.g. "
+                                       "http://prometheus:9090 (used instead of serving_metrics)")
+    serving_range: str = Field("7d", description="with prometheus_url: the contexts of this last range")
+    max_champion_age_days: float = Field(30.0, gt=0, description="a champion not re-validated for longer is stale "
+                                         "(the server exports it for the alert rule)")
+    emit_events: bool = Field(True, description="emit tsfm.domain.degraded (re-onboarding's trigger)")
+
+
 EVALUATE_BASELINES = ("seasonal_naive", "theta", "auto_ets")
 
 
@@ -269,6 +302,8 @@ class ScheduleSettings(Section):
     onboard_cron: str | None = Field("0 5 * * *", description="re-onboard each domain of onboard_domains")
     forecast_cron: str | None = Field("0 6 * * *", description="batch-forecast every onboarded domain (after its "
                                       "re-onboarding)")
+    monitor_cron: str | None = Field(None, description="check every domain's realized accuracy and drift; the "
+                                     "monitor also runs whenever a re-ingest changes a domain's store")
     onboard_domains: list[str] = Field(default_factory=list, description="domains re-onboarded on schedule; "
                                        "default: every source except the pre-training-only synthetic one")
     timezone: str = "UTC"
@@ -362,6 +397,7 @@ class Settings(BaseSettings):
     demo: DemoParams = DemoParams()
     evaluate: EvaluateParams = EvaluateParams()
     forecast: ForecastParams = ForecastParams()
+    monitor: MonitorParams = MonitorParams()
     schedules: ScheduleSettings = ScheduleSettings()
     promote: PromoteSettings = PromoteSettings()
     retry: RetrySettings = RetrySettings()
@@ -421,6 +457,10 @@ class Settings(BaseSettings):
     def forecast_dir(self, domain: str) -> str:
         """Where a domain's batch forecasts go when ``forecast.output`` names nowhere else."""
         return str((self.paths.data_dir / "forecasts" / domain).resolve())
+
+    def monitor_dir(self, domain: str) -> Path:
+        """The monitor's ledger of scored forecast points and its event memory, per domain."""
+        return self.paths.state_dir / "monitor" / domain
 
     def run_dir(self, *parts: str) -> Path:
         return self.paths.state_dir.joinpath("runs", *parts)

@@ -63,3 +63,40 @@ def per_horizon_plot(errors: dict[str, np.ndarray], path: Path, title: str, ylab
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def forecast_vs_actual_plot(points, history, path: Path, title: str, tail: int = 36) -> Path:
+    """Per series (at most 6): the history's tail, the stored forecast (median and 10-90% band) and the
+    actuals that arrived. ``points``: scored rows (unique_id, ds, y, 0.1, 0.5, 0.9, last_ds);
+    ``history``: the store's rows (unique_id, ds, y) of those series."""
+    import pandas as pd
+
+    ids = list(dict.fromkeys(points["unique_id"]))[:6]
+    cols = 3 if len(ids) > 3 else max(len(ids), 1)
+    rows = int(np.ceil(max(len(ids), 1) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows), squeeze=False)
+    for ax, uid in zip(axes.flat, ids):
+        p = points[points["unique_id"] == uid].sort_values("ds")
+        h = history[history["unique_id"] == uid].sort_values("ds")
+        last = p["last_ds"].iloc[0]
+        try:
+            h = h[pd.to_datetime(h["ds"]) <= pd.to_datetime(last)].tail(tail)
+        except (TypeError, ValueError):
+            h = h[h["ds"] <= last].tail(tail)
+        ax.plot(h["ds"], h["y"], color="0.3", lw=1)
+        ax.fill_between(p["ds"], p["0.1"], p["0.9"], alpha=0.2, color="C0", label="10-90%")
+        ax.plot(p["ds"], p["0.5"], color="C0", lw=1.5, label="forecast (median)")
+        ax.plot(p["ds"], p["y"], color="C3", lw=1.2, marker="o", ms=2.5, label="actual")
+        ax.set_title(str(uid), fontsize=9)
+        ax.tick_params(labelsize=7)
+        for label in ax.get_xticklabels():
+            label.set_rotation(30)
+    for ax in list(axes.flat)[len(ids):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7, loc="upper left")
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

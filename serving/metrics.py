@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from evaluation.drift import BUCKETS, FEATURE_DOCS, FEATURES, series_features
+from evaluation.drift import BUCKETS, FEATURE_DOCS, FEATURES, features_of
 
 UNKNOWN = "unknown"  # label for requests that name no served domain (keeps label values bounded)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -82,15 +82,15 @@ class ServingMetrics:
         """Per-series input statistics of one request (values: context arrays, NaN = missing)."""
         self.horizon.labels(domain).observe(horizon)
         self.series.labels(domain).inc(len(values))
-        n_values = n_missing = 0
-        hists = {f: h.labels(domain) for f, h in self.features.items()}
+        n_values = sum(len(v) for v in values)
+        n_missing = int(sum(np.isnan(v).sum() for v in values))
         for v in values:
-            n_values += len(v)
-            n_missing += int(np.isnan(v).sum())
             self.context_length.labels(domain).observe(len(v))
-            for f, x in series_features(v[-FEATURE_WINDOW:], season).items():
-                if np.isfinite(x):
-                    hists[f].observe(x)
+        # features of every series in one vectorised pass (a 1,000-series request costs milliseconds)
+        for f, column in features_of([v[-FEATURE_WINDOW:] for v in values if len(v)], season).items():
+            hist = self.features[f].labels(domain)
+            for x in column[np.isfinite(column)]:
+                hist.observe(float(x))
         self.values.labels(domain).inc(n_values)
         self.missing.labels(domain).inc(n_missing)
 

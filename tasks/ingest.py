@@ -42,6 +42,22 @@ def log_ingest_task(store_dir: str, settings: Settings) -> str:
     return run.info.run_id
 
 
+@task(name="announce-store")
+def announce_store_task(store_dir: str) -> str | None:
+    """``tsfm.store.updated`` when this ingest changed the store's data (md5) since the version before it:
+    new actuals for the monitor (its deployment's trigger). A first ingest or unchanged data: no event."""
+    from infra.events import STORE_UPDATED, emit, store_resource
+    from store.ingest import previous_version
+
+    meta = read_meta(store_dir)
+    before = previous_version(Path(store_dir))
+    if before is None or before[1].get("md5") == meta["md5"]:
+        return None
+    return emit(STORE_UPDATED, store_resource(meta["domain"]), meta["domain"],
+                {"domain": meta["domain"], "data_version": meta["md5"], "previous": before[1].get("md5"),
+                 "n_series": meta.get("n_series"), "rows_kept": meta.get("rows_kept")})
+
+
 def default_horizon(domain: str, settings: Settings) -> int:
     """The held-out horizon of an ingest that names none: the domain's `sources` entry, else onboard.horizon."""
     spec = settings.sources.get(domain)

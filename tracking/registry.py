@@ -26,6 +26,7 @@ EXPERIMENTS = {
     "promote": "tsfm-promote",
     "evaluate": "tsfm-evaluate",
     "forecast": "tsfm-forecast",
+    "monitor": "tsfm-monitor",
     "compare": "tsfm-compare",  # cross-domain onboarding comparison (benchmarks/onboard_domains.py)
 }
 NOTE = "mlflow.note.content"  # what the MLflow UI shows as an experiment's, a run's description
@@ -41,6 +42,10 @@ EXPERIMENT_NOTES = {
     "forecast": "One run per batch forecast of a domain: the champion that made it, series and rows written, "
                 "timings, and the partition's URI (tag output_uri).",
     "compare": "Cross-domain comparison of onboardings (benchmarks).",
+    "monitor": "One run per domain and check: the stored batch forecasts that actuals now cover, scored against "
+               "each model's validation figures (MASE, sCRPS, sMAPE, 10-90% coverage, per step), the drift of the "
+               "domain's data and served contexts from the champion's training data (PSI per feature), and the "
+               "verdict (tag degraded, reason).",
 }
 MODEL_NOTES = {  # registered model name prefix -> its description
     "forecaster-": "The served forecaster of one domain: every version is a candidate of one family (tag `family`: "

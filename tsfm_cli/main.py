@@ -437,6 +437,38 @@ def forecast(
 
 
 @app.command()
+def monitor(
+    domain: str = typer.Option(None, help="the domain to check; default: every onboarded domain"),
+    forecasts: str = typer.Option(None, help="batch forecast dataset root" + _default(
+        S.monitor.forecasts or S.forecast.output or "<data_dir>/forecasts/<domain>")),
+    serving_metrics: str = typer.Option(None, help="comma-separated /metrics URLs of the serving replicas (served "
+                                        "contexts' drift)"),
+    prometheus_url: str = typer.Option(None, help="Prometheus scraping the replicas, instead of --serving-metrics"),
+    no_events: bool = typer.Option(False, "--no-events", help="report only: emit no tsfm.domain.degraded"),
+    set_: list[str] = SET,
+    out: str = OUT,
+):
+    """Realized accuracy of the stored batch forecasts that new actuals cover (each point once) against the
+    models' validation figures, drift of the data and served contexts from the champion's training data,
+    and tsfm.domain.degraded (re-onboarding) when either crosses its threshold."""
+    from infra.settings import MonitorParams
+
+    params = _params(MonitorParams, _settings().monitor, set_, dict(
+        domain=domain, forecasts=forecasts, prometheus_url=prometheus_url,
+        serving_metrics=[u.strip() for u in serving_metrics.split(",") if u.strip()] if serving_metrics else None,
+        emit_events=False if no_events else None))
+    result = _run(_flow("flows.monitor.monitor_flow"), params)
+    if not result:
+        _say("no onboarded domain to monitor (tsfm onboard --domain NAME --source PATH first)")
+    for name, v in sorted(result.items()):
+        state = "DEGRADED" if v["degraded"] else "healthy"
+        _say(f"{name}: {state}: {v['points']} forecast points scored ({', '.join(v['origins']) or 'no origin'}), "
+             f"{v['waiting']} wait for actuals" + "".join(f"\n  - {r}" for r in v["reasons"])
+             + (f"\n  {v['event'] and 'tsfm.domain.degraded emitted' or 'no event emitted'}" if v["degraded"] else ""))
+    _echo(result, out)
+
+
+@app.command()
 def demo():
     """Everything end to end on the embedded defaults: ingest, pretrain, onboard, promote, serve."""
     import resource

@@ -171,3 +171,16 @@ def test_features_frame_keeps_the_last_window_by_ds_and_matches_series_features(
     assert features_frame(mixed.iloc[:0]).empty
     with pytest.raises(ValueError, match="window"):
         features_frame(mixed, window=0)
+
+
+def test_features_of_many_series_equal_each_series_alone():
+    from evaluation.drift import features_of
+
+    rng = np.random.default_rng(3)
+    series = [rng.normal(10, 2, n) for n in (5, 40, 40, 2, 97)]
+    series[2][[3, 7]] = np.nan
+    batch = features_of(series, season=4)
+    for i, v in enumerate(series):
+        one = series_features(v, season=4)
+        for f in FEATURES:
+            np.testing.assert_allclose(batch[f][i], one[f], equal_nan=True, err_msg=f)

@@ -67,17 +67,28 @@ def test_source_watcher_deployment_and_event_triggers(monkeypatch, tmp_path):
     watch = deployments["watch-sources"]
     assert watch.flow_name == "watch_sources"
     assert [s.schedule.interval.total_seconds() for s in watch.schedules] == [120]
-    (trigger,) = deployments["onboard-shop"].triggers
+    trigger, degraded = deployments["onboard-shop"].triggers
     assert trigger.expect == {"tsfm.source.updated"} and trigger.threshold == 1
     assert trigger.match.get("prefect.resource.id") in ("tsfm.source.shop", ["tsfm.source.shop"])
-    assert not deployments["onboard-m3-other"].triggers
+    # the monitor's verdict re-onboards every domain, watched or not
+    assert degraded.expect == {"tsfm.domain.degraded"} and degraded.threshold == 1
+    assert degraded.match.get("prefect.resource.id") in ("tsfm.domain.shop", ["tsfm.domain.shop"])
+    assert [t.expect for t in deployments["onboard-m3-other"].triggers] == [{"tsfm.domain.degraded"}]
+    # the monitor runs when a re-ingest changed the store: new actuals to score
+    (store,) = deployments["monitor-shop"].triggers
+    assert store.expect == {"tsfm.store.updated"}
+    assert store.match.get("prefect.resource.id") in ("tsfm.store.shop", ["tsfm.store.shop"])
+    assert deployments["monitor-shop"].parameters["params"]["domain"] == "shop"
     # every re-onboarding run re-ingests its source first (unchanged data: cached stages, no new versions)
     assert deployments["onboard-shop"].parameters["params"]["source"] == str(tmp_path / "incoming")
     assert deployments["onboard-shop"].parameters["params"]["horizon"] == 4
     rows = {r["name"]: r["schedule"] for r in describe(list(deployments.values()))}
     assert rows["watch_sources/watch-sources"] == "every 120s"
-    assert rows["onboard_domain/onboard-shop"].endswith("on tsfm.source.updated of tsfm.source.shop")
+    assert rows["onboard_domain/onboard-shop"].endswith("on tsfm.source.updated of tsfm.source.shop, "
+                                                        "on tsfm.domain.degraded of tsfm.domain.shop")
+    assert rows["monitor/monitor-shop"] == "on tsfm.store.updated of tsfm.store.shop"
 
     monkeypatch.setenv("TSFM_SCHEDULES__WATCH_INTERVAL_S", "0")  # watching off: no watcher, no triggers
     deployments = {d.name: d for d in build_deployments(load_settings())}
-    assert "watch-sources" not in deployments and not deployments["onboard-shop"].triggers
+    assert "watch-sources" not in deployments
+    assert [t.expect for t in deployments["onboard-shop"].triggers] == [{"tsfm.domain.degraded"}]
