@@ -10,6 +10,8 @@ The figures are those of validation (``models.metrics``), so the two can be comp
   (sum of 2 x pinball over the levels' mean / sum |y|), sMAPE and 10-90% coverage; a table's row is
   the mean over windows, as validation's is the mean over its windows;
 - per forecast step: the same pooled over every window (sCRPS as sum / sum).
+Beside each, seasonal naive's MASE on the same points, forecast from the same history (``naive_MASE``,
+``MASE_vs_naive``): whether the served forecasts beat the baseline every planner already has.
 """
 from __future__ import annotations
 
@@ -60,45 +62,69 @@ def due_points(forecasts: pd.DataFrame, actuals: pd.DataFrame,
     return joined[covered].reset_index(drop=True), joined[~covered].drop(columns="y").reset_index(drop=True)
 
 
-def mase_scales(actuals: pd.DataFrame, queries: pd.DataFrame, seasons: int | dict[str, int]) -> np.ndarray:
-    """Per query row (unique_id, last_ds): mean |y_t - y_{t-m}| over the series' history up to
-    ``last_ds`` (lag 1 where the seasonal one is undefined or 0; NaN for a constant history), as
-    ``models.metrics.mase_scale`` does for validation. Vectorised: cumulative sums per series."""
-    a = actuals[["unique_id", "ds", "y"]].dropna(subset=["y"])
-    a = a.assign(unique_id=a["unique_id"].astype(str)).sort_values(["unique_id", "ds"], kind="stable")
-    uid, y = a["unique_id"].to_numpy(), a["y"].to_numpy(np.float64)
-    start = np.r_[0, np.flatnonzero(uid[1:] != uid[:-1]) + 1]  # first row of each series
-    pos_in_series = np.arange(len(uid)) - np.repeat(start, np.diff(np.r_[start, len(uid)]))
-    m = (np.asarray([seasons.get(u, 1) for u in uid], dtype=np.int64) if isinstance(seasons, dict)
-         else np.full(len(uid), int(seasons or 1), dtype=np.int64))
+class _History:
+    """The store's rows sorted by series and time, with each series' start: where a forecast's
+    ``last_ds`` sits, its in-sample scale, and the seasonal-naive forecast made from there."""
 
-    def cumulative(lag: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        ok = pos_in_series >= lag
-        prev = np.where(ok, np.arange(len(y)) - lag, 0)
-        d = np.where(ok, np.abs(y - y[prev]), 0.0)
+    def __init__(self, actuals: pd.DataFrame, seasons: int | dict[str, int]):
+        a = actuals[["unique_id", "ds", "y"]].dropna(subset=["y"])
+        a = a.assign(unique_id=a["unique_id"].astype(str)).sort_values(["unique_id", "ds"], kind="stable")
+        self.frame = a
+        self.uid, self.y = a["unique_id"].to_numpy(), a["y"].to_numpy(np.float64)
+        start = np.r_[0, np.flatnonzero(self.uid[1:] != self.uid[:-1]) + 1] if len(a) else np.zeros(0, np.int64)
+        self.first = np.repeat(start, np.diff(np.r_[start, len(self.uid)]))  # each row's series start
+        self.pos = np.arange(len(self.uid)) - self.first  # position within its series
+        self.m = (np.asarray([seasons.get(u, 1) for u in self.uid], dtype=np.int64) if isinstance(seasons, dict)
+                  else np.full(len(self.uid), int(seasons or 1), dtype=np.int64))
+
+    def locate(self, uid: pd.Series, last_ds: pd.Series) -> np.ndarray:
+        """Row index of each (unique_id, last_ds) in the history; -1 where the store lacks it."""
+        q_ds, a_ds = _comparable(last_ds, self.frame["ds"])
+        order = pd.Series(np.arange(len(self.uid)), index=pd.MultiIndex.from_arrays([self.uid, a_ds.to_numpy()]))
+        found = order.reindex(pd.MultiIndex.from_arrays([uid.astype(str).to_numpy(), q_ds.to_numpy()])).to_numpy()
+        return np.where(np.isnan(found), -1, found).astype(np.int64)
+
+    def _cumulative(self, lag: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per row: sum and count of |y_t - y_{t-lag}| over its series up to that row."""
+        ok = self.pos >= lag
+        prev = np.where(ok, np.arange(len(self.y)) - lag, 0)
+        d = np.where(ok, np.abs(self.y - self.y[prev]), 0.0)
         cd, cn = np.cumsum(d), np.cumsum(ok.astype(np.int64))
-        base = np.repeat(start, np.diff(np.r_[start, len(uid)]))  # restart the sums at each series
-        before = base - 1
+        before = self.first - 1  # restart the sums at each series
         cd = cd - np.where(before >= 0, cd[np.maximum(before, 0)], 0.0)
         cn = cn - np.where(before >= 0, cn[np.maximum(before, 0)], 0)
         return cd, cn
 
-    seasonal, plain = cumulative(m), cumulative(np.ones_like(m))
-    q = queries.assign(unique_id=queries["unique_id"].astype(str))
-    q_ds, a_ds = _comparable(q["last_ds"], a["ds"])
-    # the last history row at or before last_ds: search within each series' sorted ds
-    key_a = pd.MultiIndex.from_arrays([uid, a_ds.to_numpy()])
-    order = pd.Series(np.arange(len(uid)), index=key_a)
-    found = order.reindex(pd.MultiIndex.from_arrays([q["unique_id"].to_numpy(), q_ds.to_numpy()])).to_numpy()
-    out = np.full(len(q), np.nan)
-    hit = ~np.isnan(found)
-    idx = found[hit].astype(np.int64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        s = seasonal[0][idx] / seasonal[1][idx]
-        p = plain[0][idx] / plain[1][idx]
-    s = np.where(np.isfinite(s) & (s > 0), s, np.where(np.isfinite(p) & (p > 0), p, np.nan))
-    out[hit] = s
-    return out
+    def scales(self, rows: np.ndarray) -> np.ndarray:
+        """MASE denominators at history rows (-1: NaN), as ``models.metrics.mase_scale`` computes them."""
+        out = np.full(len(rows), np.nan)
+        hit = rows >= 0
+        if not hit.any():
+            return out
+        idx = rows[hit]
+        (sd, sn), (pd_, pn) = self._cumulative(self.m), self._cumulative(np.ones_like(self.m))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            s, p = sd[idx] / sn[idx], pd_[idx] / pn[idx]
+        out[hit] = np.where(np.isfinite(s) & (s > 0), s, np.where(np.isfinite(p) & (p > 0), p, np.nan))
+        return out
+
+    def seasonal_naive(self, rows: np.ndarray, steps: np.ndarray) -> np.ndarray:
+        """The value one season before each step, from the history up to ``rows`` (NaN where too short)."""
+        out = np.full(len(rows), np.nan)
+        hit = rows >= 0
+        m = self.m[np.maximum(rows, 0)]
+        back = rows - m + 1 + (steps - 1) % m
+        ok = hit & (back >= self.first[np.maximum(rows, 0)])
+        out[ok] = self.y[back[ok]]
+        return out
+
+
+def mase_scales(actuals: pd.DataFrame, queries: pd.DataFrame, seasons: int | dict[str, int]) -> np.ndarray:
+    """Per query row (unique_id, last_ds): mean |y_t - y_{t-m}| over the series' history up to
+    ``last_ds`` (lag 1 where the seasonal one is undefined or 0; NaN for a constant history), as
+    ``models.metrics.mase_scale`` does for validation. Vectorised: cumulative sums per series."""
+    h = _History(actuals, seasons)
+    return h.scales(h.locate(queries["unique_id"], queries["last_ds"]))
 
 
 def score_points(due: pd.DataFrame, actuals: pd.DataFrame, seasons: int | dict[str, int]) -> pd.DataFrame:
@@ -114,16 +140,18 @@ def score_points(due: pd.DataFrame, actuals: pd.DataFrame, seasons: int | dict[s
     den = np.abs(y) + np.abs(point)
     with np.errstate(invalid="ignore", divide="ignore"):
         smape = np.where(den == 0, 0.0, 200.0 * abs_err / np.where(den == 0, 1.0, den))
-    windows = due[["unique_id", "last_ds"]].drop_duplicates()
-    scales = pd.Series(mase_scales(actuals, windows, seasons),
-                       index=pd.MultiIndex.from_frame(windows.astype({"unique_id": str})))
-    scale = scales.reindex(pd.MultiIndex.from_frame(due[["unique_id", "last_ds"]].astype({"unique_id": str})))
+    history = _History(actuals, seasons)
+    rows = history.locate(due["unique_id"], due["last_ds"])
+    naive = history.seasonal_naive(rows, due["step"].to_numpy(np.int64))
     keep = [c for c in ["origin", "unique_id", "ds", "step", "model", "model_version", "family", "last_ds", "y",
                         POINT, QUANTILE_COLUMNS[0], QUANTILE_COLUMNS[-1]] if c in due.columns]
     out = due[keep].copy()
     out["abs_err"] = abs_err
-    out["scale"] = scale.to_numpy()
+    out["scale"] = history.scales(rows)
     out["scaled_err"] = abs_err / out["scale"].to_numpy()
+    # what seasonal naive, fitted on the same history, would have scored on the same point
+    out["naive"] = naive
+    out["naive_scaled_err"] = np.abs(y - naive) / out["scale"].to_numpy()
     out["crps_num"], out["abs_y"], out["smape"] = crps_num, np.abs(y), smape
     out["inside"] = ((y >= q[:, 0]) & (y <= q[:, -1])).astype(np.float64)
     return out
@@ -132,7 +160,8 @@ def score_points(due: pd.DataFrame, actuals: pd.DataFrame, seasons: int | dict[s
 def _window_metrics(points: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     g = points.groupby(by + ["origin", "unique_id"], sort=False)
     w = g.agg(MASE=("scaled_err", "mean"), crps=("crps_num", "sum"), absy=("abs_y", "sum"),
-              sMAPE=("smape", "mean"), coverage=("inside", "mean"), points=("y", "size")).reset_index()
+              sMAPE=("smape", "mean"), coverage=("inside", "mean"), naive_MASE=("naive_scaled_err", "mean"),
+              points=("y", "size")).reset_index()
     w["sCRPS"] = np.where(w["absy"] > 0, w["crps"] / w["absy"].where(w["absy"] > 0, 1.0), np.nan)
     return w
 
@@ -143,9 +172,10 @@ def summary(points: pd.DataFrame, by: list[str] | None = None) -> pd.DataFrame:
     by = by or GROUP
     w = _window_metrics(points, by)
     out = w.groupby(by, sort=True).agg(MASE=("MASE", "mean"), sCRPS=("sCRPS", "mean"), sMAPE=("sMAPE", "mean"),
-                                       coverage=("coverage", "mean"), points=("points", "sum"),
-                                       windows=("points", "size"), series=("unique_id", "nunique"),
-                                       origins=("origin", "nunique"))
+                                       coverage=("coverage", "mean"), naive_MASE=("naive_MASE", "mean"),
+                                       points=("points", "sum"), windows=("points", "size"),
+                                       series=("unique_id", "nunique"), origins=("origin", "nunique"))
+    out["MASE_vs_naive"] = out["MASE"] / out["naive_MASE"]  # below 1: better than the baseline planners have
     return out.reset_index()
 
 
@@ -154,9 +184,10 @@ def per_step(points: pd.DataFrame, by: list[str] | None = None) -> pd.DataFrame:
     by = (by or GROUP) + ["step"]
     g = points.groupby(by, sort=True)
     out = g.agg(MASE=("scaled_err", "mean"), crps=("crps_num", "sum"), absy=("abs_y", "sum"),
-                sMAPE=("smape", "mean"), coverage=("inside", "mean"), points=("y", "size")).reset_index()
+                sMAPE=("smape", "mean"), coverage=("inside", "mean"), naive_MASE=("naive_scaled_err", "mean"),
+                points=("y", "size")).reset_index()
     out["sCRPS"] = np.where(out["absy"] > 0, out["crps"] / out["absy"].where(out["absy"] > 0, 1.0), np.nan)
-    return out.drop(columns=["crps", "absy"])[by + list(METRICS) + ["points"]]
+    return out.drop(columns=["crps", "absy"])[by + list(METRICS) + ["naive_MASE", "points"]]
 
 
 def against_validation(table: pd.DataFrame, validation: dict[str, dict[str, float]]) -> pd.DataFrame:

@@ -262,7 +262,11 @@ def log_monitor(domain: str, accuracy: dict, drifted: dict, params: MonitorParam
     checked_at = time.time()
     verdict = {"domain": domain, "degraded": bool(reasons), "reasons": reasons, "checked_at": checked_at,
                "points": accuracy["points"], "waiting": accuracy["waiting"], "origins": accuracy["origins"],
-               "champion": drifted.get("champion"), "data_version": accuracy.get("data_version")}
+               "champion": drifted.get("champion"), "data_version": accuracy.get("data_version"),
+               "realized": [{k: _plain(v) for k, v in r.items()
+                             if k in ("model_version", "family", "points", "MASE", "val_MASE", "naive_MASE", "sCRPS",
+                                      "val_sCRPS", "coverage", "val_coverage")}
+                            for r in accuracy.get("table") or []]}
     registry.use_experiment("monitor", settings)
     stamp = datetime.fromtimestamp(checked_at, timezone.utc).strftime("%Y-%m-%dT%H%M%SZ")
     table = pd.DataFrame(accuracy.get("table") or [])
@@ -280,6 +284,7 @@ def log_monitor(domain: str, accuracy: dict, drifted: dict, params: MonitorParam
                 metrics[f"val_{metric}_{tag}"] = row[f"val_{metric}"]
                 if f"{metric}_ratio" in row:
                     metrics[f"{metric}_ratio_{tag}"] = row[f"{metric}_ratio"]
+            metrics[f"naive_MASE_{tag}"], metrics[f"MASE_vs_naive_{tag}"] = row["naive_MASE"], row["MASE_vs_naive"]
         for data, features in drifted["tables"].items():
             for feature, row in features.items():
                 metrics[f"psi_{data}_{feature}"] = row["psi"]
@@ -311,6 +316,12 @@ def log_monitor(domain: str, accuracy: dict, drifted: dict, params: MonitorParam
     return verdict
 
 
+def _plain(v):
+    """A JSON-able Python value (numpy scalars unwrapped, NaN as None)."""
+    v = v.item() if hasattr(v, "item") else v
+    return None if isinstance(v, float) and not np.isfinite(v) else v
+
+
 def _tag_verdict(domain: str, verdict: dict, table: pd.DataFrame, drifted: dict, params: MonitorParams) -> None:
     """The verdict on forecaster-<domain> (``monitor.*``): every server re-exports it to Prometheus."""
     client = mlflow.MlflowClient()
@@ -324,13 +335,20 @@ def _tag_verdict(domain: str, verdict: dict, table: pd.DataFrame, drifted: dict,
         for metric in ("MASE", "sCRPS", "sMAPE"):
             if np.isfinite(row.get(f"{metric}_ratio", np.nan)):
                 tags[f"monitor.ratio.{metric}"] = f"{row[f'{metric}_ratio']:.4f}"
+        if np.isfinite(row.get("MASE_vs_naive", np.nan)):
+            tags["monitor.vs_naive.MASE"] = f"{row['MASE_vs_naive']:.4f}"
         tags["monitor.coverage"] = f"{row['coverage']:.4f}"
+        tags["monitor.scored_at"] = tags["monitor.checked_at"]
     for data, features in drifted["tables"].items():
         for feature, row in features.items():
             if row["psi"] is not None:
                 tags[f"monitor.psi.{data}.{feature}"] = f"{row['psi']:.4f}"
     for key, value in tags.items():
         client.set_registered_model_tag(name, key, value)
+    # drift figures this check did not measure are not current; realized ones stay until new points are scored
+    for key in client.get_registered_model(name).tags:
+        if key.startswith("monitor.psi.") and key not in tags:
+            client.delete_registered_model_tag(name, key)
 
 
 def _markdown(verdict: dict, table: pd.DataFrame, drifted: dict, settings: Settings, run) -> str:
@@ -339,8 +357,8 @@ def _markdown(verdict: dict, table: pd.DataFrame, drifted: dict, settings: Setti
             + f"\n{verdict['points']} forecast points scored (origins {', '.join(verdict['origins']) or 'none'}), "
               f"{verdict['waiting']} wait for their actuals.\n\n")
     if not table.empty:
-        cols = ["model_version", "family", "points", "series", "origins", "MASE", "val_MASE", "sCRPS", "val_sCRPS",
-                "sMAPE", "val_sMAPE", "coverage", "val_coverage"]
+        cols = ["model_version", "family", "points", "series", "origins", "MASE", "val_MASE", "naive_MASE", "sCRPS",
+                "val_sCRPS", "sMAPE", "val_sMAPE", "coverage", "val_coverage"]
         head += "## Realized vs validation\n\n" + _md_table(table[cols]) + "\n\n"
     for data, features in drifted["tables"].items():
         frame = pd.DataFrame(features).T[["psi", "n_reference", "n_current", "reference_median", "current_median",

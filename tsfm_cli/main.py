@@ -460,10 +460,18 @@ def monitor(
     result = _run(_flow("flows.monitor.monitor_flow"), params)
     if not result:
         _say("no onboarded domain to monitor (tsfm onboard --domain NAME --source PATH first)")
+    def fig(x) -> str:
+        return "n/a" if x is None else f"{x:.3f}"
+
     for name, v in sorted(result.items()):
         state = "DEGRADED" if v["degraded"] else "healthy"
         _say(f"{name}: {state}: {v['points']} forecast points scored ({', '.join(v['origins']) or 'no origin'}), "
-             f"{v['waiting']} wait for actuals" + "".join(f"\n  - {r}" for r in v["reasons"])
+             f"{v['waiting']} wait for actuals"
+             + "".join(f"\n  v{r['model_version']} ({r['family']}): MASE {fig(r['MASE'])} (validation "
+                       f"{fig(r['val_MASE'])}, seasonal naive on the same points {fig(r['naive_MASE'])}), sCRPS "
+                       f"{fig(r['sCRPS'])} (validation {fig(r['val_sCRPS'])}), 10-90% coverage {fig(r['coverage'])}"
+                       for r in v.get("realized", []))
+             + "".join(f"\n  - {r}" for r in v["reasons"])
              + (f"\n  {v['event'] and 'tsfm.domain.degraded emitted' or 'no event emitted'}" if v["degraded"] else ""))
     _echo(result, out)
 

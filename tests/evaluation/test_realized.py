@@ -82,3 +82,14 @@ def test_integer_steps_and_string_ids_join():
     assert len(due) == 2 and waiting.empty
     points = realized.score_points(due, actuals, 1)
     assert (points["abs_err"] == 0).all() and (points["scale"] == 1.0).all()
+
+
+def test_seasonal_naive_on_the_same_points_is_the_value_a_season_back():
+    full = _history(40, "a")
+    forecasts = _forecasts(full, "2026-06-01", 30)  # the fixture's forecasts ARE seasonal naive
+    due, _ = realized.due_points(forecasts, full)
+    points = realized.score_points(due, full, SEASON)
+    np.testing.assert_allclose(points["naive"], due["0.5"])
+    table = realized.summary(points)
+    assert table.loc[0, "MASE_vs_naive"] == pytest.approx(1.0)
+    assert table.loc[0, "naive_MASE"] == pytest.approx(table.loc[0, "MASE"])

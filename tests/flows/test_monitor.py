@@ -122,6 +122,29 @@ def test_half_the_actuals_score_half_the_points_once_and_the_registry_carries_th
     assert "tsfm_serve_champion_max_age_seconds 86400.0" in text
 
 
+def test_contexts_served_at_another_level_show_as_serving_drift(domains, tmp_path):
+    """A real server on loopback receives the domain's series at 3x their level; the monitor reads its
+    /metrics histograms and finds the served contexts' level drifted, the store's not."""
+    from flows.monitor import monitor_flow
+    from serving.launch import request_body, start_tsfm_server, stop_server, wait_ready
+
+    settings = domains["settings"]
+    proc, url = start_tsfm_server(settings, [STEADY], log_file=tmp_path / "serve.log", reload_interval_s=0)
+    try:
+        wait_ready(url, proc)
+        context = domains["full"][~domains["new"]].assign(y=lambda f: f["y"] * 3)
+        answer = requests.post(f"{url}/invocations", json=request_body(context, H, STEADY), timeout=120)
+        assert answer.status_code == 200, answer.text[:500]
+        verdict = monitor_flow(MonitorParams(domain=STEADY, emit_events=False,
+                                             serving_metrics=[f"{url}/metrics"]))[STEADY]
+    finally:
+        stop_server(proc)
+    assert any(r.startswith("level of the served contexts has drifted") for r in verdict["reasons"]), verdict
+    assert not any("of the new data" in r for r in verdict["reasons"]), verdict["reasons"]
+    tags = mlflow.MlflowClient().get_registered_model(tracking.forecaster_name(STEADY)).tags
+    assert float(tags["monitor.psi.serving.level"]) > 0.25 > float(tags["monitor.psi.store.level"])
+
+
 def _flow_runs(api: str, deployment: str) -> list[dict]:
     dep = requests.get(f"{api}/deployments/name/{deployment}", timeout=10)
     if dep.status_code != 200:
