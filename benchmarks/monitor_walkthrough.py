@@ -85,7 +85,8 @@ def main() -> None:
 
     ledger = pd.read_parquet(work / ".tsfm" / "monitor" / DOMAIN / "scored.parquet")
     by_origin = realized.summary(ledger, by=["origin", "model_version", "family"])
-    table = by_origin[["origin", "model_version", "family", "points", "MASE", "sCRPS", "sMAPE", "coverage"]]
+    table = by_origin[["origin", "model_version", "family", "points", "MASE", "naive_MASE", "sCRPS", "sMAPE",
+                       "coverage"]]
     md = "\n".join(["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
                    + ["| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in r) + " |"
                       for r in table.itertuples(index=False)])

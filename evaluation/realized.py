@@ -10,15 +10,16 @@ The figures are those of validation (``models.metrics``), so the two can be comp
   (sum of 2 x pinball over the levels' mean / sum |y|), sMAPE and 10-90% coverage; a table's row is
   the mean over windows, as validation's is the mean over its windows;
 - per forecast step: the same pooled over every window (sCRPS as sum / sum).
-Beside each, seasonal naive's MASE on the same points, forecast from the same history (``naive_MASE``,
-``MASE_vs_naive``): whether the served forecasts beat the baseline every planner already has.
+Beside each, seasonal naive's MASE and sCRPS on the same points, forecast from the same history
+(``naive_MASE``, ``naive_sCRPS``, ``*_vs_naive``): whether the served forecasts beat the baseline every
+planner already has.
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from models.metrics import QUANTILES
+from models.metrics import MEDIAN, QUANTILES
 
 KEY = ["origin", "unique_id", "ds"]
 QUANTILE_COLUMNS = [str(q) for q in QUANTILES]  # "0.1" .. "0.9", as batch partitions name them
@@ -84,11 +85,13 @@ class _History:
         found = order.reindex(pd.MultiIndex.from_arrays([uid.astype(str).to_numpy(), q_ds.to_numpy()])).to_numpy()
         return np.where(np.isnan(found), -1, found).astype(np.int64)
 
-    def _cumulative(self, lag: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per row: sum and count of |y_t - y_{t-lag}| over its series up to that row."""
+    def _cumulative(self, lag: np.ndarray, power: int = 1, signed: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Per row: sum and count of |y_t - y_{t-lag}| ** power (the signed difference with ``signed``)
+        over its series up to that row."""
         ok = self.pos >= lag
         prev = np.where(ok, np.arange(len(self.y)) - lag, 0)
-        d = np.where(ok, np.abs(self.y - self.y[prev]), 0.0)
+        diff = self.y - self.y[prev]
+        d = np.where(ok, (diff if signed else np.abs(diff)) ** power, 0.0)
         cd, cn = np.cumsum(d), np.cumsum(ok.astype(np.int64))
         before = self.first - 1  # restart the sums at each series
         cd = cd - np.where(before >= 0, cd[np.maximum(before, 0)], 0.0)
@@ -109,13 +112,23 @@ class _History:
         return out
 
     def seasonal_naive(self, rows: np.ndarray, steps: np.ndarray) -> np.ndarray:
-        """The value one season before each step, from the history up to ``rows`` (NaN where too short)."""
-        out = np.full(len(rows), np.nan)
-        hit = rows >= 0
-        m = self.m[np.maximum(rows, 0)]
+        """Seasonal naive's quantiles [n, len(QUANTILES)] for each step, from the history up to ``rows``:
+        the value one season before, with normal intervals from the in-sample seasonal differences
+        (sigma x sqrt(full seasons ahead + 1), statsforecast's form); NaN where the history is too short."""
+        from statistics import NormalDist
+
+        out = np.full((len(rows), len(QUANTILES)), np.nan)
+        at = np.maximum(rows, 0)
+        m = self.m[at]
         back = rows - m + 1 + (steps - 1) % m
-        ok = hit & (back >= self.first[np.maximum(rows, 0)])
-        out[ok] = self.y[back[ok]]
+        ok = (rows >= 0) & (back >= self.first[at])
+        (s1, n), (s2, _) = self._cumulative(self.m, signed=True), self._cumulative(self.m, power=2, signed=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = s1[at] / n[at]
+            sigma = np.sqrt(np.maximum(s2[at] / n[at] - mean ** 2, 0.0) * n[at] / np.maximum(n[at] - 1, 1))
+        sigma = np.where(n[at] >= 2, sigma, np.nan) * np.sqrt((steps - 1) // m + 1)
+        z = np.array([NormalDist().inv_cdf(q) for q in QUANTILES])
+        out[ok] = self.y[back[ok]][:, None] + sigma[ok][:, None] * z[None, :]
         return out
 
 
@@ -142,7 +155,9 @@ def score_points(due: pd.DataFrame, actuals: pd.DataFrame, seasons: int | dict[s
         smape = np.where(den == 0, 0.0, 200.0 * abs_err / np.where(den == 0, 1.0, den))
     history = _History(actuals, seasons)
     rows = history.locate(due["unique_id"], due["last_ds"])
-    naive = history.seasonal_naive(rows, due["step"].to_numpy(np.int64))
+    naive_q = history.seasonal_naive(rows, due["step"].to_numpy(np.int64))
+    naive = naive_q[:, MEDIAN]
+    naive_diff = y[:, None] - naive_q
     keep = [c for c in ["origin", "unique_id", "ds", "step", "model", "model_version", "family", "last_ds", "y",
                         POINT, QUANTILE_COLUMNS[0], QUANTILE_COLUMNS[-1]] if c in due.columns]
     out = due[keep].copy()
@@ -152,17 +167,21 @@ def score_points(due: pd.DataFrame, actuals: pd.DataFrame, seasons: int | dict[s
     # what seasonal naive, fitted on the same history, would have scored on the same point
     out["naive"] = naive
     out["naive_scaled_err"] = np.abs(y - naive) / out["scale"].to_numpy()
+    out["naive_crps_num"] = (2.0 * np.maximum(levels * naive_diff, (levels - 1.0) * naive_diff)).mean(axis=1)
     out["crps_num"], out["abs_y"], out["smape"] = crps_num, np.abs(y), smape
     out["inside"] = ((y >= q[:, 0]) & (y <= q[:, -1])).astype(np.float64)
     return out
 
 
 def _window_metrics(points: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    g = points.groupby(by + ["origin", "unique_id"], sort=False)
+    points = points.assign(naive_gap=points["naive_crps_num"].isna())  # a window seasonal naive cannot cover
+    g = points.groupby(list(dict.fromkeys(by + ["origin", "unique_id"])), sort=False)  # by may name origin
     w = g.agg(MASE=("scaled_err", "mean"), crps=("crps_num", "sum"), absy=("abs_y", "sum"),
               sMAPE=("smape", "mean"), coverage=("inside", "mean"), naive_MASE=("naive_scaled_err", "mean"),
-              points=("y", "size")).reset_index()
-    w["sCRPS"] = np.where(w["absy"] > 0, w["crps"] / w["absy"].where(w["absy"] > 0, 1.0), np.nan)
+              naive_crps=("naive_crps_num", "sum"), naive_gap=("naive_gap", "max"), points=("y", "size")).reset_index()
+    safe = w["absy"].where(w["absy"] > 0, 1.0)
+    w["sCRPS"] = np.where(w["absy"] > 0, w["crps"] / safe, np.nan)
+    w["naive_sCRPS"] = np.where((w["absy"] > 0) & ~w["naive_gap"], w["naive_crps"] / safe, np.nan)
     return w
 
 
@@ -173,9 +192,12 @@ def summary(points: pd.DataFrame, by: list[str] | None = None) -> pd.DataFrame:
     w = _window_metrics(points, by)
     out = w.groupby(by, sort=True).agg(MASE=("MASE", "mean"), sCRPS=("sCRPS", "mean"), sMAPE=("sMAPE", "mean"),
                                        coverage=("coverage", "mean"), naive_MASE=("naive_MASE", "mean"),
-                                       points=("points", "sum"), windows=("points", "size"),
-                                       series=("unique_id", "nunique"), origins=("origin", "nunique"))
-    out["MASE_vs_naive"] = out["MASE"] / out["naive_MASE"]  # below 1: better than the baseline planners have
+                                       naive_sCRPS=("naive_sCRPS", "mean"), points=("points", "sum"),
+                                       windows=("points", "size"), series=("unique_id", "nunique"),
+                                       origins=("origin", "nunique"))
+    # below 1: better than the baseline planners have, on the same points
+    out["MASE_vs_naive"] = out["MASE"] / out["naive_MASE"]
+    out["sCRPS_vs_naive"] = out["sCRPS"] / out["naive_sCRPS"]
     return out.reset_index()
 
 

@@ -235,6 +235,9 @@ class MonitorParams(Section):
                                   "is degraded (e.g. realized MASE 1.5 x the champion's validation MASE)")
     ratio_metrics: list[Literal["MASE", "sCRPS", "sMAPE"]] = Field(
         default_factory=lambda: ["MASE", "sCRPS"], description="metrics the ratio is judged on")
+    naive_ratio: float = Field(1.0, ge=0, description="realized sCRPS / seasonal naive's on the same points (forecast "
+                               "from the same history) above which the domain is degraded: the served forecasts "
+                               "lose to the baseline planners already have; 0 = not judged")
     min_points: int = Field(20, ge=1, description="forecast points actuals must cover before realized accuracy is "
                             "judged (fewer: reported, not judged)")
     window: int = Field(64, ge=8, description="most recent points per series the drift features are computed on")

@@ -94,6 +94,7 @@ class Catalog:
         # domain -> what the registry says about it beyond the alias: the monitor's verdict (``monitor.*``
         # tags of forecaster-<domain>) and when its champion was last validated (``validated_at``)
         self.domain_tags: dict[str, dict[str, str]] = {}
+        self._tags_seen: dict[str, dict[str, str]] = {}  # what the last ``targets`` read, before loading
         self.on_tags = None  # callback(domain_tags) after every successful refresh (metrics)
 
     # -------------------------------------------------------------------- reading
@@ -114,7 +115,7 @@ class Catalog:
     def targets(self) -> dict[str, str | None]:
         """domain -> version the alias names now (None: no such alias / model). Keeps each domain's
         registered-model ``monitor.*`` tags in ``self._tags_seen`` on the way."""
-        self._tags_seen: dict[str, dict[str, str]] = {}
+        self._tags_seen = {}
         if self.fixed_domains:
             return {d: self._alias_version(f"{PREFIX}{d}", d) for d in self.fixed_domains}
         found: dict[str, str | None] = {}
@@ -145,7 +146,7 @@ class Catalog:
         creation time) beside the ``monitor.*`` tags ``targets`` saw."""
         out = {}
         for domain, m in served.items():
-            tags = dict(getattr(self, "_tags_seen", {}).get(domain, {}))
+            tags = dict(self._tags_seen.get(domain, {}))
             try:
                 mv = self.client.get_model_version(m.name, m.version)
                 tags["validated_at"] = mv.tags.get("validated_at") or str(mv.creation_timestamp / 1000.0)

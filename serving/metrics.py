@@ -70,6 +70,9 @@ class ServingMetrics:
         self.realized_ratio = Gauge("tsfm_monitor_realized_ratio", "Realized accuracy / the model's validation "
                                     "figure at the last check (above 1: worse than promised)", ["domain", "metric"],
                                     registry=r)
+        self.vs_naive = Gauge("tsfm_monitor_vs_naive", "Realized accuracy / seasonal naive's on the same points, "
+                              "forecast from the same history, at the last check that scored points (above 1: the "
+                              "served forecasts lose to the baseline)", ["domain", "metric"], registry=r)
         self.coverage = Gauge("tsfm_monitor_coverage", "Share of actuals inside the 10-90% interval at the last "
                               "check (nominal 0.8)", ["domain"], registry=r)
         self.drift_psi = Gauge("tsfm_monitor_drift_psi", "Population stability index of a per-series feature, new "
@@ -104,7 +107,7 @@ class ServingMetrics:
     def set_domain_tags(self, tags: dict[str, dict[str, str]]) -> None:
         """Re-export the registry's per-domain facts (domain -> tags of forecaster-<domain>, plus
         ``validated_at`` of the served champion) after every alias poll."""
-        for g in (self.validated_at, self.checked_at, self.degraded, self.realized_ratio, self.coverage,
+        for g in (self.validated_at, self.checked_at, self.degraded, self.realized_ratio, self.vs_naive, self.coverage,
                   self.drift_psi, self.drift_threshold):
             g.clear()
         for domain, t in tags.items():
@@ -122,6 +125,8 @@ class ServingMetrics:
             for key in t:
                 if key.startswith("monitor.ratio.") and (x := num(key)) is not None:
                     self.realized_ratio.labels(domain, key.removeprefix("monitor.ratio.")).set(x)
+                elif key.startswith("monitor.vs_naive.") and (x := num(key)) is not None:
+                    self.vs_naive.labels(domain, key.removeprefix("monitor.vs_naive.")).set(x)
                 elif key.startswith("monitor.psi.") and key.count(".") == 3 and (x := num(key)) is not None:
                     _, _, data, feature = key.split(".")
                     self.drift_psi.labels(domain, data, feature).set(x)

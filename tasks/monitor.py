@@ -130,6 +130,11 @@ def check_accuracy(domain: str, params: MonitorParams, settings: Settings, check
                 reasons.append(f"realized {metric} of v{row['model_version']} ({row['family']}) is {row[metric]:.3f}, "
                                f"{ratio:.2f} x its validation {row[f'val_{metric}']:.3f} (limit "
                                f"{params.degraded_ratio:g} x) over {int(row['points'])} points")
+        versus = row.get("sCRPS_vs_naive")
+        if params.naive_ratio and versus is not None and np.isfinite(versus) and versus > params.naive_ratio:
+            reasons.append(f"realized sCRPS of v{row['model_version']} ({row['family']}) is {row['sCRPS']:.3f}, worse "
+                           f"than seasonal naive's {row['naive_sCRPS']:.3f} on the same {int(row['points'])} points "
+                           f"(ratio {versus:.2f}, limit {params.naive_ratio:g})")
     out.update(points=int(len(points)), origins=sorted(points["origin"].astype(str).unique()),
                judged=not judged.empty, degraded=reasons, summary=str(folder / "realized.csv"),
                per_step=str(folder / "per_step.csv"), points_file=str(folder / "points.parquet"),
@@ -265,7 +270,7 @@ def log_monitor(domain: str, accuracy: dict, drifted: dict, params: MonitorParam
                "champion": drifted.get("champion"), "data_version": accuracy.get("data_version"),
                "realized": [{k: _plain(v) for k, v in r.items()
                              if k in ("model_version", "family", "points", "MASE", "val_MASE", "naive_MASE", "sCRPS",
-                                      "val_sCRPS", "coverage", "val_coverage")}
+                                      "val_sCRPS", "naive_sCRPS", "coverage", "val_coverage")}
                             for r in accuracy.get("table") or []]}
     registry.use_experiment("monitor", settings)
     stamp = datetime.fromtimestamp(checked_at, timezone.utc).strftime("%Y-%m-%dT%H%M%SZ")
@@ -284,7 +289,8 @@ def log_monitor(domain: str, accuracy: dict, drifted: dict, params: MonitorParam
                 metrics[f"val_{metric}_{tag}"] = row[f"val_{metric}"]
                 if f"{metric}_ratio" in row:
                     metrics[f"{metric}_ratio_{tag}"] = row[f"{metric}_ratio"]
-            metrics[f"naive_MASE_{tag}"], metrics[f"MASE_vs_naive_{tag}"] = row["naive_MASE"], row["MASE_vs_naive"]
+            for key in ("naive_MASE", "MASE_vs_naive", "naive_sCRPS", "sCRPS_vs_naive"):
+                metrics[f"{key}_{tag}"] = row[key]
         for data, features in drifted["tables"].items():
             for feature, row in features.items():
                 metrics[f"psi_{data}_{feature}"] = row["psi"]
@@ -335,8 +341,9 @@ def _tag_verdict(domain: str, verdict: dict, table: pd.DataFrame, drifted: dict,
         for metric in ("MASE", "sCRPS", "sMAPE"):
             if np.isfinite(row.get(f"{metric}_ratio", np.nan)):
                 tags[f"monitor.ratio.{metric}"] = f"{row[f'{metric}_ratio']:.4f}"
-        if np.isfinite(row.get("MASE_vs_naive", np.nan)):
-            tags["monitor.vs_naive.MASE"] = f"{row['MASE_vs_naive']:.4f}"
+        for metric in ("MASE", "sCRPS"):
+            if np.isfinite(row.get(f"{metric}_vs_naive", np.nan)):
+                tags[f"monitor.vs_naive.{metric}"] = f"{row[f'{metric}_vs_naive']:.4f}"
         tags["monitor.coverage"] = f"{row['coverage']:.4f}"
         tags["monitor.scored_at"] = tags["monitor.checked_at"]
     for data, features in drifted["tables"].items():
@@ -358,7 +365,7 @@ def _markdown(verdict: dict, table: pd.DataFrame, drifted: dict, settings: Setti
               f"{verdict['waiting']} wait for their actuals.\n\n")
     if not table.empty:
         cols = ["model_version", "family", "points", "series", "origins", "MASE", "val_MASE", "naive_MASE", "sCRPS",
-                "val_sCRPS", "sMAPE", "val_sMAPE", "coverage", "val_coverage"]
+                "val_sCRPS", "naive_sCRPS", "sMAPE", "val_sMAPE", "coverage", "val_coverage"]
         head += "## Realized vs validation\n\n" + _md_table(table[cols]) + "\n\n"
     for data, features in drifted["tables"].items():
         frame = pd.DataFrame(features).T[["psi", "n_reference", "n_current", "reference_median", "current_median",
@@ -432,7 +439,8 @@ def clean_check_dir(check_dir: str) -> None:
 
 def validate_params(params: MonitorParams) -> None:
     if params.prometheus_url and params.serving_metrics:
-        raise InputError("give either monitor.prometheus_url or monitor.serving_metrics, not both")
+        raise InputError("give either --prometheus-url (monitor.prometheus_url) or --serving-metrics "
+                         "(monitor.serving_metrics), not both: Prometheus already sums the replicas")
 
 
 check_accuracy_task = task(check_accuracy, name="realized-accuracy", **remote_retries())

@@ -457,6 +457,10 @@ def monitor(
         domain=domain, forecasts=forecasts, prometheus_url=prometheus_url,
         serving_metrics=[u.strip() for u in serving_metrics.split(",") if u.strip()] if serving_metrics else None,
         emit_events=False if no_events else None))
+    from tasks.monitor import monitored_domains, validate_params
+
+    validate_params(params)
+    monitored_domains(params, _settings())  # an unknown domain fails here, before any flow starts
     result = _run(_flow("flows.monitor.monitor_flow"), params)
     if not result:
         _say("no onboarded domain to monitor (tsfm onboard --domain NAME --source PATH first)")
@@ -468,8 +472,9 @@ def monitor(
         _say(f"{name}: {state}: {v['points']} forecast points scored ({', '.join(v['origins']) or 'no origin'}), "
              f"{v['waiting']} wait for actuals"
              + "".join(f"\n  v{r['model_version']} ({r['family']}): MASE {fig(r['MASE'])} (validation "
-                       f"{fig(r['val_MASE'])}, seasonal naive on the same points {fig(r['naive_MASE'])}), sCRPS "
-                       f"{fig(r['sCRPS'])} (validation {fig(r['val_sCRPS'])}), 10-90% coverage {fig(r['coverage'])}"
+                       f"{fig(r['val_MASE'])}, seasonal naive {fig(r['naive_MASE'])}), sCRPS {fig(r['sCRPS'])} "
+                       f"(validation {fig(r['val_sCRPS'])}, seasonal naive {fig(r['naive_sCRPS'])}), 10-90% coverage "
+                       f"{fig(r['coverage'])}"
                        for r in v.get("realized", []))
              + "".join(f"\n  - {r}" for r in v["reasons"])
              + (f"\n  {v['event'] and 'tsfm.domain.degraded emitted' or 'no event emitted'}" if v["degraded"] else ""))

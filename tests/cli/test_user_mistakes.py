@@ -73,6 +73,10 @@ def test_unknown_domains_and_versions_name_what_exists(tmp_path, demo_run):
     line = _one_message(_tsfm(tmp_path, "rollback", "--domain", "m3-other", "--version", "999", env=env), "999")
     assert "v1 (" in line  # the versions there are, with their families
     _one_message(_tsfm(tmp_path, "onboard", "--domain", "nowhere", env=env), "nowhere", "tsfm ingest --source")
+    line = _one_message(_tsfm(tmp_path, "monitor", "--domain", "m3-othr", env=env), "m3-othr", "onboard m3-othr first")
+    assert "m3-other" in line  # the onboarded domains
+    _one_message(_tsfm(tmp_path, "monitor", "--prometheus-url", "http://p:9090", "--serving-metrics", "http://s/metrics",
+                       env=env), "not both")
 
 
 def test_a_horizon_the_data_cannot_hold_says_the_longest_that_fits(tmp_path, prefect_harness, monkeypatch, capfd):

@@ -43,6 +43,8 @@ def test_due_points_are_scored_once_and_the_rest_waits():
     longer = pd.concat([_history(44, "a"), _history(44, "b")], ignore_index=True)
     again, still = realized.due_points(forecasts, longer, scored=due[realized.KEY])
     assert len(again) == 4 and len(still) == 0 and set(again["step"]) == {3, 4}
+    by_origin = realized.summary(realized.score_points(due, full, SEASON), by=["origin"])  # the ledger's view
+    assert list(by_origin["origin"]) == ["2026-06-01", "2026-06-08"] and list(by_origin["points"]) == [8, 4]
 
 
 def test_figures_match_validation_definitions():
@@ -93,3 +95,5 @@ def test_seasonal_naive_on_the_same_points_is_the_value_a_season_back():
     table = realized.summary(points)
     assert table.loc[0, "MASE_vs_naive"] == pytest.approx(1.0)
     assert table.loc[0, "naive_MASE"] == pytest.approx(table.loc[0, "MASE"])
+    # its intervals: normal, from the in-sample seasonal differences (here a constant 0.4 trend step)
+    assert np.isfinite(table.loc[0, "naive_sCRPS"]) and table.loc[0, "naive_sCRPS"] > 0

@@ -207,6 +207,17 @@ def test_a_level_shift_re_onboards_its_domain_through_the_degraded_trigger(domai
         log.close()
         stop(server)
 
+    # the transcript (pytest -s shows it)
+    for domain, runs in monitors.items():
+        for r in runs:
+            print(f"monitor/monitor-{domain}: run {r['name']} {r['state_type']}, created by "
+                  f"{(r['created_by'] or {}).get('type')} {(r['created_by'] or {}).get('display_value')}")
+    for r in onboard:
+        print(f"onboard_domain/onboard-{SHIFT}: run {r['name']} {r['state_type']}, created by "
+              f"{(r['created_by'] or {}).get('type')} {(r['created_by'] or {}).get('display_value')}")
+    print(f"onboard_domain/onboard-{STEADY}: {len(steady_onboard)} run(s)")
+    for e in events:
+        print(f"event {e['event']} {e['resource']['prefect.resource.id']}: {e['payload'].get('reason')}")
     for domain, runs in monitors.items():  # each monitor ran once, started by its store's event
         assert len(runs) == 1 and runs[0]["state_type"] == "COMPLETED", f"{domain}: {runs}\n{tail()}"
         assert (runs[0]["created_by"] or {}).get("type") == "AUTOMATION", runs[0]["created_by"]

@@ -141,7 +141,7 @@ def exported() -> tuple[set[str], set[str], dict[str, set[str]]]:
     m.set_models({"d": types.SimpleNamespace(name="forecaster-d", version="1", family="patchtst", alias="champion",
                                              backbone_version="1")}, 1)
     m.set_domain_tags({"d": {"validated_at": "1700000000", "monitor.checked_at": "1700000000",
-                             "monitor.degraded": "1", "monitor.ratio.MASE": "1.7", "monitor.ratio.sCRPS": "1.5",
+                             "monitor.degraded": "1", "monitor.ratio.MASE": "1.7", "monitor.vs_naive.sCRPS": "0.8", "monitor.ratio.sCRPS": "1.5",
                              "monitor.ratio.sMAPE": "1.2", "monitor.coverage": "0.6",
                              "monitor.psi_threshold": "0.25", "monitor.psi.store.level": "0.4",
                              "monitor.psi.serving.level": "0.1"}})
