@@ -47,6 +47,26 @@ def tiled(n: int, history: int):
     return pd.concat(parts, ignore_index=True)
 
 
+def _parts(settings, domain: str) -> dict:
+    """The check's pure parts timed alone on the same data: join + scoring, features + PSI."""
+    from batch.partitions import read_forecasts
+    from evaluation import drift, realized
+    from store.canonical import read_store
+    from store.ingest import previous_version
+
+    t0 = time.perf_counter()
+    actuals, _ = read_store(settings.store_dir(domain))
+    stored = read_forecasts(settings.forecast_dir(domain))
+    t1 = time.perf_counter()
+    due, _ = realized.due_points(stored, actuals)
+    realized.summary(realized.score_points(due, actuals, 1))
+    t2 = time.perf_counter()
+    reference, _ = read_store(previous_version(settings.store_dir(domain))[0])
+    drift.drift_table(drift.features_frame(reference, 1, 64), drift.features_frame(actuals, 1, 64), 0.25)
+    t3 = time.perf_counter()
+    return {"read_s": round(t1 - t0, 2), "score_s": round(t2 - t1, 2), "drift_s": round(t3 - t2, 2)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--state", default=str(REPO / ".tsfm"))
@@ -106,6 +126,7 @@ def main() -> None:
                "coverage": m.get(f"coverage_v{champion}"), "naive_MASE": m.get(f"naive_MASE_v{champion}"),
                **{f"psi_{f}": m.get(f"psi_store_{f}") for f in ("level", "scale", "trend_strength")},
                "degraded": verdict["degraded"]}
+        row.update(_parts(settings, DOMAIN))
         print(row, flush=True)
         rows.append(row)
     cols = [("case", "actuals", ""), ("series", "series", ","), ("points", "points scored", ","),
@@ -113,7 +134,8 @@ def main() -> None:
             ("val_MASE", "validation MASE", ".3f"), ("naive_MASE", "seasonal naive MASE", ".3f"),
             ("coverage", "10-90% coverage", ".3f"),
             ("psi_level", "PSI level", ".3f"), ("psi_scale", "PSI scale", ".3f"),
-            ("psi_trend_strength", "PSI trend", ".3f"), ("degraded", "degraded", "")]
+            ("psi_trend_strength", "PSI trend", ".3f"), ("degraded", "degraded", ""),
+            ("read_s", "read (s)", ".2f"), ("score_s", "join + score (s)", ".2f"), ("drift_s", "features + PSI (s)", ".2f")]
     print(markdown_table(rows, cols))
     print(f"(the batch forecast of {batch['series']} series took {forecast_s:.1f} s)")
     write_json(args.out, {"machine": machine(), "rows": rows, "forecast_s": round(forecast_s, 1), "args": vars(args)})

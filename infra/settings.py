@@ -234,7 +234,9 @@ class MonitorParams(Section):
     degraded_ratio: float = Field(1.5, gt=1, description="realized / validation figure above which the domain "
                                   "is degraded (e.g. realized MASE 1.5 x the champion's validation MASE)")
     ratio_metrics: list[Literal["MASE", "sCRPS", "sMAPE"]] = Field(
-        default_factory=lambda: ["MASE", "sCRPS"], description="metrics the ratio is judged on")
+        default_factory=lambda: ["MASE"], description="metrics the ratio to validation is judged on. MASE by "
+        "default: its scale is the series' own history, while a window's sCRPS divides by its own sum |y| and "
+        "swings with a day of near-zero actuals (sCRPS is judged against seasonal naive's on the same points)")
     naive_ratio: float = Field(1.0, ge=0, description="realized sCRPS / seasonal naive's on the same points (forecast "
                                "from the same history) above which the domain is degraded: the served forecasts "
                                "lose to the baseline planners already have; 0 = not judged")
