@@ -219,9 +219,6 @@ class ForecastParams(Section):
     retries: int = Field(2, ge=0, le=10, description="extra attempts of a failed chunk (the others are not redone)")
 
 
-MONITOR_METRICS = ("MASE", "sCRPS", "sMAPE")
-
-
 class MonitorParams(Section):
     """`tsfm monitor`: realized accuracy of the stored batch forecasts once actuals cover them, drift of the
     domain's data (and of the contexts its servers received) from what its champion was trained on, and a

@@ -22,6 +22,8 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 COUNT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 LENGTH_BUCKETS = (4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 FEATURE_WINDOW = 512  # most recent points per series the features are computed on (bounded work per request)
+_OLD_NAMES = {"level": "input_level_log10", "scale": "input_cv"}  # kept from before the other features
+FEATURE_METRICS = {f: f"tsfm_serve_{_OLD_NAMES.get(f, 'input_' + f)}" for f in FEATURES}  # each feature's histogram
 
 
 class ServingMetrics:
@@ -46,10 +48,9 @@ class ServingMetrics:
         self.missing = per_domain(Counter, "input_missing_values", "Context values that were missing (NaN/null)")
         self.context_length = per_domain(Histogram, "input_context_length", "Context points per series",
                                          LENGTH_BUCKETS)
-        # one histogram per drift feature, on the monitor's buckets (names kept from before: level, cv)
-        names = {"level": "input_level_log10", "scale": "input_cv"}
-        self.features = {f: per_domain(Histogram, names.get(f, f"input_{f}"), f"Per-series {FEATURE_DOCS[f]}",
-                                       BUCKETS[f]) for f in FEATURES}
+        # one histogram per drift feature, on the monitor's buckets
+        self.features = {f: Histogram(FEATURE_METRICS[f], f"Per-series {FEATURE_DOCS[f]}", ["domain"], registry=r,
+                                      buckets=BUCKETS[f]) for f in FEATURES}
         self.horizon = per_domain(Histogram, "horizon", "Requested horizon", COUNT_BUCKETS)
         self.model_info = Gauge("tsfm_serve_model_info", "Served model version per domain (value 1)",
                                 ["domain", "model", "version", "family", "alias", "backbone_version"], registry=r)
@@ -102,6 +103,8 @@ class ServingMetrics:
         self.model_info.clear()
         for domain, m in models.items():
             self.model_info.labels(domain, m.name, m.version, m.family, m.alias, m.backbone_version or "").set(1)
+            for hist in self.features.values():  # exported at 0 from the start: increase() then counts
+                hist.labels(domain)              # the first contexts too (a new series' first sample is not)
         self.backbones.set(backbones)
 
     def set_domain_tags(self, tags: dict[str, dict[str, str]]) -> None:

@@ -185,8 +185,9 @@ def _serving_counts(domain: str, params: MonitorParams, settings: Settings) -> t
     """Per feature, the bucket counts of the contexts the servers received, summed over replicas."""
     import requests
 
-    names = {"level": "input_level_log10", "scale": "input_cv"}
-    metric = {f: f"tsfm_serve_{names.get(f, 'input_' + f)}_bucket" for f in drift.FEATURES}
+    from serving.metrics import FEATURE_METRICS
+
+    metric = {f: f"{name}_bucket" for f, name in FEATURE_METRICS.items()}
     if params.prometheus_url:
         out = {}
         for f, m in metric.items():
@@ -243,6 +244,10 @@ def check_drift(domain: str, params: MonitorParams, settings: Settings, check_di
         except Exception as e:  # noqa: BLE001 - a replica down must not stop the data's check
             counts, where = {}, f"unreadable ({type(e).__name__}: {e})"
         out["serving_source"] = where
+        served = int(max((c.sum() for c in counts.values()), default=0))
+        if served < params.min_series:
+            run_logger().info("monitor %s: %d served contexts in %s, fewer than monitor.min_series (%d): serving "
+                              "drift not judged", domain, served, where, params.min_series)
         if counts:
             tables["serving"] = drift.drift_table(reference, current.iloc[:0], params.psi_threshold, counts)
     for data, table in tables.items():

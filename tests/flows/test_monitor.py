@@ -132,6 +132,9 @@ def test_contexts_served_at_another_level_show_as_serving_drift(domains, tmp_pat
     proc, url = start_tsfm_server(settings, [STEADY], log_file=tmp_path / "serve.log", reload_interval_s=0)
     try:
         wait_ready(url, proc)
+        # exported at 0 before any request, so Prometheus' increase() counts the first contexts too
+        before = requests.get(f"{url}/metrics", timeout=10).text
+        assert f'tsfm_serve_input_level_log10_bucket{{domain="{STEADY}",le="+Inf"}} 0.0' in before
         context = domains["full"][~domains["new"]].assign(y=lambda f: f["y"] * 3)
         answer = requests.post(f"{url}/invocations", json=request_body(context, H, STEADY), timeout=120)
         assert answer.status_code == 200, answer.text[:500]
