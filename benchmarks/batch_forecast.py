@@ -52,28 +52,32 @@ def bench_state(state: Path, work: Path, domain: str) -> dict[str, str]:
     return out
 
 
-def tiled_source(data: Path, domain: str, n: int, history: int, path: Path) -> Path:
-    """``n`` series: the domain's series repeated, each copy scaled by a random factor and renamed."""
+def tile(frame, n: int, history: int):
+    """``n`` series from ``frame``'s (its last ``history`` points each): repeated, each copy scaled by a
+    random factor and renamed."""
     import numpy as np
     import pandas as pd
 
-    if path.exists():
-        return path
-    store = pd.read_parquet(data / "store" / domain / "series.parquet")
-    store = store.sort_values(["unique_id", "ds"]).groupby("unique_id").tail(history)
-    ids = store["unique_id"].unique()
+    frame = frame.sort_values(["unique_id", "ds"]).groupby("unique_id").tail(history)
+    ids = frame["unique_id"].unique()
     rng = np.random.default_rng(0)
-    parts, made = [], 0
-    copy = 0
+    parts, made, copy = [], 0, 0
     while made < n:
         take = ids[: min(len(ids), n - made)]
-        g = store[store["unique_id"].isin(take)]
+        g = frame[frame["unique_id"].isin(take)]
         scale = pd.Series(rng.uniform(0.5, 2.0, len(take)), index=take)
         parts.append(g.assign(unique_id=f"c{copy:04d}-" + g["unique_id"].astype(str),
                               y=g["y"] * g["unique_id"].map(scale).to_numpy()))
-        made += len(take)
-        copy += 1
-    pd.concat(parts, ignore_index=True).to_parquet(path, index=False)
+        made, copy = made + len(take), copy + 1
+    return pd.concat(parts, ignore_index=True)
+
+
+def tiled_source(data: Path, domain: str, n: int, history: int, path: Path) -> Path:
+    """The domain's store tiled to ``n`` series (``tile``), written once to ``path``."""
+    import pandas as pd
+
+    if not path.exists():
+        tile(pd.read_parquet(data / "store" / domain / "series.parquet"), n, history).to_parquet(path, index=False)
     return path
 
 

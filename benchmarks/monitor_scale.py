@@ -20,7 +20,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-from batch_forecast import bench_state
+from batch_forecast import bench_state, tile
 
 from bench_common import REPO, machine, markdown_table, warn_if_busy, write_json
 
@@ -28,23 +28,9 @@ DOMAIN = "bench-fused"
 
 
 def tiled(n: int, history: int):
-    import numpy as np
-    import pandas as pd
-
     from store.sources import read_source
 
-    base = read_source("builtin:m3-other").frame.sort_values(["unique_id", "ds"]).groupby("unique_id").tail(history)
-    ids = base["unique_id"].unique()
-    rng = np.random.default_rng(0)
-    parts, made, copy = [], 0, 0
-    while made < n:
-        take = ids[: min(len(ids), n - made)]
-        g = base[base["unique_id"].isin(take)]
-        scale = pd.Series(rng.uniform(0.5, 2.0, len(take)), index=take)
-        parts.append(g.assign(unique_id=f"c{copy:04d}-" + g["unique_id"].astype(str),
-                              y=g["y"] * g["unique_id"].map(scale).to_numpy()))
-        made, copy = made + len(take), copy + 1
-    return pd.concat(parts, ignore_index=True)
+    return tile(read_source("builtin:m3-other").frame, n, history)
 
 
 def _parts(settings, domain: str) -> dict:

@@ -18,20 +18,12 @@ from infra.servers import start_prefect_server, stop
 from infra.settings import SourceSpec, load_settings
 from store.sources import read_source
 from store.watch import watch_sources
+from tests.flows.prefect_api import flow_runs
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[2]
 DOMAIN = "m3-events"
 
-
-def _flow_runs(api: str, deployment: str) -> list[dict]:
-    import requests
-
-    dep = requests.get(f"{api}/deployments/name/{deployment}", timeout=10)
-    if dep.status_code != 200:
-        return []
-    body = {"deployments": {"id": {"any_": [dep.json()["id"]]}}, "limit": 20}
-    return requests.post(f"{api}/flow_runs/filter", json=body, timeout=10).json()
 
 
 def test_a_new_file_at_the_source_triggers_re_onboarding(demo_run, tmp_path):
@@ -55,18 +47,18 @@ def test_a_new_file_at_the_source_triggers_re_onboarding(demo_run, tmp_path):
                               stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
-        while not _flow_runs(api, "watch_sources/watch-sources"):  # deployed, and the watcher scheduled
+        while not flow_runs(api, "watch_sources/watch-sources"):  # deployed, and the watcher scheduled
             assert deploy.poll() is None, (tmp_path / "deploy.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "the deployments never appeared"
             time.sleep(1)
-        assert _flow_runs(api, f"onboard_domain/onboard-{DOMAIN}") == []  # nothing new yet, nothing runs
+        assert flow_runs(api, f"onboard_domain/onboard-{DOMAIN}") == []  # nothing new yet, nothing runs
         time.sleep(5)  # let the triggers service load the deployment's automation
 
         frame[frame["unique_id"].isin(ids[100:])].to_csv(incoming / "part-2.csv", index=False)  # new data
         deadline = time.monotonic() + 240
         runs = []
         while time.monotonic() < deadline:
-            runs = _flow_runs(api, f"onboard_domain/onboard-{DOMAIN}")
+            runs = flow_runs(api, f"onboard_domain/onboard-{DOMAIN}")
             if runs and runs[0]["state_type"] in ("COMPLETED", "FAILED", "CRASHED"):
                 break
             time.sleep(2)

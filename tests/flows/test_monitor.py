@@ -27,6 +27,7 @@ from infra.servers import start_prefect_server, stop
 from infra.settings import ForecastParams, MonitorParams
 from store.canonical import read_meta, read_store
 from store.ingest import ingest_to_store
+from tests.flows.prefect_api import flow_runs
 from tracking import registry as tracking
 
 BIN = Path(sys.executable).parent
@@ -148,13 +149,6 @@ def test_contexts_served_at_another_level_show_as_serving_drift(domains, tmp_pat
     assert float(tags["monitor.psi.serving.level"]) > 0.25 > float(tags["monitor.psi.store.level"])
 
 
-def _flow_runs(api: str, deployment: str) -> list[dict]:
-    dep = requests.get(f"{api}/deployments/name/{deployment}", timeout=10)
-    if dep.status_code != 200:
-        return []
-    body = {"deployments": {"id": {"any_": [dep.json()["id"]]}}, "limit": 20}
-    return requests.post(f"{api}/flow_runs/filter", json=body, timeout=10).json()
-
 
 def _done(runs: list[dict]) -> bool:
     return bool(runs) and all(r["state_type"] in ("COMPLETED", "FAILED", "CRASHED") for r in runs)
@@ -196,13 +190,13 @@ def test_a_level_shift_re_onboards_its_domain_through_the_degraded_trigger(domai
 
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
-            monitors = {d: _flow_runs(api, f"monitor/monitor-{d}") for d in (STEADY, SHIFT)}
-            onboard = _flow_runs(api, f"onboard_domain/onboard-{SHIFT}")
+            monitors = {d: flow_runs(api, f"monitor/monitor-{d}") for d in (STEADY, SHIFT)}
+            onboard = flow_runs(api, f"onboard_domain/onboard-{SHIFT}")
             if all(_done(r) for r in monitors.values()) and onboard:
                 break
             time.sleep(2)
         time.sleep(4)  # an onboarding the steady domain should not get would be created by now
-        steady_onboard = _flow_runs(api, f"onboard_domain/onboard-{STEADY}")
+        steady_onboard = flow_runs(api, f"onboard_domain/onboard-{STEADY}")
         events = requests.post(f"{api}/events/filter", json={"filter": {"event": {"name": ["tsfm.domain.degraded"]}},
                                                               "limit": 10}, timeout=10).json()["events"]
     finally:
