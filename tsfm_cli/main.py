@@ -457,13 +457,15 @@ def monitor(
         domain=domain, forecasts=forecasts, prometheus_url=prometheus_url,
         serving_metrics=[u.strip() for u in serving_metrics.split(",") if u.strip()] if serving_metrics else None,
         emit_events=False if no_events else None))
+    _prefect_home()  # tasks.monitor imports prefect, which reads its home at import
     from tasks.monitor import monitored_domains, validate_params
 
     validate_params(params)
-    monitored_domains(params, _settings())  # an unknown domain fails here, before any flow starts
-    result = _run(_flow("flows.monitor.monitor_flow"), params)
-    if not result:
+    if not monitored_domains(params, _settings()):  # an unknown domain fails here, before any flow starts
         _say("no onboarded domain to monitor (tsfm onboard --domain NAME --source PATH first)")
+        _echo({}, out)
+        return
+    result = _run(_flow("flows.monitor.monitor_flow"), params)
     def fig(x) -> str:
         return "n/a" if x is None else f"{x:.3f}"
 
