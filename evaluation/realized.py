@@ -132,14 +132,6 @@ class _History:
         return out
 
 
-def mase_scales(actuals: pd.DataFrame, queries: pd.DataFrame, seasons: int | dict[str, int]) -> np.ndarray:
-    """Per query row (unique_id, last_ds): mean |y_t - y_{t-m}| over the series' history up to
-    ``last_ds`` (lag 1 where the seasonal one is undefined or 0; NaN for a constant history), as
-    ``models.metrics.mase_scale`` does for validation. Vectorised: cumulative sums per series."""
-    h = _History(actuals, seasons)
-    return h.scales(h.locate(queries["unique_id"], queries["last_ds"]))
-
-
 def score_points(due: pd.DataFrame, actuals: pd.DataFrame, seasons: int | dict[str, int]) -> pd.DataFrame:
     """One row per due point: its errors (abs and scaled), CRPS parts, sMAPE term, and whether the
     10-90% interval covered the actual."""

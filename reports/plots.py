@@ -10,6 +10,26 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 
+def _panels(n: int):
+    """A grid of up to 3 columns for ``n`` small-multiple panels: (fig, axes)."""
+    cols = 3 if n > 3 else max(n, 1)
+    rows = int(np.ceil(max(n, 1) / cols))
+    return plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows), squeeze=False)
+
+
+def _save_panels(fig, axes, n: int, title: str, path: Path) -> Path:
+    """Blank the unused panels, legend on the first, title, write ``path``."""
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7, loc="upper left")
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def fan_chart(
     histories: list[np.ndarray],
     truth: np.ndarray,            # [N, H]
@@ -22,9 +42,7 @@ def fan_chart(
 ) -> Path:
     """Context tail, truth and the 10-90 / 30-70 bands with the median for a few series."""
     n = min(n_series, len(ids))
-    cols = 3 if n > 3 else n
-    rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows), squeeze=False)
+    fig, axes = _panels(n)
     picks = np.linspace(0, len(ids) - 1, n).astype(int)
     for ax, i in zip(axes.flat, picks):
         hist = histories[i][-tail:]
@@ -37,15 +55,7 @@ def fan_chart(
         ax.plot(steps, truth[i], color="C3", lw=1.2, label="actual")
         ax.set_title(str(ids[i]), fontsize=9)
         ax.tick_params(labelsize=7)
-    for ax in list(axes.flat)[n:]:
-        ax.axis("off")
-    axes.flat[0].legend(fontsize=7, loc="upper left")
-    fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_file, dpi=110)
-    plt.close(fig)
-    return out_file
+    return _save_panels(fig, axes, n, title, out_file)
 
 
 def per_horizon_plot(errors: dict[str, np.ndarray], path: Path, title: str, ylabel: str = "MASE at step") -> Path:
@@ -72,9 +82,7 @@ def forecast_vs_actual_plot(points, history, path: Path, title: str, tail: int =
     import pandas as pd
 
     ids = list(dict.fromkeys(points["unique_id"]))[:6]
-    cols = 3 if len(ids) > 3 else max(len(ids), 1)
-    rows = int(np.ceil(max(len(ids), 1) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows), squeeze=False)
+    fig, axes = _panels(len(ids))
     for ax, uid in zip(axes.flat, ids):
         p = points[points["unique_id"] == uid].sort_values("ds")
         h = history[history["unique_id"] == uid].sort_values("ds")
@@ -91,12 +99,4 @@ def forecast_vs_actual_plot(points, history, path: Path, title: str, tail: int =
         ax.tick_params(labelsize=7)
         for label in ax.get_xticklabels():
             label.set_rotation(30)
-    for ax in list(axes.flat)[len(ids):]:
-        ax.axis("off")
-    axes.flat[0].legend(fontsize=7, loc="upper left")
-    fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save_panels(fig, axes, len(ids), title, path)

@@ -110,7 +110,7 @@ def check_accuracy(domain: str, params: MonitorParams, settings: Settings, check
                  len(waiting))
         return out
     registry.configure(settings)
-    facts = registry.remembered_domains().get(domain, {})
+    facts = registry.domain_facts(domain)
     points = realized.score_points(due, actuals, _seasons(store_dir, facts))
     name = registry.forecaster_name(domain)
     table = realized.against_validation(realized.summary(points), _validation(name, points["model_version"]))
@@ -227,7 +227,7 @@ def check_drift(domain: str, params: MonitorParams, settings: Settings, check_di
     out = {"domain": domain, "champion": champion, "reference": ref_note, "drifted": [], "tables": {}}
     if ref_dir is None:
         return out
-    facts = registry.remembered_domains().get(domain, {})
+    facts = registry.domain_facts(domain)
     seasons = _seasons(settings.store_dir(domain), facts)
     season = (int(pd.Series(list(seasons.values())).mode().iloc[0]) if isinstance(seasons, dict) and seasons
               else int(seasons or 1))

@@ -128,6 +128,18 @@ def version_families(name: str) -> dict[str, str]:
     return {str(mv.version): mv.tags.get("family", "?") for mv in sorted(found, key=lambda mv: int(mv.version))}
 
 
+def _facts(tags: dict | None) -> dict[str, str]:
+    return {k.removeprefix("tsfm."): v for k, v in (tags or {}).items() if k.startswith("tsfm.")}
+
+
+def domain_facts(domain: str) -> dict[str, str]:
+    """The facts ``remember_domain`` kept for one domain ({} when it has none): one registry read."""
+    try:
+        return _facts(MlflowClient().get_registered_model(forecaster_name(domain)).tags)
+    except MlflowException:
+        return {}
+
+
 def remembered_domains() -> dict[str, dict[str, str]]:
     """domain -> the facts ``remember_domain`` kept, for every onboarded domain in the registry."""
     out, token = {}, None
@@ -136,7 +148,7 @@ def remembered_domains() -> dict[str, dict[str, str]]:
         page = client.search_registered_models(filter_string=f"name LIKE '{FORECASTER_PREFIX}%'", max_results=200,
                                                page_token=token)
         for rm in page:
-            facts = {k.removeprefix("tsfm."): v for k, v in (rm.tags or {}).items() if k.startswith("tsfm.")}
+            facts = _facts(rm.tags)
             if facts.get("source"):
                 out[rm.name.removeprefix(FORECASTER_PREFIX)] = facts
         token = page.token
