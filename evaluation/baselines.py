@@ -23,17 +23,18 @@ MODELS = STATISTICAL  # the default set: every candidate family that is not a ne
 KNOWN_MODELS = STATISTICAL
 CHUNK = 64  # series per unit of work: the granularity of progress reports
 
-def _fit_chunk(args) -> list[tuple[np.ndarray, str | None]]:
-    xs, horizon, season_length, model = args
-    return [fit_one(x, horizon, season_length, model) for x in xs]
+def _fit_chunk(args) -> list[tuple]:
+    xs, horizon, season_length, model, keep = args
+    return [fit_one(x, horizon, season_length, model, keep=keep) for x in xs]
 
 
 def _fit_all(histories, horizon, season_length, model, n_jobs, progress,
-             executor: Executor | None = None) -> list[tuple[np.ndarray, str | None]]:
-    """Contiguous chunks, serially or in a process pool; results in input order."""
+             executor: Executor | None = None, keep: bool = False) -> list[tuple]:
+    """Contiguous chunks, serially or in a process pool; results in input order: (quantiles, note)
+    or, with ``keep``, (quantiles, note, fitted parameters)."""
     n = len(histories)
     size = max(1, min(CHUNK, math.ceil(n / max(n_jobs, 1))))
-    chunks = [(list(histories[s:s + size]), horizon, season_length, model) for s in range(0, n, size)]
+    chunks = [(list(histories[s:s + size]), horizon, season_length, model, keep) for s in range(0, n, size)]
     results: list[tuple[np.ndarray, str | None]] = []
     if n_jobs > 1 and n > n_jobs:
         with ExitStack() as stack:
@@ -88,11 +89,14 @@ def baseline_forecasts_with_notes(
     n_jobs: int = 1,
     progress: Callable[[str, int, int], None] | None = None,
     executor: Executor | None = None,
+    states: dict[str, list] | None = None,
 ) -> tuple[dict[str, np.ndarray], list[str]]:
     """Like baseline_forecasts, also returning one note per fallback ("<model> series <i>: ...").
 
     ``progress(model, done, total)`` is called as chunks of series finish. ``executor``:
     a process pool to reuse across calls (see ``baseline_pool``) instead of one per model.
+    ``states``: a dict to receive each model's fitted parameters per series (None where nothing
+    was fitted), for ``StatisticalForecaster.fitted``.
     """
     if horizon < 1:
         raise ValueError("horizon must be >= 1")
@@ -103,9 +107,12 @@ def baseline_forecasts_with_notes(
     if unknown:
         raise ValueError(f"unknown baseline(s) {unknown}; known: {KNOWN_MODELS}")
     for model in models:
-        results = _fit_all(histories, horizon, season_length, model, n_jobs, progress, executor)
-        out[model] = np.stack([q for q, _ in results]) if results else np.zeros((0, horizon, 9))
-        notes += [f"{model} series {i}: {n}" for i, (_, n) in enumerate(results) if n]
+        results = _fit_all(histories, horizon, season_length, model, n_jobs, progress, executor,
+                           keep=states is not None)
+        out[model] = np.stack([r[0] for r in results]) if results else np.zeros((0, horizon, 9))
+        notes += [f"{model} series {i}: {r[1]}" for i, r in enumerate(results) if r[1]]
+        if states is not None:
+            states[model] = [r[2] for r in results]
     return out, notes
 
 
@@ -133,25 +140,33 @@ def grouped_baseline_forecasts(
     horizon: int,
     models: Sequence[str] = MODELS,
     n_jobs: int = 1,
+    states: dict[str, list] | None = None,
 ) -> tuple[dict[str, np.ndarray], list[str], dict[str, float]]:
     """Baselines for series with their own horizon and season (M3 categories mix frequencies):
     fitted per (horizon, season) group, NaN-padded to ``horizon``: ``{model: [N, horizon, 9]}``,
-    fallback notes, and each model's wall seconds for all series (the latency column)."""
+    fallback notes, and each model's wall seconds for all series (the latency column).
+    ``states``: as in ``baseline_forecasts_with_notes``, in the order of ``histories``."""
     horizons, seasons = np.asarray(horizons, dtype=np.int64), np.asarray(seasons, dtype=np.int64)
     if len(horizons) != len(histories) or len(seasons) != len(histories):
         raise ValueError("one horizon and one season per series are required")
     out = {m: np.full((len(histories), horizon, len(LEVELS) * 2 + 1), np.nan) for m in models}
     notes: list[str] = []
     seconds = dict.fromkeys(models, 0.0)
+    if states is not None:
+        states.update({m: [None] * len(histories) for m in models})
     with ExitStack() as stack:
         pool = stack.enter_context(baseline_pool(n_jobs, models)) if n_jobs > 1 else None
         for h, m in sorted(set(zip(horizons.tolist(), seasons.tolist()))):
             idx = np.flatnonzero((horizons == h) & (seasons == m))
             for model in models:
                 t = time.perf_counter()
+                kept: dict[str, list] | None = {} if states is not None else None
                 fc, part_notes = baseline_forecasts_with_notes(
-                    [histories[i] for i in idx], h, m, None, (model,), n_jobs, executor=pool)
+                    [histories[i] for i in idx], h, m, None, (model,), n_jobs, executor=pool, states=kept)
                 seconds[model] += time.perf_counter() - t
+                if kept is not None:
+                    for i, state in zip(idx, kept[model]):
+                        states[model][i] = state
                 out[model][idx, :h] = fc[model]
                 notes += [f"h={h} m={m} {n}" for n in part_notes]
     return out, notes, seconds

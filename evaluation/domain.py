@@ -13,9 +13,13 @@ import json
 import warnings
 
 import numpy as np
+import pandas as pd
 
-from evaluation.baselines import grouped_baseline_forecasts
+from evaluation.baselines import MODELS, grouped_baseline_forecasts
+from evaluation.ensemble import Ensemble, combine, fit_ensemble
+from evaluation.gate import Evidence
 from evaluation.scores import per_series_frame, summarize
+from models.forecasting.kinds import ENSEMBLE, FAMILIES
 from models.memory.result import PARTS, OnboardingResult
 from models.metrics import MEDIAN, mase_scale
 from reports.plots import fan_chart, per_horizon_plot
@@ -27,16 +31,28 @@ def evaluate_result(result: OnboardingResult, domain: str, n_jobs: int = 1) -> N
     windows before the origin; for test, train + validation); MASE is scaled by the train part."""
     split = result.split
     notes = {}
+    ensemble: Ensemble | None = None
     for part in PARTS:
         w = split.windows(part)
         horizons, seasons = split.horizons[w.series], split.seasons[w.series]
         insample = [split.train[i] for i in w.series]
         ids = [split.ids[i] for i in w.series]
         keys = ids if part == "test" else [f"{u}@{o}" for u, o in zip(ids, w.origin)]  # one per window
+        states: dict[str, list] | None = {} if part == "test" else None  # fitted on train + validation
         forecasts, notes[part], seconds = grouped_baseline_forecasts(
-            w.contexts, horizons, seasons, split.horizon, n_jobs=n_jobs)
+            w.contexts, horizons, seasons, split.horizon, n_jobs=n_jobs, states=states)
         made = dict(result.forecasts(part).items())
         forecasts.update(made)
+        if part == "val":
+            ensemble = fit_ensemble({f: forecasts[f] for f in ENSEMBLE_MEMBERS if f in forecasts}, w.truth,
+                                    w.origin, w.series)
+        if ensemble is not None and ensemble.single is None:
+            forecasts[ENSEMBLE] = ensemble.val if part == "val" else combine(forecasts, ensemble.used)
+            # its members' forecasts, one after the other (at onboarding, statistical members are fitted)
+            seconds[ENSEMBLE] = sum(seconds.get(m, 0.0) + result.timings.get(f"latency_{part}_{m}", 0.0)
+                                    for m in ensemble.used)
+        if states is not None:
+            _keep_fitted(result, states)
         per = per_series_frame(forecasts, w.truth, insample, seasons, ids=keys)
         table = summarize(per)
         n_models = len(forecasts)
@@ -46,7 +62,7 @@ def evaluate_result(result: OnboardingResult, domain: str, n_jobs: int = 1) -> N
         per[["unique_id", "origin", "model", "horizon", "season", "MASE", "sCRPS", "sMAPE", "coverage"]].to_csv(
             result.per_series_file(part), index=False)
         # forecast latency: wall milliseconds per window (batched models in batches of batch_size)
-        latency = {**seconds, **{m: result.timings.get(f"latency_{part}_{m}", np.nan) for m in made}}
+        latency = {**{m: result.timings.get(f"latency_{part}_{m}", np.nan) for m in made}, **seconds}
         table["ms_per_series"] = [1000.0 * latency.get(m, np.nan) / max(len(w), 1) for m in table.index]
         table.to_csv(result.metrics_file(part))
         result.metrics_file(part, "txt").write_text(format_table(table) + "\n")
@@ -58,4 +74,49 @@ def evaluate_result(result: OnboardingResult, domain: str, n_jobs: int = 1) -> N
         with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings(action="ignore"):
             per_step = {m: np.nanmean(np.abs(w.truth - q[..., MEDIAN]) / scale, axis=0) for m, q in forecasts.items()}
         per_horizon_plot(per_step, result.plot_file(part, "per_horizon"), f"{domain}: error by step ({part})")
+    _write_ensemble(result, ensemble)
     result.baseline_notes_file().write_text(json.dumps(notes, indent=2, default=str))
+
+
+# the candidates an ensemble is made of, in the order exact copies are dropped (the backbone is kept
+# over a fused model with fusion weight 0: the same forecasts without the adapter's cost)
+ENSEMBLE_MEMBERS = (*MODELS, "backbone", "fused")
+
+
+def _keep_fitted(result: OnboardingResult, states: dict[str, list]) -> None:
+    """Each statistical candidate's folder gets the parameters fitted on every series' test context."""
+    from models.forecasting.statistical import StatisticalForecaster
+
+    for model, per_series in states.items():
+        saved = StatisticalForecaster.load(result.model_dir(model))
+        fitted = {uid: st for uid, st in zip(result.split.ids, per_series) if st is not None}
+        StatisticalForecaster(model, saved.default_season, saved.seasons, fitted).save(result.model_dir(model))
+
+
+def _write_ensemble(result: OnboardingResult, ensemble: Ensemble | None) -> None:
+    """``ensemble.json`` (weights, the weights of each cross-validation fold, the members considered)
+    and, where the ensemble is a candidate, its forecaster folder."""
+    from models.forecasting.ensemble import EnsembleForecaster
+
+    record = {"offered": False, "reason": "fewer than two distinct candidates, or validation windows that "
+                                          "cannot be split in two groups"}
+    if ensemble is not None:
+        record = {"offered": ensemble.single is None, "weights": ensemble.weights, "members": ensemble.members,
+                  "fold_weights": ensemble.fold_weights,
+                  "reason": (f"all the weight went to {ensemble.single}: the ensemble is that candidate"
+                             if ensemble.single else "weights fitted on every validation window")}
+        if ensemble.single is None:
+            members = {f: (FAMILIES[f], result.model_dir(f)) for f in ensemble.used}
+            horizon = result.horizon if "fused" in members else None  # the adapter's trained horizon
+            EnsembleForecaster.assemble(result.model_dir(ENSEMBLE), members, ensemble.used, horizon)
+    result.ensemble_file().write_text(json.dumps(record, indent=2))
+
+
+def validation_evidence(result: OnboardingResult, families=tuple(FAMILIES)) -> Evidence:
+    """Every candidate family's validation sCRPS per window, on the same windows in the same order,
+    with each window's series as the resampling unit: what the gate judges on."""
+    per = pd.read_csv(result.per_series_file("val"))
+    per = per[per["model"].isin(families)]
+    scores = {m: g["sCRPS"].to_numpy(np.float64) for m, g in per.groupby("model", sort=False)}
+    first = per[per["model"] == per["model"].iloc[0]]
+    return Evidence(scores, pd.factorize(first["unique_id"].astype(str))[0])

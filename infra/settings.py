@@ -132,9 +132,10 @@ class OnboardParams(OnboardingConfig):
     season_length: int | None = Field(None, ge=1, description="steps per seasonal cycle (12 for monthly data, "
                                       "...); None: from the data, the source's per-series seasons or else the "
                                       "store's frequency")
-    val_origins: int = Field(3, ge=1, le=12, description="validation windows per series, each a horizon apart "
-                             "before the test window (fewer where a short series cannot spare them): they choose "
-                             "the fusion weight, stop training and decide the champion")
+    val_origins: int | None = Field(None, ge=1, le=64, description="validation windows per series, each a horizon "
+                                    "apart before the test window (fewer where a short series cannot spare them): they "
+                                    "choose the fusion weight, the ensemble's weights and the champion; None: by the "
+                                    "domain's size, about 200 windows in all (3 per series from 67 series, up to 30)")
     series_horizons: bool = Field(True, description="use the source's own per-series horizons and season "
                                   "lengths when it has them (M3); horizon/season_length apply otherwise")
     freq: str | None = Field(None, description="pandas frequency of ds; inferred when omitted")
@@ -314,10 +315,14 @@ class ScheduleSettings(Section):
 
 
 class PromoteSettings(Section):
-    """The promotion gate: a challenger becomes champion only when its validation sCRPS is below
-    both the frozen backbone's and the current champion's by this relative margin."""
+    """The promotion gate (``evaluation.gate.beats``): a challenger replaces the incumbent (among one
+    onboarding's candidates, or the champion) only when its validation sCRPS is lower by this relative
+    margin and, scored window by window on the same windows, in ``confidence`` of paired resamples."""
 
     margin: float = Field(0.01, ge=0, lt=1, description="relative improvement required, e.g. 0.01 = 1%")
+    confidence: float = Field(0.9, ge=0, le=1, description="share of paired bootstrap resamples (series with "
+                              "their windows) in which the challenger must still win by the margin; 0 = the "
+                              "means alone decide")
 
 
 class RetrySettings(Section):

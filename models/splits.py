@@ -35,6 +35,19 @@ def _position_from_end(df: pd.DataFrame) -> pd.Series:
     return df.groupby("unique_id", sort=False).cumcount(ascending=False)
 
 
+AUTO_WINDOWS = 200  # validation windows a domain is given at least (where its series can spare them)
+AUTO_MIN_ORIGINS, AUTO_MAX_ORIGINS = 3, 30
+
+
+def resolve_origins(origins: int | None, n_series: int) -> int:
+    """Validation origins per series: ``origins`` when given; None (auto) adapts to the domain's
+    size, so the gate always has about ``AUTO_WINDOWS`` windows to judge on: 3 for 67 series or
+    more (large domains pay nothing extra), up to 30 for one series."""
+    if origins is not None:
+        return int(origins)
+    return int(np.clip(-(-AUTO_WINDOWS // max(int(n_series), 1)), AUTO_MIN_ORIGINS, AUTO_MAX_ORIGINS))
+
+
 def spare_origins(lengths: np.ndarray, horizons: np.ndarray, origins: int) -> np.ndarray:
     """Validation origins each series can spare: up to ``origins``, keeping one horizon of train
     points before the earliest; at least 1."""
@@ -42,8 +55,10 @@ def spare_origins(lengths: np.ndarray, horizons: np.ndarray, origins: int) -> np
     return np.clip((lengths - 2 * horizons) // horizons, 1, max(int(origins), 1))
 
 
-def split_frame(df: pd.DataFrame, horizon: int | Mapping[str, int], origins: int = 1) -> Split:
-    """Split a long frame (unique_id, ds, y) sorted by (unique_id, ds)."""
+def split_frame(df: pd.DataFrame, horizon: int | Mapping[str, int], origins: int | None = 1) -> Split:
+    """Split a long frame (unique_id, ds, y) sorted by (unique_id, ds). ``origins`` None: by the
+    domain's size (``resolve_origins``)."""
+    origins = resolve_origins(origins, df["unique_id"].nunique())
     if int(origins) < 1:
         raise ValueError(f"origins must be >= 1, got {origins}")
     df = df.sort_values(["unique_id", "ds"], kind="stable").reset_index(drop=True)
@@ -65,7 +80,7 @@ def split_frame(df: pd.DataFrame, horizon: int | Mapping[str, int], origins: int
     return Split(train.reset_index(drop=True), val.reset_index(drop=True), test.reset_index(drop=True))
 
 
-def train_part(df: pd.DataFrame, horizon: int | Mapping[str, int], origins: int = 1) -> pd.DataFrame:
+def train_part(df: pd.DataFrame, horizon: int | Mapping[str, int], origins: int | None = 1) -> pd.DataFrame:
     """Only the train part: what pre-training and datastores may ever see."""
     return split_frame(df, horizon, origins).train
 
@@ -125,7 +140,7 @@ class SeriesSplit:
 
     @classmethod
     def from_frame(cls, df: pd.DataFrame, horizons: int | Mapping[str, int],
-                   seasons: int | Mapping[str, int] = 1, origins: int = 1) -> SeriesSplit:
+                   seasons: int | Mapping[str, int] = 1, origins: int | None = 1) -> SeriesSplit:
         split = split_frame(df, horizons, origins)
         own = (lambda u: int(horizons[u])) if isinstance(horizons, Mapping) else (lambda u: int(horizons))
         season = (lambda u: int(seasons[u])) if isinstance(seasons, Mapping) else (lambda u: int(seasons))

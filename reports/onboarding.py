@@ -12,7 +12,7 @@ import pandas as pd
 
 from infra.settings import Settings
 from models.memory.result import OnboardingResult
-from reports.summary import alpha_line, validation_line, verdict_lines
+from reports.summary import alpha_line, ensemble_line, validation_line, verdict_lines
 from reports.tables import markdown_table
 
 INLINE_IMAGE_MAX_BYTES = 2_000_000  # a bigger chart is linked by path only
@@ -53,6 +53,7 @@ def onboarding_report(registered: dict, domain: str, settings: Settings, links: 
         "seasonal naive, AutoETS, Theta and the MASE scale use this season",
         f"- {validation_line(result.split.origin_counts(), registered.get('val_origins_asked'))}",
         f"- {alpha_line(registered['alpha'], registered.get('alpha_grid'))}",
+        f"- {ensemble_line(registered.get('ensemble'), registered.get('versions'))}",
     ]
     if links:
         lines.append(f"- MLflow: [run]({links['run']}), [model version]({links['model']})")

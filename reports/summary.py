@@ -45,6 +45,19 @@ def alpha_line(alpha: float, grid: list[float] | None = None) -> str:
     return line
 
 
+def ensemble_line(record: dict | None, versions: dict | None = None) -> str:
+    """The weighted ensemble's members and weights (fitted on validation), or why there is none."""
+    record = record or {}
+    weights = {f: w for f, w in (record.get("weights") or {}).items() if w > 0}
+    if not weights:
+        return f"ensemble: none ({record.get('reason', 'not fitted')})"
+    parts = ", ".join(f"{f} {w:.2f}" + (f" (v{versions[f]})" if versions and f in versions else "")
+                      for f, w in sorted(weights.items(), key=lambda kv: -kv[1]))
+    if not record.get("offered"):
+        return f"ensemble: not a candidate, {record.get('reason')}"
+    return f"ensemble weights (greedy selection on validation, cross-validated over origins): {parts}"
+
+
 def teacher_line(kept: dict) -> list[str]:
     """How much of the kNN teacher's gain over the backbone the fused model kept (where it had one)."""
     parts = [f"{part} {100 * v:.0f}%" for part, v in kept.items() if v is not None]
@@ -59,6 +72,7 @@ def onboarding_summary(onboarded: dict, served: dict | None = None) -> str:
         f"season: {onboarded.get('season')}; frequency: {onboarded.get('freq') or 'integer steps'}",
         validation_line(onboarded.get("val_origins") or {}, onboarded.get("val_origins_asked")),
         alpha_line(onboarded["alpha"], onboarded.get("alpha_grid")),
+        ensemble_line(onboarded.get("ensemble"), onboarded.get("versions")),
         *teacher_line(onboarded.get("teacher_gain_kept") or {}),
         "",
         "== validation (the fusion weight and the champion are chosen here) ==",

@@ -227,7 +227,8 @@ class Catalog:
             meta = json.loads((local / SERVING_FILE).read_text())
             kind = meta.get("kind", "fused")
             module = importlib.import_module(forecaster_module(kind))
-            if not hasattr(module, "PARTS_WITHOUT_BACKBONE"):  # no backbone to share: the whole folder
+            # no backbone to share (a statistical model, an ensemble of them): the whole folder
+            if not hasattr(module, "PARTS_WITHOUT_BACKBONE") or meta.get("backbone") is False:
                 self._download(f"{base}/{folder}", tmp)
                 forecaster = load_forecaster(kind, tmp / Path(folder).name, self.device)
                 return ServedModel(domain, name, str(version), self.alias, None, backbone_version, forecaster, meta)

@@ -89,9 +89,9 @@ def describe_seasons(store_dir: Path | str, season_length: int | None = None, pe
 
 
 def read_split(store_dir: Path | str, horizon: int | None = None, season_length: int | None = None,
-               per_series: bool = True, origins: int = 1) -> tuple[SeriesSplit, dict]:
+               per_series: bool = True, origins: int | None = 1) -> tuple[SeriesSplit, dict]:
     """The store read once and split by ``split_horizons``, with up to ``origins`` validation
-    windows per series: (split, meta)."""
+    windows per series (None: by the domain's size, ``models.splits.resolve_origins``): (split, meta)."""
     df, meta = read_store(store_dir)
     horizons = split_horizons(store_dir, horizon, per_series)
     seasons = series_seasons(store_dir, season_length, per_series)

@@ -19,7 +19,7 @@ def store_versions(store_dirs: list[str]) -> dict[str, str]:
     return versions
 
 
-def build_corpus(store_dirs: list[str], out_dir: Path, val_origins: int = 1) -> dict:
+def build_corpus(store_dirs: list[str], out_dir: Path, val_origins: int | None = 1) -> dict:
     """-> {"files": {domain: parquet}, "rows", "series", "data_versions": {domain: md5}}.
 
     ``val_origins``: the validation windows onboarding keeps per series (``onboard.val_origins``);

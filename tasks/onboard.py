@@ -39,7 +39,7 @@ from infra.code_version import cached_digest
 from infra.files import exclusive
 from infra.logs import run_logger
 from infra.settings import OnboardParams, Settings
-from models.forecasting.kinds import FAMILIES, NEURAL
+from models.forecasting.kinds import ENSEMBLE, FAMILIES, NEURAL
 from models.memory.result import OnboardingResult
 from reports.onboarding import artifact_key, fan_chart_url, mlflow_links, onboarding_report
 from reports.tables import markdown_table
@@ -185,6 +185,8 @@ def register_domain(result_dir: str, params: OnboardParams, settings: Settings) 
     candidate family as a version of forecaster-<domain>, whose ``challenger`` alias goes to the
     candidate the gate offers (``evaluation.gate``). Idempotent: run again on the same result folder
     (a retry, a resumed run) it reuses the run and the versions."""
+    from evaluation.domain import validation_evidence
+
     result = OnboardingResult.load(result_dir)
     prov = result.provenance
     val = pd.read_csv(result.metrics_file("val"), index_col=0)
@@ -214,9 +216,12 @@ def register_domain(result_dir: str, params: OnboardParams, settings: Settings) 
                 log_model, f"{kind}-{domain}", {**tags, **_scores(val, "fused"), "alpha": result.alpha,
                                                 "backbone_version": prov["backbone_version"]},
                 description, result_id=rid)
-        versions = {family: _register_candidate(family, result, components, val, tags, meta, description, rid)
-                    for family in FAMILIES}
-        choice = choose_candidate({f: float(val.loc[f, "sCRPS"]) for f in FAMILIES}, settings.promote.margin)
+        versions: dict[str, str] = {}
+        for family in (f for f in FAMILIES if f in val.index):  # the ensemble last: it names its members
+            versions[family] = _register_candidate(family, result, components, val, tags, meta, description, rid,
+                                                   versions)
+        choice = choose_candidate(validation_evidence(result, tuple(versions)), settings.promote.margin,
+                                  settings.promote.confidence)
         name = registry.forecaster_name(domain)
         registry.set_alias(name, "challenger", versions[choice.family])
         facts = {"source": portable_source(params.source or prov.get("source")), "horizon": params.horizon,
@@ -227,7 +232,8 @@ def register_domain(result_dir: str, params: OnboardParams, settings: Settings) 
         mlflow.set_tag(registry.NOTE, headline(domain, val, test, choice.reason))
     return {"run_id": run.info.run_id, "model": name, "versions": versions,
             "challenger": {"family": choice.family, "version": versions[choice.family], "reason": choice.reason,
-                           "val_sCRPS": choice.scores},
+                           "val_sCRPS": choice.scores, "confidence": choice.confidence},
+            "ensemble": result.ensemble_record(),
             "fused_version": components["fused"], "teacher_version": components["teacher"],
             "adapter_version": components["adapter"],
             "alpha": result.alpha, "alpha_grid": [row["alpha"] for row in result.alpha_table],
@@ -261,12 +267,23 @@ def _scores(table: pd.DataFrame, family: str, part: str = "val") -> dict[str, fl
 
 
 def _register_candidate(family: str, result: OnboardingResult, components: dict[str, str], val: pd.DataFrame,
-                        tags: dict, meta: dict, description: str, rid: str) -> str:
+                        tags: dict, meta: dict, description: str, rid: str, versions: dict[str, str]) -> str:
     """One version of forecaster-<domain> for ``family``: the fused component's own logged model, or
-    the family's folder in the result logged as a model of its kind."""
+    the family's folder in the result logged as a model of its kind. An ensemble's version names the
+    versions of its members (``versions``: those registered before it) and their weights."""
     domain = meta["domain"]
     kind = FAMILIES[family]
     family_tags = {**tags, **_scores(val, family), "family": family}
+    max_horizon = None  # the statistical models and the backbone have no trained limit
+    if family == ENSEMBLE:
+        weights = result.ensemble_record()["weights"]
+        used = {f: w for f, w in weights.items() if w > 0}
+        family_tags["ensemble_weights"] = ", ".join(f"{f}={w:.2f}" for f, w in sorted(used.items(), key=lambda kv: -kv[1]))
+        family_tags["members"] = ", ".join(f"{f}:v{versions[f]}" for f in used)
+        if any(f in NEURAL for f in used):
+            family_tags["backbone_version"] = result.provenance["backbone_version"]
+            max_horizon = result.horizon if "fused" in used else None
+        meta = {**meta, "backbone": any(f in NEURAL for f in used), "weights": used}
     if family in NEURAL:
         family_tags["backbone_version"] = result.provenance["backbone_version"]
     if family == "fused":
@@ -275,8 +292,8 @@ def _register_candidate(family: str, result: OnboardingResult, components: dict[
         return registry.register(source, registry.forecaster_name(domain), family_tags, description,
                                  result_id=f"{rid}-{family}")
 
-    def log_model() -> str:  # any horizon: the statistical models and the backbone have no trained limit
-        return log_forecaster(kind, result.model_dir(family), {**meta, "family": family, "max_horizon": None},
+    def log_model() -> str:
+        return log_forecaster(kind, result.model_dir(family), {**meta, "family": family, "max_horizon": max_horizon},
                               name=family)
 
     return registry.register(log_model, registry.forecaster_name(domain), family_tags, description,

@@ -38,7 +38,7 @@ TRAINER = "models.pretraining"
 TRAINER_CODE = ("models.pretraining.train", "store.corpus")  # what a trained backbone comes from
 
 
-def run_key(params: PretrainParams, data_versions: dict[str, str], val_origins: int = 1) -> str:
+def run_key(params: PretrainParams, data_versions: dict[str, str], val_origins: int | None = 1) -> str:
     """Stable id of a training run: the same params on the same data (train parts cut before
     ``val_origins`` validation windows) with the same trainer code -> the same run folder (a
     crashed attempt resumes there)."""

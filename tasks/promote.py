@@ -25,9 +25,9 @@ from tracking.retries import remote_retries
 GATE_METRIC = "val_sCRPS"
 
 
-def champion_on_candidate_split(name: str, champion: str, result_dir: str | Path) -> float | None:
-    """The champion's validation sCRPS on the candidate's validation windows (its own tag was
-    measured on the data of its day, which re-onboarding may have changed). None when it cannot
+def champion_on_candidate_split(name: str, champion: str, result_dir: str | Path) -> np.ndarray | None:
+    """The champion's validation sCRPS per window on the candidate's validation windows (its own tag
+    was measured on the data of its day, which re-onboarding may have changed). None when it cannot
     forecast that far (then its tag decides)."""
     from models.forecasting.kinds import load_forecaster
 
@@ -39,7 +39,7 @@ def champion_on_candidate_split(name: str, champion: str, result_dir: str | Path
     w = split.windows("val")  # the rolling-origin windows every candidate was scored on
     q = model.predict(w.contexts, split.horizon, ids=[split.ids[i] for i in w.series]).quantiles
     insample = [split.train[i] for i in w.series]
-    return float(np.nanmean(per_series_metrics(q, w.truth, insample, split.seasons[w.series])["sCRPS"]))
+    return per_series_metrics(q, w.truth, insample, split.seasons[w.series])["sCRPS"]
 
 
 def _validated(name: str, version: str) -> None:
@@ -74,23 +74,40 @@ def promote_domain(domain: str, settings: Settings, version: str | None = None, 
         decision.update(promoted=False, reason=f"version {version} ({family}) already is champion")
     else:
         champ_score = None
+        candidate: float | np.ndarray = cand
+        incumbent: float | np.ndarray | None = None
+        groups = None
         if champion:
             champ_family = registry.version_tags(name, champion).get("family", "fused")
             rescored = champion_on_candidate_split(name, champion, result_dir) if result_dir else None
-            champ_score = rescored if rescored is not None else float(registry.version_tags(name, champion)[GATE_METRIC])
+            champ_score = (float(np.nanmean(rescored)) if rescored is not None
+                           else float(registry.version_tags(name, champion)[GATE_METRIC]))
             decision.update(champion_family=champ_family, champion_val_sCRPS=champ_score,
                             champion_rescored=rescored is not None)
-        if beats(cand, champ_score, margin):
+            incumbent = champ_score
+            if rescored is not None:  # both scored on the same windows: judged pair by pair, beyond noise
+                from evaluation.domain import validation_evidence
+
+                evidence = validation_evidence(OnboardingResult.load(result_dir), (family,))
+                mine = evidence.paired(family)
+                if mine is not None and len(mine) == len(rescored):
+                    candidate, incumbent, groups = mine, rescored, evidence.groups
+        verdict = beats(candidate, incumbent, margin, settings.promote.confidence, groups)
+        if verdict.confidence is not None:
+            decision["confidence"] = verdict.confidence
+        if verdict:
             registry.set_alias(name, "champion", version)
             _validated(name, version)
             decision.update(promoted=True, reason=(
                 f"{family} v{version} (val sCRPS {cand:.4f})"
-                + (f" beats champion v{champion} ({champ_score:.4f}) by {margin:.0%}" if champion else
-                   " is the domain's first champion")))
+                + (f" beats champion v{champion} ({champ_score:.4f}) by {margin:.0%}{verdict.sureness()}" if champion
+                   else " is the domain's first champion")))
         else:
             decision.update(promoted=False, reason=(
                 f"{family} v{version} (val sCRPS {cand:.4f}) does not beat champion v{champion} "
                 f"({decision['champion_family']}, {champ_score:.4f}) by {margin:.0%}"
+                + (f" with {settings.promote.confidence:.0%} confidence{verdict.sureness()}"
+                   if verdict.confidence is not None else "")
                 + (" (champion re-scored on this validation split)" if decision.get("champion_rescored") else "")))
             if decision.get("champion_rescored"):
                 _validated(name, champion)  # it held its place on today's data: re-validated

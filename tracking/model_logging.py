@@ -18,7 +18,7 @@ from mlflow.models import ModelSignature
 from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
 
 from infra.code_version import REPO, closure
-from models.forecasting.kinds import KINDS, PROTOCOL_MODULE, SERVING_FILE, forecaster_module
+from models.forecasting.kinds import KINDS, PROTOCOL_MODULE, SERVING_FILE, forecaster_modules
 
 PYFUNC_FILE = Path(__file__).with_name("pyfunc.py")
 
@@ -32,14 +32,14 @@ def signature(default_horizon: int) -> ModelSignature:
 
 def requirements(kind: str) -> list[str]:
     pkgs = ["numpy", "pandas", "mlflow", "jaxtyping"]
-    pkgs += ["statsforecast"] if kind == "statistical" else ["torch"]
+    pkgs += {"statistical": ["statsforecast"], "ensemble": ["statsforecast", "torch"]}.get(kind, ["torch"])
     pkgs += ["faiss-cpu"] if kind == "teacher" else []
     return [f"{p}=={version(p)}" for p in pkgs]
 
 
 def shipped_files(kind: str) -> list[Path]:
     """The repository files a registered model of ``kind`` needs (all under ``models/``)."""
-    files = closure([forecaster_module(kind), PROTOCOL_MODULE, "models.forecasting.kinds"])
+    files = closure([*forecaster_modules(kind), PROTOCOL_MODULE, "models.forecasting.kinds"])
     outside = [p for p in files if p.relative_to(REPO).parts[0] != "models"]
     if outside:  # the pyfunc could not import them: models/ must stay self-contained
         raise RuntimeError(f"forecaster code imports outside models/: {outside}")

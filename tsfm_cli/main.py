@@ -196,7 +196,7 @@ def onboard(
     season_length: int = typer.Option(None, help="steps per seasonal cycle, where the source has no per-series "
                                       "seasons" + _default(S.onboard.season_length or "from the data's frequency")),
     val_origins: int = typer.Option(None, help="validation windows per series, a horizon apart"
-                                    + _default(S.onboard.val_origins)),
+                                    + _default(S.onboard.val_origins or "by the domain's size, 3 to 30")),
     context_length: int = typer.Option(None, help="points of history the backbone and the datastore see"
                                        + _default(S.onboard.context_length)),
     finetune_steps: int = typer.Option(None, help="also fully fine-tune a copy of the backbone for comparison "

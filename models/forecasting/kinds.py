@@ -15,11 +15,13 @@ KINDS: dict[str, tuple[str, str]] = {
     "adapter": ("models.forecasting.fused", "FusedForecaster"),
     "fused": ("models.forecasting.fused", "FusedForecaster"),
     "statistical": ("models.forecasting.statistical", "StatisticalForecaster"),
+    "ensemble": ("models.forecasting.ensemble", "EnsembleForecaster"),
 }
 # the families a domain's champion may come from, and the kind of registered model each one is
 FAMILIES: dict[str, str] = {"fused": "fused", "backbone": "backbone", "seasonal_naive": "statistical",
-                            "auto_ets": "statistical", "theta": "statistical"}
+                            "auto_ets": "statistical", "theta": "statistical", "ensemble": "ensemble"}
 NEURAL = ("fused", "backbone")  # the families that run a backbone (served processes share it)
+ENSEMBLE = "ensemble"  # the family whose versions combine the others (models.forecasting.ensemble)
 PROTOCOL_MODULE = "models.forecasting.protocol"
 # next to a registered forecaster's own files: freq, default/max horizon, domain (all a server needs)
 SERVING_FILE = "serving.json"
@@ -29,6 +31,12 @@ def forecaster_module(kind: str) -> str:
     if kind not in KINDS:
         raise ValueError(f"unknown forecaster kind {kind!r}; known: {', '.join(KINDS)}")
     return KINDS[kind][0]
+
+
+def forecaster_modules(kind: str) -> list[str]:
+    """Every module a registered model of ``kind`` imports by name: an ensemble loads its members'."""
+    kinds = [kind] + (["fused", "backbone", "statistical"] if kind == "ensemble" else [])
+    return list(dict.fromkeys(forecaster_module(k) for k in kinds))
 
 
 def load_forecaster(kind: str, directory: str | Path, device: str = "cpu"):

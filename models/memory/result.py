@@ -10,7 +10,8 @@ comparison) goes through ``OnboardingResult``; no other code knows a file name i
     alpha_table.csv     validation sCRPS of each fusion weight
     fused/ teacher/ adapter/ finetuned/   the forecasters onboarding fits (``models.forecasting``)
     backbone/ seasonal_naive/ auto_ets/ theta/   the other candidates for the domain's champion
-    evaluation files    <part>_metrics.csv|.txt, <part>_per_series.csv, plots, baseline_notes.json
+    evaluation files    <part>_metrics.csv|.txt, <part>_per_series.csv, plots, ensemble.json and
+                        ensemble/ (the weighted ensemble of the candidates), baseline_notes.json
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ if TYPE_CHECKING:  # the forecasters import torch; reading a result folder's tab
 
 SUMMARY, SPLIT, FORECASTS, ALPHA_TABLE = "summary.json", "split.npz", "forecasts.npz", "alpha_table.csv"
 BASELINE_NOTES = "baseline_notes.json"  # the evaluation's last file
+ENSEMBLE_FILE = "ensemble.json"
 MODELS = ("backbone", "teacher", "finetuned", "fused")  # forecasts an onboarding makes itself
 PARTS = ("val", "test")
 Q = Float[np.ndarray, "n horizon quantile"]
@@ -184,6 +186,14 @@ class OnboardingResult:
     def baseline_notes_file(self) -> Path:
         return self._folder() / BASELINE_NOTES
 
+    def ensemble_file(self) -> Path:
+        """The weighted ensemble of the candidates: weights, members, whether it is offered."""
+        return self._folder() / ENSEMBLE_FILE
+
+    def ensemble_record(self) -> dict:
+        path = self.ensemble_file()
+        return json.loads(path.read_text()) if path.is_file() else {"offered": False}
+
     def is_evaluated(self) -> bool:
         folder = self._folder()
         return all((folder / f).is_file() for f in (*(f"{p}_metrics.csv" for p in PARTS), BASELINE_NOTES))
@@ -191,8 +201,9 @@ class OnboardingResult:
     def report_files(self) -> list[Path]:
         """What goes into the MLflow run's report: tables, plots and the summary."""
         folder = self._folder()
+        extra = [folder / ENSEMBLE_FILE] if (folder / ENSEMBLE_FILE).is_file() else []
         return sorted(folder.glob("*.csv")) + sorted(folder.glob("*.png")) + sorted(folder.glob("*.txt")) + [
-            folder / SUMMARY]
+            folder / SUMMARY] + extra
 
     def _folder(self) -> Path:
         if self.folder is None:

@@ -59,3 +59,74 @@ def test_teacher_gain_kept_is_the_share_of_the_teachers_gain():
     assert teacher_line({"val": 0.5, "test": None}) == [
         "the fused model kept val 50% of the kNN teacher's sCRPS gain over the backbone"]
     assert teacher_line({"val": None}) == []
+
+
+def _windows(n_series: int, per: int, gain: float, noise: float, seed: int = 0):
+    """Per-window sCRPS of an incumbent and of a challenger better by ``gain`` on average."""
+    from evaluation.gate import Evidence
+
+    rng = np.random.default_rng(seed)
+    base = rng.lognormal(-2.5, 0.3, n_series * per)
+    challenger = base * (1 - gain) * np.exp(rng.normal(0, noise, base.size))
+    return base, challenger, np.repeat(np.arange(n_series), per), Evidence
+
+
+def test_a_consistent_gain_is_sure_and_a_noisy_one_on_few_windows_is_not():
+    from evaluation.gate import paired_confidence
+
+    base, better, groups, _ = _windows(200, 3, gain=0.05, noise=0.05)
+    assert paired_confidence(better, base, groups, margin=0.01) > 0.99
+    base, noisy, groups, _ = _windows(2, 3, gain=0.02, noise=0.3, seed=1)
+    assert paired_confidence(noisy, base, groups, margin=0.01) < 0.9
+    # beyond NORMAL_ABOVE series the normal approximation answers the same question
+    base, better, groups, _ = _windows(6000, 1, gain=0.05, noise=0.05)
+    assert paired_confidence(better, base, groups, margin=0.01) > 0.99
+    assert paired_confidence(base, better, groups, margin=0.01) < 0.01
+
+
+def test_beats_with_per_window_scores_needs_the_margin_and_the_confidence():
+    base, noisy, groups, _ = _windows(3, 2, gain=0.03, noise=0.4, seed=9)
+    assert np.nanmean(noisy) < np.nanmean(base) * 0.99  # better on the mean by the margin ...
+    verdict = beats(noisy, base, 0.01, confidence=0.9, groups=groups)
+    assert not verdict and verdict.confidence < 0.9  # ... but not beyond noise
+    base, better, groups, _ = _windows(300, 3, gain=0.05, noise=0.05)
+    verdict = beats(better, base, 0.01, confidence=0.9, groups=groups)
+    assert verdict and verdict.confidence > 0.99 and "sure in" in verdict.sureness()
+    assert beats(better, None, 0.01)  # no champion: the first one wins
+
+
+def test_the_ensemble_is_kept_unless_a_single_family_beats_it_beyond_noise():
+    from evaluation.gate import Evidence
+
+    base, close, groups, _ = _windows(20, 3, gain=0.015, noise=0.2, seed=3)
+    naive = base * 1.3
+    ev = Evidence({"seasonal_naive": naive, "auto_ets": close, "fused": base * 1.1, "ensemble": base}, groups)
+    chosen = choose_candidate(ev, margin=0.01, confidence=0.9)
+    assert np.nanmean(close) < np.nanmean(base) * 0.99  # auto_ets is better on the mean, by the margin
+    assert chosen.family == "ensemble" and "not beyond" in chosen.reason and chosen.confidence
+    _, much_better, _, _ = _windows(20, 3, gain=0.2, noise=0.02, seed=3)
+    ev = Evidence({"seasonal_naive": naive, "theta": much_better, "ensemble": base}, groups)
+    chosen = choose_candidate(ev, margin=0.01, confidence=0.9)
+    assert chosen.family == "theta" and "beats the ensemble" in chosen.reason
+    # an ensemble worse than seasonal naive is never offered
+    ev = Evidence({"seasonal_naive": base, "auto_ets": base * 1.2, "ensemble": base * 1.1}, groups)
+    assert choose_candidate(ev, margin=0.01, confidence=0.9).family == "seasonal_naive"
+
+
+def test_what_is_offered_with_an_ensemble_never_loses_to_seasonal_naive():
+    from evaluation.gate import Evidence
+
+    rng = np.random.default_rng(5)
+    for _ in range(150):
+        groups = np.repeat(np.arange(10), 2)
+        scores = {f: rng.lognormal(-2.5, 0.6) * rng.lognormal(0, 0.2, 20) for f in (*FAMILIES, "ensemble")}
+        chosen = choose_candidate(Evidence(scores, groups), float(rng.choice([0.0, 0.01])), 0.9)
+        assert chosen.score <= np.nanmean(scores["seasonal_naive"])
+
+
+def test_validation_origins_adapt_to_the_domains_size():
+    from models.splits import resolve_origins
+
+    assert resolve_origins(5, 1) == 5  # asked for: kept
+    assert resolve_origins(None, 1) == 30 and resolve_origins(None, 2) == 30
+    assert resolve_origins(None, 42) == 5 and resolve_origins(None, 67) == 3 and resolve_origins(None, 100_000) == 3

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 from mlflow import MlflowClient
 
+from evaluation.domain import validation_evidence
 from evaluation.gate import choose_candidate
 from models.forecasting.kinds import FAMILIES
 from models.memory.result import MODELS, OnboardingResult
@@ -26,7 +27,9 @@ def test_demo_tables_cover_every_model(demo_run):
     for part in ("val", "test"):
         table = pd.read_csv(result_dir / f"{part}_metrics.csv", index_col=0)
         # every model, the fully fine-tuned comparison included (finetune_steps > 0 in SMALL)
-        assert set(table.index) == {"seasonal_naive", "auto_ets", "theta", *MODELS}
+        # and the weighted ensemble of the candidates where it mixes two or more of them
+        offered = {"ensemble"} if OnboardingResult.load(result_dir).ensemble_record()["offered"] else set()
+        assert set(table.index) == {"seasonal_naive", "auto_ets", "theta", *MODELS} | offered
         assert (table["ms_per_series"] > 0).all()
         assert {"MASE", "sCRPS", "sMAPE"} <= set(table.columns)
         assert table[["MASE", "sCRPS", "sMAPE"]].notna().all().all()
@@ -117,7 +120,10 @@ def test_promotion_decision_matches_validation(demo_run):
     promo = onboarded["promotion"]
     margin = demo_run["settings"].promote.margin
     val = pd.read_csv(Path(onboarded["result_dir"]) / "val_metrics.csv", index_col=0)
-    expected = choose_candidate({f: float(val.loc[f, "sCRPS"]) for f in FAMILIES}, margin)
+    evidence = validation_evidence(OnboardingResult.load(onboarded["result_dir"]), tuple(onboarded["versions"]))
+    assert set(evidence.scores) == set(onboarded["versions"]) <= set(FAMILIES)
+    assert all(abs(evidence.mean(f) - val.loc[f, "sCRPS"]) < 1e-9 for f in evidence.scores)  # the table's means
+    expected = choose_candidate(evidence, margin, demo_run["settings"].promote.confidence)
     assert onboarded["challenger"]["family"] == expected.family
     assert promo["family"] == expected.family and promo["version"] == onboarded["versions"][expected.family]
     assert promo["promoted"] is True and promo["previous_champion"] is None
@@ -125,7 +131,9 @@ def test_promotion_decision_matches_validation(demo_run):
     champion = client.get_model_version_by_alias("forecaster-m3-other", "champion")
     assert str(champion.version) == promo["version"] and champion.tags["family"] == expected.family
     assert float(champion.tags["val_sCRPS"]) <= float(val.loc["seasonal_naive", "sCRPS"])
-    if expected.family != "fused":
+    if expected.family == "ensemble":  # the reason names what it was weighed against
+        assert "ensemble" in promo["chosen_because"] and "seasonal naive" in promo["chosen_because"]
+    elif expected.family != "fused":
         assert "fused model" in promo["chosen_because"]
 
 
