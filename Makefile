@@ -10,7 +10,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install chromium postgres prometheus demo test clean
+.PHONY: install chromium postgres prometheus demo test clean peer
 
 install: $(STAMP) chromium postgres prometheus
 
@@ -73,5 +73,16 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q tests
 
+# The benchmark peer (benchmarks/peer_autogluon.py) in a venv of its own: AutoGluon-TimeSeries is never
+# a dependency of tsfm. torch first and pinned, as above; the rest frozen in benchmarks/peer-requirements.txt.
+peer: .venv-peer/.installed
+
+.venv-peer/.installed: benchmarks/peer-requirements.txt
+	$(PY) -m venv .venv-peer
+	.venv-peer/bin/python -m pip install -q pip==26.0.1
+	.venv-peer/bin/python -m pip install -q torch==2.13.0
+	.venv-peer/bin/python -m pip install -q -r benchmarks/peer-requirements.txt
+	touch $@
+
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) .venv-peer

@@ -10,6 +10,7 @@ error plot; then the baselines' fallback notes.
 from __future__ import annotations
 
 import json
+import time
 import warnings
 
 import numpy as np
@@ -32,6 +33,7 @@ def evaluate_result(result: OnboardingResult, domain: str, n_jobs: int = 1) -> N
     split = result.split
     notes = {}
     ensemble: Ensemble | None = None
+    stages = {"statistical_fits": 0.0, "ensemble": 0.0, "tables_and_plots": 0.0}  # seconds, for the profile
     for part in PARTS:
         w = split.windows(part)
         horizons, seasons = split.horizons[w.series], split.seasons[w.series]
@@ -39,10 +41,13 @@ def evaluate_result(result: OnboardingResult, domain: str, n_jobs: int = 1) -> N
         ids = [split.ids[i] for i in w.series]
         keys = ids if part == "test" else [f"{u}@{o}" for u, o in zip(ids, w.origin)]  # one per window
         states: dict[str, list] | None = {} if part == "test" else None  # fitted on train + validation
+        t = time.perf_counter()
         forecasts, notes[part], seconds = grouped_baseline_forecasts(
             w.contexts, horizons, seasons, split.horizon, n_jobs=n_jobs, states=states)
+        stages["statistical_fits"] += time.perf_counter() - t
         made = dict(result.forecasts(part).items())
         forecasts.update(made)
+        t = time.perf_counter()
         if part == "val":
             ensemble = fit_ensemble({f: forecasts[f] for f in ENSEMBLE_MEMBERS if f in forecasts}, w.truth,
                                     w.origin, w.series)
@@ -51,6 +56,8 @@ def evaluate_result(result: OnboardingResult, domain: str, n_jobs: int = 1) -> N
             # its members' forecasts, one after the other (at onboarding, statistical members are fitted)
             seconds[ENSEMBLE] = sum(seconds.get(m, 0.0) + result.timings.get(f"latency_{part}_{m}", 0.0)
                                     for m in ensemble.used)
+        stages["ensemble"] += time.perf_counter() - t
+        t = time.perf_counter()
         if states is not None:
             _keep_fitted(result, states)
         per = per_series_frame(forecasts, w.truth, insample, seasons, ids=keys)
@@ -74,7 +81,11 @@ def evaluate_result(result: OnboardingResult, domain: str, n_jobs: int = 1) -> N
         with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings(action="ignore"):
             per_step = {m: np.nanmean(np.abs(w.truth - q[..., MEDIAN]) / scale, axis=0) for m, q in forecasts.items()}
         per_horizon_plot(per_step, result.plot_file(part, "per_horizon"), f"{domain}: error by step ({part})")
+        stages["tables_and_plots"] += time.perf_counter() - t
+    t = time.perf_counter()
     _write_ensemble(result, ensemble)
+    stages["ensemble"] += time.perf_counter() - t
+    result.evaluation_timings_file().write_text(json.dumps(stages, indent=2))
     result.baseline_notes_file().write_text(json.dumps(notes, indent=2, default=str))
 
 

@@ -11,6 +11,9 @@ def quiet() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    # Prefect's temporary API server gives up after 20 s by default: on a busy machine (a benchmark or
+    # a training run on both cores) a valid command then failed with a traceback before doing anything
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     # a batch's Dask cluster: its workers' start/stop chatter is not news (read by dask at import, workers too)
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     # tsfm logs models from code with an explicit signature: MLflow's advice to add an example does not apply

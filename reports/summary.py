@@ -66,6 +66,18 @@ def teacher_line(kept: dict) -> list[str]:
     return ["the fused model kept " + ", ".join(parts) + " of the kNN teacher's sCRPS gain over the backbone"]
 
 
+def timing_line(stages: dict[str, float] | None, total_s: float | None = None) -> list[str]:
+    """Where the onboarding's time went, largest first; what is left of ``total_s`` is registration,
+    reports and orchestration."""
+    if not stages:
+        return []
+    stages = {k: v for k, v in stages.items() if v >= 0.05}
+    if total_s is not None:
+        stages["registration_and_orchestration"] = max(total_s - sum(stages.values()), 0.0)
+    parts = ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in sorted(stages.items(), key=lambda kv: -kv[1]))
+    return [f"time by stage: {parts}" + (f" (total {total_s:.1f} s)" if total_s is not None else "")]
+
+
 def onboarding_summary(onboarded: dict, served: dict | None = None) -> str:
     lines = [
         "",
@@ -86,6 +98,7 @@ def onboarding_summary(onboarded: dict, served: dict | None = None) -> str:
     if served:
         lines.append(f"served {served['alias']} ({served['model']}) at {served['url']}: {served['rows']} forecast rows "
                      f"for {len(served['series'])} series; first row: {served['head'][0]}")
+    lines += timing_line(onboarded.get("stage_seconds"), onboarded.get("wall_s"))
     lines.append(f"results: {onboarded['result_dir']}")
     return "\n".join(lines)
 

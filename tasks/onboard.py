@@ -233,7 +233,7 @@ def register_domain(result_dir: str, params: OnboardParams, settings: Settings) 
     return {"run_id": run.info.run_id, "model": name, "versions": versions,
             "challenger": {"family": choice.family, "version": versions[choice.family], "reason": choice.reason,
                            "val_sCRPS": choice.scores, "confidence": choice.confidence},
-            "ensemble": result.ensemble_record(),
+            "ensemble": result.ensemble_record(), "stage_seconds": result.stage_seconds(),
             "fused_version": components["fused"], "teacher_version": components["teacher"],
             "adapter_version": components["adapter"],
             "alpha": result.alpha, "alpha_grid": [row["alpha"] for row in result.alpha_table],

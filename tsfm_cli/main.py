@@ -229,7 +229,9 @@ def onboard(
     onboard_domain_flow = _flow("flows.onboard_domain.onboard_domain_flow")
     from reports.summary import ingest_summary, onboarding_summary
 
+    started = time.perf_counter()
     result = _run(onboard_domain_flow, params, backbone=backbone, promote=promote)
+    result["wall_s"] = time.perf_counter() - started  # the profile's total (time by stage)
     if params.source:  # what the file gave: quarantined rows and dropped series are news too
         _say(ingest_summary(_settings().store_dir(params.domain)))
     _say(onboarding_summary(result))

@@ -190,6 +190,24 @@ class OnboardingResult:
         """The weighted ensemble of the candidates: weights, members, whether it is offered."""
         return self._folder() / ENSEMBLE_FILE
 
+    def evaluation_timings_file(self) -> Path:
+        """Seconds the evaluation spent per stage (statistical fits, ensemble, tables and plots)."""
+        return self._folder() / "evaluation_timings.json"
+
+    def stage_seconds(self) -> dict[str, float]:
+        """Where an onboarding's time went, fitting and evaluation, by stage (what ``tsfm onboard`` prints)."""
+        t = self.timings
+        stages = {"teacher": t.get("windows", 0) + t.get("teacher_build", 0) + t.get("teacher_train_targets", 0)
+                  + t.get("val_queries", 0),
+                  "backbone_embeddings": t.get("embed_train", 0.0),
+                  "adapter": t.get("adapter_train", 0) + t.get("alpha", 0),
+                  "finetune": t.get("finetune", 0.0),
+                  "neural_forecasts": t.get("val_forecasts", 0) + t.get("test_forecasts", 0)}
+        path = self.evaluation_timings_file()
+        if path.is_file():
+            stages.update(json.loads(path.read_text()))
+        return {k: float(v) for k, v in stages.items()}
+
     def ensemble_record(self) -> dict:
         path = self.ensemble_file()
         return json.loads(path.read_text()) if path.is_file() else {"offered": False}
