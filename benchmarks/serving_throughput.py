@@ -14,6 +14,10 @@ one). Its MLflow database is copied into ``--work`` so the ten bench domains thi
 registers never touch it.
 
 Usage: python benchmarks/serving_throughput.py [--state .tsfm --data data] [--domain m3-other] [--clients 1,8,32]
+
+``--families``: instead, the latency of one request for 64 known series (their whole stored history)
+served by the domain's newest ensemble version against its fused model alone, in one tsfm server,
+and the same series under names the ensemble has not seen (its statistical members refit them).
 """
 from __future__ import annotations
 
@@ -116,6 +120,66 @@ def load(url: str, bodies: list[dict], params: dict, clients: int, per_client: i
             "p50_ms": 1000 * q[49], "p99_ms": 1000 * q[98]}
 
 
+def family_latency(state: Path, data: Path, work: Path, domain: str, requests_per_case: int) -> int:
+    """p50/p99 of a 64-series request: the ensemble champion vs the fused model alone (same server, same
+    bodies). Exits non-zero, with no ratio, when any request failed."""
+    import pandas as pd
+    from mlflow import MlflowClient
+
+    uri, _ = bench_state(state, work, domain, 1)  # forecaster-bench0 = the domain's fused model
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    ensembles = [v for v in client.search_model_versions(f"name='forecaster-{domain}'")
+                 if v.tags.get("family") == "ensemble"]
+    if not ensembles:
+        print(f"error: forecaster-{domain} has no ensemble version: onboard it first", file=sys.stderr)
+        return 2
+    ens = max(ensembles, key=lambda v: int(v.version))
+    client.create_registered_model("forecaster-benchens")
+    mv = client.create_model_version("forecaster-benchens", ens.source, tags={**ens.tags, "domain": "benchens"})
+    client.set_registered_model_alias("forecaster-benchens", "champion", mv.version)
+    store = data / "store" / domain
+    horizon = int(json.loads((store / "meta.json").read_text()).get("horizon") or 6)
+    df = pd.read_parquet(store / "series.parquet")
+    ids = list(dict.fromkeys(df["unique_id"].astype(str)))[:64]
+    part = df[df["unique_id"].astype(str).isin(ids)].sort_values(["unique_id", "ds"])
+    ds = part["ds"].astype(str) if not pd.api.types.is_integer_dtype(part["ds"]) else part["ds"]
+    rows = [[str(u), d, float(y)] for u, d, y in zip(part["unique_id"], ds, part["y"])]
+    known = {"dataframe_split": {"columns": ["unique_id", "ds", "y"], "data": rows}}
+    unseen = {"dataframe_split": {"columns": ["unique_id", "ds", "y"], "data": [[f"new-{r[0]}", *r[1:]] for r in rows]}}
+    env = {"TSFM_MLFLOW__TRACKING_URI": uri, "TSFM_PATHS__STATE_DIR": str(work), "TSFM_PARAMS": str(work / "none.yaml"),
+           "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+    port = free_port()
+    log = work / "tsfm-serve-families.log"
+    proc = start([sys.executable, "-m", "serving"], {**env, "TSFM_SERVE__PORT": str(port),
+                                                     "TSFM_SERVE__DOMAINS": json.dumps(["bench0", "benchens"])}, log)
+    results = []
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/health", proc, 300, "tsfm server", log)
+        for label, served, body in (("fused alone", "bench0", known), ("ensemble, known series", "benchens", known),
+                                    ("ensemble, unseen series", "benchens", unseen)):
+            params = {"horizon": horizon, "domain": served}
+            load(url, [body], params, 1, 2)  # warm-up
+            row = load(url, [body], params, 1, requests_per_case if "unseen" not in label else 3)
+            row.update(case=label, series=len(ids), horizon=horizon)
+            print(json.dumps(row), flush=True)
+            results.append(row)
+    finally:
+        stop(proc)
+    failed = sum(r["errors"] for r in results)
+    if failed:
+        print(f"error: {failed} requests failed (see {log}); no ratio is reported", file=sys.stderr)
+        return 1
+    base = results[0]["p50_ms"]
+    for r in results:
+        r["p50_vs_fused"] = r["p50_ms"] / base
+    print(f"ensemble members: {ens.tags.get('ensemble_weights')} (forecaster-{domain} v{ens.version})")
+    print(markdown_table(results, [("case", "request of 64 series", ""), ("requests", "requests", "d"),
+                                   ("p50_ms", "p50 ms", ".1f"), ("p99_ms", "p99 ms", ".1f"),
+                                   ("p50_vs_fused", "p50 / fused", ".2f")]))
+    return 0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--state", default=str(REPO / ".tsfm"), help="a state folder (mlflow.db) after `make demo`")
@@ -128,9 +192,12 @@ def main() -> None:
     ap.add_argument("--horizon", type=int, default=18)
     ap.add_argument("--skip-mlflow", action="store_true")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--families", action="store_true", help="ensemble vs fused latency for 64 known series")
     args = ap.parse_args()
     warn_if_busy()
     state, work = Path(args.state), Path(args.work)
+    if args.families:
+        sys.exit(family_latency(state, Path(args.data), work, args.domain, 30))
     uri, domains = bench_state(state, work, args.domain, 10)
     bodies = context_series(Path(args.data), args.domain, args.context)
     levels = [int(c) for c in args.clients.split(",")]

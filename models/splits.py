@@ -42,7 +42,8 @@ AUTO_MIN_ORIGINS, AUTO_MAX_ORIGINS = 3, 30
 def resolve_origins(origins: int | None, n_series: int) -> int:
     """Validation origins per series: ``origins`` when given; None (auto) adapts to the domain's
     size, so the gate always has about ``AUTO_WINDOWS`` windows to judge on: 3 for 67 series or
-    more (large domains pay nothing extra), up to 30 for one series."""
+    more (large domains pay nothing extra), up to 30 for one series (``split_frame`` gives a series
+    more than 3 only while half of its points before test stay for training)."""
     if origins is not None:
         return int(origins)
     return int(np.clip(-(-AUTO_WINDOWS // max(int(n_series), 1)), AUTO_MIN_ORIGINS, AUTO_MAX_ORIGINS))
@@ -58,6 +59,7 @@ def spare_origins(lengths: np.ndarray, horizons: np.ndarray, origins: int) -> np
 def split_frame(df: pd.DataFrame, horizon: int | Mapping[str, int], origins: int | None = 1) -> Split:
     """Split a long frame (unique_id, ds, y) sorted by (unique_id, ds). ``origins`` None: by the
     domain's size (``resolve_origins``)."""
+    auto = origins is None
     origins = resolve_origins(origins, df["unique_id"].nunique())
     if int(origins) < 1:
         raise ValueError(f"origins must be >= 1, got {origins}")
@@ -73,7 +75,13 @@ def split_frame(df: pd.DataFrame, horizon: int | Mapping[str, int], origins: int
         raise ValueError("horizon must be >= 1")
     pos = _position_from_end(df).to_numpy()
     lengths = df.groupby("unique_id", sort=False)["y"].transform("size").to_numpy()
-    k = spare_origins(lengths, np.broadcast_to(horizon, pos.shape), origins)
+    h = np.broadcast_to(horizon, pos.shape)
+    k = spare_origins(lengths, h, origins)
+    if auto and origins > AUTO_MIN_ORIGINS:
+        # the origins beyond the fixed default keep half of each series before test for training
+        # (the datastore, the adapter and the statistical fits learn from it)
+        half = (lengths - h) // (2 * np.maximum(h, 1))
+        k = np.minimum(k, np.maximum(half, spare_origins(lengths, h, AUTO_MIN_ORIGINS)))
     test = df[pos < horizon]
     val = df[(pos >= horizon) & (pos < (1 + k) * horizon)]
     train = df[pos >= (1 + k) * horizon]

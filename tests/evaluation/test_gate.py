@@ -130,3 +130,9 @@ def test_validation_origins_adapt_to_the_domains_size():
     assert resolve_origins(5, 1) == 5  # asked for: kept
     assert resolve_origins(None, 1) == 30 and resolve_origins(None, 2) == 30
     assert resolve_origins(None, 42) == 5 and resolve_origins(None, 67) == 3 and resolve_origins(None, 100_000) == 3
+    from models.splits import split_frame
+
+    one = pd.DataFrame({"unique_id": "a", "ds": np.arange(400), "y": np.arange(400.0)})
+    auto = split_frame(one, 14, None)  # one series: more than 3 origins, while half stays train
+    assert len(auto.val) == 13 * 14 and len(auto.train) == 400 - 14 - 13 * 14 >= (400 - 14) / 2
+    assert len(split_frame(one, 14, 20).val) == 20 * 14  # asked for: as many as the series can spare

@@ -153,3 +153,33 @@ def test_onboarding_published_prefect_artifacts(demo_run):
     assert found["onboard-fan-chart-m3-other"].data.startswith("data:image/png;base64,")
     rows = found["onboard-test-m3-other"].data
     assert "fused" in str(rows) and "sCRPS" in str(rows)
+
+
+def test_the_ensemble_is_registered_with_its_members_and_served_like_any_family(demo_run):
+    """The demo domain mixes its candidates (the ensemble is offered there); its version names its
+    members and weights, loads in the serving catalog with the shared backbone, and answers a known
+    series from the statistical member's fitted parameters."""
+    from serving.catalog import Catalog
+    from store.canonical import read_store
+
+    onboarded = demo_run["result"]["onboarded"]
+    assert onboarded["ensemble"]["offered"] and "ensemble" in onboarded["versions"]
+    settings = demo_run["settings"]
+    client = MlflowClient(settings.tracking_uri, settings.tracking_uri)
+    tags = client.get_model_version("forecaster-m3-other", onboarded["versions"]["ensemble"]).tags
+    used = {f: w for f, w in onboarded["ensemble"]["weights"].items() if w > 0}
+    assert tags["family"] == "ensemble" and set(tags["members"].split(", ")) == {
+        f"{f}:v{onboarded['versions'][f]}" for f in used}
+    assert abs(sum(float(p.split("=")[1]) for p in tags["ensemble_weights"].split(", ")) - 1) < 0.02
+    catalog = Catalog(settings.tracking_uri, "ensemble-check", ["m3-other"])  # an alias of its own: no side effect
+    client.set_registered_model_alias("forecaster-m3-other", "ensemble-check", onboarded["versions"]["ensemble"])
+    catalog.refresh()
+    served = catalog.get("m3-other")
+    assert served is not None and served.family == "ensemble" and not catalog.errors
+    df, _ = read_store(settings.store_dir("m3-other"))
+    ids = sorted(df["unique_id"].astype(str).unique())[:5]
+    contexts = [g["y"].to_numpy("float32") for _, g in df[df["unique_id"].isin(ids)].groupby("unique_id")]
+    q = served.forecaster.predict(contexts, 6, ids=ids).quantiles
+    assert q.shape == (5, 6, 9) and (pd.DataFrame(q.reshape(-1, 9)).diff(axis=1).iloc[:, 1:] >= 0).all().all()
+    statistical = [m for f, m in served.forecaster.members.items() if f in ("auto_ets", "theta")]
+    assert all(m.reused == len(ids) for m in statistical)  # whole store histories extend the fitted ones
