@@ -20,7 +20,7 @@ from evaluation.baselines import MODELS, grouped_baseline_forecasts
 from evaluation.ensemble import Ensemble, combine, fit_ensemble
 from evaluation.gate import Evidence
 from evaluation.scores import per_series_frame, summarize
-from models.forecasting.kinds import ENSEMBLE, FAMILIES
+from models.forecasting.kinds import ENSEMBLE, FAMILIES, HORIZON_BOUND
 from models.memory.result import PARTS, OnboardingResult
 from models.metrics import MEDIAN, mase_scale
 from reports.plots import fan_chart, per_horizon_plot
@@ -91,7 +91,7 @@ def evaluate_result(result: OnboardingResult, domain: str, n_jobs: int = 1) -> N
 
 # the candidates an ensemble is made of, in the order exact copies are dropped (the backbone is kept
 # over a fused model with fusion weight 0: the same forecasts without the adapter's cost)
-ENSEMBLE_MEMBERS = (*MODELS, "backbone", "fused")
+ENSEMBLE_MEMBERS = (*MODELS, "backbone", "fused", "teacher")
 
 
 def _keep_fitted(result: OnboardingResult, states: dict[str, list]) -> None:
@@ -118,7 +118,8 @@ def _write_ensemble(result: OnboardingResult, ensemble: Ensemble | None) -> None
                              if ensemble.single else "weights fitted on every validation window")}
         if ensemble.single is None:
             members = {f: (FAMILIES[f], result.model_dir(f)) for f in ensemble.used}
-            horizon = result.horizon if "fused" in members else None  # the adapter's trained horizon
+            # the adapter's trained horizon, the datastore's futures
+            horizon = result.horizon if any(f in HORIZON_BOUND for f in members) else None
             EnsembleForecaster.assemble(result.model_dir(ENSEMBLE), members, ensemble.used, horizon)
     result.ensemble_file().write_text(json.dumps(record, indent=2))
 

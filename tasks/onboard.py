@@ -39,7 +39,7 @@ from infra.code_version import cached_digest
 from infra.files import exclusive
 from infra.logs import run_logger
 from infra.settings import OnboardParams, Settings
-from models.forecasting.kinds import ENSEMBLE, FAMILIES, NEURAL
+from models.forecasting.kinds import ENSEMBLE, FAMILIES, HORIZON_BOUND, NEURAL
 from models.memory.result import OnboardingResult
 from reports.onboarding import artifact_key, fan_chart_url, mlflow_links, onboarding_report
 from reports.tables import markdown_table
@@ -282,13 +282,14 @@ def _register_candidate(family: str, result: OnboardingResult, components: dict[
         family_tags["members"] = ", ".join(f"{f}:v{versions[f]}" for f in used)
         if any(f in NEURAL for f in used):
             family_tags["backbone_version"] = result.provenance["backbone_version"]
-            max_horizon = result.horizon if "fused" in used else None
+            max_horizon = result.horizon if any(f in HORIZON_BOUND for f in used) else None
         meta = {**meta, "backbone": any(f in NEURAL for f in used), "weights": used}
     if family in NEURAL:
         family_tags["backbone_version"] = result.provenance["backbone_version"]
-    if family == "fused":
-        family_tags["alpha"] = result.alpha
-        source = mlflow.MlflowClient().get_model_version(f"fused-{domain}", components["fused"]).source
+    if family in components:  # the fused model and the kNN teacher: their component's own logged model
+        if family == "fused":
+            family_tags["alpha"] = result.alpha
+        source = mlflow.MlflowClient().get_model_version(f"{family}-{domain}", components[family]).source
         return registry.register(source, registry.forecaster_name(domain), family_tags, description,
                                  result_id=f"{rid}-{family}")
 

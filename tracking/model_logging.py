@@ -33,7 +33,7 @@ def signature(default_horizon: int) -> ModelSignature:
 def requirements(kind: str) -> list[str]:
     pkgs = ["numpy", "pandas", "mlflow", "jaxtyping"]
     pkgs += {"statistical": ["statsforecast"], "ensemble": ["statsforecast", "torch"]}.get(kind, ["torch"])
-    pkgs += ["faiss-cpu"] if kind == "teacher" else []
+    pkgs += ["faiss-cpu"] if kind in ("teacher", "ensemble") else []
     return [f"{p}=={version(p)}" for p in pkgs]
 
 

@@ -19,8 +19,10 @@ KINDS: dict[str, tuple[str, str]] = {
 }
 # the families a domain's champion may come from, and the kind of registered model each one is
 FAMILIES: dict[str, str] = {"fused": "fused", "backbone": "backbone", "seasonal_naive": "statistical",
-                            "auto_ets": "statistical", "theta": "statistical", "ensemble": "ensemble"}
-NEURAL = ("fused", "backbone")  # the families that run a backbone (served processes share it)
+                            "auto_ets": "statistical", "theta": "statistical", "teacher": "teacher",
+                            "ensemble": "ensemble"}
+NEURAL = ("fused", "backbone", "teacher")  # the families that run a backbone (served processes share it)
+HORIZON_BOUND = ("fused", "teacher")  # families that forecast at most the horizon they were fitted for
 ENSEMBLE = "ensemble"  # the family whose versions combine the others (models.forecasting.ensemble)
 PROTOCOL_MODULE = "models.forecasting.protocol"
 # next to a registered forecaster's own files: freq, default/max horizon, domain (all a server needs)
@@ -35,7 +37,7 @@ def forecaster_module(kind: str) -> str:
 
 def forecaster_modules(kind: str) -> list[str]:
     """Every module a registered model of ``kind`` imports by name: an ensemble loads its members'."""
-    kinds = [kind] + (["fused", "backbone", "statistical"] if kind == "ensemble" else [])
+    kinds = [kind] + (["fused", "backbone", "statistical", "teacher"] if kind == "ensemble" else [])
     return list(dict.fromkeys(forecaster_module(k) for k in kinds))
 
 

@@ -6,10 +6,14 @@ Intervals at levels 20/40/60/80 % give the 9 quantiles 0.1..0.9 (lo-80 -> 0.1, .
 and is deterministic. A series too short for its season, or one the model cannot fit, falls
 back to a simpler model; the fallback is reported, never hidden.
 
+Each model sees at most the last ``MAX_HISTORY`` points of a series: Theta took 55 s on the
+50,000 half-hours of an electricity series, and decades of history barely move a forecast.
+
 Fitted parameters are kept for the series onboarding fitted (``fitted``): a request whose
-context extends that series (it starts with the fitted values, so the fitted initial states
-still hold) is forecast by re-running the fitted model over it (statsforecast's ``forward``,
-about 1 ms instead of 100-600 ms for AutoETS); any other context is fitted afresh.
+context extends that series (it holds the fitted history, so the fitted initial states still
+hold) is forecast by re-running the fitted model over it from where the fitted history starts
+(statsforecast's ``forward``, about 1 ms instead of 100-600 ms for AutoETS); any other context
+is fitted afresh.
 
 Folder: ``statistical.json`` (the model and the seasons: one per known series, and a default)
 and ``fitted.pkl`` (per known series: the fitted parameters and the fitted history's ends).
@@ -30,6 +34,7 @@ LEVELS = (20, 40, 60, 80)
 STATISTICAL = ("seasonal_naive", "auto_ets", "theta")
 ETS_MAX_SEASON = 24  # statsforecast's ETS does not fit longer seasons
 CONFIG_FILE, FITTED_FILE = "statistical.json", "fitted.pkl"
+MAX_HISTORY = 2000  # points a statistical model is fitted on (the latest)
 ENDS = 8  # fitted values compared at each end of a request's context to tell that it extends the fitted one
 # what statsforecast's forward needs of a fitted model; the in-sample arrays are dropped (600 bytes a series)
 _IN_SAMPLE = ("residuals", "fitted", "states", "actual_residuals")
@@ -84,7 +89,7 @@ def fit_one(x: np.ndarray, horizon: int, season_length: int, model: str,
             keep: bool = False) -> tuple[Q, str | None] | tuple[Q, str | None, dict | None]:
     """One series (no missing values), one model -> (quantiles [H, 9], note about a fallback or None);
     with ``keep``, also the fitted parameters (None for seasonal naive and for a fallback)."""
-    x = np.asarray(x, dtype=np.float64)
+    x = np.asarray(x, dtype=np.float64)[-MAX_HISTORY:]
     if len(x) == 0:
         raise ValueError("empty history")
     # Less than one full season plus a step: the seasonal lag is undefined.
@@ -103,12 +108,17 @@ def fit_one(x: np.ndarray, horizon: int, season_length: int, model: str,
     return out if keep else out[:2]
 
 
-def extends(x: np.ndarray, state: dict) -> bool:
-    """The context starts with the fitted history and still holds its last values where they were:
-    the fitted initial states apply to it."""
-    n = int(state["n"])
-    return (len(x) >= n and np.allclose(x[:len(state["head"])], state["head"], rtol=1e-6, atol=0)
-            and np.allclose(x[n - len(state["tail"]):n], state["tail"], rtol=1e-6, atol=0))
+def extends(x: np.ndarray, state: dict) -> int | None:
+    """Where the fitted history starts in the context, when the context holds all of it (its first
+    and last values where they were): the fitted initial states apply from there. None otherwise."""
+    n, head, tail = int(state["n"]), state["head"], state["tail"]
+    if len(x) < n:
+        return None
+    windows = np.lib.stride_tricks.sliding_window_view(x[:len(x) - n + len(head)], len(head))
+    for p in np.flatnonzero(np.isclose(windows, head, rtol=1e-6, atol=0).all(axis=1))[::-1]:  # the latest first
+        if np.allclose(x[p + n - len(tail):p + n], tail, rtol=1e-6, atol=0):
+            return int(p)
+    return None
 
 
 def forward_one(x: np.ndarray, horizon: int, model: str, state: dict) -> Q | None:
@@ -161,7 +171,8 @@ class StatisticalForecaster:
         for uid, x in zip(ids, contexts):
             x = observed_history(uid, x)
             state = self.fitted.get(uid)
-            q = forward_one(x, horizon, self.model, state) if state is not None and extends(x, state) else None
+            start = extends(x, state) if state is not None else None
+            q = forward_one(x[start:], horizon, self.model, state) if start is not None else None
             if q is None:
                 q = fit_one(x, horizon, self.seasons.get(uid, self.default_season), self.model)[0]
             else:

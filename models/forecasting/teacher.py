@@ -20,6 +20,7 @@ from models.forecasting.types import QuantileForecast
 from models.memory.teacher import KnnTeacher
 
 CONFIG_FILE, BACKBONE_DIR, TEACHER_DIR = "teacher_forecaster.json", "backbone", "teacher"
+PARTS_WITHOUT_BACKBONE = (CONFIG_FILE, TEACHER_DIR)  # what a loader with the backbone already in memory needs
 
 
 class TeacherForecaster:
@@ -62,8 +63,10 @@ class TeacherForecaster:
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path, device: str = "cpu") -> TeacherForecaster:
+    def load(cls, directory: str | Path, device: str = "cpu", backbone: PatchBackbone | None = None
+             ) -> TeacherForecaster:
+        """``backbone``: one already in memory (its folder then need not be there)."""
         directory = Path(directory)
         meta = json.loads((directory / CONFIG_FILE).read_text())
-        return cls(load_backbone(directory / BACKBONE_DIR), KnnTeacher.load(directory / TEACHER_DIR),
-                   device=device, **meta)
+        backbone = backbone if backbone is not None else load_backbone(directory / BACKBONE_DIR, map_location=device)
+        return cls(backbone, KnnTeacher.load(directory / TEACHER_DIR), device=device, **meta)

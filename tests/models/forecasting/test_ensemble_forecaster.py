@@ -57,7 +57,7 @@ def test_assembled_from_saved_members_and_loaded_with_a_shared_backbone(members,
     shared = EnsembleForecaster.load(out, backbone=parts["backbone"].backbone)
     assert shared.members["backbone"].backbone is parts["backbone"].backbone
     with pytest.raises(ValueError, match="cannot hold"):
-        EnsembleForecaster.assemble(tmp_path / "bad", {"t": ("teacher", tmp_path)}, {"t": 1.0}, None)
+        EnsembleForecaster.assemble(tmp_path / "bad", {"e": ("ensemble", out)}, {"e": 1.0}, None)  # no nesting
 
 
 def test_a_known_series_reuses_its_fitted_parameters_and_anything_else_is_refitted(members, tmp_path):
@@ -73,3 +73,19 @@ def test_a_known_series_reuses_its_fitted_parameters_and_anything_else_is_refitt
     ets.predict([x[-40:] for x in extended], H, ids=ids)  # a trailing window: the fitted start is gone
     ets.predict(extended, H, ids=[f"new{i}" for i in range(len(ids))])  # unknown series
     assert ets.reused == before  # neither was answered from fitted parameters
+
+
+def test_a_long_history_is_fitted_on_its_latest_points_and_found_again_when_served():
+    from models.forecasting.statistical import MAX_HISTORY, extends
+
+    rng = np.random.default_rng(3)
+    x = (100 + 10 * np.sin(2 * np.pi * np.arange(MAX_HISTORY + 500) / 24) + rng.normal(0, 1, MAX_HISTORY + 500))
+    q, _, state = fit_one(x, 24, 24, "theta", keep=True)
+    assert state["n"] == MAX_HISTORY  # the first 500 points were never read
+    np.testing.assert_allclose(q, fit_one(x[-MAX_HISTORY:], 24, 24, "theta")[0])
+    grown = np.concatenate([x, x[-48:]])
+    assert extends(grown, state) == 500 and extends(grown[400:], state) == 100  # wherever the client's window starts
+    assert extends(grown[600:], state) is None  # the fitted start is gone: refit
+    theta = StatisticalForecaster("theta", 24, {"s": 24}, {"s": state})
+    theta.predict([grown[400:].astype(np.float64)], 24, ids=["s"])
+    assert theta.reused == 1
