@@ -278,7 +278,8 @@ def _register_candidate(family: str, result: OnboardingResult, components: dict[
     if family == ENSEMBLE:
         weights = result.ensemble_record()["weights"]
         used = {f: w for f, w in weights.items() if w > 0}
-        family_tags["ensemble_weights"] = ", ".join(f"{f}={w:.2f}" for f, w in sorted(used.items(), key=lambda kv: -kv[1]))
+        by_weight = sorted(used.items(), key=lambda kv: -kv[1])
+        family_tags["ensemble_weights"] = ", ".join(f"{f}={w:.2f}" for f, w in by_weight)
         family_tags["members"] = ", ".join(f"{f}:v{versions[f]}" for f in used)
         if any(f in NEURAL for f in used):
             family_tags["backbone_version"] = result.provenance["backbone_version"]

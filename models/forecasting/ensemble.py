@@ -23,7 +23,8 @@ from models.forecasting.types import QuantileForecast
 
 CONFIG_FILE, BACKBONE_DIR, MEMBERS_DIR = "ensemble.json", "backbone", "members"
 PARTS_WITHOUT_BACKBONE = (CONFIG_FILE, MEMBERS_DIR)
-MEMBER_KINDS = ("fused", "backbone", "statistical", "teacher")  # what an ensemble may hold (the pyfunc ships their code)
+# what an ensemble may hold (the pyfunc ships their code)
+MEMBER_KINDS = ("fused", "backbone", "statistical", "teacher")
 
 
 def _member_class(kind: str):

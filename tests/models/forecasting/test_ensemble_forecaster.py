@@ -38,7 +38,8 @@ def test_the_answer_is_the_weighted_mean_of_the_members(members):
     ens = EnsembleForecaster(parts, {"auto_ets": 3, "backbone": 1}, {"auto_ets": "statistical", "backbone": "backbone"})
     assert ens.weights == {"auto_ets": 0.75, "backbone": 0.25} and ens.backbone is parts["backbone"].backbone
     q = ens.predict(series, H, ids=ids).quantiles
-    expected = sum(w * parts[f].predict(series, H, ids=ids).quantiles.astype(np.float64) for f, w in ens.weights.items())
+    expected = sum(w * parts[f].predict(series, H, ids=ids).quantiles.astype(np.float64)
+                   for f, w in ens.weights.items())
     np.testing.assert_allclose(q, expected, rtol=1e-5)
     assert (np.diff(q, axis=-1) >= 0).all()
 
@@ -51,8 +52,8 @@ def test_assembled_from_saved_members_and_loaded_with_a_shared_backbone(members,
     loaded = EnsembleForecaster.load(out)
     direct = EnsembleForecaster(parts, {"auto_ets": 0.6, "backbone": 0.4},
                                 {"auto_ets": "statistical", "backbone": "backbone"})
-    np.testing.assert_allclose(loaded.predict(series, H, ids=ids).quantiles, direct.predict(series, H, ids=ids).quantiles,
-                               rtol=1e-5)
+    np.testing.assert_allclose(loaded.predict(series, H, ids=ids).quantiles,
+                               direct.predict(series, H, ids=ids).quantiles, rtol=1e-5)
     # a server holding the backbone already passes it in: the members use that very object
     shared = EnsembleForecaster.load(out, backbone=parts["backbone"].backbone)
     assert shared.members["backbone"].backbone is parts["backbone"].backbone
