@@ -72,8 +72,12 @@ def timing_line(stages: dict[str, float] | None, total_s: float | None = None) -
     if not stages:
         return []
     stages = {k: v for k, v in stages.items() if v >= 0.05}
+    if total_s is not None and sum(stages.values()) > total_s:  # adapt and evaluate came from the cache
+        return [f"time: {total_s:.1f} s; fitting and evaluation reused from an earlier run of the same data and "
+                "settings (its stages: " + ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in stages.items())
+                + ")"]
     if total_s is not None:
-        stages["registration_and_orchestration"] = max(total_s - sum(stages.values()), 0.0)
+        stages["registration_and_orchestration"] = total_s - sum(stages.values())
     parts = ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in sorted(stages.items(), key=lambda kv: -kv[1]))
     return [f"time by stage: {parts}" + (f" (total {total_s:.1f} s)" if total_s is not None else "")]
 

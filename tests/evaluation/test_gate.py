@@ -136,3 +136,17 @@ def test_validation_origins_adapt_to_the_domains_size():
     auto = split_frame(one, 14, None)  # one series: more than 3 origins, while half stays train
     assert len(auto.val) == 13 * 14 and len(auto.train) == 400 - 14 - 13 * 14 >= (400 - 14) / 2
     assert len(split_frame(one, 14, 20).val) == 20 * 14  # asked for: as many as the series can spare
+
+
+def test_the_onboarding_profile_names_every_stage_and_a_cached_run():
+    from reports.summary import ensemble_line, timing_line
+
+    [line] = timing_line({"statistical_fits": 50.0, "adapter": 5.0, "ensemble": 0.01}, total_s=80.0)
+    assert line.startswith("time by stage: statistical fits 50.0 s, registration and orchestration 25.0 s, adapter")
+    assert "ensemble" not in line  # under 0.05 s: not news
+    [cached] = timing_line({"statistical_fits": 50.0}, total_s=9.0)
+    assert cached.startswith("time: 9.0 s; fitting and evaluation reused") and timing_line(None) == []
+    weights = {"offered": True, "weights": {"auto_ets": 0.5, "fused": 0.35, "theta": 0.0, "seasonal_naive": 0.15}}
+    assert ensemble_line(weights, {"auto_ets": "4"}).endswith("auto_ets 0.50 (v4), fused 0.35, seasonal_naive 0.15")
+    assert "all the weight" in ensemble_line({"offered": False, "weights": {"fused": 1.0},
+                                              "reason": "all the weight went to fused"})
