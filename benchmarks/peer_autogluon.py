@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -85,7 +84,6 @@ def forecast(runs: Path) -> None:
 
 
 def score(runs: Path) -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     import pandas as pd
     from bench_common import REPO  # noqa: F401  (puts the repository on sys.path)
 

@@ -48,6 +48,11 @@ class Evidence:
         s = self.scores.get(family)
         return None if s is None or np.ndim(s) == 0 else np.asarray(s, np.float64)
 
+    def of(self, family: str) -> float | np.ndarray:
+        """Per-window scores where there are some, else the mean: what ``beats`` takes."""
+        paired = self.paired(family)
+        return paired if paired is not None else self.mean(family)
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -103,9 +108,7 @@ def paired_confidence(challenger: np.ndarray, incumbent: np.ndarray, groups: np.
 
 def compare(challenger: str, incumbent: str, evidence: Evidence, margin: float, confidence: float) -> Verdict:
     """Does ``challenger`` replace ``incumbent``? (``beats`` on one onboarding's evidence)."""
-    return beats(evidence.paired(challenger) if evidence.paired(challenger) is not None else evidence.mean(challenger),
-                 evidence.paired(incumbent) if evidence.paired(incumbent) is not None else evidence.mean(incumbent),
-                 margin, confidence, evidence.groups)
+    return beats(evidence.of(challenger), evidence.of(incumbent), margin, confidence, evidence.groups)
 
 
 def beats(candidate: float | np.ndarray, incumbent: float | np.ndarray | None, margin: float,

@@ -13,18 +13,18 @@ from __future__ import annotations
 import importlib
 import json
 import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from models.forecasting.kinds import ENSEMBLE_MEMBER_KINDS as MEMBER_KINDS
 from models.forecasting.kinds import KINDS
 from models.forecasting.types import QuantileForecast
 
 CONFIG_FILE, BACKBONE_DIR, MEMBERS_DIR = "ensemble.json", "backbone", "members"
 PARTS_WITHOUT_BACKBONE = (CONFIG_FILE, MEMBERS_DIR)
-# what an ensemble may hold (the pyfunc ships their code)
-MEMBER_KINDS = ("fused", "backbone", "statistical", "teacher")
 
 
 def _member_class(kind: str):
@@ -61,9 +61,6 @@ class EnsembleForecaster:
             total = q if total is None else total + q
         return QuantileForecast(total.astype(np.float32))
 
-    def describe(self) -> str:
-        return ", ".join(f"{f} {w:.2f}" for f, w in sorted(self.weights.items(), key=lambda kv: -kv[1]))
-
     # --------------------------------------------------------------- folder
     @staticmethod
     def assemble(out: str | Path, members: Mapping[str, tuple[str, str | Path]], weights: Mapping[str, float],
@@ -86,15 +83,11 @@ class EnsembleForecaster:
         (out / CONFIG_FILE).write_text(json.dumps(config, indent=2))
         return out
 
-    @staticmethod
-    def read_config(directory: str | Path) -> dict:
-        return json.loads((Path(directory) / CONFIG_FILE).read_text())
-
     @classmethod
     def load(cls, directory: str | Path, device: str = "cpu", backbone=None) -> EnsembleForecaster:
         """``backbone``: one already in memory (its folder then need not be there)."""
         directory = Path(directory)
-        config = cls.read_config(directory)
+        config = json.loads((directory / CONFIG_FILE).read_text())
         kinds = {f: m["kind"] for f, m in config["members"].items()}
         if backbone is None and any(k != "statistical" for k in kinds.values()):
             from models.backbone.io import load_backbone
@@ -109,18 +102,7 @@ class EnsembleForecaster:
         return cls(members, {f: m["weight"] for f, m in config["members"].items()}, kinds, config.get("horizon"))
 
     def save(self, directory: str | Path) -> Path:
-        """Each member saved in full under ``members/`` and the backbone once (``load`` reads it back)."""
-        directory = Path(directory)
-        shutil.rmtree(directory, ignore_errors=True)
-        (directory / MEMBERS_DIR).mkdir(parents=True)
-        for family, member in self.members.items():
-            member.save(directory / MEMBERS_DIR / family)
-            if (directory / MEMBERS_DIR / family / BACKBONE_DIR).is_dir():
-                if not (directory / BACKBONE_DIR).exists():
-                    shutil.move(str(directory / MEMBERS_DIR / family / BACKBONE_DIR), directory / BACKBONE_DIR)
-                else:
-                    shutil.rmtree(directory / MEMBERS_DIR / family / BACKBONE_DIR)
-        config = {"members": {f: {"kind": self.kinds[f], "weight": w} for f, w in self.weights.items()},
-                  "horizon": self.horizon}
-        (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2))
-        return directory
+        """Each member saved, then the folder ``assemble`` writes (the backbone once)."""
+        with tempfile.TemporaryDirectory(prefix="tsfm-ensemble-") as tmp:
+            saved = {f: (self.kinds[f], m.save(Path(tmp) / f)) for f, m in self.members.items()}
+            return self.assemble(directory, saved, self.weights, self.horizon)

@@ -24,6 +24,7 @@ FAMILIES: dict[str, str] = {"fused": "fused", "backbone": "backbone", "seasonal_
 NEURAL = ("fused", "backbone", "teacher")  # the families that run a backbone (served processes share it)
 HORIZON_BOUND = ("fused", "teacher")  # families that forecast at most the horizon they were fitted for
 ENSEMBLE = "ensemble"  # the family whose versions combine the others (models.forecasting.ensemble)
+ENSEMBLE_MEMBER_KINDS = ("fused", "backbone", "statistical", "teacher")  # what an ensemble may hold
 PROTOCOL_MODULE = "models.forecasting.protocol"
 # next to a registered forecaster's own files: freq, default/max horizon, domain (all a server needs)
 SERVING_FILE = "serving.json"
@@ -37,7 +38,7 @@ def forecaster_module(kind: str) -> str:
 
 def forecaster_modules(kind: str) -> list[str]:
     """Every module a registered model of ``kind`` imports by name: an ensemble loads its members'."""
-    kinds = [kind] + (["fused", "backbone", "statistical", "teacher"] if kind == "ensemble" else [])
+    kinds = [kind] + (list(ENSEMBLE_MEMBER_KINDS) if kind == ENSEMBLE else [])
     return list(dict.fromkeys(forecaster_module(k) for k in kinds))
 
 
