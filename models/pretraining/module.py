@@ -30,6 +30,7 @@ class PretrainModule(L.LightningModule):
         grad_clip: float | None = 1.0,
         mask_origins: int = 1,
         random_context: bool = False,
+        min_context_length: int | None = None,
         seed: int = 0,
     ):
         """``lr`` is the peak LR actually used (already scaled for the global batch).
@@ -39,6 +40,10 @@ class PretrainModule(L.LightningModule):
         trains that many forecast origins (context after a run sees it as missing).
         ``random_context``: each training window keeps a log-uniform random share of its
         context (one patch to all of it), so short histories are as common as in use.
+        ``min_context_length``: each training step first crops its windows to a context drawn
+        log-uniform between this and the whole window, and keeps fewer windows the longer it is
+        (batch x (min + future) / (drawn + future)), so a step costs about the same at 256 or
+        2,048 steps of context and long contexts are trained without making every step long.
         Validation keeps the plain end run on the whole context, comparable across recipes."""
         super().__init__()
         # kept out of the logger: the caller's MLflow run already holds its own params
@@ -75,12 +80,30 @@ class PretrainModule(L.LightningModule):
             target &= ~dropped
         return target, dropped
 
+    def crop(self, values: Tensor, observed: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """A step's windows cut to a random context length at a constant token budget (see
+        ``min_context_length``), then stripped of leading patches no window observes."""
+        p = self.model.config.patch_size
+        B, _, T = values.shape
+        future = self.n_future * p
+        low = min(math.ceil(self.hparams.min_context_length / p) * p, T - future)
+        u = float(torch.rand(1, generator=generator))
+        context = min(T - future, math.ceil(low * math.exp(u * math.log((T - future) / low)) / p) * p)
+        rows = max(1, round(B * (low + future) / (context + future)))
+        values, observed = values[:rows, :, T - context - future:], observed[:rows, :, T - context - future:]
+        seen = observed.reshape(rows, -1, values.shape[-1] // p, p).any(dim=(0, 1, 3))
+        first = int(seen.to(torch.int8).argmax()) if bool(seen.any()) else 0
+        first = min(first, values.shape[-1] // p - self.n_future - 1)
+        return values[..., first * p:], observed[..., first * p:]
+
     def masked_loss(self, batch: dict[str, Tensor], generator: torch.Generator | None = None) -> tuple[Tensor, int]:
         """``batch``: values and observed ``[batch, variate, window]`` (``data.Item``s collated)
         -> (pinball loss over the hidden patches, patches through the model on this rank).
         ``generator``: draws the training-time masking (``hidden_patches``)."""
         values, observed = batch["values"], batch["observed"]
         p = self.model.config.patch_size
+        if generator is not None and self.hparams.min_context_length:
+            values, observed = self.crop(values, observed, generator)
         B, V, T = values.shape
         target, dropped = (m.to(values.device).repeat_interleave(p, dim=-1)
                            for m in self.hidden_patches((B, V, T // p), generator))
@@ -96,7 +119,8 @@ class PretrainModule(L.LightningModule):
     def _generator(self, batch_idx: int) -> torch.Generator | None:
         """The masking draws of one training step: a function of (seed, step, micro-batch), so a
         resumed run masks as an uninterrupted one would."""
-        if self.hparams.mask_origins <= 1 and not self.hparams.random_context:
+        hp = self.hparams
+        if hp.mask_origins <= 1 and not hp.random_context and not hp.min_context_length:
             return None
         return torch.Generator().manual_seed(
             (self.hparams.seed * 1_000_003 + self.global_step * 1_009 + batch_idx) % (1 << 62))
@@ -116,7 +140,8 @@ class PretrainModule(L.LightningModule):
     def configure_optimizers(self):
         hp = self.hparams
         # no weight decay (and for LAMB/LARS no trust ratio) on norms' gains and biases (1-D)
-        groups = param_groups(self.named_parameters(), hp.weight_decay, self.plain_param_names)
+        groups = param_groups(self.named_parameters(), hp.weight_decay, self.plain_param_names,
+                              split_hidden=hp.optimizer == "muon")
         optimizer = build_optimizer(hp.optimizer, groups, hp.lr)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer,

@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # torch is imported lazily: the CLI checks its flags before h
     import torch
     from torch import nn
 
-OPTIMIZERS = ("adamw", "lamb", "lars")
+OPTIMIZERS = ("adamw", "lamb", "lars", "muon")
 LR_SCALINGS = ("auto", "linear", "sqrt", "none")
 SCHEDULES = ("wsd", "cosine", "constant")
 # prefixes that wrappers (FSDP, activation checkpointing, torch.compile) put in parameter names
@@ -24,7 +24,7 @@ _WRAPPER_PREFIXES = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_o
 
 
 def resolve_lr_scaling(rule: str, optimizer: str) -> str:
-    """'auto' -> sqrt for the Adam family (adamw, lamb), linear for LARS (SGD-type)."""
+    """'auto' -> sqrt for the Adam family (adamw, lamb, muon), linear for LARS (SGD-type)."""
     if rule not in LR_SCALINGS:
         raise ValueError(f"unknown lr scaling {rule!r}; valid: {', '.join(LR_SCALINGS)}")
     if rule != "auto":
@@ -73,36 +73,95 @@ def clean_name(name: str) -> str:
 
 
 def param_groups(named: Iterable[tuple[str, nn.Parameter]], weight_decay: float,
-                 no_decay_names: set[str] | None = None) -> list[dict]:
-    """[decayed matrices, plain 1-D params]. ``no_decay_names`` (clean names recorded before
-    any wrapping) overrides ndim, which sharding wrappers may flatten."""
-    decay, plain = [], []
+                 no_decay_names: set[str] | None = None, split_hidden: bool = False) -> list[dict]:
+    """[decayed matrices, plain 1-D params] (+ [hidden matrices] with ``split_hidden``).
+    ``no_decay_names`` (clean names recorded before any wrapping) overrides ndim, which sharding
+    wrappers may flatten. Hidden matrices are the transformer blocks' 2-D weights (what Muon
+    orthogonalises); the patch embedding and the quantile head stay with the decayed matrices,
+    as in Muon's recipe."""
+    decay, plain, hidden = [], [], []
     for name, p in named:
         if not p.requires_grad:
             continue
         is_plain = clean_name(name) in no_decay_names if no_decay_names is not None else p.ndim <= 1
-        (plain if is_plain else decay).append(p)
-    # "plain" is read by build_optimizer: no weight decay, no trust ratio
-    return [{"params": decay, "weight_decay": weight_decay, "plain": False},
-            {"params": plain, "weight_decay": 0.0, "plain": True}]
+        if is_plain:
+            plain.append(p)
+        elif split_hidden and p.ndim == 2 and "blocks." in clean_name(name):
+            hidden.append(p)
+        else:
+            decay.append(p)
+    # "plain" is read by build_optimizer: no weight decay, no trust ratio; "hidden": Muon's share
+    groups = [{"params": decay, "weight_decay": weight_decay, "plain": False, "hidden": False},
+              {"params": plain, "weight_decay": 0.0, "plain": True, "hidden": False}]
+    if split_hidden:
+        groups.append({"params": hidden, "weight_decay": weight_decay, "plain": False, "hidden": True})
+    return groups
+
+
+def _strip(groups: list[dict], *keys: str) -> list[dict]:
+    return [{k: v for k, v in g.items() if k not in ("plain", "hidden", *keys)} for g in groups]
 
 
 def build_optimizer(name: str, groups: list[dict], lr: float) -> torch.optim.Optimizer:
     import torch
 
+    if name == "muon":
+        return muon_adamw(groups, lr)
     if name == "adamw":
-        groups = [{k: v for k, v in g.items() if k != "plain"} for g in groups]
+        groups = _strip(groups)
         return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=1e-8)
     if name == "lamb":
         from pytorch_optimizer import Lamb
 
         # adam=True: the trust ratio is 1 for that group (Lamb reads it per group)
-        groups = [{**{k: v for k, v in g.items() if k != "plain"}, "adam": g["plain"]} for g in groups]
+        groups = [{**{k: v for k, v in g.items() if k not in ("plain", "hidden")}, "adam": g["plain"]}
+                  for g in groups]
         return Lamb(groups, lr=lr, betas=(0.9, 0.95), eps=1e-6, weight_decouple=True)
     if name == "lars":
         from pytorch_optimizer import LARS
 
         # LARS itself uses plain SGD-momentum (no decay, no trust ratio) on ndim <= 1 tensors
-        groups = [{k: v for k, v in g.items() if k != "plain"} for g in groups]
+        groups = _strip(groups)
         return LARS(groups, lr=lr, momentum=0.9, trust_coefficient=1e-3)
     raise ValueError(f"unknown optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}")
+
+
+def muon_adamw(groups: list[dict], lr: float) -> torch.optim.Optimizer:
+    """torch's Muon on the hidden matrices (its update rescaled to AdamW's RMS, so one peak LR
+    serves both), AdamW on the rest: one optimizer object, so Lightning's scheduler, clipping and
+    checkpoints treat it like any other."""
+    import torch
+
+    class MuonAdamW(torch.optim.Optimizer):
+        def __init__(self) -> None:
+            kept = [g for g in groups if g["params"]]
+            super().__init__(_strip(kept), {"lr": lr})
+            hidden = [g for g, src in zip(self.param_groups, kept) if src["hidden"]]
+            rest = [g for g, src in zip(self.param_groups, kept) if not src["hidden"]]
+            # the inner optimizers hold these same group dicts: the scheduler's LR reaches both
+            self.inner = [torch.optim.Muon(hidden, lr=lr, adjust_lr_fn="match_rms_adamw"),
+                          torch.optim.AdamW(rest, lr=lr, betas=(0.9, 0.95), eps=1e-8)]
+            self.param_groups = [g for opt in self.inner for g in opt.param_groups]
+
+        @torch.no_grad()
+        def step(self, closure=None):
+            loss = None
+            if closure is not None:
+                with torch.enable_grad():  # Lightning's closure runs forward and backward
+                    loss = closure()
+            for opt in self.inner:
+                opt.step()
+            return loss
+
+        def zero_grad(self, set_to_none: bool = True) -> None:
+            for opt in self.inner:
+                opt.zero_grad(set_to_none=set_to_none)
+
+        def state_dict(self) -> dict:
+            return {"inner": [opt.state_dict() for opt in self.inner]}
+
+        def load_state_dict(self, state_dict: dict) -> None:
+            for opt, sd in zip(self.inner, state_dict["inner"]):
+                opt.load_state_dict(sd)
+
+    return MuonAdamW()

@@ -98,3 +98,71 @@ def structural(n_series: int, length: int, seed: int) -> pd.DataFrame:
         y = structural_series(min(n, length), rng)
         frames.append(pd.DataFrame({"unique_id": f"st-{i + 1:05d}", "ds": np.arange(len(y), dtype=np.int64), "y": y}))
     return pd.concat(frames, ignore_index=True)
+
+
+# Calendar series: (name, steps per day, season pairs in steps). Daily data repeat each week and
+# each year (7, 365.25); hourly each day and week (24, 168); half-hourly (48, 336); quarter-hourly
+# (96, 672). Most production series live at these frequencies, and a monthly-trained backbone has
+# never seen a cycle longer than its context.
+CALENDARS = (("daily", 1, (7.0, 365.25)), ("hourly", 24, (24.0, 168.0)),
+             ("half-hourly", 48, (48.0, 336.0)), ("quarter-hourly", 96, (96.0, 672.0)))
+
+
+def _fourier(t: np.ndarray, period: float, harmonics: int, rng: np.random.Generator) -> np.ndarray:
+    """A zero-mean cycle of ``period`` steps (may be fractional) with ``harmonics`` random
+    harmonics decaying as 1/j; unit std."""
+    out = np.zeros(len(t))
+    for j in range(1, harmonics + 1):
+        a, b = rng.normal(0, 1.0 / j, 2)
+        out += a * np.sin(2 * np.pi * j * t / period) + b * np.cos(2 * np.pi * j * t / period)
+    return out / max(out.std(), 1e-9)
+
+
+def calendar_series(length: int, rng: np.random.Generator) -> np.ndarray:
+    """[length] float64: one daily or sub-daily series with two seasonalities, weekday/weekend
+    levels, holiday-like days (a whole day lower or higher), trend, level shifts and AR noise."""
+    _, per_day, (short, long_) = CALENDARS[int(rng.choice(len(CALENDARS), p=[0.35, 0.35, 0.2, 0.1]))]
+    n = length
+    t = np.arange(n, dtype=np.float64) + rng.integers(0, int(long_))  # a random phase in the long cycle
+    day = (t // per_day).astype(np.int64)
+    # the short cycle (the week for daily data, the day for sub-daily) has a sharp shape: many
+    # harmonics; the long one (year / week) a smoother one
+    season = rng.uniform(0.3, 2.5) * _fourier(t, short, int(rng.integers(2, 8)), rng)
+    if rng.random() < 0.8:
+        season += rng.uniform(0.2, 2.0) * _fourier(t, long_, int(rng.integers(1, 5)), rng)
+    if per_day > 1 and rng.random() < 0.6:  # weekends: another level and a damped daily profile
+        weekend = (day % 7) >= 5
+        season = np.where(weekend, season * rng.uniform(0.2, 1.0), season) - weekend * rng.uniform(0, 1.5)
+    # holiday-like days: a few a year, each moving a whole day by the same factor
+    holidays = np.zeros(n)
+    n_days = int(day.max() - day.min() + 1)
+    for d in rng.choice(n_days, size=min(n_days, rng.poisson(n_days / 365.25 * rng.uniform(0, 10))), replace=False):
+        holidays[day - day.min() == d] = rng.normal(-2.0, 1.5)
+    slope = rng.normal(0, 1.0 / n) * rng.choice([0.0, 1.0, 4.0])
+    shifts = np.zeros(n)
+    for c in _regimes(n, rng, 0.5):
+        shifts[c:] += rng.normal(0, 1.5)
+    noise = rng.uniform(0.05, 0.8) * _noise(n, rng)
+    signal = slope * np.arange(n) + season + holidays + shifts + noise
+    if rng.random() < 0.5:  # load, traffic, sales: multiplicative, positive
+        y = np.exp(0.2 * signal + rng.normal(0, 1.0))
+    else:
+        y = signal
+    y = rng.normal(0, 50.0) + np.exp(rng.uniform(-2, 6)) * y
+    if rng.random() < 0.5:
+        y = y - min(y.min(), 0.0)
+    return y
+
+
+def calendar(n_series: int, length: int, seed: int) -> pd.DataFrame:
+    """Long frame of ``n_series`` calendar series (unique_id ``cal-00001``..., integer ds, y);
+    lengths log-uniform between length / 8 (at least 64) and ``length``."""
+    if n_series < 1 or length < 64:
+        raise ValueError("calendar needs n_series >= 1 and length >= 64")
+    frames = []
+    for i, child in enumerate(np.random.SeedSequence(seed).spawn(n_series)):
+        rng = np.random.default_rng(child)
+        n = int(np.exp(rng.uniform(np.log(max(64, length // 8)), np.log(length + 1))))
+        y = calendar_series(min(n, length), rng)
+        frames.append(pd.DataFrame({"unique_id": f"cal-{i + 1:05d}", "ds": np.arange(len(y), dtype=np.int64), "y": y}))
+    return pd.concat(frames, ignore_index=True)

@@ -59,8 +59,13 @@ class TrainingRecipe(BaseModel):
                               "run at the end plus mask_origins - 1 runs at random places")
     random_context: bool = Field(True, description="train on log-uniform random context lengths (one patch "
                                  "to context_length) instead of always the whole context")
-    optimizer: Literal["adamw", "lamb", "lars"] = Field(
-        "adamw", description="lamb/lars: layer-wise trust ratios for large batches (lars wants lr ~1)")
+    min_context_length: int | None = Field(
+        None, ge=8, description="train long contexts at a constant cost: each step crops its windows to a "
+        "context drawn log-uniform between this and context_length and keeps proportionally fewer windows; "
+        "None: every step uses the whole context_length")
+    optimizer: Literal["adamw", "lamb", "lars", "muon"] = Field(
+        "adamw", description="lamb/lars: layer-wise trust ratios for large batches (lars wants lr ~1); "
+        "muon: orthogonalised updates for the blocks' hidden matrices, AdamW for the rest")
     lr: float = Field(3e-3, gt=0, description="peak LR at a global batch of lr_reference_batch windows")
     lr_reference_batch: int = Field(64, ge=1, description="global batch (devices x batch x accumulation) "
                                     "at which lr applies")

@@ -218,7 +218,7 @@ def train(job: TrainerJob, data, future_length: int, on_gpu: bool, kind: str) ->
         config.to_dict(), future_length=future_length, lr=effective_lr, weight_decay=job.weight_decay,
         warmup_steps=job.warmup_steps, max_steps=job.max_steps, schedule=job.schedule,
         optimizer=job.optimizer, grad_clip=1.0, mask_origins=job.mask_origins, random_context=job.random_context,
-        seed=job.seed,
+        min_context_length=job.min_context_length, seed=job.seed,
     )
     if job.init and not ckpt_path:  # continued pre-training: the saved weights, a fresh optimizer
         import torch
@@ -267,6 +267,7 @@ def write_outputs(job: TrainerJob, module, state: dict, progress, run: dict, sec
         "n_params": count_parameters(job.backbone_config()),
         "patch_size": module.model.config.patch_size, "scaler_window": job.scaler_window,
         "mask_origins": job.mask_origins, "random_context": job.random_context,
+        "min_context_length": job.min_context_length,
         "steps": run["steps"], "tokens_seen": run["tokens_seen"],
         "initial_train_loss": progress.initial_loss(), "final_train_loss": progress.final_loss(),
         "val_loss": run["val_loss"], "wall_seconds": round(seconds, 2), "devices": run["devices"],

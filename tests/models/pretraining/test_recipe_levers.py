@@ -126,3 +126,70 @@ def test_continued_pretraining_starts_from_the_saved_weights(tmp_path):
     assert after.config.to_dict() == config.to_dict()
     for (name, a), b in zip(start.state_dict().items(), after.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-6), name  # one step at lr ~0: the weights it started from
+
+
+def test_long_contexts_are_cropped_per_step_at_a_constant_token_budget():
+    module = _module(min_context_length=32, seed=1)
+    values = torch.randn(64, 1, 256 + 32).cumsum(-1)
+    observed = torch.ones_like(values, dtype=torch.bool)
+    widths, rows = [], []
+    for step in range(40):
+        v, o = module.crop(values, observed, torch.Generator().manual_seed(step))
+        assert v.shape == o.shape and v.shape[-1] % P == 0
+        assert torch.equal(v, values[: v.shape[0], :, -v.shape[-1]:])  # the most recent steps, whole patches
+        widths.append(v.shape[-1]), rows.append(v.shape[0])
+    # from min context + future up to the whole window, short and long both drawn
+    assert 64 <= min(widths) <= 96 and 224 <= max(widths) <= 288
+    tokens = [w * r for w, r in zip(widths, rows)]
+    assert max(tokens) <= 1.3 * min(tokens)  # every step costs about the same
+    # leading patches no window observes are stripped (short series in a long window)
+    observed[:, :, :200] = False
+    v, o = module.crop(values, observed, torch.Generator().manual_seed(0))
+    assert o[..., :P].any()
+    # the masked loss trains on the cropped windows, reproducibly
+    batch = {"values": values, "observed": torch.ones_like(observed)}
+    a, ta = module.masked_loss(batch, module._generator(3))
+    b, tb = module.masked_loss(batch, module._generator(3))
+    assert a.item() == b.item() and ta == tb
+
+
+def test_muon_updates_the_hidden_matrices_and_adamw_the_rest():
+    from models.pretraining.optim import param_groups
+
+    torch.manual_seed(0)
+    module = _module(optimizer="muon", lr=1e-2)
+    opt = module.configure_optimizers()["optimizer"]
+    groups = param_groups(module.named_parameters(), 0.01, module.plain_param_names, split_hidden=True)
+    hidden = {id(p) for p in groups[2]["params"]}
+    assert hidden and all(p.ndim == 2 for p in groups[2]["params"])
+    assert id(module.model.embed.hidden.weight) not in hidden and id(module.model.head.out.weight) not in hidden
+    assert isinstance(opt.inner[0], torch.optim.Muon) and isinstance(opt.inner[1], torch.optim.AdamW)
+    before = {n: p.detach().clone() for n, p in module.named_parameters()}
+    values = torch.randn(8, 1, 128).cumsum(-1)
+    loss, _ = module.masked_loss({"values": values, "observed": torch.ones_like(values, dtype=torch.bool)})
+    loss.backward()
+    opt.step()
+    assert all(not torch.equal(before[n], p) for n, p in module.named_parameters() if p.grad is not None)
+    # the scheduler's LR reaches both inner optimizers; the state survives a checkpoint round trip
+    for g in opt.param_groups:
+        g["lr"] = 0.5e-2
+    assert all(g["lr"] == 0.5e-2 for inner in opt.inner for g in inner.param_groups)
+    state = opt.state_dict()
+    opt.load_state_dict(state)
+    assert len(state["inner"]) == 2
+
+
+def test_calendar_prior_has_daily_and_sub_daily_cycles():
+    from models.pretraining.priors import calendar
+
+    a = calendar(60, 2048, seed=4)
+    assert a.equals(calendar(60, 2048, seed=4)) and np.isfinite(a["y"]).all()
+    lengths = a.groupby("unique_id").size()
+    assert lengths.min() >= 256 and lengths.max() <= 2048
+    # most series repeat themselves after one of the calendar periods (7, 24, 48, 96 steps)
+    def best_lag(y):
+        y = np.diff(y)  # trends and shifts out
+        y = (y - y.mean()) / (y.std() + 1e-9)
+        return max((7, 24, 48, 96), key=lambda k: float(np.mean(y[k:] * y[:-k])))
+    seasonal = [best_lag(g.to_numpy()) for _, g in a.groupby("unique_id")["y"]]
+    assert len(set(seasonal)) >= 3
