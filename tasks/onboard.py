@@ -140,6 +140,7 @@ def adapt_domain(params: OnboardParams, store_dir: str, backbone_uri: str, setti
 
 def _adapt_once(params: OnboardParams, store_dir: str, backbone_uri: str, pinned: str, out: Path) -> str:
     from models.backbone.io import load_backbone
+    from models.forecasting.backbone import trained_context
     from models.memory.onboarding import onboard
 
     if OnboardingResult.is_complete(out):  # an earlier run (or a crashed one) finished this very result
@@ -154,7 +155,7 @@ def _adapt_once(params: OnboardParams, store_dir: str, backbone_uri: str, pinned
                           params.domain, counts, split.horizon)
     version, backbone_dir = resolve_backbone(pinned)
     started = time.perf_counter()
-    result = onboard(load_backbone(backbone_dir), split, params)
+    result = onboard(load_backbone(backbone_dir), split, params, trained_context=trained_context(backbone_dir))
     result.provenance = {
         "domain": params.domain, "backbone_uri": backbone_uri, "backbone_version": version,
         "data_version": meta["md5"], "freq": meta.get("freq"), "store": str(store_dir), "source": meta.get("source"),

@@ -262,19 +262,21 @@ MAX_GATE_WINDOWS = 2000  # per store: the gate's validation windows, an even sub
 
 def backbone_val_score(backbone_dir: Path, store_dirs: list[str], settings: Settings) -> float:
     """Mean scaled CRPS of one backbone over the validation windows of ``store_dirs`` (the rolling
-    origins onboarding would validate on; never a test window), at onboarding's context length."""
+    origins onboarding would validate on; never a test window), at the context onboarding would give it."""
     from models.backbone.io import load_backbone
+    from models.forecasting.backbone import trained_context
     from models.forecasting.batch import batch_forecast
+    from models.memory.onboarding import backbone_context
     from models.metrics import per_series_metrics
     from store.canonical import read_split
 
     backbone, scores = load_backbone(backbone_dir), []
+    context = backbone_context(settings.onboard, trained_context(backbone_dir))
     for store in store_dirs:
         split, _ = read_split(store, origins=settings.onboard.val_origins)
         w = split.windows("val")
         pick = np.unique(np.linspace(0, len(w) - 1, min(len(w), MAX_GATE_WINDOWS)).round().astype(int))
-        q = batch_forecast(backbone, [w.contexts[i] for i in pick], split.horizon,
-                           settings.onboard.context_length).quantiles
+        q = batch_forecast(backbone, [w.contexts[i] for i in pick], split.horizon, context).quantiles
         scores.append(per_series_metrics(q, w.truth[pick], [split.train[w.series[i]] for i in pick],
                                          split.seasons[w.series[pick]])["sCRPS"])
     return float(np.nanmean(np.concatenate(scores)))

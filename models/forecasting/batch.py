@@ -1,7 +1,7 @@
 """The frozen backbone over many variable-length series, in batches, in inference mode."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -19,7 +19,12 @@ def batch_forecast(
     batch_size: int = 256,
     device: str | torch.device = "cpu",
 ) -> BackboneForecast:
-    """Each series' last ``context_length`` points -> its ``horizon``-step forecast."""
+    """Each series' last ``context_length`` points -> its ``horizon``-step forecast.
+
+    A series is padded only up to its own length bucket (a power of two of patches, at most
+    ``context_length``), so a 100-point series in a 2,048-point context costs 128 steps, not
+    2,048, and its forecast depends on nothing but its own history (never on which series
+    share its batch)."""
     if context_length < 1:
         raise ValueError("context_length must be >= 1")
     c = backbone.config
@@ -30,13 +35,49 @@ def batch_forecast(
     was_training = backbone.training
     backbone = backbone.to(device).eval()
     parts: list[list[np.ndarray]] = [[] for _ in BackboneForecast._fields]
+    order: list[np.ndarray] = []
     try:
         with torch.inference_mode():
-            for start in range(0, len(contexts), batch_size):
-                chunk = left_pad(contexts[start:start + batch_size], context_length)
+            for rows, chunk in bucketed_chunks(contexts, context_length, c.patch_size, batch_size):
                 fc = backbone.forecast(torch.from_numpy(chunk).to(device), horizon)
                 for out, value in zip(parts, fc):  # Forecast and BackboneForecast share their fields
                     out.append(value.float().cpu().numpy())
+                order.append(rows)
     finally:
         backbone.train(was_training)
-    return BackboneForecast(*(np.concatenate(p) for p in parts))
+    return BackboneForecast(*(in_call_order(np.concatenate(p), order) for p in parts))
+
+
+def bucket_length(n: int, context_length: int, patch_size: int) -> int:
+    """Steps a context of ``n`` points is padded to: the next power of two of patches, capped at
+    ``context_length``."""
+    patches = max(1, -(-min(n, context_length) // patch_size))
+    return min(context_length, patch_size * (1 << (patches - 1).bit_length()))
+
+
+def bucketed_chunks(contexts: Sequence[np.ndarray], context_length: int, patch_size: int, batch_size: int
+                    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(rows, [len(rows), width] NaN-left-padded float32) chunks of at most ``batch_size`` series of
+    one length bucket (``bucket_length`` of the points after any leading NaN). Every forecaster
+    that runs the backbone over ragged contexts pads through here, so the same history gives
+    the same forecast in any of them and beside any other series."""
+    spans = [len(x) - _leading_nan(x) for x in contexts]
+    buckets = np.array([bucket_length(n, context_length, patch_size) for n in spans], dtype=np.int64)
+    for width in np.unique(buckets):
+        rows = np.flatnonzero(buckets == width)
+        for start in range(0, len(rows), batch_size):
+            part = rows[start:start + batch_size]
+            yield part, left_pad([contexts[i] for i in part], int(width))
+
+
+def in_call_order(stacked: np.ndarray, order: list[np.ndarray]) -> np.ndarray:
+    """Rows produced chunk by chunk (``order``: each chunk's rows) back in the callers' order."""
+    rows = np.concatenate(order) if order else np.zeros(0, np.int64)
+    out = np.empty_like(stacked)
+    out[rows] = stacked
+    return out
+
+
+def _leading_nan(x: np.ndarray) -> int:
+    observed = np.flatnonzero(~np.isnan(np.asarray(x, dtype=np.float32)))
+    return int(observed[0]) if observed.size else len(x)

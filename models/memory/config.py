@@ -95,10 +95,18 @@ class FinetuneConfig(Section):
     eval_batch_size: int = Field(256, ge=1)
 
 
+MAX_BACKBONE_CONTEXT = 2048  # 128 patches of 16: the longest context pre-training draws
+
+
 class OnboardingConfig(Section):
     """The frozen backbone's view of the domain and each stage's settings."""
 
-    context_length: int = Field(64, ge=8, description="points of history the backbone and the datastore see")
+    context_length: int = Field(64, ge=8, description="points of history of each datastore window: what the "
+                                "teacher, the adapter and the fused model see (longer costs a backbone pass "
+                                "over that many points per window)")
+    backbone_context: int | None = Field(None, ge=8, description="points of history the frozen backbone family "
+                                         "reads; None: the context the backbone was trained on (its card), at "
+                                         f"most {MAX_BACKBONE_CONTEXT}")
     stride: int = Field(1, ge=1, description="between datastore windows")
     batch_size: int = Field(256, ge=1, description="series per backbone forward pass")
     seed: int = Field(0, description="adapter initialisation and batch order")

@@ -26,7 +26,7 @@ from models.forecasting.inputs import left_pad
 from models.forecasting.teacher import TeacherForecaster
 from models.forecasting.types import BackboneForecast
 from models.memory.adapter import AdapterShape, MemoryAdapter, adapter_forecast, fit_hidden
-from models.memory.config import OnboardingConfig
+from models.memory.config import MAX_BACKBONE_CONTEXT, OnboardingConfig
 from models.memory.datastore import BackboneEmbedder, array_chunks, build_datastore
 from models.memory.distill import DistillSet, train_adapter
 from models.memory.finetune import finetune_backbone
@@ -43,15 +43,25 @@ def min_context(context_length: int, horizon: int, align_points: int) -> int:
     return min(context_length, max(align_points, horizon))
 
 
+def backbone_context(cfg: OnboardingConfig, trained_context: int | None) -> int:
+    """Points of history the backbone family reads: the setting, else what the backbone was
+    trained on, capped at MAX_BACKBONE_CONTEXT; never shorter than the datastore's windows."""
+    chosen = cfg.backbone_context or min(trained_context or cfg.context_length, MAX_BACKBONE_CONTEXT)
+    return max(chosen, cfg.context_length) if cfg.backbone_context is None else chosen
+
+
 def onboard(backbone: PatchBackbone, split: SeriesSplit, cfg: OnboardingConfig,
-            device: str = "cpu") -> OnboardingResult:
+            device: str = "cpu", trained_context: int | None = None) -> OnboardingResult:
     """Fit on ``split``'s train and validation parts, then forecast validation and test.
 
     Models forecast ``split.horizon`` (the longest own horizon); every truth array is
     NaN-padded past a series' own horizon (NaN = no target, which losses and metrics skip).
+    The backbone family reads ``backbone_context(cfg, trained_context)`` points; the datastore,
+    adapter and fused model ``cfg.context_length``.
     """
     timings: dict[str, float] = {}
     fit = _fit(backbone, split.train, split.windows("val"), split.horizons, cfg, device, timings)
+    fit.backbone_context = backbone_context(cfg, trained_context)
     t = time.perf_counter()
     val = _forecast_all(fit, split.history("val"), cfg, device, timings, "val")
     timings["val_forecasts"] = time.perf_counter() - t
@@ -67,6 +77,7 @@ def onboard(backbone: PatchBackbone, split: SeriesSplit, cfg: OnboardingConfig,
         adapter_parameters=fit.adapter.n_parameters(),
         backbone_parameters=sum(p.numel() for p in backbone.parameters()),
         fused=fit.fused, teacher_forecaster=fit.teacher_forecaster, finetuned=fit.finetuned,
+        backbone_context=fit.backbone_context,
     )
 
 
@@ -82,6 +93,7 @@ class _Fit:
     conf_train: float
     conf_val: float
     finetuned: PatchBackbone | None = None
+    backbone_context: int = 0  # set by ``onboard`` before forecasting
     finetune_history: list[dict] = field(default_factory=list)
 
 
@@ -178,7 +190,7 @@ def _forecast_all(fit: _Fit, contexts: list[np.ndarray], cfg: OnboardingConfig, 
     h = fit.fused.horizon
 
     def backbone_of(model: PatchBackbone):
-        return lambda: batch_forecast(model, contexts, h, cfg.context_length, cfg.batch_size, device).quantiles
+        return lambda: batch_forecast(model, contexts, h, fit.backbone_context, cfg.batch_size, device).quantiles
 
     predictors = {"backbone": backbone_of(fit.fused.backbone),
                   "teacher": lambda: fit.teacher_forecaster.predict(contexts, h).quantiles,

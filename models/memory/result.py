@@ -68,6 +68,7 @@ class OnboardingResult:
     finetune_history: list[dict] = field(default_factory=list)
     adapter_parameters: int = 0
     backbone_parameters: int = 0
+    backbone_context: int = 0  # points the backbone family reads (0: a result from before, = the fused model's)
     provenance: dict = field(default_factory=dict)  # filled by the caller: domain, store, backbone, data version
     # the fitted forecasters: set by ``onboard``, loaded from the folder on demand
     fused: FusedForecaster | None = field(default=None, repr=False)
@@ -76,7 +77,7 @@ class OnboardingResult:
     folder: Path | None = None
 
     SCALARS = ("alpha", "alpha_table", "history", "n_windows", "timings", "teacher_confidence",
-               "finetune_history", "adapter_parameters", "backbone_parameters", "provenance")
+               "finetune_history", "adapter_parameters", "backbone_parameters", "backbone_context", "provenance")
 
     @property
     def horizon(self) -> int:
@@ -129,13 +130,14 @@ class OnboardingResult:
         return folder
 
     def _save_candidates(self, folder: Path) -> None:
-        """The other families a champion may come from: the frozen backbone alone (same context as
-        the fused model) and the statistical models with each series' season."""
+        """The other families a champion may come from: the frozen backbone alone (with its own,
+        longer context) and the statistical models with each series' season."""
         from models.forecasting.backbone import BackboneForecaster
         from models.forecasting.statistical import STATISTICAL, StatisticalForecaster
 
         if self.fused is not None:
-            BackboneForecaster(self.fused.backbone, self.fused.context_length).save(folder / "backbone")
+            BackboneForecaster(self.fused.backbone, self.backbone_context or self.fused.context_length).save(
+                folder / "backbone")
         seasons = dict(zip(self.split.ids, self.split.seasons.tolist()))
         default = int(np.bincount(self.split.seasons).argmax()) if len(self.split) else 1
         for model in STATISTICAL:

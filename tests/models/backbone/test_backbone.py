@@ -12,7 +12,7 @@ from models.backbone.io import load_backbone, save_backbone
 from models.backbone.network import PatchBackbone
 from models.backbone.presets import PRESETS, count_parameters, get_preset
 from models.backbone.scaler import causal_scale
-from models.forecasting.batch import batch_forecast
+from models.forecasting.batch import batch_forecast, bucket_length
 from models.metrics import QUANTILES, pinball_loss
 
 P = 8  # tiny patch size
@@ -212,14 +212,18 @@ def test_batch_forecast_matches_forecast(model):
     assert out.quantiles.shape == out.norm_quantiles.shape == (4, 10, 9)
     assert out.loc.shape == out.scale.shape == (4,) and out.embedding.shape == (4, 64)
     assert all(v.dtype == np.float32 for v in out)
-    # one series alone: last 64 points (NaN-padded when shorter) through forecast
+    # one series alone: last 64 points, NaN-padded to its length bucket, through forecast
     for i, c in enumerate(contexts):
-        padded = np.full(64, np.nan, np.float32)
-        tail = c[-64:]
-        padded[64 - len(tail):] = tail
+        width = bucket_length(len(c), 64, model.config.patch_size)
+        padded = np.full(width, np.nan, np.float32)
+        tail = c[-width:]
+        padded[width - len(tail):] = tail
         with torch.no_grad():
             ref = model.forecast(torch.from_numpy(padded)[None], 10)
         np.testing.assert_allclose(out.quantiles[i], ref.quantiles[0].numpy(), rtol=1e-5, atol=1e-5)
+    # a series' forecast does not depend on the series beside it in the call
+    alone = batch_forecast(model, contexts[1:2], horizon=10, context_length=64)
+    np.testing.assert_allclose(alone.quantiles[0], out.quantiles[1], rtol=1e-5, atol=1e-5)
     empty = batch_forecast(model, [], horizon=10, context_length=64)
     assert empty.quantiles.shape == (0, 10, 9)
 

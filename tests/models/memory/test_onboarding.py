@@ -98,6 +98,13 @@ def test_the_result_folder_round_trips(runs, tmp_path):
         np.testing.assert_array_equal(a, b, err_msg=name)
     assert back.alpha == r.alpha and back.alpha_table == r.alpha_table and back.provenance == r.provenance
     assert back.horizon == H and back.n_windows == r.n_windows
+    # the backbone family is saved with the context it was scored with, and answers the same
+    from models.forecasting.backbone import BackboneForecaster
+
+    assert back.backbone_context == r.backbone_context == C  # untrained backbone: no card, the datastore's
+    saved = BackboneForecaster.load(back.model_dir("backbone"))
+    assert saved.context_length == C
+    np.testing.assert_array_equal(saved.predict(r.split.history("test"), H).quantiles, r.test.backbone)
     ctx = r.split.history("test")
     np.testing.assert_array_equal(back.load_fused().predict(ctx, H).quantiles, r.test.fused)
     assert back.model_dir("adapter").is_dir() and back.model_dir("teacher").is_dir()
@@ -121,3 +128,13 @@ def test_rolling_origins_choose_alpha_and_stop_training_on_every_window(_one_thr
     np.testing.assert_array_equal(r.val.fused, r.fused.predict(w.contexts, H).quantiles)
     # the earliest window of a series sees the train part only; the latest sees 2 windows more
     assert w.contexts[0].size == LENGTH - 4 * H and w.contexts[2].size == LENGTH - 2 * H
+
+
+def test_the_backbone_reads_the_context_it_was_trained_on():
+    from models.memory.config import MAX_BACKBONE_CONTEXT
+    from models.memory.onboarding import backbone_context
+
+    assert backbone_context(CFG, 256) == 256  # the card's training context
+    assert backbone_context(CFG, 8192) == MAX_BACKBONE_CONTEXT
+    assert backbone_context(CFG, None) == C and backbone_context(CFG, 16) == C  # never below the datastore's
+    assert backbone_context(CFG.model_copy(update={"backbone_context": 512}), 256) == 512  # the setting wins
