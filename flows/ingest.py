@@ -11,7 +11,7 @@ def ingest_flow(params: IngestParams) -> str:
     settings = load_settings()
     params = ingest_params(params, settings)
     store = ingest_task(params.source, params.domain, params.horizon, params.min_train, settings.paths.data_dir,
-                        params.columns)
+                        params.columns, params.date_format)
     log_ingest_task(store, settings)
     announce_store_task(store)
     return store

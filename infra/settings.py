@@ -70,6 +70,8 @@ class IngestParams(Section):
     min_train: int = Field(8, ge=1, description="minimum train points per series on top of 2*horizon")
     columns: dict[str, str] = Field(default_factory=dict, description="the source's column names for unique_id, "
                                     "ds and y where they differ, e.g. {date: ds, value: y, series: unique_id}")
+    date_format: str | None = Field(None, description="strftime codes the ds column is written in, e.g. %d.%m.%Y; "
+                                    "None: ISO dates, numeric dates in the order their values allow, YYYYMMDD")
 
     @field_validator("columns")
     @classmethod
@@ -200,6 +202,8 @@ class ForecastParams(Section):
                                "store: local path, s3://bucket/key or builtin:<name> (rows validated as on ingest)")
     columns: dict[str, str] = Field(default_factory=dict, description="the source's column names for unique_id, ds "
                                     "and y where they differ (as for ingest)")
+    date_format: str | None = Field(None, description="strftime codes the ds column is written in, e.g. %d.%m.%Y; "
+                                    "None: ISO dates, numeric dates in the order their values allow, YYYYMMDD")
     output: str | None = Field(None, description="dataset root, local folder or s3://bucket/prefix; None = "
                                "<data_dir>/forecasts/<domain>")
     horizon: int | None = Field(None, ge=1, le=1024, description="steps per series; None = the champion's default "

@@ -172,7 +172,7 @@ async def score(served: Served, request: Request) -> Response:
             raise ApiError(422, str(e)) from None
         answer = _answer(ids, futures, quantiles) if small else await asyncio.to_thread(_answer, ids, futures,
                                                                                         quantiles)
-        response = Response(answer, media_type="application/json", headers={MODEL_HEADER: model.label})
+        response = Response(answer, media_type="application/json", headers={MODEL_HEADER: answered_by(model, values)})
     except ApiError as e:
         response = e.response()
         if model is not None:
@@ -269,6 +269,20 @@ def add_routes(app: FastAPI, served: Served) -> None:
         changes = await asyncio.to_thread(catalog.refresh)  # loads off the event loop
         return {"changes": changes, "domains": {d: m.version for d, m in sorted(catalog.snapshot().items())},
                 "errors": dict(catalog.errors)}
+
+
+def answered_by(model, values) -> str:
+    """The ``X-Tsfm-Model`` header: the model's label, and the naive fallback where a neural family
+    (or an ensemble holding one) was handed series too short for it (``models.forecasting.tiny``)."""
+    from models.forecasting.kinds import NEURAL
+    from models.forecasting.tiny import FALLBACK, MIN_NEURAL_CONTEXT, short_rows
+
+    kinds = getattr(model.forecaster, "kinds", {}).values() if model.family == "ensemble" else [model.family]
+    if not any(k in NEURAL for k in kinds):
+        return model.label
+    short = int(short_rows(values).sum())
+    return (f"{model.label}; {FALLBACK} for {short} series with fewer than {MIN_NEURAL_CONTEXT} points"
+            if short else model.label)
 
 
 def _answer(ids, futures, quantiles) -> bytes:

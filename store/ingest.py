@@ -31,9 +31,10 @@ def check_domain(domain: str) -> str:
 
 
 def ingest_to_store(source: str, domain: str, horizon: int, min_train: int, data_dir: Path,
-                    columns: dict[str, str] | None = None) -> Path:
+                    columns: dict[str, str] | None = None, date_format: str | None = None) -> Path:
     """Read, validate and store ``source`` as domain ``domain``; returns the store folder.
-    ``columns``: the source's names for unique_id, ds and y, where they differ."""
+    ``columns``: the source's names for unique_id, ds and y, where they differ; ``date_format``: the
+    strftime codes of its ds column, where the rules of ``store.validate`` cannot read it."""
     check_domain(domain)
     if horizon < 1 or min_train < 1:
         raise IngestError("horizon and min_train must be >= 1")
@@ -45,9 +46,13 @@ def ingest_to_store(source: str, domain: str, horizon: int, min_train: int, data
         series_horizons = dict(zip(src.series_meta["unique_id"].astype(str), src.series_meta["horizon"].astype(int)))
     # a source with per-series seasons (M3) mixes frequencies on purpose: no common grid to check
     result = validate_frame(src.frame, src.name, horizon, min_train, series_horizons, freq=src.freq,
-                            check_grid=src.series_meta is None)
+                            check_grid=src.series_meta is None, date_format=date_format)
     if result.rows_kept == 0:  # an empty store would only fail later, further from the cause
-        raise IngestError(nothing_kept_message(src.name, result, horizon, min_train))
+        rejected = Path(data_dir) / "store" / ".rejected" / f"{domain}-quarantine.csv"
+        rejected.parent.mkdir(parents=True, exist_ok=True)
+        result.quarantine.to_csv(rejected, index=False)  # every row with its reason, for the user to read
+        raise IngestError(f"{nothing_kept_message(src.name, result, horizon, min_train)}; every row with its reason: "
+                          f"{rejected}")
 
     store = Path(data_dir) / "store" / domain
     store.parent.mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,9 @@ QUARANTINE_COLUMNS = ("file", "row", "column", "reason", "unique_id", "ds", "y")
 SOURCE_FILE = "__tsfm_source_file__"  # a folder/prefix source's per-row file name (store.sources.concat_tables)
 _OFFSET = re.compile(r"(?:Z|[+-]\d{2}:?\d{2})$", re.IGNORECASE)
 _INT_TEXT = re.compile(r"^[+-]?\d+$")
+# a date written with numbers only, day and month in either order: 01/02/2019, 1.2.19, 01-02-2019 10:00
+_NUMERIC_DATE = re.compile(r"^(\d{1,2})([/.\-])(\d{1,2})\2(\d{4}|\d{2})(?:[ T].*)?$")
+COMPACT_DATE = "%Y%m%d"  # 20240131 as an integer or text: a date, not a step
 
 
 class IngestError(InputError):
@@ -104,12 +107,18 @@ class _RowText:
         return _text(self.s.iloc[rows]).to_numpy()
 
 
-def _parse_ds(s: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str | None]:
+def _parse_ds(s: pd.Series, name: str = "source", date_format: str | None = None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str | None]:
     """-> (kind per row: 'int' / 'ts' / 'tz' (a timestamp with a UTC offset) / '' unparsable, int64 steps,
     datetime64[ns] stamps, each row's offset text ('' for none), how offsets were handled).
 
     Stamps with an offset (or a Parquet time zone) are converted to UTC; naive ones are kept as
-    written. A series mixing the two is refused by ``validate_frame``."""
+    written. A series mixing the two is refused by ``validate_frame``. ``date_format`` (strftime
+    codes) reads every value with it; without it, numeric dates take the order of day and month
+    that their values allow (``_day_first``) and 8-digit integers that are all valid dates
+    (20240131) are dates."""
+    if date_format:
+        return _parse_with_format(s, name, date_format)
     n = len(s)
     kind = np.full(n, "", dtype=object)
     steps = np.zeros(n, dtype=np.int64)
@@ -131,6 +140,9 @@ def _parse_ds(s: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
     if pd.api.types.is_numeric_dtype(s.dtype):
         num = pd.to_numeric(s, errors="coerce").astype("float64").to_numpy()
         ok = np.isfinite(num) & (np.floor(num) == num)
+        if _compact_dates(num[ok]):
+            digits = pd.Series([f"{v:.0f}" if good else None for v, good in zip(num, ok)], index=s.index)
+            return _parse_with_format(digits, name, COMPACT_DATE)
         kind[ok] = "int"
         steps[ok] = num[ok].astype(np.int64)
         return kind, steps, stamps, offsets, None
@@ -142,10 +154,13 @@ def _parse_ds(s: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
     int_like = is_num & (np.floor(num) == num)
     kind[int_like] = "int"
     steps[int_like] = num[int_like].astype(np.int64)
+    if int_like.any() and int_like.sum() >= 0.5 * present.sum() and _compact_dates(num[int_like]):
+        return _parse_with_format(s, name, COMPACT_DATE)
     exact = present.to_numpy() & text.fillna("").str.match(_INT_TEXT).to_numpy()
     if exact.any():  # beyond float precision: take the integer text itself
         steps[exact] = pd.to_numeric(text[exact], errors="coerce").astype("int64").to_numpy()
     cand = present.to_numpy() & ~is_num
+    dayfirst = _day_first(text[cand], name) if cand.any() else None
     how = None
     if cand.any():
         found = text[cand].str.extract(f"({_OFFSET.pattern})", flags=re.IGNORECASE)[0].fillna("")
@@ -154,10 +169,14 @@ def _parse_ds(s: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
         aware = offsets != ""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "could not infer format" chatter
-            parsed = pd.to_datetime(text[cand], errors="coerce", utc=True)
+            if dayfirst is None:
+                parsed = pd.to_datetime(text[cand], errors="coerce", utc=True)
+            else:  # numeric dates in the order their values allow, one element at a time
+                parsed = pd.to_datetime(text[cand], errors="coerce", utc=True, format="mixed", dayfirst=dayfirst)
             retry = parsed.isna()
             if retry.any():  # several formats in one column
-                parsed[retry] = pd.to_datetime(text[cand][retry], errors="coerce", utc=True, format="mixed")
+                parsed[retry] = pd.to_datetime(text[cand][retry], errors="coerce", utc=True, format="mixed",
+                                               dayfirst=bool(dayfirst))
         parsed = parsed.dt.tz_localize(None)  # UTC wall clock; naive text is read as is
         distinct = sorted(set(offsets[aware]))
         if distinct:  # parsed with utc=True: offset rows are now UTC, naive rows as written
@@ -167,6 +186,94 @@ def _parse_ds(s: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
         kind[idx] = np.where(aware[idx], "tz", "ts")
         stamps[idx] = parsed[got].to_numpy(dtype="datetime64[ns]")
     return kind, steps, stamps, offsets, how
+
+
+def _irregular_steps(uid: pd.Series, steps: pd.Series) -> dict[str, str]:
+    """Series whose integer steps are not evenly spaced -> their first steps as text. A series is
+    regular when most of its gaps are one step size and the others whole multiples of it (a few
+    missing steps); 0, 1, 4, 9, 16 is not."""
+    frame = pd.DataFrame({"uid": uid.to_numpy(), "ds": steps.to_numpy()}).sort_values(["uid", "ds"], kind="stable")
+    frame["gap"] = frame.groupby("uid")["ds"].diff()
+    gaps = frame.dropna(subset=["gap"])
+    if gaps.empty:
+        return {}
+    counts = gaps.groupby(["uid", "gap"]).size().rename("n").reset_index()
+    # each series' step: its most common gap (the smallest of a tie)
+    step = counts.sort_values(["uid", "n", "gap"], ascending=[True, False, True]).drop_duplicates("uid")
+    step = step.set_index("uid")["gap"]
+    g = gaps.assign(step=gaps["uid"].map(step))
+    bad = g.assign(on=g["gap"] == g["step"], off=(g["step"] <= 0) | (g["gap"] % g["step"] != 0)).groupby("uid").agg(
+        on=("on", "mean"), off=("off", "any"))
+    bad = bad[(bad["on"] < 0.5) | bad["off"]].index
+    first = frame[frame["uid"].isin(bad)].groupby("uid")["ds"].apply(lambda d: ", ".join(map(str, d.head(5))) + ", ...")
+    return first.to_dict()
+
+
+def _compact_dates(values: np.ndarray) -> bool:
+    """Integers that are all 8-digit dates (YYYYMMDD, years 1800-2199) and at least two days."""
+    if values.size < 2 or not ((values >= 18000101) & (values <= 21991231)).all():
+        return False
+    parsed = pd.to_datetime(pd.Series(values.astype(np.int64)).astype(str), format=COMPACT_DATE, errors="coerce")
+    return bool(parsed.notna().all())
+
+
+def _day_first(text: pd.Series, name: str) -> bool | None:
+    """Whether numeric dates (01/02/2019) put the day first: None where the column has none. The
+    values decide (a first number above 12 is a day, a second one above 12 is a day); where every
+    value fits both orders, the order whose dates fall on a regular calendar wins, and a column
+    regular both ways (or neither) is refused with the fix."""
+    parts = text.str.extract(_NUMERIC_DATE)
+    found = parts[0].notna()
+    if found.sum() < max(1, 0.5 * len(text)):
+        return None
+    a, b = parts.loc[found, 0].astype(int), parts.loc[found, 2].astype(int)
+    day_first_ok, month_first_ok = bool((b <= 12).all() and (a <= 31).all()), bool((a <= 12).all() and (b <= 31).all())
+    example = str(text[found].iloc[0])
+    if day_first_ok != month_first_ok:
+        return day_first_ok
+    fix = (f"pass --date-format with the order, e.g. --date-format '%d{parts.loc[found, 1].iloc[0]}%m"
+           f"{parts.loc[found, 1].iloc[0]}%Y' for day first")
+    if not day_first_ok:
+        raise IngestError(f"{name}: ds mixes day-first and month-first dates (e.g. {example!r}); {fix}")
+    regular = {order: _regular(pd.to_datetime(text[found], errors="coerce", format="mixed", dayfirst=order))
+               for order in (True, False)}
+    if regular[True] != regular[False]:
+        return regular[True]
+    raise IngestError(f"{name}: ds values such as {example!r} read as day-first or month-first dates alike, and "
+                      f"neither order is clearly right; {fix}, or '%m/%d/%Y' for month first")
+
+
+def _regular(stamps: pd.Series) -> bool:
+    """The distinct stamps lie on one pandas frequency (gaps allowed: most steps are that frequency)."""
+    unique = pd.DatetimeIndex(stamps.dropna().unique()).sort_values()
+    if len(unique) < 3:
+        return False
+    if pd.infer_freq(unique) is not None:
+        return True
+    steps = pd.Series(unique[1:] - unique[:-1])
+    if steps.max() <= pd.Timedelta(days=1):  # daily and sub-daily: one step size most of the time
+        return bool((steps == steps.mode().iloc[0]).mean() >= 0.8)
+    # monthly and longer: the same day of the month on (nearly) every stamp
+    return bool((unique.day == pd.Series(unique.day).mode().iloc[0]).mean() >= 0.9)
+
+
+def _parse_with_format(s: pd.Series, name: str, date_format: str
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str | None]:
+    """Every value read with ``date_format``; a value it does not fit is unparsable (quarantined)."""
+    n = len(s)
+    kind = np.full(n, "", dtype=object)
+    stamps = np.full(n, np.datetime64("NaT"), dtype="datetime64[ns]")
+    text = s.astype(object).where(s.notna(), None).map(lambda v: None if v is None else str(v).strip())
+    try:
+        parsed = pd.to_datetime(text, errors="coerce", format=date_format)
+    except (ValueError, TypeError) as e:
+        raise IngestError(f"{name}: --date-format {date_format!r} is not a strftime format: {e}") from None
+    if getattr(parsed.dt, "tz", None) is not None:
+        parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
+    got = parsed.notna().to_numpy()
+    kind[got] = "ts"
+    stamps[got] = parsed[got].to_numpy(dtype="datetime64[ns]")
+    return kind, np.zeros(n, dtype=np.int64), stamps, np.full(n, "", dtype=object), None
 
 
 def _parse_y(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -183,6 +290,10 @@ def _parse_y(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     problem = np.full(len(s), "", dtype=object)
     problem[missing] = "missing"
     problem[bad] = "not numeric"
+    if bad.any() and not pd.api.types.is_numeric_dtype(s.dtype):  # a locale's number tsfm could not read
+        grouped = bad & text.str.match(r"^-?[\d.,' ]*\d$").fillna(False).to_numpy()
+        problem[grouped] = ("not numeric (digits with separators: tsfm reads 1.234,5 in ';' files and "
+                            "1,234.5 in ',' files; write plain numbers such as 1234.5 otherwise)")
     problem[np.isinf(values)] = "infinite"
     return values, problem
 
@@ -216,7 +327,7 @@ def _field_count_problems(df: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, n
 
 def validate_frame(df: pd.DataFrame, name: str, horizon: int, min_train: int,
                    series_horizons: Mapping[str, int] | None = None, freq: str | None = None,
-                   check_grid: bool = True) -> ValidationResult:
+                   check_grid: bool = True, date_format: str | None = None) -> ValidationResult:
     """Split ``df`` into good rows and quarantined rows (see module docstring).
 
     ``series_horizons``: a series' own horizon where the source knows it (M3), used
@@ -236,7 +347,7 @@ def validate_frame(df: pd.DataFrame, name: str, horizon: int, min_train: int,
 
     uid = uid_raw.astype(object).where(uid_raw.notna(), None).map(lambda v: None if v is None else str(v).strip())
     uid_bad = (uid.isna() | (uid == "")).to_numpy()
-    kind, steps, stamps, offsets, timezone = _parse_ds(ds_raw)
+    kind, steps, stamps, offsets, timezone = _parse_ds(ds_raw, name, date_format)
     y, y_problem = _parse_y(y_raw)
 
     column = np.full(n, "", dtype=object)
@@ -252,7 +363,7 @@ def validate_frame(df: pd.DataFrame, name: str, horizon: int, min_train: int,
     flag(bad_fields, "row", field_reasons)  # before anything else: its cells mean nothing
     flag(uid_bad, "unique_id", "unique_id is missing")
     flag(kind == "", "ds", lambda i: [f"ds is not a timestamp or integer step: {t!r}" for t in ds_txt[i]])
-    for problem in ("missing", "not numeric", "infinite"):
+    for problem in sorted(set(y_problem) - {""}):
         flag(y_problem == problem, "y", lambda i, p=problem: [f"y is {p}: {t!r}" for t in y_txt[i]])
 
     # One kind of ds per store (the column gets one dtype): the majority kind wins. A series whose
@@ -307,6 +418,11 @@ def validate_frame(df: pd.DataFrame, name: str, horizon: int, min_train: int,
                                         "changes): quarantined from there on" for j in i])
     else:
         freq = None
+        irregular = _irregular_steps(uid[ok], ds[ok])
+        if irregular:
+            flag(ok & uid.isin(irregular).to_numpy(), "ds", lambda i: [
+                f"series {uid[j]!r} has unevenly spaced integer steps ({irregular[uid[j]]}): steps must be "
+                "evenly spaced (renumber them 0, 1, 2, ... or give dates)" for j in i])
 
     ok = reason == ""
     counts = pd.Series(uid[ok]).value_counts()

@@ -85,7 +85,7 @@ def _series(params: ForecastParams, settings: Settings) -> tuple[pd.DataFrame, d
     frame = map_columns(src.frame, params.columns, src.name)
     # any series with one good point can be forecast: no held-out parts here (horizon 0, 1 point)
     result = validate_frame(frame, src.name, horizon=0, min_train=1, freq=src.freq,
-                            check_grid=src.series_meta is None)
+                            check_grid=src.series_meta is None, date_format=params.date_format)
     if result.rows_kept == 0:
         raise InputError(f"{params.source}: no valid row to forecast from ({result.rows_quarantined} rows "
                          f"quarantined; first reason: {result.quarantine['reason'].iloc[0]})")

@@ -20,9 +20,9 @@ from tracking.retries import remote_retries
 # Retried (S3 reads) only on transient errors: bad input (IngestError/ValueError) fails at once.
 @task(name="ingest", **remote_retries())
 def ingest_task(source: str, domain: str, horizon: int, min_train: int = 8, data_dir: str = "data",
-                columns: dict[str, str] | None = None) -> str:
+                columns: dict[str, str] | None = None, date_format: str | None = None) -> str:
     """Ingest ``source`` into ``<data_dir>/store/<domain>``; returns that path."""
-    return str(ingest_to_store(source, domain, horizon, min_train, Path(data_dir), columns))
+    return str(ingest_to_store(source, domain, horizon, min_train, Path(data_dir), columns, date_format))
 
 
 @task(name="log-ingest", **remote_retries())

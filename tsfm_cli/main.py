@@ -138,13 +138,16 @@ def ingest(
                                   + _default(8)),
     columns: str = typer.Option(None, help="the file's names for unique_id, ds and y where they differ, "
                                            "e.g. date=ds,value=y,series=unique_id"),
+    date_format: str = typer.Option(None, help="strftime codes of the ds column, e.g. %d.%m.%Y, where tsfm cannot "
+                                               "tell day from month" + _default("ISO dates, numeric dates in the "
+                                                                                "order their values allow, YYYYMMDD")),
     out: str = OUT,
 ):
     """Validate a source and write the domain's canonical Parquet store; bad rows go to a quarantine file."""
     from infra.settings import IngestParams
 
     params = _params(IngestParams, {}, None, dict(source=source, domain=domain, horizon=horizon, min_train=min_train,
-                                                  columns=_columns(columns)))
+                                                  columns=_columns(columns), date_format=date_format))
     from store.sources import check_header
 
     check_header(params.source, params.columns)  # a wrong file fails here, before any flow starts
@@ -197,8 +200,11 @@ def onboard(
                                       "seasons" + _default(S.onboard.season_length or "from the data's frequency")),
     val_origins: int = typer.Option(None, help="validation windows per series, a horizon apart"
                                     + _default(S.onboard.val_origins or "by the domain's size, 3 to 30")),
-    context_length: int = typer.Option(None, help="points of history the backbone and the datastore see"
-                                       + _default(S.onboard.context_length)),
+    context_length: int = typer.Option(None, help="points of history of each datastore window: what the teacher, "
+                                       "the adapter and the fused model see" + _default(S.onboard.context_length)),
+    backbone_context: int = typer.Option(None, help="points of history the frozen backbone family reads"
+                                         + _default(S.onboard.backbone_context
+                                                    or "the backbone's training context, at most 2048")),
     finetune_steps: int = typer.Option(None, help="also fully fine-tune a copy of the backbone for comparison "
                                                   "(0 = skip); never what gets served"
                                        + _default(S.onboard.finetune.max_steps)),
@@ -216,7 +222,8 @@ def onboard(
 
     params = _params(OnboardParams, _settings().onboard, set_, {
         "domain": domain, "source": source, "horizon": horizon, "season_length": season_length,
-        "val_origins": val_origins, "context_length": context_length, "finetune.max_steps": finetune_steps},
+        "val_origins": val_origins, "context_length": context_length, "backbone_context": backbone_context,
+        "finetune.max_steps": finetune_steps},
         {"finetune.max_steps": "--finetune-steps"})
     if params.source:
         from store.sources import check_header
@@ -405,6 +412,7 @@ def forecast(
     source: str = typer.Option(None, help="forecast this file/folder/s3:// source's series instead of the domain's "
                                "latest store"),
     columns: str = typer.Option(None, help="the source's column names, e.g. date=ds,value=y,series=unique_id"),
+    date_format: str = typer.Option(None, help="strftime codes of the source's ds column (as for ingest)"),
     output: str = typer.Option(None, help="dataset root, a folder or s3://bucket/prefix"
                                + _default(S.forecast.output or "<data_dir>/forecasts/<domain>")),
     horizon: int = typer.Option(None, help="steps per series" + _default(S.forecast.horizon or "the champion's")),
@@ -420,8 +428,8 @@ def forecast(
     from infra.settings import ForecastParams
 
     params = _params(ForecastParams, _settings().forecast, set_, dict(
-        domain=domain, source=source, columns=_columns(columns), output=output, horizon=horizon, origin=origin,
-        executor=executor, workers=workers))
+        domain=domain, source=source, columns=_columns(columns), date_format=date_format, output=output,
+        horizon=horizon, origin=origin, executor=executor, workers=workers))
     if params.source:
         from infra.errors import InputError
         from store.sources import check_header

@@ -10,6 +10,7 @@ import numpy as np
 from models.backbone.io import load_backbone, save_backbone
 from models.backbone.network import PatchBackbone
 from models.forecasting.batch import batch_forecast
+from models.forecasting.tiny import guarded
 from models.forecasting.types import QuantileForecast
 
 CONFIG_FILE, BACKBONE_DIR = "backbone_forecaster.json", "backbone"
@@ -23,8 +24,10 @@ class BackboneForecaster:
 
     def predict(self, contexts: Sequence[np.ndarray], horizon: int,
                 ids: Sequence[str] | None = None) -> QuantileForecast:
-        """One 1-D array per series (NaN = missing) -> ``horizon`` steps of quantiles."""
-        return QuantileForecast(batch_forecast(self.backbone, contexts, horizon, self.context_length).quantiles)
+        """One 1-D array per series (NaN = missing) -> ``horizon`` steps of quantiles; a series of fewer
+        than ``tiny.MIN_NEURAL_CONTEXT`` points gets the naive answer."""
+        return guarded(lambda c, h: QuantileForecast(batch_forecast(self.backbone, c, h, self.context_length).quantiles),
+                       contexts, horizon)
 
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)
@@ -40,3 +43,10 @@ class BackboneForecaster:
         cfg = json.loads((directory / CONFIG_FILE).read_text())
         backbone = backbone if backbone is not None else load_backbone(directory / BACKBONE_DIR, map_location=device)
         return cls(backbone, cfg["context_length"])
+
+
+def trained_context(backbone_dir: str | Path) -> int | None:
+    """The context a registered backbone was trained on: its forecaster's setting, stored beside
+    the ``backbone/`` folder; None where there is none."""
+    config = Path(backbone_dir).parent / CONFIG_FILE
+    return int(json.loads(config.read_text())["context_length"]) if config.is_file() else None

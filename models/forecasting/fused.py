@@ -14,8 +14,9 @@ import torch
 
 from models.backbone.io import load_backbone, save_backbone
 from models.backbone.network import PatchBackbone
-from models.forecasting.inputs import left_pad
+from models.forecasting.batch import bucketed_chunks, in_call_order
 from models.forecasting.mode import check_horizon, serving_mode
+from models.forecasting.tiny import guarded
 from models.forecasting.types import QuantileForecast
 from models.memory.adapter import MemoryAdapter
 
@@ -40,14 +41,18 @@ class FusedForecaster:
 
     def predict(self, contexts: Sequence[np.ndarray], horizon: int,
                 ids: Sequence[str] | None = None) -> QuantileForecast:
-        """Fused in raw space, so alpha = 0 is the backbone bit for bit."""
+        """Fused in raw space, so alpha = 0 is the backbone bit for bit; a series of fewer than
+        ``tiny.MIN_NEURAL_CONTEXT`` points gets the naive answer."""
         check_horizon(horizon, self.horizon)
-        padded = left_pad(contexts, self.context_length)  # NaN = missing
+        return guarded(self._predict, contexts, horizon)
+
+    def _predict(self, contexts: Sequence[np.ndarray], horizon: int) -> QuantileForecast:
         device = torch.device(self.device)
-        alpha, parts = self.alpha, []
+        alpha, parts, order = self.alpha, [], []
         with serving_mode((self.backbone, self.adapter), device):
-            for start in range(0, len(padded), self.batch_size):
-                chunk = torch.from_numpy(padded[start : start + self.batch_size]).to(device)
+            for rows, padded in bucketed_chunks(contexts, self.context_length, self.backbone.config.patch_size,
+                                                self.batch_size):
+                chunk = torch.from_numpy(padded).to(device)
                 fc = self.backbone.forecast(chunk, self.horizon)
                 q_mem_norm = self.adapter(fc.embedding, fc.norm_quantiles)  # sorted
                 q_mem = (q_mem_norm * fc.scale[:, None, None] + fc.loc[:, None, None])[:, :horizon]
@@ -55,9 +60,10 @@ class FusedForecaster:
                 q = (q_base + alpha * (q_mem - q_base)).float().cpu().numpy()
                 q.sort(axis=-1)  # in place: equals models.memory.fusion.fuse
                 parts.append(q)
+                order.append(rows)
         if not parts:
             return QuantileForecast.empty(horizon)
-        return QuantileForecast(parts[0] if len(parts) == 1 else np.concatenate(parts))
+        return QuantileForecast(in_call_order(np.concatenate(parts), order))
 
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)

@@ -14,8 +14,10 @@ import torch
 
 from models.backbone.io import load_backbone, save_backbone
 from models.backbone.network import PatchBackbone
+from models.forecasting.batch import bucketed_chunks, in_call_order
 from models.forecasting.inputs import left_pad
 from models.forecasting.mode import check_horizon, serving_mode
+from models.forecasting.tiny import guarded
 from models.forecasting.types import QuantileForecast
 from models.memory.teacher import KnnTeacher
 
@@ -34,23 +36,30 @@ class TeacherForecaster:
 
     def predict(self, contexts: Sequence[np.ndarray], horizon: int,
                 ids: Sequence[str] | None = None) -> QuantileForecast:
-        """Retrieval from the train datastore (queries are not in it: nothing to exclude)."""
+        """Retrieval from the train datastore (queries are not in it: nothing to exclude); a series of
+        fewer than ``tiny.MIN_NEURAL_CONTEXT`` points gets the naive answer."""
         check_horizon(horizon, self.horizon)
-        padded = left_pad(contexts, self.context_length)  # NaN = missing
+        return guarded(self._predict, contexts, horizon)
+
+    def _predict(self, contexts: Sequence[np.ndarray], horizon: int) -> QuantileForecast:
+        padded = left_pad(contexts, self.context_length)  # NaN = missing; the teacher aligns on these
         device = torch.device(self.device)
         keys = [np.zeros((0, self.backbone.config.d_model), np.float32)]
         base = [np.zeros((0, self.horizon, self.backbone.config.n_quantiles), np.float32)]
+        order = [np.zeros(0, np.int64)]
         with serving_mode((self.backbone,), device):
-            for start in range(0, len(padded), self.batch_size):
-                chunk = torch.from_numpy(padded[start : start + self.batch_size]).to(device)
-                fc = self.backbone.forecast(chunk, self.horizon)
+            for rows, chunk in bucketed_chunks(contexts, self.context_length, self.backbone.config.patch_size,
+                                               self.batch_size):
+                fc = self.backbone.forecast(torch.from_numpy(chunk).to(device), self.horizon)
                 keys.append(fc.embedding.float().cpu().numpy())
                 base.append(fc.quantiles.float().cpu().numpy())
-        q = self.teacher.query(np.concatenate(keys), padded).quantiles
+                order.append(rows)
+        keys_all, base_all = in_call_order(np.concatenate(keys), order), in_call_order(np.concatenate(base), order)
+        q = self.teacher.query(keys_all, padded).quantiles
         # a step no retrieved future reaches (short-horizon series in the store, or nothing
         # retrievable at all) is answered by the backbone instead of NaN
         missing = np.isnan(q)
-        q[missing] = np.concatenate(base)[missing]
+        q[missing] = base_all[missing]
         return QuantileForecast(q[:, :horizon])
 
     def save(self, directory: str | Path) -> Path:

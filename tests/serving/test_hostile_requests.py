@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
+import pandas as pd
 import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
@@ -231,3 +232,23 @@ def test_disconnects_are_counted_as_499_and_stalled_uploads_time_out(server, ses
     assert BODY_TIMEOUT_S - 0.5 < time.time() - started < BODY_TIMEOUT_S + 10
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert b"not received within 2 s" in answer
+
+
+def test_one_or_two_points_get_a_bounded_naive_answer_named_in_the_header(server, session):
+    """A neural champion handed one or two points answered 6-50x the level; now such a series gets
+    the last value, spread by its own range, and the header says so."""
+    series = {"pair": [100.0, 100.0], "one": [1.0], "sparse": [5.0, None, None], "spread": [90.0, 110.0],
+              "fine": [float(v) for v in 50 + 5 * np.sin(np.arange(40))]}
+    response = _post(session, server, json.dumps(_body(series, domain=COPY)).encode())
+    assert response.status_code == 200, response.text[:500]
+    rows = pd.DataFrame(response.json()["predictions"])
+    assert "naive for 4 series with fewer than 3 points" in response.headers["X-Tsfm-Model"]
+    for uid, values in series.items():
+        seen = [v for v in values if v is not None]
+        low, high = min(seen), max(seen)
+        spread = max(high - low, 0.0)
+        got = rows[rows["unique_id"] == uid]
+        if uid == "fine":
+            continue
+        assert (got["0.9"] <= high + spread + 1e-6).all() and (got["0.1"] >= low - spread - 1e-6).all(), (uid, got)
+    assert rows[rows["unique_id"] == "pair"]["0.9"].max() == pytest.approx(100.0)

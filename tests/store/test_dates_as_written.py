@@ -1,0 +1,87 @@
+"""Dates and numbers as exports write them: day-first and month-first dates, YYYYMMDD integers,
+integer steps that skip around, thousands separators. Each is read as written, or refused with
+the fix; never stored as something else (issue: "day-first dates are misread")."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from store.canonical import read_meta, read_store
+from store.ingest import ingest_to_store
+from store.validate import IngestError
+
+
+def _months(fmt: str, sep: str = ";", n: int = 36, series: int = 2) -> str:
+    rows = [f"Series{sep}Date{sep}Value"]
+    for s in range(series):
+        for i, d in enumerate(pd.date_range("2019-01-01", periods=n, freq="MS")):
+            rows.append(f"s{s}{sep}{d.strftime(fmt)}{sep}{100 + 10 * s + i}")
+    return "\n".join(rows) + "\n"
+
+
+COLUMNS = {"Series": "unique_id", "Date": "ds", "Value": "y"}
+
+
+def test_day_first_monthly_dates_are_read_as_months(write_file, tmp_path):
+    path = write_file("export.csv", _months("%d/%m/%Y"))  # 01/02/2019 is 1 February
+    store = ingest_to_store(str(path), "dayfirst", 6, 8, tmp_path, COLUMNS)
+    frame, meta = read_store(store)
+    assert meta["freq"] == "MS" and meta["season_length"] == 12 and meta["rows_quarantined"] == 0
+    assert frame[frame["unique_id"] == "s0"]["ds"].iloc[:3].dt.strftime("%Y-%m-%d").tolist() == [
+        "2019-01-01", "2019-02-01", "2019-03-01"]
+
+
+def test_day_first_with_days_past_12_and_month_first_are_both_read(write_file, tmp_path):
+    days = pd.date_range("2021-03-01", periods=60, freq="D")
+    for fmt, name in (("%d/%m/%Y", "dmy"), ("%m/%d/%Y", "mdy")):
+        text = "unique_id,ds,y\n" + "\n".join(f"a,{d.strftime(fmt)},{i}" for i, d in enumerate(days)) + "\n"
+        frame, meta = read_store(ingest_to_store(str(write_file(f"{name}.csv", text)), name, 7, 8, tmp_path))
+        assert meta["freq"] == "D"
+        assert frame["ds"].iloc[0] == pd.Timestamp("2021-03-01") and frame["ds"].iloc[-1] == days[-1]
+
+
+def test_ambiguous_dates_are_refused_with_the_fix_and_read_with_date_format(write_file, tmp_path):
+    days = pd.date_range("2021-01-01", periods=10, freq="D")  # 01/01 .. 10/01: days or months alike
+    text = "unique_id,ds,y\n" + "\n".join(f"a,{d.strftime('%d/%m/%Y')},{i}" for i, d in enumerate(days)) + "\n"
+    path = write_file("ambiguous.csv", text)
+    with pytest.raises(IngestError, match="--date-format"):
+        ingest_to_store(str(path), "ambiguous", 2, 2, tmp_path)
+    frame, meta = read_store(ingest_to_store(str(path), "ambiguous", 2, 2, tmp_path, date_format="%d/%m/%Y"))
+    assert meta["freq"] == "D" and frame["ds"].iloc[-1] == pd.Timestamp("2021-01-10")
+
+
+def test_yyyymmdd_integers_are_dates(write_file, tmp_path):
+    days = pd.date_range("2024-01-20", periods=40, freq="D")  # across a month end: 20240131, 20240201
+    text = "unique_id,ds,y\n" + "\n".join(f"a,{d.strftime('%Y%m%d')},{i}" for i, d in enumerate(days)) + "\n"
+    frame, meta = read_store(ingest_to_store(str(write_file("compact.csv", text)), "compact", 7, 8, tmp_path))
+    assert meta["freq"] == "D" and frame["ds"].iloc[12] == pd.Timestamp("2024-02-01")
+
+
+def test_unevenly_spaced_integer_steps_are_refused_and_a_missing_step_is_not(write_file, tmp_path):
+    squares = "unique_id,ds,y\n" + "\n".join(f"a,{i * i},{i}" for i in range(30)) + "\n"
+    with pytest.raises(IngestError, match="unevenly spaced integer steps"):
+        ingest_to_store(str(write_file("squares.csv", squares)), "squares", 2, 2, tmp_path)
+    # every row is told why, in a file the message names
+    rejected = pd.read_csv(tmp_path / "store" / ".rejected" / "squares-quarantine.csv")
+    assert len(rejected) == 30 and rejected["reason"].str.contains("unevenly spaced").all()
+    gap = "unique_id,ds,y\n" + "\n".join(f"a,{i},{i}" for i in range(30) if i != 11) + "\n"
+    meta = read_meta(ingest_to_store(str(write_file("gap.csv", gap)), "gap", 2, 2, tmp_path))
+    assert meta["rows_kept"] == 29
+
+
+def test_thousands_separators_are_read_in_both_conventions(write_file, tmp_path):
+    eu = "Series;Date;Value\n" + "\n".join(
+        f"a;{d.strftime('%Y-%m-%d')};1.{i:03d}.000,95" for i, d in enumerate(pd.date_range(
+            "2020-01-01", periods=30, freq="D"))) + "\n"  # 1.005.000,95 -> 1005000.95
+    frame, _ = read_store(ingest_to_store(str(write_file("eu.csv", eu)), "eu", 2, 2, tmp_path, COLUMNS))
+    assert frame["y"].iloc[0] == pytest.approx(1000000.95) and frame["y"].iloc[5] == pytest.approx(1005000.95)
+    us = "unique_id,ds,y\n" + "\n".join(
+        f'a,{d.strftime("%Y-%m-%d")},"10,00{i % 10}.10"' for i, d in enumerate(pd.date_range(
+            "2020-01-01", periods=30, freq="D"))) + "\n"
+    frame, _ = read_store(ingest_to_store(str(write_file("us.csv", us)), "us", 2, 2, tmp_path))
+    assert frame["y"].iloc[3] == pytest.approx(10003.10)
+    # a number no convention explains is quarantined with the reason, in a file the message names
+    odd = "unique_id,ds,y\n" + "\n".join(f"a,2020-01-{i + 1:02d},1 234 5" for i in range(20)) + "\n"
+    with pytest.raises(IngestError, match="separators") as e:
+        ingest_to_store(str(write_file("odd.csv", odd)), "odd", 2, 2, tmp_path)
+    assert "odd-quarantine.csv" in str(e.value)
