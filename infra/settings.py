@@ -13,6 +13,7 @@ libraries read from their own environment variables (Prefect's API URL, the S3 e
 from __future__ import annotations
 
 import os
+import re
 from datetime import date
 from pathlib import Path
 from typing import Literal
@@ -468,6 +469,12 @@ class Settings(BaseSettings):
     def forecast_dir(self, domain: str) -> str:
         """Where a domain's batch forecasts go when ``forecast.output`` names nowhere else."""
         return str((self.paths.data_dir / "forecasts" / domain).resolve())
+
+    def adhoc_forecast_dir(self, domain: str, source: str) -> str:
+        """Where a batch of ``source`` (not the domain's store) goes when no output is named: beside the
+        domain's dataset, never in it, one folder per source name."""
+        stem = re.sub(r"[^a-z0-9_-]+", "-", source.rstrip("/").rsplit("/", 1)[-1].lower()).strip("-") or "source"
+        return str((self.paths.data_dir / "forecasts-adhoc" / domain / stem).resolve())
 
     def monitor_dir(self, domain: str) -> Path:
         """The monitor's ledger of scored forecast points and its event memory, per domain."""

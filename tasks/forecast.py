@@ -57,6 +57,18 @@ def as_of_date(params: ForecastParams, settings: Settings) -> date:
     return when.astimezone(ZoneInfo(settings.schedules.timezone)).date()
 
 
+def check_origin(params: ForecastParams, origin: date, frame: pd.DataFrame) -> None:
+    """A given origin must not lie before the data's last timestamp: the batch forecasts from the
+    latest point, and an earlier origin would label those forecasts as made back then (the monitor
+    would score points the model had seen)."""
+    if params.origin is None or not pd.api.types.is_datetime64_any_dtype(frame["ds"].dtype) or frame.empty:
+        return
+    last = pd.Timestamp(frame["ds"].max())
+    if pd.Timestamp(origin) < last.normalize():
+        raise InputError(f"--origin {origin} is before the data's last point ({last.date()}): a batch forecasts from "
+                         f"the latest data; pass an origin on or after {last.date()}, or leave it out (today)")
+
+
 def _champion(params: ForecastParams, settings: Settings) -> dict:
     registry.configure(settings)
     name = registry.forecaster_name(params.domain)
@@ -108,7 +120,11 @@ def plan_forecast(params: ForecastParams, settings: Settings) -> dict:
     freq = origin_of["freq"] or meta.get("freq")
     frame = recent_history(frame, params.max_history)
     ids = frame["unique_id"].astype(str).unique()  # sorted: recent_history sorts
-    root = params.output or settings.forecast_dir(params.domain)
+    origin = as_of_date(params, settings)
+    check_origin(params, origin, frame)
+    # an ad-hoc source never lands in the domain's own dataset, where it would replace the scheduled batch
+    root = params.output or (settings.adhoc_forecast_dir(params.domain, params.source) if params.source
+                             else settings.forecast_dir(params.domain))
     run_id = uuid.uuid4().hex[:12]
     stage = partitions.staging(root, run_id)
     chunks = []
@@ -118,7 +134,6 @@ def plan_forecast(params: ForecastParams, settings: Settings) -> dict:
     for i, part in enumerate(plan_chunks(ids, params.chunk_series)):
         rows = frame.iloc[int(starts[part[0]]):int(ends[part[-1]])]
         chunks.append(partitions.write_parquet(rows, partitions.join(stage, "inputs", f"chunk-{i:05d}.parquet")))
-    origin = as_of_date(params, settings)
     log.info("forecast %s: %s v%s (%s), %d series in %d chunk(s), horizon %d, origin %s -> %s",
              params.domain, model["name"], model["version"], model["family"], len(ids), len(chunks), horizon,
              origin, root)
@@ -199,6 +214,13 @@ def commit_forecast(plan: dict, chunks: list[dict]) -> dict:
                "worker_pids": sorted({c["pid"] for c in chunks}),
                "data_version": plan["data_version"], "rows_quarantined": plan["rows_quarantined"],
                "run_id": plan["run_id"], "created_at": plan["created_at"]}
+    if summary["series"] == 0:  # nothing to publish: an empty partition would replace a good one
+        partitions.discard(plan["root"], plan["run_id"])
+        shutil.rmtree(plan["model_tmp"], ignore_errors=True)
+        why = (f"{len(skipped)} series without a forecast, e.g. {skipped['reason'].iloc[0]}" if len(skipped)
+               else "no series in the input")
+        raise InputError(f"forecast {plan['domain']}: no series could be forecast ({why}); nothing was written "
+                         f"to {plan['root']}")
     uri = partitions.commit(plan["root"], date.fromisoformat(plan["origin"]), plan["run_id"],
                             [c["part"] for c in chunks if c["part"]], summary, skipped)
     shutil.rmtree(plan["model_tmp"], ignore_errors=True)  # the planner's copy of the champion

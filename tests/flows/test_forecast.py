@@ -152,3 +152,38 @@ def test_cli_mistakes_are_one_line(demo_run, tmp_path):
     assert proc.returncode == 2 and "file not found" in proc.stderr and "Traceback" not in proc.stderr
     proc = tsfm("--domain", "m3-other", "--origin", "30/11/2026")
     assert proc.returncode == 2 and "--origin" in proc.stderr
+
+
+def test_an_adhoc_source_never_replaces_the_domains_batch_nor_writes_an_empty_one(demo_run, tmp_path):
+    """`--source other.csv` used to write into the domain's own partition of the day, and a run that
+    forecast nothing replaced it with an empty one (exit 0)."""
+    from infra.errors import InputError
+
+    settings = demo_run["settings"]
+    own = settings.forecast_dir("m3-other")
+    before = partitions.origins(own) if Path(own).exists() else []
+    rng = np.random.default_rng(0)
+    monthly = pd.DataFrame([(f"s{i}", d, 100.0 + i + np.sin(k)) for i in range(3)
+                            for k, d in enumerate(pd.date_range("2021-01-01", "2023-11-01", freq="MS"))],
+                           columns=["unique_id", "ds", "y"])
+    path = tmp_path / "other.csv"
+    monthly.to_csv(path, index=False)
+    params = ForecastParams(domain="m3-other", source=str(path), origin=date(2023, 11, 30), horizon=3,
+                            executor="inline")
+    result = _run(params)
+    assert result["series"] == 3 and result["output_uri"].startswith(settings.adhoc_forecast_dir("m3-other", str(path)))
+    assert (partitions.origins(own) if Path(own).exists() else []) == before  # the domain's batch untouched
+    # an origin before the data's last point is refused: it would label forecasts of seen points
+    with pytest.raises(InputError, match="before the data's last point"):
+        _run(params.model_copy(update={"origin": date(2022, 1, 3)}))
+    # irregular stamps: no series has a future grid; nothing is written and the run fails with the reason
+    stamps = pd.Timestamp("2020-01-01") + pd.to_timedelta(np.cumsum(rng.integers(1, 9, size=30)), unit="D")
+    irregular = pd.DataFrame([(f"s{i}", d, 1.0 + k) for i in range(3) for k, d in enumerate(stamps)],
+                             columns=["unique_id", "ds", "y"])
+    odd = tmp_path / "odd.csv"
+    irregular.to_csv(odd, index=False)
+    out = tmp_path / "odd-out"
+    with pytest.raises(InputError, match="no series could be forecast") as e:
+        _run(params.model_copy(update={"source": str(odd), "output": str(out), "origin": date(2026, 11, 30)}))
+    assert "3 series" in str(e.value) and "nothing was written" in str(e.value)
+    assert not out.exists() or partitions.origins(str(out)) == []
