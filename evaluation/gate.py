@@ -135,6 +135,9 @@ def choose_candidate(scores: Mapping[str, float] | Evidence, margin: float, conf
     ev = scores if isinstance(scores, Evidence) else Evidence(scores)
     means = {f: ev.mean(f) for f in ev.scores}
     finite = {f: s for f, s in means.items() if math.isfinite(s)}
+    if not finite and NAIVE in means:  # all-zero validation windows: no scaled score is defined for anyone
+        return Choice(NAIVE, math.nan, "no validation window has a defined score (the windows are all zero): "
+                                       "seasonal naive, which repeats what it sees", means)
     if not finite:
         raise ValueError(f"no candidate has a finite validation score: {means}")
     naive = finite.get(NAIVE)
@@ -143,7 +146,7 @@ def choose_candidate(scores: Mapping[str, float] | Evidence, margin: float, conf
     sure: dict[str, float] = {}
     if not others:
         return Choice(FUSED, finite[FUSED], "the fused model is the only candidate", means)
-    best = min(others, key=others.get)
+    best = min(others, key=lambda f: (others[f], f != NAIVE))  # a tie (a constant series: 0) goes to the simplest
     fused = finite.get(FUSED)
     if fused is None:
         why, pick = "was not scored", best
@@ -154,7 +157,7 @@ def choose_candidate(scores: Mapping[str, float] | Evidence, margin: float, conf
         if v.wins:
             why, pick = "", FUSED
         elif fused >= others[best]:
-            why, pick = f"scored {fused:.4f}, {fused / others[best] - 1:.1%} worse than {best}", best
+            why, pick = f"scored {fused:.4f}, {_worse(fused, others[best])} than {best}", best
         elif fused < others[best] * (1 - margin):
             why, pick = (f"scored {fused:.4f}, better than {best} by {_gain(fused, others[best])} but not beyond "
                          f"noise{v.sureness()}, short of {confidence:.0%}"), best
@@ -169,7 +172,7 @@ def choose_candidate(scores: Mapping[str, float] | Evidence, margin: float, conf
     ens = finite.get(ENSEMBLE)
     if ens is None or (naive is not None and ens > naive):
         return Choice(pick, finite[pick], single_why, means, sure)
-    top = min(singles, key=singles.get)
+    top = min(singles, key=lambda f: (singles[f], f != NAIVE))
     v = compare(top, ENSEMBLE, ev, margin, confidence)
     if v.confidence is not None:
         sure[f"{top} vs {ENSEMBLE}"] = v.confidence
@@ -196,3 +199,7 @@ def _sure(sure: dict[str, float], key: str) -> str:
 
 def _gain(better: float, worse: float) -> str:
     return f"{1 - better / worse:.1%}" if worse > 0 else "-"
+
+
+def _worse(score: float, best: float) -> str:
+    return f"{score / best - 1:.1%} worse" if best > 0 else ("no better" if score <= best else "worse")

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from models.metrics import geometric_mean_ratio, per_series_metrics, scaled_crps_parts
+from models.metrics import geometric_mean_ratio, nan_mean, per_series_metrics, scaled_crps_parts
 
 
 def per_series_frame(forecasts: dict[str, np.ndarray], y: np.ndarray, insample: Sequence[np.ndarray],
@@ -55,9 +55,9 @@ def summarize(per_series: pd.DataFrame, baseline: str = "seasonal_naive", key: s
         den = m["crps_den"].to_numpy(np.float64).sum()  # numpy sums: a NaN forecast stays NaN
         rows.append({
             "model": name,
-            "MASE": float(np.nanmean(m["MASE"])),
-            "sCRPS": float(np.nanmean(m["sCRPS"])),
-            "sMAPE": float(np.nanmean(m["sMAPE"])),
+            "MASE": nan_mean(m["MASE"]),
+            "sCRPS": nan_mean(m["sCRPS"]),
+            "sMAPE": nan_mean(m["sMAPE"]),
             "sCRPS_pooled": float(m["crps_num"].to_numpy(np.float64).sum() / den) if den > 0 else float("nan"),
             "MASE_rel": geometric_mean_ratio(m["MASE"].to_numpy(), b["MASE"].to_numpy()),
             "sCRPS_rel": geometric_mean_ratio(m["sCRPS"].to_numpy(), b["sCRPS"].to_numpy()),

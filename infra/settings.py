@@ -68,7 +68,8 @@ class IngestParams(Section):
     domain: str = Field(..., pattern=DOMAIN_PATTERN)
     horizon: int | None = Field(None, ge=1, le=1024, description="points per series held out for test (and "
                                 "each validation window); None: the domain's `sources` entry, else onboard.horizon")
-    min_train: int = Field(8, ge=1, description="minimum train points per series on top of 2*horizon")
+    min_train: int = Field(8, ge=2, description="minimum train points per series on top of 2*horizon (at least 2: "
+                           "one point of context and one of future for the memory adapter's datastore)")
     columns: dict[str, str] = Field(default_factory=dict, description="the source's column names for unique_id, "
                                     "ds and y where they differ, e.g. {date: ds, value: y, series: unique_id}")
     date_format: str | None = Field(None, description="strftime codes the ds column is written in, e.g. %d.%m.%Y; "
@@ -90,7 +91,7 @@ class SourceSpec(Section):
 
     source: str
     horizon: int = Field(6, ge=1, le=1024)
-    min_train: int = Field(8, ge=1)
+    min_train: int = Field(8, ge=2)
 
 
 def _default_sources() -> dict[str, SourceSpec]:

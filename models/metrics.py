@@ -170,6 +170,13 @@ def per_series_metrics(quantiles: Quantiles, y: Truth, insample: Sequence[np.nda
             "sMAPE": smape(y, point), "coverage": coverage(y, quantiles)}
 
 
+def nan_mean(values) -> float:
+    """The mean of the finite values; NaN (without numpy's warning) when there is none."""
+    v = np.asarray(values, float)
+    ok = np.isfinite(v)
+    return float(v[ok].mean()) if ok.any() else float("nan")
+
+
 def geometric_mean_ratio(values: np.ndarray, baseline: np.ndarray) -> float:
     """Geometric mean over series of values / baseline; pairs with a zero or non-finite side
     are skipped (a log of 0 is undefined)."""

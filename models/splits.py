@@ -50,10 +50,10 @@ def resolve_origins(origins: int | None, n_series: int) -> int:
 
 
 def spare_origins(lengths: np.ndarray, horizons: np.ndarray, origins: int) -> np.ndarray:
-    """Validation origins each series can spare: up to ``origins``, keeping one horizon of train
-    points before the earliest; at least 1."""
+    """Validation origins each series can spare: up to ``origins``, keeping one horizon (and at least
+    2 points: a datastore window's context and future) of train points before the earliest; at least 1."""
     lengths, horizons = np.asarray(lengths, np.int64), np.maximum(np.asarray(horizons, np.int64), 1)
-    return np.clip((lengths - 2 * horizons) // horizons, 1, max(int(origins), 1))
+    return np.clip((lengths - horizons - np.maximum(horizons, 2)) // horizons, 1, max(int(origins), 1))
 
 
 def split_frame(df: pd.DataFrame, horizon: int | Mapping[str, int], origins: int | None = 1) -> Split:

@@ -36,8 +36,8 @@ def ingest_to_store(source: str, domain: str, horizon: int, min_train: int, data
     ``columns``: the source's names for unique_id, ds and y, where they differ; ``date_format``: the
     strftime codes of its ds column, where the rules of ``store.validate`` cannot read it."""
     check_domain(domain)
-    if horizon < 1 or min_train < 1:
-        raise IngestError("horizon and min_train must be >= 1")
+    if horizon < 1 or min_train < 2:
+        raise IngestError("horizon must be >= 1 and min_train >= 2")
     src = read_source(source)
     src = replace(src, frame=map_columns(src.frame, columns, src.name))
     series_horizons = None

@@ -31,6 +31,7 @@ _OFFSET = re.compile(r"(?:Z|[+-]\d{2}:?\d{2})$", re.IGNORECASE)
 _INT_TEXT = re.compile(r"^[+-]?\d+$")
 # a date written with numbers only, day and month in either order: 01/02/2019, 1.2.19, 01-02-2019 10:00
 _NUMERIC_DATE = re.compile(r"^(\d{1,2})([/.\-])(\d{1,2})\2(\d{4}|\d{2})(?:[ T].*)?$")
+MAX_ABS = 1e30  # |y| beyond this: a series is set aside (float32 models overflow near 3.4e38)
 COMPACT_DATE = "%Y%m%d"  # 20240131 as an integer or text: a date, not a step
 
 
@@ -423,6 +424,15 @@ def validate_frame(df: pd.DataFrame, name: str, horizon: int, min_train: int,
             flag(ok & uid.isin(irregular).to_numpy(), "ds", lambda i: [
                 f"series {uid[j]!r} has unevenly spaced integer steps ({irregular[uid[j]]}): steps must be "
                 "evenly spaced (renumber them 0, 1, 2, ... or give dates)" for j in i])
+
+    # magnitudes the float32 models cannot hold: the series is set aside whole, not clipped
+    ok = reason == ""
+    huge = ok & (np.abs(np.nan_to_num(y)) > MAX_ABS)
+    if huge.any():
+        peak = pd.Series(np.abs(y[huge]), index=uid[huge].to_numpy()).groupby(level=0).max()
+        flag(ok & uid.isin(peak.index).to_numpy(), "y", lambda i: [
+            f"series {uid[j]!r} reaches {peak[uid[j]]:.3g}, beyond the {MAX_ABS:.0e} tsfm's models take: set aside "
+            "(rescale it, e.g. to millions)" for j in i])
 
     ok = reason == ""
     counts = pd.Series(uid[ok]).value_counts()

@@ -36,6 +36,7 @@ from prefect.artifacts import (
 from evaluation.gate import choose_candidate
 from evaluation.scores import teacher_gain_kept
 from infra.code_version import cached_digest
+from infra.errors import InputError
 from infra.files import exclusive
 from infra.logs import run_logger
 from infra.settings import OnboardParams, Settings
@@ -155,7 +156,10 @@ def _adapt_once(params: OnboardParams, store_dir: str, backbone_uri: str, pinned
                           params.domain, counts, split.horizon)
     version, backbone_dir = resolve_backbone(pinned)
     started = time.perf_counter()
-    result = onboard(load_backbone(backbone_dir), split, params, trained_context=trained_context(backbone_dir))
+    try:
+        result = onboard(load_backbone(backbone_dir), split, params, trained_context=trained_context(backbone_dir))
+    except ValueError as e:  # the pure onboarding refuses data it cannot fit on: the user's to fix, one line
+        raise InputError(f"{params.domain}: {e}") from e
     result.provenance = {
         "domain": params.domain, "backbone_uri": backbone_uri, "backbone_version": version,
         "data_version": meta["md5"], "freq": meta.get("freq"), "store": str(store_dir), "source": meta.get("source"),
@@ -193,6 +197,10 @@ def register_domain(result_dir: str, params: OnboardParams, settings: Settings) 
     val = pd.read_csv(result.metrics_file("val"), index_col=0)
     test = pd.read_csv(result.metrics_file("test"), index_col=0)
     domain = params.domain
+    families = tuple(f for f in FAMILIES if f in val.index)  # the ensemble last: it names its members
+    # chosen before anything is registered: a choice that fails leaves the registry as it was
+    choice = choose_candidate(validation_evidence(result, families), settings.promote.margin,
+                              settings.promote.confidence)
     experiment_id = registry.use_experiment("onboard", settings)
     # idempotent: the run and the versions of this result folder are found by its id and reused
     rid = result_id(result_dir)
@@ -218,11 +226,9 @@ def register_domain(result_dir: str, params: OnboardParams, settings: Settings) 
                                                 "backbone_version": prov["backbone_version"]},
                 description, result_id=rid)
         versions: dict[str, str] = {}
-        for family in (f for f in FAMILIES if f in val.index):  # the ensemble last: it names its members
+        for family in families:
             versions[family] = _register_candidate(family, result, components, val, tags, meta, description, rid,
                                                    versions)
-        choice = choose_candidate(validation_evidence(result, tuple(versions)), settings.promote.margin,
-                                  settings.promote.confidence)
         name = registry.forecaster_name(domain)
         registry.set_alias(name, "challenger", versions[choice.family])
         facts = {"source": portable_source(params.source or prov.get("source")), "horizon": params.horizon,

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -59,17 +60,26 @@ def _fit_or_naive(model, label: str, x: np.ndarray, horizon: int, note: str | No
     """The statsforecast model's quantiles, or naive with the reason when it fails or diverges;
     with ``keep``, the fitted model's parameters too (``_state``)."""
     try:
-        if keep:
-            model.fit(y=x)
-            q = _quantiles(model.predict(h=horizon, level=list(LEVELS)))
-        else:
-            q = _quantiles(model.forecast(y=x, h=horizon, level=list(LEVELS)))
-        if np.isfinite(q).all():
-            return q, note, _state(model, x) if keep else None
-        reason = f"non-finite {label} forecast"
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            # a flat or all-zero series makes statsforecast's seasonality test divide by zero: its
+            # answer (no season) is right, the warning is noise on the user's terminal
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return _fit_quiet(model, label, x, horizon, note, keep)
     except Exception as exc:  # statsforecast raises for tiny or degenerate series
         reason = f"{label} failed ({type(exc).__name__}: {exc})"
     return _naive(x, horizon, 1), f"n={len(x)}: {reason}: naive", None
+
+
+def _fit_quiet(model, label: str, x: np.ndarray, horizon: int, note: str | None,
+               keep: bool) -> tuple[Q, str | None, dict | None]:
+    if keep:
+        model.fit(y=x)
+        q = _quantiles(model.predict(h=horizon, level=list(LEVELS)))
+    else:
+        q = _quantiles(model.forecast(y=x, h=horizon, level=list(LEVELS)))
+    if np.isfinite(q).all():
+        return q, note, _state(model, x) if keep else None
+    return _naive(x, horizon, 1), f"n={len(x)}: non-finite {label} forecast: naive", None
 
 
 def _state(model, x: np.ndarray) -> dict:

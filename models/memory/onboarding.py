@@ -50,6 +50,17 @@ def backbone_context(cfg: OnboardingConfig, trained_context: int | None) -> int:
     return max(chosen, cfg.context_length) if cfg.backbone_context is None else chosen
 
 
+def short_windows(train_parts: list[np.ndarray], c: int, h: int, series_h: np.ndarray, stride: int,
+                  min_ctx: int) -> Windows:
+    """Datastore windows for train parts shorter than a context plus a horizon (a long horizon on
+    short series): half of each part as context at most, the rest as a future NaN-padded to ``h``.
+    The teacher then knows the first steps only and the backbone answers the others."""
+    lengths = np.array([len(x) for x in train_parts])
+    ctx = max(1, min(min_ctx, int(lengths.max()) // 2))
+    future = np.clip(lengths - ctx, 1, series_h)
+    return sliding_windows(train_parts, c, h, stride, ctx, min_future=future)
+
+
 def onboard(backbone: PatchBackbone, split: SeriesSplit, cfg: OnboardingConfig,
             device: str = "cpu", trained_context: int | None = None) -> OnboardingResult:
     """Fit on ``split``'s train and validation parts, then forecast validation and test.
@@ -113,7 +124,9 @@ def _fit(
     t = time.perf_counter()
     mixed = bool((series_h != h).any())
     win = sliding_windows(train_parts, c, h, cfg.stride, min_ctx, min_future=series_h if mixed else None)
-    if len(win) < 2:
+    if len(win) < 2:  # train parts too short for a whole horizon after a context: shorter futures, NaN-padded
+        win = short_windows(train_parts, c, h, series_h, cfg.stride, min_ctx)
+    if len(win) < 1:
         raise ValueError(f"only {len(win)} training windows: train parts are too short for horizon {h} "
                          f"and min context {min_ctx}")
     timings["windows"] = time.perf_counter() - t
