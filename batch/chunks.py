@@ -6,11 +6,10 @@ import numpy as np
 import pandas as pd
 
 from batch.futures import future_grid
-from models.forecasting.protocol import QUANTILE_COLUMNS, to_model_scale
-from models.metrics import MEDIAN
+from models.forecasting.protocol import POINT_COLUMNS, QUANTILE_COLUMNS, point_forecasts, to_model_scale
 
 # a partition's columns (the partition key `origin` comes from the folder name, origin=YYYY-MM-DD)
-OUTPUT_COLUMNS = ["unique_id", "ds", "mean", *QUANTILE_COLUMNS, "model", "model_version", "family", "last_ds",
+OUTPUT_COLUMNS = ["unique_id", "ds", *POINT_COLUMNS, *QUANTILE_COLUMNS, "model", "model_version", "family", "last_ds",
                   "created_at"]
 
 
@@ -58,8 +57,8 @@ def forecast_chunk(forecaster, frame: pd.DataFrame, horizon: int, freq: str | No
     n = len(live)
     flat = q.reshape(n * horizon, -1)
     out = pd.DataFrame({"unique_id": np.repeat(np.asarray([ids[i] for i in live], dtype=object), horizon),
-                        "ds": future[np.repeat(finite, horizon)].reset_index(drop=True),
-                        "mean": flat[:, MEDIAN]})
+                        "ds": future[np.repeat(finite, horizon)].reset_index(drop=True)})
+    out["mean"], out["median"] = point_forecasts(flat)
     for j, col in enumerate(QUANTILE_COLUMNS):
         out[col] = flat[:, j]
     out["model"], out["model_version"], out["family"] = model["name"], str(model["version"]), model["family"]

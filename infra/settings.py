@@ -160,7 +160,13 @@ class ServeParams(Section):
     insecure: bool = Field(False, description="serve a non-loopback host without a token (warned at every start)")
     max_body_mb: float = Field(32.0, gt=0, description="largest request body; bigger ones get 413")
     body_timeout_s: float = Field(30.0, gt=0, description="time to receive a request body; a stalled upload gets 408")
-    max_batch_series: int = Field(256, ge=1, description="most series one forward pass gathers")
+    max_batch_series: int = Field(256, ge=1, description="most series one forward pass gathers; a bigger request "
+                                  "is answered slice by slice, each slice queued behind the requests that came "
+                                  "meanwhile, so it cannot starve small ones")
+    max_request_series: int = Field(5000, ge=1, description="most series one request may hold; more get 413")
+    drift_requests_per_minute: int = Field(60, ge=0, description="answered requests per client (token or address) "
+                                           "and minute whose inputs enter the drift statistics; the rest are "
+                                           "served but not counted, so no one client can steer the drift alarm")
     max_wait_ms: float = Field(5.0, ge=0, description="how long a forward pass waits for more requests")
     reload_interval_s: float = Field(10.0, ge=0, description="alias poll interval; 0 = only POST /reload")
     device: str = Field("cpu", description="torch device of the served models: cpu, cuda, cuda:1")

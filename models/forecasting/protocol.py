@@ -20,7 +20,16 @@ from models.columns import ALIASES
 from models.metrics import MEDIAN, QUANTILES
 
 QUANTILE_COLUMNS = [f"{q:.1f}" for q in QUANTILES]
-ANSWER_COLUMNS = ["unique_id", "ds", "mean", *QUANTILE_COLUMNS]
+# point forecasts: ``mean`` estimates the expected value (the average of the nine quantiles, what
+# sums over series or steps want), ``median`` is the 0.5 quantile (what a single value is most
+# likely near); they differ where a forecast is skewed
+POINT_COLUMNS = ["mean", "median"]
+ANSWER_COLUMNS = ["unique_id", "ds", *POINT_COLUMNS, *QUANTILE_COLUMNS]
+
+
+def point_forecasts(quantiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[..., Q] quantiles -> (mean, median), each [...]."""
+    return quantiles.mean(axis=-1), quantiles[..., MEDIAN]
 
 
 MAX_DEPTH = 64  # JSON nesting a request may have; deeper ones are refused before any work
@@ -293,6 +302,7 @@ def answer_json(ids: list[str], futures: list[list], quantiles: np.ndarray) -> b
     n, h, _ = quantiles.shape
     rows = []
     q = quantiles.tolist()
+    means = point_forecasts(quantiles)[0].tolist()  # numpy's sum, as forecast_frame's
     for i, uid in enumerate(ids):
         future = futures[i][:h]
         if future and isinstance(future[0], pd.Timestamp):
@@ -301,7 +311,7 @@ def answer_json(ids: list[str], futures: list[list], quantiles: np.ndarray) -> b
             future = np.datetime_as_string(np.asarray(future, dtype="datetime64[s]"), unit="s").tolist()
         for step, ds in enumerate(future):
             knots = q[i][step]
-            row = {"unique_id": uid, "ds": ds, "mean": knots[MEDIAN]}
+            row = {"unique_id": uid, "ds": ds, "mean": means[i][step], "median": knots[MEDIAN]}
             row.update(zip(QUANTILE_COLUMNS, knots))
             rows.append(row)
     return json.dumps({"predictions": rows}, allow_nan=False).encode()
@@ -386,7 +396,7 @@ def forecast_frame(ids: list[str], futures: list[list], quantiles: np.ndarray) -
     out = pd.DataFrame({"unique_id": np.repeat(np.asarray(ids, dtype=object), h),
                         "ds": [ts for future in futures for ts in future[:h]]})
     flat = quantiles.reshape(n * h, -1)
-    out["mean"] = flat[:, MEDIAN]  # median knot: the point forecast of a quantile model
+    out["mean"], out["median"] = point_forecasts(flat)
     for j, col in enumerate(QUANTILE_COLUMNS):
         out[col] = flat[:, j]
     if pd.api.types.is_datetime64_any_dtype(out["ds"]):

@@ -121,7 +121,7 @@ def test_invocations_answer_per_series_and_step(server, context):
     resp = requests.post(f"{server}/invocations", json=request_body(context, 5), timeout=60)
     assert resp.status_code == 200, resp.text
     out = pd.DataFrame(resp.json()["predictions"])
-    assert list(out.columns) == ["unique_id", "ds", "mean"] + [f"0.{i}" for i in range(1, 10)]
+    assert list(out.columns) == ["unique_id", "ds", "mean", "median"] + [f"0.{i}" for i in range(1, 10)]
     assert len(out) == 2 * 5
     assert set(out["unique_id"]) == set(context["unique_id"])
     q = out[[f"0.{i}" for i in range(1, 10)]].to_numpy()

@@ -33,7 +33,8 @@ def _app(registry, **params):
 
 @pytest.fixture(scope="module")
 def client(registry):
-    with TestClient(_app(registry, max_body_mb=0.05)) as c:
+    # every request of this module counts for drift: they come from one test client within a minute
+    with TestClient(_app(registry, max_body_mb=0.05, drift_requests_per_minute=10**6)) as c:
         yield c
 
 
@@ -214,3 +215,25 @@ def test_bearer_token(registry, context):
         assert c.get("/metrics", headers=good).status_code == 200
         assert c.post("/reload", headers=good).json()["domains"] == {COPY: c.app.state.catalog.get(COPY).version}
         assert c.get("/ping").status_code == 200 and c.get("/health").status_code == 200  # probes stay open
+
+
+def test_drift_counts_answered_requests_only_and_a_few_per_client(registry, context):
+    """Test traffic (422s included) pushed the served-context PSI to about 10 and raised the drift
+    alarm: now a refused request counts nothing and one client counts at most N requests a minute.
+    A request of more series than the limit gets 413 with the limit."""
+    with TestClient(_app(registry, drift_requests_per_minute=2, max_request_series=3)) as c:
+        def counted() -> float:
+            line = [ln for ln in c.get("/metrics").text.splitlines()
+                    if ln.startswith(f'tsfm_serve_input_series_total{{domain="{COPY}"}}')]
+            return float(line[0].rsplit(" ", 1)[1]) if line else 0.0
+
+        small = context[context["unique_id"].isin(context["unique_id"].unique()[:2])]
+        assert c.post("/invocations", json=request_body(small, 3, COPY) | {"params": {"horizon": 999,
+                                                                                     "domain": COPY}}).status_code == 400
+        assert counted() == 0  # refused: not counted
+        for _ in range(4):
+            assert c.post("/invocations", json=request_body(small, 3, COPY)).status_code == 200
+        assert counted() == 2 * 2  # two requests of two series, the other two not counted
+        many = c.post("/invocations", json=request_body(context, 3, COPY))
+        if context["unique_id"].nunique() > 3:
+            assert many.status_code == 413 and "the limit is 3" in many.json()["message"]

@@ -1,6 +1,8 @@
 """The scoring protocol helpers both servers share (models/forecasting/protocol.py)."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -77,7 +79,12 @@ def test_answer_frame_continues_each_series():
     out = forecast_frame(ids, future_timestamps(ids, stamps, 2, None), q)
     assert list(out.columns) == ANSWER_COLUMNS
     assert list(out["ds"]) == ["2024-04-30T00:00:00", "2024-05-31T00:00:00"]  # month ends inferred
-    np.testing.assert_array_equal(out["mean"], q[0, :, 4])
+    np.testing.assert_array_equal(out["median"], q[0, :, 4])
+    np.testing.assert_allclose(out["mean"], q[0].mean(axis=-1))  # the expected value, not the median
+    # the fast JSON answer says the same
+    fast = json.loads(answer_json(ids, future_timestamps(ids, stamps, 2, None), q))["predictions"]
+    assert [r["median"] for r in fast] == pytest.approx(list(q[0, :, 4]))
+    assert [r["mean"] for r in fast] == pytest.approx(list(q[0].mean(axis=-1)))
 
 
 def _stamps(*dates) -> pd.Series:
