@@ -15,6 +15,8 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["DVC_NO_ANALYTICS"] = "1"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+# a CLI test's project Prefect API (infra/project_api.py) stops soon after its last command
+os.environ.setdefault("TSFM_PREFECT_IDLE_S", "30")
 
 import pytest  # noqa: E402
 

@@ -86,6 +86,9 @@ def _flow(path: str):
     import importlib
 
     _prefect_home()
+    from infra.project_api import ensure
+
+    ensure(_settings().paths.state_dir, _say)  # the project's Prefect API: started once, reused by later commands
     module, name = path.rsplit(".", 1)
     return getattr(importlib.import_module(module), name)
 
