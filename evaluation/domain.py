@@ -34,6 +34,7 @@ def evaluate_result(result: OnboardingResult, domain: str, n_jobs: int = 1) -> N
     notes = {}
     ensemble: Ensemble | None = None
     stages = {"statistical_fits": 0.0, "ensemble": 0.0, "tables_and_plots": 0.0}  # seconds, for the profile
+    shown = None  # the family the fan charts show: the best on validation, on test too
     for part in PARTS:
         w = split.windows(part)
         horizons, seasons = split.horizons[w.series], split.seasons[w.series]
@@ -72,10 +73,14 @@ def evaluate_result(result: OnboardingResult, domain: str, n_jobs: int = 1) -> N
         latency = {**{m: result.timings.get(f"latency_{part}_{m}", np.nan) for m in made}, **seconds}
         table["ms_per_series"] = [1000.0 * latency.get(m, np.nan) / max(len(w), 1) for m in table.index]
         table.to_csv(result.metrics_file(part))
-        result.metrics_file(part, "txt").write_text(format_table(table) + "\n")
+        same = identical_notes(forecasts, result.alpha)
+        result.metrics_file(part, "txt").write_text(format_table(table) + "\n" + "".join(f"{n}\n" for n in same))
+        if shown is None:
+            shown = str(table["sCRPS"].idxmin()) if table["sCRPS"].notna().any() else "fused"
         latest = np.flatnonzero(w.origin <= 1)  # validation's fan chart: the window right before test
-        fan_chart([w.contexts[i] for i in latest], w.truth[latest], made["fused"][latest], [ids[i] for i in latest],
-                  result.plot_file(part, "fan_chart"), f"{domain}: fused forecast on {part}")
+        fan_chart([w.contexts[i] for i in latest], w.truth[latest], forecasts[shown][latest], [ids[i] for i in latest],
+                  result.plot_file(part, "fan_chart"),
+                  f"{domain}: {shown} forecast on {part} (best on validation)")
         # where in the horizon each model gains or loses: mean scaled absolute error per step
         scale = mase_scale(insample, seasons)[:, None]
         with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings(action="ignore"):
@@ -87,6 +92,20 @@ def evaluate_result(result: OnboardingResult, domain: str, n_jobs: int = 1) -> N
     stages["ensemble"] += time.perf_counter() - t
     result.evaluation_timings_file().write_text(json.dumps(stages, indent=2))
     result.baseline_notes_file().write_text(json.dumps(notes, indent=2, default=str))
+
+
+def identical_notes(forecasts: dict[str, np.ndarray], alpha: float) -> list[str]:
+    """A line for each pair of candidates whose forecasts are the same numbers, with the reason
+    where it is known (two identical rows in a table are otherwise a puzzle)."""
+    names, notes = list(forecasts), []
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            if forecasts[a].shape == forecasts[b].shape and np.array_equal(forecasts[a], forecasts[b], equal_nan=True):
+                why = (f"fusion weight {alpha:g}: the fused model is the backbone" if {a, b} == {"fused", "backbone"}
+                       else f"the ensemble puts all its weight on {b if a == ENSEMBLE else a}"
+                       if ENSEMBLE in (a, b) else "the same forecasts")
+                notes.append(f"note: {a} and {b} have identical rows ({why})")
+    return notes
 
 
 # the candidates an ensemble is made of, in the order exact copies are dropped (the backbone is kept
