@@ -48,8 +48,25 @@ def ensure(state_dir: Path, say=lambda text: print(text, file=sys.stderr)) -> st
         if url is None:
             url = _start(state_dir, say)
     info_file.touch()  # the last use: the watchdog's idle clock
+    _heartbeat(info_file)
     os.environ["PREFECT_API_URL"] = url
     return url
+
+
+def _heartbeat(info_file: Path, every_s: float = 5.0) -> None:
+    """Keep the API's idle clock at zero while this command runs (a long onboarding outlasts any
+    idle time); the thread ends with the process."""
+    import threading
+
+    def beat() -> None:
+        while True:
+            time.sleep(every_s)
+            try:
+                info_file.touch(exist_ok=True) if info_file.exists() else None
+            except OSError:
+                return
+
+    threading.Thread(target=beat, name="tsfm-prefect-api-heartbeat", daemon=True).start()
 
 
 def _healthy(info_file: Path) -> str | None:

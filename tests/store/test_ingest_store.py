@@ -79,6 +79,8 @@ def test_nothing_usable_is_fatal(write_file, tmp_path):
     assert not (tmp_path / "store" / "tiny").exists()
     bad = write_file("bad.csv", "unique_id,ds,y\na,1,x\na,2,y\n")
     with pytest.raises(IngestError, match=r"bad\.csv: no usable rows, all 2 quarantined .*row 1, column y"):
+        ingest_to_store(str(bad), "bad", 1, 2, tmp_path)
+    with pytest.raises(IngestError, match="min_train >= 2"):  # a datastore window needs two train points
         ingest_to_store(str(bad), "bad", 1, 1, tmp_path)
 
 
