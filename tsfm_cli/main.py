@@ -76,19 +76,20 @@ def _say(text: str) -> None:
 
 
 def _prefect_home() -> None:
-    """Prefect creates its home but not the folders above it (the project's state folder)."""
+    """Before Prefect is imported (it reads its settings then): its home, which Prefect creates but
+    not the folders above it, and the project's Prefect API, started once and reused by later commands."""
     if os.environ.get("PREFECT_HOME"):
         os.makedirs(os.environ["PREFECT_HOME"], exist_ok=True)
+    from infra.project_api import ensure
+
+    ensure(_settings().paths.state_dir, _say)
 
 
 def _flow(path: str):
-    """Import a flow (``flows.ingest.ingest_flow``) once Prefect's home exists: Prefect reads it at import."""
+    """Import a flow (``flows.ingest.ingest_flow``) once Prefect's home and API are set (``_prefect_home``)."""
     import importlib
 
     _prefect_home()
-    from infra.project_api import ensure
-
-    ensure(_settings().paths.state_dir, _say)  # the project's Prefect API: started once, reused by later commands
     module, name = path.rsplit(".", 1)
     return getattr(importlib.import_module(module), name)
 
