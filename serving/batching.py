@@ -80,11 +80,12 @@ class MicroBatcher:
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def slice_size(self, model: ServedModel) -> int:
-        """Series per slice: a forward pass for neural families; statistical ones refit (or re-run)
-        per series, so an eighth of that."""
+        """Series per slice of a big request: a quarter of a full forward pass for neural families (a
+        small request waits for at most one slice), 8 for statistical ones (they refit, or re-run,
+        each series: tens of milliseconds a series)."""
         from models.forecasting.kinds import NEURAL
 
-        return self.max_series if model.family in NEURAL else max(1, self.max_series // 8)
+        return max(1, self.max_series // 4) if model.family in NEURAL else min(self.max_series, 8)
 
     # ---------------------------------------------------------------- worker thread
     def _loop(self) -> None:
