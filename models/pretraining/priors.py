@@ -9,6 +9,8 @@ Every series depends only on (seed, index), as KernelSynth's do.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 
@@ -78,11 +80,31 @@ def structural_series(length: int, rng: np.random.Generator) -> np.ndarray:
         y = np.exp(0.15 * signal + rng.normal(0, 1.0))
     else:
         y = signal
+    return _placed(y, rng)
+
+
+def _placed(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random level and scale; half the time a non-negative quantity (sales, counts): moved up,
+    not clipped."""
     level, scale = rng.normal(0, 50.0), np.exp(rng.uniform(-2, 6))
     y = level + scale * y
-    if rng.random() < 0.5:  # a non-negative quantity (sales, counts): moved up, not clipped
+    if rng.random() < 0.5:
         y = y - min(y.min(), 0.0)
     return y
+
+
+def _panel(series: Callable[[int, np.random.Generator], np.ndarray], prefix: str, n_series: int, length: int,
+           shortest: int, seed: int) -> pd.DataFrame:
+    """Long frame of ``n_series`` series (unique_id ``<prefix>-00001``..., integer ds, y), lengths
+    log-uniform between ``shortest`` and ``length``; series i depends only on (seed, i)."""
+    frames = []
+    for i, child in enumerate(np.random.SeedSequence(seed).spawn(n_series)):
+        rng = np.random.default_rng(child)
+        n = int(np.exp(rng.uniform(np.log(shortest), np.log(length + 1))))
+        y = series(min(n, length), rng)
+        frames.append(pd.DataFrame({"unique_id": f"{prefix}-{i + 1:05d}", "ds": np.arange(len(y), dtype=np.int64),
+                                    "y": y}))
+    return pd.concat(frames, ignore_index=True)
 
 
 def structural(n_series: int, length: int, seed: int) -> pd.DataFrame:
@@ -90,14 +112,7 @@ def structural(n_series: int, length: int, seed: int) -> pd.DataFrame:
     lengths log-uniform between length / 16 (at least 16) and ``length``."""
     if n_series < 1 or length < 16:
         raise ValueError("structural needs n_series >= 1 and length >= 16")
-    frames = []
-    for i, child in enumerate(np.random.SeedSequence(seed).spawn(n_series)):
-        rng = np.random.default_rng(child)
-        low = max(16, length // 16)
-        n = int(np.exp(rng.uniform(np.log(low), np.log(length + 1))))
-        y = structural_series(min(n, length), rng)
-        frames.append(pd.DataFrame({"unique_id": f"st-{i + 1:05d}", "ds": np.arange(len(y), dtype=np.int64), "y": y}))
-    return pd.concat(frames, ignore_index=True)
+    return _panel(structural_series, "st", n_series, length, max(16, length // 16), seed)
 
 
 # Calendar series: (name, steps per day, season pairs in steps). Daily data repeat each week and
@@ -148,10 +163,7 @@ def calendar_series(length: int, rng: np.random.Generator) -> np.ndarray:
         y = np.exp(0.2 * signal + rng.normal(0, 1.0))
     else:
         y = signal
-    y = rng.normal(0, 50.0) + np.exp(rng.uniform(-2, 6)) * y
-    if rng.random() < 0.5:
-        y = y - min(y.min(), 0.0)
-    return y
+    return _placed(y, rng)
 
 
 def calendar(n_series: int, length: int, seed: int) -> pd.DataFrame:
@@ -159,10 +171,4 @@ def calendar(n_series: int, length: int, seed: int) -> pd.DataFrame:
     lengths log-uniform between length / 8 (at least 64) and ``length``."""
     if n_series < 1 or length < 64:
         raise ValueError("calendar needs n_series >= 1 and length >= 64")
-    frames = []
-    for i, child in enumerate(np.random.SeedSequence(seed).spawn(n_series)):
-        rng = np.random.default_rng(child)
-        n = int(np.exp(rng.uniform(np.log(max(64, length // 8)), np.log(length + 1))))
-        y = calendar_series(min(n, length), rng)
-        frames.append(pd.DataFrame({"unique_id": f"cal-{i + 1:05d}", "ds": np.arange(len(y), dtype=np.int64), "y": y}))
-    return pd.concat(frames, ignore_index=True)
+    return _panel(calendar_series, "cal", n_series, length, max(64, length // 8), seed)
