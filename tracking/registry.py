@@ -67,6 +67,11 @@ def configure(settings: Settings) -> MlflowClient:
     return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
 
 
+# MLflow 3's UI opens an experiment of this kind on its runs, not on an empty GenAI "Traces" view
+EXPERIMENT_KIND = "mlflow.experimentKind"
+MODEL_TRAINING = {EXPERIMENT_KIND: "custom_model_development"}
+
+
 def use_experiment(stage: str, settings: Settings) -> str:
     """Create (once) and select the stage's experiment with an explicit artifact location.
 
@@ -80,11 +85,13 @@ def use_experiment(stage: str, settings: Settings) -> str:
         location = f"{settings.artifact_root.rstrip('/')}/{name}"
         try:
             exp_id = mlflow.create_experiment(name, artifact_location=location,
-                                              tags={NOTE: EXPERIMENT_NOTES.get(stage, "")})
+                                              tags={NOTE: EXPERIMENT_NOTES.get(stage, ""), **MODEL_TRAINING})
         except MlflowException:  # created concurrently by another process
             exp_id = mlflow.get_experiment_by_name(name).experiment_id
     else:
         exp_id = exp.experiment_id
+        if exp.tags.get(EXPERIMENT_KIND) != MODEL_TRAINING[EXPERIMENT_KIND]:  # created before tsfm set it
+            mlflow.MlflowClient().set_experiment_tag(exp_id, EXPERIMENT_KIND, MODEL_TRAINING[EXPERIMENT_KIND])
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
 
