@@ -172,8 +172,9 @@ def _parse_ds(s: pd.Series, name: str = "source", date_format: str | None = None
             warnings.simplefilter("ignore")  # "could not infer format" chatter
             if dayfirst is None:
                 parsed = pd.to_datetime(text[cand], errors="coerce", utc=True)
-            else:  # numeric dates in the order their values allow, one element at a time
-                parsed = pd.to_datetime(text[cand], errors="coerce", utc=True, format="mixed", dayfirst=dayfirst)
+            else:  # numeric dates in the order their values allow: one format for the whole column (fast)
+                parsed = pd.to_datetime(text[cand], errors="coerce", utc=True, format=_numeric_format(
+                    text[cand], dayfirst))
             retry = parsed.isna()
             if retry.any():  # several formats in one column
                 parsed[retry] = pd.to_datetime(text[cand][retry], errors="coerce", utc=True, format="mixed",
@@ -236,12 +237,21 @@ def _day_first(text: pd.Series, name: str) -> bool | None:
            f"{parts.loc[found, 1].iloc[0]}%Y' for day first")
     if not day_first_ok:
         raise IngestError(f"{name}: ds mixes day-first and month-first dates (e.g. {example!r}); {fix}")
-    regular = {order: _regular(pd.to_datetime(text[found], errors="coerce", format="mixed", dayfirst=order))
+    regular = {order: _regular(pd.to_datetime(text[found], errors="coerce", format=_numeric_format(text[found], order)))
                for order in (True, False)}
     if regular[True] != regular[False]:
         return regular[True]
     raise IngestError(f"{name}: ds values such as {example!r} read as day-first or month-first dates alike, and "
                       f"neither order is clearly right; {fix}, or '%m/%d/%Y' for month first")
+
+
+def _numeric_format(text: pd.Series, dayfirst: bool) -> str:
+    """The strftime format of a column of numeric dates (``_NUMERIC_DATE``), from its first value:
+    separator and year width; values with a time of day (or written otherwise) are left to the
+    caller's mixed-format retry."""
+    first = text.str.extract(_NUMERIC_DATE).dropna().iloc[0]
+    sep, year = first[1], "%Y" if len(first[3]) == 4 else "%y"
+    return f"%d{sep}%m{sep}{year}" if dayfirst else f"%m{sep}%d{sep}{year}"
 
 
 def _regular(stamps: pd.Series) -> bool:
