@@ -45,6 +45,15 @@ def alpha_line(alpha: float, grid: list[float] | None = None) -> str:
     return line
 
 
+def context_line(backbone: int | None, memory: int | None) -> list[str]:
+    """How much history each neural family read (the backbone family its training context, the
+    datastore, adapter and fused model their windows)."""
+    if not backbone or not memory:
+        return []
+    return [f"contexts: the backbone family reads up to {backbone} points (the backbone's training context), "
+            f"the datastore, adapter and fused model {memory}"]
+
+
 def ensemble_line(record: dict | None, versions: dict | None = None) -> str:
     """The weighted ensemble's members and weights (fitted on validation), or why there is none."""
     record = record or {}
@@ -88,6 +97,7 @@ def onboarding_summary(onboarded: dict, served: dict | None = None) -> str:
         f"season: {onboarded.get('season')}; frequency: {onboarded.get('freq') or 'integer steps'}",
         validation_line(onboarded.get("val_origins") or {}, onboarded.get("val_origins_asked")),
         alpha_line(onboarded["alpha"], onboarded.get("alpha_grid")),
+        *context_line(onboarded.get("backbone_context"), onboarded.get("context_length")),
         ensemble_line(onboarded.get("ensemble"), onboarded.get("versions")),
         *teacher_line(onboarded.get("teacher_gain_kept") or {}),
         "",

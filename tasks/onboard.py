@@ -244,6 +244,8 @@ def register_domain(result_dir: str, params: OnboardParams, settings: Settings) 
             "fused_version": components["fused"], "teacher_version": components["teacher"],
             "adapter_version": components["adapter"],
             "alpha": result.alpha, "alpha_grid": [row["alpha"] for row in result.alpha_table],
+            "backbone_context": result.backbone_context or params.context_length,
+            "context_length": params.context_length,
             "val_origins": {str(k): v for k, v in result.split.origin_counts().items()},
             "val_origins_asked": params.val_origins,
             "teacher_gain_kept": {"val": teacher_gain_kept(val), "test": teacher_gain_kept(test)},
