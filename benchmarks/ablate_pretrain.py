@@ -33,7 +33,17 @@ import time
 from pathlib import Path
 
 from bench_common import REPO, machine, run_trainer, steady_seconds_per_step, trainer_command, warn_if_busy
-from zero_shot_val import MIN_TRAIN_POINTS, EVERY_FREQ, EVERY_FREQ_SHARE, REAL, corpus, eval_windows, mixture_weights, score, score_table
+from zero_shot_val import (
+    EVERY_FREQ,
+    EVERY_FREQ_SHARE,
+    MIN_TRAIN_POINTS,
+    REAL,
+    corpus,
+    eval_windows,
+    mixture_weights,
+    score,
+    score_table,
+)
 
 BASE = {"preset": "tiny", "batch_size": 64, "context_length": 256, "horizon_length": 32, "lr": 3e-3,
         "warmup_steps": 40, "seed": 0}

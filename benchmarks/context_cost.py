@@ -86,7 +86,8 @@ def main() -> None:
     for r in rows:
         r["step_x"], r["forecast_x"] = r["step_ms"] / base["step_ms"], r["request_ms"] / base["request_ms"]
     print(markdown_table(rows, [("context", "context (steps)", "d"), ("patches", "tokens", "d"),
-                                ("step_ms", f"training step, batch {args.batch} (ms)", ".0f"), ("step_x", "x 256", ".2f"),
+                                ("step_ms", f"training step, batch {args.batch} (ms)", ".0f"),
+                                ("step_x", "x 256", ".2f"),
                                 ("forecast_ms_per_series", "forecast per series, bulk (ms)", ".2f"),
                                 ("request_ms", f"request of {args.request} series (ms)", ".0f"),
                                 ("forecast_x", "x 256", ".2f")]))

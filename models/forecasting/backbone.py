@@ -26,8 +26,10 @@ class BackboneForecaster:
                 ids: Sequence[str] | None = None) -> QuantileForecast:
         """One 1-D array per series (NaN = missing) -> ``horizon`` steps of quantiles; a series of fewer
         than ``tiny.MIN_NEURAL_CONTEXT`` points gets the naive answer."""
-        return guarded(lambda c, h: QuantileForecast(batch_forecast(self.backbone, c, h, self.context_length).quantiles),
-                       contexts, horizon)
+        return guarded(self._predict, contexts, horizon)
+
+    def _predict(self, contexts: Sequence[np.ndarray], horizon: int) -> QuantileForecast:
+        return QuantileForecast(batch_forecast(self.backbone, contexts, horizon, self.context_length).quantiles)
 
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)

@@ -44,7 +44,8 @@ def check_strategy(kind: str, on_gpu: bool, optimizer: str) -> str | None:
     if kind == "fsdp" and not on_gpu:
         return "--strategy fsdp needs CUDA GPUs (Lightning's FSDP does not run on CPU); use ddp on CPU"
     if kind == "fsdp" and optimizer != "adamw":
-        what = "orthogonalises whole matrices" if optimizer == "muon" else "computes layer-wise trust ratios from whole tensors"
+        what = ("orthogonalises whole matrices" if optimizer == "muon"
+                else "computes layer-wise trust ratios from whole tensors")
         return (f"--optimizer {optimizer} {what}, "
                 "which FSDP shards; use --optimizer adamw with FSDP (or --strategy ddp)")
     return None

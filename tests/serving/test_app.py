@@ -228,8 +228,8 @@ def test_drift_counts_answered_requests_only_and_a_few_per_client(registry, cont
             return float(line[0].rsplit(" ", 1)[1]) if line else 0.0
 
         small = context[context["unique_id"].isin(context["unique_id"].unique()[:2])]
-        assert c.post("/invocations", json=request_body(small, 3, COPY) | {"params": {"horizon": 999,
-                                                                                     "domain": COPY}}).status_code == 400
+        refused = request_body(small, 3, COPY) | {"params": {"horizon": 999, "domain": COPY}}
+        assert c.post("/invocations", json=refused).status_code == 400
         assert counted() == 0  # refused: not counted
         for _ in range(4):
             assert c.post("/invocations", json=request_body(small, 3, COPY)).status_code == 200
