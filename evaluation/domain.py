@@ -35,6 +35,7 @@ def evaluate_result(result: OnboardingResult, domain: str, n_jobs: int = 1) -> N
     ensemble: Ensemble | None = None
     stages = {"statistical_fits": 0.0, "ensemble": 0.0, "tables_and_plots": 0.0}  # seconds, for the profile
     shown = None  # the family the fan charts show: the best on validation, on test too
+    times = series_times(result)
     for part in PARTS:
         w = split.windows(part)
         horizons, seasons = split.horizons[w.series], split.seasons[w.series]
@@ -80,7 +81,8 @@ def evaluate_result(result: OnboardingResult, domain: str, n_jobs: int = 1) -> N
         latest = np.flatnonzero(w.origin <= 1)  # validation's fan chart: the window right before test
         fan_chart([w.contexts[i] for i in latest], w.truth[latest], forecasts[shown][latest], [ids[i] for i in latest],
                   result.plot_file(part, "fan_chart"),
-                  f"{domain}: {shown} forecast on {part} (best on validation)")
+                  f"{domain}: {shown} forecast on {part} (best on validation)",
+                  stamps=[times.get(ids[i]) for i in latest])
         # where in the horizon each model gains or loses: mean scaled absolute error per step
         scale = mase_scale(insample, seasons)[:, None]
         with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings(action="ignore"):
@@ -92,6 +94,19 @@ def evaluate_result(result: OnboardingResult, domain: str, n_jobs: int = 1) -> N
     stages["ensemble"] += time.perf_counter() - t
     result.evaluation_timings_file().write_text(json.dumps(stages, indent=2))
     result.baseline_notes_file().write_text(json.dumps(notes, indent=2, default=str))
+
+
+def series_times(result: OnboardingResult) -> dict[str, np.ndarray]:
+    """Each series' timestamps (or steps) from the store the result was fitted on, for dated charts;
+    empty where the store is gone."""
+    from store.canonical import read_store
+
+    try:
+        frame, _ = read_store(result.provenance["store"])
+    except (KeyError, OSError, ValueError):
+        return {}
+    frame = frame.sort_values(["unique_id", "ds"])
+    return {str(u): g.to_numpy() for u, g in frame.groupby("unique_id", sort=False)["ds"]}
 
 
 def identical_notes(forecasts: dict[str, np.ndarray], alpha: float) -> list[str]:

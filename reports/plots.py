@@ -39,20 +39,32 @@ def fan_chart(
     title: str,
     n_series: int = 6,
     tail: int = 48,
+    stamps: list[np.ndarray | None] | None = None,  # per series: the times of its history, then its future
 ) -> Path:
-    """Context tail, truth and the 10-90 / 30-70 bands with the median for a few series."""
+    """Context tail, truth and the 10-90 / 30-70 bands with the median for a few series; on their
+    own dates where ``stamps`` gives them, else on steps."""
     n = min(n_series, len(ids))
     fig, axes = _panels(n)
     picks = np.linspace(0, len(ids) - 1, n).astype(int)
     for ax, i in zip(axes.flat, picks):
         hist = histories[i][-tail:]
-        t0 = len(hist)
-        steps = np.arange(t0, t0 + truth.shape[1])
-        ax.plot(np.arange(t0), hist, color="0.3", lw=1)
-        ax.fill_between(steps, quantiles[i, :, 0], quantiles[i, :, 8], alpha=0.2, color="C0", label="10-90%")
-        ax.fill_between(steps, quantiles[i, :, 2], quantiles[i, :, 6], alpha=0.35, color="C0", label="30-70%")
-        ax.plot(steps, quantiles[i, :, 4], color="C0", lw=1.5, label="median")
-        ax.plot(steps, truth[i], color="C3", lw=1.2, label="actual")
+        t0, h = len(hist), truth.shape[1]
+        times = None if stamps is None else stamps[i]
+        if times is not None and len(times) >= len(histories[i]) + 1:  # the history's dates and at least one future
+            past = times[len(histories[i]) - t0:len(histories[i])]
+            future = times[len(histories[i]):len(histories[i]) + h]
+            h = len(future)
+            ax.plot(past, hist, color="0.3", lw=1)
+            steps = future
+            fig.autofmt_xdate(rotation=30)
+        else:
+            steps = np.arange(t0, t0 + h)
+            ax.plot(np.arange(t0), hist, color="0.3", lw=1)
+        quantiles_i, truth_i = quantiles[i, :h], truth[i, :h]
+        ax.fill_between(steps, quantiles_i[:, 0], quantiles_i[:, 8], alpha=0.2, color="C0", label="10-90%")
+        ax.fill_between(steps, quantiles_i[:, 2], quantiles_i[:, 6], alpha=0.35, color="C0", label="30-70%")
+        ax.plot(steps, quantiles_i[:, 4], color="C0", lw=1.5, label="median")
+        ax.plot(steps, truth_i, color="C3", lw=1.2, label="actual")
         ax.set_title(str(ids[i]), fontsize=9)
         ax.tick_params(labelsize=7)
     return _save_panels(fig, axes, n, title, out_file)
