@@ -16,7 +16,7 @@ import os
 import re
 from datetime import date
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -63,6 +63,12 @@ class S3Settings(Section):
                                      "AWS_ENDPOINT_URL_S3; boto3, MLflow and DVC read it); None = AWS")
 
 
+# the ds column's format, for ingest and for a batch of another source (and their CLI options' help)
+DateFormat = Annotated[str | None, Field(description="strftime codes the ds column is written in, e.g. %d.%m.%Y, "
+                                         "where tsfm cannot tell day from month; None: ISO dates, numeric dates "
+                                         "in the order their values allow, YYYYMMDD")]
+
+
 class IngestParams(Section):
     source: str = Field(..., description="local path, s3://bucket/key, builtin:<name> or synthetic:kernelsynth")
     domain: str = Field(..., pattern=DOMAIN_PATTERN)
@@ -72,8 +78,7 @@ class IngestParams(Section):
                            "one point of context and one of future for the memory adapter's datastore)")
     columns: dict[str, str] = Field(default_factory=dict, description="the source's column names for unique_id, "
                                     "ds and y where they differ, e.g. {date: ds, value: y, series: unique_id}")
-    date_format: str | None = Field(None, description="strftime codes the ds column is written in, e.g. %d.%m.%Y; "
-                                    "None: ISO dates, numeric dates in the order their values allow, YYYYMMDD")
+    date_format: DateFormat = None
 
     @field_validator("columns")
     @classmethod
@@ -210,8 +215,7 @@ class ForecastParams(Section):
                                "store: local path, s3://bucket/key or builtin:<name> (rows validated as on ingest)")
     columns: dict[str, str] = Field(default_factory=dict, description="the source's column names for unique_id, ds "
                                     "and y where they differ (as for ingest)")
-    date_format: str | None = Field(None, description="strftime codes the ds column is written in, e.g. %d.%m.%Y; "
-                                    "None: ISO dates, numeric dates in the order their values allow, YYYYMMDD")
+    date_format: DateFormat = None
     output: str | None = Field(None, description="dataset root, local folder or s3://bucket/prefix; None = "
                                "<data_dir>/forecasts/<domain>")
     horizon: int | None = Field(None, ge=1, le=1024, description="steps per series; None = the champion's default "

@@ -39,6 +39,8 @@ from models.forecasting.protocol import (
     request_rows,
     to_model_scale,
 )
+from models.forecasting.kinds import NEURAL
+from models.forecasting.tiny import FALLBACK, MIN_NEURAL_CONTEXT, short_rows
 from serving import MODEL_HEADER
 from serving.batching import MicroBatcher
 from serving.catalog import Catalog, Poller, ServedModel
@@ -304,9 +306,6 @@ def client_of(request: Request) -> str:
 def answered_by(model, values) -> str:
     """The ``X-Tsfm-Model`` header: the model's label, and the naive fallback where a neural family
     (or an ensemble holding one) was handed series too short for it (``models.forecasting.tiny``)."""
-    from models.forecasting.kinds import NEURAL
-    from models.forecasting.tiny import FALLBACK, MIN_NEURAL_CONTEXT, short_rows
-
     kinds = getattr(model.forecaster, "kinds", {}).values() if model.family == "ensemble" else [model.family]
     if not any(k in NEURAL for k in kinds):
         return model.label

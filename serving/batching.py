@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from models.forecasting.kinds import NEURAL
 from serving.catalog import ServedModel
 from serving.metrics import ServingMetrics
 
@@ -83,8 +84,6 @@ class MicroBatcher:
         """Series per slice of a big request: a quarter of a full forward pass for neural families (a
         small request waits for at most one slice), 8 for statistical ones (they refit, or re-run,
         each series: tens of milliseconds a series)."""
-        from models.forecasting.kinds import NEURAL
-
         return max(1, self.max_series // 4) if model.family in NEURAL else min(self.max_series, 8)
 
     # ---------------------------------------------------------------- worker thread

@@ -123,16 +123,15 @@ def locale_numbers(col: pd.Series, sep: str) -> pd.Series:
     4.405,95 with thousands dots); a ',' file can only hold 10,003.10 quoted, with thousands
     commas. In a ';' file a column's dots are read as thousands separators only where the same
     column also has decimal commas (else 1.234 stays a decimal). Other cells are left alone."""
+    if sep not in ";," or not col.str.contains(",", regex=False).any():  # no comma: nothing to read (cheap)
+        return col
     if sep == ";":
-        commas = col.str.match(_DECIMAL_COMMA) | col.str.match(_DOT_THOUSANDS) & col.str.contains(",", regex=False)
-        if not commas.any():
+        decimal, dots = col.str.match(_DECIMAL_COMMA), col.str.match(_DOT_THOUSANDS)
+        if not (decimal | dots & col.str.contains(",", regex=False)).any():
             return col
-        grouped = col.str.match(_DOT_THOUSANDS) | col.str.match(_DECIMAL_COMMA)
-        return col.where(~grouped, col.str.replace(".", "", regex=False).str.replace(",", ".", regex=False))
-    if sep == ",":
-        grouped = col.str.match(_COMMA_THOUSANDS)
-        return col.where(~grouped, col.str.replace(",", "", regex=False)) if grouped.any() else col
-    return col
+        return col.where(~(decimal | dots), col.str.replace(".", "", regex=False).str.replace(",", ".", regex=False))
+    grouped = col.str.match(_COMMA_THOUSANDS)
+    return col.where(~grouped, col.str.replace(",", "", regex=False)) if grouped.any() else col
 
 
 def _multiline(df: pd.DataFrame) -> bool:

@@ -42,6 +42,13 @@ def _shown():
 S = _shown()
 
 
+def _help(model: str, field: str) -> str:
+    """An option's help from the settings schema's field description, written once there."""
+    import infra.settings
+
+    return getattr(infra.settings, model).model_fields[field].description
+
+
 def _default(value) -> str:
     if isinstance(value, (list, tuple)):
         value = ",".join(map(str, value)) or "[]"
@@ -142,9 +149,7 @@ def ingest(
                                   + _default(8)),
     columns: str = typer.Option(None, help="the file's names for unique_id, ds and y where they differ, "
                                            "e.g. date=ds,value=y,series=unique_id"),
-    date_format: str = typer.Option(None, help="strftime codes of the ds column, e.g. %d.%m.%Y, where tsfm cannot "
-                                               "tell day from month" + _default("ISO dates, numeric dates in the "
-                                                                                "order their values allow, YYYYMMDD")),
+    date_format: str = typer.Option(None, help=_help("IngestParams", "date_format")),
     out: str = OUT,
 ):
     """Validate a source and write the domain's canonical Parquet store; bad rows go to a quarantine file."""
@@ -416,7 +421,7 @@ def forecast(
     source: str = typer.Option(None, help="forecast this file/folder/s3:// source's series instead of the domain's "
                                "latest store"),
     columns: str = typer.Option(None, help="the source's column names, e.g. date=ds,value=y,series=unique_id"),
-    date_format: str = typer.Option(None, help="strftime codes of the source's ds column (as for ingest)"),
+    date_format: str = typer.Option(None, help=_help("ForecastParams", "date_format")),
     output: str = typer.Option(None, help="dataset root, a folder or s3://bucket/prefix"
                                + _default(S.forecast.output or "<data_dir>/forecasts/<domain>")),
     horizon: int = typer.Option(None, help="steps per series" + _default(S.forecast.horizon or "the champion's")),

@@ -10,6 +10,7 @@ quantile leaves [min - range, max + range]. Every neural forecaster routes its i
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from statistics import NormalDist
 
 import numpy as np
 from jaxtyping import Bool, Float
@@ -19,8 +20,7 @@ from models.metrics import QUANTILES
 
 MIN_NEURAL_CONTEXT = 3  # observed points; three equal points already forecast a flat line
 FALLBACK = "naive"  # what answers a series shorter than that
-_Z = {0.1: -1.2816, 0.2: -0.8416, 0.3: -0.5244, 0.4: -0.2533, 0.5: 0.0, 0.6: 0.2533, 0.7: 0.5244, 0.8: 0.8416,
-      0.9: 1.2816}
+_Z = np.array([NormalDist().inv_cdf(q) for q in QUANTILES])  # standard normal quantiles at the served levels
 
 
 def short_rows(contexts: Sequence[np.ndarray]) -> Bool[np.ndarray, " n"]:
@@ -32,13 +32,12 @@ def naive_quantiles(contexts: Sequence[np.ndarray], horizon: int) -> Float[np.nd
     """The last observed value at every step, quantiles spread by the context's range / 2.56 (so
     the 0.9 quantile sits half a range above it); 0 for a series with no observed point."""
     out = np.zeros((len(contexts), horizon, len(QUANTILES)), np.float32)
-    z = np.array([_Z[round(q, 1)] for q in QUANTILES])
     for i, x in enumerate(contexts):
         seen = np.asarray(x, np.float64)
         seen = seen[np.isfinite(seen)]
         if seen.size:
-            spread = (seen.max() - seen.min()) / (2 * _Z[0.9])
-            out[i] = (seen[-1] + z * spread).astype(np.float32)
+            spread = (seen.max() - seen.min()) / (2 * _Z[-1])
+            out[i] = (seen[-1] + _Z * spread).astype(np.float32)
     return out
 
 
