@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
+import time
 from pathlib import Path
 
 from bench_common import REPO, machine, run_trainer, steady_seconds_per_step, trainer_command
@@ -59,6 +60,21 @@ def plan(args, files: list[str], out: Path) -> dict:
     path.write_text(json.dumps(result, indent=2))
     print(f"plan: {seconds * 1000:.0f} ms/step -> {steps} steps for {args.hours} h; {fields}", flush=True)
     return result
+
+
+def replan(out: Path, p: dict, max_steps: int, snapshot_every: int | None) -> dict:
+    """A run slower than its probe (other work on the cores) would not reach its decay in the hours
+    given: move the end of the schedule. The stable phase is a constant rate, so the steps already
+    taken are those of the new schedule; the change is kept in plan.json."""
+    old = p["fields"]["max_steps"]
+    if max_steps == old and not snapshot_every:
+        return p
+    p["fields"].update(max_steps=max_steps, snapshot_every=snapshot_every or p["fields"]["snapshot_every"])
+    p.setdefault("replanned", []).append({"from_max_steps": old, "to_max_steps": max_steps,
+                                          "at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())})
+    (out / "plan.json").write_text(json.dumps(p, indent=2))
+    print(f"re-planned: max_steps {old} -> {max_steps}", flush=True)
+    return p
 
 
 def curve(out: Path, fields: dict, tracking_uri: str | None) -> list[dict]:
@@ -169,6 +185,9 @@ def main() -> None:
     ap.add_argument("--preset", default="4m")
     ap.add_argument("--hours", type=float, default=2.0, help="training wall-clock hours on this machine")
     ap.add_argument("--recipe", default=None, help="JSON of recipe fields over RECIPE, e.g. '{\"patch_size\": 16}'")
+    ap.add_argument("--max-steps", type=int, default=None,
+                    help="move the schedule's end (and its decay) to this step; the run resumes where it stopped")
+    ap.add_argument("--snapshot-every", type=int, default=None, help="with --max-steps: steps between snapshots")
     ap.add_argument("--score-only", action="store_true", help="score the snapshots there are; train nothing")
     ap.add_argument("--tracking-uri", default=None)
     ap.add_argument("--ship", action="store_true", help="copy the final backbone into models/backbone/shipped/")
@@ -177,6 +196,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     files = corpus("every_freq", EVERY_FREQ, out.parent, min_points=max(MIN_TRAIN_POINTS, RECIPE["horizon_length"]))
     p = plan(args, files, out)
+    if args.max_steps:
+        p = replan(out, p, args.max_steps, args.snapshot_every)
     if not args.score_only:
         run_trainer(trainer_cmd(p["fields"], files, out / "run"), out / "train.log", append=True)
     points = curve(out, p["fields"], args.tracking_uri)

@@ -148,7 +148,7 @@ def main() -> None:
         from prefect.deployments import run_deployment
 
         t = time.monotonic()
-        runs = [run_deployment("onboard_domain/onboard_domain", timeout=0, flow_run_name=f"onboard-{d}",
+        runs = [run_deployment("onboard_domain/one-click-onboarding", timeout=0, flow_run_name=f"onboard-{d}",
                                parameters={"params": {"domain": d, "source": src, "horizon": 8}})
                 for d, src in DOMAINS.items()]
         say(f"two onboardings submitted to the work pool at once: {', '.join(r.name for r in runs)}")

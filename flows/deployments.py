@@ -10,8 +10,10 @@
   changes the domain's store (event ``tsfm.store.updated``; also ``schedules.monitor_cron`` when set); its
   ``tsfm.domain.degraded`` event re-onboards the domain (a second trigger of ``onboard-<domain>``);
 - ``watch-sources``: check the sources for new data every ``schedules.watch_interval_s`` seconds;
-- ``onboard_domain``: on demand, the one-click onboarding whose parameter form is
-  ``OnboardParams`` (the Prefect UI renders and validates it before the run starts).
+- ``one-click-onboarding``: on demand, never scheduled: the onboarding form (``OnboardParams``:
+  domain, source and horizon first, the tuning sections after, pre-filled with the settings the CLI
+  would use; the Prefect UI renders and validates it before the run starts). `tsfm ui` serves it
+  alone, so opening the form switches no schedule on.
 Parameters come from the same settings (params.yaml / TSFM_*) as the CLI and DVC.
 """
 from __future__ import annotations
@@ -34,6 +36,7 @@ from store.watch import EVENT, UNWATCHED, resource_id
 from tasks.ingest import known_sources
 
 PRETRAIN_ONLY = {"synthetic"}  # generated corpora are not domains anyone forecasts
+ONE_CLICK = "one-click-onboarding"
 
 
 def _schedules(cron: str | None, timezone: str) -> list:
@@ -119,10 +122,20 @@ def build_deployments(settings: Settings) -> list:
         out.append(watch_sources_flow.to_deployment(
             name="watch-sources", schedules=[IntervalSchedule(interval=timedelta(seconds=sch.watch_interval_s))],
             tags=["tsfm", "watch"], description=f"emit {EVENT} for each source with new data"))
-    out.append(onboard_domain_flow.to_deployment(
-        name="onboard_domain", tags=["tsfm", "onboard"],
-        description="one-click onboarding: a domain name and a source URI take a new domain to a served champion"))
+    out.append(one_click_deployment(settings))
     return out
+
+
+def one_click_deployment(settings: Settings):
+    """The on-demand onboarding form. Its parameters are the settings' ``onboard`` section without a
+    domain or source, so the form opens on the CLI's defaults (params.yaml, TSFM_*) and asks for
+    the two things only a person can say."""
+    defaults = settings.onboard.model_dump(exclude={"domain", "source"})
+    return onboard_domain_flow.to_deployment(
+        name=ONE_CLICK, parameters={"params": defaults}, tags=["tsfm", "onboard"],
+        description="One-click onboarding: fill in Domain and Source (Horizon if the data has no per-series "
+                    "horizons) and run; the new domain ends with a served champion, or a one-line reason. "
+                    "The other fields are `tsfm onboard`'s defaults.")
 
 
 def _matched(trigger) -> str:

@@ -129,13 +129,17 @@ class PretrainParams(TrainingRecipe):
         return self
 
 
-class OnboardParams(OnboardingConfig):
-    """One domain's onboarding: where its data comes from and how it is split, then every
-    stage's settings in its own section (``models.memory.config``: teacher, adapter, fusion,
-    finetune), the same nesting in params.yaml, ``tsfm onboard --set`` and the Prefect form."""
+class OnboardTarget(Section):
+    """What to onboard: the fields a person fills in first (the Prefect form lists them in this
+    order, before the tuning sections of ``OnboardingConfig``)."""
 
-    domain: str = Field(..., pattern=DOMAIN_PATTERN)
-    source: str | None = Field(None, description="ingest this source first when given")
+    domain: str = Field(..., pattern=DOMAIN_PATTERN, description="the new domain's name: lower-case letters, "
+                        "digits, '-' and '_', starting with a letter or digit, at most 63 characters (it names "
+                        "the store, the model forecaster-NAME and its deployments)")
+    # a plain string, not str | None: the Prefect form shows a text box rather than a type switch
+    source: str = Field("", description="where its data is: a CSV or Parquet file or folder on the worker's "
+                        "disk, s3://bucket/key, builtin:NAME (m3-monthly, vic_elec, tourism, ...) or "
+                        "synthetic:...; ingested first. Empty: the domain's store as already ingested")
     horizon: int = Field(6, ge=1, le=1024, description="test (and validation) points per series, where "
                          "the source has no per-series horizons")
     season_length: int | None = Field(None, ge=1, description="steps per seasonal cycle (12 for monthly data, "
@@ -148,6 +152,18 @@ class OnboardParams(OnboardingConfig):
     series_horizons: bool = Field(True, description="use the source's own per-series horizons and season "
                                   "lengths when it has them (M3); horizon/season_length apply otherwise")
     freq: str | None = Field(None, description="pandas frequency of ds; inferred when omitted")
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _no_source(cls, v: str | None) -> str:
+        return "" if v is None else v
+
+
+# Bases in this order put OnboardTarget's fields first: pydantic collects fields from the last base on.
+class OnboardParams(OnboardingConfig, OnboardTarget):
+    """One domain's onboarding. Domain and Source are all it needs; the fields after them tune each
+    stage (teacher, adapter, fusion, finetune: the same nesting as params.yaml and `tsfm onboard
+    --set`) and start at the project's settings."""
 
 
 class ServeParams(Section):

@@ -6,6 +6,10 @@ unless set), where every `tsfm` command's flow runs were recorded. Prefect's UI 
 told its API's address when it is not on port 4200 (``PREFECT_UI_API_URL``). Where a server
 is configured (``mlflow.tracking_uri``/``prefect.api_url`` over HTTP) nothing is started for it:
 its address is printed.
+
+A third process serves the one-click onboarding form (`tsfm deploy --one-click`) on that Prefect
+API: only the form, so opening the UI switches no schedule or trigger on. Its flow runs execute
+in this project (same settings, same state), each in a process of its own.
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ class UiCommand:
     health: str  # what answers 200 once it is up
     cmd: list[str] = field(default_factory=list)  # empty: a configured server, nothing to start
     env: dict[str, str] = field(default_factory=dict)  # set on top of the caller's environment
+    log: str = ""  # where its output goes (the form's flow runs print there); "" = nowhere
 
     def shell(self) -> str:
         if not self.cmd:
@@ -42,22 +47,27 @@ def ui_commands(settings: Settings, host: str = "127.0.0.1", mlflow_port: int = 
     bin_dir = Path(sys.executable).parent
     uri = settings.tracking_uri
     if uri.startswith(("http://", "https://")):
-        mlflow = UiCommand("MLflow", uri, f"{uri.rstrip('/')}/health")
+        mlflow = UiCommand("MLflow UI", uri, f"{uri.rstrip('/')}/health")
     else:
         url = f"http://{host}:{mlflow_port}"
-        mlflow = UiCommand("MLflow", url, f"{url}/health", [
+        mlflow = UiCommand("MLflow UI", url, f"{url}/health", [
             str(bin_dir / "mlflow"), "ui", "--backend-store-uri", uri, "--host", host, "--port", str(mlflow_port)],
             {"MLFLOW_DISABLE_TELEMETRY": "true"})
     api = settings.prefect.api_url
     if api:
-        prefect = UiCommand("Prefect", api.rstrip("/").removesuffix("/api"), f"{api.rstrip('/')}/health")
+        prefect = UiCommand("Prefect UI", api.rstrip("/").removesuffix("/api"), f"{api.rstrip('/')}/health")
     else:
         url = f"http://{host}:{prefect_port}"
         home = runtime_env(settings)["PREFECT_HOME"]
-        prefect = UiCommand("Prefect", url, f"{url}/api/health", [
+        prefect = UiCommand("Prefect UI", url, f"{url}/api/health", [
             str(bin_dir / "prefect"), "server", "start", "--host", host, "--port", str(prefect_port)],
             {"PREFECT_HOME": home, "PREFECT_UI_API_URL": f"{url}/api", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
-    return [mlflow, prefect]
+    form_url = f"{prefect.url}/deployments"
+    form = UiCommand("Onboarding form", form_url,
+                     f"{prefect.url}/api/deployments/name/onboard_domain/one-click-onboarding",
+                     [str(bin_dir / "tsfm"), "deploy", "--one-click"], {"PREFECT_API_URL": f"{prefect.url}/api"},
+                     str(Path(settings.paths.state_dir) / "one-click-onboarding.log"))
+    return [mlflow, prefect, form]
 
 
 def run_ui(commands: list[UiCommand], say: Callable[[str], None], timeout: float = 120.0,
@@ -74,16 +84,18 @@ def run_ui(commands: list[UiCommand], say: Callable[[str], None], timeout: float
     try:
         for c in commands:
             if c.cmd:
-                env = {**os.environ, **c.env}
-                env.pop("PREFECT_API_URL", None)  # the server must not point at itself as a client
-                procs.append(subprocess.Popen(c.cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                env = dict(os.environ)
+                env.pop("PREFECT_API_URL", None)  # a server must not point at itself as a client
+                env.update(c.env)
+                out = open(c.log, "a") if c.log else subprocess.DEVNULL  # the child keeps its own descriptor
+                procs.append(subprocess.Popen(c.cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
                                               start_new_session=True, preexec_fn=die_with_parent))
-                wait_http(c.health, procs[-1], timeout, f"{c.name} UI")
-            say(f"{c.name} UI: {c.url}")
-        say("Ctrl-C stops both")
+                wait_http(c.health, procs[-1], timeout, c.name, Path(c.log) if c.log else None)
+            say(f"{c.name}: {c.url}" + (f" (log: {c.log})" if c.log else ""))
+        say("Ctrl-C stops them")
         while until is None or not until():
             if any(p.poll() is not None for p in procs):
-                raise RuntimeError("a UI server exited; run `tsfm ui --print` and start it by hand to see why")
+                raise RuntimeError("a UI process exited; run `tsfm ui --print` and start it by hand to see why")
             time.sleep(0.5)
     except KeyboardInterrupt:
         pass

@@ -337,14 +337,16 @@ def ui(
 
 
 @app.command()
-def deploy(dry_run: bool = typer.Option(False, "--dry-run", help="list the deployments and schedules, serve nothing")):
+def deploy(dry_run: bool = typer.Option(False, "--dry-run", help="list the deployments and schedules, serve nothing"),
+           one_click: bool = typer.Option(False, "--one-click", help="serve only the on-demand onboarding form "
+                                          "(`one-click-onboarding`): no schedule or trigger is switched on")):
     """Serve tsfm's Prefect deployments here: scheduled ingest, retraining and re-onboarding of every declared
-    and every onboarded domain, plus the on-demand `onboard_domain` (one-click onboarding form). Runs until
-    interrupted."""
-    build_deployments = _flow("flows.deployments.build_deployments")
-    from flows.deployments import describe
+    and every onboarded domain, plus the on-demand `one-click-onboarding` form. Runs until interrupted."""
+    build_deployments = _flow("flows.deployments.build_deployments")  # Prefect's home first
+    from flows.deployments import describe, one_click_deployment
 
-    deployments = build_deployments(_settings())
+    settings = _settings()
+    deployments = [one_click_deployment(settings)] if one_click else build_deployments(settings)
     if dry_run:
         _echo(describe(deployments))
         return
@@ -353,8 +355,9 @@ def deploy(dry_run: bool = typer.Option(False, "--dry-run", help="list the deplo
     from infra.servers import ephemeral_prefect_dies_with_us
 
     ephemeral_prefect_dies_with_us()
-    _say(f"serving {len(deployments)} deployments (Ctrl-C to stop); schedules from the settings' `schedules`")
-    serve(*deployments)
+    what = "the onboarding form only" if one_click else "schedules from the settings' `schedules`"
+    _say(f"serving {len(deployments)} deployment(s) (Ctrl-C to stop); {what}")
+    serve(*deployments, print_starting_message=False)
 
 
 @app.command()

@@ -19,9 +19,9 @@ def test_every_stage_is_deployed_with_its_schedule_and_settings(monkeypatch, tmp
     settings = load_settings()
     rows = {r["name"]: r for r in describe(build_deployments(settings))}
     ingests = {f"ingest/ingest-{d}" for d in settings.sources}
-    assert ingests | {"pretrain/retrain-backbone", "onboard_domain/onboard_domain"} <= set(rows)
+    assert ingests | {"pretrain/retrain-backbone", "onboard_domain/one-click-onboarding"} <= set(rows)
     assert rows["pretrain/retrain-backbone"]["schedule"] == "30 1 * * 6"  # from the environment
-    assert rows["onboard_domain/onboard_domain"]["schedule"] == "on demand"
+    assert rows["onboard_domain/one-click-onboarding"]["schedule"] == "on demand"
     # re-onboarding on schedule for every real domain, never for the generated pre-training corpus
     onboards = {n for n in rows if n.startswith("onboard_domain/onboard-")}
     assert onboards == {f"onboard_domain/onboard-{d}" for d in settings.sources if d != "synthetic"}
@@ -37,7 +37,7 @@ def test_scheduled_parameters_are_the_settings_and_the_form_is_onboard_params():
     assert ingest["source"] == settings.sources["m3-other"].source and ingest["domain"] == "m3-other"
     onboard = deployments["onboard-m3-other"].parameters["params"]
     assert onboard["domain"] == "m3-other" and onboard["context_length"] == settings.onboard.context_length
-    schema = deployments["onboard_domain"]._parameter_openapi_schema.model_dump()
+    schema = deployments["one-click-onboarding"]._parameter_openapi_schema.model_dump()
     form = schema["definitions"]["OnboardParams"]
     assert schema["required"] == ["params"] and "pattern" in form["properties"]["domain"]
     assert form["properties"]["horizon"]["minimum"] == 1  # validated by Prefect before a run starts
