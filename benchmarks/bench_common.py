@@ -56,6 +56,25 @@ def markdown_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str
     return "\n".join(lines)
 
 
+def failed_requests(rows: list[dict], where: str) -> int:
+    """A benchmark whose requests failed measures nothing: say so on stderr and return the exit
+    code to leave with (1), so no ratio or table is printed from errors; 0 when none failed."""
+    failed = sum(int(r.get("errors") or 0) for r in rows)
+    if failed:
+        total = sum(int(r.get("requests") or 0) for r in rows)
+        print(f"error: {failed} of {total} requests failed (see {where}); no figure is reported", file=sys.stderr)
+        return 1
+    return 0
+
+
+def store_horizon(data: Path, domain: str) -> int:
+    """The horizon the domain was ingested with (its store's meta.json): what its models forecast."""
+    meta = Path(data) / "store" / domain / "meta.json"
+    if not meta.is_file():
+        raise SystemExit(f"error: no store for domain {domain!r} under {data} (ingest or onboard it first)")
+    return int(json.loads(meta.read_text()).get("horizon") or 6)
+
+
 def write_json(path: str | None, payload: dict) -> None:
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -35,7 +35,8 @@ from pathlib import Path
 import psutil
 import requests
 
-from bench_common import REPO, machine, markdown_table, run_threads, warn_if_busy, write_json
+from bench_common import (REPO, failed_requests, machine, markdown_table, run_threads, store_horizon, warn_if_busy,
+                          write_json)
 from infra.servers import free_port, stop, wait_http
 
 
@@ -138,7 +139,7 @@ def family_latency(state: Path, data: Path, work: Path, domain: str, requests_pe
     mv = client.create_model_version("forecaster-benchens", ens.source, tags={**ens.tags, "domain": "benchens"})
     client.set_registered_model_alias("forecaster-benchens", "champion", mv.version)
     store = data / "store" / domain
-    horizon = int(json.loads((store / "meta.json").read_text()).get("horizon") or 6)
+    horizon = store_horizon(data, domain)
     df = pd.read_parquet(store / "series.parquet")
     ids = list(dict.fromkeys(df["unique_id"].astype(str)))[:64]
     part = df[df["unique_id"].astype(str).isin(ids)].sort_values(["unique_id", "ds"])
@@ -166,9 +167,7 @@ def family_latency(state: Path, data: Path, work: Path, domain: str, requests_pe
             results.append(row)
     finally:
         stop(proc)
-    failed = sum(r["errors"] for r in results)
-    if failed:
-        print(f"error: {failed} requests failed (see {log}); no ratio is reported", file=sys.stderr)
+    if failed_requests(results, str(log)):
         return 1
     base = results[0]["p50_ms"]
     for r in results:
@@ -189,7 +188,8 @@ def main() -> None:
     ap.add_argument("--clients", default="1,8,32")
     ap.add_argument("--requests", type=int, default=640, help="requests per level (split over the clients)")
     ap.add_argument("--context", type=int, default=128)
-    ap.add_argument("--horizon", type=int, default=18)
+    ap.add_argument("--horizon", type=int, default=None, help="steps asked for; default: the domain's own horizon "
+                    "(its store's), which its models forecast")
     ap.add_argument("--skip-mlflow", action="store_true")
     ap.add_argument("--json", default=None)
     ap.add_argument("--families", action="store_true", help="ensemble vs fused latency for 64 known series")
@@ -198,6 +198,7 @@ def main() -> None:
     state, work = Path(args.state), Path(args.work)
     if args.families:
         sys.exit(family_latency(state, Path(args.data), work, args.domain, 30))
+    args.horizon = args.horizon or store_horizon(Path(args.data), args.domain)
     uri, domains = bench_state(state, work, args.domain, 10)
     bodies = context_series(Path(args.data), args.domain, args.context)
     levels = [int(c) for c in args.clients.split(",")]
@@ -256,6 +257,8 @@ def main() -> None:
             for p in procs:
                 stop(p)
 
+    if failed_requests(results, str(work)):
+        sys.exit(1)
     by = {(r["server"], r["clients"]): r for r in results}
     for r in results:
         if r["server"] == "tsfm" and ("mlflow", r["clients"]) in by:
