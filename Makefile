@@ -71,6 +71,8 @@ demo: install
 	$(BIN)/tsfm demo
 
 test: install
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q tests
 
 # The benchmark peer (benchmarks/peer_autogluon.py) in a venv of its own: AutoGluon-TimeSeries is never

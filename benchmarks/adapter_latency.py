@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np  # bench_common (imported first) puts the repository on sys.path
 import torch
-
 from bench_common import REPO, machine, markdown_table, median, warn_if_busy, write_json
+
 from models.backbone.io import load_backbone
 from models.backbone.network import PatchBackbone
 from models.backbone.presets import get_preset

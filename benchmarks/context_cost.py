@@ -15,7 +15,6 @@ import argparse
 import time
 
 import numpy as np
-
 from bench_common import REPO, machine, markdown_table, median, warn_if_busy, write_json
 
 CONTEXTS = (256, 1024, 2048)

@@ -15,7 +15,6 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-
 from bench_common import REPO  # noqa: F401  (puts the repository on sys.path)
 
 from evaluation.baselines import grouped_baseline_forecasts

@@ -30,8 +30,17 @@ import time
 from pathlib import Path
 
 from bench_common import REPO, machine, run_trainer, steady_seconds_per_step, trainer_command
-from zero_shot_val import EVERY_FREQ, EVERY_FREQ_SHARE, GROUPS, MIN_TRAIN_POINTS, corpus, eval_windows, \
-    mixture_weights, score, score_table
+from zero_shot_val import (
+    EVERY_FREQ,
+    EVERY_FREQ_SHARE,
+    GROUPS,
+    MIN_TRAIN_POINTS,
+    corpus,
+    eval_windows,
+    mixture_weights,
+    score,
+    score_table,
+)
 
 # the ablation's recipe (docs/benchmarks.md) continued from the shipped backbone with long contexts
 RECIPE = {"batch_size": 64, "context_length": 2048, "min_context_length": 256, "horizon_length": 48, "lr": 1e-3,

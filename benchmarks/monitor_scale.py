@@ -21,7 +21,6 @@ from datetime import date
 from pathlib import Path
 
 from batch_forecast import bench_state, tile
-
 from bench_common import REPO, machine, markdown_table, warn_if_busy, write_json
 
 DOMAIN = "bench-fused"

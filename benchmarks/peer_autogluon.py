@@ -38,7 +38,8 @@ MODELS = {"SeasonalNaive": {}, "AutoETS": {}, "DynamicOptimizedTheta": {}, "NPTS
 def _parts(split_file: Path) -> dict:
     with np.load(split_file) as z:
         out = {k: z[k] for k in z.files}
-    unpack = lambda p: [out[f"{p}_values"][a:b] for a, b in zip(out[f"{p}_offsets"][:-1], out[f"{p}_offsets"][1:])]
+    def unpack(p):
+        return [out[f"{p}_values"][a:b] for a, b in zip(out[f"{p}_offsets"][:-1], out[f"{p}_offsets"][1:])]
     return {"ids": out["ids"].tolist(), "train": unpack("train"), "val": unpack("val"), "test": unpack("test"),
             "horizons": out["horizons"], "seasons": out["seasons"]}
 
@@ -87,9 +88,9 @@ def score(runs: Path) -> None:
     import pandas as pd
     from bench_common import REPO  # noqa: F401  (puts the repository on sys.path)
 
+    from models.memory.result import OnboardingResult
     from models.metrics import per_series_metrics
     from reports.tables import markdown_table
-    from models.memory.result import OnboardingResult
 
     rows = []
     for result_json in sorted(runs.glob("*.json")):

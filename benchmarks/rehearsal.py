@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 
 import psutil
-
 from bench_common import REPO
+
 from infra.servers import (
     LOOPBACK,
     free_port,

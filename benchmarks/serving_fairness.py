@@ -14,7 +14,6 @@ import time
 
 import numpy as np
 import requests
-
 from bench_common import machine, warn_if_busy, write_json
 
 

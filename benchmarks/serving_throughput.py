@@ -34,9 +34,17 @@ from pathlib import Path
 
 import psutil
 import requests
+from bench_common import (
+    REPO,
+    failed_requests,
+    machine,
+    markdown_table,
+    run_threads,
+    store_horizon,
+    warn_if_busy,
+    write_json,
+)
 
-from bench_common import (REPO, failed_requests, machine, markdown_table, run_threads, store_horizon, warn_if_busy,
-                          write_json)
 from infra.servers import free_port, stop, wait_http
 
 

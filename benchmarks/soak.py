@@ -32,10 +32,10 @@ from pathlib import Path
 
 import psutil
 import requests
-
 from bench_common import REPO, machine, run_threads, warn_if_busy, write_json
-from infra.servers import free_port, stop, wait_http
 from serving_throughput import context_series
+
+from infra.servers import free_port, stop, wait_http
 
 BODY_TIMEOUT_S = 3
 

@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from bench_common import REPO  # noqa: F401  (puts the repository on sys.path)
 
 

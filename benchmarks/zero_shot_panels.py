@@ -15,7 +15,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-
 from bench_common import REPO, machine, markdown_table, write_json
 from zero_shot_val import PANELS, panel_windows
 

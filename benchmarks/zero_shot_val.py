@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
 from bench_common import REPO, markdown_table
 
 sys.path.insert(0, str(REPO))

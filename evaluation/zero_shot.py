@@ -28,9 +28,8 @@ from evaluation.baselines import baseline_forecasts_with_notes, progress_logger
 from evaluation.scores import per_series_frame, summarize
 from infra.logs import run_logger
 from infra.settings import Settings
-from store.sources import M3_CATEGORIES, M3_FREQUENCIES, M3_SEASON, m3_index, m3_names, read_source
+from store.sources import ELECTRICITY, M3_CATEGORIES, M3_FREQUENCIES, M3_SEASON, m3_index, m3_names, read_source
 
-ELECTRICITY = {"vic_elec": (48, 48), "epf_fr_be": (24, 24)}  # (horizon, season): one day ahead
 BACKBONE = "backbone"  # the backbone's row in the tables
 METRICS = ("MASE", "sCRPS", "sMAPE", "sCRPS_pooled", "MASE_rel", "sCRPS_rel")
 TAGGED = ("MASE", "sCRPS", "sMAPE", "MASE_rel", "sCRPS_rel")  # on the backbone's model version

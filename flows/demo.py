@@ -3,7 +3,7 @@ from prefect import flow
 from flows.ingest import ingest_flow
 from flows.onboard_domain import onboard_domain_flow
 from flows.pretrain import pretrain_flow
-from infra.settings import DemoParams, IngestParams, PretrainParams, load_settings
+from infra.settings import DEFAULT_BACKBONE, DemoParams, IngestParams, PretrainParams, load_settings
 from tasks.demo import print_demo_report_task, serve_and_request_task
 
 
@@ -31,7 +31,7 @@ def demo_flow(params: DemoParams = DemoParams()) -> dict:
     stores = {domain: ingest_flow(IngestParams(domain=domain, **spec.model_dump()))
               for domain, spec in settings.sources.items()}
     plan = demo_pretrain(settings.pretrain, params)
-    backbone = pretrain_flow(plan) if plan is not None else "models:/backbone@champion"  # the shipped one
+    backbone = pretrain_flow(plan) if plan is not None else DEFAULT_BACKBONE  # the shipped one
     horizon = settings.sources[params.domain].horizon
     onboard = settings.onboard.model_copy(update={
         "domain": params.domain, "source": None, "horizon": horizon, "season_length": params.season_length})

@@ -31,9 +31,10 @@ from flows.onboard_domain import onboard_domain_flow
 from flows.pretrain import pretrain_flow
 from flows.watch_sources import watch_sources_flow
 from infra.events import DOMAIN_DEGRADED, STORE_UPDATED, domain_resource, store_resource
-from infra.settings import IngestParams, OnboardParams, Settings
+from infra.settings import DEFAULT_BACKBONE, IngestParams, OnboardParams, Settings
+from store.horizon import default_horizon
 from store.watch import EVENT, UNWATCHED, resource_id
-from tasks.ingest import known_sources
+from tracking.known_sources import known_sources
 
 PRETRAIN_ONLY = {"synthetic"}  # generated corpora are not domains anyone forecasts
 ONE_CLICK = "one-click-onboarding"
@@ -83,7 +84,7 @@ def build_deployments(settings: Settings) -> list:
             parameters={"params": params.model_dump()}, tags=["tsfm", "ingest", domain],
             description=f"refresh the {domain} store from {spec.source}"))
     # retraining continues from the champion (unless the settings name another start) and is gated
-    retrain = settings.pretrain.model_copy(update={"init": settings.pretrain.init or "models:/backbone@champion"})
+    retrain = settings.pretrain.model_copy(update={"init": settings.pretrain.init or DEFAULT_BACKBONE})
     out.append(pretrain_flow.to_deployment(
         name="retrain-backbone", schedules=_schedules(sch.retrain_cron, sch.timezone),
         parameters={"params": retrain.model_dump()}, tags=["tsfm", "pretrain"],
@@ -95,7 +96,7 @@ def build_deployments(settings: Settings) -> list:
         # the scheduled one too, so it never onboards a stale store). With unchanged data the store's
         # md5 is unchanged, so adapt/evaluate come from the cache and no new versions appear.
         params = settings.onboard.model_copy(update={"domain": domain, "source": spec.source if spec else None,
-                                                     "horizon": spec.horizon if spec else settings.onboard.horizon})
+                                                     "horizon": default_horizon(domain, settings, spec)})
         if domain in known and known[domain].season_length:
             params = params.model_copy(update={"season_length": known[domain].season_length})
         watched = bool(spec) and not spec.source.startswith(UNWATCHED) and bool(sch.watch_interval_s)

@@ -1,7 +1,8 @@
 from prefect import flow
 
 from infra.settings import IngestParams, load_settings
-from tasks.ingest import announce_store_task, ingest_params, ingest_task, log_ingest_task
+from store.horizon import ingest_params
+from tasks.ingest import announce_store_task, ingest_task, log_ingest_task
 
 
 @flow(name="ingest", log_prints=True)

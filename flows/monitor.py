@@ -1,15 +1,8 @@
 from prefect import flow
 
 from infra.settings import MonitorParams, load_settings
-from tasks.monitor import (
-    check_accuracy_task,
-    check_drift_task,
-    log_monitor_task,
-    monitored_domains,
-    new_check_dir,
-    react_task,
-    validate_params,
-)
+from tasks.monitor import check_accuracy_task, check_drift_task, log_monitor_task, new_check_dir, react_task
+from tracking.registry import monitored_domains
 
 
 @flow(name="monitor", log_prints=True)
@@ -19,9 +12,8 @@ def monitor_flow(params: MonitorParams = MonitorParams()) -> dict:
     -> MLflow run (tsfm-monitor) + Prefect artifact + the verdict on the registry -> tsfm.domain.degraded
     when realized accuracy or drift crosses its threshold (re-onboarding's trigger)."""
     settings = load_settings()
-    validate_params(params)
     verdicts = {}
-    for domain in monitored_domains(params, settings):
+    for domain in monitored_domains(params.domain, settings):
         check_dir = new_check_dir(domain, settings)
         accuracy = check_accuracy_task(domain, params, settings, check_dir)
         drifted = check_drift_task(domain, params, settings, check_dir)

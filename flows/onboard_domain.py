@@ -1,8 +1,7 @@
 from prefect import flow
 
 from flows.ingest import ingest_flow
-from infra.settings import IngestParams, OnboardParams, load_settings
-from tasks.ingest import missing_ingests
+from infra.settings import DEFAULT_BACKBONE, IngestParams, OnboardParams, load_settings
 from tasks.onboard import (
     adapt_domain_task,
     evaluate_domain_task,
@@ -12,10 +11,11 @@ from tasks.onboard import (
 )
 from tasks.pretrain import ensure_backbone_task
 from tasks.promote import promote_domain_task
+from tracking.known_sources import missing_ingests
 
 
 @flow(name="onboard_domain", log_prints=True)
-def onboard_domain_flow(params: OnboardParams, backbone: str = "models:/backbone@champion",
+def onboard_domain_flow(params: OnboardParams, backbone: str = DEFAULT_BACKBONE,
                         promote: bool = True) -> dict:
     """(source ->) store -> teacher + adapter + fusion weight -> validation and test tables of every
     candidate family -> registry, the best validated candidate offered as challenger (-> champion)

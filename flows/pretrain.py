@@ -2,8 +2,8 @@ from prefect import flow
 
 from flows.ingest import ingest_flow
 from infra.settings import PretrainParams, load_settings
-from tasks.ingest import missing_ingests
 from tasks.pretrain import gate_backbone_task, pretrain_backbone_task
+from tracking.known_sources import missing_ingests
 
 
 @flow(name="pretrain", log_prints=True)

@@ -31,6 +31,7 @@ from infra.errors import InputError
 from models.memory.config import OnboardingConfig
 from models.pretraining.spec import TrainingRecipe
 
+DEFAULT_BACKBONE = "models:/backbone@champion"  # the registered backbone every stage starts from
 DOMAIN_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"  # a domain names folders, models and Prefect deployments
 
 
@@ -286,6 +287,13 @@ class MonitorParams(Section):
                                          "(the server exports it for the alert rule)")
     emit_events: bool = Field(True, description="emit tsfm.domain.degraded (re-onboarding's trigger)")
 
+    @model_validator(mode="after")
+    def _one_source_of_serving_metrics(self) -> "MonitorParams":
+        if self.prometheus_url and self.serving_metrics:
+            raise ValueError("give either --prometheus-url (monitor.prometheus_url) or --serving-metrics "
+                             "(monitor.serving_metrics), not both: Prometheus already sums the replicas")
+        return self
+
 
 EVALUATE_BASELINES = ("seasonal_naive", "theta", "auto_ets")
 
@@ -293,7 +301,7 @@ EVALUATE_BASELINES = ("seasonal_naive", "theta", "auto_ets")
 class EvaluateParams(Section):
     """Zero-shot evaluation of a registered backbone on packaged real data (M3, electricity)."""
 
-    backbone: str = Field("models:/backbone@champion",
+    backbone: str = Field(DEFAULT_BACKBONE,
                           description="models:/<name>@<alias>, models:/<name>/<version>, or a version of `backbone`")
     datasets: list[str] = Field(default_factory=lambda: ["m3", "vic_elec", "epf_fr_be"],
                                 description="m3, m3-<category>[-<frequency>], vic_elec, epf_fr_be")

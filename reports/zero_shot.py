@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from evaluation.zero_shot import ELECTRICITY
 from infra.settings import EvaluateParams
+from store.sources import ELECTRICITY
 
 
 def _fmt(v: float) -> str:

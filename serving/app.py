@@ -26,6 +26,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
 from infra.settings import ServeParams
+from models.forecasting.kinds import NEURAL
 from models.forecasting.protocol import (
     answer_json,
     forecast_frame,
@@ -39,7 +40,6 @@ from models.forecasting.protocol import (
     request_rows,
     to_model_scale,
 )
-from models.forecasting.kinds import NEURAL
 from models.forecasting.tiny import FALLBACK, MIN_NEURAL_CONTEXT, short_rows
 from serving import MODEL_HEADER
 from serving.batching import MicroBatcher

@@ -26,6 +26,8 @@ SCHEMES = ("<local path>", "file://", "s3://", "builtin:", "synthetic:")
 CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zip", ".csv.xz")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
+# the packaged electricity series of the zero-shot evaluation: (horizon, season), one day ahead
+ELECTRICITY = {"vic_elec": (48, 48), "epf_fr_be": (24, 24)}
 M3_CATEGORIES = ("micro", "industry", "macro", "finance", "demographic", "other")
 M3_FREQUENCIES = ("yearly", "quarterly", "monthly", "other")
 M3_SEASON = {"yearly": 1, "quarterly": 4, "monthly": 12, "other": 1}

@@ -24,7 +24,7 @@ from prefect import task
 
 from batch import partitions
 from evaluation import drift, realized
-from infra.errors import InputError, NotFoundError
+from infra.errors import NotFoundError
 from infra.events import DOMAIN_DEGRADED, domain_resource, emit
 from infra.files import exclusive
 from infra.logs import run_logger
@@ -38,19 +38,6 @@ EVENTS = "events.json"  # the drift reasons already announced, so a standing dri
 
 def forecasts_root(domain: str, params: MonitorParams, settings: Settings) -> str:
     return params.forecasts or settings.forecast.output or settings.forecast_dir(domain)
-
-
-def monitored_domains(params: MonitorParams, settings: Settings) -> list[str]:
-    """``params.domain``, else every domain with a champion (onboarded), sorted."""
-    registry.configure(settings)
-    known = sorted(registry.remembered_domains())
-    if params.domain:
-        if registry.alias_version(registry.forecaster_name(params.domain), "champion") is None:
-            raise NotFoundError(f"{registry.forecaster_name(params.domain)} has no champion: onboard "
-                                f"{params.domain} first (tsfm onboard --domain {params.domain}); onboarded "
-                                f"domains: {', '.join(known) or 'none'}")
-        return [params.domain]
-    return [d for d in known if registry.alias_version(registry.forecaster_name(d), "champion")]
 
 
 def _ledger(domain: str, settings: Settings) -> pd.DataFrame | None:
@@ -440,12 +427,6 @@ def new_check_dir(domain: str, settings: Settings) -> str:
 
 def clean_check_dir(check_dir: str) -> None:
     shutil.rmtree(check_dir, ignore_errors=True)
-
-
-def validate_params(params: MonitorParams) -> None:
-    if params.prometheus_url and params.serving_metrics:
-        raise InputError("give either --prometheus-url (monitor.prometheus_url) or --serving-metrics "
-                         "(monitor.serving_metrics), not both: Prometheus already sums the replicas")
 
 
 check_accuracy_task = task(check_accuracy, name="realized-accuracy", **remote_retries())

@@ -118,16 +118,6 @@ def _evaluate_cache_key(_ctx, inputs: dict) -> str:
 
 
 # ---------------------------------------------------------------------------- adapt
-def resolve_backbone(backbone_uri: str) -> tuple[str, Path]:
-    """Registered backbone URI -> (version, local folder holding backbone/config.json)."""
-    _, version = registry.resolve(backbone_uri)
-    local = Path(mlflow.artifacts.download_artifacts(registry.versioned_uri("backbone", version)))
-    configs = sorted(local.rglob("backbone/config.json"))
-    if not configs:
-        raise FileNotFoundError(f"no backbone weights inside {backbone_uri}")
-    return version, configs[0].parent
-
-
 def adapt_domain(params: OnboardParams, store_dir: str, backbone_uri: str, settings: Settings) -> str:
     """Fit the domain's teacher, adapter and fusion weight on the store read and split once;
     returns the result folder."""
@@ -154,7 +144,7 @@ def _adapt_once(params: OnboardParams, store_dir: str, backbone_uri: str, pinned
         counts = ", ".join(f"{h}: {n} series" for h, n in sorted(Counter(split.horizons.tolist()).items()))
         run_logger().info("%s: per-series horizons from the source (%s), models forecast %d steps",
                           params.domain, counts, split.horizon)
-    version, backbone_dir = resolve_backbone(pinned)
+    version, backbone_dir = registry.resolve_backbone(pinned)
     started = time.perf_counter()
     try:
         result = onboard(load_backbone(backbone_dir), split, params, trained_context=trained_context(backbone_dir))

@@ -23,10 +23,11 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from prefect import task
 
+from evaluation.gate import beats
 from infra.code_version import REPO, cached_digest
 from infra.errors import NotFoundError
 from infra.logs import run_logger
-from infra.settings import PretrainParams, Settings
+from infra.settings import DEFAULT_BACKBONE, PretrainParams, Settings
 from models.pretraining.spec import TrainerJob, TrainingRecipe
 from store.corpus import build_corpus, store_versions
 from tracking import registry
@@ -177,7 +178,6 @@ def _registered_uri(path: Path, settings: Settings) -> str | None:
     return done["uri"]
 
 
-DEFAULT_BACKBONE = "models:/backbone@champion"
 SHIPPED_TAG = "shipped_default"
 
 
@@ -248,11 +248,9 @@ def resolve_init(init: str | None, settings: Settings) -> tuple[str | None, str 
         ensure_backbone(settings)  # registered first, so the gate weighs the continued run against it
         return str(shipped), "shipped"
     if init.startswith("models:/"):
-        from tasks.onboard import resolve_backbone
-
         ensure_backbone(settings, init)
         registry.configure(settings)
-        version, folder = resolve_backbone(init)
+        version, folder = registry.resolve_backbone(init)
         return str(folder), registry.versioned_uri("backbone", version)
     return init, init
 
@@ -287,8 +285,6 @@ def gate_backbone(new_uri: str, store_dirs: list[str], settings: Settings) -> di
     validation windows by ``promote.margin`` (or there is none); otherwise the new version becomes
     ``challenger``. Domains are untouched either way: each registered forecaster carries its own
     backbone weights, so a domain moves to a new backbone only through its next onboarding's gate."""
-    from tasks.onboard import resolve_backbone
-
     registry.configure(settings)
     new_version = registry.resolve(new_uri)[1]
     try:
@@ -300,11 +296,11 @@ def gate_backbone(new_uri: str, store_dirs: list[str], settings: Settings) -> di
         reason = "the first backbone" if old_version is None else "already champion"
         return {"promoted": old_version is None, "champion": registry.versioned_uri("backbone", new_version),
                 "reason": reason}
-    new = backbone_val_score(resolve_backbone(new_uri)[1], store_dirs, settings)
-    old = backbone_val_score(resolve_backbone(registry.versioned_uri("backbone", old_version))[1], store_dirs,
+    new = backbone_val_score(registry.resolve_backbone(new_uri)[1], store_dirs, settings)
+    old = backbone_val_score(registry.resolve_backbone(registry.versioned_uri("backbone", old_version))[1], store_dirs,
                              settings)
     margin = settings.promote.margin
-    promoted = new < old * (1 - margin)
+    promoted = beats(new, old, margin).wins  # the gate's one replacement rule (evaluation.gate)
     verdict = (f"backbone v{new_version} val sCRPS {new:.4f} vs champion v{old_version} {old:.4f} on the same "
                f"validation windows: " + ("promoted" if promoted else f"kept v{old_version} (needs {margin:.0%} better)"))
     registry.set_alias("backbone", "champion" if promoted else "challenger", new_version)

@@ -123,20 +123,4 @@ def promote_domain(domain: str, settings: Settings, version: str | None = None, 
     return decision
 
 
-def rollback_domain(domain: str, version: str, settings: Settings) -> dict:
-    """Point ``forecaster-<domain>@champion`` back at ``version``."""
-    registry.configure(settings)
-    name = registry.forecaster_name(domain)
-    families = registry.version_families(name)
-    if str(version) not in families:
-        known = ", ".join(f"v{v} ({f})" for v, f in families.items())
-        raise NotFoundError(f"{name} has no version {version}; " + (
-            f"its versions: {known}" if known else
-            f"the domain was never onboarded (onboarded: {', '.join(sorted(registry.remembered_domains())) or 'none'})"))
-    previous = registry.alias_version(name, "champion")
-    registry.set_alias(name, "champion", version)
-    return {"model": name, "champion": version, "family": registry.version_tags(name, version).get("family"),
-            "previous_champion": previous}
-
-
 promote_domain_task = task(promote_domain, name="promote", **remote_retries())

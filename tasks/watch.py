@@ -5,7 +5,7 @@ from prefect import task
 
 from infra.settings import Settings
 from store.watch import watch_sources
-from tasks.ingest import known_sources
+from tracking.known_sources import known_sources
 from tracking.retries import remote_retries
 
 

@@ -305,3 +305,42 @@ def version_tags(name: str, version: str) -> dict[str, str]:
 def latest_version(name: str) -> str | None:
     versions = MlflowClient().search_model_versions(f"name='{name}'")
     return max((str(v.version) for v in versions), key=int, default=None)
+
+
+def resolve_backbone(backbone_uri: str) -> tuple[str, Path]:
+    """Registered backbone URI -> (version, local folder holding backbone/config.json)."""
+    _, version = resolve(backbone_uri)
+    local = Path(mlflow.artifacts.download_artifacts(versioned_uri("backbone", version)))
+    configs = sorted(local.rglob("backbone/config.json"))
+    if not configs:
+        raise FileNotFoundError(f"no backbone weights inside {backbone_uri}")
+    return version, configs[0].parent
+
+
+def rollback_domain(domain: str, version: str, settings: Settings) -> dict:
+    """Point ``forecaster-<domain>@champion`` back at ``version``."""
+    configure(settings)
+    name = forecaster_name(domain)
+    families = version_families(name)
+    if str(version) not in families:
+        known = ", ".join(f"v{v} ({f})" for v, f in families.items())
+        raise NotFoundError(f"{name} has no version {version}; " + (
+            f"its versions: {known}" if known else
+            f"the domain was never onboarded (onboarded: {', '.join(sorted(remembered_domains())) or 'none'})"))
+    previous = alias_version(name, "champion")
+    set_alias(name, "champion", version)
+    return {"model": name, "champion": version, "family": version_tags(name, version).get("family"),
+            "previous_champion": previous}
+
+
+def monitored_domains(domain: str | None, settings: Settings) -> list[str]:
+    """``domain``, else every domain with a champion (onboarded), sorted."""
+    configure(settings)
+    known = sorted(remembered_domains())
+    if domain:
+        if alias_version(forecaster_name(domain), "champion") is None:
+            raise NotFoundError(f"{forecaster_name(domain)} has no champion: onboard "
+                                f"{domain} first (tsfm onboard --domain {domain}); onboarded "
+                                f"domains: {', '.join(known) or 'none'}")
+        return [domain]
+    return [d for d in known if alias_version(forecaster_name(d), "champion")]

@@ -15,6 +15,7 @@ import time
 import typer
 
 from infra.quiet import quiet  # light: stdlib only
+from infra.settings import DEFAULT_BACKBONE
 
 quiet()
 
@@ -193,7 +194,7 @@ def pretrain(
     params = _params(PretrainParams, _settings().pretrain, set_, dict(
         preset=preset, domains=domain or None, max_steps=max_steps, batch_size=batch_size, devices=devices,
         accelerator=accelerator, strategy=strategy, init=init), {"domains": "--domain"})
-    from tasks.ingest import missing_ingests
+    from tracking.known_sources import missing_ingests
 
     missing_ingests(params.domains, _settings())  # undeclared, never-ingested domains fail here
     _echo(_run(_flow("flows.pretrain.pretrain_flow"), params), out)
@@ -220,7 +221,7 @@ def onboard(
     set_: list[str] = typer.Option(None, "--set", help="any onboarding parameter as KEY=VALUE (repeatable; "
                                                        "sections with dots), e.g. --set teacher.k=10 "
                                                        "--set adapter.epochs=5"),
-    backbone: str = typer.Option("models:/backbone@champion", help="the registered backbone to adapt"),
+    backbone: str = typer.Option(DEFAULT_BACKBONE, help="the registered backbone to adapt"),
     promote: bool = typer.Option(True, help="run the promotion gate afterwards"),
     out: str = OUT,
 ):
@@ -234,12 +235,16 @@ def onboard(
         "val_origins": val_origins, "context_length": context_length, "backbone_context": backbone_context,
         "finetune.max_steps": finetune_steps},
         {"finetune.max_steps": "--finetune-steps"})
+    if horizon is None and not any(s.split("=", 1)[0].strip() == "horizon" for s in set_ or []):
+        from store.horizon import default_horizon  # a declared domain's own horizon, as its deployment uses
+
+        params = params.model_copy(update={"horizon": default_horizon(params.domain, _settings())})
     if params.source:
         from store.sources import check_header
 
         check_header(params.source)
     else:
-        from tasks.ingest import missing_ingests
+        from tracking.known_sources import missing_ingests
 
         missing_ingests([params.domain], _settings())  # an unknown domain fails here, listing the known ones
     onboard_domain_flow = _flow("flows.onboard_domain.onboard_domain_flow")
@@ -268,7 +273,7 @@ def promote(domain: str = typer.Option(..., help="the domain whose challenger is
 def rollback(domain: str = typer.Option(..., help="the domain to roll back"),
              version: str = typer.Option(..., help="the version of forecaster-<domain> to serve again")):
     """Point forecaster-<domain>@champion back at an earlier version (of any family)."""
-    from tasks.promote import rollback_domain
+    from tracking.registry import rollback_domain
 
     _echo(rollback_domain(domain, version, _settings()))
 
@@ -479,11 +484,9 @@ def monitor(
         domain=domain, forecasts=forecasts, prometheus_url=prometheus_url,
         serving_metrics=[u.strip() for u in serving_metrics.split(",") if u.strip()] if serving_metrics else None,
         emit_events=False if no_events else None))
-    _prefect_home()  # tasks.monitor imports prefect, which reads its home at import
-    from tasks.monitor import monitored_domains, validate_params
+    from tracking.registry import monitored_domains
 
-    validate_params(params)
-    if not monitored_domains(params, _settings()):  # an unknown domain fails here, before any flow starts
+    if not monitored_domains(params.domain, _settings()):  # an unknown domain fails here, before any flow starts
         _say("no onboarded domain to monitor (tsfm onboard --domain NAME --source PATH first)")
         _echo({}, out)
         return

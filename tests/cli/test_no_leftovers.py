@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import psutil
 
-from tests.cli.test_user_mistakes import BIN, _env
+from tests.helpers import BIN, _env
 
 
 def test_a_killed_tsfm_leaves_no_prefect_server_running(tmp_path):
@@ -50,7 +50,7 @@ def test_commands_reuse_the_project_api_and_a_busy_machine_fails_none(tmp_path):
     import os
     import sys
 
-    from tests.cli.test_user_mistakes import _tsfm
+    from tests.helpers import _tsfm
 
     rows = "\n".join(f"s{i},{t},{(t * 7 + i) % 11}" for i in range(3) for t in range(40))
     (tmp_path / "a.csv").write_text("unique_id,ds,y\n" + rows + "\n")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import requests
 
-from tests.cli.test_user_mistakes import BIN, _env
+from tests.helpers import BIN, _env
 
 
 def test_ingest_summary_project_prefect_home_and_tsfm_ui_commands(tmp_path):

@@ -3,42 +3,11 @@ and no traceback (``--debug`` shows it); help shows the values that apply; a fil
 layout is read or mapped rather than refused."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pandas as pd
 import pytest
 
 from infra.errors import EXIT_USER_ERROR, NotFoundError
-
-BIN = Path(sys.executable).parent
-
-
-def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    """A fresh project: its own data and state; Prefect's home left to tsfm (under the state folder)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TSFM_", "PREFECT_"))}
-    env.update({"PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "TSFM_PATHS__DATA_DIR": str(tmp_path / "data"),
-                "TSFM_PATHS__STATE_DIR": str(tmp_path / "state"), "TSFM_PARAMS": str(tmp_path / "none.yaml"),
-                "PREFECT_SERVER_ANALYTICS_ENABLED": "false", **extra})
-    return env
-
-
-def _tsfm(tmp_path: Path, *args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "tsfm"), *args], cwd=tmp_path, env=env or _env(tmp_path), capture_output=True,
-                          text=True, timeout=timeout)
-
-
-def _one_message(proc: subprocess.CompletedProcess, *fragments: str) -> str:
-    err = proc.stderr
-    assert proc.returncode == EXIT_USER_ERROR, (proc.returncode, err[-3000:])
-    assert "Traceback" not in err and "╭" not in err, err[-3000:]  # neither Python's nor rich's traceback
-    [line] = [ln for ln in err.splitlines() if ln.startswith("error: ")]
-    for fragment in fragments:
-        assert fragment in line, line
-    assert len(err.splitlines()) <= 6, err
-    return line
+from tests.helpers import _env, _one_message, _tsfm
 
 
 def test_file_mistakes_fail_in_a_second_with_one_line(tmp_path):
@@ -131,7 +100,7 @@ def test_other_layouts_are_read_and_bad_rows_quarantined(write_file, tmp_path):
 
 def test_missing_stores_are_ingested_from_declared_or_remembered_sources(tmp_path, monkeypatch):
     from infra.settings import load_settings
-    from tasks.ingest import missing_ingests
+    from tracking.known_sources import missing_ingests
 
     for name, value in _env(tmp_path).items():
         if name.startswith("TSFM_"):

@@ -13,7 +13,8 @@ from models.splits import split_frame
 from serving import MODEL_HEADER
 from serving.launch import request_body, start_server, start_tsfm_server, stop_server, wait_ready
 from store.canonical import read_store
-from tasks.promote import promote_domain, rollback_domain
+from tasks.promote import promote_domain
+from tracking.registry import rollback_domain
 
 
 def test_alias_round_trip(demo_run):

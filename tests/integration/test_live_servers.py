@@ -9,14 +9,11 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from tests.helpers import CHROMIUM, CHROMIUM_ARGS
 from tests.integration.cli import DOMAIN, run_tsfm
 from tracking.datasets import dvc_md5
 
 MODEL = f"forecaster-{DOMAIN}"  # the domain's served model; fused-<domain> is a component
-CHROMIUM = Path("/usr/bin/chromium")  # Debian's package (Makefile: make install)
-# flags that keep a headless Chromium from reaching out (the machine has no internet) or needing a GPU
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture(scope="module")

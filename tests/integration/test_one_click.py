@@ -14,8 +14,7 @@ import pytest
 import requests
 
 from infra.servers import free_port
-from tests.cli.test_user_mistakes import _env
-from tests.integration.test_live_servers import CHROMIUM, CHROMIUM_ARGS
+from tests.helpers import CHROMIUM, CHROMIUM_ARGS, _env
 
 DOMAIN = "shop"
 

@@ -14,7 +14,7 @@ import pytest
 from infra.errors import EXIT_USER_ERROR, InputError
 from infra.servers import free_port
 from serving.exposure import check_bind, is_loopback
-from tests.cli.test_user_mistakes import _env, _one_message, _tsfm
+from tests.helpers import _env, _one_message, _tsfm
 
 BIN = Path(sys.executable).parent
 

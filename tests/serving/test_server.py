@@ -19,9 +19,9 @@ from models.forecasting.fused import FusedForecaster
 from models.forecasting.protocol import QUANTILE_COLUMNS, parse_context
 from serving import MODEL_HEADER
 from serving.launch import request_body, start_tsfm_server, stop_server, wait_ready
-from tasks.promote import rollback_domain
 from tests.serving.conftest import COPY, TWIN, family_version
 from tracking import registry as tracking
+from tracking.registry import rollback_domain
 
 LATE = "m3-late"  # gains the alias while the server runs
 

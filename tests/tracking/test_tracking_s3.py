@@ -6,8 +6,8 @@ import mlflow
 import pandas as pd
 
 from infra.settings import Settings
-from tasks.promote import rollback_domain
 from tracking import registry as tracking
+from tracking.registry import rollback_domain
 
 
 def test_runs_and_registered_models_keep_artifacts_in_s3(tmp_path, moto_endpoint, aws_env):

@@ -1,0 +1,43 @@
+"""Helpers several test modules share: a fresh project's environment, running `tsfm` in it as a
+user would, the one-message check of a user's mistake, and the system Chromium."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from infra.errors import EXIT_USER_ERROR
+
+BIN = Path(sys.executable).parent
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """A fresh project: its own data and state; Prefect's home left to tsfm (under the state folder)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TSFM_", "PREFECT_"))}
+    env.update({"PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "TSFM_PATHS__DATA_DIR": str(tmp_path / "data"),
+                "TSFM_PATHS__STATE_DIR": str(tmp_path / "state"), "TSFM_PARAMS": str(tmp_path / "none.yaml"),
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false", **extra})
+    return env
+
+
+def _tsfm(tmp_path: Path, *args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "tsfm"), *args], cwd=tmp_path, env=env or _env(tmp_path), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _one_message(proc: subprocess.CompletedProcess, *fragments: str) -> str:
+    err = proc.stderr
+    assert proc.returncode == EXIT_USER_ERROR, (proc.returncode, err[-3000:])
+    assert "Traceback" not in err and "╭" not in err, err[-3000:]  # neither Python's nor rich's traceback
+    [line] = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    for fragment in fragments:
+        assert fragment in line, line
+    assert len(err.splitlines()) <= 6, err
+    return line
+
+
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's package (Makefile: make install)
+# flags that keep a headless Chromium from reaching out (the machine has no internet) or needing a GPU
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
