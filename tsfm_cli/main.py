@@ -509,6 +509,25 @@ def monitor(
 
 
 @app.command()
+def config(changed: bool = typer.Option(False, "--changed", help="only the settings whose value differs from "
+                                         "the schema's default"),
+           as_json: bool = typer.Option(False, "--json", help="the rows as JSON (key, value, source, default)")):
+    """The effective settings, each with where it came from: the schema's default, the profile (TSFM_PROFILE),
+    params.yaml (TSFM_PARAMS) or a TSFM_* variable. A command's options and --set apply on top, to it alone."""
+    from infra.provenance import effective_settings
+
+    rows = [r for r in effective_settings() if not changed or r["value"] != r["default"]]
+    if as_json:
+        _echo(rows)
+        return
+    width = max((len(r["key"]) for r in rows), default=0)
+    for r in rows:
+        was = ("" if r["source"] == "default" else "; the default too" if r["value"] == r["default"]
+               else f"; default {json.dumps(r['default'], default=str)}")
+        typer.echo(f"{r['key']:<{width}}  {json.dumps(r['value'], default=str)}  ({r['source']}{was})")
+
+
+@app.command()
 def demo():
     """Everything end to end on the embedded defaults: ingest, pretrain, onboard, promote, serve."""
     import resource

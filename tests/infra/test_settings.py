@@ -2,6 +2,7 @@
 and none of them can hold a key it does not know."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -89,3 +90,28 @@ def test_set_and_named_options_go_through_one_helper_with_clear_messages():
                      flags={"finetune.max_steps": "--finetune-steps"})
     with pytest.raises(ParamsError, match="expected KEY=VALUE"):
         build_params(OnboardParams, base, ["teacher.k"])
+
+
+def test_tsfm_config_says_where_each_setting_comes_from(tmp_path, monkeypatch):
+    """Default, profile, params.yaml and TSFM_* each named as the source; the effective value wins in that order."""
+    from typer.testing import CliRunner
+
+    from tsfm_cli.main import app
+
+    for key in [k for k in os.environ if k.startswith("TSFM_")]:
+        monkeypatch.delenv(key)
+    (tmp_path / "params.yaml").write_text("onboard:\n  horizon: 12\n  teacher:\n    k: 9\npretrain:\n  lr: 0.003\n")
+    monkeypatch.setenv("TSFM_PARAMS", str(tmp_path / "params.yaml"))
+    monkeypatch.setenv("TSFM_ONBOARD__TEACHER__K", "7")
+    monkeypatch.setenv("TSFM_PROFILE", "cluster")
+    result = CliRunner().invoke(app, ["config", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {r["key"]: r for r in json.loads(result.stdout)}
+    assert rows["onboard.teacher.k"]["value"] == 7 and rows["onboard.teacher.k"]["source"] == "env TSFM_ONBOARD__TEACHER__K"
+    assert rows["onboard.horizon"]["value"] == 12 and rows["onboard.horizon"]["source"].endswith("params.yaml")
+    assert rows["onboard.adapter.epochs"]["source"] == "default"
+    assert rows["pretrain.lr"]["value"] == rows["pretrain.lr"]["default"]  # params.yaml repeating a default
+    assert any(r["source"] == "profile cluster" for r in rows.values())
+    changed = CliRunner().invoke(app, ["config", "--changed"])
+    assert "onboard.teacher.k" in changed.stdout and "pretrain.lr " not in changed.stdout
+    assert "onboard.adapter.epochs" not in changed.stdout
