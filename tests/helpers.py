@@ -17,7 +17,10 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TSFM_", "PREFECT_"))}
     env.update({"PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "TSFM_PATHS__DATA_DIR": str(tmp_path / "data"),
                 "TSFM_PATHS__STATE_DIR": str(tmp_path / "state"), "TSFM_PARAMS": str(tmp_path / "none.yaml"),
-                "PREFECT_SERVER_ANALYTICS_ENABLED": "false", **extra})
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                # the project's Prefect API stops soon after the test's last command (tests/conftest.py), not
+                # after the default 30 minutes: a suite's worth of idle servers slowed every later test
+                "TSFM_PREFECT_IDLE_S": os.environ.get("TSFM_PREFECT_IDLE_S", "30"), **extra})
     return env
 
 

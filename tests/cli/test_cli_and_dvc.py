@@ -48,8 +48,10 @@ def test_cli_ingest_reports_bad_file_and_writes_nothing(tmp_path):
 
 def test_dvc_repro_runs_the_ingest_stage(tmp_path):
     work = tmp_path / "repo"
+    # the checkout as a clone holds it: no venvs, state, caches or benchmark outputs (GBs in a working copy)
     shutil.copytree(REPO, work, ignore=shutil.ignore_patterns(
-        ".venv", ".git", ".tsfm", "data", "__pycache__", "*.egg-info", ".pytest_cache", "results"))
+        ".venv", ".venv-peer", ".git", ".tsfm", "data", "__pycache__", "*.egg-info", ".*_cache", ".hypothesis",
+        "results", "out", "test-artifacts", "mlruns"))
     csv = _small_csv(tmp_path / "small.csv")
     params = yaml.safe_load((work / "params.yaml").read_text())
     params["sources"] = {"small": {"source": str(csv), "horizon": 4, "min_train": 8}}
