@@ -175,8 +175,8 @@ class ServeParams(Section):
     domain: str = Field("m3-other", pattern=DOMAIN_PATTERN, description="`tsfm serve --mlflow`: the one domain "
                         "MLflow's scoring server serves")
     host: str = Field("127.0.0.1", description="bind address; a non-loopback one needs a token or insecure")
-    port: int = Field(5001, ge=1, le=65535)
-    alias: str = "champion"
+    port: int = Field(5001, ge=1, le=65535, description="TCP port")
+    alias: str = Field("champion", description="the alias served")
     token: SecretStr | None = Field(None, description="bearer token for /invocations, /reload and /metrics "
                                     "(env TSFM_SERVE__TOKEN); None = open, allowed on loopback only")
     insecure: bool = Field(False, description="serve a non-loopback host without a token (warned at every start)")
@@ -227,7 +227,8 @@ class ForecastParams(Section):
     """`tsfm forecast`: the domain's champion (any family) forecasts every series of its latest store (or of
     ``source``) into one Parquet partition per origin (``batch/``); chunks of series run on a Dask cluster."""
 
-    domain: str = Field("m3-other", pattern=DOMAIN_PATTERN)
+    domain: str = Field("m3-other", pattern=DOMAIN_PATTERN, description="the onboarded domain whose champion "
+                        "forecasts")
     source: str | None = Field(None, description="forecast this source's series instead of the domain's latest "
                                "store: local path, s3://bucket/key or builtin:<name> (rows validated as on ingest)")
     columns: dict[str, str] = Field(default_factory=dict, description="the source's column names for unique_id, ds "

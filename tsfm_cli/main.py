@@ -50,6 +50,18 @@ def _help(model: str, field: str) -> str:
     return getattr(infra.settings, model).model_fields[field].description
 
 
+def _described(section: str, field: str, shown=None, extra: str = "") -> str:
+    """An option's help written once, in the schema: the description of the settings' ``section.field``
+    (dots for nested sections), then ``extra``, then the value that applies (``shown`` where the raw
+    value, often None, would say less)."""
+    obj = getattr(S, section)
+    *parents, leaf = field.split(".")
+    for name in parents:
+        obj = getattr(obj, name)
+    description = type(obj).model_fields[leaf].description or ""
+    return description + extra + _default(getattr(obj, leaf) if shown is None else shown)
+
+
 def _default(value) -> str:
     if isinstance(value, (list, tuple)):
         value = ",".join(map(str, value)) or "[]"
@@ -171,19 +183,15 @@ def ingest(
 
 @app.command()
 def pretrain(
-    preset: str = typer.Option(None, help="backbone size preset (tiny, 4m, 22m, 313m, 1b, 2.5b)"
-                               + _default(S.pretrain.preset)),
-    domain: list[str] = typer.Option(None, help="domains to pre-train on (train parts only; declared sources not "
-                                                "ingested yet are ingested first); repeatable"
-                                     + _default(S.pretrain.domains)),
-    max_steps: int = typer.Option(None, help="optimizer steps" + _default(S.pretrain.max_steps)),
-    batch_size: int = typer.Option(None, help="series windows per step and device" + _default(S.pretrain.batch_size)),
-    devices: str = typer.Option(None, help="devices per node: a number or auto" + _default(S.pretrain.devices)),
+    preset: str = typer.Option(None, help=_described("pretrain", "preset")),
+    domain: list[str] = typer.Option(None, help=_described("pretrain", "domains", extra="; declared sources not "
+                                                           "ingested yet are ingested first; repeatable")),
+    max_steps: int = typer.Option(None, help=_described("pretrain", "max_steps")),
+    batch_size: int = typer.Option(None, help=_described("pretrain", "batch_size")),
+    devices: str = typer.Option(None, help=_described("pretrain", "devices", extra=" (per node)")),
     accelerator: str = typer.Option(None, help="cpu, gpu or auto" + _default(S.pretrain.accelerator)),
-    strategy: str = typer.Option(None, help="auto, ddp, fsdp" + _default(S.pretrain.strategy)),
-    init: str = typer.Option(None, help="continue from: default (the shipped backbone), a model URI such as "
-                             "models:/backbone@champion, or a saved backbone folder"
-                             + _default(S.pretrain.init or "none: random weights")),
+    strategy: str = typer.Option(None, help=_described("pretrain", "strategy")),
+    init: str = typer.Option(None, help=_described("pretrain", "init", S.pretrain.init or "none: random weights")),
     set_: list[str] = SET,
     out: str = OUT,
 ):
@@ -204,20 +212,18 @@ def pretrain(
 def onboard(
     domain: str = typer.Option(..., help="the domain: its store is used, or --source ingested first"),
     source: str = typer.Option(None, help="ingest this source first (as `tsfm ingest` does)"),
-    horizon: int = typer.Option(None, help="points forecast and held out, where the source has no per-series "
-                                "horizons" + _default(S.onboard.horizon)),
-    season_length: int = typer.Option(None, help="steps per seasonal cycle, where the source has no per-series "
-                                      "seasons" + _default(S.onboard.season_length or "from the data's frequency")),
-    val_origins: int = typer.Option(None, help="validation windows per series, a horizon apart"
-                                    + _default(S.onboard.val_origins or "by the domain's size, 3 to 30")),
-    context_length: int = typer.Option(None, help="points of history of each datastore window: what the teacher, "
-                                       "the adapter and the fused model see" + _default(S.onboard.context_length)),
-    backbone_context: int = typer.Option(None, help="points of history the frozen backbone family reads"
-                                         + _default(S.onboard.backbone_context
-                                                    or "the backbone's training context, at most 2048")),
-    finetune_steps: int = typer.Option(None, help="also fully fine-tune a copy of the backbone for comparison "
-                                                  "(0 = skip); never what gets served"
-                                       + _default(S.onboard.finetune.max_steps)),
+    horizon: int = typer.Option(None, help=_described("onboard", "horizon", f"the domain's `sources` entry, else "
+                                                                           f"{S.onboard.horizon}")),
+    season_length: int = typer.Option(None, help=_described("onboard", "season_length",
+                                                            S.onboard.season_length or "from the data")),
+    val_origins: int = typer.Option(None, help=_described("onboard", "val_origins",
+                                                          S.onboard.val_origins or "by the domain's size, 3 to 30")),
+    context_length: int = typer.Option(None, help=_described("onboard", "context_length")),
+    backbone_context: int = typer.Option(None, help=_described("onboard", "backbone_context", S.onboard.backbone_context
+                                                               or "the backbone's training context")),
+    finetune_steps: int = typer.Option(None, help=_described("onboard", "finetune.max_steps", extra=" (a copy of "
+                                                             "the backbone fine-tuned in full, for comparison; never "
+                                                             "what gets served)")),
     set_: list[str] = typer.Option(None, "--set", help="any onboarding parameter as KEY=VALUE (repeatable; "
                                                        "sections with dots), e.g. --set teacher.k=10 "
                                                        "--set adapter.epochs=5"),
@@ -283,18 +289,15 @@ def serve(
     domains: str = typer.Option(None, help="comma-separated domains; empty: every forecaster-* model with the alias "
                                            "(new ones are picked up while running)"
                                 + _default(S.serve.domains or "every domain")),
-    port: int = typer.Option(None, help="TCP port" + _default(S.serve.port)),
-    host: str = typer.Option(None, help="bind address; a non-loopback one (0.0.0.0) needs TSFM_SERVE__TOKEN or "
-                                        "--insecure" + _default(S.serve.host)),
-    insecure: bool = typer.Option(None, "--insecure", help="serve a non-loopback --host without a token (a warning "
-                                                           "is printed at every start)"),
-    alias: str = typer.Option(None, help="the alias served" + _default(S.serve.alias)),
-    reload_interval_s: float = typer.Option(None, help="alias poll interval in seconds; 0 = only POST /reload"
-                                            + _default(S.serve.reload_interval_s)),
-    device: str = typer.Option(None, help="cpu, cuda, cuda:1 ..." + _default(S.serve.device)),
+    port: int = typer.Option(None, help=_described("serve", "port")),
+    host: str = typer.Option(None, help=_described("serve", "host", extra=" (TSFM_SERVE__TOKEN) or --insecure")),
+    insecure: bool = typer.Option(None, "--insecure", help=_described("serve", "insecure")),
+    alias: str = typer.Option(None, help=_described("serve", "alias")),
+    reload_interval_s: float = typer.Option(None, help=_described("serve", "reload_interval_s", extra=" (seconds)")),
+    device: str = typer.Option(None, help=_described("serve", "device")),
     mlflow: bool = typer.Option(False, "--mlflow", help="MLflow's scoring server for one --domain instead "
                                                         "(no reload, no batching; for comparison)"),
-    domain: str = typer.Option(None, help="with --mlflow: the one domain served" + _default(S.serve.domain)),
+    domain: str = typer.Option(None, help=_described("serve", "domain")),
 ):
     """Serve every domain's forecaster-<domain>@champion (any family) in one process (foreground): MLflow scoring
     protocol on /invocations, /health, /metrics, hot reload. Bearer token: TSFM_SERVE__TOKEN."""
@@ -392,14 +395,12 @@ def evaluate(
                                  + _default(S.evaluate.datasets)),
     max_series: int = typer.Option(None, help="evenly spaced subsample of at most N series per dataset"
                                    + _default(S.evaluate.max_series)),
-    windows: int = typer.Option(None, help="rolling test windows per electricity series (the last is the test part)"
-                                + _default(S.evaluate.windows)),
-    baselines: str = typer.Option(None, help="comma-separated subset of seasonal_naive,theta,auto_ets"
-                                  + _default(S.evaluate.baselines)),
-    context_length: int = typer.Option(None, help="points of history the backbone sees"
-                                       + _default(S.evaluate.context_length or "the backbone's training context")),
-    n_jobs: int = typer.Option(None, help="processes for the baselines; 0 = all cores" + _default(S.evaluate.n_jobs)),
-    device: str = typer.Option(None, help="backbone device: auto, cpu, cuda" + _default(S.evaluate.device)),
+    windows: int = typer.Option(None, help=_described("evaluate", "windows")),
+    baselines: str = typer.Option(None, help=_described("evaluate", "baselines", extra="; comma-separated")),
+    context_length: int = typer.Option(None, help=_described("evaluate", "context_length",
+                                                             S.evaluate.context_length or "the backbone's")),
+    n_jobs: int = typer.Option(None, help=_described("evaluate", "n_jobs")),
+    device: str = typer.Option(None, help=_described("evaluate", "device")),
     set_: list[str] = SET,
     out: str = OUT,
 ):
@@ -425,18 +426,18 @@ def evaluate(
 
 @app.command()
 def forecast(
-    domain: str = typer.Option(None, help="the onboarded domain whose champion forecasts" + _default(S.forecast.domain)),
-    source: str = typer.Option(None, help="forecast this file/folder/s3:// source's series instead of the domain's "
-                               "latest store"),
-    columns: str = typer.Option(None, help="the source's column names, e.g. date=ds,value=y,series=unique_id"),
+    domain: str = typer.Option(None, help=_described("forecast", "domain")),
+    source: str = typer.Option(None, help=_described("forecast", "source", "none: the domain's store")),
+    columns: str = typer.Option(None, help=_described("forecast", "columns", "the canonical names", extra=", e.g. "
+                                                      "date=ds,value=y,series=unique_id")),
     date_format: str = typer.Option(None, help=_help("ForecastParams", "date_format")),
-    output: str = typer.Option(None, help="dataset root, a folder or s3://bucket/prefix"
-                               + _default(S.forecast.output or "<data_dir>/forecasts/<domain>")),
-    horizon: int = typer.Option(None, help="steps per series" + _default(S.forecast.horizon or "the champion's")),
+    output: str = typer.Option(None, help=_described("forecast", "output",
+                                                     S.forecast.output or "<data_dir>/forecasts/<domain>")),
+    horizon: int = typer.Option(None, help=_described("forecast", "horizon", S.forecast.horizon or "the champion's")),
     origin: str = typer.Option(None, help="the batch's as-of date YYYY-MM-DD (its partition); default: today in "
                                f"schedules.timezone ({S.schedules.timezone})"),
-    executor: str = typer.Option(None, help="dask (chunks on a Dask cluster) or inline" + _default(S.forecast.executor)),
-    workers: int = typer.Option(None, help="processes of the local Dask cluster" + _default(S.forecast.workers)),
+    executor: str = typer.Option(None, help=_described("forecast", "executor")),
+    workers: int = typer.Option(None, help=_described("forecast", "workers")),
     set_: list[str] = SET,
     out: str = OUT,
 ):
@@ -465,12 +466,13 @@ def forecast(
 
 @app.command()
 def monitor(
-    domain: str = typer.Option(None, help="the domain to check; default: every onboarded domain"),
-    forecasts: str = typer.Option(None, help="batch forecast dataset root" + _default(
-        S.monitor.forecasts or S.forecast.output or "<data_dir>/forecasts/<domain>")),
-    serving_metrics: str = typer.Option(None, help="comma-separated /metrics URLs of the serving replicas (served "
-                                        "contexts' drift)"),
-    prometheus_url: str = typer.Option(None, help="Prometheus scraping the replicas, instead of --serving-metrics"),
+    domain: str = typer.Option(None, help=_described("monitor", "domain", S.monitor.domain or "every onboarded "
+                                                                                              "domain")),
+    forecasts: str = typer.Option(None, help=_described("monitor", "forecasts", S.monitor.forecasts or S.forecast.output
+                                                        or "<data_dir>/forecasts/<domain>")),
+    serving_metrics: str = typer.Option(None, help=_described("monitor", "serving_metrics", "none",
+                                                              extra="; comma-separated")),
+    prometheus_url: str = typer.Option(None, help=_described("monitor", "prometheus_url", "none")),
     no_events: bool = typer.Option(False, "--no-events", help="report only: emit no tsfm.domain.degraded"),
     set_: list[str] = SET,
     out: str = OUT,

@@ -73,7 +73,9 @@ def test_help_shows_the_values_that_apply(tmp_path):
         return " ".join(_tsfm(tmp_path, *command, "--help", env=env).stdout.split())  # unwrapped
 
     onboard = help_of("onboard")
-    assert "[default: 13]" in onboard and "[default: by the domain's size, 3 to 30]" in onboard  # val_origins
+    # the horizon: the one rule of tsfm ingest, tsfm onboard and the deployments (store/horizon.py)
+    assert "[default: the domain's `sources` entry, else 13]" in onboard
+    assert "[default: by the domain's size, 3 to 30]" in onboard  # val_origins
     assert "<bool>" not in onboard and "--promote / --no-promote" in onboard
     assert "[default: the domain's `sources` entry, else 13]" in help_of("ingest")
     assert "[default: 6123]" in help_of("serve")
