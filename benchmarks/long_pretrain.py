@@ -86,10 +86,12 @@ def replan(out: Path, p: dict, max_steps: int, snapshot_every: int | None) -> di
     return p
 
 
-def curve(out: Path, fields: dict, tracking_uri: str | None) -> list[dict]:
+def curve(out: Path, fields: dict, tracking_uri: str | None, steps: set[int] | None = None) -> list[dict]:
     groups = eval_windows(out.parent)
     points = []
     folders = sorted((out / "run" / "snapshots").glob("step-*"))
+    if steps is not None:  # scoring a snapshot takes minutes: a curve of some of them
+        folders = [f for f in folders if int(f.name.split("-")[1]) in steps]
     final = out / "run" / "backbone"
     if (out / "run" / "metrics.json").is_file() and final.is_dir():
         metrics = json.loads((out / "run" / "metrics.json").read_text())
@@ -199,6 +201,8 @@ def main() -> None:
     ap.add_argument("--snapshot-every", type=int, default=None, help="with --max-steps: steps between snapshots")
     ap.add_argument("--score-only", action="store_true", help="score the snapshots there are; train nothing")
     ap.add_argument("--tracking-uri", default=None)
+    ap.add_argument("--points", default=None, help="comma-separated snapshot steps to score for the curve "
+                    "(default: every snapshot); the final backbone always")
     ap.add_argument("--ship", action="store_true", help="copy the final backbone into models/backbone/shipped/")
     args = ap.parse_args()
     out = Path(args.out)
@@ -209,7 +213,8 @@ def main() -> None:
         p = replan(out, p, args.max_steps, args.snapshot_every)
     if not args.score_only:
         run_trainer(trainer_cmd(p["fields"], files, out / "run"), out / "train.log", append=True)
-    points = curve(out, p["fields"], args.tracking_uri)
+    steps = {int(s) for s in args.points.split(",")} if args.points else None
+    points = curve(out, p["fields"], args.tracking_uri, steps)
     print(score_table(points, "checkpoint"))
     if args.ship:
         print(f"shipped: {ship(out, p['fields'], points, files)}")

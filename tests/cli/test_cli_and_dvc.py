@@ -96,3 +96,34 @@ def test_cli_onboard_rejects_bad_parameters_before_any_work(tmp_path, monkeypatc
         assert res.exit_code == 2 and fragment in res.stderr, (args, res.output)
         assert res.exception is None or isinstance(res.exception, SystemExit)
     assert not (tmp_path / ".tsfm").exists()
+
+
+def test_dvc_yaml_follows_the_settings(monkeypatch):
+    """dvc.yaml is written by hand, so a test keeps it in step with the settings it runs on: the
+    pretrain stage depends on the stores of exactly `pretrain.domains`, every `${...}` it reads is a
+    key of params.yaml, and each stage's `params` name sections the schema has."""
+    import re
+
+    from infra.settings import Settings, load_settings
+
+    monkeypatch.setenv("TSFM_PARAMS", str(REPO / "params.yaml"))
+    for name in [n for n in os.environ if n.startswith("TSFM_") and n != "TSFM_PARAMS"]:
+        monkeypatch.delenv(name)
+    settings = load_settings()
+    dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    stores = sorted(d.removeprefix("data/store/") for d in dvc["pretrain"]["deps"] if d.startswith("data/store/"))
+    assert stores == sorted(settings.pretrain.domains)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for ref in re.findall(r"\$\{([a-z_.]+)\}", (REPO / "dvc.yaml").read_text()):
+        if ref.split(".")[0] in ("item", "key"):
+            continue
+        node = params
+        for part in ref.split("."):
+            assert isinstance(node, dict) and part in node, f"dvc.yaml reads ${{{ref}}}, which params.yaml lacks"
+            node = node[part]
+    for stage in dvc.values():
+        for key in stage.get("params", []):
+            section, *rest = key.split(".")
+            assert section in Settings.model_fields, key
+            if rest:
+                assert rest[0] in type(getattr(settings, section)).model_fields, key
