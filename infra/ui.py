@@ -87,9 +87,13 @@ def run_ui(commands: list[UiCommand], say: Callable[[str], None], timeout: float
                 env = dict(os.environ)
                 env.pop("PREFECT_API_URL", None)  # a server must not point at itself as a client
                 env.update(c.env)
-                out = open(c.log, "a") if c.log else subprocess.DEVNULL  # the child keeps its own descriptor
+                if c.log:
+                    Path(c.log).parent.mkdir(parents=True, exist_ok=True)
+                out = open(c.log, "a") if c.log else subprocess.DEVNULL
                 procs.append(subprocess.Popen(c.cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
                                               start_new_session=True, preexec_fn=die_with_parent))
+                if c.log:
+                    out.close()  # the child keeps its own descriptor
                 wait_http(c.health, procs[-1], timeout, c.name, Path(c.log) if c.log else None)
             say(f"{c.name}: {c.url}" + (f" (log: {c.log})" if c.log else ""))
         say("Ctrl-C stops them")
