@@ -69,10 +69,13 @@ def failed_requests(rows: list[dict], where: str) -> int:
 
 def store_horizon(data: Path, domain: str) -> int:
     """The horizon the domain was ingested with (its store's meta.json): what its models forecast."""
-    meta = Path(data) / "store" / domain / "meta.json"
-    if not meta.is_file():
-        raise SystemExit(f"error: no store for domain {domain!r} under {data} (ingest or onboard it first)")
-    return int(json.loads(meta.read_text()).get("horizon") or 6)
+    from infra.errors import NotFoundError
+    from store.canonical import read_meta
+
+    try:
+        return int(read_meta(Path(data) / "store" / domain).get("horizon") or 6)
+    except NotFoundError as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 def write_json(path: str | None, payload: dict) -> None:

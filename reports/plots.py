@@ -46,6 +46,7 @@ def fan_chart(
     n = min(n_series, len(ids))
     fig, axes = _panels(n)
     picks = np.linspace(0, len(ids) - 1, n).astype(int)
+    dated = False
     for ax, i in zip(axes.flat, picks):
         hist = histories[i][-tail:]
         t0, h = len(hist), truth.shape[1]
@@ -56,7 +57,7 @@ def fan_chart(
             h = len(future)
             ax.plot(past, hist, color="0.3", lw=1)
             steps = future
-            fig.autofmt_xdate(rotation=30)
+            dated = True
         else:
             steps = np.arange(t0, t0 + h)
             ax.plot(np.arange(t0), hist, color="0.3", lw=1)
@@ -67,6 +68,8 @@ def fan_chart(
         ax.plot(steps, truth_i, color="C3", lw=1.2, label="actual")
         ax.set_title(str(ids[i]), fontsize=9)
         ax.tick_params(labelsize=7)
+    if dated:
+        fig.autofmt_xdate(rotation=30)  # once for the figure: it sets every panel's date labels
     return _save_panels(fig, axes, n, title, out_file)
 
 

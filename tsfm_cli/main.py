@@ -236,7 +236,8 @@ def onboard(
     registered as forecaster-<domain>'s challenger and, past the gate, its champion."""
     from infra.settings import OnboardParams
 
-    params = _params(OnboardParams, _settings().onboard, set_, {
+    settings = _settings()  # read once for the whole command
+    params = _params(OnboardParams, settings.onboard, set_, {
         "domain": domain, "source": source, "horizon": horizon, "season_length": season_length,
         "val_origins": val_origins, "context_length": context_length, "backbone_context": backbone_context,
         "finetune.max_steps": finetune_steps},
@@ -244,7 +245,7 @@ def onboard(
     if horizon is None and not any(s.split("=", 1)[0].strip() == "horizon" for s in set_ or []):
         from store.horizon import default_horizon  # a declared domain's own horizon, as its deployment uses
 
-        params = params.model_copy(update={"horizon": default_horizon(params.domain, _settings())})
+        params = params.model_copy(update={"horizon": default_horizon(params.domain, settings)})
     if params.source:
         from store.sources import check_header
 
@@ -252,7 +253,7 @@ def onboard(
     else:
         from tracking.known_sources import missing_ingests
 
-        missing_ingests([params.domain], _settings())  # an unknown domain fails here, listing the known ones
+        missing_ingests([params.domain], settings)  # an unknown domain fails here, listing the known ones
     onboard_domain_flow = _flow("flows.onboard_domain.onboard_domain_flow")
     from reports.summary import ingest_summary, onboarding_summary
 
@@ -260,7 +261,7 @@ def onboard(
     result = _run(onboard_domain_flow, params, backbone=backbone, promote=promote)
     result["wall_s"] = time.perf_counter() - started  # the profile's total (time by stage)
     if params.source:  # what the file gave: quarantined rows and dropped series are news too
-        _say(ingest_summary(_settings().store_dir(params.domain)))
+        _say(ingest_summary(settings.store_dir(params.domain)))
     _say(onboarding_summary(result))
     _echo(result, out)
 
