@@ -43,11 +43,13 @@ def _shown():
 S = _shown()
 
 
-def _help(model: str, field: str) -> str:
-    """An option's help from the settings schema's field description, written once there."""
+def _help(model: str | type, field: str) -> str:
+    """An option's help from the settings schema's field description, written once there (``model``: a
+    class of ``infra.settings`` by name, or the class itself)."""
     import infra.settings
 
-    return getattr(infra.settings, model).model_fields[field].description
+    cls = getattr(infra.settings, model) if isinstance(model, str) else model
+    return cls.model_fields[field].description or ""
 
 
 def _described(section: str, field: str, shown=None, extra: str = "") -> str:
@@ -58,8 +60,7 @@ def _described(section: str, field: str, shown=None, extra: str = "") -> str:
     *parents, leaf = field.split(".")
     for name in parents:
         obj = getattr(obj, name)
-    description = type(obj).model_fields[leaf].description or ""
-    return description + extra + _default(getattr(obj, leaf) if shown is None else shown)
+    return _help(type(obj), leaf) + extra + _default(getattr(obj, leaf) if shown is None else shown)
 
 
 def _default(value) -> str:
