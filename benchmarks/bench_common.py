@@ -50,10 +50,9 @@ def fmt(value, spec: str = "") -> str:
 
 def markdown_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
     """columns: (key, header, format spec)."""
-    lines = ["| " + " | ".join(h for _, h, _ in columns) + " |", "|" + "---|" * len(columns)]
-    for row in rows:
-        lines.append("| " + " | ".join(fmt(row.get(k), spec) for k, _, spec in columns) + " |")
-    return "\n".join(lines)
+    from reports.tables import pipe_table
+
+    return pipe_table([h for _, h, _ in columns], ([fmt(row.get(k), spec) for k, _, spec in columns] for row in rows))
 
 
 def failed_requests(rows: list[dict], where: str) -> int:

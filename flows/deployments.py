@@ -30,10 +30,17 @@ from flows.monitor import monitor_flow
 from flows.onboard_domain import onboard_domain_flow
 from flows.pretrain import pretrain_flow
 from flows.watch_sources import watch_sources_flow
-from infra.events import DOMAIN_DEGRADED, STORE_UPDATED, domain_resource, store_resource
+from infra.events import (
+    DOMAIN_DEGRADED,
+    SOURCE_UPDATED,
+    STORE_UPDATED,
+    domain_resource,
+    source_resource,
+    store_resource,
+)
 from infra.settings import DEFAULT_BACKBONE, IngestParams, OnboardParams, Settings
 from store.horizon import default_horizon
-from store.watch import EVENT, UNWATCHED, resource_id
+from store.watch import UNWATCHED
 from tracking.known_sources import known_sources
 
 PRETRAIN_ONLY = {"synthetic"}  # generated corpora are not domains anyone forecasts
@@ -46,8 +53,8 @@ def _schedules(cron: str | None, timezone: str) -> list:
 
 def source_trigger(domain: str) -> DeploymentEventTrigger:
     """Runs the deployment once per ``tsfm.source.updated`` event of ``domain``'s source."""
-    return DeploymentEventTrigger(name=f"new data for {domain}", expect={EVENT},
-                                  match={"prefect.resource.id": resource_id(domain)}, threshold=1,
+    return DeploymentEventTrigger(name=f"new data for {domain}", expect={SOURCE_UPDATED},
+                                  match={"prefect.resource.id": source_resource(domain)}, threshold=1,
                                   within=timedelta(0))
 
 
@@ -122,7 +129,7 @@ def build_deployments(settings: Settings) -> list:
     if sch.watch_interval_s:
         out.append(watch_sources_flow.to_deployment(
             name="watch-sources", schedules=[IntervalSchedule(interval=timedelta(seconds=sch.watch_interval_s))],
-            tags=["tsfm", "watch"], description=f"emit {EVENT} for each source with new data"))
+            tags=["tsfm", "watch"], description=f"emit {SOURCE_UPDATED} for each source with new data"))
     out.append(one_click_deployment(settings))
     return out
 

@@ -9,8 +9,13 @@
 """
 from __future__ import annotations
 
+SOURCE_UPDATED = "tsfm.source.updated"
 STORE_UPDATED = "tsfm.store.updated"
 DOMAIN_DEGRADED = "tsfm.domain.degraded"
+
+
+def source_resource(domain: str) -> str:
+    return f"tsfm.source.{domain}"
 
 
 def store_resource(domain: str) -> str:

@@ -14,6 +14,7 @@ from infra.settings import Settings
 from models.memory.result import OnboardingResult
 from reports.summary import alpha_line, ensemble_line, validation_line, verdict_lines
 from reports.tables import markdown_table
+from tracking.links import run_url, ui_base
 
 INLINE_IMAGE_MAX_BYTES = 2_000_000  # a bigger chart is linked by path only
 
@@ -26,12 +27,12 @@ def artifact_key(prefix: str, domain: str) -> str:
 def mlflow_links(settings: Settings, run_id: str, domain: str, version: str) -> dict[str, str]:
     """UI links to the run and the domain's forecaster version; empty without an HTTP tracking server."""
     uri = settings.tracking_uri
-    if not uri.startswith(("http://", "https://")):
+    base = ui_base(uri)
+    if base is None:
         return {}
-    base = uri.rstrip("/")
     run = mlflow.MlflowClient(tracking_uri=uri).get_run(run_id)
     return {
-        "run": f"{base}/#/experiments/{run.info.experiment_id}/runs/{run_id}",
+        "run": run_url(uri, run.info.experiment_id, run_id),
         "model": f"{base}/#/models/forecaster-{domain}/versions/{version}",
         "fan_chart": f"{base}/get-artifact?path=report/test_fan_chart.png&run_uuid={run_id}",
     }

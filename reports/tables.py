@@ -2,6 +2,8 @@
 (docs, MLflow model-version descriptions, Prefect reports)."""
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 import numpy as np
 import pandas as pd
 
@@ -23,16 +25,25 @@ def format_table(df: pd.DataFrame, digits: int = 3) -> str:
     return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, body)])
 
 
-def markdown_table(df: pd.DataFrame, digits: int = 3) -> str:
-    """A pipe table (index included) for docs and MLflow descriptions."""
+def pipe_table(header: Sequence[str], rows: Iterable[Sequence[str]], right_from: int | None = None) -> str:
+    """The one markdown pipe-table renderer (reports, MLflow descriptions, Prefect artifacts, benchmarks):
+    cells are text already; columns from index ``right_from`` on are right-aligned."""
+    align = ["---:|" if right_from is not None and i >= right_from else "---|" for i in range(len(header))]
+    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "".join(align)]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def markdown_table(df: pd.DataFrame, digits: int = 3, na: str | None = None) -> str:
+    """A frame as a pipe table (index included unless it is a plain range): floats with ``digits``
+    decimals; NaN as an empty cell, or every non-finite value as ``na`` where given."""
     df = df.reset_index() if not isinstance(df.index, pd.RangeIndex) else df
-    cols = list(df.columns)
 
     def cell(v) -> str:
         if isinstance(v, (float, np.floating)):
+            if na is not None and not np.isfinite(v):
+                return na
             return "" if np.isnan(v) else f"{v:.{digits}f}"
         return str(v)
 
-    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines)
+    return pipe_table(list(df.columns), ([cell(v) for v in row] for row in df.itertuples(index=False)))

@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 
 from infra.settings import EvaluateParams
+from reports.tables import pipe_table
 from store.sources import ELECTRICITY
 
 
@@ -15,13 +16,13 @@ def _fmt(v: float) -> str:
 def _md_rows(table: pd.DataFrame, first: str) -> list[str]:
     cols = ["MASE", "sCRPS", "sMAPE", "sCRPS_pooled", "MASE_rel", "sCRPS_rel"]
     head = [first, "n", "model", "MASE", "sCRPS", "sMAPE", "sCRPS pooled", "MASE rel", "sCRPS rel"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * len(cols)]
+    rows = []
     for key, block in table.groupby(first, sort=False):
         best = {c: block[c].min() for c in cols}
         for _, r in block.iterrows():
             cells = [f"**{_fmt(r[c])}**" if r[c] == best[c] and len(block) > 1 else _fmt(r[c]) for c in cols]
-            lines.append(f"| {key} | {r['n']} | {r['model']} | " + " | ".join(cells) + " |")
-    return lines
+            rows.append([key, r["n"], r["model"], *cells])
+    return pipe_table(head, rows, right_from=3).split("\n")
 
 
 def _pretrain_text(backbone: dict) -> str:

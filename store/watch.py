@@ -18,17 +18,13 @@ import tempfile
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from infra.events import SOURCE_UPDATED, emit, source_resource
 from infra.logs import run_logger
 from infra.settings import Settings, SourceSpec
 from store.sources import folder_files, is_data_file, s3_listing
 
-EVENT = "tsfm.source.updated"
 STATE_FILE = "source_watch.json"
 UNWATCHED = ("builtin:", "synthetic:")
-
-
-def resource_id(domain: str) -> str:
-    return f"tsfm.source.{domain}"
 
 
 def _local_path(uri: str) -> Path:
@@ -107,18 +103,13 @@ def changed_sources(sources: dict[str, SourceSpec], state: dict[str, dict]) -> d
 
 def emit_updates(changed: dict[str, dict]) -> list[str]:
     """One ``tsfm.source.updated`` event per changed domain; returns the event ids."""
-    from prefect.events import emit_event
-
     ids = []
     for domain, info in sorted(changed.items()):
-        event = emit_event(
-            event=EVENT,
-            resource={"prefect.resource.id": resource_id(domain), "prefect.resource.name": domain,
-                      "tsfm.domain": domain},
-            payload={"domain": domain, "source": info["source"], "fingerprint": info["fingerprint"],
+        sent = emit(SOURCE_UPDATED, source_resource(domain), domain,
+                    {"domain": domain, "source": info["source"], "fingerprint": info["fingerprint"],
                      "previous": info["previous"]})
-        if event is not None:
-            ids.append(str(event.id))
+        if sent is not None:
+            ids.append(sent)
     return ids
 
 

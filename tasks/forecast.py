@@ -27,6 +27,7 @@ from infra.errors import InputError, NotFoundError
 from infra.logs import run_logger
 from infra.settings import ForecastParams, Settings
 from tracking import registry
+from tracking.links import run_link
 from tracking.retries import remote_retries
 
 FAULTS_ENV = "TSFM_FORECAST_FAULTS_DIR"  # tests: a file chunk-<i> there makes chunk i fail once (then removed)
@@ -253,9 +254,7 @@ def log_forecast(summary: dict, settings: Settings) -> dict:
                                         f"{summary['horizon']} steps by {summary['model']} v{summary['model_version']} "
                                         f"({summary['family']}) -> {summary['output_uri']}"})
     summary = {**summary, "mlflow_run_id": run.info.run_id}
-    base = settings.tracking_uri.rstrip("/")
-    run_link = (f"{base}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
-                if base.startswith(("http://", "https://")) else f"run {run.info.run_id} in {settings.tracking_uri}")
+    link = run_link(settings.tracking_uri, run.info.experiment_id, run.info.run_id)
     try:
         create_markdown_artifact(
             key=artifact_key("forecast", summary["domain"]), description=f"batch forecast of {summary['domain']}",
@@ -265,7 +264,7 @@ def log_forecast(summary: dict, settings: Settings) -> dict:
                       f"forecast) |\n| rows | {summary['rows']} |\n| horizon | {summary['horizon']} |\n"
                       f"| time | {summary['seconds']} s ({summary['series_per_s']} series/s, "
                       f"{summary['workers']} worker(s)) |\n| output | `{summary['output_uri']}` |\n"
-                      f"| MLflow | {run_link} |\n"))
+                      f"| MLflow | {link} |\n"))
     except Exception:  # noqa: BLE001 - outside a flow run there is nowhere to publish
         pass
     return summary

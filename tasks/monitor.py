@@ -29,6 +29,7 @@ from infra.events import DOMAIN_DEGRADED, domain_resource, emit
 from infra.files import exclusive
 from infra.logs import run_logger
 from infra.settings import MonitorParams, Settings
+from reports.monitor import monitor_report
 from tracking import registry
 from tracking.retries import remote_retries
 
@@ -305,7 +306,7 @@ def log_monitor(domain: str, accuracy: dict, drifted: dict, params: MonitorParam
     _tag_verdict(domain, verdict, table, drifted, params)
     try:
         create_markdown_artifact(key=artifact_key("monitor", domain), description=f"monitor check of {domain}",
-                                 markdown=_markdown(verdict, table, drifted, settings, run))
+                                 markdown=monitor_report(verdict, table, drifted, settings.tracking_uri, run))
     except Exception:  # noqa: BLE001 - outside a flow run there is nowhere to publish
         pass
     if accuracy["points"]:
@@ -348,37 +349,6 @@ def _tag_verdict(domain: str, verdict: dict, table: pd.DataFrame, drifted: dict,
     for key in client.get_registered_model(name).tags:
         if key.startswith("monitor.psi.") and key not in tags:
             client.delete_registered_model_tag(name, key)
-
-
-def _markdown(verdict: dict, table: pd.DataFrame, drifted: dict, settings: Settings, run) -> str:
-    head = (f"# Monitor of {verdict['domain']}: {'DEGRADED' if verdict['degraded'] else 'healthy'}\n\n"
-            + "".join(f"- {r}\n" for r in verdict["reasons"])
-            + f"\n{verdict['points']} forecast points scored (origins {', '.join(verdict['origins']) or 'none'}), "
-              f"{verdict['waiting']} wait for their actuals.\n\n")
-    if not table.empty:
-        cols = ["model_version", "family", "points", "series", "origins", "MASE", "val_MASE", "naive_MASE", "sCRPS",
-                "val_sCRPS", "naive_sCRPS", "sMAPE", "val_sMAPE", "coverage", "val_coverage"]
-        head += "## Realized vs validation\n\n" + _md_table(table[cols]) + "\n\n"
-    for data, features in drifted["tables"].items():
-        frame = pd.DataFrame(features).T[["psi", "n_reference", "n_current", "reference_median", "current_median",
-                                          "drifted"]]
-        head += (f"## Drift of the {'served contexts' if data == 'serving' else 'new data'} "
-                 f"(vs {drifted['reference']})\n\n" + _md_table(frame.reset_index(names="feature")) + "\n\n")
-    base = settings.tracking_uri.rstrip("/")
-    link = (f"{base}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
-            if base.startswith(("http://", "https://")) else f"run {run.info.run_id} in {settings.tracking_uri}")
-    return head + f"MLflow: {link}\n"
-
-
-def _md_table(frame: pd.DataFrame) -> str:
-    def cell(v):
-        if isinstance(v, float):
-            return "n/a" if not np.isfinite(v) else f"{v:.3f}"
-        return str(v)
-
-    rows = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
-    rows += ["| " + " | ".join(cell(v) for v in r) + " |" for r in frame.itertuples(index=False)]
-    return "\n".join(rows)
 
 
 def _add_to_ledger(domain: str, settings: Settings, points_file: str) -> None:

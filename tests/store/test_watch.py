@@ -7,11 +7,12 @@ import time
 import boto3
 import pandas as pd
 
+from infra.events import SOURCE_UPDATED, source_resource
 from infra.settings import PathSettings, SourceSpec, load_settings
 from store.canonical import QUARANTINE_FILE, read_store
 from store.ingest import ingest_to_store
 from store.sources import read_source
-from store.watch import EVENT, changed_sources, fingerprint, load_state, resource_id, watch_sources
+from store.watch import changed_sources, fingerprint, load_state, watch_sources
 
 
 def _series(uid: str, n: int = 30, start: int = 0) -> str:
@@ -86,12 +87,12 @@ def test_the_watcher_emits_an_event_for_a_changed_source_only(prefect_harness, t
     with get_client(sync_client=True) as client:
         deadline = time.monotonic() + 30
         while True:
-            page = client.read_events(EventFilter(event=EventNameFilter(name=[EVENT])), limit=50)
+            page = client.read_events(EventFilter(event=EventNameFilter(name=[SOURCE_UPDATED])), limit=50)
             ours = [e for e in page.events if e.payload.get("source") in (str(changing), str(steady))]
             if ours or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
-    assert [e.resource.id for e in ours] == [resource_id("changing")]
+    assert [e.resource.id for e in ours] == [source_resource("changing")]
     assert ours[0].payload["domain"] == "changing" and ours[0].payload["previous"]
 
 
