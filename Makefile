@@ -73,7 +73,7 @@ demo: install
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup tests
 
 # The benchmark peer (benchmarks/peer_autogluon.py) in a venv of its own: AutoGluon-TimeSeries is never
 # a dependency of tsfm. torch first and pinned, as above; the rest frozen in benchmarks/peer-requirements.txt.

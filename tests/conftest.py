@@ -17,10 +17,25 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 # a CLI test's project Prefect API (infra/project_api.py) stops soon after its last command
 os.environ.setdefault("TSFM_PREFECT_IDLE_S", "30")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # two workers on two cores: one math thread per process (and per subprocess it starts). Two threads
+    # each doubled the suite's CPU time: idle OpenMP threads spin while the other worker wants the core.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    """`make test` runs two pytest-xdist workers (--dist loadgroup): every test of the demo state on one
+    worker, so the demo runs once and its tests keep their order; every other module's tests together,
+    so a module's fixtures (live servers, a trained backbone) are built once."""
+    for item in items:
+        group = "demo-state" if "demo_run" in item.fixturenames else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")
