@@ -28,14 +28,20 @@ import pytest  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
-def pytest_collection_modifyitems(config, items):
-    """`make test` runs two pytest-xdist workers (--dist loadgroup): every test of the demo state on one
-    worker, so the demo runs once and its tests keep their order; every other module's tests together,
-    so a module's fixtures (live servers, a trained backbone) are built once."""
-    for item in items:
-        group = "demo-state" if "demo_run" in item.fixturenames else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
+def pytest_xdist_make_scheduler(config, log):
+    """`make test`'s two workers: the demo state's modules on one, every other module a unit of its own
+    (tests/scheduling.py)."""
+    if config.getvalue("dist") not in ("loadscope", "loadgroup"):
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    from tests.scheduling import scope
+
+    class DemoStateScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return scope(nodeid.split("::")[0])
+
+    return DemoStateScheduling(config, log)
 
 
 @pytest.fixture(scope="session")
