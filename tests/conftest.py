@@ -44,6 +44,18 @@ def pytest_xdist_make_scheduler(config, log):
     return DemoStateScheduling(config, log)
 
 
+@pytest.fixture(autouse=True)
+def _environment_restored():
+    """Nothing a test sets in os.environ reaches the next test on its worker: code run in-process exports
+    variables on purpose (the server its profile's PREFECT_API_URL, a command its project's Prefect API),
+    and a later test that copies os.environ for a subprocess would point it at a server long gone."""
+    before = os.environ.copy()
+    yield
+    for name in set(os.environ) - set(before):
+        del os.environ[name]
+    os.environ.update(before)
+
+
 @pytest.fixture(scope="session")
 def prefect_harness():
     from prefect.testing.utilities import prefect_test_harness

@@ -54,7 +54,8 @@ def test_the_form_takes_an_empty_project_to_a_champion(tmp_path, test_artifacts)
     from playwright import sync_api
 
     _csv(tmp_path / "shop.csv")
-    env = _env(tmp_path)
+    # the onboarding the form starts, as small as the other end-to-end tests' (the form opens on these settings)
+    env = _env(tmp_path, TSFM_ONBOARD__ADAPTER__EPOCHS="2", TSFM_ONBOARD__STRIDE="4", TSFM_ONBOARD__FINETUNE__MAX_STEPS="0")
     ports = free_port(), free_port()
     ui = subprocess.Popen([sys.executable, "-m", "tsfm_cli.main", "ui", "--mlflow-port", str(ports[0]),
                            "--prefect-port", str(ports[1])], cwd=tmp_path, env=env, stderr=subprocess.PIPE,
