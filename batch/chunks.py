@@ -1,5 +1,6 @@
 """One chunk of a batch: its series' recent history in, the champion's forecast rows out (pure pandas/numpy
 around any ``models.forecasting`` forecaster)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,13 +10,22 @@ from batch.futures import future_grid
 from models.forecasting.protocol import POINT_COLUMNS, QUANTILE_COLUMNS, point_forecasts, to_model_scale
 
 # a partition's columns (the partition key `origin` comes from the folder name, origin=YYYY-MM-DD)
-OUTPUT_COLUMNS = ["unique_id", "ds", *POINT_COLUMNS, *QUANTILE_COLUMNS, "model", "model_version", "family", "last_ds",
-                  "created_at"]
+OUTPUT_COLUMNS = [
+    "unique_id",
+    "ds",
+    *POINT_COLUMNS,
+    *QUANTILE_COLUMNS,
+    "model",
+    "model_version",
+    "family",
+    "last_ds",
+    "created_at",
+]
 
 
 def plan_chunks(ids: np.ndarray, chunk_series: int) -> list[np.ndarray]:
     """Sorted series ids -> consecutive chunks of at most ``chunk_series`` (the same plan on any cluster)."""
-    return [ids[i:i + chunk_series] for i in range(0, len(ids), chunk_series)]
+    return [ids[i : i + chunk_series] for i in range(0, len(ids), chunk_series)]
 
 
 def recent_history(frame: pd.DataFrame, max_history: int) -> pd.DataFrame:
@@ -31,12 +41,16 @@ def series_of(frame: pd.DataFrame) -> tuple[list[str], list[np.ndarray], list[pd
     starts, ends = np.r_[0, cut], np.r_[cut, len(uid)]
     y = frame["y"].to_numpy(np.float64)
     ds = frame["ds"].reset_index(drop=True)
-    return ([str(uid[s]) for s in starts], [y[s:e] for s, e in zip(starts, ends)],
-            [ds.iloc[s:e].reset_index(drop=True) for s, e in zip(starts, ends)])
+    return (
+        [str(uid[s]) for s in starts],
+        [y[s:e] for s, e in zip(starts, ends)],
+        [ds.iloc[s:e].reset_index(drop=True) for s, e in zip(starts, ends)],
+    )
 
 
-def forecast_chunk(forecaster, frame: pd.DataFrame, horizon: int, freq: str | None, model: dict,
-                   created_at: pd.Timestamp) -> tuple[pd.DataFrame, dict[str, str]]:
+def forecast_chunk(
+    forecaster, frame: pd.DataFrame, horizon: int, freq: str | None, model: dict, created_at: pd.Timestamp
+) -> tuple[pd.DataFrame, dict[str, str]]:
     """The chunk's forecast rows (``OUTPUT_COLUMNS``) and {series: why it has none}. ``model``: name, version
     and family of the forecaster, written on every row."""
     ids, values, stamps = series_of(frame)
@@ -56,8 +70,12 @@ def forecast_chunk(forecaster, frame: pd.DataFrame, horizon: int, freq: str | No
     live, q = live[finite], q[finite]
     n = len(live)
     flat = q.reshape(n * horizon, -1)
-    out = pd.DataFrame({"unique_id": np.repeat(np.asarray([ids[i] for i in live], dtype=object), horizon),
-                        "ds": future[np.repeat(finite, horizon)].reset_index(drop=True)})
+    out = pd.DataFrame(
+        {
+            "unique_id": np.repeat(np.asarray([ids[i] for i in live], dtype=object), horizon),
+            "ds": future[np.repeat(finite, horizon)].reset_index(drop=True),
+        }
+    )
     out["mean"], out["median"] = point_forecasts(flat)
     for j, col in enumerate(QUANTILE_COLUMNS):
         out[col] = flat[:, j]

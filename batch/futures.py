@@ -5,6 +5,7 @@ continues its own timestamps), vectorised for the common case of a batch: a stor
 one frequency, so the next steps are ``last + k * offset`` for the whole chunk in H numpy
 operations. A series whose last step does not match that frequency takes the per-series rule.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,8 +14,9 @@ import pandas as pd
 from models.forecasting.protocol import _offset, future_index
 
 
-def future_grid(ids: list[str], stamps: list[pd.Series], horizon: int,
-                freq: str | None) -> tuple[pd.Series, np.ndarray, dict[str, str]]:
+def future_grid(
+    ids: list[str], stamps: list[pd.Series], horizon: int, freq: str | None
+) -> tuple[pd.Series, np.ndarray, dict[str, str]]:
     """-> (futures, N*H values in series-major order, of the stamps' dtype; ok [N]: the series that
     have them; {series: why not}). A series without a future (irregular timestamps, one point and
     no frequency) has no rows in ``futures``."""

@@ -10,6 +10,7 @@ A partition is visible only once complete, and re-running an origin replaces it 
   honour the manifest the same way.
 Each partition's ``_manifest.json`` says what made it: model, version, family, counts, times.
 """
+
 from __future__ import annotations
 
 import io
@@ -103,7 +104,7 @@ def _s3_keys(bucket: str, prefix: str) -> list[str]:
 def _s3_delete(bucket: str, keys: list[str]) -> None:
     client = _s3()
     for i in range(0, len(keys), 1000):
-        client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[i:i + 1000]]})
+        client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[i : i + 1000]]})
 
 
 def staging(root: str, run_id: str) -> str:
@@ -111,8 +112,9 @@ def staging(root: str, run_id: str) -> str:
     return join(root, f".staging-{run_id}") if not is_s3(root) else join(root, "_staging", run_id)
 
 
-def commit(root: str, origin: date, run_id: str, parts: list[str], manifest: dict,
-           skipped: pd.DataFrame | None = None) -> str:
+def commit(
+    root: str, origin: date, run_id: str, parts: list[str], manifest: dict, skipped: pd.DataFrame | None = None
+) -> str:
     """Make the run's parts the partition of ``origin`` (replacing an earlier run's); returns its URI."""
     partition = join(root, partition_name(origin))
     names = [f"part-{i:05d}.parquet" for i in range(len(parts))]
@@ -163,8 +165,11 @@ def origins(root: str) -> list[str]:
     """The committed partitions' origins (YYYY-MM-DD), oldest first."""
     if is_s3(root):
         bucket, prefix = _split(root)
-        found = {k[len(prefix):].lstrip("/").split("/")[0] for k in _s3_keys(bucket, prefix.rstrip("/") + "/")
-                 if k.endswith("/" + MANIFEST)}
+        found = {
+            k[len(prefix) :].lstrip("/").split("/")[0]
+            for k in _s3_keys(bucket, prefix.rstrip("/") + "/")
+            if k.endswith("/" + MANIFEST)
+        }
     else:
         base = Path(root)
         found = {p.name for p in base.glob("origin=*") if (p / MANIFEST).is_file()} if base.is_dir() else set()
@@ -179,7 +184,7 @@ def manifest(root: str, origin: str | date) -> dict | None:
 def read_forecasts(root: str, origin: str | date | None = None) -> pd.DataFrame:
     """Every committed partition (or one origin), read through its manifest; ``origin`` as a date column."""
     frames = []
-    for o in ([str(origin)] if origin is not None else origins(root)):
+    for o in [str(origin)] if origin is not None else origins(root):
         m = manifest(root, o)
         if m is None:
             continue

@@ -25,6 +25,7 @@ sets at fixed mixture shares, real sets sharing the rest by their points: ``mixt
     python benchmarks/ablate_pretrain.py --budget 240 --out benchmarks/out/ablation
     python benchmarks/ablate_pretrain.py --variants base,patch16 --budget 60   # a quick look
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,11 +46,24 @@ from zero_shot_val import (
     score_table,
 )
 
-BASE = {"preset": "tiny", "batch_size": 64, "context_length": 256, "horizon_length": 32, "lr": 3e-3,
-        "warmup_steps": 40, "seed": 0}
+BASE = {
+    "preset": "tiny",
+    "batch_size": 64,
+    "context_length": 256,
+    "horizon_length": 32,
+    "lr": 3e-3,
+    "warmup_steps": 40,
+    "seed": 0,
+}
 # the shipped backbone continued with contexts of 256-2,048 steps at a constant cost per step
-LONG = {"init": str(REPO / "models" / "backbone" / "shipped"), "context_length": 2048, "min_context_length": 256,
-        "horizon_length": 48, "lr": 1e-3, "warmup_steps": 100}
+LONG = {
+    "init": str(REPO / "models" / "backbone" / "shipped"),
+    "context_length": 2048,
+    "min_context_length": 256,
+    "horizon_length": 48,
+    "lr": 1e-3,
+    "warmup_steps": 100,
+}
 # name -> (corpus, recipe fields changed from BASE); one lever per variant, then combinations
 VARIANTS: dict[str, tuple[str, dict]] = {
     "base": ("rich", {}),  # tiny: patch 8
@@ -73,8 +87,11 @@ VARIANTS: dict[str, tuple[str, dict]] = {
 CORPORA = {
     "kernelsynth": {"ks": ("synthetic:kernelsynth?n_series=1000&length=512&seed=1", 32)},
     # KernelSynth, structural synthetic series and every packaged real series never evaluated
-    "rich": {"ks": ("synthetic:kernelsynth?n_series=1000&length=512&seed=1", 32),
-             "st": ("synthetic:structural?n_series=4000&length=1024&seed=2", 16), **REAL},
+    "rich": {
+        "ks": ("synthetic:kernelsynth?n_series=1000&length=512&seed=1", 32),
+        "st": ("synthetic:structural?n_series=4000&length=1024&seed=2", 16),
+        **REAL,
+    },
     "every_freq": EVERY_FREQ,
 }
 SHARES = {"every_freq": EVERY_FREQ_SHARE}
@@ -84,11 +101,19 @@ SHARES = {"every_freq": EVERY_FREQ_SHARE}
 def recipe(fields: dict, steps: int, data: list[str], run_dir: Path, shares: dict | None = None) -> list[str]:
     from models.pretraining.spec import TrainerJob
 
-    job = TrainerJob(**{**BASE, **fields, "max_steps": steps, "data": data,
-                        "data_weights": mixture_weights(data, shares),
-                        "out": str(run_dir),
-                        "data_cache": str(run_dir.parent.parent / "cache"), "resume": True,
-                        "checkpoint_every": max(steps // 4, 1)})
+    job = TrainerJob(
+        **{
+            **BASE,
+            **fields,
+            "max_steps": steps,
+            "data": data,
+            "data_weights": mixture_weights(data, shares),
+            "out": str(run_dir),
+            "data_cache": str(run_dir.parent.parent / "cache"),
+            "resume": True,
+            "checkpoint_every": max(steps // 4, 1),
+        }
+    )
     return trainer_command(job)
 
 
@@ -117,9 +142,17 @@ def run_variant(name: str, out: Path, budget: float, groups: dict) -> dict:
     started = time.time()
     metrics = train(recipe(fields, steps, data, folder / "run", shares), folder / "train.log")
     scores = score(folder / "run" / "backbone", groups, {**BASE, **fields}["context_length"])
-    result = {"variant": name, "corpus": corpus_name, "fields": fields, "steps": steps,
-              "tokens_seen": metrics["tokens_seen"], "train_seconds": metrics["wall_seconds"],
-              "wall_seconds": round(time.time() - started, 1), "val_loss": metrics["val_loss"], **scores}
+    result = {
+        "variant": name,
+        "corpus": corpus_name,
+        "fields": fields,
+        "steps": steps,
+        "tokens_seen": metrics["tokens_seen"],
+        "train_seconds": metrics["wall_seconds"],
+        "wall_seconds": round(time.time() - started, 1),
+        "val_loss": metrics["val_loss"],
+        **scores,
+    }
     result_file.write_text(json.dumps(result, indent=2))
     return result
 
@@ -131,10 +164,21 @@ def log_mlflow(results: list[dict], out: Path, tracking_uri: str | None) -> None
     mlflow.set_experiment("tsfm-ablation")
     for r in results:
         with mlflow.start_run(run_name=r["variant"]):
-            mlflow.log_params({"variant": r["variant"], "corpus": r["corpus"], "steps": r["steps"],
-                               **{f"recipe.{k}": v for k, v in {**BASE, **r["fields"]}.items()}})
-            mlflow.log_metrics({k.replace("/", "."): float(v) for k, v in r.items()
-                                if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "steps"})
+            mlflow.log_params(
+                {
+                    "variant": r["variant"],
+                    "corpus": r["corpus"],
+                    "steps": r["steps"],
+                    **{f"recipe.{k}": v for k, v in {**BASE, **r["fields"]}.items()},
+                }
+            )
+            mlflow.log_metrics(
+                {
+                    k.replace("/", "."): float(v)
+                    for k, v in r.items()
+                    if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "steps"
+                }
+            )
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ and 256; the adapter has at most 5% of the backbone's parameters.
 
     .venv/bin/python benchmarks/adapter_latency.py --threads 1 --out /tmp/adapter_latency.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,8 +55,11 @@ def synthetic_series(n: int, length: int, seed: int) -> list[np.ndarray]:
         phi = rng.uniform(0, 0.9)
         for i in range(1, length):
             noise[i] = phi * noise[i - 1] + e[i]
-        x = (rng.uniform(1, 5) * np.sin(2 * np.pi * t / period + rng.uniform(0, 2 * np.pi))
-             + rng.normal(0, 0.02) * t + noise)
+        x = (
+            rng.uniform(1, 5) * np.sin(2 * np.pi * t / period + rng.uniform(0, 2 * np.pi))
+            + rng.normal(0, 0.02) * t
+            + noise
+        )
         out.append((rng.uniform(-100, 1000) + rng.uniform(0.1, 50) * x).astype(np.float32))
     return out
 
@@ -69,8 +73,9 @@ def build_backbone(path: str | None, preset: str, seed: int) -> tuple[PatchBackb
     return PatchBackbone(get_preset(preset)).eval(), f"random {preset} preset (seed {seed})"
 
 
-def build_teacher(backbone, n_windows: int, context: int, horizon: int, index_type: str | None, seed: int,
-                  batch_size: int) -> tuple[KnnTeacher, float]:
+def build_teacher(
+    backbone, n_windows: int, context: int, horizon: int, index_type: str | None, seed: int, batch_size: int
+) -> tuple[KnnTeacher, float]:
     """A datastore of ``n_windows`` synthetic train windows (stride 1), keyed by the backbone's embedding."""
     per_series = 100  # windows per series: length = context + horizon + per_series - 1
     n_series = -(-n_windows // per_series)
@@ -125,9 +130,12 @@ def quantile(values: list[float], q: float) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--backbone", default=str(DEFAULT_BACKBONE),
-                    help="saved backbone folder (config.json + weights.pt); default: the zero-shot 4m run's, "
-                         "or a random --preset backbone when that is missing")
+    ap.add_argument(
+        "--backbone",
+        default=str(DEFAULT_BACKBONE),
+        help="saved backbone folder (config.json + weights.pt); default: the zero-shot 4m run's, "
+        "or a random --preset backbone when that is missing",
+    )
     ap.add_argument("--preset", default="4m", help="preset of the random backbone used when --backbone is missing")
     ap.add_argument("--batches", default="1,256", help="comma-separated batch sizes (series per predict call)")
     ap.add_argument("--repeats", type=int, default=30, help="timed calls per method and batch size")
@@ -157,14 +165,20 @@ def main(argv: list[str] | None = None) -> int:
         adapter.eval()
         n_adapter = adapter.n_parameters()
         fused = FusedForecaster(backbone, adapter, args.alpha, c, h, batch_size=max(batches))
-        print(f"backbone: {backbone_src}: {n_backbone:,} parameters; adapter hidden {args.hidden}: "
-              f"{n_adapter:,} parameters = {n_adapter / n_backbone:.2%} of the backbone "
-              f"(budget {ADAPTER_MAX_FRACTION:.0%}); threads {torch.get_num_threads()}", flush=True)
-        teacher, build_s = build_teacher(backbone, args.store_windows, c, h, args.index_type, args.seed + 1,
-                                         max(batches))
+        print(
+            f"backbone: {backbone_src}: {n_backbone:,} parameters; adapter hidden {args.hidden}: "
+            f"{n_adapter:,} parameters = {n_adapter / n_backbone:.2%} of the backbone "
+            f"(budget {ADAPTER_MAX_FRACTION:.0%}); threads {torch.get_num_threads()}",
+            flush=True,
+        )
+        teacher, build_s = build_teacher(
+            backbone, args.store_windows, c, h, args.index_type, args.seed + 1, max(batches)
+        )
         index_type = resolved_index_type(teacher)
-        print(f"teacher datastore: {teacher.size:,} windows, index {index_type}, "
-              f"embedded and indexed in {build_s:.1f} s", flush=True)
+        print(
+            f"teacher datastore: {teacher.size:,} windows, index {index_type}, embedded and indexed in {build_s:.1f} s",
+            flush=True,
+        )
         teacher_fc = TeacherForecaster(backbone, teacher, c, h, batch_size=max(batches))
 
         rows = []
@@ -202,37 +216,58 @@ def main(argv: list[str] | None = None) -> int:
             # per-repeat ratios (the calls of one repeat ran back to back): robust to slow drifts in load
             row["fused_over_backbone_paired"] = median([f / g for f, g in zip(times["fused"], times["backbone"])])
             row["fused_over_backbone_fwd_paired"] = median(
-                [f / g for f, g in zip(times["fused"], times["backbone_fwd"])])
+                [f / g for f, g in zip(times["fused"], times["backbone_fwd"])]
+            )
             row["teacher_over_fused_paired"] = median([f / g for f, g in zip(times["teacher"], times["fused"])])
             rows.append(row)
-            print(f"batch {b}: backbone {row['backbone_ms']:.2f} ms, fused {row['fused_ms']:.2f} ms, "
-                  f"teacher {row['teacher_ms']:.2f} ms", flush=True)
+            print(
+                f"batch {b}: backbone {row['backbone_ms']:.2f} ms, fused {row['fused_ms']:.2f} ms, "
+                f"teacher {row['teacher_ms']:.2f} ms",
+                flush=True,
+            )
 
     print()
-    print(markdown_table(rows, [
-        ("batch", "batch", "d"),
-        ("backbone_ms", "backbone ms", ".2f"),
-        ("backbone_fwd_ms", "backbone fwd ms", ".2f"),
-        ("fused_ms", "fused ms", ".2f"),
-        ("teacher_ms", "teacher ms", ".2f"),
-        ("adapter_ms", "adapter alone ms", ".3f"),
-        ("fused_over_backbone", "fused / backbone", ".3f"),
-        ("fused_over_backbone_paired", "(paired)", ".3f"),
-        ("fused_over_backbone_fwd", "fused / backbone fwd", ".3f"),
-        ("fused_over_backbone_fwd_paired", "(paired)", ".3f"),
-        ("teacher_over_fused", "teacher / fused", ".2f"),
-        ("teacher_over_fused_paired", "(paired)", ".2f"),
-    ]))
-    print(f"\nmedians of {args.repeats} calls after {args.warmup} warm-up calls; context {c}, horizon {h}; "
-          f"teacher datastore {teacher.size:,} windows; target fused / backbone <= 1.10")
-    write_json(args.out, {
-        "config": {**vars(args), "backbone_source": backbone_src, "backbone_params": n_backbone,
-                   "adapter_params": n_adapter, "adapter_fraction": n_adapter / n_backbone,
-                   "store_windows": teacher.size, "index_type": index_type,
-                   "torch_threads": torch.get_num_threads(), "datastore_build_s": build_s},
-        "machine": machine(),
-        "rows": rows,
-    })
+    print(
+        markdown_table(
+            rows,
+            [
+                ("batch", "batch", "d"),
+                ("backbone_ms", "backbone ms", ".2f"),
+                ("backbone_fwd_ms", "backbone fwd ms", ".2f"),
+                ("fused_ms", "fused ms", ".2f"),
+                ("teacher_ms", "teacher ms", ".2f"),
+                ("adapter_ms", "adapter alone ms", ".3f"),
+                ("fused_over_backbone", "fused / backbone", ".3f"),
+                ("fused_over_backbone_paired", "(paired)", ".3f"),
+                ("fused_over_backbone_fwd", "fused / backbone fwd", ".3f"),
+                ("fused_over_backbone_fwd_paired", "(paired)", ".3f"),
+                ("teacher_over_fused", "teacher / fused", ".2f"),
+                ("teacher_over_fused_paired", "(paired)", ".2f"),
+            ],
+        )
+    )
+    print(
+        f"\nmedians of {args.repeats} calls after {args.warmup} warm-up calls; context {c}, horizon {h}; "
+        f"teacher datastore {teacher.size:,} windows; target fused / backbone <= 1.10"
+    )
+    write_json(
+        args.out,
+        {
+            "config": {
+                **vars(args),
+                "backbone_source": backbone_src,
+                "backbone_params": n_backbone,
+                "adapter_params": n_adapter,
+                "adapter_fraction": n_adapter / n_backbone,
+                "store_windows": teacher.size,
+                "index_type": index_type,
+                "torch_threads": torch.get_num_threads(),
+                "datastore_build_s": build_s,
+            },
+            "machine": machine(),
+            "rows": rows,
+        },
+    )
     return 0
 
 

@@ -11,6 +11,7 @@ Usage: python benchmarks/batch_forecast.py [--state .tsfm --data data] [--sizes 
        [--families fused,auto_ets] [--workers 1,2] [--out result.json]
 Run it on an otherwise idle machine: it times every core.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,8 +67,11 @@ def tile(frame, n: int, history: int):
         take = ids[: min(len(ids), n - made)]
         g = frame[frame["unique_id"].isin(take)]
         scale = pd.Series(rng.uniform(0.5, 2.0, len(take)), index=take)
-        parts.append(g.assign(unique_id=f"c{copy:04d}-" + g["unique_id"].astype(str),
-                              y=g["y"] * g["unique_id"].map(scale).to_numpy()))
+        parts.append(
+            g.assign(
+                unique_id=f"c{copy:04d}-" + g["unique_id"].astype(str), y=g["y"] * g["unique_id"].map(scale).to_numpy()
+            )
+        )
         made, copy = made + len(take), copy + 1
     return pd.concat(parts, ignore_index=True)
 
@@ -111,15 +115,30 @@ def run_one(domain: str, source: Path, out: Path, workers: int, chunk: int) -> d
     watch = PeakRss()
     watch.start()
     t0 = time.perf_counter()
-    summary = forecast_flow(ForecastParams(domain=domain, source=str(source), output=str(out), executor="dask",
-                                           workers=workers, threads_per_worker=1, chunk_series=chunk))
+    summary = forecast_flow(
+        ForecastParams(
+            domain=domain,
+            source=str(source),
+            output=str(out),
+            executor="dask",
+            workers=workers,
+            threads_per_worker=1,
+            chunk_series=chunk,
+        )
+    )
     wall = time.perf_counter() - t0
     watch.stop_flag.set()
     watch.join()
     peaks = sorted(watch.peaks.values())[-workers:]  # the workers (nannies are small)
-    return {"series": summary["series"], "wall_s": round(wall, 1), "to_partition_s": summary["seconds"],
-            "plan_s": summary["plan_seconds"], "series_per_s": round(summary["series"] / summary["seconds"], 1),
-            "peak_worker_mib": round(max(peaks) / 2**20) if peaks else None, "chunks": summary["chunks"]}
+    return {
+        "series": summary["series"],
+        "wall_s": round(wall, 1),
+        "to_partition_s": summary["seconds"],
+        "plan_s": summary["plan_seconds"],
+        "series_per_s": round(summary["series"] / summary["seconds"], 1),
+        "peak_worker_mib": round(max(peaks) / 2**20) if peaks else None,
+        "chunks": summary["chunks"],
+    }
 
 
 def main() -> None:
@@ -136,10 +155,15 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="write the results as JSON")
     args = ap.parse_args()
     work = Path(args.work)
-    os.environ.update(TSFM_PATHS__STATE_DIR=str(work / "state"), TSFM_PATHS__DATA_DIR=str(work / "data"),
-                      TSFM_MLFLOW__TRACKING_URI=f"sqlite:///{(work / 'mlflow.db').resolve()}",
-                      PREFECT_HOME=str(work / "prefect"), PREFECT_LOGGING_LEVEL="WARNING",
-                      PREFECT_SERVER_ANALYTICS_ENABLED="false", MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")
+    os.environ.update(
+        TSFM_PATHS__STATE_DIR=str(work / "state"),
+        TSFM_PATHS__DATA_DIR=str(work / "data"),
+        TSFM_MLFLOW__TRACKING_URI=f"sqlite:///{(work / 'mlflow.db').resolve()}",
+        PREFECT_HOME=str(work / "prefect"),
+        PREFECT_LOGGING_LEVEL="WARNING",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false",
+    )
     domains = bench_state(Path(args.state), work, args.domain)
     warn_if_busy()
     rows = []
@@ -153,14 +177,25 @@ def main() -> None:
             for w in map(int, args.workers.split(",")):
                 r = run_one(domains[family], source, work / "out", w, args.chunk)
                 base = base or r["series_per_s"] / w
-                row = {"family": family, "series": n, "workers": w, **r,
-                       "efficiency": round(r["series_per_s"] / (w * base), 2)}
+                row = {
+                    "family": family,
+                    "series": n,
+                    "workers": w,
+                    **r,
+                    "efficiency": round(r["series_per_s"] / (w * base), 2),
+                }
                 print(row, flush=True)
                 rows.append(row)
-    cols = [("family", "family", ""), ("series", "series", ","), ("workers", "workers", ""),
-            ("series_per_s", "series/s", ",.1f"), ("efficiency", "scaling eff.", ".2f"),
-            ("to_partition_s", "to partition (s)", ".1f"), ("plan_s", "of it planning (s)", ".1f"),
-            ("peak_worker_mib", "peak RSS/worker (MiB)", ",")]
+    cols = [
+        ("family", "family", ""),
+        ("series", "series", ","),
+        ("workers", "workers", ""),
+        ("series_per_s", "series/s", ",.1f"),
+        ("efficiency", "scaling eff.", ".2f"),
+        ("to_partition_s", "to partition (s)", ".1f"),
+        ("plan_s", "of it planning (s)", ".1f"),
+        ("peak_worker_mib", "peak RSS/worker (MiB)", ","),
+    ]
     print(markdown_table(rows, cols))
     write_json(args.out, {"machine": machine(), "rows": rows, "args": vars(args)})
 

@@ -1,4 +1,5 @@
 """Helpers shared by the benchmark scripts in this folder (tables, JSON, corpora, machine info)."""
+
 from __future__ import annotations
 
 import json
@@ -19,9 +20,14 @@ if str(REPO) not in sys.path:  # scripts run as `python benchmarks/x.py` from an
 def machine() -> dict:
     import torch
 
-    info = {"machine": platform.machine(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    info = {
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
     try:
         info["loadavg_1min"] = round(os.getloadavg()[0], 2)  # other work on the machine skews figures
     except OSError:
@@ -36,8 +42,11 @@ def warn_if_busy() -> None:
     except OSError:
         return
     if load > 0.5 * (os.cpu_count() or 1):
-        print(f"warning: the machine is busy (1-min load average {load:.1f} on {os.cpu_count()} cores); "
-              "timings will be slow and noisy", flush=True)
+        print(
+            f"warning: the machine is busy (1-min load average {load:.1f} on {os.cpu_count()} cores); "
+            "timings will be slow and noisy",
+            flush=True,
+        )
 
 
 def fmt(value, spec: str = "") -> str:
@@ -138,8 +147,14 @@ _HELP: list[str] = []
 def trainer_supports(flag: str) -> bool:
     """Whether ``python -m models.pretraining`` takes ``flag`` (its --help, read once)."""
     if not _HELP:
-        res = subprocess.run([sys.executable, "-m", "models.pretraining", "--help"], cwd=REPO, env=trainer_env(None),
-                             capture_output=True, text=True, timeout=120)
+        res = subprocess.run(
+            [sys.executable, "-m", "models.pretraining", "--help"],
+            cwd=REPO,
+            env=trainer_env(None),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         _HELP.append(res.stdout)
     return flag in _HELP[0]
 

@@ -9,6 +9,7 @@ at contexts of 256, 1,024 and 2,048 steps, in-process on this machine's CPU (or 
 
     python benchmarks/context_cost.py --out benchmarks/out/context_cost.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -78,18 +79,33 @@ def main() -> None:
     for context in CONTEXTS:
         step = step_seconds(args.backbone, context, args.batch, args.repeats)
         per_series, request = forecast_seconds(args.backbone, context, args.series, args.request, args.repeats)
-        rows.append({"context": context, "patches": context // 16, "step_ms": step * 1000,
-                     "forecast_ms_per_series": per_series * 1000, "request_ms": request * 1000})
+        rows.append(
+            {
+                "context": context,
+                "patches": context // 16,
+                "step_ms": step * 1000,
+                "forecast_ms_per_series": per_series * 1000,
+                "request_ms": request * 1000,
+            }
+        )
         print(rows[-1], flush=True)
     base = rows[0]
     for r in rows:
         r["step_x"], r["forecast_x"] = r["step_ms"] / base["step_ms"], r["request_ms"] / base["request_ms"]
-    print(markdown_table(rows, [("context", "context (steps)", "d"), ("patches", "tokens", "d"),
-                                ("step_ms", f"training step, batch {args.batch} (ms)", ".0f"),
-                                ("step_x", "x 256", ".2f"),
-                                ("forecast_ms_per_series", "forecast per series, bulk (ms)", ".2f"),
-                                ("request_ms", f"request of {args.request} series (ms)", ".0f"),
-                                ("forecast_x", "x 256", ".2f")]))
+    print(
+        markdown_table(
+            rows,
+            [
+                ("context", "context (steps)", "d"),
+                ("patches", "tokens", "d"),
+                ("step_ms", f"training step, batch {args.batch} (ms)", ".0f"),
+                ("step_x", "x 256", ".2f"),
+                ("forecast_ms_per_series", "forecast per series, bulk (ms)", ".2f"),
+                ("request_ms", f"request of {args.request} series (ms)", ".0f"),
+                ("forecast_x", "x 256", ".2f"),
+            ],
+        )
+    )
     write_json(args.out, {"machine": machine(), "rows": rows, "args": vars(args)})
 
 

@@ -29,6 +29,7 @@ Embeddings (``--embed``):
         --out .tsfm/bench/datastore_build.json
     .venv/bin/python benchmarks/datastore_build.py --sizes 1000000 --embed random
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,11 +55,16 @@ def _series(n_series: int, rng):
 
     t = np.arange(SERIES_LENGTH)[None, :]
     period = rng.uniform(4, 60, (n_series, 1))
-    x = (rng.uniform(-1, 1, (n_series, 1)) * t / SERIES_LENGTH * 5
-         + rng.uniform(0, 3, (n_series, 1)) * np.sin(2 * np.pi * t / period + rng.uniform(0, 6, (n_series, 1)))
-         + rng.normal(size=(n_series, SERIES_LENGTH)).cumsum(1) * rng.uniform(0, 0.3, (n_series, 1))
-         + rng.normal(size=(n_series, SERIES_LENGTH)) * rng.uniform(0.05, 0.5, (n_series, 1)))
-    return (x * 10 ** rng.uniform(0, 4, (n_series, 1)) + rng.uniform(-1, 1, (n_series, 1)) * 10 ** rng.uniform(0, 4, (n_series, 1))).astype(np.float32)
+    x = (
+        rng.uniform(-1, 1, (n_series, 1)) * t / SERIES_LENGTH * 5
+        + rng.uniform(0, 3, (n_series, 1)) * np.sin(2 * np.pi * t / period + rng.uniform(0, 6, (n_series, 1)))
+        + rng.normal(size=(n_series, SERIES_LENGTH)).cumsum(1) * rng.uniform(0, 0.3, (n_series, 1))
+        + rng.normal(size=(n_series, SERIES_LENGTH)) * rng.uniform(0.05, 0.5, (n_series, 1))
+    )
+    return (
+        x * 10 ** rng.uniform(0, 4, (n_series, 1))
+        + rng.uniform(-1, 1, (n_series, 1)) * 10 ** rng.uniform(0, 4, (n_series, 1))
+    ).astype(np.float32)
 
 
 def window_chunks(n_windows: int, seed: int, series_per_chunk: int = 8):
@@ -187,9 +193,13 @@ def run_one(n: int, embed_kind: str, workdir: Path, seed: int, hnsw: bool) -> di
     sampler.join()
     after = _status()
     row = {
-        "n": n, "embed": embed_kind, "d": int(teacher.keys.shape[1]), "index": teacher.index_type,
+        "n": n,
+        "embed": embed_kind,
+        "d": int(teacher.keys.shape[1]),
+        "index": teacher.index_type,
         **{k: v for k, v in teacher.index_info().items() if k in ("nlist", "nprobe")},
-        "build_s": build_s, **timings,
+        "build_s": build_s,
+        **timings,
         "index_s": timings.get("index_train_s", 0.0) + timings.get("index_add_s", 0.0),
         "embed_per_s": n / timings["embed_s"] if timings["embed_s"] > 0 else None,
         "peak_rss_delta_mib": (after["VmHWM"] - before["VmRSS"]) / 2**20,
@@ -251,20 +261,37 @@ def run_one(n: int, embed_kind: str, workdir: Path, seed: int, hnsw: bool) -> di
 
 
 COLUMNS = [
-    ("n", "windows", ",d"), ("embed", "embed", ""), ("d", "d", "d"), ("index", "index", ""),
-    ("embed_s", "embed s", ".1f"), ("embed_per_s", "windows/s", ",.0f"), ("write_s", "write s", ".2f"),
-    ("stats_s", "row stats s", ".2f"), ("index_train_s", "index train s", ".2f"), ("index_add_s", "index add s", ".2f"),
-    ("save_s", "save s", ".2f"), ("build_s", "build s", ".1f"),
-    ("peak_rss_delta_mib", "peak RSS Δ MiB", ",.0f"), ("peak_anon_delta_mib", "peak anon Δ MiB", ",.0f"),
+    ("n", "windows", ",d"),
+    ("embed", "embed", ""),
+    ("d", "d", "d"),
+    ("index", "index", ""),
+    ("embed_s", "embed s", ".1f"),
+    ("embed_per_s", "windows/s", ",.0f"),
+    ("write_s", "write s", ".2f"),
+    ("stats_s", "row stats s", ".2f"),
+    ("index_train_s", "index train s", ".2f"),
+    ("index_add_s", "index add s", ".2f"),
+    ("save_s", "save s", ".2f"),
+    ("build_s", "build s", ".1f"),
+    ("peak_rss_delta_mib", "peak RSS Δ MiB", ",.0f"),
+    ("peak_anon_delta_mib", "peak anon Δ MiB", ",.0f"),
     ("store_on_disk_mib", "store MiB", ",.0f"),
 ]
 QUERY_COLUMNS = [
-    ("n", "windows", ",d"), ("index", "index", ""), ("exact_knn_per_1k_ms", "exact (brute) ms", ",.1f"),
-    ("flat_search_per_1k_ms", "flat index ms", ",.1f"), ("ivf_search_per_1k_ms", "IVF ms", ",.1f"),
-    ("ivf_recall@50", "IVF recall@50", ".4f"), ("ivf_extra_build_s", "extra IVF build s", ".1f"),
-    ("hnsw_search_per_1k_ms", "HNSW ms", ",.1f"), ("hnsw_recall@50", "HNSW recall@50", ".4f"),
-    ("hnsw_extra_build_s", "HNSW build s", ".1f"), ("teacher_query_per_1k_ms", "teacher.query ms", ",.1f"),
-    ("nlist", "nlist", ""), ("extra_ivf_nlist", "extra nlist", ""), ("nprobe", "nprobe", ""),
+    ("n", "windows", ",d"),
+    ("index", "index", ""),
+    ("exact_knn_per_1k_ms", "exact (brute) ms", ",.1f"),
+    ("flat_search_per_1k_ms", "flat index ms", ",.1f"),
+    ("ivf_search_per_1k_ms", "IVF ms", ",.1f"),
+    ("ivf_recall@50", "IVF recall@50", ".4f"),
+    ("ivf_extra_build_s", "extra IVF build s", ".1f"),
+    ("hnsw_search_per_1k_ms", "HNSW ms", ",.1f"),
+    ("hnsw_recall@50", "HNSW recall@50", ".4f"),
+    ("hnsw_extra_build_s", "HNSW build s", ".1f"),
+    ("teacher_query_per_1k_ms", "teacher.query ms", ",.1f"),
+    ("nlist", "nlist", ""),
+    ("extra_ivf_nlist", "extra nlist", ""),
+    ("nprobe", "nprobe", ""),
 ]
 
 
@@ -294,8 +321,18 @@ def main() -> int:
     try:
         for n in sizes:
             print(f"-- {n:,} windows, embed={args.embed}", flush=True)
-            cmd = [sys.executable, __file__, "--one", str(n), "--embed", args.embed, "--seed", str(args.seed),
-                   "--workdir", str(workdir)] + (["--hnsw"] if args.hnsw else [])
+            cmd = [
+                sys.executable,
+                __file__,
+                "--one",
+                str(n),
+                "--embed",
+                args.embed,
+                "--seed",
+                str(args.seed),
+                "--workdir",
+                str(workdir),
+            ] + (["--hnsw"] if args.hnsw else [])
             env = {**os.environ, "PYTHONPATH": str(REPO)}
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
             result = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
@@ -303,18 +340,23 @@ def main() -> int:
                 print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
                 print(f"error: size {n} failed (exit {proc.returncode})", flush=True)
                 continue
-            row = json.loads(result[-1][len("RESULT "):])
+            row = json.loads(result[-1][len("RESULT ") :])
             rows.append(row)
-            print(f"   build {row['build_s']:.1f}s (embed {row['embed_s']:.1f}s, index {row['index_s']:.1f}s), "
-                  f"peak RSS Δ {row['peak_rss_delta_mib']:,.0f} MiB, anon Δ {row['peak_anon_delta_mib']:,.0f} MiB", flush=True)
+            print(
+                f"   build {row['build_s']:.1f}s (embed {row['embed_s']:.1f}s, index {row['index_s']:.1f}s), "
+                f"peak RSS Δ {row['peak_rss_delta_mib']:,.0f} MiB, anon Δ {row['peak_anon_delta_mib']:,.0f} MiB",
+                flush=True,
+            )
             shutil.rmtree(workdir / f"store-{n}", ignore_errors=True)
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
     print("\nBuild (chunked, memory-mapped store; context 64, horizon 18):")
     print(markdown_table(rows, COLUMNS))
-    print(f"\nQueries: {N_QUERIES} held-out windows, top {TOP}; latency per 1,000 queries; "
-          "recall@50 vs exact search (IVF at N <= exact_max is an extra index, not the one auto uses):")
+    print(
+        f"\nQueries: {N_QUERIES} held-out windows, top {TOP}; latency per 1,000 queries; "
+        "recall@50 vs exact search (IVF at N <= exact_max is an extra index, not the one auto uses):"
+    )
     print(markdown_table(rows, QUERY_COLUMNS))
     write_json(args.out, {"machine": info, "embed": args.embed, "context": CONTEXT, "horizon": HORIZON, "rows": rows})
     return 0 if len(rows) == len(sizes) else 1

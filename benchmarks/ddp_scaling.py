@@ -22,6 +22,7 @@ Run (2-core CPU, about 2.5 minutes):
     .venv/bin/python benchmarks/ddp_scaling.py
     .venv/bin/python benchmarks/ddp_scaling.py --preset tiny --steps 10 --series 16   # smoke test
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,14 +54,38 @@ def free_port() -> int:
 
 def run_once(n: int, args, corpus: Path, out: Path) -> dict:
     env = trainer_env(args.threads_per_process)
-    train = ["--data", str(corpus), "--out", str(out), "--preset", args.preset, "--accelerator", "cpu",
-             "--context-length", str(args.context), "--horizon-length", str(args.horizon),
-             "--batch-size", str(args.batch), "--max-steps", str(args.steps),
-             "--warmup-steps", str(max(1, args.steps // 10)), "--checkpoint-every", str(args.steps),
-             "--seed", str(args.seed)]
+    train = [
+        "--data",
+        str(corpus),
+        "--out",
+        str(out),
+        "--preset",
+        args.preset,
+        "--accelerator",
+        "cpu",
+        "--context-length",
+        str(args.context),
+        "--horizon-length",
+        str(args.horizon),
+        "--batch-size",
+        str(args.batch),
+        "--max-steps",
+        str(args.steps),
+        "--warmup-steps",
+        str(max(1, args.steps // 10)),
+        "--checkpoint-every",
+        str(args.steps),
+        "--seed",
+        str(args.seed),
+    ]
     if args.launcher == "torchrun":
-        env.update(NNODES="1", NPROC_PER_NODE=str(n), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()),
-                   PYTHON=sys.executable)
+        env.update(
+            NNODES="1",
+            NPROC_PER_NODE=str(n),
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(free_port()),
+            PYTHON=sys.executable,
+        )
         cmd = ["bash", str(REPO / "infra" / "launch" / "torchrun.sh"), *train]
     else:
         cmd = [sys.executable, "-m", "models.pretraining", *train, "--devices", str(n)]
@@ -73,9 +98,16 @@ def run_once(n: int, args, corpus: Path, out: Path) -> dict:
     metrics = json.loads((out / "metrics.json").read_text())
     e2e = metrics.get("tokens_per_second") or metrics["tokens_seen"] / max(metrics["wall_seconds"], 1e-9)
     steady = steady_rate(points)
-    return {"processes": n, "devices": metrics.get("devices"), "tokens_seen": metrics["tokens_seen"],
-            "wall_seconds": metrics["wall_seconds"], "process_wall_s": wall, "steady_tokens_per_s": steady,
-            "e2e_tokens_per_s": e2e, "final_train_loss": metrics.get("final_train_loss")}
+    return {
+        "processes": n,
+        "devices": metrics.get("devices"),
+        "tokens_seen": metrics["tokens_seen"],
+        "wall_seconds": metrics["wall_seconds"],
+        "process_wall_s": wall,
+        "steady_tokens_per_s": steady,
+        "e2e_tokens_per_s": e2e,
+        "final_train_loss": metrics.get("final_train_loss"),
+    }
 
 
 def main() -> int:
@@ -105,13 +137,16 @@ def main() -> int:
     corpus = work / f"kernelsynth-{args.series}x{args.length}-{args.seed}.parquet"
     if not corpus.is_file():
         kernelsynth_frame(args.series, args.length, args.seed).to_parquet(corpus, index=False)
-    print(f"preset {args.preset}, window {args.context}+{args.horizon}, batch {args.batch}/process, "
-          f"{args.steps} steps, {args.threads_per_process} thread(s)/process, launcher {args.launcher}; "
-          f"work dir {work}", flush=True)
+    print(
+        f"preset {args.preset}, window {args.context}+{args.horizon}, batch {args.batch}/process, "
+        f"{args.steps} steps, {args.threads_per_process} thread(s)/process, launcher {args.launcher}; "
+        f"work dir {work}",
+        flush=True,
+    )
 
     runs: dict[int, list[dict]] = {n: [] for n in counts}
     for r in range(args.rounds):
-        for n in (counts if r % 2 == 0 else counts[::-1]):
+        for n in counts if r % 2 == 0 else counts[::-1]:
             print(f"round {r + 1}: {n} process(es)", flush=True)
             runs[n].append(run_once(n, args, corpus, work / f"run-{n}p-r{r + 1}"))
 
@@ -123,23 +158,44 @@ def main() -> int:
     rows = []
     for n in counts:
         steady, e2e = med(n, "steady_tokens_per_s"), med(n, "e2e_tokens_per_s")
-        rows.append({
-            "processes": n, "devices": runs[n][-1]["devices"], "steady": steady,
-            "per_process": steady / n if steady else None,
-            "efficiency": steady / (n / counts[0] * base_steady) if steady and base_steady else None,
-            "e2e": e2e, "e2e_efficiency": e2e / (n / counts[0] * base_e2e) if e2e and base_e2e else None,
-            "process_wall_s": med(n, "process_wall_s"),
-        })
+        rows.append(
+            {
+                "processes": n,
+                "devices": runs[n][-1]["devices"],
+                "steady": steady,
+                "per_process": steady / n if steady else None,
+                "efficiency": steady / (n / counts[0] * base_steady) if steady and base_steady else None,
+                "e2e": e2e,
+                "e2e_efficiency": e2e / (n / counts[0] * base_e2e) if e2e and base_e2e else None,
+                "process_wall_s": med(n, "process_wall_s"),
+            }
+        )
     print()
-    print(markdown_table(rows, [
-        ("processes", "processes", "d"), ("devices", "world size", "d"),
-        ("steady", "aggregate tokens/s (steady)", ",.0f"), ("per_process", "per process", ",.0f"),
-        ("efficiency", "scaling efficiency", ".1%"), ("e2e", "aggregate tokens/s (metrics.json)", ",.0f"),
-        ("e2e_efficiency", "efficiency (metrics.json)", ".1%"), ("process_wall_s", "process wall s", ".1f"),
-    ]))
-    write_json(args.json, {"benchmark": "ddp_scaling", "machine": machine(),
-                           "settings": {k: v for k, v in vars(args).items() if k != "json"},
-                           "results": rows, "runs": {str(k): v for k, v in runs.items()}})
+    print(
+        markdown_table(
+            rows,
+            [
+                ("processes", "processes", "d"),
+                ("devices", "world size", "d"),
+                ("steady", "aggregate tokens/s (steady)", ",.0f"),
+                ("per_process", "per process", ",.0f"),
+                ("efficiency", "scaling efficiency", ".1%"),
+                ("e2e", "aggregate tokens/s (metrics.json)", ",.0f"),
+                ("e2e_efficiency", "efficiency (metrics.json)", ".1%"),
+                ("process_wall_s", "process wall s", ".1f"),
+            ],
+        )
+    )
+    write_json(
+        args.json,
+        {
+            "benchmark": "ddp_scaling",
+            "machine": machine(),
+            "settings": {k: v for k, v in vars(args).items() if k != "json"},
+            "results": rows,
+            "runs": {str(k): v for k, v in runs.items()},
+        },
+    )
     return 0
 
 

@@ -8,6 +8,7 @@ its place in onboarding by what it adds here, not by existing.
 
     python benchmarks/ensemble_members.py --runs /path/to/onboard_domains/out --domains m3-other,hourly-panel
 """
+
 import argparse
 import json
 import time
@@ -48,7 +49,7 @@ def extra_forecasts(windows, split, name: str, pool) -> np.ndarray:
     out = np.full((len(windows), split.horizon, len(LEVELS) * 2 + 1), np.nan)
     for h, m in sorted(set(zip(horizons.tolist(), seasons.tolist()))):
         idx = np.flatnonzero((horizons == h) & (seasons == m))
-        chunks = [idx[i:i + 32] for i in range(0, len(idx), 32)]
+        chunks = [idx[i : i + 32] for i in range(0, len(idx), 32)]
         jobs = [([windows.contexts[i] for i in c], h, m, name) for c in chunks]
         for c, res in zip(chunks, pool.map(_fit_chunk, jobs)):
             out[c, :h] = np.stack(res)
@@ -70,8 +71,9 @@ def main() -> None:
             parts = {}
             for part in ("val", "test"):
                 w = split.windows(part)
-                fc, _, _ = grouped_baseline_forecasts(w.contexts, split.horizons[w.series], split.seasons[w.series],
-                                                      split.horizon, n_jobs=2)
+                fc, _, _ = grouped_baseline_forecasts(
+                    w.contexts, split.horizons[w.series], split.seasons[w.series], split.horizon, n_jobs=2
+                )
                 fc.update(dict(result.forecasts(part).items()))
                 for name in names:
                     t = time.perf_counter()
@@ -88,8 +90,10 @@ def main() -> None:
             for label, members in [("base", BASE), *((f"+{n}", BASE + [n]) for n in names), ("+all", BASE + names)]:
                 ens = fit_ensemble({m: fv[m] for m in members if m in fv}, wv.truth, wv.origin, wv.series)
                 (sv, _), (st, mt) = score(ens.val, wv), score(combine(ft, ens.used), wt)
-                print(f"{domain} {label}: val sCRPS {sv:.4f}, test sCRPS {st:.4f} MASE {mt:.3f}, weights {ens.used}",
-                      flush=True)
+                print(
+                    f"{domain} {label}: val sCRPS {sv:.4f}, test sCRPS {st:.4f} MASE {mt:.3f}, weights {ens.used}",
+                    flush=True,
+                )
             for name in names:
                 st, mt = score(ft[name], wt)
                 print(f"{domain} {name} alone: test sCRPS {st:.4f} MASE {mt:.3f}")

@@ -27,6 +27,7 @@ Run (2-core CPU, about 1.5 minutes):
     .venv/bin/python benchmarks/lightning_vs_plain.py
     .venv/bin/python benchmarks/lightning_vs_plain.py --preset tiny --steps 3 --warmup 1 --rounds 1   # smoke test
 """
+
 from __future__ import annotations
 
 import argparse
@@ -71,6 +72,7 @@ def new_module(args, config, future: int, total: int, bare: bool = False):
 
     cls = PretrainModule
     if bare:
+
         class Bare(PretrainModule):
             def training_step(self, batch, batch_idx):
                 out = self.masked_loss(batch)
@@ -78,8 +80,7 @@ def new_module(args, config, future: int, total: int, bare: bool = False):
 
         cls = Bare
     torch.manual_seed(args.seed)
-    return cls(config.to_dict(), future_length=future, lr=args.lr, warmup_steps=max(1, total // 10),
-               max_steps=total)
+    return cls(config.to_dict(), future_length=future, lr=args.lr, warmup_steps=max(1, total // 10), max_steps=total)
 
 
 def optimizer_and_scheduler(module):
@@ -115,8 +116,12 @@ def run_plain(args, config, future, batches, tokens_per_step) -> dict:
         if i == args.warmup - 1:
             t0 = time.perf_counter()
     t1 = time.perf_counter()
-    return {"seconds": t1 - t0, "fit_s": t1 - started, "final_loss": float(loss.detach()),
-            "threads": torch.get_num_threads()}
+    return {
+        "seconds": t1 - t0,
+        "fit_s": t1 - started,
+        "final_loss": float(loss.detach()),
+        "threads": torch.get_num_threads(),
+    }
 
 
 def run_lightning(args, config, future, batches, tokens_per_step, bare: bool) -> dict:
@@ -142,9 +147,19 @@ def run_lightning(args, config, future, batches, tokens_per_step, bare: bool) ->
     module = new_module(args, config, future, total, bare=bare)
     timer = StepTimer()
     trainer = L.Trainer(
-        accelerator="cpu", devices=1, precision="32-true", max_steps=total, max_epochs=1,
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=0, limit_val_batches=0, gradient_clip_val=1.0, use_distributed_sampler=False,
+        accelerator="cpu",
+        devices=1,
+        precision="32-true",
+        max_steps=total,
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        gradient_clip_val=1.0,
+        use_distributed_sampler=False,
         callbacks=[timer],
     )
     started = time.perf_counter()
@@ -152,8 +167,12 @@ def run_lightning(args, config, future, batches, tokens_per_step, bare: bool) ->
     finished = time.perf_counter()
     if timer.t0 is None or timer.t1 is None:
         raise RuntimeError(f"Lightning ran {trainer.global_step} of {total} steps")
-    return {"seconds": timer.t1 - timer.t0, "fit_s": finished - started, "final_loss": timer.loss,
-            "threads": timer.threads}
+    return {
+        "seconds": timer.t1 - timer.t0,
+        "fit_s": finished - started,
+        "final_loss": timer.loss,
+        "threads": timer.threads,
+    }
 
 
 def main() -> int:
@@ -201,15 +220,18 @@ def main() -> int:
     ctx, fut = math.ceil(args.context / p) * p, math.ceil(args.horizon / p) * p
     tokens_per_step = args.batch * (ctx + fut) // p
     batches = make_batches(args.warmup + args.steps, args.batch, ctx + fut, args.seed)
-    print(f"preset {args.preset}, window {ctx}+{fut}, batch {args.batch}, {tokens_per_step} tokens/step, "
-          f"{args.steps} timed steps (+{args.warmup}), {args.rounds} rounds, {threads} threads", flush=True)
+    print(
+        f"preset {args.preset}, window {ctx}+{fut}, batch {args.batch}, {tokens_per_step} tokens/step, "
+        f"{args.steps} timed steps (+{args.warmup}), {args.rounds} rounds, {threads} threads",
+        flush=True,
+    )
 
     # one untimed run first: the process's first steps (allocator, thread pool) are slower
     torch.set_num_threads(threads)
-    run_plain(args, config, fut, batches[:args.warmup + 1], tokens_per_step)
+    run_plain(args, config, fut, batches[: args.warmup + 1], tokens_per_step)
     runs: dict[str, list[dict]] = {v: [] for v in variants}
     for r in range(args.rounds):
-        order = variants[r % len(variants):] + variants[:r % len(variants)]  # rotate: no variant always first
+        order = variants[r % len(variants) :] + variants[: r % len(variants)]  # rotate: no variant always first
         for v in order:
             gc.collect()  # the previous run's Trainer/module cycles are not collected mid-run
             torch.set_num_threads(threads)
@@ -219,32 +241,65 @@ def main() -> int:
                 res = run_lightning(args, config, fut, batches, tokens_per_step, bare=v == "lightning-bare")
             res["tokens_per_s"] = args.steps * tokens_per_step / res["seconds"]
             runs[v].append(res)
-            print(f"  round {r + 1} {v}: {res['tokens_per_s']:,.0f} tokens/s "
-                  f"({1000 * res['seconds'] / args.steps:.1f} ms/step, loss {res['final_loss']:.5f}, "
-                  f"threads {res['threads']})", flush=True)
+            print(
+                f"  round {r + 1} {v}: {res['tokens_per_s']:,.0f} tokens/s "
+                f"({1000 * res['seconds'] / args.steps:.1f} ms/step, loss {res['final_loss']:.5f}, "
+                f"threads {res['threads']})",
+                flush=True,
+            )
 
     plain = median([x["tokens_per_s"] for x in runs["plain"]])
     rows = []
     for v in variants:
         tps = [x["tokens_per_s"] for x in runs[v]]
-        rows.append({"variant": v, "median": median(tps), "min": min(tps), "max": max(tps),
-                     "ms_per_step": 1000 * tokens_per_step / median(tps), "ratio": median(tps) / plain,
-                     "fit_s": median([x["fit_s"] for x in runs[v]])})
+        rows.append(
+            {
+                "variant": v,
+                "median": median(tps),
+                "min": min(tps),
+                "max": max(tps),
+                "ms_per_step": 1000 * tokens_per_step / median(tps),
+                "ratio": median(tps) / plain,
+                "fit_s": median([x["fit_s"] for x in runs[v]]),
+            }
+        )
     losses = [x["final_loss"] for v in variants for x in runs[v]]
     loss_spread = max(losses) - min(losses)
     print()
-    print(markdown_table(rows, [("variant", "variant", ""), ("median", "median tokens/s", ",.0f"),
-                                ("min", "min", ",.0f"), ("max", "max", ",.0f"), ("ms_per_step", "ms/step", ".1f"),
-                                ("ratio", "vs plain", ".3f"), ("fit_s", "whole run s (median)", ".2f")]))
+    print(
+        markdown_table(
+            rows,
+            [
+                ("variant", "variant", ""),
+                ("median", "median tokens/s", ",.0f"),
+                ("min", "min", ",.0f"),
+                ("max", "max", ",.0f"),
+                ("ms_per_step", "ms/step", ".1f"),
+                ("ratio", "vs plain", ".3f"),
+                ("fit_s", "whole run s (median)", ".2f"),
+            ],
+        )
+    )
     ratio = rows[[r["variant"] for r in rows].index("lightning")]["ratio"] if "lightning" in runs else None
     print(f"\nfinal losses agree to {loss_spread:.2e} (same computation on every side)")
     if ratio is not None:
         print(f"Lightning / plain = {ratio:.3f} ({'meets' if ratio >= 0.95 else 'misses'} the 0.95 target)")
-    write_json(args.json, {"benchmark": "lightning_vs_plain", "machine": machine(),
-                           "settings": {**{k: v for k, v in vars(args).items() if k != "json"}, "threads": threads,
-                                        "tokens_per_step": tokens_per_step},
-                           "results": rows, "runs": runs, "lightning_over_plain": ratio,
-                           "final_loss_spread": loss_spread})
+    write_json(
+        args.json,
+        {
+            "benchmark": "lightning_vs_plain",
+            "machine": machine(),
+            "settings": {
+                **{k: v for k, v in vars(args).items() if k != "json"},
+                "threads": threads,
+                "tokens_per_step": tokens_per_step,
+            },
+            "results": rows,
+            "runs": runs,
+            "lightning_over_plain": ratio,
+            "final_loss_spread": loss_spread,
+        },
+    )
     return 0
 
 

@@ -21,6 +21,7 @@ logged to MLflow (experiment ``tsfm-pretrain-long``).
     nohup python benchmarks/long_pretrain.py --hours 2 > benchmarks/out/long.log 2>&1 &
     python benchmarks/long_pretrain.py --score-only     # the curve of what is there
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,15 +44,29 @@ from zero_shot_val import (
 )
 
 # the ablation's recipe (docs/benchmarks.md) continued from the shipped backbone with long contexts
-RECIPE = {"batch_size": 64, "context_length": 2048, "min_context_length": 256, "horizon_length": 48, "lr": 1e-3,
-          "warmup_steps": 200, "seed": 0, "init": str(REPO / "models" / "backbone" / "shipped")}
+RECIPE = {
+    "batch_size": 64,
+    "context_length": 2048,
+    "min_context_length": 256,
+    "horizon_length": 48,
+    "lr": 1e-3,
+    "warmup_steps": 200,
+    "seed": 0,
+    "init": str(REPO / "models" / "backbone" / "shipped"),
+}
 
 
 def trainer_cmd(fields: dict, files: list[str], out: Path, resume: bool = True) -> list[str]:
     from models.pretraining.spec import TrainerJob
 
-    job = TrainerJob(**fields, data=files, data_weights=mixture_weights(files, EVERY_FREQ_SHARE), out=str(out),
-                     data_cache=str(out.parent / "cache"), resume=resume)
+    job = TrainerJob(
+        **fields,
+        data=files,
+        data_weights=mixture_weights(files, EVERY_FREQ_SHARE),
+        out=str(out),
+        data_cache=str(out.parent / "cache"),
+        resume=resume,
+    )
     return trainer_command(job)
 
 
@@ -79,8 +94,9 @@ def replan(out: Path, p: dict, max_steps: int, snapshot_every: int | None) -> di
     if max_steps == old and not snapshot_every:
         return p
     p["fields"].update(max_steps=max_steps, snapshot_every=snapshot_every or p["fields"]["snapshot_every"])
-    p.setdefault("replanned", []).append({"from_max_steps": old, "to_max_steps": max_steps,
-                                          "at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())})
+    p.setdefault("replanned", []).append(
+        {"from_max_steps": old, "to_max_steps": max_steps, "at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    )
     (out / "plan.json").write_text(json.dumps(p, indent=2))
     print(f"re-planned: max_steps {old} -> {max_steps}", flush=True)
     return p
@@ -96,8 +112,9 @@ def curve(out: Path, fields: dict, tracking_uri: str | None, steps: set[int] | N
     if (out / "run" / "metrics.json").is_file() and final.is_dir():
         metrics = json.loads((out / "run" / "metrics.json").read_text())
         if not (final / "tokens.json").is_file():
-            (final / "tokens.json").write_text(json.dumps({"step": metrics["steps"],
-                                                           "tokens_seen": metrics["tokens_seen"]}))
+            (final / "tokens.json").write_text(
+                json.dumps({"step": metrics["steps"], "tokens_seen": metrics["tokens_seen"]})
+            )
         folders.append(final)
     for folder in folders:
         tokens = json.loads((folder / "tokens.json").read_text())
@@ -130,11 +147,20 @@ def _plot(points: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     tokens = [p["tokens_seen"] / 1e6 for p in points]
     for group in GROUPS:
-        ax.plot(tokens, [p[f"{group}/sCRPS_rel"] for p in points], marker="o", ms=3, label=group,
-                ls="-" if group.startswith("m3") else "--")
+        ax.plot(
+            tokens,
+            [p[f"{group}/sCRPS_rel"] for p in points],
+            marker="o",
+            ms=3,
+            label=group,
+            ls="-" if group.startswith("m3") else "--",
+        )
     ax.axhline(1.0, color="grey", lw=0.8, ls="--")
-    ax.set(xlabel="patch tokens seen (M)", ylabel="scaled CRPS / seasonal naive (geometric mean)",
-           title="Zero-shot validation during pre-training, per frequency")
+    ax.set(
+        xlabel="patch tokens seen (M)",
+        ylabel="scaled CRPS / seasonal naive (geometric mean)",
+        title="Zero-shot validation during pre-training, per frequency",
+    )
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -148,24 +174,36 @@ def ship(out: Path, fields: dict, points: list[dict], files: list[str]) -> Path:
     from models.pretraining.spec import TrainingRecipe
 
     metrics = json.loads((out / "run" / "metrics.json").read_text())
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                            text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+    ).stdout.strip()
     last = points[-1]
     recipe = {k: v for k, v in fields.items() if k in TrainingRecipe.model_fields and k != "init"}
-    card = {"preset": fields["preset"], "parameters": count_parameters(TrainingRecipe(**recipe).backbone_config()),
-            "context_length": fields["context_length"], "horizon_length": fields["horizon_length"],
-            "steps": metrics["steps"], "tokens_seen": metrics["tokens_seen"], "commit": commit,
-            "data": {Path(f).stem: {"source": EVERY_FREQ[Path(f).stem][0], "share": round(w, 4)}
-                     for f, w in zip(files, mixture_weights(files, EVERY_FREQ_SHARE))},  # what the corpus held
-            "recipe": recipe, "validation": {k: round(v, 4) for k, v in last.items() if "/" in k}}
+    card = {
+        "preset": fields["preset"],
+        "parameters": count_parameters(TrainingRecipe(**recipe).backbone_config()),
+        "context_length": fields["context_length"],
+        "horizon_length": fields["horizon_length"],
+        "steps": metrics["steps"],
+        "tokens_seen": metrics["tokens_seen"],
+        "commit": commit,
+        "data": {
+            Path(f).stem: {"source": EVERY_FREQ[Path(f).stem][0], "share": round(w, 4)}
+            for f, w in zip(files, mixture_weights(files, EVERY_FREQ_SHARE))
+        },  # what the corpus held
+        "recipe": recipe,
+        "validation": {k: round(v, 4) for k, v in last.items() if "/" in k},
+    }
     folder = ship_backbone(out / "run" / "backbone", card, SHIPPED_DIR)
-    rows = "\n".join(f"| {g} | {card['validation'][f'{g}/MASE_rel']:.3f} | {card['validation'][f'{g}/sCRPS_rel']:.3f} |"
-                     for g in GROUPS)
+    rows = "\n".join(
+        f"| {g} | {card['validation'][f'{g}/MASE_rel']:.3f} | {card['validation'][f'{g}/sCRPS_rel']:.3f} |"
+        for g in GROUPS
+    )
     sources = "\n".join(f"| {name} | `{d['source']}` | {d['share']:.1%} |" for name, d in card["data"].items())
     (folder / "MODEL_CARD.md").write_text(f"""# The shipped backbone
 
-A `{card['preset']}`-shaped patch transformer ({card['parameters']:,} parameters, patch
-{json.loads((folder / 'config.json').read_text())['patch_size']}), weights in bf16. Registered as `backbone` v1
+A `{card["preset"]}`-shaped patch transformer ({card["parameters"]:,} parameters, patch
+{json.loads((folder / "config.json").read_text())["patch_size"]}), weights in bf16. Registered as `backbone` v1
 (`@champion`, tag `shipped_default`) the first time a project onboards without one;
 `tsfm pretrain --init default` continues from it.
 
@@ -176,7 +214,7 @@ A `{card['preset']}`-shaped patch transformer ({card['parameters']:,} parameters
 | set | source | share of training windows |
 |---|---|---|
 {sources}
-- Training: {card['steps']:,} steps, {card['tokens_seen']:,} patch tokens, commit {commit},
+- Training: {card["steps"]:,} steps, {card["tokens_seen"]:,} patch tokens, commit {commit},
   `benchmarks/long_pretrain.py` (recipe: `{json.dumps(recipe)}`).
 - Zero-shot validation (windows before the official test parts; geometric mean of the ratio to
   seasonal naive):
@@ -196,13 +234,21 @@ def main() -> None:
     ap.add_argument("--preset", default="4m")
     ap.add_argument("--hours", type=float, default=2.0, help="training wall-clock hours on this machine")
     ap.add_argument("--recipe", default=None, help="JSON of recipe fields over RECIPE, e.g. '{\"patch_size\": 16}'")
-    ap.add_argument("--max-steps", type=int, default=None,
-                    help="move the schedule's end (and its decay) to this step; the run resumes where it stopped")
+    ap.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        help="move the schedule's end (and its decay) to this step; the run resumes where it stopped",
+    )
     ap.add_argument("--snapshot-every", type=int, default=None, help="with --max-steps: steps between snapshots")
     ap.add_argument("--score-only", action="store_true", help="score the snapshots there are; train nothing")
     ap.add_argument("--tracking-uri", default=None)
-    ap.add_argument("--points", default=None, help="comma-separated snapshot steps to score for the curve "
-                    "(default: every snapshot); the final backbone always")
+    ap.add_argument(
+        "--points",
+        default=None,
+        help="comma-separated snapshot steps to score for the curve "
+        "(default: every snapshot); the final backbone always",
+    )
     ap.add_argument("--ship", action="store_true", help="copy the final backbone into models/backbone/shipped/")
     args = ap.parse_args()
     out = Path(args.out)

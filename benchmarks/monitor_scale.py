@@ -11,6 +11,7 @@ flow (timed, on a warm Prefect), unchanged and with the new points shifted by x`
 Usage: python benchmarks/monitor_scale.py [--series 10000] [--out result.json]
 Run it on an otherwise idle machine.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,10 +66,15 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)
-    os.environ.update(TSFM_PATHS__STATE_DIR=str(work / "state"), TSFM_PATHS__DATA_DIR=str(work / "data"),
-                      TSFM_MLFLOW__TRACKING_URI=f"sqlite:///{(work / 'mlflow.db').resolve()}",
-                      PREFECT_HOME=str(work / "prefect"), PREFECT_LOGGING_LEVEL="WARNING",
-                      PREFECT_SERVER_ANALYTICS_ENABLED="false", MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")
+    os.environ.update(
+        TSFM_PATHS__STATE_DIR=str(work / "state"),
+        TSFM_PATHS__DATA_DIR=str(work / "data"),
+        TSFM_MLFLOW__TRACKING_URI=f"sqlite:///{(work / 'mlflow.db').resolve()}",
+        PREFECT_HOME=str(work / "prefect"),
+        PREFECT_LOGGING_LEVEL="WARNING",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false",
+    )
     bench_state(Path(args.state), work, args.domain)  # forecaster-bench-fused @champion
     import mlflow
 
@@ -106,21 +112,38 @@ def main() -> None:
         wall = time.perf_counter() - t0
         run = mlflow.get_run(verdict["mlflow_run_id"])
         m = run.data.metrics
-        row = {"case": label, "series": batch["series"], "points": verdict["points"], "monitor_s": round(wall, 1),
-               "MASE": m.get(f"MASE_v{champion}"), "val_MASE": m.get(f"val_MASE_v{champion}"),
-               "coverage": m.get(f"coverage_v{champion}"), "naive_MASE": m.get(f"naive_MASE_v{champion}"),
-               **{f"psi_{f}": m.get(f"psi_store_{f}") for f in ("level", "scale", "trend_strength")},
-               "degraded": verdict["degraded"]}
+        row = {
+            "case": label,
+            "series": batch["series"],
+            "points": verdict["points"],
+            "monitor_s": round(wall, 1),
+            "MASE": m.get(f"MASE_v{champion}"),
+            "val_MASE": m.get(f"val_MASE_v{champion}"),
+            "coverage": m.get(f"coverage_v{champion}"),
+            "naive_MASE": m.get(f"naive_MASE_v{champion}"),
+            **{f"psi_{f}": m.get(f"psi_store_{f}") for f in ("level", "scale", "trend_strength")},
+            "degraded": verdict["degraded"],
+        }
         row.update(_parts(settings, DOMAIN))
         print(row, flush=True)
         rows.append(row)
-    cols = [("case", "actuals", ""), ("series", "series", ","), ("points", "points scored", ","),
-            ("monitor_s", "monitor run (s)", ".1f"), ("MASE", "realized MASE", ".3f"),
-            ("val_MASE", "validation MASE", ".3f"), ("naive_MASE", "seasonal naive MASE", ".3f"),
-            ("coverage", "10-90% coverage", ".3f"),
-            ("psi_level", "PSI level", ".3f"), ("psi_scale", "PSI scale", ".3f"),
-            ("psi_trend_strength", "PSI trend", ".3f"), ("degraded", "degraded", ""),
-            ("read_s", "read (s)", ".2f"), ("score_s", "join + score (s)", ".2f"), ("drift_s", "features + PSI (s)", ".2f")]
+    cols = [
+        ("case", "actuals", ""),
+        ("series", "series", ","),
+        ("points", "points scored", ","),
+        ("monitor_s", "monitor run (s)", ".1f"),
+        ("MASE", "realized MASE", ".3f"),
+        ("val_MASE", "validation MASE", ".3f"),
+        ("naive_MASE", "seasonal naive MASE", ".3f"),
+        ("coverage", "10-90% coverage", ".3f"),
+        ("psi_level", "PSI level", ".3f"),
+        ("psi_scale", "PSI scale", ".3f"),
+        ("psi_trend_strength", "PSI trend", ".3f"),
+        ("degraded", "degraded", ""),
+        ("read_s", "read (s)", ".2f"),
+        ("score_s", "join + score (s)", ".2f"),
+        ("drift_s", "features + PSI (s)", ".2f"),
+    ]
     print(markdown_table(rows, cols))
     print(f"(the batch forecast of {batch['series']} series took {forecast_s:.1f} s)")
     write_json(args.out, {"machine": machine(), "rows": rows, "forecast_s": round(forecast_s, 1), "args": vars(args)})

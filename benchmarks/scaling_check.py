@@ -30,6 +30,7 @@ needs (``--estimate-only``), and ``--tokens auto`` sizes the budget to fit inste
         --batch 4 --kernelsynth 16 --m3-series 40 --probe-steps 1   # smoke test, under a minute
 On a GPU: --accelerator gpu --tokens 50000000 --batch 64 (bf16-mixed by the trainer's default).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,7 +74,7 @@ def build_corpus(args, work: Path) -> list[Path]:
             sizes = frame.groupby("unique_id").size()
             keep = sizes.index[sizes >= min_len]
             if args.m3_series > 0:
-                keep = keep[:args.m3_series]
+                keep = keep[: args.m3_series]
             if len(keep) == 0:
                 raise SystemExit(f"no M3 series has {min_len} points; lower --m3-min-length or use --m3-series 0")
             frame[frame["unique_id"].isin(keep)].to_parquet(m3, index=False)
@@ -100,9 +101,17 @@ def probe(presets: list[str], args) -> dict[str, float]:
 
     gpu = args.accelerator == "gpu" or (args.accelerator == "auto" and torch.cuda.is_available())
     device = torch.device("cuda" if gpu else "cpu")
-    settings = SimpleNamespace(context=args.context, horizon=args.horizon, batch=args.batch, variates=1,
-                               steps=args.probe_steps, warmup=1, precision="bf16-mixed" if gpu else "32-true",
-                               compile=False, peak_tflops=None)
+    settings = SimpleNamespace(
+        context=args.context,
+        horizon=args.horizon,
+        batch=args.batch,
+        variates=1,
+        steps=args.probe_steps,
+        warmup=1,
+        precision="bf16-mixed" if gpu else "32-true",
+        compile=False,
+        peak_tflops=None,
+    )
     out = {}
     for preset in presets:
         row = measure(preset, settings, device)
@@ -118,11 +127,15 @@ def plan(presets: list[str], tokens: int, args) -> dict[str, dict]:
     out = {}
     for preset in presets:
         p = get_preset(preset).patch_size
-        patches = (math.ceil(args.context / p) + math.ceil(args.horizon / p))
+        patches = math.ceil(args.context / p) + math.ceil(args.horizon / p)
         per_step = args.batch * patches
         steps = max(1, math.ceil(tokens / per_step))
-        out[preset] = {"patches_per_window": patches, "tokens_per_step": per_step, "steps": steps,
-                       "tokens": steps * per_step}
+        out[preset] = {
+            "patches_per_window": patches,
+            "tokens_per_step": per_step,
+            "steps": steps,
+            "tokens": steps * per_step,
+        }
     return out
 
 
@@ -189,8 +202,10 @@ def main() -> int:
         tokens = int(float(args.tokens))
     runs = plan(presets, tokens, args)
     est = estimate_seconds(runs, step_s, n_val, args.batch)
-    print(f"plan: {tokens:,} tokens per preset; " + ", ".join(
-        f"{k} {v['steps']} steps x {v['tokens_per_step']} tokens" for k, v in runs.items()))
+    print(
+        f"plan: {tokens:,} tokens per preset; "
+        + ", ".join(f"{k} {v['steps']} steps x {v['tokens_per_step']} tokens" for k, v in runs.items())
+    )
     over = est > 1.02 * args.budget_minutes * 60
     note = f" (over the {args.budget_minutes:g} min budget)" if over else ""
     print(f"estimated run time: {est / 60:.1f} min{note}", flush=True)
@@ -201,12 +216,36 @@ def main() -> int:
     for preset in presets:
         r = runs[preset]
         out = work / f"run-{preset}-{r['tokens']}"
-        cmd = [sys.executable, "-m", "models.pretraining", *[a for p in corpus for a in ("--data", str(p))],
-               "--out", str(out), "--preset", preset, "--accelerator", args.accelerator,
-               "--context-length", str(args.context), "--horizon-length", str(args.horizon),
-               "--batch-size", str(args.batch), "--max-steps", str(r["steps"]), "--lr", str(args.lr),
-               "--warmup-steps", str(max(1, round(args.warmup_fraction * r["steps"]))), "--schedule", "cosine",
-               "--checkpoint-every", str(r["steps"]), "--seed", str(args.seed)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "models.pretraining",
+            *[a for p in corpus for a in ("--data", str(p))],
+            "--out",
+            str(out),
+            "--preset",
+            preset,
+            "--accelerator",
+            args.accelerator,
+            "--context-length",
+            str(args.context),
+            "--horizon-length",
+            str(args.horizon),
+            "--batch-size",
+            str(args.batch),
+            "--max-steps",
+            str(r["steps"]),
+            "--lr",
+            str(args.lr),
+            "--warmup-steps",
+            str(max(1, round(args.warmup_fraction * r["steps"]))),
+            "--schedule",
+            "cosine",
+            "--checkpoint-every",
+            str(r["steps"]),
+            "--seed",
+            str(args.seed),
+        ]
         if trainer_supports("--lr-reference-batch"):
             cmd += ["--lr-reference-batch", str(args.batch)]  # --lr is the LR used, not rescaled by batch
         cmd += args.trainer_args.split()
@@ -215,27 +254,58 @@ def main() -> int:
         if rc != 0:
             raise SystemExit(f"training {preset} failed (exit {rc}); see {out}.log")
         m = json.loads((out / "metrics.json").read_text())
-        rows.append({"preset": preset, "params": m.get("n_params"), "steps": m.get("steps"),
-                     "tokens": m.get("tokens_seen"), "wall_s": wall, "initial_train_loss": m.get("initial_train_loss"),
-                     "final_train_loss": m.get("final_train_loss"), "val_loss": m.get("val_loss")})
+        rows.append(
+            {
+                "preset": preset,
+                "params": m.get("n_params"),
+                "steps": m.get("steps"),
+                "tokens": m.get("tokens_seen"),
+                "wall_s": wall,
+                "initial_train_loss": m.get("initial_train_loss"),
+                "final_train_loss": m.get("final_train_loss"),
+                "val_loss": m.get("val_loss"),
+            }
+        )
 
     print()
-    print(markdown_table(rows, [("preset", "preset", ""), ("params", "params", ",d"), ("steps", "steps", ",d"),
-                                ("tokens", "tokens", ",d"), ("wall_s", "wall s", ".0f"),
-                                ("initial_train_loss", "train loss (first 10%)", ".4f"),
-                                ("final_train_loss", "train loss (last 10%)", ".4f"),
-                                ("val_loss", "val loss (held-out series)", ".4f")]))
+    print(
+        markdown_table(
+            rows,
+            [
+                ("preset", "preset", ""),
+                ("params", "params", ",d"),
+                ("steps", "steps", ",d"),
+                ("tokens", "tokens", ",d"),
+                ("wall_s", "wall s", ".0f"),
+                ("initial_train_loss", "train loss (first 10%)", ".4f"),
+                ("final_train_loss", "train loss (last 10%)", ".4f"),
+                ("val_loss", "val loss (held-out series)", ".4f"),
+            ],
+        )
+    )
     verdict = None
     if len(rows) >= 2 and all(r["val_loss"] is not None for r in rows):
         small, big = rows[0], rows[-1]
         verdict = big["val_loss"] < small["val_loss"]
-        print(f"\n{big['preset']} val_loss {'<' if verdict else '>='} {small['preset']} val_loss "
-              f"({100 * (big['val_loss'] / small['val_loss'] - 1):+.1f}%): "
-              f"{'as expected' if verdict else 'NOT as expected'}")
-    write_json(args.json, {"benchmark": "scaling_check", "machine": machine(),
-                           "settings": {**{k: v for k, v in vars(args).items() if k != "json"}, "tokens": tokens},
-                           "corpus": stats, "held_out_series": n_val, "probe_s_per_step": step_s,
-                           "estimated_s": est, "results": rows, "bigger_is_better": verdict})
+        print(
+            f"\n{big['preset']} val_loss {'<' if verdict else '>='} {small['preset']} val_loss "
+            f"({100 * (big['val_loss'] / small['val_loss'] - 1):+.1f}%): "
+            f"{'as expected' if verdict else 'NOT as expected'}"
+        )
+    write_json(
+        args.json,
+        {
+            "benchmark": "scaling_check",
+            "machine": machine(),
+            "settings": {**{k: v for k, v in vars(args).items() if k != "json"}, "tokens": tokens},
+            "corpus": stats,
+            "held_out_series": n_val,
+            "probe_s_per_step": step_s,
+            "estimated_s": est,
+            "results": rows,
+            "bigger_is_better": verdict,
+        },
+    )
     return 0
 
 

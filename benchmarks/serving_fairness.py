@@ -5,6 +5,7 @@ the p99 alone. Fails (exit 1, no ratio) when any request fails.
 
     python benchmarks/serving_fairness.py --domain m3-other --small 200
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,10 +20,13 @@ from bench_common import machine, warn_if_busy, write_json
 
 def _body(n_series: int, length: int, horizon: int, domain: str, seed: int) -> dict:
     rng = np.random.default_rng(seed)
-    rows = [[f"s{i}", t, float(50 + 10 * np.sin(t / 3 + i) + rng.normal())] for i in range(n_series)
-            for t in range(length)]
-    return {"dataframe_split": {"columns": ["unique_id", "ds", "y"], "data": rows},
-            "params": {"horizon": horizon, "domain": domain}}
+    rows = [
+        [f"s{i}", t, float(50 + 10 * np.sin(t / 3 + i) + rng.normal())] for i in range(n_series) for t in range(length)
+    ]
+    return {
+        "dataframe_split": {"columns": ["unique_id", "ds", "y"], "data": rows},
+        "params": {"horizon": horizon, "domain": domain},
+    }
 
 
 def _small_latencies(url: str, body: dict, n: int, failures: list) -> list[float]:
@@ -46,8 +50,9 @@ def main() -> None:
     ap.add_argument("--horizon", type=int, default=None, help="default: the domain's")
     ap.add_argument("--small", type=int, default=200, help="small requests per phase")
     ap.add_argument("--length", type=int, default=120, help="context points per series")
-    ap.add_argument("--big", type=int, default=None, help="series per large request; default: the limit, "
-                    "serve.max_request_series")
+    ap.add_argument(
+        "--big", type=int, default=None, help="series per large request; default: the limit, serve.max_request_series"
+    )
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     warn_if_busy()
@@ -86,17 +91,30 @@ def main() -> None:
     if failures:
         print(f"{len(failures)} request(s) failed, e.g. {failures[0]}: no figures", file=sys.stderr)
         sys.exit(1)
-    p = {name: (float(np.percentile(v, 50)) * 1000, float(np.percentile(v, 99)) * 1000)
-         for name, v in (("alone", alone), ("beside", beside))}
+    p = {
+        name: (float(np.percentile(v, 50)) * 1000, float(np.percentile(v, 99)) * 1000)
+        for name, v in (("alone", alone), ("beside", beside))
+    }
     ratio = p["beside"][1] / p["alone"][1]
     print(f"small requests (1 series, {args.length} points, horizon {horizon}), {args.small} each:")
     print(f"  alone:                     p50 {p['alone'][0]:.1f} ms, p99 {p['alone'][1]:.1f} ms")
-    print(f"  beside {big_series:,}-series requests: p50 {p['beside'][0]:.1f} ms, p99 {p['beside'][1]:.1f} ms "
-          f"({len(big_times)} maximal requests answered, {np.mean(big_times):.1f} s each)")
+    print(
+        f"  beside {big_series:,}-series requests: p50 {p['beside'][0]:.1f} ms, p99 {p['beside'][1]:.1f} ms "
+        f"({len(big_times)} maximal requests answered, {np.mean(big_times):.1f} s each)"
+    )
     print(f"  p99 ratio {ratio:.2f} (target <= 2)")
-    write_json(args.out, {"machine": machine(), "domain": args.domain, "alone_ms": p["alone"],
-                          "beside_ms": p["beside"], "p99_ratio": ratio, "big_series": big_series,
-                          "big_seconds": big_times})
+    write_json(
+        args.out,
+        {
+            "machine": machine(),
+            "domain": args.domain,
+            "alone_ms": p["alone"],
+            "beside_ms": p["beside"],
+            "p99_ratio": ratio,
+            "big_series": big_series,
+            "big_seconds": big_times,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ Usage: python benchmarks/serving_throughput.py [--state .tsfm --data data] [--do
 served by the domain's newest ensemble version against its fused model alone, in one tsfm server,
 and the same series under names the ensemble has not seen (its statistical members refit them).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -67,8 +68,9 @@ def bench_state(source: Path, work: Path, domain: str, n_domains: int) -> tuple[
     for i in range(n_domains):
         name = f"forecaster-bench{i}"
         client.create_registered_model(name)
-        mv = client.create_model_version(name, fused.source, tags={**fused.tags, "family": "fused",
-                                                                   "domain": f"bench{i}"})
+        mv = client.create_model_version(
+            name, fused.source, tags={**fused.tags, "family": "fused", "domain": f"bench{i}"}
+        )
         client.set_registered_model_alias(name, "champion", mv.version)
         domains.append(f"bench{i}")
     return uri, domains
@@ -84,8 +86,14 @@ def context_series(data: Path, domain: str, context: int) -> list[dict]:
     for uid, g in df.groupby("unique_id", sort=False):
         g = g.sort_values("ds").tail(context)
         ds = g["ds"].astype(str) if not pd.api.types.is_integer_dtype(g["ds"]) else g["ds"]
-        bodies.append({"dataframe_split": {"columns": ["unique_id", "ds", "y"],
-                                           "data": [[str(uid), d, float(y)] for d, y in zip(ds, g["y"])]}})
+        bodies.append(
+            {
+                "dataframe_split": {
+                    "columns": ["unique_id", "ds", "y"],
+                    "data": [[str(uid), d, float(y)] for d, y in zip(ds, g["y"])],
+                }
+            }
+        )
         if len(bodies) == 64:
             break
     return bodies
@@ -94,8 +102,7 @@ def context_series(data: Path, domain: str, context: int) -> list[dict]:
 def start(cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
     env = {**os.environ, **env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     with open(log, "w") as out:
-        return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                cwd=REPO)
+        return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO)
 
 
 def tree_rss_mib(proc: subprocess.Popen) -> float:
@@ -125,8 +132,14 @@ def load(url: str, bodies: list[dict], params: dict, clients: int, per_client: i
 
     wall = run_threads([threading.Thread(target=client, args=(k,)) for k in range(clients)])
     q = statistics.quantiles(latencies, n=100)
-    return {"clients": clients, "requests": len(latencies), "errors": errors[0], "rps": len(latencies) / wall,
-            "p50_ms": 1000 * q[49], "p99_ms": 1000 * q[98]}
+    return {
+        "clients": clients,
+        "requests": len(latencies),
+        "errors": errors[0],
+        "rps": len(latencies) / wall,
+        "p50_ms": 1000 * q[49],
+        "p99_ms": 1000 * q[98],
+    }
 
 
 def family_latency(state: Path, data: Path, work: Path, domain: str, requests_per_case: int) -> int:
@@ -137,8 +150,9 @@ def family_latency(state: Path, data: Path, work: Path, domain: str, requests_pe
 
     uri, _ = bench_state(state, work, domain, 1)  # forecaster-bench0 = the domain's fused model
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    ensembles = [v for v in client.search_model_versions(f"name='forecaster-{domain}'")
-                 if v.tags.get("family") == "ensemble"]
+    ensembles = [
+        v for v in client.search_model_versions(f"name='forecaster-{domain}'") if v.tags.get("family") == "ensemble"
+    ]
     if not ensembles:
         print(f"error: forecaster-{domain} has no ensemble version: onboard it first", file=sys.stderr)
         return 2
@@ -155,18 +169,28 @@ def family_latency(state: Path, data: Path, work: Path, domain: str, requests_pe
     rows = [[str(u), d, float(y)] for u, d, y in zip(part["unique_id"], ds, part["y"])]
     known = {"dataframe_split": {"columns": ["unique_id", "ds", "y"], "data": rows}}
     unseen = {"dataframe_split": {"columns": ["unique_id", "ds", "y"], "data": [[f"new-{r[0]}", *r[1:]] for r in rows]}}
-    env = {"TSFM_MLFLOW__TRACKING_URI": uri, "TSFM_PATHS__STATE_DIR": str(work), "TSFM_PARAMS": str(work / "none.yaml"),
-           "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+    env = {
+        "TSFM_MLFLOW__TRACKING_URI": uri,
+        "TSFM_PATHS__STATE_DIR": str(work),
+        "TSFM_PARAMS": str(work / "none.yaml"),
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    }
     port = free_port()
     log = work / "tsfm-serve-families.log"
-    proc = start([sys.executable, "-m", "serving"], {**env, "TSFM_SERVE__PORT": str(port),
-                                                     "TSFM_SERVE__DOMAINS": json.dumps(["bench0", "benchens"])}, log)
+    proc = start(
+        [sys.executable, "-m", "serving"],
+        {**env, "TSFM_SERVE__PORT": str(port), "TSFM_SERVE__DOMAINS": json.dumps(["bench0", "benchens"])},
+        log,
+    )
     results = []
     try:
         url = f"http://127.0.0.1:{port}"
         wait_http(f"{url}/health", proc, 300, "tsfm server", log)
-        for label, served, body in (("fused alone", "bench0", known), ("ensemble, known series", "benchens", known),
-                                    ("ensemble, unseen series", "benchens", unseen)):
+        for label, served, body in (
+            ("fused alone", "bench0", known),
+            ("ensemble, known series", "benchens", known),
+            ("ensemble, unseen series", "benchens", unseen),
+        ):
             params = {"horizon": horizon, "domain": served}
             load(url, [body], params, 1, 2)  # warm-up
             row = load(url, [body], params, 1, requests_per_case if "unseen" not in label else 3)
@@ -181,9 +205,18 @@ def family_latency(state: Path, data: Path, work: Path, domain: str, requests_pe
     for r in results:
         r["p50_vs_fused"] = r["p50_ms"] / base
     print(f"ensemble members: {ens.tags.get('ensemble_weights')} (forecaster-{domain} v{ens.version})")
-    print(markdown_table(results, [("case", "request of 64 series", ""), ("requests", "requests", "d"),
-                                   ("p50_ms", "p50 ms", ".1f"), ("p99_ms", "p99 ms", ".1f"),
-                                   ("p50_vs_fused", "p50 / fused", ".2f")]))
+    print(
+        markdown_table(
+            results,
+            [
+                ("case", "request of 64 series", ""),
+                ("requests", "requests", "d"),
+                ("p50_ms", "p50 ms", ".1f"),
+                ("p99_ms", "p99 ms", ".1f"),
+                ("p50_vs_fused", "p50 / fused", ".2f"),
+            ],
+        )
+    )
     return 0
 
 
@@ -196,8 +229,12 @@ def main() -> None:
     ap.add_argument("--clients", default="1,8,32")
     ap.add_argument("--requests", type=int, default=640, help="requests per level (split over the clients)")
     ap.add_argument("--context", type=int, default=128)
-    ap.add_argument("--horizon", type=int, default=None, help="steps asked for; default: the domain's own horizon "
-                    "(its store's), which its models forecast")
+    ap.add_argument(
+        "--horizon",
+        type=int,
+        default=None,
+        help="steps asked for; default: the domain's own horizon (its store's), which its models forecast",
+    )
     ap.add_argument("--skip-mlflow", action="store_true")
     ap.add_argument("--json", default=None)
     ap.add_argument("--families", action="store_true", help="ensemble vs fused latency for 64 known series")
@@ -210,8 +247,12 @@ def main() -> None:
     uri, domains = bench_state(state, work, args.domain, 10)
     bodies = context_series(Path(args.data), args.domain, args.context)
     levels = [int(c) for c in args.clients.split(",")]
-    env = {"TSFM_MLFLOW__TRACKING_URI": uri, "TSFM_PATHS__STATE_DIR": str(work), "TSFM_PARAMS": str(work / "none.yaml"),
-           "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+    env = {
+        "TSFM_MLFLOW__TRACKING_URI": uri,
+        "TSFM_PATHS__STATE_DIR": str(work),
+        "TSFM_PARAMS": str(work / "none.yaml"),
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    }
     results, memory = [], []
 
     def run_levels(server: str, url: str, params: dict) -> None:
@@ -226,8 +267,11 @@ def main() -> None:
         port = free_port()
         served = domains[:n]
         log = work / f"tsfm-serve-{n}.log"
-        proc = start([sys.executable, "-m", "serving"],
-                     {**env, "TSFM_SERVE__PORT": str(port), "TSFM_SERVE__DOMAINS": json.dumps(served)}, log)
+        proc = start(
+            [sys.executable, "-m", "serving"],
+            {**env, "TSFM_SERVE__PORT": str(port), "TSFM_SERVE__DOMAINS": json.dumps(served)},
+            log,
+        )
         try:
             url = f"http://127.0.0.1:{port}"
             wait_http(f"{url}/health", proc, 300, "tsfm server", log)
@@ -249,18 +293,27 @@ def main() -> None:
             for i, d in enumerate(domains):
                 port = free_port()
                 log = work / f"mlflow-serve-{d}.log"
-                proc = start(server_command(d, "127.0.0.1", port), {**env, "MLFLOW_TRACKING_URI": uri,
-                                                                    "MLFLOW_REGISTRY_URI": uri}, log)
+                proc = start(
+                    server_command(d, "127.0.0.1", port),
+                    {**env, "MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri},
+                    log,
+                )
                 procs.append(proc)
                 url = f"http://127.0.0.1:{port}"
                 wait_http(f"{url}/ping", proc, 300, "mlflow scoring server", log)
                 if i == 0:
-                    memory.append({"server": "MLflow scoring server (one per model)", "domains": 1,
-                                   "rss_mib": tree_rss_mib(proc)})
+                    memory.append(
+                        {"server": "MLflow scoring server (one per model)", "domains": 1, "rss_mib": tree_rss_mib(proc)}
+                    )
                     run_levels("mlflow", url, {"horizon": args.horizon})
             if len(procs) == 10:
-                memory.append({"server": "MLflow scoring server (one per model)", "domains": 10,
-                               "rss_mib": sum(tree_rss_mib(p) for p in procs)})
+                memory.append(
+                    {
+                        "server": "MLflow scoring server (one per model)",
+                        "domains": 10,
+                        "rss_mib": sum(tree_rss_mib(p) for p in procs),
+                    }
+                )
         finally:
             for p in procs:
                 stop(p)
@@ -273,11 +326,25 @@ def main() -> None:
             m = by[("mlflow", r["clients"])]
             r["rps_ratio"] = r["rps"] / m["rps"]
             r["p99_ratio"] = r["p99_ms"] / m["p99_ms"]
-    print(markdown_table(results, [("server", "server", ""), ("clients", "clients", "d"), ("requests", "requests", "d"),
-                                   ("errors", "errors", "d"), ("rps", "req/s", ".1f"), ("p50_ms", "p50 ms", ".1f"),
-                                   ("p99_ms", "p99 ms", ".1f"), ("rps_ratio", "req/s tsfm/MLflow", ".2f"),
-                                   ("p99_ratio", "p99 tsfm/MLflow", ".2f")]))
-    print(markdown_table(memory, [("server", "server", ""), ("domains", "domains", "d"), ("rss_mib", "RSS MiB", ".0f")]))
+    print(
+        markdown_table(
+            results,
+            [
+                ("server", "server", ""),
+                ("clients", "clients", "d"),
+                ("requests", "requests", "d"),
+                ("errors", "errors", "d"),
+                ("rps", "req/s", ".1f"),
+                ("p50_ms", "p50 ms", ".1f"),
+                ("p99_ms", "p99 ms", ".1f"),
+                ("rps_ratio", "req/s tsfm/MLflow", ".2f"),
+                ("p99_ratio", "p99 tsfm/MLflow", ".2f"),
+            ],
+        )
+    )
+    print(
+        markdown_table(memory, [("server", "server", ""), ("domains", "domains", "d"), ("rss_mib", "RSS MiB", ".0f")])
+    )
     write_json(args.json, {"machine": machine(), "args": vars(args), "throughput": results, "memory": memory})
 
 

@@ -14,6 +14,7 @@ end. Prints a markdown table and writes ``--json``.
 
     python benchmarks/soak.py --state .tsfm --data data --minutes 10
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,8 +58,9 @@ def setup(state: Path, work: Path, domain: str) -> tuple[str, dict]:
     versions = {}
     for family in ("fused", "auto_ets"):
         mv = candidates[family]
-        versions[family] = client.create_model_version("forecaster-bench", mv.source,
-                                                       tags={**mv.tags, "domain": "bench"}).version
+        versions[family] = client.create_model_version(
+            "forecaster-bench", mv.source, tags={**mv.tags, "domain": "bench"}
+        ).version
     client.set_registered_model_alias("forecaster-bench", "champion", versions["fused"])
     return uri, versions
 
@@ -81,8 +83,10 @@ def slow_request(port: int) -> str:
     """Half a body, then silence: the server must answer 408 after its body timeout."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=BODY_TIMEOUT_S + 30)
     try:
-        sock.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: 4000\r\n\r\n{\"dataframe_split\": ")
+        sock.sendall(
+            b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 4000\r\n\r\n{"dataframe_split": '
+        )
         answer = sock.recv(4096)
         return answer.split(b" ", 2)[1].decode() if answer.startswith(b"HTTP/1.1 ") else "conn"
     except OSError:
@@ -107,20 +111,34 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)
     uri, versions = setup(Path(args.state), work, args.domain)
     bodies = context_series(Path(args.data), args.domain, 128)
-    env = {**os.environ, "TSFM_MLFLOW__TRACKING_URI": uri, "TSFM_PATHS__STATE_DIR": str(work),
-           "TSFM_PATHS__DATA_DIR": str(Path(args.data).resolve()), "TSFM_PARAMS": str(work / "none.yaml"),
-           "TSFM_SERVE__BODY_TIMEOUT_S": str(BODY_TIMEOUT_S), "TSFM_SERVE__RELOAD_INTERVAL_S": "1",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "TSFM_MLFLOW__TRACKING_URI": uri,
+        "TSFM_PATHS__STATE_DIR": str(work),
+        "TSFM_PATHS__DATA_DIR": str(Path(args.data).resolve()),
+        "TSFM_PARAMS": str(work / "none.yaml"),
+        "TSFM_SERVE__BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
+        "TSFM_SERVE__RELOAD_INTERVAL_S": "1",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
     port = free_port()
     log = work / "serve.log"
     with open(log, "w") as out:
-        server = subprocess.Popen([sys.executable, "-m", "serving", "--port", str(port)], env=env, stdout=out,
-                                  stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "serving", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}"
     wait_http(f"{url}/health", server, 300, "tsfm server", log)
     proc = psutil.Process(server.pid)
     for d in ("bench", args.domain):
-        requests.post(f"{url}/invocations", json={**bodies[0], "params": {"horizon": 6, "domain": d}}).raise_for_status()
+        requests.post(
+            f"{url}/invocations", json={**bodies[0], "params": {"horizon": 6, "domain": d}}
+        ).raise_for_status()
     rss_start = proc.memory_info().rss / 2**20
 
     stop_at = time.monotonic() + 60 * args.minutes
@@ -136,12 +154,21 @@ def main() -> None:
             t = time.perf_counter()
             try:
                 if draw < 0.7:
-                    body = {**rng.choice(bodies), "params": {"horizon": 6, "domain": rng.choice(["bench", args.domain])}}
+                    body = {
+                        **rng.choice(bodies),
+                        "params": {"horizon": 6, "domain": rng.choice(["bench", args.domain])},
+                    }
                     code = str(s.post(f"{url}/invocations", json=body, timeout=120).status_code)
                     kind = "valid"
                 elif draw < 0.9:
-                    code = str(s.post(f"{url}/invocations", data=rng.choice(MALFORMED), timeout=120,
-                                      headers={"Content-Type": "application/json"}).status_code)
+                    code = str(
+                        s.post(
+                            f"{url}/invocations",
+                            data=rng.choice(MALFORMED),
+                            timeout=120,
+                            headers={"Content-Type": "application/json"},
+                        ).status_code
+                    )
                     kind = "malformed"
                 else:
                     code, kind = slow_request(port), "slow"
@@ -168,9 +195,22 @@ def main() -> None:
     def reonboard() -> None:
         time.sleep(30 * args.minutes)  # halfway
         started = time.perf_counter()
-        res = subprocess.run([str(Path(sys.executable).parent / "tsfm"), "onboard", "--domain", args.domain,
-                              "--set", "adapter.epochs=3", "--set", "finetune.max_steps=0"], env=env, cwd=REPO,
-                             capture_output=True, text=True)
+        res = subprocess.run(
+            [
+                str(Path(sys.executable).parent / "tsfm"),
+                "onboard",
+                "--domain",
+                args.domain,
+                "--set",
+                "adapter.epochs=3",
+                "--set",
+                "finetune.max_steps=0",
+            ],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        )
         with lock:
             answers[f"re-onboarding exit {res.returncode} in {time.perf_counter() - started:.0f} s"] += 1
         (work / "reonboard.log").write_text(res.stdout + res.stderr)
@@ -186,11 +226,20 @@ def main() -> None:
     total = sum(v for k, v in answers.items() if k.split()[0] in ("valid", "malformed", "slow"))
     fives = sum(v for k, v in answers.items() if k.split()[-1].startswith("5"))
     conn = sum(v for k, v in answers.items() if k.endswith(" conn"))
-    result = {"minutes": wall / 60, "clients": args.clients, "requests": total, "answers": dict(sorted(answers.items())),
-              "valid_ok_p50_ms": 1000 * q[49], "valid_ok_p99_ms": 1000 * q[98], "server_5xx": fives,
-              "connection_errors": conn, "rss_start_mib": rss_start, "rss_end_mib": rss_end,
-              "metrics_500_lines": [ln for ln in metrics.splitlines() if 'code="500"' in ln],
-              "machine": machine()}
+    result = {
+        "minutes": wall / 60,
+        "clients": args.clients,
+        "requests": total,
+        "answers": dict(sorted(answers.items())),
+        "valid_ok_p50_ms": 1000 * q[49],
+        "valid_ok_p99_ms": 1000 * q[98],
+        "server_5xx": fives,
+        "connection_errors": conn,
+        "rss_start_mib": rss_start,
+        "rss_end_mib": rss_end,
+        "metrics_500_lines": [ln for ln in metrics.splitlines() if 'code="500"' in ln],
+        "machine": machine(),
+    }
     print(json.dumps(result, indent=2))
     print("\n| answer class | count |\n|---|---|")
     for k, v in sorted(answers.items()):

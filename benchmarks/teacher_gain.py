@@ -11,6 +11,7 @@ diagnostics that explain a low share:
 
     python benchmarks/teacher_gain.py --backbone models/backbone/shipped --sources builtin:m3-micro,builtin:aus_retail
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,9 @@ def part_scores(result, part: str) -> dict[str, float]:
 
     y = result.split.truth(part)
     forecasts = getattr(result, part)
-    return {name: float(np.nanmean(scaled_crps(y, getattr(forecasts, name))))
-            for name in ("backbone", "teacher", "fused")}
+    return {
+        name: float(np.nanmean(scaled_crps(y, getattr(forecasts, name)))) for name in ("backbone", "teacher", "fused")
+    }
 
 
 def gain_kept(s: dict[str, float]) -> float | None:
@@ -47,17 +49,21 @@ def train_teacher_gain(backbone, split, cfg) -> dict[str, float]:
 
     h = split.horizon
     c = cfg.context_length
-    win = windows.sliding_windows(split.train, c, h, cfg.stride, min_context(c, int(split.horizons.min()),
-                                                                       cfg.teacher.align_points))
+    win = windows.sliding_windows(
+        split.train, c, h, cfg.stride, min_context(c, int(split.horizons.min()), cfg.teacher.align_points)
+    )
     embed = BackboneEmbedder(backbone, h, cfg.batch_size, "cpu", keep=True)
     teacher = build_datastore(embed, array_chunks(win.context, win.future), cfg.teacher, n_windows=len(win))
     base = embed.outputs(teacher.keys)
     out = teacher.query(base.embedding, win.context, exclude=windows.overlapping_rows(win, h))
     q_t = np.where(np.isnan(out.quantiles), base.quantiles, out.quantiles)
     # scale each window by its own context's mean absolute value, as sCRPS does per series
-    return {"backbone": float(np.nanmean(scaled_crps(win.future, base.quantiles))),
-            "teacher": float(np.nanmean(scaled_crps(win.future, q_t))),
-            "confidence": float(out.confidence.mean()), "windows": len(win)}
+    return {
+        "backbone": float(np.nanmean(scaled_crps(win.future, base.quantiles))),
+        "teacher": float(np.nanmean(scaled_crps(win.future, q_t))),
+        "confidence": float(out.confidence.mean()),
+        "windows": len(win),
+    }
 
 
 def causal_rows(win, horizon: int) -> np.ndarray:
@@ -66,8 +72,12 @@ def causal_rows(win, horizon: int) -> np.ndarray:
     n = len(win)
     starts = np.searchsorted(win.series_index, win.series_index, side="left")
     stops = np.searchsorted(win.series_index, win.series_index, side="right")
-    first = np.array([starts[i] + np.searchsorted(win.end[starts[i]:stops[i]], win.end[i] - horizon, side="right")
-                      for i in range(n)])
+    first = np.array(
+        [
+            starts[i] + np.searchsorted(win.end[starts[i] : stops[i]], win.end[i] - horizon, side="right")
+            for i in range(n)
+        ]
+    )
     width = int((stops - first).max())
     out = first[:, None] + np.arange(width)[None, :]
     return np.where(out < stops[:, None], out, -1)
@@ -81,8 +91,12 @@ def main() -> None:
     ap.add_argument("--set", default="{}", help="onboarding settings as JSON, e.g. '{\"context_length\": 128}'")
     ap.add_argument("--origins", type=int, default=3, help="validation windows per series")
     ap.add_argument("--train-teacher", action="store_true", help="also score the training-time teacher")
-    ap.add_argument("--exclusion", choices=("overlap", "causal"), default="overlap",
-                    help="training-time teacher exclusions: the current rule or the causal experiment")
+    ap.add_argument(
+        "--exclusion",
+        choices=("overlap", "causal"),
+        default="overlap",
+        help="training-time teacher exclusions: the current rule or the causal experiment",
+    )
     ap.add_argument("--out", default=None, help="write the rows as JSON here")
     args = ap.parse_args()
 
@@ -108,16 +122,26 @@ def main() -> None:
             t = time.perf_counter()
             result = onboard(backbone, split, cfg)
             best = next(h["epoch"] for h in result.history if h.get("best"))
-            row = {"domain": domain, "series": len(split), "alpha": result.alpha, "best_epoch": best,
-                   "epochs": len(result.history) - 1, "seconds": round(time.perf_counter() - t, 1)}
+            row = {
+                "domain": domain,
+                "series": len(split),
+                "alpha": result.alpha,
+                "best_epoch": best,
+                "epochs": len(result.history) - 1,
+                "seconds": round(time.perf_counter() - t, 1),
+            }
             for part in ("val", "test"):
                 s = part_scores(result, part)
                 row.update({f"{part}_{k}": round(v, 4) for k, v in s.items()})
                 kept = gain_kept(s)
                 row[f"{part}_kept"] = None if kept is None else round(kept, 3)
             if args.train_teacher:
-                row.update({f"train_{k}": (round(v, 4) if isinstance(v, float) else v)
-                            for k, v in train_teacher_gain(backbone, split, cfg).items()})
+                row.update(
+                    {
+                        f"train_{k}": (round(v, 4) if isinstance(v, float) else v)
+                        for k, v in train_teacher_gain(backbone, split, cfg).items()
+                    }
+                )
             rows.append(row)
             print(json.dumps(row), flush=True)
     if args.out:

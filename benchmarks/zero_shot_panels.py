@@ -8,6 +8,7 @@ which is in any training corpus. The backbone reads the context it was trained o
 
     python benchmarks/zero_shot_panels.py --backbone models/backbone/shipped --context 256
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,17 +45,22 @@ def main() -> None:
         row = {"panel": name, "windows": len(contexts)}
         for ref in ("seasonal_naive", "auto_ets"):
             for metric in ("MASE", "sCRPS"):
-                row[f"{metric} vs {ref}"] = geometric_mean_ratio(wide["backbone"][metric].to_numpy(),
-                                                                 wide[ref][metric].to_numpy())
+                row[f"{metric} vs {ref}"] = geometric_mean_ratio(
+                    wide["backbone"][metric].to_numpy(), wide[ref][metric].to_numpy()
+                )
         rows.append(row)
         print(row, flush=True)
     columns = [("panel", "panel", ""), ("windows", "windows", "d")] + [
-        (f"{m} vs {r}", f"{m} / {r.replace('_', ' ')}", ".3f") for r in ("seasonal_naive", "auto_ets")
-        for m in ("MASE", "sCRPS")]
+        (f"{m} vs {r}", f"{m} / {r.replace('_', ' ')}", ".3f")
+        for r in ("seasonal_naive", "auto_ets")
+        for m in ("MASE", "sCRPS")
+    ]
     print(f"backbone {args.backbone}, context {context}")
     print(markdown_table(rows, columns))
-    write_json(args.out, {"machine": machine(), "backbone": args.backbone, "context": context, "rows": rows,
-                          "panels": list(PANELS)})
+    write_json(
+        args.out,
+        {"machine": machine(), "backbone": args.backbone, "context": context, "rows": rows, "panels": list(PANELS)},
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ A backbone is scored against seasonal naive on the same windows: the geometric m
 windows of the MASE and scaled-CRPS ratios, per M3 frequency, M3 overall and per electricity set.
 Corpora are ingested once and cut to their train parts as onboarding cuts them.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,27 +23,42 @@ from bench_common import REPO, markdown_table
 sys.path.insert(0, str(REPO))
 
 # every packaged real series that no zero-shot figure is computed on (no M3, no electricity)
-REAL = {"m1": ("builtin:m1", 8), "tourism": ("builtin:tourism", 8), "aus-retail": ("builtin:aus_retail", 12),
-        "us-employment": ("builtin:us_employment", 12), "pedestrian": ("builtin:pedestrian", 24),
-        "pbs": ("builtin:pbs", 12), "aus-livestock": ("builtin:aus_livestock", 12),
-        "au-tourism": ("builtin:au_tourism", 8), "prison": ("builtin:prison", 8),
-        "global-economy": ("builtin:global_economy", 6), "ansett": ("builtin:ansett", 13)}
+REAL = {
+    "m1": ("builtin:m1", 8),
+    "tourism": ("builtin:tourism", 8),
+    "aus-retail": ("builtin:aus_retail", 12),
+    "us-employment": ("builtin:us_employment", 12),
+    "pedestrian": ("builtin:pedestrian", 24),
+    "pbs": ("builtin:pbs", 12),
+    "aus-livestock": ("builtin:aus_livestock", 12),
+    "au-tourism": ("builtin:au_tourism", 8),
+    "prison": ("builtin:prison", 8),
+    "global-economy": ("builtin:global_economy", 6),
+    "ansett": ("builtin:ansett", 13),
+}
 # the daily and sub-daily real series the packages hold that no figure is computed on, read as
 # integer steps (their stamps skip nights, weekends or market holidays): name -> (frame, horizon)
 EXTRA = {"bank-calls": ("bank_calls", 169), "gafa-stock": ("gafa_stock", 20), "us-gasoline": ("us_gasoline", 52)}
 # what the zero-shot figures are computed on besides M3 and the electricity sets: the daily and
 # hourly panels of benchmarks/panels.py split by origin, none of it in any corpus
-PANELS = {"daily_air": ("daily", "warsaw_", 14, 7), "daily_vic": ("daily", "vic_", 14, 7),
-          "hourly_nordpool": ("hourly", "nordpool_", 24, 24), "hourly_vic": ("hourly", "vic_", 24, 24)}
+PANELS = {
+    "daily_air": ("daily", "warsaw_", 14, 7),
+    "daily_vic": ("daily", "vic_", 14, 7),
+    "hourly_nordpool": ("hourly", "nordpool_", 24, 24),
+    "hourly_vic": ("hourly", "vic_", 24, 24),
+}
 MIN_TRAIN_POINTS = 40  # the trainer needs windows longer than the masked future (32 here)
 SYNTHETIC_SHARE = {"ks": 0.20, "st": 0.35}  # Toto 2.0's corpus was 58% synthetic
 # the corpus for every frequency: daily and sub-daily calendar series take a quarter, KernelSynth
 # and the structural prior give up part of theirs, real data keep 40%
 EVERY_FREQ_SHARE = {"ks": 0.10, "st": 0.25, "cal": 0.25}
-EVERY_FREQ = {"ks": ("synthetic:kernelsynth?n_series=2000&length=1024&seed=11", 32),
-              "st": ("synthetic:structural?n_series=20000&length=1024&seed=12", 16),
-              "cal": ("synthetic:calendar?n_series=5000&length=4096&seed=13", 64),
-              **REAL, **{k: (f"extra:{name}", h) for k, (name, h) in EXTRA.items()}}
+EVERY_FREQ = {
+    "ks": ("synthetic:kernelsynth?n_series=2000&length=1024&seed=11", 32),
+    "st": ("synthetic:structural?n_series=20000&length=1024&seed=12", 16),
+    "cal": ("synthetic:calendar?n_series=5000&length=4096&seed=13", 64),
+    **REAL,
+    **{k: (f"extra:{name}", h) for k, (name, h) in EXTRA.items()},
+}
 GROUPS = ["m3", "m3_yearly", "m3_quarterly", "m3_monthly", "m3_other", "vic_elec", "epf_fr_be", *PANELS]
 
 ELECTRICITY = {"vic_elec": (48, 48), "epf_fr_be": (24, 24)}  # (horizon, season)
@@ -97,8 +113,10 @@ def extra_frame(name: str) -> pd.DataFrame:
         parts = {"us_gasoline": raw["Barrels"]}
     else:
         raise KeyError(name)
-    return pd.concat([pd.DataFrame({"unique_id": k, "ds": np.arange(len(v)), "y": np.asarray(v, float)})
-                      for k, v in parts.items()], ignore_index=True)
+    return pd.concat(
+        [pd.DataFrame({"unique_id": k, "ds": np.arange(len(v)), "y": np.asarray(v, float)}) for k, v in parts.items()],
+        ignore_index=True,
+    )
 
 
 def extra_csv(name: str, folder: Path) -> Path:
@@ -131,8 +149,11 @@ def eval_windows(out: Path) -> dict[str, dict]:
     for f in ("yearly", "quarterly", "monthly", "other"):
         keep = [k for k, i in enumerate(w.series) if freq[split.ids[i]] == f]
         h = int(split.horizons[w.series[keep[0]]])
-        groups[f"m3_{f}"] = {"contexts": [w.contexts[k] for k in keep], "truth": w.truth[keep, :h],
-                             "season": int(split.seasons[w.series[keep[0]]])}
+        groups[f"m3_{f}"] = {
+            "contexts": [w.contexts[k] for k in keep],
+            "truth": w.truth[keep, :h],
+            "season": int(split.seasons[w.series[keep[0]]]),
+        }
     for name, (h, season) in ELECTRICITY.items():
         frame = read_source(f"builtin:{name}").frame.sort_values(["unique_id", "ds"])
         contexts, truth = [], []
@@ -140,14 +161,15 @@ def eval_windows(out: Path) -> dict[str, dict]:
             y = g["y"].to_numpy(np.float64)
             for k in range(VAL_ORIGINS, 0, -1):  # oldest first, the last right before the test windows
                 cut = len(y) - (TEST_WINDOWS + k) * h
-                contexts.append(y[max(0, cut - EVAL_CONTEXT):cut])
-                truth.append(y[cut:cut + h])
+                contexts.append(y[max(0, cut - EVAL_CONTEXT) : cut])
+                truth.append(y[cut : cut + h])
         groups[name] = {"contexts": contexts, "truth": np.stack(truth), "season": season}
     for name, (c, t, season) in panel_windows("val").items():
         groups[name] = {"contexts": c, "truth": t, "season": season}
     for name, g in groups.items():
         g["sn"] = baseline_forecasts(g["contexts"], g["truth"].shape[1], g["season"], models=["seasonal_naive"])[
-            "seasonal_naive"]
+            "seasonal_naive"
+        ]
         print(f"  {name}: {len(g['contexts'])} validation windows, horizon {g['truth'].shape[1]}", flush=True)
     path.write_bytes(pickle.dumps(groups))
     return groups
@@ -167,12 +189,15 @@ def panel_windows(part: str) -> dict[str, tuple[list[np.ndarray], np.ndarray, in
         for _, g in frame.groupby("unique_id"):
             y = g["y"].to_numpy(np.float64)
             # val: the 3 windows before the test part; test: its 7 windows; oldest first
-            before = [TEST_WINDOWS + k for k in range(VAL_ORIGINS, 0, -1)] if part == "val" \
+            before = (
+                [TEST_WINDOWS + k for k in range(VAL_ORIGINS, 0, -1)]
+                if part == "val"
                 else list(range(TEST_WINDOWS, 0, -1))
+            )
             for k in before:
                 cut = len(y) - k * h
-                contexts.append(y[max(0, cut - EVAL_CONTEXT):cut])
-                truth.append(y[cut:cut + h])
+                contexts.append(y[max(0, cut - EVAL_CONTEXT) : cut])
+                truth.append(y[cut : cut + h])
         out[name] = (contexts, np.stack(truth), season)
     return out
 
@@ -214,8 +239,7 @@ def mixture_weights(files: list[str], shares: dict[str, float] | None = None) ->
     if not rows:
         return [1.0 / len(files)] * len(files)
     total = sum(rows.values())
-    return [shares[s] if s in shares else (1 - synthetic) * rows[f] / total
-            for f, s in zip(files, stems)]
+    return [shares[s] if s in shares else (1 - synthetic) * rows[f] / total for f, s in zip(files, stems)]
 
 
 def score_table(rows: list[dict], label: str = "variant") -> str:
@@ -224,8 +248,9 @@ def score_table(rows: list[dict], label: str = "variant") -> str:
     for r in rows:
         row = {label: r[label], "tokens": f"{r['tokens_seen'] / 1e6:.1f}M"}
         for g in GROUPS:
-            row[g] = (f"{r[f'{g}/MASE_rel']:.3f} / {r[f'{g}/sCRPS_rel']:.3f}" if f"{g}/MASE_rel" in r
-                      else "")  # scored before the group existed
+            row[g] = (
+                f"{r[f'{g}/MASE_rel']:.3f} / {r[f'{g}/sCRPS_rel']:.3f}" if f"{g}/MASE_rel" in r else ""
+            )  # scored before the group existed
         out.append(row)
     columns = [(label, label, ""), ("tokens", "tokens", "")] + [(g, g + " MASE / sCRPS", "") for g in GROUPS]
     return markdown_table(out, columns)

@@ -3,6 +3,7 @@ season, with progress reports and every fallback noted. The models themselves (s
 AutoETS, Theta) are ``models.forecasting.statistical``, the same code a statistical champion
 runs when it is served. ``MODELS`` is what onboarding compares against (and may promote).
 """
+
 from __future__ import annotations
 
 import logging
@@ -23,18 +24,20 @@ MODELS = STATISTICAL  # the default set: every candidate family that is not a ne
 KNOWN_MODELS = STATISTICAL
 CHUNK = 64  # series per unit of work: the granularity of progress reports
 
+
 def _fit_chunk(args) -> list[tuple]:
     xs, horizon, season_length, model, keep = args
     return [fit_one(x, horizon, season_length, model, keep=keep) for x in xs]
 
 
-def _fit_all(histories, horizon, season_length, model, n_jobs, progress,
-             executor: Executor | None = None, keep: bool = False) -> list[tuple]:
+def _fit_all(
+    histories, horizon, season_length, model, n_jobs, progress, executor: Executor | None = None, keep: bool = False
+) -> list[tuple]:
     """Contiguous chunks, serially or in a process pool; results in input order: (quantiles, note)
     or, with ``keep``, (quantiles, note, fitted parameters)."""
     n = len(histories)
     size = max(1, min(CHUNK, math.ceil(n / max(n_jobs, 1))))
-    chunks = [(list(histories[s:s + size]), horizon, season_length, model, keep) for s in range(0, n, size)]
+    chunks = [(list(histories[s : s + size]), horizon, season_length, model, keep) for s in range(0, n, size)]
     results: list[tuple[np.ndarray, str | None]] = []
     if n_jobs > 1 and n > n_jobs:
         with ExitStack() as stack:
@@ -60,8 +63,9 @@ def baseline_pool(n_jobs: int, models: Sequence[str] = KNOWN_MODELS) -> ProcessP
     return ProcessPoolExecutor(n_jobs)
 
 
-def progress_logger(label: str, logger: logging.Logger | logging.LoggerAdapter | None = None,
-                    every_s: float = 30.0) -> Callable[[str, int, int], None]:
+def progress_logger(
+    label: str, logger: logging.Logger | logging.LoggerAdapter | None = None, every_s: float = 30.0
+) -> Callable[[str, int, int], None]:
     """A ``progress`` callback that logs at most every ``every_s`` seconds, and at the end."""
     logger = logger or log
     clock = {"free": time.perf_counter()}  # when the previous model finished (or the callback was made)
@@ -107,8 +111,9 @@ def baseline_forecasts_with_notes(
     if unknown:
         raise ValueError(f"unknown baseline(s) {unknown}; known: {KNOWN_MODELS}")
     for model in models:
-        results = _fit_all(histories, horizon, season_length, model, n_jobs, progress, executor,
-                           keep=states is not None)
+        results = _fit_all(
+            histories, horizon, season_length, model, n_jobs, progress, executor, keep=states is not None
+        )
         out[model] = np.stack([r[0] for r in results]) if results else np.zeros((0, horizon, 9))
         notes += [f"{model} series {i}: {r[1]}" for i, r in enumerate(results) if r[1]]
         if states is not None:
@@ -116,8 +121,9 @@ def baseline_forecasts_with_notes(
     return out, notes
 
 
-def baseline_forecasts(histories: Sequence[np.ndarray], horizon: int, season_length: int | None,
-                       **options) -> dict[str, np.ndarray]:
+def baseline_forecasts(
+    histories: Sequence[np.ndarray], horizon: int, season_length: int | None, **options
+) -> dict[str, np.ndarray]:
     """Quantile forecasts ``{model: [N, H, 9]}`` in the order of ``histories`` (``options``: those of
     ``baseline_forecasts_with_notes``).
 
@@ -162,7 +168,8 @@ def grouped_baseline_forecasts(
                 t = time.perf_counter()
                 kept: dict[str, list] | None = {} if states is not None else None
                 fc, part_notes = baseline_forecasts_with_notes(
-                    [histories[i] for i in idx], h, m, None, (model,), n_jobs, executor=pool, states=kept)
+                    [histories[i] for i in idx], h, m, None, (model,), n_jobs, executor=pool, states=kept
+                )
                 seconds[model] += time.perf_counter() - t
                 if kept is not None:
                     for i, state in zip(idx, kept[model]):

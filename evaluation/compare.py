@@ -8,6 +8,7 @@ from the result folders that ``tsfm onboard`` leaves (``models.memory.result``).
 - ``forgetting_table``: the cost of parametric adaptation: each domain's fully fine-tuned
   backbone against the untouched one on every OTHER domain's test split.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -83,11 +84,16 @@ def forgetting_table(result_dirs: list[str | Path], context_length: int, batch_s
             if key not in base_scores:
                 base_scores[key] = score(original)
             base, tuned_scores = base_scores[key], score(tuned)
-            rows.append({
-                "finetuned_on": domain, "evaluated_on": other_domain,
-                "backbone_sCRPS": base["sCRPS"], "finetuned_sCRPS": tuned_scores["sCRPS"],
-                "sCRPS_ratio": tuned_scores["sCRPS"] / base["sCRPS"],
-                "backbone_MASE": base["MASE"], "finetuned_MASE": tuned_scores["MASE"],
-                "MASE_ratio": tuned_scores["MASE"] / base["MASE"],
-            })
+            rows.append(
+                {
+                    "finetuned_on": domain,
+                    "evaluated_on": other_domain,
+                    "backbone_sCRPS": base["sCRPS"],
+                    "finetuned_sCRPS": tuned_scores["sCRPS"],
+                    "sCRPS_ratio": tuned_scores["sCRPS"] / base["sCRPS"],
+                    "backbone_MASE": base["MASE"],
+                    "finetuned_MASE": tuned_scores["MASE"],
+                    "MASE_ratio": tuned_scores["MASE"] / base["MASE"],
+                }
+            )
     return pd.DataFrame(rows)

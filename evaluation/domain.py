@@ -7,6 +7,7 @@ the score table (``<part>_metrics.csv`` and ``.txt``: means over windows), the p
 scores (``<part>_per_series.csv``, for pooling across domains), a fan chart and a per-step
 error plot; then the baselines' fallback notes.
 """
+
 from __future__ import annotations
 
 import json
@@ -45,19 +46,22 @@ def evaluate_result(result: OnboardingResult, domain: str, n_jobs: int = 1) -> N
         states: dict[str, list] | None = {} if part == "test" else None  # fitted on train + validation
         t = time.perf_counter()
         forecasts, notes[part], seconds = grouped_baseline_forecasts(
-            w.contexts, horizons, seasons, split.horizon, n_jobs=n_jobs, states=states)
+            w.contexts, horizons, seasons, split.horizon, n_jobs=n_jobs, states=states
+        )
         stages["statistical_fits"] += time.perf_counter() - t
         made = dict(result.forecasts(part).items())
         forecasts.update(made)
         t = time.perf_counter()
         if part == "val":
-            ensemble = fit_ensemble({f: forecasts[f] for f in ENSEMBLE_MEMBERS if f in forecasts}, w.truth,
-                                    w.origin, w.series)
+            ensemble = fit_ensemble(
+                {f: forecasts[f] for f in ENSEMBLE_MEMBERS if f in forecasts}, w.truth, w.origin, w.series
+            )
         if ensemble is not None and ensemble.single is None:
             forecasts[ENSEMBLE] = ensemble.val if part == "val" else combine(forecasts, ensemble.used)
             # its members' forecasts, one after the other (at onboarding, statistical members are fitted)
-            seconds[ENSEMBLE] = sum(seconds.get(m, 0.0) + result.timings.get(f"latency_{part}_{m}", 0.0)
-                                    for m in ensemble.used)
+            seconds[ENSEMBLE] = sum(
+                seconds.get(m, 0.0) + result.timings.get(f"latency_{part}_{m}", 0.0) for m in ensemble.used
+            )
         stages["ensemble"] += time.perf_counter() - t
         t = time.perf_counter()
         if states is not None:
@@ -66,10 +70,14 @@ def evaluate_result(result: OnboardingResult, domain: str, n_jobs: int = 1) -> N
         table = summarize(per)
         n_models = len(forecasts)
         per = per.drop(columns="instance").assign(
-            unique_id=np.tile(ids, n_models), origin=np.tile(w.origin, n_models),
-            horizon=np.tile(horizons, n_models), season=np.tile(seasons, n_models))
+            unique_id=np.tile(ids, n_models),
+            origin=np.tile(w.origin, n_models),
+            horizon=np.tile(horizons, n_models),
+            season=np.tile(seasons, n_models),
+        )
         per[["unique_id", "origin", "model", "horizon", "season", "MASE", "sCRPS", "sMAPE", "coverage"]].to_csv(
-            result.per_series_file(part), index=False)
+            result.per_series_file(part), index=False
+        )
         # forecast latency: wall milliseconds per window (batched models in batches of batch_size)
         latency = {**{m: result.timings.get(f"latency_{part}_{m}", np.nan) for m in made}, **seconds}
         table["ms_per_series"] = [1000.0 * latency.get(m, np.nan) / max(len(w), 1) for m in table.index]
@@ -79,10 +87,15 @@ def evaluate_result(result: OnboardingResult, domain: str, n_jobs: int = 1) -> N
         if shown is None:
             shown = str(table["sCRPS"].idxmin()) if table["sCRPS"].notna().any() else "fused"
         latest = np.flatnonzero(w.origin <= 1)  # validation's fan chart: the window right before test
-        fan_chart([w.contexts[i] for i in latest], w.truth[latest], forecasts[shown][latest], [ids[i] for i in latest],
-                  result.plot_file(part, "fan_chart"),
-                  f"{domain}: {shown} forecast on {part} (best on validation)",
-                  stamps=[times.get(ids[i]) for i in latest])
+        fan_chart(
+            [w.contexts[i] for i in latest],
+            w.truth[latest],
+            forecasts[shown][latest],
+            [ids[i] for i in latest],
+            result.plot_file(part, "fan_chart"),
+            f"{domain}: {shown} forecast on {part} (best on validation)",
+            stamps=[times.get(ids[i]) for i in latest],
+        )
         # where in the horizon each model gains or loses: mean scaled absolute error per step
         scale = mase_scale(insample, seasons)[:, None]
         with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings(action="ignore"):
@@ -114,11 +127,15 @@ def identical_notes(forecasts: dict[str, np.ndarray], alpha: float) -> list[str]
     where it is known (two identical rows in a table are otherwise a puzzle)."""
     names, notes = list(forecasts), []
     for i, a in enumerate(names):
-        for b in names[i + 1:]:
+        for b in names[i + 1 :]:
             if forecasts[a].shape == forecasts[b].shape and np.array_equal(forecasts[a], forecasts[b], equal_nan=True):
-                why = (f"fusion weight {alpha:g}: the fused model is the backbone" if {a, b} == {"fused", "backbone"}
-                       else f"the ensemble puts all its weight on {b if a == ENSEMBLE else a}"
-                       if ENSEMBLE in (a, b) else "the same forecasts")
+                why = (
+                    f"fusion weight {alpha:g}: the fused model is the backbone"
+                    if {a, b} == {"fused", "backbone"}
+                    else f"the ensemble puts all its weight on {b if a == ENSEMBLE else a}"
+                    if ENSEMBLE in (a, b)
+                    else "the same forecasts"
+                )
                 notes.append(f"note: {a} and {b} have identical rows ({why})")
     return notes
 
@@ -143,13 +160,22 @@ def _write_ensemble(result: OnboardingResult, ensemble: Ensemble | None) -> None
     and, where the ensemble is a candidate, its forecaster folder."""
     from models.forecasting.ensemble import EnsembleForecaster
 
-    record = {"offered": False, "reason": "fewer than two distinct candidates, or validation windows that "
-                                          "cannot be split in two groups"}
+    record = {
+        "offered": False,
+        "reason": "fewer than two distinct candidates, or validation windows that cannot be split in two groups",
+    }
     if ensemble is not None:
-        record = {"offered": ensemble.single is None, "weights": ensemble.weights, "members": ensemble.members,
-                  "fold_weights": ensemble.fold_weights,
-                  "reason": (f"all the weight went to {ensemble.single}: the ensemble is that candidate"
-                             if ensemble.single else "weights fitted on every validation window")}
+        record = {
+            "offered": ensemble.single is None,
+            "weights": ensemble.weights,
+            "members": ensemble.members,
+            "fold_weights": ensemble.fold_weights,
+            "reason": (
+                f"all the weight went to {ensemble.single}: the ensemble is that candidate"
+                if ensemble.single
+                else "weights fitted on every validation window"
+            ),
+        }
         if ensemble.single is None:
             members = {f: (FAMILIES[f], result.model_dir(f)) for f in ensemble.used}
             # the adapter's trained horizon, the datastore's futures

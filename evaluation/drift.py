@@ -12,6 +12,7 @@ the same histograms to Prometheus (``le`` upper edges, +Inf implied): a monitor 
 ``drift_table`` as ``current_counts``, without the raw inputs. Pure numpy/pandas on purpose: the
 serving process and the monitor import it without the training stack.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -19,8 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-FEATURES: tuple[str, ...] = ("level", "scale", "trend_strength", "seasonal_strength", "intermittency",
-                             "missing_share")
+FEATURES: tuple[str, ...] = ("level", "scale", "trend_strength", "seasonal_strength", "intermittency", "missing_share")
 _SHARES = tuple(round(0.1 * i, 1) for i in range(11))  # 0.0, 0.1, ..., 1.0
 BUCKETS: dict[str, tuple[float, ...]] = {
     "level": tuple(round(-3.0 + 0.5 * i, 1) for i in range(25)),  # log10 |mean|: 1e-3 .. 1e9
@@ -45,6 +45,7 @@ _CHUNK = 1 << 22  # values per decomposition batch: bounds the memory of the 2-D
 
 # --- features ------------------------------------------------------------------------------------------------------
 
+
 def _strengths(x: np.ndarray, season: int) -> tuple[np.ndarray, np.ndarray]:
     """Trend and seasonal strength of each row of ``x`` (series of one length, no NaN)."""
     m, n = x.shape
@@ -66,13 +67,13 @@ def _strengths(x: np.ndarray, season: int) -> tuple[np.ndarray, np.ndarray]:
     else:  # 2 x w moving average: centred on a point, as classical decomposition does for an even season
         trend, lo = (ma[:, :-1] + ma[:, 1:]) / 2, w // 2
     length = trend.shape[1]
-    detrended = x[:, lo:lo + length] - trend
+    detrended = x[:, lo : lo + length] - trend
     if season > 1 and n >= 2 * season:
         # phase means over the defined points: padded to whole cycles so a reshape groups them by phase
         pre = lo % season
         cycles = -(-(pre + length) // season)
         padded = np.zeros((m, cycles * season))
-        padded[:, pre:pre + length] = detrended
+        padded[:, pre : pre + length] = detrended
         phases = (lo + np.arange(length)) % season
         index = padded.reshape(m, cycles, season).sum(axis=1) / np.bincount(phases, minlength=season)
         index -= index.mean(axis=1, keepdims=True)
@@ -81,7 +82,7 @@ def _strengths(x: np.ndarray, season: int) -> tuple[np.ndarray, np.ndarray]:
         seasonal = np.zeros_like(detrended)
     remainder = detrended - seasonal
     var_r = remainder.var(axis=1)
-    floor = _ZERO_VAR * x[:, lo:lo + length].var(axis=1)
+    floor = _ZERO_VAR * x[:, lo : lo + length].var(axis=1)
 
     def strength(component: np.ndarray) -> np.ndarray:
         total = (component + remainder).var(axis=1)
@@ -136,11 +137,17 @@ def _features_flat(y: np.ndarray, group: np.ndarray, starts: np.ndarray, season:
         which = np.flatnonzero(lengths == length)
         step = max(1, _CHUNK // int(length))
         for s in range(0, len(which), step):
-            sel = which[s:s + step]
+            sel = which[s : s + step]
             rows = clean[clean_starts[sel][:, None] + np.arange(length)]
             trend_strength[sel], seasonal_strength[sel] = _strengths(rows, season)
-    return {"level": level, "scale": scale, "trend_strength": trend_strength,
-            "seasonal_strength": seasonal_strength, "intermittency": intermittency, "missing_share": missing_share}
+    return {
+        "level": level,
+        "scale": scale,
+        "trend_strength": trend_strength,
+        "seasonal_strength": seasonal_strength,
+        "intermittency": intermittency,
+        "missing_share": missing_share,
+    }
 
 
 def series_features(values: np.ndarray, season: int = 1) -> dict[str, float]:
@@ -204,14 +211,14 @@ def features_frame(frame: pd.DataFrame, season: int = 1, window: int | None = No
 
 # --- histograms and PSI -------------------------------------------------------------------------------------------
 
+
 def bucket_counts(values: np.ndarray, edges: Sequence[float]) -> np.ndarray:
     """Counts per bucket, ``len(edges) + 1`` of them (the last is +Inf): bucket i holds
     ``edges[i-1] < v <= edges[i]``, as a Prometheus ``le`` bucket does. NaN values are not counted."""
     v = np.asarray(values, dtype=np.float64).ravel()
     v = v[~np.isnan(v)]
     # side="left": the first edge >= v, so a value equal to an edge falls in that edge's bucket
-    return np.bincount(np.searchsorted(np.asarray(edges, dtype=np.float64), v, side="left"),
-                       minlength=len(edges) + 1)
+    return np.bincount(np.searchsorted(np.asarray(edges, dtype=np.float64), v, side="left"), minlength=len(edges) + 1)
 
 
 def counts_from_cumulative(cumulative: Sequence[float]) -> np.ndarray:
@@ -237,8 +244,12 @@ def psi(reference: np.ndarray, current: np.ndarray, eps: float = 1e-4) -> float:
     return float(np.sum((c - r) * np.log(c / r)))
 
 
-def drift_table(reference: pd.DataFrame, current: pd.DataFrame | None, threshold: float,
-                current_counts: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
+def drift_table(
+    reference: pd.DataFrame,
+    current: pd.DataFrame | None,
+    threshold: float,
+    current_counts: dict[str, np.ndarray] | None = None,
+) -> pd.DataFrame:
     """Reference vs current features (frames of ``features_frame``), one row per feature (index
     ``feature``, order ``FEATURES``): psi over ``BUCKETS``, n_reference and n_current (series counted,
     NaN features left out), reference_median, current_median, drifted (psi > ``threshold``; False
@@ -254,18 +265,31 @@ def drift_table(reference: pd.DataFrame, current: pd.DataFrame | None, threshold
         if f in current_counts:
             cur_counts = np.asarray(current_counts[f], dtype=np.float64)
             if cur_counts.shape != (len(edges) + 1,):
-                raise ValueError(f"current_counts[{f!r}] has shape {cur_counts.shape}, "
-                                 f"expected ({len(edges) + 1},): BUCKETS[{f!r}] and +Inf")
+                raise ValueError(
+                    f"current_counts[{f!r}] has shape {cur_counts.shape}, "
+                    f"expected ({len(edges) + 1},): BUCKETS[{f!r}] and +Inf"
+                )
             cur_median = np.nan
         else:
-            cur = (current[f].to_numpy(dtype=np.float64, na_value=np.nan)
-                   if current is not None and f in current else np.array([]))
+            cur = (
+                current[f].to_numpy(dtype=np.float64, na_value=np.nan)
+                if current is not None and f in current
+                else np.array([])
+            )
             cur_counts = bucket_counts(cur, edges)
             cur_median = _median(cur)
         value = psi(ref_counts, cur_counts)
-        rows.append({"feature": f, "psi": value, "n_reference": int(ref_counts.sum()),
-                     "n_current": int(round(float(cur_counts.sum()))), "reference_median": _median(ref),
-                     "current_median": cur_median, "drifted": bool(value > threshold)})
+        rows.append(
+            {
+                "feature": f,
+                "psi": value,
+                "n_reference": int(ref_counts.sum()),
+                "n_current": int(round(float(cur_counts.sum()))),
+                "reference_median": _median(ref),
+                "current_median": cur_median,
+                "drifted": bool(value > threshold),
+            }
+        )
     return pd.DataFrame(rows).set_index("feature")
 
 

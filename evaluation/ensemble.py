@@ -10,6 +10,7 @@ group of validation windows left out and applied to it (the groups are the rolli
 folds of series where a domain has one origin), so every validation window gets a forecast from
 weights that never saw it. The weights registered are then fitted on all validation windows.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -42,8 +43,9 @@ def _score(q: np.ndarray, truth: np.ndarray) -> float:
     return float(np.nanmean(s)) if np.isfinite(s).any() else float("inf")
 
 
-def greedy_weights(forecasts: dict[str, Q], truth: Float[np.ndarray, "m horizon"],
-                   rounds: int = ROUNDS) -> dict[str, float]:
+def greedy_weights(
+    forecasts: dict[str, Q], truth: Float[np.ndarray, "m horizon"], rounds: int = ROUNDS
+) -> dict[str, float]:
     """Weights (summing to 1) of greedy selection with replacement on ``truth``; ties go to the
     member listed first."""
     names = list(forecasts)
@@ -103,8 +105,13 @@ def distinct_members(forecasts: dict[str, Q], truth: np.ndarray) -> dict[str, Q]
     return out
 
 
-def fit_ensemble(forecasts: dict[str, Q], truth: Float[np.ndarray, "m horizon"], origin: np.ndarray,
-                 series: np.ndarray, rounds: int = ROUNDS) -> Ensemble | None:
+def fit_ensemble(
+    forecasts: dict[str, Q],
+    truth: Float[np.ndarray, "m horizon"],
+    origin: np.ndarray,
+    series: np.ndarray,
+    rounds: int = ROUNDS,
+) -> Ensemble | None:
     """Cross-validated greedy ensemble over the validation windows; None where there are fewer than
     two distinct members or the windows cannot be split into two groups."""
     members = distinct_members(forecasts, truth)

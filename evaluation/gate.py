@@ -16,6 +16,7 @@ best statistical or backbone candidate; the best single family replaces the ense
 model the best of the others, only by ``beats``. The champion is replaced by the offered candidate
 only by ``beats`` too. So what is served never loses to seasonal naive on validation.
 """
+
 from __future__ import annotations
 
 import math
@@ -76,8 +77,14 @@ class Choice:
     confidence: dict[str, float] = field(default_factory=dict)  # comparison -> bootstrap confidence
 
 
-def paired_confidence(challenger: np.ndarray, incumbent: np.ndarray, groups: np.ndarray | None,
-                      margin: float, draws: int = DRAWS, seed: int = 0) -> float:
+def paired_confidence(
+    challenger: np.ndarray,
+    incumbent: np.ndarray,
+    groups: np.ndarray | None,
+    margin: float,
+    draws: int = DRAWS,
+    seed: int = 0,
+) -> float:
     """Share of paired bootstrap resamples in which mean(challenger) < mean(incumbent) * (1 - margin).
 
     Windows are resampled with their series (``groups``) where there are at least ``MIN_GROUPS``
@@ -111,15 +118,26 @@ def compare(challenger: str, incumbent: str, evidence: Evidence, margin: float, 
     return beats(evidence.of(challenger), evidence.of(incumbent), margin, confidence, evidence.groups)
 
 
-def beats(candidate: float | np.ndarray, incumbent: float | np.ndarray | None, margin: float,
-          confidence: float = 0.0, groups: np.ndarray | None = None) -> Verdict:
+def beats(
+    candidate: float | np.ndarray,
+    incumbent: float | np.ndarray | None,
+    margin: float,
+    confidence: float = 0.0,
+    groups: np.ndarray | None = None,
+) -> Verdict:
     """The one replacement rule. Scalars: better by the margin. Per-window arrays on the same windows:
     better by the margin on the means and in at least ``confidence`` of the paired resamples.
     No (scorable) incumbent: the candidate wins."""
     cand = float(np.nanmean(candidate)) if np.ndim(candidate) else float(candidate)
-    inc = (math.nan if incumbent is None else
-           float(np.nanmean(incumbent)) if np.ndim(incumbent) and np.isfinite(incumbent).any() else
-           math.nan if np.ndim(incumbent) else float(incumbent))
+    inc = (
+        math.nan
+        if incumbent is None
+        else float(np.nanmean(incumbent))
+        if np.ndim(incumbent) and np.isfinite(incumbent).any()
+        else math.nan
+        if np.ndim(incumbent)
+        else float(incumbent)
+    )
     if not math.isfinite(inc):
         return Verdict(True, math.nan, None)
     gain = 1 - cand / inc if inc > 0 else math.nan
@@ -136,8 +154,13 @@ def choose_candidate(scores: Mapping[str, float] | Evidence, margin: float, conf
     means = {f: ev.mean(f) for f in ev.scores}
     finite = {f: s for f, s in means.items() if math.isfinite(s)}
     if not finite and NAIVE in means:  # all-zero validation windows: no scaled score is defined for anyone
-        return Choice(NAIVE, math.nan, "no validation window has a defined score (the windows are all zero): "
-                                       "seasonal naive, which repeats what it sees", means)
+        return Choice(
+            NAIVE,
+            math.nan,
+            "no validation window has a defined score (the windows are all zero): "
+            "seasonal naive, which repeats what it sees",
+            means,
+        )
     if not finite:
         raise ValueError(f"no candidate has a finite validation score: {means}")
     naive = finite.get(NAIVE)
@@ -159,16 +182,28 @@ def choose_candidate(scores: Mapping[str, float] | Evidence, margin: float, conf
         elif fused >= others[best]:
             why, pick = f"scored {fused:.4f}, {_worse(fused, others[best])} than {best}", best
         elif fused < others[best] * (1 - margin):
-            why, pick = (f"scored {fused:.4f}, better than {best} by {_gain(fused, others[best])} but not beyond "
-                         f"noise{v.sureness()}, short of {confidence:.0%}"), best
+            why, pick = (
+                (
+                    f"scored {fused:.4f}, better than {best} by {_gain(fused, others[best])} but not beyond "
+                    f"noise{v.sureness()}, short of {confidence:.0%}"
+                ),
+                best,
+            )
         else:
-            why, pick = (f"scored {fused:.4f}, better than {best} by {_gain(fused, others[best])}, less than the "
-                         f"{margin:.0%} margin"), best
-    single_why = (f"the fused model (val sCRPS {fused:.4f}) beats every other candidate, the best of them {best} "
-                  f"({others[best]:.4f}) by {_gain(fused, others[best])}{_sure(sure, f'{FUSED} vs {best}')}"
-                  if pick == FUSED else
-                  f"{best} has the best validation sCRPS ({others[best]:.4f}){_versus(best, others[best], naive)}; "
-                  f"the fused model {why}")
+            why, pick = (
+                (
+                    f"scored {fused:.4f}, better than {best} by {_gain(fused, others[best])}, less than the "
+                    f"{margin:.0%} margin"
+                ),
+                best,
+            )
+    single_why = (
+        f"the fused model (val sCRPS {fused:.4f}) beats every other candidate, the best of them {best} "
+        f"({others[best]:.4f}) by {_gain(fused, others[best])}{_sure(sure, f'{FUSED} vs {best}')}"
+        if pick == FUSED
+        else f"{best} has the best validation sCRPS ({others[best]:.4f}){_versus(best, others[best], naive)}; "
+        f"the fused model {why}"
+    )
     ens = finite.get(ENSEMBLE)
     if ens is None or (naive is not None and ens > naive):
         return Choice(pick, finite[pick], single_why, means, sure)
@@ -177,20 +212,36 @@ def choose_candidate(scores: Mapping[str, float] | Evidence, margin: float, conf
     if v.confidence is not None:
         sure[f"{top} vs {ENSEMBLE}"] = v.confidence
     if v.wins:
-        return Choice(top, finite[top], f"{top} (val sCRPS {finite[top]:.4f}) beats the ensemble ({ens:.4f}) by "
-                                        f"{_gain(finite[top], ens)}{v.sureness()}", means, sure)
+        return Choice(
+            top,
+            finite[top],
+            f"{top} (val sCRPS {finite[top]:.4f}) beats the ensemble ({ens:.4f}) by "
+            f"{_gain(finite[top], ens)}{v.sureness()}",
+            means,
+            sure,
+        )
     if finite[top] >= ens:
         how = f"better than the best single family, {top} ({finite[top]:.4f}), by {_gain(ens, finite[top])}"
     else:
-        how = (f"kept although {top} scored {finite[top]:.4f} ({_gain(finite[top], ens)} better): not beyond the "
-               f"{margin:.0%} margin with {confidence:.0%} confidence{v.sureness()}")
-    return Choice(ENSEMBLE, ens, f"the weighted ensemble (val sCRPS {ens:.4f}{_versus(ENSEMBLE, ens, naive)}) is "
-                                 f"{how}", means, sure)
+        how = (
+            f"kept although {top} scored {finite[top]:.4f} ({_gain(finite[top], ens)} better): not beyond the "
+            f"{margin:.0%} margin with {confidence:.0%} confidence{v.sureness()}"
+        )
+    return Choice(
+        ENSEMBLE,
+        ens,
+        f"the weighted ensemble (val sCRPS {ens:.4f}{_versus(ENSEMBLE, ens, naive)}) is {how}",
+        means,
+        sure,
+    )
 
 
 def _versus(family: str, score: float, naive: float | None) -> str:
-    return (f", {_gain(score, naive)} better than seasonal naive ({naive:.4f})"
-            if family != NAIVE and naive is not None and score < naive else "")
+    return (
+        f", {_gain(score, naive)} better than seasonal naive ({naive:.4f})"
+        if family != NAIVE and naive is not None and score < naive
+        else ""
+    )
 
 
 def _sure(sure: dict[str, float], key: str) -> str:

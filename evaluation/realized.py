@@ -14,6 +14,7 @@ Beside each, seasonal naive's MASE and sCRPS on the same points, forecast from t
 (``naive_MASE``, ``naive_sCRPS``, ``*_vs_naive``): whether the served forecasts beat the baseline every
 planner already has.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -30,6 +31,7 @@ METRICS = ("MASE", "sCRPS", "sMAPE", "coverage")
 
 def _comparable(forecast_ds: pd.Series, actual_ds: pd.Series) -> tuple[pd.Series, pd.Series]:
     """Both ``ds`` columns in one type: timestamps (naive UTC) or integers for integer-step domains."""
+
     def as_time(s: pd.Series) -> pd.Series:
         t = pd.to_datetime(s)
         return t.dt.tz_convert("UTC").dt.tz_localize(None) if t.dt.tz is not None else t
@@ -39,8 +41,9 @@ def _comparable(forecast_ds: pd.Series, actual_ds: pd.Series) -> tuple[pd.Series
     return as_time(forecast_ds).astype("datetime64[ns]"), as_time(actual_ds).astype("datetime64[ns]")
 
 
-def due_points(forecasts: pd.DataFrame, actuals: pd.DataFrame,
-               scored: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def due_points(
+    forecasts: pd.DataFrame, actuals: pd.DataFrame, scored: pd.DataFrame | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split the forecast points not scored yet into (due: with ``y`` and ``step``, waiting).
 
     ``forecasts``: batch rows (unique_id, ds, quantiles, model_version, family, last_ds, origin);
@@ -55,8 +58,11 @@ def due_points(forecasts: pd.DataFrame, actuals: pd.DataFrame,
     f["ds"], a_ds = _comparable(f["ds"], a["ds"])
     a = a.assign(ds=a_ds.to_numpy())
     if scored is not None and len(scored):
-        seen = pd.MultiIndex.from_frame(scored[KEY].astype({"origin": str, "unique_id": str}).assign(
-            ds=_comparable(scored["ds"], a["ds"])[0].to_numpy()))
+        seen = pd.MultiIndex.from_frame(
+            scored[KEY]
+            .astype({"origin": str, "unique_id": str})
+            .assign(ds=_comparable(scored["ds"], a["ds"])[0].to_numpy())
+        )
         f = f[~pd.MultiIndex.from_frame(f[KEY]).isin(seen)]
     joined = f.merge(a, on=["unique_id", "ds"], how="left")
     covered = joined["y"].notna()
@@ -75,8 +81,11 @@ class _History:
         start = np.r_[0, np.flatnonzero(self.uid[1:] != self.uid[:-1]) + 1] if len(a) else np.zeros(0, np.int64)
         self.first = np.repeat(start, np.diff(np.r_[start, len(self.uid)]))  # each row's series start
         self.pos = np.arange(len(self.uid)) - self.first  # position within its series
-        self.m = (np.asarray([seasons.get(u, 1) for u in self.uid], dtype=np.int64) if isinstance(seasons, dict)
-                  else np.full(len(self.uid), int(seasons or 1), dtype=np.int64))
+        self.m = (
+            np.asarray([seasons.get(u, 1) for u in self.uid], dtype=np.int64)
+            if isinstance(seasons, dict)
+            else np.full(len(self.uid), int(seasons or 1), dtype=np.int64)
+        )
 
     def locate(self, uid: pd.Series, last_ds: pd.Series) -> np.ndarray:
         """Row index of each (unique_id, last_ds) in the history; -1 where the store lacks it."""
@@ -125,7 +134,7 @@ class _History:
         (s1, n), (s2, _) = self._cumulative(self.m, signed=True), self._cumulative(self.m, power=2, signed=True)
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = s1[at] / n[at]
-            sigma = np.sqrt(np.maximum(s2[at] / n[at] - mean ** 2, 0.0) * n[at] / np.maximum(n[at] - 1, 1))
+            sigma = np.sqrt(np.maximum(s2[at] / n[at] - mean**2, 0.0) * n[at] / np.maximum(n[at] - 1, 1))
         sigma = np.where(n[at] >= 2, sigma, np.nan) * np.sqrt((steps - 1) // m + 1)
         z = np.array([NormalDist().inv_cdf(q) for q in QUANTILES])
         out[ok] = self.y[back[ok]][:, None] + sigma[ok][:, None] * z[None, :]
@@ -150,8 +159,24 @@ def score_points(due: pd.DataFrame, actuals: pd.DataFrame, seasons: int | dict[s
     naive_q = history.seasonal_naive(rows, due["step"].to_numpy(np.int64))
     naive = naive_q[:, MEDIAN]
     naive_diff = y[:, None] - naive_q
-    keep = [c for c in ["origin", "unique_id", "ds", "step", "model", "model_version", "family", "last_ds", "y",
-                        POINT, QUANTILE_COLUMNS[0], QUANTILE_COLUMNS[-1]] if c in due.columns]
+    keep = [
+        c
+        for c in [
+            "origin",
+            "unique_id",
+            "ds",
+            "step",
+            "model",
+            "model_version",
+            "family",
+            "last_ds",
+            "y",
+            POINT,
+            QUANTILE_COLUMNS[0],
+            QUANTILE_COLUMNS[-1],
+        ]
+        if c in due.columns
+    ]
     out = due[keep].copy()
     out["abs_err"] = abs_err
     out["scale"] = history.scales(rows)
@@ -168,9 +193,17 @@ def score_points(due: pd.DataFrame, actuals: pd.DataFrame, seasons: int | dict[s
 def _window_metrics(points: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     points = points.assign(naive_gap=points["naive_crps_num"].isna())  # a window seasonal naive cannot cover
     g = points.groupby(list(dict.fromkeys(by + ["origin", "unique_id"])), sort=False)  # by may name origin
-    w = g.agg(MASE=("scaled_err", "mean"), crps=("crps_num", "sum"), absy=("abs_y", "sum"),
-              sMAPE=("smape", "mean"), coverage=("inside", "mean"), naive_MASE=("naive_scaled_err", "mean"),
-              naive_crps=("naive_crps_num", "sum"), naive_gap=("naive_gap", "max"), points=("y", "size")).reset_index()
+    w = g.agg(
+        MASE=("scaled_err", "mean"),
+        crps=("crps_num", "sum"),
+        absy=("abs_y", "sum"),
+        sMAPE=("smape", "mean"),
+        coverage=("inside", "mean"),
+        naive_MASE=("naive_scaled_err", "mean"),
+        naive_crps=("naive_crps_num", "sum"),
+        naive_gap=("naive_gap", "max"),
+        points=("y", "size"),
+    ).reset_index()
     safe = w["absy"].where(w["absy"] > 0, 1.0)
     w["sCRPS"] = np.where(w["absy"] > 0, w["crps"] / safe, np.nan)
     w["naive_sCRPS"] = np.where((w["absy"] > 0) & ~w["naive_gap"], w["naive_crps"] / safe, np.nan)
@@ -182,11 +215,18 @@ def summary(points: pd.DataFrame, by: list[str] | None = None) -> pd.DataFrame:
     coverage, and how many points, windows, series and origins they rest on."""
     by = by or GROUP
     w = _window_metrics(points, by)
-    out = w.groupby(by, sort=True).agg(MASE=("MASE", "mean"), sCRPS=("sCRPS", "mean"), sMAPE=("sMAPE", "mean"),
-                                       coverage=("coverage", "mean"), naive_MASE=("naive_MASE", "mean"),
-                                       naive_sCRPS=("naive_sCRPS", "mean"), points=("points", "sum"),
-                                       windows=("points", "size"), series=("unique_id", "nunique"),
-                                       origins=("origin", "nunique"))
+    out = w.groupby(by, sort=True).agg(
+        MASE=("MASE", "mean"),
+        sCRPS=("sCRPS", "mean"),
+        sMAPE=("sMAPE", "mean"),
+        coverage=("coverage", "mean"),
+        naive_MASE=("naive_MASE", "mean"),
+        naive_sCRPS=("naive_sCRPS", "mean"),
+        points=("points", "sum"),
+        windows=("points", "size"),
+        series=("unique_id", "nunique"),
+        origins=("origin", "nunique"),
+    )
     # below 1: better than the baseline planners have, on the same points
     out["MASE_vs_naive"] = out["MASE"] / out["naive_MASE"]
     out["sCRPS_vs_naive"] = out["sCRPS"] / out["naive_sCRPS"]
@@ -197,9 +237,15 @@ def per_step(points: pd.DataFrame, by: list[str] | None = None) -> pd.DataFrame:
     """Per group and forecast step, pooled over windows: MASE, sCRPS (sum / sum), sMAPE, coverage, points."""
     by = (by or GROUP) + ["step"]
     g = points.groupby(by, sort=True)
-    out = g.agg(MASE=("scaled_err", "mean"), crps=("crps_num", "sum"), absy=("abs_y", "sum"),
-                sMAPE=("smape", "mean"), coverage=("inside", "mean"), naive_MASE=("naive_scaled_err", "mean"),
-                points=("y", "size")).reset_index()
+    out = g.agg(
+        MASE=("scaled_err", "mean"),
+        crps=("crps_num", "sum"),
+        absy=("abs_y", "sum"),
+        sMAPE=("smape", "mean"),
+        coverage=("inside", "mean"),
+        naive_MASE=("naive_scaled_err", "mean"),
+        points=("y", "size"),
+    ).reset_index()
     out["sCRPS"] = np.where(out["absy"] > 0, out["crps"] / out["absy"].where(out["absy"] > 0, 1.0), np.nan)
     return out.drop(columns=["crps", "absy"])[by + list(METRICS) + ["naive_MASE", "points"]]
 

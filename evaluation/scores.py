@@ -5,6 +5,7 @@ sCRPS_pooled is the dataset-level value (GIFT-Eval); MASE_rel and sCRPS_rel are 
 means over series of each model's ratio to seasonal naive. The metrics themselves are
 ``models.metrics``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -15,21 +16,40 @@ import pandas as pd
 from models.metrics import geometric_mean_ratio, nan_mean, per_series_metrics, scaled_crps_parts
 
 
-def per_series_frame(forecasts: dict[str, np.ndarray], y: np.ndarray, insample: Sequence[np.ndarray],
-                     season_length: int | Sequence[int], ids: Sequence[str] | None = None) -> pd.DataFrame:
+def per_series_frame(
+    forecasts: dict[str, np.ndarray],
+    y: np.ndarray,
+    insample: Sequence[np.ndarray],
+    season_length: int | Sequence[int],
+    ids: Sequence[str] | None = None,
+) -> pd.DataFrame:
     """One row per (series, model): MASE, sCRPS, sMAPE and the pooled-CRPS parts
     ``crps_num``/``crps_den``. ``forecasts``: model -> quantiles [N, H, Q] (truth ``y`` [N, H])."""
     ids = list(ids) if ids is not None else [str(i) for i in range(len(y))]
     frames = []
     for name, q in forecasts.items():
         num, den = scaled_crps_parts(y, q)
-        frames.append(pd.DataFrame({"instance": ids, "model": name, **per_series_metrics(q, y, insample, season_length),
-                                    "crps_num": num, "crps_den": den}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "instance": ids,
+                    "model": name,
+                    **per_series_metrics(q, y, insample, season_length),
+                    "crps_num": num,
+                    "crps_den": den,
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True)
 
 
-def evaluate(forecasts: dict[str, np.ndarray], y: np.ndarray, insample: Sequence[np.ndarray],
-             season_length: int | Sequence[int], baseline: str = "seasonal_naive") -> pd.DataFrame:
+def evaluate(
+    forecasts: dict[str, np.ndarray],
+    y: np.ndarray,
+    insample: Sequence[np.ndarray],
+    season_length: int | Sequence[int],
+    baseline: str = "seasonal_naive",
+) -> pd.DataFrame:
     """One row per model (index ``model``), in the order of ``forecasts``."""
     if baseline not in forecasts:
         raise ValueError(f"baseline {baseline!r} is not among the forecasts {sorted(forecasts)}")
@@ -53,16 +73,18 @@ def summarize(per_series: pd.DataFrame, baseline: str = "seasonal_naive", key: s
         m = wide[name]
         b = base.reindex(m.index)
         den = m["crps_den"].to_numpy(np.float64).sum()  # numpy sums: a NaN forecast stays NaN
-        rows.append({
-            "model": name,
-            "MASE": nan_mean(m["MASE"]),
-            "sCRPS": nan_mean(m["sCRPS"]),
-            "sMAPE": nan_mean(m["sMAPE"]),
-            "sCRPS_pooled": float(m["crps_num"].to_numpy(np.float64).sum() / den) if den > 0 else float("nan"),
-            "MASE_rel": geometric_mean_ratio(m["MASE"].to_numpy(), b["MASE"].to_numpy()),
-            "sCRPS_rel": geometric_mean_ratio(m["sCRPS"].to_numpy(), b["sCRPS"].to_numpy()),
-            **({"coverage": float(np.nanmean(m["coverage"]))} if "coverage" in m else {}),
-        })
+        rows.append(
+            {
+                "model": name,
+                "MASE": nan_mean(m["MASE"]),
+                "sCRPS": nan_mean(m["sCRPS"]),
+                "sMAPE": nan_mean(m["sMAPE"]),
+                "sCRPS_pooled": float(m["crps_num"].to_numpy(np.float64).sum() / den) if den > 0 else float("nan"),
+                "MASE_rel": geometric_mean_ratio(m["MASE"].to_numpy(), b["MASE"].to_numpy()),
+                "sCRPS_rel": geometric_mean_ratio(m["sCRPS"].to_numpy(), b["sCRPS"].to_numpy()),
+                **({"coverage": float(np.nanmean(m["coverage"]))} if "coverage" in m else {}),
+            }
+        )
     return pd.DataFrame(rows).set_index("model")
 
 

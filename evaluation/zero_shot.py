@@ -13,6 +13,7 @@ Test windows (the test part is the last horizon of a series):
 The backbone sees at most its context; the statistical baselines are fitted on the
 last ``max_history`` points; the MASE scale comes from the whole history.
 """
+
 from __future__ import annotations
 
 import json
@@ -57,8 +58,10 @@ def check_datasets(names: list[str]) -> list[str]:
     known = dataset_names()
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise ValueError(f"unknown dataset(s) {unknown}; available: m3, m3-<category>[-<frequency>] "
-                         f"(categories {', '.join(M3_CATEGORIES)}), {', '.join(sorted(ELECTRICITY))}")
+        raise ValueError(
+            f"unknown dataset(s) {unknown}; available: m3, m3-<category>[-<frequency>] "
+            f"(categories {', '.join(M3_CATEGORIES)}), {', '.join(sorted(ELECTRICITY))}"
+        )
     return names
 
 
@@ -95,11 +98,21 @@ def _m3_groups(dataset: str, max_series: int | None) -> list[Group]:
         h = int(part["horizon"].iloc[0])
         assert (part["horizon"] == h).all(), f"M3 {freq}: mixed horizons"
         values = [series[sn]["y"].to_numpy(np.float64) for sn in part["sn"]]
-        meta = pd.DataFrame({"instance": part["sn"].to_numpy(str), "unique_id": part["sn"].to_numpy(str),
-                             "category": part["category"].to_numpy(), "frequency": freq, "window": 0,
-                             "origin": [str(len(v) - h - 1) for v in values]})
-        groups.append(Group(dataset, h, M3_SEASON[freq], meta, [v[:-h] for v in values],
-                            np.stack([v[-h:] for v in values]), n_total))
+        meta = pd.DataFrame(
+            {
+                "instance": part["sn"].to_numpy(str),
+                "unique_id": part["sn"].to_numpy(str),
+                "category": part["category"].to_numpy(),
+                "frequency": freq,
+                "window": 0,
+                "origin": [str(len(v) - h - 1) for v in values],
+            }
+        )
+        groups.append(
+            Group(
+                dataset, h, M3_SEASON[freq], meta, [v[:-h] for v in values], np.stack([v[-h:] for v in values]), n_total
+            )
+        )
     return groups
 
 
@@ -118,7 +131,7 @@ def _electricity_group(dataset: str, max_series: int | None, windows: int) -> Gr
                 continue
             rows.append((f"{uid}/{k}", uid, "", dataset, k, str(pd.Timestamp(ds[cut - 1]))))
             histories.append(y[:cut])
-            truth.append(y[cut:cut + horizon])
+            truth.append(y[cut : cut + horizon])
     if not rows:
         raise ValueError(f"{dataset}: no series is long enough for {windows} window(s) of {horizon}")
     meta = pd.DataFrame(rows, columns=["instance", "unique_id", "category", "frequency", "window", "origin"])
@@ -137,8 +150,9 @@ def pretrain_sources(data_version: str | None, settings: Settings) -> list[dict]
         meta_file = settings.store_dir(domain) / "meta.json"
         meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
         if meta and str(meta.get("md5", "")).startswith(digest):
-            out.append({"domain": domain, "source": meta.get("source"), "horizon": int(meta["horizon"]),
-                        "verified": True})
+            out.append(
+                {"domain": domain, "source": meta.get("source"), "horizon": int(meta["horizon"]), "verified": True}
+            )
         elif domain in settings.sources:
             spec = settings.sources[domain]
             out.append({"domain": domain, "source": spec.source, "horizon": spec.horizon, "verified": False})
@@ -192,8 +206,9 @@ def group_label(g: Group) -> str:
     return g.dataset if freq == g.dataset else f"{g.dataset}/{freq}"
 
 
-def score_groups(groups: list[Group], model, params, backbone: dict, device: str, n_jobs: int, pool,
-                 out: Path) -> tuple[pd.DataFrame, dict]:
+def score_groups(
+    groups: list[Group], model, params, backbone: dict, device: str, n_jobs: int, pool, out: Path
+) -> tuple[pd.DataFrame, dict]:
     """The backbone ``model`` (a PatchBackbone) and the baselines on every group's windows:
     (per-window metrics of each model, run facts: windows, seconds, contexts, fallbacks).
     Draws a fan chart per group into ``out``."""
@@ -216,27 +231,57 @@ def score_groups(groups: list[Group], model, params, backbone: dict, device: str
         q = batch_forecast(model, g.histories, g.horizon, ctx, params.batch_size, device).quantiles
         forecasts = {BACKBONE: q.astype(np.float64)}
         seconds[BACKBONE] = seconds.get(BACKBONE, 0.0) + time.perf_counter() - started
-        logger.info("%s: backbone forecast %d window(s), horizon %d, context %d in %.1f s",
-                    label, n, g.horizon, ctx, time.perf_counter() - started)
-        fit_on = [h[-params.max_history:] for h in g.histories]
+        logger.info(
+            "%s: backbone forecast %d window(s), horizon %d, context %d in %.1f s",
+            label,
+            n,
+            g.horizon,
+            ctx,
+            time.perf_counter() - started,
+        )
+        fit_on = [h[-params.max_history :] for h in g.histories]
         for baseline in params.baselines:
             started = time.perf_counter()
             fc, model_notes = baseline_forecasts_with_notes(
-                fit_on, g.horizon, g.season, models=(baseline,), n_jobs=n_jobs,
-                progress=progress_logger(label, logger), executor=pool)
+                fit_on,
+                g.horizon,
+                g.season,
+                models=(baseline,),
+                n_jobs=n_jobs,
+                progress=progress_logger(label, logger),
+                executor=pool,
+            )
             forecasts.update(fc)
             notes += [f"{label} {note}" for note in model_notes]
             seconds[baseline] = seconds.get(baseline, 0.0) + time.perf_counter() - started
         # MASE scale: the whole history
         per = per_series_frame(forecasts, g.y, g.histories, g.season, ids=g.meta["instance"])
         meta = pd.concat([g.meta] * len(forecasts), ignore_index=True)
-        frames.append(meta.assign(model=per["model"].to_numpy(), horizon=g.horizon, season=g.season,
-                                  **{c: per[c].to_numpy() for c in ("MASE", "sCRPS", "sMAPE", "crps_num", "crps_den")}))
-        fan_chart(g.histories, g.y, forecasts[BACKBONE], list(g.meta["instance"]),
-                  out / f"fan_{label.replace('/', '_')}.png", f"{label}: zero-shot backbone forecast")
+        frames.append(
+            meta.assign(
+                model=per["model"].to_numpy(),
+                horizon=g.horizon,
+                season=g.season,
+                **{c: per[c].to_numpy() for c in ("MASE", "sCRPS", "sMAPE", "crps_num", "crps_den")},
+            )
+        )
+        fan_chart(
+            g.histories,
+            g.y,
+            forecasts[BACKBONE],
+            list(g.meta["instance"]),
+            out / f"fan_{label.replace('/', '_')}.png",
+            f"{label}: zero-shot backbone forecast",
+        )
     per = pd.concat(frames, ignore_index=True)
-    return per, {"windows": int(per["instance"].nunique()), "seconds": seconds, "contexts": contexts,
-                 "n_jobs": n_jobs, "device": device, "fallbacks": notes}
+    return per, {
+        "windows": int(per["instance"].nunique()),
+        "seconds": seconds,
+        "contexts": contexts,
+        "n_jobs": n_jobs,
+        "device": device,
+        "fallbacks": notes,
+    }
 
 
 def scope_name(dataset: str, by: str, value: str) -> str:
@@ -266,5 +311,3 @@ def dataset_table(dataset: str, per: pd.DataFrame) -> pd.DataFrame:
 def tag_label(dataset: str, info: dict) -> str:
     """Tag-name part of a dataset: a subsample says so, so it never passes for the full set."""
     return dataset if info["series"] >= info["series_total"] else f"{dataset}_sample{info['series']}"
-
-

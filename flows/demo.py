@@ -17,9 +17,14 @@ def demo_pretrain(pretrain: PretrainParams, params: DemoParams) -> PretrainParam
         return pretrain
     if params.continue_steps == 0:
         return None
-    return pretrain.model_copy(update={"init": "default", "max_steps": params.continue_steps,
-                                       "lr": params.continue_lr,
-                                       "warmup_steps": min(pretrain.warmup_steps, params.continue_steps // 4)})
+    return pretrain.model_copy(
+        update={
+            "init": "default",
+            "max_steps": params.continue_steps,
+            "lr": params.continue_lr,
+            "warmup_steps": min(pretrain.warmup_steps, params.continue_steps // 4),
+        }
+    )
 
 
 @flow(name="demo", log_prints=True)
@@ -28,13 +33,16 @@ def demo_flow(params: DemoParams = DemoParams()) -> dict:
     settings = load_settings()
     if params.domain not in settings.sources:
         raise ValueError(f"demo domain {params.domain!r} is not among the sources {sorted(settings.sources)}")
-    stores = {domain: ingest_flow(IngestParams(domain=domain, **spec.model_dump()))
-              for domain, spec in settings.sources.items()}
+    stores = {
+        domain: ingest_flow(IngestParams(domain=domain, **spec.model_dump()))
+        for domain, spec in settings.sources.items()
+    }
     plan = demo_pretrain(settings.pretrain, params)
     backbone = pretrain_flow(plan) if plan is not None else DEFAULT_BACKBONE  # the shipped one
     horizon = settings.sources[params.domain].horizon
-    onboard = settings.onboard.model_copy(update={
-        "domain": params.domain, "source": None, "horizon": horizon, "season_length": params.season_length})
+    onboard = settings.onboard.model_copy(
+        update={"domain": params.domain, "source": None, "horizon": horizon, "season_length": params.season_length}
+    )
     onboarded = onboard_domain_flow(onboard, backbone=backbone)
     # Serve the champion; when the gate refused promotion, serve the challenger
     # instead (the report says why it was not promoted).

@@ -16,6 +16,7 @@
   alone, so opening the form switches no schedule on.
 Parameters come from the same settings (params.yaml / TSFM_*) as the CLI and DVC.
 """
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -53,23 +54,35 @@ def _schedules(cron: str | None, timezone: str) -> list:
 
 def source_trigger(domain: str) -> DeploymentEventTrigger:
     """Runs the deployment once per ``tsfm.source.updated`` event of ``domain``'s source."""
-    return DeploymentEventTrigger(name=f"new data for {domain}", expect={SOURCE_UPDATED},
-                                  match={"prefect.resource.id": source_resource(domain)}, threshold=1,
-                                  within=timedelta(0))
+    return DeploymentEventTrigger(
+        name=f"new data for {domain}",
+        expect={SOURCE_UPDATED},
+        match={"prefect.resource.id": source_resource(domain)},
+        threshold=1,
+        within=timedelta(0),
+    )
 
 
 def degraded_trigger(domain: str) -> DeploymentEventTrigger:
     """Runs the deployment once per ``tsfm.domain.degraded`` event of ``domain`` (the monitor's verdict)."""
-    return DeploymentEventTrigger(name=f"{domain} degraded", expect={DOMAIN_DEGRADED},
-                                  match={"prefect.resource.id": domain_resource(domain)}, threshold=1,
-                                  within=timedelta(0))
+    return DeploymentEventTrigger(
+        name=f"{domain} degraded",
+        expect={DOMAIN_DEGRADED},
+        match={"prefect.resource.id": domain_resource(domain)},
+        threshold=1,
+        within=timedelta(0),
+    )
 
 
 def store_trigger(domain: str) -> DeploymentEventTrigger:
     """Runs the deployment once per ``tsfm.store.updated`` event of ``domain`` (new actuals ingested)."""
-    return DeploymentEventTrigger(name=f"new actuals for {domain}", expect={STORE_UPDATED},
-                                  match={"prefect.resource.id": store_resource(domain)}, threshold=1,
-                                  within=timedelta(0))
+    return DeploymentEventTrigger(
+        name=f"new actuals for {domain}",
+        expect={STORE_UPDATED},
+        match={"prefect.resource.id": store_resource(domain)},
+        threshold=1,
+        within=timedelta(0),
+    )
 
 
 def scheduled_domains(settings: Settings, sources: dict | None = None) -> list[str]:
@@ -86,50 +99,85 @@ def build_deployments(settings: Settings) -> list:
     out = []
     for domain, spec in ((d, k.spec) for d, k in known.items()):
         params = IngestParams(domain=domain, **spec.model_dump())
-        out.append(ingest_flow.to_deployment(
-            name=f"ingest-{domain}", schedules=_schedules(sch.ingest_cron, sch.timezone),
-            parameters={"params": params.model_dump()}, tags=["tsfm", "ingest", domain],
-            description=f"refresh the {domain} store from {spec.source}"))
+        out.append(
+            ingest_flow.to_deployment(
+                name=f"ingest-{domain}",
+                schedules=_schedules(sch.ingest_cron, sch.timezone),
+                parameters={"params": params.model_dump()},
+                tags=["tsfm", "ingest", domain],
+                description=f"refresh the {domain} store from {spec.source}",
+            )
+        )
     # retraining continues from the champion (unless the settings name another start) and is gated
     retrain = settings.pretrain.model_copy(update={"init": settings.pretrain.init or DEFAULT_BACKBONE})
-    out.append(pretrain_flow.to_deployment(
-        name="retrain-backbone", schedules=_schedules(sch.retrain_cron, sch.timezone),
-        parameters={"params": retrain.model_dump()}, tags=["tsfm", "pretrain"],
-        description="continue pre-training the champion backbone on the ingested domains; the result becomes "
-                    "champion only if it validates better"))
+    out.append(
+        pretrain_flow.to_deployment(
+            name="retrain-backbone",
+            schedules=_schedules(sch.retrain_cron, sch.timezone),
+            parameters={"params": retrain.model_dump()},
+            tags=["tsfm", "pretrain"],
+            description="continue pre-training the champion backbone on the ingested domains; the result becomes "
+            "champion only if it validates better",
+        )
+    )
     for domain in scheduled_domains(settings, known):
         spec = known[domain].spec if domain in known else None
         # Every run re-ingests the source first (the triggered one must: new data is why it runs;
         # the scheduled one too, so it never onboards a stale store). With unchanged data the store's
         # md5 is unchanged, so adapt/evaluate come from the cache and no new versions appear.
-        params = settings.onboard.model_copy(update={"domain": domain, "source": spec.source if spec else None,
-                                                     "horizon": default_horizon(domain, settings, spec)})
+        params = settings.onboard.model_copy(
+            update={
+                "domain": domain,
+                "source": spec.source if spec else None,
+                "horizon": default_horizon(domain, settings, spec),
+            }
+        )
         if domain in known and known[domain].season_length:
             params = params.model_copy(update={"season_length": known[domain].season_length})
         watched = bool(spec) and not spec.source.startswith(UNWATCHED) and bool(sch.watch_interval_s)
-        out.append(onboard_domain_flow.to_deployment(
-            name=f"onboard-{domain}", schedules=_schedules(sch.onboard_cron, sch.timezone),
-            parameters={"params": OnboardParams.model_validate(params.model_dump()).model_dump()},
-            triggers=([source_trigger(domain)] if watched else []) + [degraded_trigger(domain)],
-            tags=["tsfm", "onboard", domain], description=f"re-onboard {domain} onto the champion backbone"))
+        out.append(
+            onboard_domain_flow.to_deployment(
+                name=f"onboard-{domain}",
+                schedules=_schedules(sch.onboard_cron, sch.timezone),
+                parameters={"params": OnboardParams.model_validate(params.model_dump()).model_dump()},
+                triggers=([source_trigger(domain)] if watched else []) + [degraded_trigger(domain)],
+                tags=["tsfm", "onboard", domain],
+                description=f"re-onboard {domain} onto the champion backbone",
+            )
+        )
         if sch.forecast_cron:
             forecast = settings.forecast.model_copy(update={"domain": domain, "origin": None})
-            out.append(forecast_flow.to_deployment(
-                name=f"forecast-{domain}", schedules=_schedules(sch.forecast_cron, sch.timezone),
-                parameters={"params": forecast.model_dump(mode="json")}, tags=["tsfm", "forecast", domain],
-                description=f"forecast every series of {domain} with its champion into "
-                            f"{forecast.output or Path(settings.paths.data_dir, 'forecasts', domain).as_posix()}"))
+            out.append(
+                forecast_flow.to_deployment(
+                    name=f"forecast-{domain}",
+                    schedules=_schedules(sch.forecast_cron, sch.timezone),
+                    parameters={"params": forecast.model_dump(mode="json")},
+                    tags=["tsfm", "forecast", domain],
+                    description=f"forecast every series of {domain} with its champion into "
+                    f"{forecast.output or Path(settings.paths.data_dir, 'forecasts', domain).as_posix()}",
+                )
+            )
         monitor = settings.monitor.model_copy(update={"domain": domain})
-        out.append(monitor_flow.to_deployment(
-            name=f"monitor-{domain}", schedules=_schedules(sch.monitor_cron, sch.timezone),
-            parameters={"params": monitor.model_dump(mode="json")}, triggers=[store_trigger(domain)],
-            tags=["tsfm", "monitor", domain],
-            description=f"score {domain}'s stored forecasts against new actuals, check drift, and emit "
-                        f"{DOMAIN_DEGRADED} (re-onboarding) when it degraded"))
+        out.append(
+            monitor_flow.to_deployment(
+                name=f"monitor-{domain}",
+                schedules=_schedules(sch.monitor_cron, sch.timezone),
+                parameters={"params": monitor.model_dump(mode="json")},
+                triggers=[store_trigger(domain)],
+                tags=["tsfm", "monitor", domain],
+                description=f"score {domain}'s stored forecasts against new actuals, check drift, and emit "
+                f"{DOMAIN_DEGRADED} (re-onboarding) when it degraded",
+            )
+        )
     if sch.watch_interval_s:
-        out.append(watch_sources_flow.to_deployment(
-            name="watch-sources", schedules=[IntervalSchedule(interval=timedelta(seconds=sch.watch_interval_s))],
-            tags=["tsfm", "watch"], description=f"emit {SOURCE_UPDATED} for each source with new data"))
+        out.append(
+            watch_sources_flow.to_deployment(
+                name="watch-sources",
+                schedules=[IntervalSchedule(interval=timedelta(seconds=sch.watch_interval_s))],
+                tags=["tsfm", "watch"],
+                description=f"emit {SOURCE_UPDATED} for each source with new data",
+            )
+        )
     out.append(one_click_deployment(settings))
     return out
 
@@ -140,10 +188,13 @@ def one_click_deployment(settings: Settings):
     the two things only a person can say."""
     defaults = settings.onboard.model_dump(exclude={"domain", "source"})
     return onboard_domain_flow.to_deployment(
-        name=ONE_CLICK, parameters={"params": defaults}, tags=["tsfm", "onboard"],
+        name=ONE_CLICK,
+        parameters={"params": defaults},
+        tags=["tsfm", "onboard"],
         description="One-click onboarding: fill in Domain and Source (Horizon if the data has no per-series "
-                    "horizons) and run; the new domain ends with a served champion, or a one-line reason. "
-                    "The other fields are `tsfm onboard`'s defaults.")
+        "horizons) and run; the new domain ends with a served champion, or a one-line reason. "
+        "The other fields are `tsfm onboard`'s defaults.",
+    )
 
 
 def _matched(trigger) -> str:
@@ -155,9 +206,16 @@ def describe(deployments: list) -> list[dict]:
     """What each deployment runs and when: for `tsfm deploy --dry-run` and tests."""
     rows = []
     for d in deployments:
-        when = [s.schedule.cron if hasattr(s.schedule, "cron") else f"every {s.schedule.interval.total_seconds():g}s"
-                for s in (d.schedules or [])]
+        when = [
+            s.schedule.cron if hasattr(s.schedule, "cron") else f"every {s.schedule.interval.total_seconds():g}s"
+            for s in (d.schedules or [])
+        ]
         when += [f"on {', '.join(sorted(t.expect))} of {_matched(t)}" for t in d.triggers or []]
-        rows.append({"name": f"{d.flow_name}/{d.name}", "schedule": ", ".join(when) or "on demand",
-                     "parameters": sorted((d.parameters or {}).get("params", {}).keys())[:6]})
+        rows.append(
+            {
+                "name": f"{d.flow_name}/{d.name}",
+                "schedule": ", ".join(when) or "on demand",
+                "parameters": sorted((d.parameters or {}).get("params", {}).keys())[:6],
+            }
+        )
     return rows

@@ -29,7 +29,8 @@ def forecast_flow(params: ForecastParams = ForecastParams()) -> dict:
     plan = plan_forecast_task(params, settings)
     try:
         chunks = forecast_chunks_flow.with_options(task_runner=chunk_runner(params, len(plan["chunks"])))(
-            plan, params.retries)
+            plan, params.retries
+        )
     except BaseException:
         discard_forecast_task(plan)  # nothing of a failed run is left, nothing was ever visible
         raise

@@ -11,8 +11,15 @@ def ingest_flow(params: IngestParams) -> str:
     data changed (the monitor's trigger); returns the store path."""
     settings = load_settings()
     params = ingest_params(params, settings)
-    store = ingest_task(params.source, params.domain, params.horizon, params.min_train, settings.paths.data_dir,
-                        params.columns, params.date_format)
+    store = ingest_task(
+        params.source,
+        params.domain,
+        params.horizon,
+        params.min_train,
+        settings.paths.data_dir,
+        params.columns,
+        params.date_format,
+    )
     log_ingest_task(store, settings)
     announce_store_task(store)
     return store

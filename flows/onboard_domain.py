@@ -15,8 +15,7 @@ from tracking.known_sources import missing_ingests
 
 
 @flow(name="onboard_domain", log_prints=True)
-def onboard_domain_flow(params: OnboardParams, backbone: str = DEFAULT_BACKBONE,
-                        promote: bool = True) -> dict:
+def onboard_domain_flow(params: OnboardParams, backbone: str = DEFAULT_BACKBONE, promote: bool = True) -> dict:
     """(source ->) store -> teacher + adapter + fusion weight -> validation and test tables of every
     candidate family -> registry, the best validated candidate offered as challenger (-> champion)
     -> Prefect artifacts (report, test table, fan chart, MLflow links).
@@ -36,8 +35,12 @@ def onboard_domain_flow(params: OnboardParams, backbone: str = DEFAULT_BACKBONE,
     result_dir = evaluate_domain_task.with_options(**cached)(result_dir, params, settings)
     registered = register_domain_task(result_dir, params, settings)
     if promote:
-        registered["promotion"] = promote_domain_task(params.domain, settings, registered["challenger"]["version"],
-                                                      result_dir=registered["result_dir"],
-                                                      why=registered["challenger"]["reason"])
+        registered["promotion"] = promote_domain_task(
+            params.domain,
+            settings,
+            registered["challenger"]["version"],
+            result_dir=registered["result_dir"],
+            why=registered["challenger"]["reason"],
+        )
     registered["artifacts"] = publish_onboarding_task(registered, params.domain, settings)
     return registered

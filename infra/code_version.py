@@ -6,6 +6,7 @@ closure of the code that makes a result, so editing the server, the CLI or the e
 never retrains a backbone or re-onboards a domain; a registered model ships the closure of
 its forecaster and nothing else.
 """
+
 from __future__ import annotations
 
 import ast

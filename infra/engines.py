@@ -7,6 +7,7 @@ pure-Python packages, Ray's wheel alone is some 70 MB and its runtime starts a r
 dashboard. A cluster elsewhere is an address (``forecast.dask_address``): a Dask scheduler started by
 dask-kubernetes, dask-jobqueue on SLURM or by hand (templates in ``infra/``).
 """
+
 from __future__ import annotations
 
 import sys
@@ -63,9 +64,14 @@ def _dask_runner(params: ForecastParams):
 
     if params.dask_address:
         return FlowApiDaskTaskRunner(address=params.dask_address)
-    return FlowApiDaskTaskRunner(cluster_kwargs={
-        "n_workers": params.workers, "threads_per_worker": params.threads_per_worker, "processes": True,
-        "dashboard_address": None})  # no dashboard port to collide with a second run on the machine
+    return FlowApiDaskTaskRunner(
+        cluster_kwargs={
+            "n_workers": params.workers,
+            "threads_per_worker": params.threads_per_worker,
+            "processes": True,
+            "dashboard_address": None,
+        }
+    )  # no dashboard port to collide with a second run on the machine
 
 
 def chunk_runner(params: ForecastParams, n_chunks: int):

@@ -6,6 +6,7 @@ and ``--debug`` shows the traceback. Anything else is a bug and keeps its traceb
 Prefect logs every failed task's traceback on the console; ``hide_user_error_tracebacks``
 keeps those lines off the console for user errors (the Prefect UI still has them).
 """
+
 from __future__ import annotations
 
 import logging

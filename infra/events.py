@@ -7,6 +7,7 @@
 - ``tsfm.domain.degraded`` (resource ``tsfm.domain.<domain>``): the monitor found realized accuracy
   worse than promised or drifted data; re-onboarding's trigger too.
 """
+
 from __future__ import annotations
 
 SOURCE_UPDATED = "tsfm.source.updated"
@@ -30,7 +31,9 @@ def emit(event: str, resource_id: str, domain: str, payload: dict) -> str | None
     """Emit one event; its id, or None where no Prefect API takes events (then nothing reacts)."""
     from prefect.events import emit_event
 
-    sent = emit_event(event=event, payload=payload,
-                      resource={"prefect.resource.id": resource_id, "prefect.resource.name": domain,
-                                "tsfm.domain": domain})
+    sent = emit_event(
+        event=event,
+        payload=payload,
+        resource={"prefect.resource.id": resource_id, "prefect.resource.name": domain, "tsfm.domain": domain},
+    )
     return str(sent.id) if sent is not None else None

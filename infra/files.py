@@ -1,4 +1,5 @@
 """Small file helpers shared across the pipeline."""
+
 from __future__ import annotations
 
 import contextlib

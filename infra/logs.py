@@ -1,4 +1,5 @@
 """Log to the Prefect run when there is one (so it shows in the UI), else to `tsfm`."""
+
 from __future__ import annotations
 
 import logging

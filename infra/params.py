@@ -2,6 +2,7 @@
 settings' section, then ``--set KEY=VALUE`` (dotted keys for nested sections:
 ``teacher.k=10``), then the named options; validated once, with one line per bad field and
 no traceback."""
+
 from __future__ import annotations
 
 from typing import TypeVar
@@ -22,7 +23,9 @@ class ParamsError(InputError):
 def _keys(model: type[BaseModel], prefix: str = "") -> list[str]:
     out = []
     for name, field in model.model_fields.items():
-        sub = field.annotation if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel) else None
+        sub = (
+            field.annotation if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel) else None
+        )
         out += _keys(sub, f"{prefix}{name}.") if sub else [f"{prefix}{name}"]
     return out
 
@@ -44,8 +47,13 @@ def _set(data: dict, model: type[BaseModel], dotted: str, value) -> None:
     node[leaf] = value
 
 
-def build_params(model: type[M], base: BaseModel | dict, sets: list[str] | None = None,
-                 named: dict[str, object] | None = None, flags: dict[str, str] | None = None) -> M:
+def build_params(
+    model: type[M],
+    base: BaseModel | dict,
+    sets: list[str] | None = None,
+    named: dict[str, object] | None = None,
+    flags: dict[str, str] | None = None,
+) -> M:
     """``base`` (the settings' section) <- ``--set`` items <- named options that were given (not None;
     keys may be dotted). ``flags``: the option a dotted key came from, when not ``--<key>``.
     Raises ``ParamsError``."""
@@ -68,6 +76,7 @@ def build_params(model: type[M], base: BaseModel | dict, sets: list[str] | None 
     try:
         return model.model_validate(data)
     except ValidationError as e:
+
         def name(loc: tuple) -> str:
             dotted = ".".join(map(str, loc))
             return origin.get(dotted, dotted)

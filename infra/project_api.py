@@ -16,6 +16,7 @@ profile's ``prefect.api_url``) wins: nothing is started then.
 
     python -m infra.project_api <state_dir>     # the watchdog process (started by ``ensure``)
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -90,13 +91,20 @@ def _start(state_dir: Path, say) -> str:
     repo = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (repo, env.get("PYTHONPATH")) if p)
     with open(state_dir / LOG, "a") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "infra.project_api", str(state_dir)], env=env, stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "infra.project_api", str(state_dir)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     started, told = time.monotonic(), False
     while time.monotonic() - started < START_TIMEOUT_S:
         if proc.poll() is not None:
-            raise RuntimeError(f"the project's Prefect API did not start (exit {proc.returncode}); see "
-                               f"{state_dir / LOG}")
+            raise RuntimeError(
+                f"the project's Prefect API did not start (exit {proc.returncode}); see {state_dir / LOG}"
+            )
         url = _healthy(info_file)
         if url:
             return url
@@ -105,8 +113,10 @@ def _start(state_dir: Path, say) -> str:
             told = True
         time.sleep(0.25)
     proc.terminate()
-    raise RuntimeError(f"the project's Prefect API did not answer within {START_TIMEOUT_S:.0f} s (is the machine "
-                       f"overloaded?); see {state_dir / LOG}")
+    raise RuntimeError(
+        f"the project's Prefect API did not answer within {START_TIMEOUT_S:.0f} s (is the machine "
+        f"overloaded?); see {state_dir / LOG}"
+    )
 
 
 def _serve(state_dir: Path) -> None:
@@ -117,17 +127,36 @@ def _serve(state_dir: Path) -> None:
     home = state_dir / "prefect"
     home.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{(home / 'prefect.db').resolve()}",
-           "PREFECT_SERVER_UI_ENABLED": "false", "PREFECT_LOGGING_SERVER_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{(home / 'prefect.db').resolve()}",
+        "PREFECT_SERVER_UI_ENABLED": "false",
+        "PREFECT_LOGGING_SERVER_LEVEL": "WARNING",
+    }
     env.pop("PREFECT_API_URL", None)
-    server = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app",
-                               "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"], env=env,
-                              start_new_session=True, preexec_fn=die_with_parent)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "prefect.server.api.server:create_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        start_new_session=True,
+        preexec_fn=die_with_parent,
+    )
     url = f"http://127.0.0.1:{port}/api"
     info_file = state_dir / INFO
-    info_file.write_text(json.dumps({"pid": os.getpid(), "server_pid": server.pid, "url": url,
-                                     "started": time.time()}))
+    info_file.write_text(json.dumps({"pid": os.getpid(), "server_pid": server.pid, "url": url, "started": time.time()}))
     idle = float(os.environ.get(IDLE_ENV, IDLE_S))
     done = False
 

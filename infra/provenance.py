@@ -1,6 +1,7 @@
 """Where each effective setting comes from (`tsfm config`): the schema's default, the profile,
 ``params.yaml`` or a ``TSFM_*`` variable, in the order ``Settings`` layers them (a command's own
 options and ``--set`` come on top, for that command only)."""
+
 from __future__ import annotations
 
 import os
@@ -30,8 +31,11 @@ def _given(keys: set[str], path: str) -> bool:
 
 
 def _env_keys() -> set[str]:
-    return {k[len(ENV_PREFIX):].lower().replace(ENV_NESTED, ".") for k in os.environ
-            if k.startswith(ENV_PREFIX) and k not in ("TSFM_PARAMS", "TSFM_PROFILE", "TSFM_DEBUG")}
+    return {
+        k[len(ENV_PREFIX) :].lower().replace(ENV_NESTED, ".")
+        for k in os.environ
+        if k.startswith(ENV_PREFIX) and k not in ("TSFM_PARAMS", "TSFM_PROFILE", "TSFM_DEBUG")
+    }
 
 
 def effective_settings() -> list[dict]:
@@ -39,7 +43,9 @@ def effective_settings() -> list[dict]:
     settings = load_settings()
     profile = os.environ.get("TSFM_PROFILE") or DEFAULT_PROFILE
     params_path = Path(os.environ.get("TSFM_PARAMS", "params.yaml"))
-    params = {k for k, v in flatten(_read_yaml(params_path)).items() if v is not None} if params_path.is_file() else set()
+    params = (
+        {k for k, v in flatten(_read_yaml(params_path)).items() if v is not None} if params_path.is_file() else set()
+    )
     from_profile = set(flatten(profile_values(profile)))
     env = _env_keys()
     defaults = flatten(Settings.model_construct().model_dump(mode="json"))

@@ -1,5 +1,6 @@
 """A normal run says what it did and nothing else: no third-party warnings meant for library
 authors, no download progress bars (``quiet`` is called once per process by the CLI and the server)."""
+
 from __future__ import annotations
 
 import logging

@@ -6,6 +6,7 @@ Used by tests and benchmarks that must talk to servers rather than to the embedd
 sqlite store / ephemeral Prefect API, and by anyone trying the cluster profile
 without docker. Each helper returns the process and its base URL once it answers.
 """
+
 from __future__ import annotations
 
 import os
@@ -95,41 +96,70 @@ def _start(cmd: list[str], env: dict[str, str], log_file: Path) -> subprocess.Po
         return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def start_mlflow_server(root: Path, port: int = 0, timeout: float = 120.0, backend_uri: str | None = None,
-                        artifacts: str | None = None, env: dict[str, str] | None = None,
-                        workers: int = 1) -> tuple[subprocess.Popen, str]:
+def start_mlflow_server(
+    root: Path,
+    port: int = 0,
+    timeout: float = 120.0,
+    backend_uri: str | None = None,
+    artifacts: str | None = None,
+    env: dict[str, str] | None = None,
+    workers: int = 1,
+) -> tuple[subprocess.Popen, str]:
     """`mlflow server` with served artifacts; by default a sqlite store and artifacts under ``root``,
     or ``backend_uri`` (postgresql+psycopg2://...) and ``artifacts`` (s3://bucket/prefix)."""
     root.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
-    cmd = [sys.executable, "-m", "mlflow", "server", "--host", LOOPBACK, "--port", str(port),
-           "--backend-store-uri", backend_uri or f"sqlite:///{(root / 'mlflow.db').resolve()}",
-           "--artifacts-destination", artifacts or (root / "artifacts").resolve().as_uri(), "--serve-artifacts",
-           "--workers", str(workers)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        LOOPBACK,
+        "--port",
+        str(port),
+        "--backend-store-uri",
+        backend_uri or f"sqlite:///{(root / 'mlflow.db').resolve()}",
+        "--artifacts-destination",
+        artifacts or (root / "artifacts").resolve().as_uri(),
+        "--serve-artifacts",
+        "--workers",
+        str(workers),
+    ]
     log = root / "mlflow-server.log"
     # no usage telemetry from the server or the UI it serves (loopback only; nothing should call out)
-    env = _venv_env({"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
-                     # the GenAI job runner (7 huey consumer processes) serves nothing tsfm uses
-                     "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})})
+    env = _venv_env(
+        {
+            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            # the GenAI job runner (7 huey consumer processes) serves nothing tsfm uses
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            **(env or {}),
+        }
+    )
     proc = _start(cmd, env, log)
     url = f"http://{LOOPBACK}:{port}"
     wait_http(f"{url}/health", proc, timeout, "mlflow server", log)
     return proc, url
 
 
-def start_prefect_server(home: Path, port: int = 0, timeout: float = 120.0,
-                         database_url: str | None = None) -> tuple[subprocess.Popen, str]:
+def start_prefect_server(
+    home: Path, port: int = 0, timeout: float = 120.0, database_url: str | None = None
+) -> tuple[subprocess.Popen, str]:
     """`prefect server start` with its own PREFECT_HOME and sqlite database under ``home`` (or
     ``database_url``, postgresql+asyncpg://...); services (scheduler, triggers) run, so schedules
     and event triggers fire. Returns the API URL."""
     home.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
-    env = _venv_env({
-        "PREFECT_HOME": str(home),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_API_DATABASE_CONNECTION_URL": database_url or f"sqlite+aiosqlite:///{(home / 'prefect.db').resolve()}",
-        "PREFECT_SERVER_UI_ENABLED": "false",
-    })
+    env = _venv_env(
+        {
+            "PREFECT_HOME": str(home),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_API_DATABASE_CONNECTION_URL": database_url
+            or f"sqlite+aiosqlite:///{(home / 'prefect.db').resolve()}",
+            "PREFECT_SERVER_UI_ENABLED": "false",
+        }
+    )
     env.pop("PREFECT_API_URL", None)  # the server must not point at itself as a client
     cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", LOOPBACK, "--port", str(port), "--no-ui"]
     log = home / "prefect-server.log"
@@ -143,13 +173,16 @@ def postgres_bin(name: str) -> Path:
     """A PostgreSQL program of Debian's package (``/usr/lib/postgresql/<major>/bin``), the newest major."""
     found = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), key=lambda p: int(p.parts[-3]))
     if not found:
-        raise FileNotFoundError(f"PostgreSQL's {name} is not installed: `make install` installs Debian's "
-                                "postgresql package (or apt-get install postgresql)")
+        raise FileNotFoundError(
+            f"PostgreSQL's {name} is not installed: `make install` installs Debian's "
+            "postgresql package (or apt-get install postgresql)"
+        )
     return found[-1]
 
 
-def start_postgres(root: Path, databases: tuple[str, ...] = ("mlflow", "prefect"), port: int = 0,
-                   timeout: float = 60.0) -> tuple[subprocess.Popen, str]:
+def start_postgres(
+    root: Path, databases: tuple[str, ...] = ("mlflow", "prefect"), port: int = 0, timeout: float = 60.0
+) -> tuple[subprocess.Popen, str]:
     """A throwaway PostgreSQL cluster under ``root`` on loopback (trust authentication, user ``tsfm``)
     with ``databases`` created. Returns the server process and ``127.0.0.1:<port>``. PostgreSQL
     refuses to run as root: as root, the cluster belongs to the ``postgres`` system user."""
@@ -165,21 +198,71 @@ def start_postgres(root: Path, databases: tuple[str, ...] = ("mlflow", "prefect"
     port = port or free_port()
     log = root / "postgres.log"
     if not (data / "PG_VERSION").is_file():
-        subprocess.run([*as_user, str(postgres_bin("initdb")), "-D", str(data), "-U", "tsfm", "--auth=trust",
-                        "-E", "UTF8", "--no-instructions"], check=True, capture_output=True, text=True)
-    cmd = [*as_user, str(postgres_bin("postgres")), "-D", str(data), "-p", str(port), "-k", str(sock),
-           "-c", f"listen_addresses={LOOPBACK}", "-c", "fsync=off", "-c", "max_connections=200"]
+        subprocess.run(
+            [
+                *as_user,
+                str(postgres_bin("initdb")),
+                "-D",
+                str(data),
+                "-U",
+                "tsfm",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-instructions",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+    cmd = [
+        *as_user,
+        str(postgres_bin("postgres")),
+        "-D",
+        str(data),
+        "-p",
+        str(port),
+        "-k",
+        str(sock),
+        "-c",
+        f"listen_addresses={LOOPBACK}",
+        "-c",
+        "fsync=off",
+        "-c",
+        "max_connections=200",
+    ]
     proc = _start(cmd, _venv_env(), log)
     deadline = time.monotonic() + timeout
-    while subprocess.run([str(postgres_bin("pg_isready")), "-h", LOOPBACK, "-p", str(port)],
-                         capture_output=True).returncode != 0:
+    while (
+        subprocess.run(
+            [str(postgres_bin("pg_isready")), "-h", LOOPBACK, "-p", str(port)], capture_output=True
+        ).returncode
+        != 0
+    ):
         if proc.poll() is not None or time.monotonic() > deadline:
             stop(proc)
             raise RuntimeError(f"postgres did not start\n{log.read_text()[-2000:] if log.exists() else ''}")
         time.sleep(0.3)
     for db in databases:
-        subprocess.run([str(postgres_bin("psql")), "-h", LOOPBACK, "-p", str(port), "-U", "tsfm", "-d", "postgres",
-                        "-q", "-c", f"CREATE DATABASE {db}"], check=True, capture_output=True, text=True)
+        subprocess.run(
+            [
+                str(postgres_bin("psql")),
+                "-h",
+                LOOPBACK,
+                "-p",
+                str(port),
+                "-U",
+                "tsfm",
+                "-d",
+                "postgres",
+                "-q",
+                "-c",
+                f"CREATE DATABASE {db}",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
     return proc, f"{LOOPBACK}:{port}"
 
 
@@ -187,8 +270,20 @@ def start_dask_scheduler(root: Path, port: int = 0, timeout: float = 60.0) -> tu
     """`dask scheduler` on loopback (no dashboard). Returns the process and its tcp:// address."""
     port = port or free_port()
     log = root / "dask-scheduler.log"
-    proc = _start([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", LOOPBACK, "--port", str(port),
-                   "--no-dashboard"], _venv_env(), log)
+    proc = _start(
+        [
+            sys.executable,
+            "-m",
+            "distributed.cli.dask_scheduler",
+            "--host",
+            LOOPBACK,
+            "--port",
+            str(port),
+            "--no-dashboard",
+        ],
+        _venv_env(),
+        log,
+    )
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -204,21 +299,41 @@ def start_dask_scheduler(root: Path, port: int = 0, timeout: float = 60.0) -> tu
 def start_dask_worker(root: Path, address: str, name: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     """One single-threaded `dask worker` process attached to ``address`` (it gets ``env``: the settings
     a chunk needs to load the champion and write the output)."""
-    return _start([sys.executable, "-m", "distributed.cli.dask_worker", address, "--name", name, "--nworkers", "1",
-                   "--nthreads", "1", "--no-dashboard"], _venv_env({"OMP_NUM_THREADS": "1", **(env or {})}),
-                  root / f"dask-worker-{name}.log")
+    return _start(
+        [
+            sys.executable,
+            "-m",
+            "distributed.cli.dask_worker",
+            address,
+            "--name",
+            name,
+            "--nworkers",
+            "1",
+            "--nthreads",
+            "1",
+            "--no-dashboard",
+        ],
+        _venv_env({"OMP_NUM_THREADS": "1", **(env or {})}),
+        root / f"dask-worker-{name}.log",
+    )
 
 
-def start_prefect_worker(root: Path, pool: str, env: dict[str, str], name: str = "tsfm-process-worker",
-                         cwd: Path | None = None) -> subprocess.Popen:
+def start_prefect_worker(
+    root: Path, pool: str, env: dict[str, str], name: str = "tsfm-process-worker", cwd: Path | None = None
+) -> subprocess.Popen:
     """A Prefect process worker polling ``pool`` (created if missing): it runs each flow run as a
     subprocess with ``env`` (the API URL and the settings)."""
     log = root / f"prefect-worker-{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as out:
-        return subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process",
-                                 "--name", name], env=_venv_env(env), stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True, cwd=cwd)
+        return subprocess.Popen(
+            [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process", "--name", name],
+            env=_venv_env(env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=cwd,
+        )
 
 
 def terminate(proc: subprocess.Popen) -> None:

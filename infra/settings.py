@@ -10,6 +10,7 @@ artifacts and Prefect at the servers of ``infra/compose.yaml``. A ``null`` in pa
 means "not set here" for values the profile sets. ``apply_runtime_env`` exports what other
 libraries read from their own environment variables (Prefect's API URL, the S3 endpoint).
 """
+
 from __future__ import annotations
 
 import os
@@ -55,30 +56,53 @@ class MlflowSettings(Section):
 class PrefectSettings(Section):
     """Prefect reads its own settings; ``apply_runtime_env`` exports these before prefect is imported."""
 
-    api_url: str | None = Field(None, description="Prefect server API, e.g. http://127.0.0.1:4200/api "
-                                "(exported as PREFECT_API_URL); None = the embedded ephemeral API")
+    api_url: str | None = Field(
+        None,
+        description="Prefect server API, e.g. http://127.0.0.1:4200/api "
+        "(exported as PREFECT_API_URL); None = the embedded ephemeral API",
+    )
 
 
 class S3Settings(Section):
-    endpoint_url: str | None = Field(None, description="S3-compatible endpoint such as MinIO (exported as "
-                                     "AWS_ENDPOINT_URL_S3; boto3, MLflow and DVC read it); None = AWS")
+    endpoint_url: str | None = Field(
+        None,
+        description="S3-compatible endpoint such as MinIO (exported as "
+        "AWS_ENDPOINT_URL_S3; boto3, MLflow and DVC read it); None = AWS",
+    )
 
 
 # the ds column's format, for ingest and for a batch of another source (and their CLI options' help)
-DateFormat = Annotated[str | None, Field(description="strftime codes the ds column is written in, e.g. %d.%m.%Y, "
-                                         "where tsfm cannot tell day from month; None: ISO dates, numeric dates "
-                                         "in the order their values allow, YYYYMMDD")]
+DateFormat = Annotated[
+    str | None,
+    Field(
+        description="strftime codes the ds column is written in, e.g. %d.%m.%Y, "
+        "where tsfm cannot tell day from month; None: ISO dates, numeric dates "
+        "in the order their values allow, YYYYMMDD"
+    ),
+]
 
 
 class IngestParams(Section):
     source: str = Field(..., description="local path, s3://bucket/key, builtin:<name> or synthetic:kernelsynth")
     domain: str = Field(..., pattern=DOMAIN_PATTERN)
-    horizon: int | None = Field(None, ge=1, le=1024, description="points per series held out for test (and "
-                                "each validation window); None: the domain's `sources` entry, else onboard.horizon")
-    min_train: int = Field(8, ge=2, description="minimum train points per series on top of 2*horizon (at least 2: "
-                           "one point of context and one of future for the memory adapter's datastore)")
-    columns: dict[str, str] = Field(default_factory=dict, description="the source's column names for unique_id, "
-                                    "ds and y where they differ, e.g. {date: ds, value: y, series: unique_id}")
+    horizon: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="points per series held out for test (and "
+        "each validation window); None: the domain's `sources` entry, else onboard.horizon",
+    )
+    min_train: int = Field(
+        8,
+        ge=2,
+        description="minimum train points per series on top of 2*horizon (at least 2: "
+        "one point of context and one of future for the memory adapter's datastore)",
+    )
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="the source's column names for unique_id, "
+        "ds and y where they differ, e.g. {date: ds, value: y, series: unique_id}",
+    )
     date_format: DateFormat = None
 
     @field_validator("columns")
@@ -112,11 +136,14 @@ class PretrainParams(TrainingRecipe):
     ``models.pretraining.spec.TrainingRecipe``'s) and the domains it trains on; one run
     folder per (params, data versions), so a re-run after a crash resumes from its checkpoint."""
 
-    domains: list[str] = Field(default_factory=lambda: ["synthetic"], description="stores to pre-train on "
-                               "(train parts only)")
+    domains: list[str] = Field(
+        default_factory=lambda: ["synthetic"], description="stores to pre-train on (train parts only)"
+    )
     domain_weights: dict[str, float] = Field(
-        default_factory=dict, description="mixture weight per domain (a missing domain weighs 1); {} = in "
-        "proportion to each domain's windows")
+        default_factory=dict,
+        description="mixture weight per domain (a missing domain weighs 1); {} = in "
+        "proportion to each domain's windows",
+    )
 
     @model_validator(mode="after")
     def _mixture_is_consistent(self) -> "PretrainParams":
@@ -134,24 +161,47 @@ class OnboardTarget(Section):
     """What to onboard: the fields a person fills in first (the Prefect form lists them in this
     order, before the tuning sections of ``OnboardingConfig``)."""
 
-    domain: str = Field(..., pattern=DOMAIN_PATTERN, description="the new domain's name: lower-case letters, "
-                        "digits, '-' and '_', starting with a letter or digit, at most 63 characters (it names "
-                        "the store, the model forecaster-NAME and its deployments)")
+    domain: str = Field(
+        ...,
+        pattern=DOMAIN_PATTERN,
+        description="the new domain's name: lower-case letters, "
+        "digits, '-' and '_', starting with a letter or digit, at most 63 characters (it names "
+        "the store, the model forecaster-NAME and its deployments)",
+    )
     # a plain string, not str | None: the Prefect form shows a text box rather than a type switch
-    source: str = Field("", description="where its data is: a CSV or Parquet file or folder on the worker's "
-                        "disk, s3://bucket/key, builtin:NAME (m3-monthly, vic_elec, tourism, ...) or "
-                        "synthetic:...; ingested first. Empty: the domain's store as already ingested")
-    horizon: int = Field(6, ge=1, le=1024, description="test (and validation) points per series, where "
-                         "the source has no per-series horizons")
-    season_length: int | None = Field(None, ge=1, description="steps per seasonal cycle (12 for monthly data, "
-                                      "...); None: from the data, the source's per-series seasons or else the "
-                                      "store's frequency")
-    val_origins: int | None = Field(None, ge=1, le=64, description="validation windows per series, each a horizon "
-                                    "apart before the test window (fewer where a short series cannot spare them): they "
-                                    "choose the fusion weight, the ensemble's weights and the champion; None: by the "
-                                    "domain's size, about 200 windows in all (3 per series from 67 series, up to 30)")
-    series_horizons: bool = Field(True, description="use the source's own per-series horizons and season "
-                                  "lengths when it has them (M3); horizon/season_length apply otherwise")
+    source: str = Field(
+        "",
+        description="where its data is: a CSV or Parquet file or folder on the worker's "
+        "disk, s3://bucket/key, builtin:NAME (m3-monthly, vic_elec, tourism, ...) or "
+        "synthetic:...; ingested first. Empty: the domain's store as already ingested",
+    )
+    horizon: int = Field(
+        6,
+        ge=1,
+        le=1024,
+        description="test (and validation) points per series, where the source has no per-series horizons",
+    )
+    season_length: int | None = Field(
+        None,
+        ge=1,
+        description="steps per seasonal cycle (12 for monthly data, "
+        "...); None: from the data, the source's per-series seasons or else the "
+        "store's frequency",
+    )
+    val_origins: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="validation windows per series, each a horizon "
+        "apart before the test window (fewer where a short series cannot spare them): they "
+        "choose the fusion weight, the ensemble's weights and the champion; None: by the "
+        "domain's size, about 200 windows in all (3 per series from 67 series, up to 30)",
+    )
+    series_horizons: bool = Field(
+        True,
+        description="use the source's own per-series horizons and season "
+        "lengths when it has them (M3); horizon/season_length apply otherwise",
+    )
     freq: str | None = Field(None, description="pandas frequency of ds; inferred when omitted")
 
     @field_validator("source", mode="before")
@@ -170,25 +220,42 @@ class OnboardParams(OnboardingConfig, OnboardTarget):
 class ServeParams(Section):
     """`tsfm serve`: one process serving every domain's ``forecaster-<domain>@<alias>`` (serving/)."""
 
-    domains: list[str] = Field(default_factory=list, description="domains to serve; [] = every forecaster-* model "
-                               "that has the alias (new ones are picked up while running)")
-    domain: str = Field("m3-other", pattern=DOMAIN_PATTERN, description="`tsfm serve --mlflow`: the one domain "
-                        "MLflow's scoring server serves")
+    domains: list[str] = Field(
+        default_factory=list,
+        description="domains to serve; [] = every forecaster-* model "
+        "that has the alias (new ones are picked up while running)",
+    )
+    domain: str = Field(
+        "m3-other",
+        pattern=DOMAIN_PATTERN,
+        description="`tsfm serve --mlflow`: the one domain MLflow's scoring server serves",
+    )
     host: str = Field("127.0.0.1", description="bind address; a non-loopback one needs a token or insecure")
     port: int = Field(5001, ge=1, le=65535, description="TCP port")
     alias: str = Field("champion", description="the alias served")
-    token: SecretStr | None = Field(None, description="bearer token for /invocations, /reload and /metrics "
-                                    "(env TSFM_SERVE__TOKEN); None = open, allowed on loopback only")
+    token: SecretStr | None = Field(
+        None,
+        description="bearer token for /invocations, /reload and /metrics "
+        "(env TSFM_SERVE__TOKEN); None = open, allowed on loopback only",
+    )
     insecure: bool = Field(False, description="serve a non-loopback host without a token (warned at every start)")
     max_body_mb: float = Field(32.0, gt=0, description="largest request body; bigger ones get 413")
     body_timeout_s: float = Field(30.0, gt=0, description="time to receive a request body; a stalled upload gets 408")
-    max_batch_series: int = Field(256, ge=1, description="most series one forward pass gathers; a bigger request "
-                                  "is answered slice by slice, each slice queued behind the requests that came "
-                                  "meanwhile, so it cannot starve small ones")
+    max_batch_series: int = Field(
+        256,
+        ge=1,
+        description="most series one forward pass gathers; a bigger request "
+        "is answered slice by slice, each slice queued behind the requests that came "
+        "meanwhile, so it cannot starve small ones",
+    )
     max_request_series: int = Field(5000, ge=1, description="most series one request may hold; more get 413")
-    drift_requests_per_minute: int = Field(60, ge=0, description="answered requests per client (token or address) "
-                                           "and minute whose inputs enter the drift statistics; the rest are "
-                                           "served but not counted, so no one client can steer the drift alarm")
+    drift_requests_per_minute: int = Field(
+        60,
+        ge=0,
+        description="answered requests per client (token or address) "
+        "and minute whose inputs enter the drift statistics; the rest are "
+        "served but not counted, so no one client can steer the drift alarm",
+    )
     max_wait_ms: float = Field(5.0, ge=0, description="how long a forward pass waits for more requests")
     reload_interval_s: float = Field(10.0, ge=0, description="alias poll interval; 0 = only POST /reload")
     device: str = Field("cpu", description="torch device of the served models: cpu, cuda, cuda:1")
@@ -216,8 +283,12 @@ class DemoParams(Section):
     none) and onboards ``domain`` (which must be one of the sources)."""
 
     domain: str = Field("m3-other", pattern=DOMAIN_PATTERN)
-    continue_steps: int = Field(60, ge=0, description="continued pre-training steps of the shipped backbone "
-                                "(the gate keeps the shipped one unless they help); 0: onboard it as shipped")
+    continue_steps: int = Field(
+        60,
+        ge=0,
+        description="continued pre-training steps of the shipped backbone "
+        "(the gate keeps the shipped one unless they help); 0: onboard it as shipped",
+    )
     continue_lr: float = Field(3e-4, gt=0, description="their peak learning rate (a tenth of pre-training's)")
     season_length: int | None = Field(None, ge=1, description="None: from the data (see onboard.season_length)")
     port: int = Field(0, ge=0, le=65535, description="0 picks a free port")
@@ -227,28 +298,47 @@ class ForecastParams(Section):
     """`tsfm forecast`: the domain's champion (any family) forecasts every series of its latest store (or of
     ``source``) into one Parquet partition per origin (``batch/``); chunks of series run on a Dask cluster."""
 
-    domain: str = Field("m3-other", pattern=DOMAIN_PATTERN, description="the onboarded domain whose champion "
-                        "forecasts")
-    source: str | None = Field(None, description="forecast this source's series instead of the domain's latest "
-                               "store: local path, s3://bucket/key or builtin:<name> (rows validated as on ingest)")
-    columns: dict[str, str] = Field(default_factory=dict, description="the source's column names for unique_id, ds "
-                                    "and y where they differ (as for ingest)")
+    domain: str = Field("m3-other", pattern=DOMAIN_PATTERN, description="the onboarded domain whose champion forecasts")
+    source: str | None = Field(
+        None,
+        description="forecast this source's series instead of the domain's latest "
+        "store: local path, s3://bucket/key or builtin:<name> (rows validated as on ingest)",
+    )
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="the source's column names for unique_id, ds and y where they differ (as for ingest)",
+    )
     date_format: DateFormat = None
-    output: str | None = Field(None, description="dataset root, local folder or s3://bucket/prefix; None = "
-                               "<data_dir>/forecasts/<domain>")
-    horizon: int | None = Field(None, ge=1, le=1024, description="steps per series; None = the champion's default "
-                                "(the domain's horizon)")
-    origin: date | None = Field(None, description="the batch's as-of date, its partition (origin=YYYY-MM-DD); None "
-                                "= the run's scheduled date in schedules.timezone (today for a manual run)")
+    output: str | None = Field(
+        None, description="dataset root, local folder or s3://bucket/prefix; None = <data_dir>/forecasts/<domain>"
+    )
+    horizon: int | None = Field(
+        None, ge=1, le=1024, description="steps per series; None = the champion's default (the domain's horizon)"
+    )
+    origin: date | None = Field(
+        None,
+        description="the batch's as-of date, its partition (origin=YYYY-MM-DD); None "
+        "= the run's scheduled date in schedules.timezone (today for a manual run)",
+    )
     alias: str = Field("champion", description="which version of forecaster-<domain> forecasts")
-    max_history: int = Field(2048, ge=8, description="most recent points per series given to the model (a neural "
-                                                      "model reads its own context length of them)")
+    max_history: int = Field(
+        2048,
+        ge=8,
+        description="most recent points per series given to the model (a neural "
+        "model reads its own context length of them)",
+    )
     chunk_series: int = Field(2000, ge=1, description="series per task: the unit a worker runs and a retry redoes")
-    executor: Literal["dask", "inline"] = Field("dask", description="dask: chunks on a Dask cluster (a local one of "
-                                                "`workers` processes unless dask_address names a scheduler); inline: "
-                                                "one after another in the flow's process")
-    dask_address: str | None = Field(None, description="an existing Dask scheduler, e.g. tcp://dask-scheduler:8786 "
-                                     "(the cluster profile); None = start a local cluster for the run")
+    executor: Literal["dask", "inline"] = Field(
+        "dask",
+        description="dask: chunks on a Dask cluster (a local one of "
+        "`workers` processes unless dask_address names a scheduler); inline: "
+        "one after another in the flow's process",
+    )
+    dask_address: str | None = Field(
+        None,
+        description="an existing Dask scheduler, e.g. tcp://dask-scheduler:8786 "
+        "(the cluster profile); None = start a local cluster for the run",
+    )
     workers: int = Field(2, ge=1, le=256, description="worker processes of the local cluster")
     threads_per_worker: int = Field(1, ge=1, le=64, description="threads per worker (torch and numba use as many)")
     retries: int = Field(2, ge=0, le=10, description="extra attempts of a failed chunk (the others are not redone)")
@@ -259,40 +349,70 @@ class MonitorParams(Section):
     domain's data (and of the contexts its servers received) from what its champion was trained on, and a
     ``tsfm.domain.degraded`` event when either crosses its threshold (``evaluation/realized.py``, ``drift.py``)."""
 
-    domain: str | None = Field(None, pattern=DOMAIN_PATTERN, description="the domain to check; None = every "
-                               "onboarded domain")
-    forecasts: str | None = Field(None, description="batch forecast dataset root; None = forecast.output, else "
-                                  "<data_dir>/forecasts/<domain>")
-    degraded_ratio: float = Field(1.5, gt=1, description="realized / validation figure above which the domain "
-                                  "is degraded (e.g. realized MASE 1.5 x the champion's validation MASE)")
+    domain: str | None = Field(
+        None, pattern=DOMAIN_PATTERN, description="the domain to check; None = every onboarded domain"
+    )
+    forecasts: str | None = Field(
+        None, description="batch forecast dataset root; None = forecast.output, else <data_dir>/forecasts/<domain>"
+    )
+    degraded_ratio: float = Field(
+        1.5,
+        gt=1,
+        description="realized / validation figure above which the domain "
+        "is degraded (e.g. realized MASE 1.5 x the champion's validation MASE)",
+    )
     ratio_metrics: list[Literal["MASE", "sCRPS", "sMAPE"]] = Field(
-        default_factory=lambda: ["MASE"], description="metrics the ratio to validation is judged on. MASE by "
+        default_factory=lambda: ["MASE"],
+        description="metrics the ratio to validation is judged on. MASE by "
         "default: its scale is the series' own history, while a window's sCRPS divides by its own sum |y| and "
-        "swings with a day of near-zero actuals (sCRPS is judged against seasonal naive's on the same points)")
-    naive_ratio: float = Field(1.0, ge=0, description="realized sCRPS / seasonal naive's on the same points (forecast "
-                               "from the same history) above which the domain is degraded: the served forecasts "
-                               "lose to the baseline planners already have; 0 = not judged")
-    min_points: int = Field(20, ge=1, description="forecast points actuals must cover before realized accuracy is "
-                            "judged (fewer: reported, not judged)")
+        "swings with a day of near-zero actuals (sCRPS is judged against seasonal naive's on the same points)",
+    )
+    naive_ratio: float = Field(
+        1.0,
+        ge=0,
+        description="realized sCRPS / seasonal naive's on the same points (forecast "
+        "from the same history) above which the domain is degraded: the served forecasts "
+        "lose to the baseline planners already have; 0 = not judged",
+    )
+    min_points: int = Field(
+        20,
+        ge=1,
+        description="forecast points actuals must cover before realized accuracy is "
+        "judged (fewer: reported, not judged)",
+    )
     window: int = Field(64, ge=8, description="most recent points per series the drift features are computed on")
-    psi_threshold: float = Field(0.25, gt=0, description="population stability index above which a feature has "
-                                 "drifted (0.1: moderate, 0.25: significant, by the usual convention)")
-    min_series: int = Field(30, ge=1, description="series (or served contexts) each side needs before drift is "
-                            "judged")
-    serving_metrics: list[str] = Field(default_factory=list, description="/metrics URLs of the serving replicas; "
-                                       "their input histograms are summed (as Prometheus does) for serving drift")
-    prometheus_url: str | None = Field(None, description="Prometheus that scrapes the replicas, e.g. "
-                                       "http://prometheus:9090 (used instead of serving_metrics)")
+    psi_threshold: float = Field(
+        0.25,
+        gt=0,
+        description="population stability index above which a feature has "
+        "drifted (0.1: moderate, 0.25: significant, by the usual convention)",
+    )
+    min_series: int = Field(30, ge=1, description="series (or served contexts) each side needs before drift is judged")
+    serving_metrics: list[str] = Field(
+        default_factory=list,
+        description="/metrics URLs of the serving replicas; "
+        "their input histograms are summed (as Prometheus does) for serving drift",
+    )
+    prometheus_url: str | None = Field(
+        None,
+        description="Prometheus that scrapes the replicas, e.g. "
+        "http://prometheus:9090 (used instead of serving_metrics)",
+    )
     serving_range: str = Field("7d", description="with prometheus_url: the contexts of this last range")
-    max_champion_age_days: float = Field(30.0, gt=0, description="a champion not re-validated for longer is stale "
-                                         "(the server exports it for the alert rule)")
+    max_champion_age_days: float = Field(
+        30.0,
+        gt=0,
+        description="a champion not re-validated for longer is stale (the server exports it for the alert rule)",
+    )
     emit_events: bool = Field(True, description="emit tsfm.domain.degraded (re-onboarding's trigger)")
 
     @model_validator(mode="after")
     def _one_source_of_serving_metrics(self) -> "MonitorParams":
         if self.prometheus_url and self.serving_metrics:
-            raise ValueError("give either --prometheus-url (monitor.prometheus_url) or --serving-metrics "
-                             "(monitor.serving_metrics), not both: Prometheus already sums the replicas")
+            raise ValueError(
+                "give either --prometheus-url (monitor.prometheus_url) or --serving-metrics "
+                "(monitor.serving_metrics), not both: Prometheus already sums the replicas"
+            )
         return self
 
 
@@ -302,18 +422,28 @@ EVALUATE_BASELINES = ("seasonal_naive", "theta", "auto_ets")
 class EvaluateParams(Section):
     """Zero-shot evaluation of a registered backbone on packaged real data (M3, electricity)."""
 
-    backbone: str = Field(DEFAULT_BACKBONE,
-                          description="models:/<name>@<alias>, models:/<name>/<version>, or a version of `backbone`")
-    datasets: list[str] = Field(default_factory=lambda: ["m3", "vic_elec", "epf_fr_be"],
-                                description="m3, m3-<category>[-<frequency>], vic_elec, epf_fr_be")
+    backbone: str = Field(
+        DEFAULT_BACKBONE, description="models:/<name>@<alias>, models:/<name>/<version>, or a version of `backbone`"
+    )
+    datasets: list[str] = Field(
+        default_factory=lambda: ["m3", "vic_elec", "epf_fr_be"],
+        description="m3, m3-<category>[-<frequency>], vic_elec, epf_fr_be",
+    )
     max_series: int | None = Field(None, ge=1, description="evenly spaced subsample per dataset; None = all")
-    windows: int = Field(7, ge=1, le=365,
-                         description="rolling test windows (stride = horizon, the last one is the test part) "
-                                     "for the electricity series; M3 has its one official test window")
-    baselines: list[str] = Field(default_factory=lambda: list(EVALUATE_BASELINES),
-                                 description="statsforecast baselines; seasonal_naive is required (relative scores)")
-    context_length: int | None = Field(None, ge=8, description="default: the backbone's training context; "
-                                                               "capped by its max_context")
+    windows: int = Field(
+        7,
+        ge=1,
+        le=365,
+        description="rolling test windows (stride = horizon, the last one is the test part) "
+        "for the electricity series; M3 has its one official test window",
+    )
+    baselines: list[str] = Field(
+        default_factory=lambda: list(EVALUATE_BASELINES),
+        description="statsforecast baselines; seasonal_naive is required (relative scores)",
+    )
+    context_length: int | None = Field(
+        None, ge=8, description="default: the backbone's training context; capped by its max_context"
+    )
     max_history: int = Field(2016, ge=16, description="most recent points the statistical baselines are fitted on")
     n_jobs: int = Field(0, ge=0, description="processes for the statistical baselines; 0 = all cores")
     batch_size: int = Field(256, ge=1)
@@ -344,15 +474,26 @@ class ScheduleSettings(Section):
     ingest_cron: str | None = Field("0 2 * * *", description="refresh every source's store")
     retrain_cron: str | None = Field("0 3 * * 0", description="re-train the backbone on the ingested domains")
     onboard_cron: str | None = Field("0 5 * * *", description="re-onboard each domain of onboard_domains")
-    forecast_cron: str | None = Field("0 6 * * *", description="batch-forecast every onboarded domain (after its "
-                                      "re-onboarding)")
-    monitor_cron: str | None = Field(None, description="check every domain's realized accuracy and drift; the "
-                                     "monitor also runs whenever a re-ingest changes a domain's store")
-    onboard_domains: list[str] = Field(default_factory=list, description="domains re-onboarded on schedule; "
-                                       "default: every source except the pre-training-only synthetic one")
+    forecast_cron: str | None = Field(
+        "0 6 * * *", description="batch-forecast every onboarded domain (after its re-onboarding)"
+    )
+    monitor_cron: str | None = Field(
+        None,
+        description="check every domain's realized accuracy and drift; the "
+        "monitor also runs whenever a re-ingest changes a domain's store",
+    )
+    onboard_domains: list[str] = Field(
+        default_factory=list,
+        description="domains re-onboarded on schedule; "
+        "default: every source except the pre-training-only synthetic one",
+    )
     timezone: str = "UTC"
-    watch_interval_s: int | None = Field(300, ge=0, description="seconds between checks of the sources for "
-                                         "new data (tsfm.source.updated re-onboards a domain); None/0 = off")
+    watch_interval_s: int | None = Field(
+        300,
+        ge=0,
+        description="seconds between checks of the sources for "
+        "new data (tsfm.source.updated re-onboards a domain); None/0 = off",
+    )
 
 
 class PromoteSettings(Section):
@@ -361,9 +502,14 @@ class PromoteSettings(Section):
     margin and, scored window by window on the same windows, in ``confidence`` of paired resamples."""
 
     margin: float = Field(0.01, ge=0, lt=1, description="relative improvement required, e.g. 0.01 = 1%")
-    confidence: float = Field(0.9, ge=0, le=1, description="share of paired bootstrap resamples (series with "
-                              "their windows) in which the challenger must still win by the margin; 0 = the "
-                              "means alone decide")
+    confidence: float = Field(
+        0.9,
+        ge=0,
+        le=1,
+        description="share of paired bootstrap resamples (series with "
+        "their windows) in which the challenger must still win by the margin; 0 = the "
+        "means alone decide",
+    )
 
 
 class RetrySettings(Section):
@@ -394,8 +540,10 @@ def profile_values(name: str) -> dict:
     if not path.is_file():
         if name == DEFAULT_PROFILE:
             return {}  # the embedded default needs no file
-        raise ProfileError(f"unknown settings profile {name!r} (TSFM_PROFILE); "
-                           f"available: {', '.join(available_profiles())}, or a path to a .yaml file")
+        raise ProfileError(
+            f"unknown settings profile {name!r} (TSFM_PROFILE); "
+            f"available: {', '.join(available_profiles())}, or a path to a .yaml file"
+        )
     return _read_yaml(path)
 
 
@@ -432,8 +580,11 @@ def _layer(upper: dict, lower: dict) -> dict:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TSFM_", env_nested_delimiter="__", extra="ignore")
 
-    profile: str = Field(DEFAULT_PROFILE, description="settings profile (TSFM_PROFILE): infra/profiles/<name>.yaml "
-                         "layered under params.yaml; embedded = one machine, no servers")
+    profile: str = Field(
+        DEFAULT_PROFILE,
+        description="settings profile (TSFM_PROFILE): infra/profiles/<name>.yaml "
+        "layered under params.yaml; embedded = one machine, no servers",
+    )
     paths: PathSettings = PathSettings()
     mlflow: MlflowSettings = MlflowSettings()
     prefect: PrefectSettings = PrefectSettings()
@@ -528,8 +679,11 @@ def runtime_env(settings: Settings) -> dict[str, str]:
     """Environment variables other libraries read instead of tsfm's settings. Prefect keeps its
     state (the embedded API's database of flow runs) under the project's state folder, not in
     the ``~/.prefect`` every project on the machine shares."""
-    env = {"PREFECT_API_URL": settings.prefect.api_url, "AWS_ENDPOINT_URL_S3": settings.s3.endpoint_url,
-           "PREFECT_HOME": str((settings.paths.state_dir / "prefect").resolve())}
+    env = {
+        "PREFECT_API_URL": settings.prefect.api_url,
+        "AWS_ENDPOINT_URL_S3": settings.s3.endpoint_url,
+        "PREFECT_HOME": str((settings.paths.state_dir / "prefect").resolve()),
+    }
     return {k: v for k, v in env.items() if v}
 
 

@@ -11,6 +11,7 @@ A third process serves the one-click onboarding form (`tsfm deploy --one-click`)
 API: only the form, so opening the UI switches no schedule or trigger on. Its flow runs execute
 in this project (same settings, same state), each in a process of its own.
 """
+
 from __future__ import annotations
 
 import shlex
@@ -42,36 +43,53 @@ class UiCommand:
         return f"{env} {shlex.join(self.cmd)}".strip() + f"   # then open {self.url}"
 
 
-def ui_commands(settings: Settings, host: str = "127.0.0.1", mlflow_port: int = 5000,
-                prefect_port: int = 4200) -> list[UiCommand]:
+def ui_commands(
+    settings: Settings, host: str = "127.0.0.1", mlflow_port: int = 5000, prefect_port: int = 4200
+) -> list[UiCommand]:
     bin_dir = Path(sys.executable).parent
     uri = settings.tracking_uri
     if uri.startswith(("http://", "https://")):
         mlflow = UiCommand("MLflow UI", uri, f"{uri.rstrip('/')}/health")
     else:
         url = f"http://{host}:{mlflow_port}"
-        mlflow = UiCommand("MLflow UI", url, f"{url}/health", [
-            str(bin_dir / "mlflow"), "ui", "--backend-store-uri", uri, "--host", host, "--port", str(mlflow_port)],
-            {"MLFLOW_DISABLE_TELEMETRY": "true"})
+        mlflow = UiCommand(
+            "MLflow UI",
+            url,
+            f"{url}/health",
+            [str(bin_dir / "mlflow"), "ui", "--backend-store-uri", uri, "--host", host, "--port", str(mlflow_port)],
+            {"MLFLOW_DISABLE_TELEMETRY": "true"},
+        )
     api = settings.prefect.api_url
     if api:
         prefect = UiCommand("Prefect UI", api.rstrip("/").removesuffix("/api"), f"{api.rstrip('/')}/health")
     else:
         url = f"http://{host}:{prefect_port}"
         home = runtime_env(settings)["PREFECT_HOME"]
-        prefect = UiCommand("Prefect UI", url, f"{url}/api/health", [
-            str(bin_dir / "prefect"), "server", "start", "--host", host, "--port", str(prefect_port)],
-            {"PREFECT_HOME": home, "PREFECT_UI_API_URL": f"{url}/api", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
+        prefect = UiCommand(
+            "Prefect UI",
+            url,
+            f"{url}/api/health",
+            [str(bin_dir / "prefect"), "server", "start", "--host", host, "--port", str(prefect_port)],
+            {"PREFECT_HOME": home, "PREFECT_UI_API_URL": f"{url}/api", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"},
+        )
     form_url = f"{prefect.url}/deployments"
-    form = UiCommand("Onboarding form", form_url,
-                     f"{prefect.url}/api/deployments/name/onboard_domain/one-click-onboarding",
-                     [str(bin_dir / "tsfm"), "deploy", "--one-click"], {"PREFECT_API_URL": f"{prefect.url}/api"},
-                     str(Path(settings.paths.state_dir) / "one-click-onboarding.log"))
+    form = UiCommand(
+        "Onboarding form",
+        form_url,
+        f"{prefect.url}/api/deployments/name/onboard_domain/one-click-onboarding",
+        [str(bin_dir / "tsfm"), "deploy", "--one-click"],
+        {"PREFECT_API_URL": f"{prefect.url}/api"},
+        str(Path(settings.paths.state_dir) / "one-click-onboarding.log"),
+    )
     return [mlflow, prefect, form]
 
 
-def run_ui(commands: list[UiCommand], say: Callable[[str], None], timeout: float = 120.0,
-           until: Callable[[], bool] | None = None) -> None:
+def run_ui(
+    commands: list[UiCommand],
+    say: Callable[[str], None],
+    timeout: float = 120.0,
+    until: Callable[[], bool] | None = None,
+) -> None:
     """Start what needs starting, say where to look, wait for Ctrl-C (or ``until()``), stop them."""
     import os
 
@@ -90,8 +108,16 @@ def run_ui(commands: list[UiCommand], say: Callable[[str], None], timeout: float
                 if c.log:
                     Path(c.log).parent.mkdir(parents=True, exist_ok=True)
                 out = open(c.log, "a") if c.log else subprocess.DEVNULL
-                procs.append(subprocess.Popen(c.cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                              start_new_session=True, preexec_fn=die_with_parent))
+                procs.append(
+                    subprocess.Popen(
+                        c.cmd,
+                        env=env,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                        preexec_fn=die_with_parent,
+                    )
+                )
                 if c.log:
                     out.close()  # the child keeps its own descriptor
                 wait_http(c.health, procs[-1], timeout, c.name, Path(c.log) if c.log else None)

@@ -8,6 +8,7 @@ series' own horizon): it is skipped, never counted as an error.
 Names: ``scaled_crps`` is per series (an array, averaged over series as the M competitions
 do); ``scaled_crps_pooled`` is one number for a whole set (GIFT-Eval's weighted quantile loss).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -27,8 +28,9 @@ Truth = Float[np.ndarray, "n horizon"]
 
 
 # ------------------------------------------------------------------ pinball (torch, training)
-def pinball(q: Float[Tensor, "*batch quantile"], y: Float[Tensor, "*batch"],
-            levels: Sequence[float] = QUANTILES) -> Float[Tensor, "*batch"]:
+def pinball(
+    q: Float[Tensor, "*batch quantile"], y: Float[Tensor, "*batch"], levels: Sequence[float] = QUANTILES
+) -> Float[Tensor, "*batch"]:
     """Pinball loss averaged over the quantile levels, per element (``y`` finite)."""
     import torch
 
@@ -39,8 +41,9 @@ def pinball(q: Float[Tensor, "*batch quantile"], y: Float[Tensor, "*batch"],
     return torch.maximum(tau * diff, (tau - 1.0) * diff).mean(dim=-1)
 
 
-def pinball_loss(pred: Float[Tensor, "*batch quantile"], target: Float[Tensor, "*batch"],
-                 mask: Bool[Tensor, "*batch"] | None = None) -> Float[Tensor, ""]:
+def pinball_loss(
+    pred: Float[Tensor, "*batch quantile"], target: Float[Tensor, "*batch"], mask: Bool[Tensor, "*batch"] | None = None
+) -> Float[Tensor, ""]:
     """Mean pinball over the elements that count (``mask``); 0 when none does, so an
     all-missing batch adds no gradient."""
     import torch
@@ -53,8 +56,9 @@ def pinball_loss(pred: Float[Tensor, "*batch quantile"], target: Float[Tensor, "
     return torch.where(weight > 0, loss, 0.0).sum() / weight.sum().clamp_min(1.0)
 
 
-def pinball_per_sample(q: Float[Tensor, "batch horizon quantile"],
-                       y: Float[Tensor, "batch horizon"]) -> Float[Tensor, " batch"]:
+def pinball_per_sample(
+    q: Float[Tensor, "batch horizon quantile"], y: Float[Tensor, "batch horizon"]
+) -> Float[Tensor, " batch"]:
     """Mean pinball of each sample over its known steps (NaN in ``y`` = no target)."""
     import torch
 
@@ -98,8 +102,9 @@ def scaled_crps(y: Truth, quantiles: Quantiles, levels: Sequence[float] = QUANTI
         return np.where(denom > 0, loss / np.where(denom > 0, denom, 1.0), np.nan)
 
 
-def scaled_crps_parts(y: Truth, quantiles: Quantiles,
-                      levels: Sequence[float] = QUANTILES) -> tuple[Float[np.ndarray, " n"], Float[np.ndarray, " n"]]:
+def scaled_crps_parts(
+    y: Truth, quantiles: Quantiles, levels: Sequence[float] = QUANTILES
+) -> tuple[Float[np.ndarray, " n"], Float[np.ndarray, " n"]]:
     """Per series numerator and denominator of the pooled score: their sums over any set of
     series give that set's ``scaled_crps_pooled``."""
     return _pinball2(y, quantiles, levels).sum(axis=1).mean(axis=1), np.nansum(np.abs(_as_2d(y)), axis=1)
@@ -136,8 +141,9 @@ def mase_scale(insample: Sequence[np.ndarray], season_length: int | Sequence[int
     return out
 
 
-def mase(y: Truth, point: Truth, insample: Sequence[np.ndarray],
-         season_length: int | Sequence[int]) -> Float[np.ndarray, " n"]:
+def mase(
+    y: Truth, point: Truth, insample: Sequence[np.ndarray], season_length: int | Sequence[int]
+) -> Float[np.ndarray, " n"]:
     """Mean absolute scaled error per series (NaN where the scale is undefined)."""
     y, point = _as_2d(y), _as_2d(point)
     if len(insample) != len(y):
@@ -162,12 +168,17 @@ def coverage(y: Truth, quantiles: Quantiles) -> Float[np.ndarray, " n"]:
     return _mean_over_targets(inside, y)
 
 
-def per_series_metrics(quantiles: Quantiles, y: Truth, insample: Sequence[np.ndarray],
-                       season_length: int | Sequence[int]) -> dict[str, np.ndarray]:
+def per_series_metrics(
+    quantiles: Quantiles, y: Truth, insample: Sequence[np.ndarray], season_length: int | Sequence[int]
+) -> dict[str, np.ndarray]:
     """MASE / sCRPS / sMAPE and 10-90% coverage per series for one model; the median is the point forecast."""
     point = np.asarray(quantiles)[..., MEDIAN]
-    return {"MASE": mase(y, point, insample, season_length), "sCRPS": scaled_crps(y, quantiles),
-            "sMAPE": smape(y, point), "coverage": coverage(y, quantiles)}
+    return {
+        "MASE": mase(y, point, insample, season_length),
+        "sCRPS": scaled_crps(y, quantiles),
+        "sMAPE": smape(y, point),
+        "coverage": coverage(y, quantiles),
+    }
 
 
 def nan_mean(values) -> float:

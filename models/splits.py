@@ -9,6 +9,7 @@ official horizons (M3 categories mix yearly 6 and monthly 18), a mapping unique_
 Every consumer of domain data goes through here, so the rule lives in one place; ``SeriesSplit``
 holds one domain's parts as arrays, made once per onboarding and saved with its result.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -106,7 +107,7 @@ def _pack(parts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _unpack(values: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
-    return [values[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
+    return [values[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
 
 
 class Windows(NamedTuple):
@@ -147,22 +148,36 @@ class SeriesSplit:
             object.__setattr__(self, "origins", np.ones(len(self.ids), dtype=np.int64))
 
     @classmethod
-    def from_frame(cls, df: pd.DataFrame, horizons: int | Mapping[str, int],
-                   seasons: int | Mapping[str, int] = 1, origins: int | None = 1) -> SeriesSplit:
+    def from_frame(
+        cls,
+        df: pd.DataFrame,
+        horizons: int | Mapping[str, int],
+        seasons: int | Mapping[str, int] = 1,
+        origins: int | None = 1,
+    ) -> SeriesSplit:
         split = split_frame(df, horizons, origins)
         own = (lambda u: int(horizons[u])) if isinstance(horizons, Mapping) else (lambda u: int(horizons))
         season = (lambda u: int(seasons[u])) if isinstance(seasons, Mapping) else (lambda u: int(seasons))
         train, val, test = (to_arrays(p) for p in (split.train, split.val, split.test))
-        ids = [u for u in sorted(set(train) | set(val))
-               if u in train and u in val and len(train[u]) >= 1 and len(val[u]) % own(u) == 0]
+        ids = [
+            u
+            for u in sorted(set(train) | set(val))
+            if u in train and u in val and len(train[u]) >= 1 and len(val[u]) % own(u) == 0
+        ]
         skipped = sorted(set(df["unique_id"].astype(str)) - set(ids))
         if not ids:
             shortest = min(horizons.values()) if isinstance(horizons, Mapping) else horizons
             raise ValueError(f"no series long enough for 2 * horizon ({shortest}) + 1 points")
-        return cls(ids, [train[u] for u in ids], [val[u] for u in ids], [test[u] for u in ids],
-                   np.array([own(u) for u in ids], dtype=np.int64),
-                   np.array([season(u) for u in ids], dtype=np.int64), skipped,
-                   np.array([len(val[u]) // own(u) for u in ids], dtype=np.int64))
+        return cls(
+            ids,
+            [train[u] for u in ids],
+            [val[u] for u in ids],
+            [test[u] for u in ids],
+            np.array([own(u) for u in ids], dtype=np.int64),
+            np.array([season(u) for u in ids], dtype=np.int64),
+            skipped,
+            np.array([len(val[u]) // own(u) for u in ids], dtype=np.int64),
+        )
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -186,25 +201,36 @@ class SeriesSplit:
         seeing train and the validation windows before it; test: one per series, seeing train and
         all of validation."""
         if part == "test":
-            return Windows(self.history("test"), pad_right(self.test, self.horizon),
-                           np.arange(len(self), dtype=np.int64), np.zeros(len(self), dtype=np.int64))
+            return Windows(
+                self.history("test"),
+                pad_right(self.test, self.horizon),
+                np.arange(len(self), dtype=np.int64),
+                np.zeros(len(self), dtype=np.int64),
+            )
         self._check(part)
         targets, series, origin = [], [], []
         for i, (val, h, k) in enumerate(zip(self.val, self.horizons, self.origins)):
             for j in range(int(k)):
-                targets.append(val[j * h:(j + 1) * h])
+                targets.append(val[j * h : (j + 1) * h])
                 series.append(i)
                 origin.append(int(k) - j)
-        return Windows(self.history("val"), pad_right(targets, self.horizon), np.asarray(series, dtype=np.int64),
-                       np.asarray(origin, dtype=np.int64))
+        return Windows(
+            self.history("val"),
+            pad_right(targets, self.horizon),
+            np.asarray(series, dtype=np.int64),
+            np.asarray(origin, dtype=np.int64),
+        )
 
     def history(self, part: str) -> list[np.ndarray]:
         """The contexts of ``part``'s windows, in ``windows(part)`` order (reads no target)."""
         self._check(part)
         if part == "test":
             return [np.concatenate([a, b]) for a, b in zip(self.train, self.val)]
-        return [np.concatenate([train, val[:j * h]])
-                for train, val, h, k in zip(self.train, self.val, self.horizons, self.origins) for j in range(int(k))]
+        return [
+            np.concatenate([train, val[: j * h]])
+            for train, val, h, k in zip(self.train, self.val, self.horizons, self.origins)
+            for j in range(int(k))
+        ]
 
     def truth(self, part: str) -> Float[np.ndarray, "m horizon"]:
         """[windows, horizon] targets of ``part``, NaN past each series' own horizon."""
@@ -216,8 +242,13 @@ class SeriesSplit:
             raise ValueError(f"part must be 'val' or 'test', got {part!r}")
 
     def save(self, path: str | Path) -> Path:
-        arrays = {"horizons": self.horizons, "seasons": self.seasons, "origins": self.origins,
-                  "ids": np.asarray(self.ids, dtype=str), "skipped": np.asarray(self.skipped, dtype=str)}
+        arrays = {
+            "horizons": self.horizons,
+            "seasons": self.seasons,
+            "origins": self.origins,
+            "ids": np.asarray(self.ids, dtype=str),
+            "skipped": np.asarray(self.skipped, dtype=str),
+        }
         for part in self.PARTS:
             arrays[f"{part}_values"], arrays[f"{part}_offsets"] = _pack(getattr(self, part))
         np.savez_compressed(path, **arrays)
@@ -227,5 +258,13 @@ class SeriesSplit:
     def load(cls, path: str | Path) -> SeriesSplit:
         with np.load(path) as z:
             parts = {p: _unpack(z[f"{p}_values"], z[f"{p}_offsets"]) for p in cls.PARTS}
-            return cls(z["ids"].tolist(), parts["train"], parts["val"], parts["test"], z["horizons"],
-                       z["seasons"], z["skipped"].tolist(), z["origins"] if "origins" in z.files else None)
+            return cls(
+                z["ids"].tolist(),
+                parts["train"],
+                parts["val"],
+                parts["test"],
+                z["horizons"],
+                z["seasons"],
+                z["skipped"].tolist(),
+                z["origins"] if "origins" in z.files else None,
+            )

@@ -1,5 +1,6 @@
 """Readable messages for a pydantic ``ValidationError``: one line per field, named the way
 the user gave it (a flag, a --set key), never a traceback."""
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -2,6 +2,7 @@
 promotion decision, validation and test tables, where the runs and models are in MLflow),
 the links to MLflow and the fan chart as something a browser can show.
 ``tasks.onboard.publish_onboarding_task`` turns them into Prefect artifacts."""
+
 from __future__ import annotations
 
 import base64
@@ -47,7 +48,8 @@ def onboarding_report(registered: dict, domain: str, settings: Settings, links: 
         f"# Onboarding of `{domain}`",
         "",
         *(f"- {line}" for line in verdict_lines(registered)),
-        f"- `forecaster-{domain}` versions: " + ", ".join(f"{family} v{v}" for family, v in registered["versions"].items()),
+        f"- `forecaster-{domain}` versions: "
+        + ", ".join(f"{family} v{v}" for family, v in registered["versions"].items()),
         f"- components: `fused-{domain}` v{registered['fused_version']}, `teacher-{domain}` "
         f"v{registered['teacher_version']}, `adapter-{domain}` v{registered['adapter_version']}",
         f"- frequency {result.provenance.get('freq') or 'integer steps'}, season {result.provenance.get('season', '?')}: "
@@ -59,8 +61,10 @@ def onboarding_report(registered: dict, domain: str, settings: Settings, links: 
     if links:
         lines.append(f"- MLflow: [run]({links['run']}), [model version]({links['model']})")
     else:
-        lines.append(f"- MLflow run `{registered['run_id']}` in experiment `tsfm-onboard`; open it with "
-                     f"`mlflow ui --backend-store-uri {settings.tracking_uri}`")
+        lines.append(
+            f"- MLflow run `{registered['run_id']}` in experiment `tsfm-onboard`; open it with "
+            f"`mlflow ui --backend-store-uri {settings.tracking_uri}`"
+        )
     lines.append(f"- result folder: `{out}`")
     for title, table in (("Validation (selection happens here)", val), ("Test (never seen while fitting)", test)):
         lines += ["", f"## {title}", "", markdown_table(table.rename_axis("model"))]

@@ -1,4 +1,5 @@
 """Pictures people would rather look at than read: forecast fan charts."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,8 +33,8 @@ def _save_panels(fig, axes, n: int, title: str, path: Path) -> Path:
 
 def fan_chart(
     histories: list[np.ndarray],
-    truth: np.ndarray,            # [N, H]
-    quantiles: np.ndarray,        # [N, H, 9]
+    truth: np.ndarray,  # [N, H]
+    quantiles: np.ndarray,  # [N, H, 9]
     ids: list[str],
     out_file: Path,
     title: str,
@@ -52,8 +53,8 @@ def fan_chart(
         t0, h = len(hist), truth.shape[1]
         times = None if stamps is None else stamps[i]
         if times is not None and len(times) >= len(histories[i]) + 1:  # the history's dates and at least one future
-            past = times[len(histories[i]) - t0:len(histories[i])]
-            future = times[len(histories[i]):len(histories[i]) + h]
+            past = times[len(histories[i]) - t0 : len(histories[i])]
+            future = times[len(histories[i]) : len(histories[i]) + h]
             h = len(future)
             ax.plot(past, hist, color="0.3", lw=1)
             steps = future

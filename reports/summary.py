@@ -1,5 +1,6 @@
 """What a person reads at the end of an onboarding (``tsfm onboard``, the demo): the season used,
 the validation and test tables, which family the gate chose and why, and what was served."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,8 +11,10 @@ def verdict_lines(onboarded: dict) -> list[str]:
     lines = []
     challenger = onboarded.get("challenger")
     if challenger:
-        lines.append(f"candidate: {challenger['family']} ({onboarded.get('model')} v{challenger['version']}), "
-                     f"because {challenger['reason']}")
+        lines.append(
+            f"candidate: {challenger['family']} ({onboarded.get('model')} v{challenger['version']}), "
+            f"because {challenger['reason']}"
+        )
     promo = onboarded.get("promotion")
     if promo:
         state = "PROMOTED to champion" if promo.get("promoted") else "not promoted, stays challenger"
@@ -25,11 +28,15 @@ def validation_line(counts: dict, asked: int | None = None) -> str:
     windows = sum(k * n for k, n in counts.items())
     if len(counts) == 1:
         [(k, _)] = counts.items()
-        per = ("1 window per series, right before test" if k == 1 else
-               f"{k} rolling origins per series, each a horizon apart, all before test")
+        per = (
+            "1 window per series, right before test"
+            if k == 1
+            else f"{k} rolling origins per series, each a horizon apart, all before test"
+        )
     else:
         per = "rolling origins a horizon apart, all before test: " + ", ".join(
-            f"{n} series with {k}" for k, n in sorted(counts.items(), reverse=True))
+            f"{n} series with {k}" for k, n in sorted(counts.items(), reverse=True)
+        )
     if asked and min(counts, default=asked) < asked:
         per += f" ({asked} asked for; a series keeps one horizon of train points before its first origin)"
     return f"validation: {windows} windows, {per}"
@@ -50,8 +57,10 @@ def context_line(backbone: int | None, memory: int | None) -> list[str]:
     datastore, adapter and fused model their windows)."""
     if not backbone or not memory:
         return []
-    return [f"contexts: the backbone family reads up to {backbone} points (the backbone's training context), "
-            f"the datastore, adapter and fused model {memory}"]
+    return [
+        f"contexts: the backbone family reads up to {backbone} points (the backbone's training context), "
+        f"the datastore, adapter and fused model {memory}"
+    ]
 
 
 def ensemble_line(record: dict | None, versions: dict | None = None) -> str:
@@ -60,8 +69,10 @@ def ensemble_line(record: dict | None, versions: dict | None = None) -> str:
     weights = {f: w for f, w in (record.get("weights") or {}).items() if w > 0}
     if not weights:
         return f"ensemble: none ({record.get('reason', 'not fitted')})"
-    parts = ", ".join(f"{f} {w:.2f}" + (f" (v{versions[f]})" if versions and f in versions else "")
-                      for f, w in sorted(weights.items(), key=lambda kv: -kv[1]))
+    parts = ", ".join(
+        f"{f} {w:.2f}" + (f" (v{versions[f]})" if versions and f in versions else "")
+        for f, w in sorted(weights.items(), key=lambda kv: -kv[1])
+    )
     if not record.get("offered"):
         return f"ensemble: not a candidate, {record.get('reason')}"
     return f"ensemble weights (greedy selection on validation, cross-validated over origins): {parts}"
@@ -82,9 +93,10 @@ def timing_line(stages: dict[str, float] | None, total_s: float | None = None) -
         return []
     stages = {k: v for k, v in stages.items() if v >= 0.05}
     if total_s is not None and sum(stages.values()) > total_s:  # adapt and evaluate came from the cache
-        return [f"time: {total_s:.1f} s; fitting and evaluation reused from an earlier run of the same data and "
-                "settings (its stages: " + ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in stages.items())
-                + ")"]
+        return [
+            f"time: {total_s:.1f} s; fitting and evaluation reused from an earlier run of the same data and "
+            "settings (its stages: " + ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in stages.items()) + ")"
+        ]
     if total_s is not None:
         stages["registration_and_orchestration"] = total_s - sum(stages.values())
     parts = ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in sorted(stages.items(), key=lambda kv: -kv[1]))
@@ -110,8 +122,10 @@ def onboarding_summary(onboarded: dict, served: dict | None = None) -> str:
         *verdict_lines(onboarded),
     ]
     if served:
-        lines.append(f"served {served['alias']} ({served['model']}) at {served['url']}: {served['rows']} forecast rows "
-                     f"for {len(served['series'])} series; first row: {served['head'][0]}")
+        lines.append(
+            f"served {served['alias']} ({served['model']}) at {served['url']}: {served['rows']} forecast rows "
+            f"for {len(served['series'])} series; first row: {served['head'][0]}"
+        )
     lines += timing_line(onboarded.get("stage_seconds"), onboarded.get("wall_s"))
     lines.append(f"results: {onboarded['result_dir']}")
     return "\n".join(lines)
@@ -124,10 +138,12 @@ def ingest_summary(store_dir: str | Path) -> str:
     from store.canonical import QUARANTINE_FILE, read_meta
 
     meta = read_meta(store_dir)
-    lines = [f"ingested {meta['domain']}: {meta['rows_in']} rows in, {meta['rows_kept']} kept, "
-             f"{meta['rows_quarantined']} quarantined; {meta['n_series']} series; frequency "
-             f"{meta.get('freq') or 'integer steps'}, season {meta.get('season_length')} "
-             f"(from the {meta.get('season_source', 'default')})"]
+    lines = [
+        f"ingested {meta['domain']}: {meta['rows_in']} rows in, {meta['rows_kept']} kept, "
+        f"{meta['rows_quarantined']} quarantined; {meta['n_series']} series; frequency "
+        f"{meta.get('freq') or 'integer steps'}, season {meta.get('season_length')} "
+        f"(from the {meta.get('season_source', 'default')})"
+    ]
     if meta.get("timezone"):
         lines.append(f"timestamps: {meta['timezone']}")
     from store.ingest import previous_version
@@ -137,10 +153,12 @@ def ingest_summary(store_dir: str | Path) -> str:
         folder, before = previous
         # fewer series, or a fifth fewer rows, than the version it replaced: say so loudly
         drop = meta["n_series"] < before.get("n_series", 0) or meta["rows_kept"] < 0.8 * before.get("rows_kept", 0)
-        lines.append(("WARNING: this version keeps " if drop else "this version keeps ")
-                     + f"{meta['rows_kept']} rows of {meta['n_series']} series; the previous one kept "
-                     f"{before['rows_kept']} rows of {before['n_series']} series and is kept at {folder}"
-                     + (" (copy it back over the store to restore it)" if drop else ""))
+        lines.append(
+            ("WARNING: this version keeps " if drop else "this version keeps ")
+            + f"{meta['rows_kept']} rows of {meta['n_series']} series; the previous one kept "
+            f"{before['rows_kept']} rows of {before['n_series']} series and is kept at {folder}"
+            + (" (copy it back over the store to restore it)" if drop else "")
+        )
     if meta["rows_quarantined"]:
         path = Path(store_dir) / QUARANTINE_FILE
         q = pd.read_parquet(path)
@@ -148,17 +166,24 @@ def ingest_summary(store_dir: str | Path) -> str:
         lines.append("quarantined: " + "; ".join(f"{n} x {reason}" for reason, n in counts.items()))
         dropped = sorted(set(q.loc[q["reason"].str.contains("2*horizon", regex=False), "unique_id"].astype(str)))
         if dropped:
-            lines.append(f"{len(dropped)} series dropped whole (too short for 2 x horizon + min_train): "
-                         + ", ".join(dropped[:10]) + (" ..." if len(dropped) > 10 else ""))
+            lines.append(
+                f"{len(dropped)} series dropped whole (too short for 2 x horizon + min_train): "
+                + ", ".join(dropped[:10])
+                + (" ..." if len(dropped) > 10 else "")
+            )
         off = q.loc[q["reason"].str.contains(" grid at ", regex=False), "unique_id"].astype(str)
         if len(off):
             names = sorted(set(off))
-            lines.append(f"{len(names)} series change their spacing (off the {meta.get('freq')} grid): {len(off)} "
-                         "rows from the change on quarantined: " + ", ".join(names[:10])
-                         + (" ..." if len(names) > 10 else ""))
+            lines.append(
+                f"{len(names)} series change their spacing (off the {meta.get('freq')} grid): {len(off)} "
+                "rows from the change on quarantined: " + ", ".join(names[:10]) + (" ..." if len(names) > 10 else "")
+            )
         first = q.iloc[0]
-        where = f"row {first['row']}" if "file" not in q.columns or first["file"] == meta.get("source") else (
-            f"{first['file']} row {first['row']}")
+        where = (
+            f"row {first['row']}"
+            if "file" not in q.columns or first["file"] == meta.get("source")
+            else (f"{first['file']} row {first['row']}")
+        )
         lines.append(f"first: {where}, column {first['column']}: {first['reason']}")
         lines.append(f"every quarantined row with its reason: {path}")
     return "\n".join(lines)

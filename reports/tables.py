@@ -1,5 +1,6 @@
 """Tables as text: aligned plain text for terminals and logs, pipe tables for markdown
 (docs, MLflow model-version descriptions, Prefect reports)."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -18,9 +19,7 @@ def format_table(df: pd.DataFrame, digits: int = 3) -> str:
     widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
 
     def line(cells):
-        return "  ".join(
-            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
-        )
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
 
     return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, body)])
 

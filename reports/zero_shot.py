@@ -1,4 +1,5 @@
 """The zero-shot evaluation as markdown: headline tables, slices, windows and run time."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -29,8 +30,12 @@ def _pretrain_text(backbone: dict) -> str:
     sources = backbone.get("pretrain_sources") or []
     if not sources:
         return backbone.get("data_version") or "unknown"
-    return ", ".join(f"{s['domain']} (`{s['source']}`, train part: all but the last 2 x {s['horizon']} points)"
-                     if s.get("source") else s["domain"] for s in sources)
+    return ", ".join(
+        f"{s['domain']} (`{s['source']}`, train part: all but the last 2 x {s['horizon']} points)"
+        if s.get("source")
+        else s["domain"]
+        for s in sources
+    )
 
 
 def markdown_report(table: pd.DataFrame, backbone: dict, datasets: dict[str, dict], params: EvaluateParams) -> str:
@@ -60,8 +65,10 @@ def markdown_report(table: pd.DataFrame, backbone: dict, datasets: dict[str, dic
     for name, info in datasets.items():
         if name in ELECTRICITY:
             h, m = ELECTRICITY[name]
-            what = (f"last {params.windows} window(s) of {h} steps per series (rolling origin, season {m}; "
-                    f"baselines fitted on the last {params.max_history} points)")
+            what = (
+                f"last {params.windows} window(s) of {h} steps per series (rolling origin, season {m}; "
+                f"baselines fitted on the last {params.max_history} points)"
+            )
         else:
             what = "official M3 test part (horizon 6/8/18/8, season 1/4/12/1 for yearly/quarterly/monthly/other)"
         if info["series"] < info["series_total"]:
@@ -71,16 +78,17 @@ def markdown_report(table: pd.DataFrame, backbone: dict, datasets: dict[str, dic
     for name, info in datasets.items():
         for o in info.get("pretrain_overlap", []):
             if o["series"]:
-                lines.append(f"- **Not fully zero-shot on {name}**: pre-training used the train part of "
-                             f"`{o['source']}` (store {o['domain']}, horizon {o['horizon']}), which holds up to "
-                             f"{o['max_points']} test point(s) of {o['series']} of the series here "
-                             f"({o['points']} points in all).")
+                lines.append(
+                    f"- **Not fully zero-shot on {name}**: pre-training used the train part of "
+                    f"`{o['source']}` (store {o['domain']}, horizon {o['horizon']}), which holds up to "
+                    f"{o['max_points']} test point(s) of {o['series']} of the series here "
+                    f"({o['points']} points in all)."
+                )
             else:
-                lines.append(f"- {name}: overlap with pre-training store {o['domain']} ({o['source']}) "
-                             f"could not be checked.")
+                lines.append(
+                    f"- {name}: overlap with pre-training store {o['domain']} ({o['source']}) could not be checked."
+                )
     if any(info["fallbacks"] for info in datasets.values()):
         n = sum(len(info["fallbacks"]) for info in datasets.values())
         lines.append(f"- {n} baseline fit(s) fell back to a simpler model (listed in forecast.json).")
     return "\n".join(lines) + "\n"
-
-

@@ -10,6 +10,7 @@ Endpoints:
 With a token set, /invocations, /reload and /metrics want ``Authorization: Bearer <token>``;
 /ping and /health stay open for probes.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -55,9 +56,15 @@ CLIENT_CLOSED = 499  # the status label of a request whose client disconnected (
 class ApiError(Exception):
     """An answer other than 200, MLflow-shaped: {"error_code": ..., "message": ...}."""
 
-    CODES = {400: "INVALID_PARAMETER_VALUE", 401: "UNAUTHENTICATED", 404: "RESOURCE_DOES_NOT_EXIST",
-             408: "REQUEST_TIMEOUT", 413: "REQUEST_LIMIT_EXCEEDED", 422: "INVALID_PARAMETER_VALUE",
-             503: "TEMPORARILY_UNAVAILABLE"}
+    CODES = {
+        400: "INVALID_PARAMETER_VALUE",
+        401: "UNAUTHENTICATED",
+        404: "RESOURCE_DOES_NOT_EXIST",
+        408: "REQUEST_TIMEOUT",
+        413: "REQUEST_LIMIT_EXCEEDED",
+        422: "INVALID_PARAMETER_VALUE",
+        503: "TEMPORARILY_UNAVAILABLE",
+    }
 
     def __init__(self, status: int, message: str, **extra):
         super().__init__(message)
@@ -131,12 +138,14 @@ def pick_model(catalog: Catalog, params: dict) -> ServedModel:
     if domain is None:
         if len(served) == 1:
             return next(iter(served.values()))
-        raise ApiError(400, f"params.domain is required when several domains are served: {sorted(served)}",
-                       domains=sorted(served))
+        raise ApiError(
+            400, f"params.domain is required when several domains are served: {sorted(served)}", domains=sorted(served)
+        )
     model = served.get(str(domain))
     if model is None:
-        raise ApiError(404, f"domain {domain!r} is not served here; served domains: {sorted(served)}",
-                       domains=sorted(served))
+        raise ApiError(
+            404, f"domain {domain!r} is not served here; served domains: {sorted(served)}", domains=sorted(served)
+        )
     return model
 
 
@@ -172,11 +181,17 @@ async def score(served: Served, request: Request) -> Response:
                 parsed = await asyncio.to_thread(parse_context, frame)
             ids, values, stamps = parsed
             if len(ids) > served.max_series:
-                raise ApiError(413, f"{len(ids)} series in one request; the limit is {served.max_series} "
-                                    "(serve.max_request_series): split the request")
+                raise ApiError(
+                    413,
+                    f"{len(ids)} series in one request; the limit is {served.max_series} "
+                    "(serve.max_request_series): split the request",
+                )
             freq = model.meta.get("freq")
-            futures = future_timestamps(ids, stamps, horizon, freq) if small and len(ids) <= 8 else \
-                await asyncio.to_thread(future_timestamps, ids, stamps, horizon, freq)
+            futures = (
+                future_timestamps(ids, stamps, horizon, freq)
+                if small and len(ids) <= 8
+                else await asyncio.to_thread(future_timestamps, ids, stamps, horizon, freq)
+            )
         except ValueError as e:
             raise ApiError(400, str(e)) from None
         except OverflowError:  # an integer of hundreds of digits in y or ds: a client's mistake, not a crash
@@ -188,8 +203,9 @@ async def score(served: Served, request: Request) -> Response:
             quantiles = from_model_scale(quantiles, factors, ids)
         except ValueError as e:
             raise ApiError(422, str(e)) from None
-        answer = _answer(ids, futures, quantiles) if small else await asyncio.to_thread(_answer, ids, futures,
-                                                                                        quantiles)
+        answer = (
+            _answer(ids, futures, quantiles) if small else await asyncio.to_thread(_answer, ids, futures, quantiles)
+        )
         # drift statistics count answered requests only, a bounded number per client and minute
         if served.counts_for_drift(client_of(request)):
             if small:
@@ -206,8 +222,9 @@ async def score(served: Served, request: Request) -> Response:
         response = Response(status_code=CLIENT_CLOSED)
     except Exception as e:  # a bug or a failed forward pass: 500, logged
         log.exception("scoring request failed")
-        response = JSONResponse({"error_code": "INTERNAL_ERROR", "message": f"{type(e).__name__}: {e}"},
-                                status_code=500)
+        response = JSONResponse(
+            {"error_code": "INTERNAL_ERROR", "message": f"{type(e).__name__}: {e}"}, status_code=500
+        )
     finally:
         if not queued:
             served.batcher.incoming -= 1
@@ -216,15 +233,23 @@ async def score(served: Served, request: Request) -> Response:
     return response
 
 
-def create_app(params: ServeParams, tracking_uri: str, catalog: Catalog | None = None,
-               max_champion_age_s: float | None = None) -> FastAPI:
+def create_app(
+    params: ServeParams, tracking_uri: str, catalog: Catalog | None = None, max_champion_age_s: float | None = None
+) -> FastAPI:
     """The serving app. ``catalog``: a prepared one (tests); default: resolve ``params`` in MLflow.
     ``max_champion_age_s``: exported for the stale-champion alert (``monitor.max_champion_age_days``)."""
     catalog = catalog or Catalog(tracking_uri, params.alias, params.domains, params.device)
     metrics = ServingMetrics(max_champion_age_s)
-    served = Served(catalog, MicroBatcher(params.max_batch_series, params.max_wait_ms, metrics), metrics,
-                    params.token.get_secret_value() if params.token else None, int(params.max_body_mb * 1024 * 1024),
-                    params.body_timeout_s, params.max_request_series, params.drift_requests_per_minute)
+    served = Served(
+        catalog,
+        MicroBatcher(params.max_batch_series, params.max_wait_ms, metrics),
+        metrics,
+        params.token.get_secret_value() if params.token else None,
+        int(params.max_body_mb * 1024 * 1024),
+        params.body_timeout_s,
+        params.max_request_series,
+        params.drift_requests_per_minute,
+    )
 
     def on_change(changes: list[dict]) -> None:
         for c in changes:
@@ -275,10 +300,14 @@ def add_routes(app: FastAPI, served: Served) -> None:
     @app.get("/health")
     async def health():
         models = catalog.snapshot()
-        body = {"status": "ok" if models else "loading", "alias": catalog.alias,
-                "domains": {d: m.describe() for d, m in sorted(models.items())},
-                "backbones_loaded": catalog.backbone_count(), "errors": dict(catalog.errors),
-                "last_refresh": catalog.last_refresh}
+        body = {
+            "status": "ok" if models else "loading",
+            "alias": catalog.alias,
+            "domains": {d: m.describe() for d, m in sorted(models.items())},
+            "backbones_loaded": catalog.backbone_count(),
+            "errors": dict(catalog.errors),
+            "last_refresh": catalog.last_refresh,
+        }
         return JSONResponse(body, status_code=200 if models else 503)
 
     @app.get("/metrics")
@@ -291,8 +320,11 @@ def add_routes(app: FastAPI, served: Served) -> None:
     async def reload(request: Request):
         authorize(served, request)
         changes = await asyncio.to_thread(catalog.refresh)  # loads off the event loop
-        return {"changes": changes, "domains": {d: m.version for d, m in sorted(catalog.snapshot().items())},
-                "errors": dict(catalog.errors)}
+        return {
+            "changes": changes,
+            "domains": {d: m.version for d, m in sorted(catalog.snapshot().items())},
+            "errors": dict(catalog.errors),
+        }
 
 
 def client_of(request: Request) -> str:
@@ -310,8 +342,11 @@ def answered_by(model, values) -> str:
     if not any(k in NEURAL for k in kinds):
         return model.label
     short = int(short_rows(values).sum())
-    return (f"{model.label}; {FALLBACK} for {short} series with fewer than {MIN_NEURAL_CONTEXT} points"
-            if short else model.label)
+    return (
+        f"{model.label}; {FALLBACK} for {short} series with fewer than {MIN_NEURAL_CONTEXT} points"
+        if short
+        else model.label
+    )
 
 
 def _answer(ids, futures, quantiles) -> bytes:

@@ -11,6 +11,7 @@ and sorted per step). While a pass runs, new requests queue up, so batches grow 
 Batches are keyed by the model object, not the domain name: a request keeps the version
 it started with even when a reload swaps the domain's model in between.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -66,14 +67,15 @@ class MicroBatcher:
             self._thread.join(timeout=60)
             self._thread = None
 
-    async def predict(self, model: ServedModel, ids: list[str], contexts: list[np.ndarray], horizon: int,
-                      announced: bool = False) -> np.ndarray:
+    async def predict(
+        self, model: ServedModel, ids: list[str], contexts: list[np.ndarray], horizon: int, announced: bool = False
+    ) -> np.ndarray:
         """[N, horizon, Q] for this request's series, computed in shared forward passes.
         ``announced``: the caller counted this request in ``incoming``; it leaves it once queued."""
         size = self.slice_size(model)
         parts = []
         for start in range(0, max(len(contexts), 1), size):
-            item = _Item(model, ids[start:start + size], contexts[start:start + size], horizon)
+            item = _Item(model, ids[start : start + size], contexts[start : start + size], horizon)
             self._queue.put(item)
             if announced and start == 0:
                 self.incoming -= 1

@@ -5,6 +5,7 @@ A request takes one ``ServedModel`` from ``Catalog.get`` and keeps it to the end
 reload never changes the model under a request in flight. The mapping is replaced as a
 whole (copy on write); reading it needs no lock.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -71,17 +72,26 @@ class ServedModel:
         return min(default, self.max_horizon) if self.max_horizon else default
 
     def describe(self) -> dict:
-        return {"model": self.name, "version": self.version, "family": self.family, "alias": self.alias,
-                "backbone_version": self.backbone_version, "backbone_key": self.backbone_key,
-                "max_horizon": self.max_horizon, "freq": self.meta.get("freq"), "season": self.meta.get("season"),
-                "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.loaded_at))}
+        return {
+            "model": self.name,
+            "version": self.version,
+            "family": self.family,
+            "alias": self.alias,
+            "backbone_version": self.backbone_version,
+            "backbone_key": self.backbone_key,
+            "max_horizon": self.max_horizon,
+            "freq": self.meta.get("freq"),
+            "season": self.meta.get("season"),
+            "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.loaded_at)),
+        }
 
 
 class Catalog:
     """The served models of one process. ``refresh()`` is the only writer (serialised by a lock)."""
 
-    def __init__(self, tracking_uri: str, alias: str = "champion", domains: list[str] | None = None,
-                 device: str = "cpu"):
+    def __init__(
+        self, tracking_uri: str, alias: str = "champion", domains: list[str] | None = None, device: str = "cpu"
+    ):
         self.tracking_uri, self.alias, self.device = tracking_uri, alias, device
         self.fixed_domains = list(domains or [])  # [] = every forecaster-* model that has the alias
         self.client = MlflowClient(tracking_uri, tracking_uri)
@@ -121,12 +131,13 @@ class Catalog:
         found: dict[str, str | None] = {}
         token = None
         while True:
-            page = self.client.search_registered_models(filter_string=f"name LIKE '{PREFIX}%'",
-                                                        max_results=200, page_token=token)
+            page = self.client.search_registered_models(
+                filter_string=f"name LIKE '{PREFIX}%'", max_results=200, page_token=token
+            )
             for rm in page:
                 if rm.name.startswith(PREFIX) and self.alias in (rm.aliases or {}):
-                    found[rm.name[len(PREFIX):]] = str(rm.aliases[self.alias])
-                    self._tags_seen[rm.name[len(PREFIX):]] = _monitor_tags(rm.tags)
+                    found[rm.name[len(PREFIX) :]] = str(rm.aliases[self.alias])
+                    self._tags_seen[rm.name[len(PREFIX) :]] = _monitor_tags(rm.tags)
             token = page.token
             if not token:
                 break
@@ -185,8 +196,9 @@ class Catalog:
                 try:
                     new[domain] = self._load(domain, version, new)
                 except Exception as e:
-                    log.exception("loading %s%s/%s failed; keeping %s", PREFIX, domain, version,
-                                  old.label if old else "nothing")
+                    log.exception(
+                        "loading %s%s/%s failed; keeping %s", PREFIX, domain, version, old.label if old else "nothing"
+                    )
                     self.errors[domain] = f"loading version {version} failed: {e}"
                     changes.append({"domain": domain, "from": old and old.version, "to": version, "error": str(e)})
                     continue
@@ -202,8 +214,14 @@ class Catalog:
             self._backbones = {k: b for k, b in self._backbones.items() if k in used}
             self.last_refresh = time.time()
         for c in changes:
-            log.info("serving %s%s: %s -> %s%s", PREFIX, c["domain"], c["from"], c["to"],
-                     f" (failed: {c['error']})" if "error" in c else "")
+            log.info(
+                "serving %s%s: %s -> %s%s",
+                PREFIX,
+                c["domain"],
+                c["from"],
+                c["to"],
+                f" (failed: {c['error']})" if "error" in c else "",
+            )
         if changes and self.on_change is not None:
             self.on_change(changes)
         if self.on_tags is not None:
@@ -295,5 +313,6 @@ def check_served(tracking_uri: str, domains: list[str], alias: str = "champion")
     if missing:
         raise NotFoundError(
             f"no {PREFIX}<domain>@{alias} for {', '.join(missing)}; domains with one: "
-            f"{', '.join(sorted(available)) or 'none (onboard a domain first: tsfm onboard --domain NAME --source PATH)'}")
+            f"{', '.join(sorted(available)) or 'none (onboard a domain first: tsfm onboard --domain NAME --source PATH)'}"
+        )
     return {d: available[d] for d in domains} if domains else available

@@ -1,6 +1,7 @@
 """Who can reach the server: a non-loopback bind address needs a bearer token, or an explicit
 ``--insecure`` that is warned about at every start (issue: /invocations and /reload open to the
 network by accident)."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -31,6 +32,9 @@ def check_bind(host: str, has_token: bool, insecure: bool) -> str | None:
         raise InputError(
             f"refusing to serve on {host} without a bearer token: /invocations and /reload would be open to "
             "anyone who reaches this address. Set TSFM_SERVE__TOKEN (or serve.token in params.yaml), bind "
-            "127.0.0.1, or pass --insecure if something in front of the server authenticates")
-    return (f"WARNING: serving on {host} with no bearer token (--insecure): anyone who reaches this address can "
-            "request forecasts and reload models")
+            "127.0.0.1, or pass --insecure if something in front of the server authenticates"
+        )
+    return (
+        f"WARNING: serving on {host} with no bearer token (--insecure): anyone who reaches this address can "
+        "request forecasts and reload models"
+    )

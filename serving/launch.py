@@ -6,6 +6,7 @@ process, one backbone, hot reload on alias moves) and MLflow's scoring server fo
 domain (``mlflow models serve``: resolves the alias once at start-up, so a promotion
 needs a restart; kept for comparison in the serving benchmark).
 """
+
 from __future__ import annotations
 
 import os
@@ -23,9 +24,21 @@ REPO = Path(__file__).resolve().parent.parent
 def server_command(domain: str, host: str, port: int, alias: str = "champion") -> list[str]:
     """MLflow's scoring server for ``forecaster-<domain>@<alias>``."""
     return [
-        sys.executable, "-m", "mlflow", "models", "serve",
-        "-m", f"models:/forecaster-{domain}@{alias}",
-        "--host", host, "--port", str(port), "--workers", "1", "--env-manager", "local",
+        sys.executable,
+        "-m",
+        "mlflow",
+        "models",
+        "serve",
+        "-m",
+        f"models:/forecaster-{domain}@{alias}",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--env-manager",
+        "local",
     ]
 
 
@@ -39,18 +52,34 @@ def server_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def start_server(domain: str, settings: Settings, host: str = "127.0.0.1", port: int = 0,
-                 alias: str = "champion", log_file: Path | None = None) -> tuple[subprocess.Popen, str]:
+def start_server(
+    domain: str,
+    settings: Settings,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    alias: str = "champion",
+    log_file: Path | None = None,
+) -> tuple[subprocess.Popen, str]:
     """Start MLflow's scoring server in the background; returns the process and its base URL."""
     port = port or free_port(host)
     out = open(log_file, "w") if log_file else subprocess.DEVNULL
-    proc = subprocess.Popen(server_command(domain, host, port, alias), env=server_env(settings),
-                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        server_command(domain, host, port, alias),
+        env=server_env(settings),
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     return proc, f"http://{host}:{port}"
 
 
-def tsfm_server_command(host: str, port: int, domains: list[str] | None = None, alias: str = "champion",
-                        reload_interval_s: float | None = None) -> list[str]:
+def tsfm_server_command(
+    host: str,
+    port: int,
+    domains: list[str] | None = None,
+    alias: str = "champion",
+    reload_interval_s: float | None = None,
+) -> list[str]:
     """tsfm's multi-domain server (``python -m serving``); domains None/[]: every forecaster-* with the alias."""
     cmd = [sys.executable, "-m", "serving", "--host", host, "--port", str(port), "--alias", alias]
     if domains:
@@ -60,9 +89,16 @@ def tsfm_server_command(host: str, port: int, domains: list[str] | None = None, 
     return cmd
 
 
-def start_tsfm_server(settings: Settings, domains: list[str] | None = None, host: str = "127.0.0.1", port: int = 0,
-                      alias: str = "champion", log_file: Path | None = None, reload_interval_s: float | None = None,
-                      env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+def start_tsfm_server(
+    settings: Settings,
+    domains: list[str] | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    alias: str = "champion",
+    log_file: Path | None = None,
+    reload_interval_s: float | None = None,
+    env: dict[str, str] | None = None,
+) -> tuple[subprocess.Popen, str]:
     """Start tsfm's server in the background (same settings, TSFM_* environment included);
     returns the process and its base URL. ``env``: extra variables, e.g. ``TSFM_SERVE__TOKEN``."""
     port = port or free_port(host)
@@ -70,8 +106,13 @@ def start_tsfm_server(settings: Settings, domains: list[str] | None = None, host
     # importable from any working directory, installed or not
     full_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), full_env.get("PYTHONPATH")) if p)
     out = open(log_file, "w") if log_file else subprocess.DEVNULL
-    proc = subprocess.Popen(tsfm_server_command(host, port, domains, alias, reload_interval_s), env=full_env,
-                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        tsfm_server_command(host, port, domains, alias, reload_interval_s),
+        env=full_env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     return proc, f"http://{host}:{port}"
 
 

@@ -10,6 +10,7 @@ It also re-exports what the registry says about each domain (read on every alias
 when its champion was last validated (``champion.validated_at``) and the monitor's last verdict
 (``monitor.*`` tags of forecaster-<domain>), so alert rules and dashboards see both.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -34,53 +35,93 @@ class ServingMetrics:
             extra = {"buckets": buckets} if buckets else {}
             return kind(f"tsfm_serve_{name}", doc, ["domain"], registry=r, **extra)
 
-        self.requests = Counter("tsfm_serve_requests", "Scoring requests by domain and HTTP status",
-                                ["domain", "code"], registry=r)
-        self.latency = per_domain(Histogram, "request_seconds", "Scoring request latency (body read to answer)",
-                                  LATENCY_BUCKETS)
-        self.batch_requests = per_domain(Histogram, "batch_requests", "Requests answered by one forward pass",
-                                         COUNT_BUCKETS)
+        self.requests = Counter(
+            "tsfm_serve_requests", "Scoring requests by domain and HTTP status", ["domain", "code"], registry=r
+        )
+        self.latency = per_domain(
+            Histogram, "request_seconds", "Scoring request latency (body read to answer)", LATENCY_BUCKETS
+        )
+        self.batch_requests = per_domain(
+            Histogram, "batch_requests", "Requests answered by one forward pass", COUNT_BUCKETS
+        )
         self.batch_series = per_domain(Histogram, "batch_series", "Series in one forward pass", COUNT_BUCKETS)
-        self.forward_seconds = per_domain(Histogram, "forward_seconds", "Time of one batched forward pass",
-                                          LATENCY_BUCKETS)
+        self.forward_seconds = per_domain(
+            Histogram, "forward_seconds", "Time of one batched forward pass", LATENCY_BUCKETS
+        )
         self.series = per_domain(Counter, "input_series", "Series received")
         self.values = per_domain(Counter, "input_values", "Context values received (missing included)")
         self.missing = per_domain(Counter, "input_missing_values", "Context values that were missing (NaN/null)")
-        self.context_length = per_domain(Histogram, "input_context_length", "Context points per series",
-                                         LENGTH_BUCKETS)
+        self.context_length = per_domain(Histogram, "input_context_length", "Context points per series", LENGTH_BUCKETS)
         # one histogram per drift feature, on the monitor's buckets
-        self.features = {f: Histogram(FEATURE_METRICS[f], f"Per-series {FEATURE_DOCS[f]}", ["domain"], registry=r,
-                                      buckets=BUCKETS[f]) for f in FEATURES}
+        self.features = {
+            f: Histogram(
+                FEATURE_METRICS[f], f"Per-series {FEATURE_DOCS[f]}", ["domain"], registry=r, buckets=BUCKETS[f]
+            )
+            for f in FEATURES
+        }
         self.horizon = per_domain(Histogram, "horizon", "Requested horizon", COUNT_BUCKETS)
-        self.model_info = Gauge("tsfm_serve_model_info", "Served model version per domain (value 1)",
-                                ["domain", "model", "version", "family", "alias", "backbone_version"], registry=r)
-        self.reloads = Counter("tsfm_serve_reloads", "Model swaps by domain and outcome (ok, failed, removed)",
-                               ["domain", "outcome"], registry=r)
+        self.model_info = Gauge(
+            "tsfm_serve_model_info",
+            "Served model version per domain (value 1)",
+            ["domain", "model", "version", "family", "alias", "backbone_version"],
+            registry=r,
+        )
+        self.reloads = Counter(
+            "tsfm_serve_reloads",
+            "Model swaps by domain and outcome (ok, failed, removed)",
+            ["domain", "outcome"],
+            registry=r,
+        )
         self.backbones = Gauge("tsfm_serve_backbones_loaded", "Distinct backbone objects in memory", registry=r)
-        self.validated_at = Gauge("tsfm_serve_champion_validated_timestamp_seconds", "When the served champion "
-                                  "last passed a validation (its promotion or a re-onboarding that kept it)",
-                                  ["domain"], registry=r)
-        self.max_age = Gauge("tsfm_serve_champion_max_age_seconds", "Configured age after which a champion not "
-                             "re-validated is stale (monitor.max_champion_age_days)", registry=r)
+        self.validated_at = Gauge(
+            "tsfm_serve_champion_validated_timestamp_seconds",
+            "When the served champion last passed a validation (its promotion or a re-onboarding that kept it)",
+            ["domain"],
+            registry=r,
+        )
+        self.max_age = Gauge(
+            "tsfm_serve_champion_max_age_seconds",
+            "Configured age after which a champion not re-validated is stale (monitor.max_champion_age_days)",
+            registry=r,
+        )
         if max_champion_age_s:
             self.max_age.set(max_champion_age_s)
-        self.checked_at = Gauge("tsfm_monitor_checked_timestamp_seconds", "Last monitor check of the domain",
-                                ["domain"], registry=r)
-        self.degraded = Gauge("tsfm_monitor_degraded", "1 when the last monitor check found the domain degraded",
-                              ["domain"], registry=r)
-        self.realized_ratio = Gauge("tsfm_monitor_realized_ratio", "Realized accuracy / the model's validation "
-                                    "figure at the last check (above 1: worse than promised)", ["domain", "metric"],
-                                    registry=r)
-        self.vs_naive = Gauge("tsfm_monitor_vs_naive", "Realized accuracy / seasonal naive's on the same points, "
-                              "forecast from the same history, at the last check that scored points (above 1: the "
-                              "served forecasts lose to the baseline)", ["domain", "metric"], registry=r)
-        self.coverage = Gauge("tsfm_monitor_coverage", "Share of actuals inside the 10-90% interval at the last "
-                              "check (nominal 0.8)", ["domain"], registry=r)
-        self.drift_psi = Gauge("tsfm_monitor_drift_psi", "Population stability index of a per-series feature, new "
-                               "data (data=store) or served contexts (data=serving) vs the champion's training data",
-                               ["domain", "data", "feature"], registry=r)
-        self.drift_threshold = Gauge("tsfm_monitor_drift_threshold", "PSI above which a feature counts as drifted",
-                                     ["domain"], registry=r)
+        self.checked_at = Gauge(
+            "tsfm_monitor_checked_timestamp_seconds", "Last monitor check of the domain", ["domain"], registry=r
+        )
+        self.degraded = Gauge(
+            "tsfm_monitor_degraded", "1 when the last monitor check found the domain degraded", ["domain"], registry=r
+        )
+        self.realized_ratio = Gauge(
+            "tsfm_monitor_realized_ratio",
+            "Realized accuracy / the model's validation figure at the last check (above 1: worse than promised)",
+            ["domain", "metric"],
+            registry=r,
+        )
+        self.vs_naive = Gauge(
+            "tsfm_monitor_vs_naive",
+            "Realized accuracy / seasonal naive's on the same points, "
+            "forecast from the same history, at the last check that scored points (above 1: the "
+            "served forecasts lose to the baseline)",
+            ["domain", "metric"],
+            registry=r,
+        )
+        self.coverage = Gauge(
+            "tsfm_monitor_coverage",
+            "Share of actuals inside the 10-90% interval at the last check (nominal 0.8)",
+            ["domain"],
+            registry=r,
+        )
+        self.drift_psi = Gauge(
+            "tsfm_monitor_drift_psi",
+            "Population stability index of a per-series feature, new "
+            "data (data=store) or served contexts (data=serving) vs the champion's training data",
+            ["domain", "data", "feature"],
+            registry=r,
+        )
+        self.drift_threshold = Gauge(
+            "tsfm_monitor_drift_threshold", "PSI above which a feature counts as drifted", ["domain"], registry=r
+        )
 
     def observe_inputs(self, domain: str, values: list[np.ndarray], horizon: int, season: int = 1) -> None:
         """Per-series input statistics of one request (values: context arrays, NaN = missing)."""
@@ -104,25 +145,38 @@ class ServingMetrics:
         for domain, m in models.items():
             self.model_info.labels(domain, m.name, m.version, m.family, m.alias, m.backbone_version or "").set(1)
             for hist in self.features.values():  # exported at 0 from the start: increase() then counts
-                hist.labels(domain)              # the first contexts too (a new series' first sample is not)
+                hist.labels(domain)  # the first contexts too (a new series' first sample is not)
         self.backbones.set(backbones)
 
     def set_domain_tags(self, tags: dict[str, dict[str, str]]) -> None:
         """Re-export the registry's per-domain facts (domain -> tags of forecaster-<domain>, plus
         ``validated_at`` of the served champion) after every alias poll."""
-        for g in (self.validated_at, self.checked_at, self.degraded, self.realized_ratio, self.vs_naive, self.coverage,
-                  self.drift_psi, self.drift_threshold):
+        for g in (
+            self.validated_at,
+            self.checked_at,
+            self.degraded,
+            self.realized_ratio,
+            self.vs_naive,
+            self.coverage,
+            self.drift_psi,
+            self.drift_threshold,
+        ):
             g.clear()
         for domain, t in tags.items():
+
             def num(key: str) -> float | None:
                 try:
                     return float(t[key])
                 except (KeyError, TypeError, ValueError):
                     return None
 
-            for key, gauge in (("validated_at", self.validated_at), ("monitor.checked_at", self.checked_at),
-                               ("monitor.degraded", self.degraded), ("monitor.coverage", self.coverage),
-                               ("monitor.psi_threshold", self.drift_threshold)):
+            for key, gauge in (
+                ("validated_at", self.validated_at),
+                ("monitor.checked_at", self.checked_at),
+                ("monitor.degraded", self.degraded),
+                ("monitor.coverage", self.coverage),
+                ("monitor.psi_threshold", self.drift_threshold),
+            ):
                 if (x := num(key)) is not None:
                     gauge.labels(domain).set(x)
             for key in t:

@@ -1,4 +1,5 @@
 """Start the serving app with uvicorn: settings + overrides -> one worker in the foreground."""
+
 from __future__ import annotations
 
 import logging
@@ -25,14 +26,20 @@ def run(settings: Settings | None = None, params: ServeParams | None = None, **o
     warning = check_bind(params.host, params.token is not None, params.insecure)  # before anything is loaded
     found = check_served(settings.tracking_uri, params.domains, params.alias)  # fails now on a domain without one
     if not found:
-        print(f"no forecaster-*@{params.alias} yet: serving nothing until a domain gets one "
-              "(tsfm onboard --domain NAME --source PATH)", flush=True)
+        print(
+            f"no forecaster-*@{params.alias} yet: serving nothing until a domain gets one "
+            "(tsfm onboard --domain NAME --source PATH)",
+            flush=True,
+        )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(params, settings.tracking_uri, max_champion_age_s=settings.monitor.max_champion_age_days * 86400)
     served = ", ".join(params.domains) or f"every forecaster-* model @{params.alias}"
     if warning:
         print(warning, file=sys.stderr, flush=True)
-    print(f"tsfm serving {served} on http://{params.host}:{params.port}/invocations"
-          + (" (bearer token required)" if params.token else ""), flush=True)
+    print(
+        f"tsfm serving {served} on http://{params.host}:{params.port}/invocations"
+        + (" (bearer token required)" if params.token else ""),
+        flush=True,
+    )
     # one worker: the backbones are loaded once and every request shares the micro-batcher
     uvicorn.run(app, host=params.host, port=params.port, workers=1, log_level="info", access_log=False)

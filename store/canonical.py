@@ -6,6 +6,7 @@ The store holds ``series.parquet`` (good rows: unique_id, ds, y), ``quarantine.p
 validated for, the data md5) and, when the source knows them, ``series_meta.parquet`` (each
 series' official horizon and season length, e.g. M3).
 """
+
 from __future__ import annotations
 
 import json
@@ -44,8 +45,7 @@ def read_series_meta(store_dir: Path | str) -> pd.DataFrame | None:
     return df.assign(unique_id=df["unique_id"].astype(str))
 
 
-def split_horizons(store_dir: Path | str, horizon: int | None = None,
-                   per_series: bool = True) -> int | dict[str, int]:
+def split_horizons(store_dir: Path | str, horizon: int | None = None, per_series: bool = True) -> int | dict[str, int]:
     """The horizon(s) the store's series are split with. The one rule: each series' own
     horizon where the source gave one (and ``per_series``); otherwise ``horizon``, by default
     the one the store was validated for, and never more than that."""
@@ -56,13 +56,16 @@ def split_horizons(store_dir: Path | str, horizon: int | None = None,
     if horizon is None:
         return validated
     if horizon > validated:
-        raise ValueError(f"horizon {horizon} exceeds the {validated} the store at {Path(store_dir)} was validated "
-                         f"for; re-ingest with --horizon {horizon}")
+        raise ValueError(
+            f"horizon {horizon} exceeds the {validated} the store at {Path(store_dir)} was validated "
+            f"for; re-ingest with --horizon {horizon}"
+        )
     return int(horizon)
 
 
-def series_seasons(store_dir: Path | str, season_length: int | None = None,
-                   per_series: bool = True) -> int | dict[str, int]:
+def series_seasons(
+    store_dir: Path | str, season_length: int | None = None, per_series: bool = True
+) -> int | dict[str, int]:
     """Each series' season: ``season_length`` when the user set one; else the source's per-series
     seasons (M3); else the store's (the source's, or the one its frequency implies)."""
     if season_length is not None:
@@ -84,12 +87,19 @@ def describe_seasons(store_dir: Path | str, season_length: int | None = None, pe
         return "per series, from the source (" + ", ".join(f"{m}: {n} series" for m, n in sorted(counts.items())) + ")"
     meta = read_meta(store_dir)
     source = meta.get("season_source") or ("frequency" if meta.get("freq") else "default")
-    return {"source": f"{seasons} (given by the source)", "frequency": f"{seasons} (from the frequency {meta.get('freq')})",
-            }.get(source, f"{seasons} (no frequency known: integer steps)")
+    return {
+        "source": f"{seasons} (given by the source)",
+        "frequency": f"{seasons} (from the frequency {meta.get('freq')})",
+    }.get(source, f"{seasons} (no frequency known: integer steps)")
 
 
-def read_split(store_dir: Path | str, horizon: int | None = None, season_length: int | None = None,
-               per_series: bool = True, origins: int | None = 1) -> tuple[SeriesSplit, dict]:
+def read_split(
+    store_dir: Path | str,
+    horizon: int | None = None,
+    season_length: int | None = None,
+    per_series: bool = True,
+    origins: int | None = 1,
+) -> tuple[SeriesSplit, dict]:
     """The store read once and split by ``split_horizons``, with up to ``origins`` validation
     windows per series (None: by the domain's size, ``models.splits.resolve_origins``): (split, meta)."""
     df, meta = read_store(store_dir)
@@ -101,6 +111,8 @@ def read_split(store_dir: Path | str, horizon: int | None = None, season_length:
         if not str(e).startswith("no series long enough"):
             raise
         longest = int(df.groupby("unique_id").size().max())
-        raise InputError(f"{meta.get('domain', store_dir)}: horizon {horizon} is too long for this data: the longest "
-                         f"series has {longest} points and a series needs 2 x horizon + 1; horizon "
-                         f"{max((longest - 1) // 2, 1)} or less fits") from None
+        raise InputError(
+            f"{meta.get('domain', store_dir)}: horizon {horizon} is too long for this data: the longest "
+            f"series has {longest} points and a series needs 2 x horizon + 1; horizon "
+            f"{max((longest - 1) // 2, 1)} or less fits"
+        ) from None

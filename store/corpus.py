@@ -1,5 +1,6 @@
 """The pre-training corpus: the TRAIN part of each ingested store (never a validation window or test),
 one Parquet file per domain so the trainer can weight domains."""
+
 from __future__ import annotations
 
 import os

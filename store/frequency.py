@@ -5,6 +5,7 @@ The season is the number of steps in the data's natural cycle: a day for sub-dai
 weekly, monthly and quarterly data (52, 12, 4), none (1) for yearly data and integer
 steps. Seasonal naive, AutoETS, Theta and the MASE scale all use it.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -38,7 +39,10 @@ def offset_of(freq: str | None):
         return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # deprecated aliases ("H", "T") still parse
-        for text in (freq, {"M": "ME", "Q": "QE", "Y": "YE", "A": "YE", "H": "h", "T": "min", "S": "s"}.get(freq, freq)):
+        for text in (
+            freq,
+            {"M": "ME", "Q": "QE", "Y": "YE", "A": "YE", "H": "h", "T": "min", "S": "s"}.get(freq, freq),
+        ):
             try:
                 return to_offset(text)
             except ValueError:
@@ -72,8 +76,12 @@ def season_from_freq(freq: str | None) -> int:
 
 def describe_season(season: int, freq: str | None, source: str) -> str:
     """For reports: ``12 (monthly data, MS)``."""
-    where = {"frequency": f"from the frequency {freq}", "source": "given by the source",
-             "user": "set by the user", "default": "no frequency known"}.get(source, source)
+    where = {
+        "frequency": f"from the frequency {freq}",
+        "source": "given by the source",
+        "user": "set by the user",
+        "default": "no frequency known",
+    }.get(source, source)
     return f"{season} ({where})"
 
 

@@ -1,4 +1,5 @@
 """The one rule for a domain's held-out horizon when a command names none."""
+
 from __future__ import annotations
 
 from infra.settings import IngestParams, Settings, SourceSpec

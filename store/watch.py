@@ -9,6 +9,7 @@ The last fingerprint seen per domain is kept in ``<state_dir>/source_watch.json`
 whose fingerprint changed, ``tsfm.source.updated`` is emitted with resource ``tsfm.source.<domain>``;
 the ``onboard-<domain>`` deployment's trigger expects it and re-onboards (re-ingesting first).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -42,8 +43,9 @@ def fingerprint(uri: str) -> str | None:
     else:
         path = _local_path(uri)
         if path.is_dir():
-            listing = [(p.relative_to(path).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
-                       for p in folder_files(path)]
+            listing = [
+                (p.relative_to(path).as_posix(), p.stat().st_size, p.stat().st_mtime_ns) for p in folder_files(path)
+            ]
         elif path.is_file():
             listing = [(path.name, path.stat().st_size, path.stat().st_mtime_ns)]
         else:
@@ -105,9 +107,17 @@ def emit_updates(changed: dict[str, dict]) -> list[str]:
     """One ``tsfm.source.updated`` event per changed domain; returns the event ids."""
     ids = []
     for domain, info in sorted(changed.items()):
-        sent = emit(SOURCE_UPDATED, source_resource(domain), domain,
-                    {"domain": domain, "source": info["source"], "fingerprint": info["fingerprint"],
-                     "previous": info["previous"]})
+        sent = emit(
+            SOURCE_UPDATED,
+            source_resource(domain),
+            domain,
+            {
+                "domain": domain,
+                "source": info["source"],
+                "fingerprint": info["fingerprint"],
+                "previous": info["previous"],
+            },
+        )
         if sent is not None:
             ids.append(sent)
     return ids
@@ -124,4 +134,3 @@ def watch_sources(settings: Settings, sources: dict[str, SourceSpec] | None = No
     if changed:
         run_logger().info("new data at the sources of %s", ", ".join(sorted(changed)))
     return sorted(changed)
-

@@ -1,5 +1,6 @@
 """The demo's last steps as Prefect tasks: serve the domain's champion for one real HTTP
 request, then print (and publish) what was trained, what won and what was served."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -17,8 +18,15 @@ from store.canonical import read_store, split_horizons
 
 
 @task(name="serve-and-request")
-def serve_and_request_task(domain: str, store_dir: str, horizon: int, settings: Settings,
-                           port: int = 0, alias: str = "champion", n_series: int = 3) -> dict:
+def serve_and_request_task(
+    domain: str,
+    store_dir: str,
+    horizon: int,
+    settings: Settings,
+    port: int = 0,
+    alias: str = "champion",
+    n_series: int = 3,
+) -> dict:
     """Start tsfm's server (``python -m serving``) for ``fused-<domain>@<alias>`` on 127.0.0.1,
     forecast a few series' test windows over HTTP, stop it."""
     df, _ = read_store(store_dir)
@@ -32,12 +40,12 @@ def serve_and_request_task(domain: str, store_dir: str, horizon: int, settings: 
     # the token of the settings (if any) travels in the inherited environment
     token = settings.serve.token.get_secret_value() if settings.serve.token else None
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    proc, url = start_tsfm_server(settings, [domain], port=port, alias=alias, log_file=log_file,
-                                  reload_interval_s=0)
+    proc, url = start_tsfm_server(settings, [domain], port=port, alias=alias, log_file=log_file, reload_interval_s=0)
     try:
         wait_ready(url, proc)
-        resp = requests.post(f"{url}/invocations", json=request_body(context, horizon, domain), headers=headers,
-                             timeout=60)
+        resp = requests.post(
+            f"{url}/invocations", json=request_body(context, horizon, domain), headers=headers, timeout=60
+        )
         if resp.status_code != 200:
             raise RuntimeError(f"server answered {resp.status_code}: {resp.text[:500]}")
         answer = pd.DataFrame(resp.json()["predictions"])
@@ -45,8 +53,14 @@ def serve_and_request_task(domain: str, store_dir: str, horizon: int, settings: 
         stop_server(proc)
     model = resp.headers.get(MODEL_HEADER)
     run_logger().info("served %s (%s): %d rows for %d series from %s", domain, model, len(answer), len(ids), url)
-    return {"url": url, "alias": alias, "model": model, "rows": len(answer), "series": ids,
-            "head": answer.head(horizon).to_dict("records")}
+    return {
+        "url": url,
+        "alias": alias,
+        "model": model,
+        "rows": len(answer),
+        "series": ids,
+        "head": answer.head(horizon).to_dict("records"),
+    }
 
 
 @task(name="report")

@@ -5,6 +5,7 @@ a time (frozen backbone and statsforecast baselines on the test windows, metrics
 series) -> summarize (tables overall, by M3 category and by frequency) -> log (MLflow run,
 metrics, artifacts, tags on the backbone version). What is scored is ``evaluation.zero_shot``.
 """
+
 from __future__ import annotations
 
 import json
@@ -69,18 +70,31 @@ def prepare_zero_shot(params: EvaluateParams, settings: Settings) -> dict:
     cfg = forecaster.backbone.config
     tags = registry.version_tags(name, version)
     info = {
-        "uri": params.backbone, "name": name, "version": version, "model_dir": str(model_dir),
-        "run_dir": str(run_dir), "train_context": int(forecaster.context_length),
+        "uri": params.backbone,
+        "name": name,
+        "version": version,
+        "model_dir": str(model_dir),
+        "run_dir": str(run_dir),
+        "train_context": int(forecaster.context_length),
         "context_length": int(params.context_length or forecaster.context_length),
-        "max_context": int(cfg.max_context), "patch_size": int(cfg.patch_size),
+        "max_context": int(cfg.max_context),
+        "patch_size": int(cfg.patch_size),
         "parameters": int(sum(p.numel() for p in forecaster.backbone.parameters())),
-        "preset": tags.get("preset"), "data_version": tags.get("data_version"),
+        "preset": tags.get("preset"),
+        "data_version": tags.get("data_version"),
         "pretrain_sources": pretrain_sources(tags.get("data_version"), settings),
         "started": time.time(),
     }
     (run_dir / "backbone.json").write_text(json.dumps(info, indent=2))
-    run_logger().info("zero-shot evaluation of %s/%s (%s parameters, context %d) on %s -> %s", name, version,
-                      f"{info['parameters']:,}", info["context_length"], ", ".join(params.datasets), run_dir)
+    run_logger().info(
+        "zero-shot evaluation of %s/%s (%s parameters, context %d) on %s -> %s",
+        name,
+        version,
+        f"{info['parameters']:,}",
+        info["context_length"],
+        ", ".join(params.datasets),
+        run_dir,
+    )
     return info
 
 
@@ -102,15 +116,23 @@ def forecast_zero_shot(dataset: str, backbone: dict, params: EvaluateParams) -> 
         per, info = score_groups(groups, forecaster.backbone, params, backbone, device, n_jobs, pool, out)
     per.to_csv(out / "per_series.csv", index=False)
     if info["fallbacks"]:
-        run_logger().warning("%s: %d baseline note(s) (season or model fallbacks), listed in forecast.json",
-                             dataset, len(info["fallbacks"]))
+        run_logger().warning(
+            "%s: %d baseline note(s) (season or model fallbacks), listed in forecast.json",
+            dataset,
+            len(info["fallbacks"]),
+        )
     info["series"] = int(per["unique_id"].nunique())
     info["series_total"] = groups[0].n_total
     info["pretrain_overlap"] = pretrain_overlap(groups, backbone.get("pretrain_sources", []))
     for o in info["pretrain_overlap"]:
-        run_logger().warning("%s: pre-training data (%s) %s", dataset, o["domain"],
-                             f"overlaps the test windows of {o['series']} series (up to {o['max_points']} points "
-                             "each)" if o["series"] else "could not be checked for overlap")
+        run_logger().warning(
+            "%s: pre-training data (%s) %s",
+            dataset,
+            o["domain"],
+            f"overlaps the test windows of {o['series']} series (up to {o['max_points']} points each)"
+            if o["series"]
+            else "could not be checked for overlap",
+        )
     (out / "forecast.json").write_text(json.dumps({"dataset": dataset, **info}, indent=2))
     return str(out)
 
@@ -120,8 +142,12 @@ def summarize_zero_shot(backbone: dict, dataset_dirs: list[str], params: Evaluat
     run_dir = Path(backbone["run_dir"])
     tables, infos = [], {}
     for d in map(Path, dataset_dirs):
-        per = pd.read_csv(d / "per_series.csv", dtype={"instance": str, "unique_id": str, "category": str},
-                          keep_default_na=False, na_values=[""])
+        per = pd.read_csv(
+            d / "per_series.csv",
+            dtype={"instance": str, "unique_id": str, "category": str},
+            keep_default_na=False,
+            na_values=[""],
+        )
         per["category"] = per["category"].fillna("")
         info = json.loads((d / "forecast.json").read_text())
         tables.append(dataset_table(info["dataset"], per))
@@ -131,8 +157,11 @@ def summarize_zero_shot(backbone: dict, dataset_dirs: list[str], params: Evaluat
     text = markdown_report(table, backbone, infos, params)
     (run_dir / "zero_shot.md").write_text(text)
     run_logger().info("zero-shot tables written to %s", run_dir / "zero_shot.md")
-    return {"table_csv": str(run_dir / "zero_shot.csv"), "markdown_file": str(run_dir / "zero_shot.md"),
-            "datasets": {k: str(Path(p)) for k, p in zip(infos, dataset_dirs)}}
+    return {
+        "table_csv": str(run_dir / "zero_shot.csv"),
+        "markdown_file": str(run_dir / "zero_shot.md"),
+        "datasets": {k: str(Path(p)) for k, p in zip(infos, dataset_dirs)},
+    }
 
 
 def log_zero_shot(backbone: dict, summary: dict, params: EvaluateParams, settings: Settings) -> dict:
@@ -146,14 +175,26 @@ def log_zero_shot(backbone: dict, summary: dict, params: EvaluateParams, setting
     run_name = f"zero-shot-{name}-{version}"  # which registered model and version was evaluated
     registry.use_experiment("evaluate", settings)
     with mlflow.start_run(run_name=run_name) as run:
-        mlflow.log_params({**params.model_dump(exclude={"datasets", "baselines"}),
-                           "datasets": ",".join(params.datasets), "baselines": ",".join(params.baselines),
-                           "backbone_name": name, "backbone_version": version,
-                           "context_length_used": backbone["context_length"]})
+        mlflow.log_params(
+            {
+                **params.model_dump(exclude={"datasets", "baselines"}),
+                "datasets": ",".join(params.datasets),
+                "baselines": ",".join(params.baselines),
+                "backbone_name": name,
+                "backbone_version": version,
+                "context_length_used": backbone["context_length"],
+            }
+        )
         overlap = {d: sum(o["series"] or 0 for o in info["pretrain_overlap"]) for d, info in infos.items()}
-        mlflow.set_tags({"backbone_version": version, "backbone_model": name, "git_commit": registry.git_commit(),
-                         "backbone_data_version": backbone.get("data_version") or "unknown",
-                         **{f"pretrain_overlap_series.{d}": n for d, n in overlap.items() if n}})
+        mlflow.set_tags(
+            {
+                "backbone_version": version,
+                "backbone_model": name,
+                "git_commit": registry.git_commit(),
+                "backbone_data_version": backbone.get("data_version") or "unknown",
+                **{f"pretrain_overlap_series.{d}": n for d, n in overlap.items() if n},
+            }
+        )
         metrics = {}
         for _, r in table.iterrows():
             for m in METRICS:
@@ -182,20 +223,28 @@ def log_zero_shot(backbone: dict, summary: dict, params: EvaluateParams, setting
     for key, value in headline.items():
         client.set_model_version_tag(name, version, key, value)
     try:
-        create_markdown_artifact(key="zero-shot-evaluation", markdown=text,
-                                 description=f"zero-shot evaluation of {name} v{version}")
+        create_markdown_artifact(
+            key="zero-shot-evaluation", markdown=text, description=f"zero-shot evaluation of {name} v{version}"
+        )
     except Exception as exc:  # no Prefect API reachable: the report is in MLflow and on disk anyway
         run_logger().warning("no Prefect artifact: %s", exc)
-    results = {f"{r['scope']}/{r['model']}/{m}": float(r[m]) for _, r in table[table["by"] == "all"].iterrows()
-               for m in ("MASE", "sCRPS", "sMAPE", "MASE_rel", "sCRPS_rel")}
+    results = {
+        f"{r['scope']}/{r['model']}/{m}": float(r[m])
+        for _, r in table[table["by"] == "all"].iterrows()
+        for m in ("MASE", "sCRPS", "sMAPE", "MASE_rel", "sCRPS_rel")
+    }
     return {
-        "run_id": run.info.run_id, "backbone": f"models:/{name}/{version}", "backbone_version": version,
-        "datasets": list(summary["datasets"]), "markdown_file": summary["markdown_file"],
-        "table_csv": summary["table_csv"], "run_dir": backbone["run_dir"], "tags": headline, "results": results,
+        "run_id": run.info.run_id,
+        "backbone": f"models:/{name}/{version}",
+        "backbone_version": version,
+        "datasets": list(summary["datasets"]),
+        "markdown_file": summary["markdown_file"],
+        "table_csv": summary["table_csv"],
+        "run_dir": backbone["run_dir"],
+        "tags": headline,
+        "results": results,
         "seconds": round(time.time() - backbone["started"], 1),
     }
-
-
 
 
 prepare_zero_shot_task = task(prepare_zero_shot, name="prepare-zero-shot")

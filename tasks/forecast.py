@@ -6,6 +6,7 @@ worker process) -> commit (the partition of the origin appears whole, replacing 
 -> log (MLflow run in tsfm-forecast, a Prefect artifact linking both). A failed chunk is retried
 alone (``forecast.retries``); a failed run leaves nothing a reader sees.
 """
+
 from __future__ import annotations
 
 import os
@@ -38,8 +39,13 @@ def settled(params: ForecastParams, settings: Settings) -> ForecastParams:
     fixes (the domain), while the scheduler address and the output belong to the machine it runs on
     (the cluster profile's ``forecast`` section)."""
     own = settings.forecast
-    return params.model_copy(update={k: getattr(own, k) for k in ("dask_address", "output")
-                                     if getattr(params, k) is None and getattr(own, k) is not None})
+    return params.model_copy(
+        update={
+            k: getattr(own, k)
+            for k in ("dask_address", "output")
+            if getattr(params, k) is None and getattr(own, k) is not None
+        }
+    )
 
 
 def as_of_date(params: ForecastParams, settings: Settings) -> date:
@@ -66,8 +72,10 @@ def check_origin(params: ForecastParams, origin: date, frame: pd.DataFrame) -> N
         return
     last = pd.Timestamp(frame["ds"].max())
     if pd.Timestamp(origin) < last.normalize():
-        raise InputError(f"--origin {origin} is before the data's last point ({last.date()}): a batch forecasts from "
-                         f"the latest data; pass an origin on or after {last.date()}, or leave it out (today)")
+        raise InputError(
+            f"--origin {origin} is before the data's last point ({last.date()}): a batch forecasts from "
+            f"the latest data; pass an origin on or after {last.date()}, or leave it out (today)"
+        )
 
 
 def _champion(params: ForecastParams, settings: Settings) -> dict:
@@ -76,11 +84,17 @@ def _champion(params: ForecastParams, settings: Settings) -> dict:
     version = registry.alias_version(name, params.alias)
     if version is None:
         known = sorted(registry.remembered_domains())
-        raise NotFoundError(f"{name} has no version with alias {params.alias!r}: onboard {params.domain} first "
-                            f"(tsfm onboard --domain {params.domain}); onboarded domains: {', '.join(known) or 'none'}")
+        raise NotFoundError(
+            f"{name} has no version with alias {params.alias!r}: onboard {params.domain} first "
+            f"(tsfm onboard --domain {params.domain}); onboarded domains: {', '.join(known) or 'none'}"
+        )
     tags = registry.version_tags(name, version)
-    return {"name": name, "version": version, "family": tags.get("family", "fused"),
-            "backbone_version": tags.get("backbone_version")}
+    return {
+        "name": name,
+        "version": version,
+        "family": tags.get("family", "fused"),
+        "backbone_version": tags.get("backbone_version"),
+    }
 
 
 def _series(params: ForecastParams, settings: Settings) -> tuple[pd.DataFrame, dict]:
@@ -89,21 +103,38 @@ def _series(params: ForecastParams, settings: Settings) -> tuple[pd.DataFrame, d
         from store.canonical import read_store
 
         frame, meta = read_store(settings.store_dir(params.domain))
-        return frame, {"source": str(settings.store_dir(params.domain)), "data_version": meta.get("md5"),
-                       "freq": meta.get("freq"), "rows_quarantined": 0}
+        return frame, {
+            "source": str(settings.store_dir(params.domain)),
+            "data_version": meta.get("md5"),
+            "freq": meta.get("freq"),
+            "rows_quarantined": 0,
+        }
     from store.sources import read_source
     from store.validate import map_columns, validate_frame
 
     src = read_source(params.source)
     frame = map_columns(src.frame, params.columns, src.name)
     # any series with one good point can be forecast: no held-out parts here (horizon 0, 1 point)
-    result = validate_frame(frame, src.name, horizon=0, min_train=1, freq=src.freq,
-                            check_grid=src.series_meta is None, date_format=params.date_format)
+    result = validate_frame(
+        frame,
+        src.name,
+        horizon=0,
+        min_train=1,
+        freq=src.freq,
+        check_grid=src.series_meta is None,
+        date_format=params.date_format,
+    )
     if result.rows_kept == 0:
-        raise InputError(f"{params.source}: no valid row to forecast from ({result.rows_quarantined} rows "
-                         f"quarantined; first reason: {result.quarantine['reason'].iloc[0]})")
-    return result.good, {"source": params.source, "data_version": None, "freq": src.freq or result.freq,
-                         "rows_quarantined": result.rows_quarantined}
+        raise InputError(
+            f"{params.source}: no valid row to forecast from ({result.rows_quarantined} rows "
+            f"quarantined; first reason: {result.quarantine['reason'].iloc[0]})"
+        )
+    return result.good, {
+        "source": params.source,
+        "data_version": None,
+        "freq": src.freq or result.freq,
+        "rows_quarantined": result.rows_quarantined,
+    }
 
 
 def plan_forecast(params: ForecastParams, settings: Settings) -> dict:
@@ -115,8 +146,10 @@ def plan_forecast(params: ForecastParams, settings: Settings) -> dict:
     max_h = int(meta.get("max_horizon") or 0) or None
     horizon = params.horizon or int(meta.get("default_horizon") or max_h or 1)
     if max_h and horizon > max_h:
-        raise InputError(f"horizon {horizon} is longer than {model['name']} v{model['version']} ({model['family']}) "
-                         f"forecasts: at most {max_h}")
+        raise InputError(
+            f"horizon {horizon} is longer than {model['name']} v{model['version']} ({model['family']}) "
+            f"forecasts: at most {max_h}"
+        )
     frame, origin_of = _series(params, settings)
     freq = origin_of["freq"] or meta.get("freq")
     frame = recent_history(frame, params.max_history)
@@ -124,8 +157,11 @@ def plan_forecast(params: ForecastParams, settings: Settings) -> dict:
     origin = as_of_date(params, settings)
     check_origin(params, origin, frame)
     # an ad-hoc source never lands in the domain's own dataset, where it would replace the scheduled batch
-    root = params.output or (settings.adhoc_forecast_dir(params.domain, params.source) if params.source
-                             else settings.forecast_dir(params.domain))
+    root = params.output or (
+        settings.adhoc_forecast_dir(params.domain, params.source)
+        if params.source
+        else settings.forecast_dir(params.domain)
+    )
     run_id = uuid.uuid4().hex[:12]
     stage = partitions.staging(root, run_id)
     chunks = []
@@ -133,17 +169,42 @@ def plan_forecast(params: ForecastParams, settings: Settings) -> dict:
     starts = pd.Series(range(len(uid))).groupby(uid, sort=False).first()
     ends = pd.Series(range(len(uid))).groupby(uid, sort=False).last() + 1
     for i, part in enumerate(plan_chunks(ids, params.chunk_series)):
-        rows = frame.iloc[int(starts[part[0]]):int(ends[part[-1]])]
+        rows = frame.iloc[int(starts[part[0]]) : int(ends[part[-1]])]
         chunks.append(partitions.write_parquet(rows, partitions.join(stage, "inputs", f"chunk-{i:05d}.parquet")))
-    log.info("forecast %s: %s v%s (%s), %d series in %d chunk(s), horizon %d, origin %s -> %s",
-             params.domain, model["name"], model["version"], model["family"], len(ids), len(chunks), horizon,
-             origin, root)
-    return {"domain": params.domain, "model": model, "kind": kind, "model_dir": str(folder), "horizon": horizon,
-            "freq": freq, "origin": origin.isoformat(), "root": root, "run_id": run_id, "stage": stage,
-            "chunks": chunks, "n_series": int(len(ids)), "rows_in": int(len(frame)), **origin_of,
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "model_tmp": str(model_dir),
-            "threads": params.threads_per_worker, "tracking_uri": settings.tracking_uri, "started": started,
-            "plan_seconds": round(time.time() - started, 3)}
+    log.info(
+        "forecast %s: %s v%s (%s), %d series in %d chunk(s), horizon %d, origin %s -> %s",
+        params.domain,
+        model["name"],
+        model["version"],
+        model["family"],
+        len(ids),
+        len(chunks),
+        horizon,
+        origin,
+        root,
+    )
+    return {
+        "domain": params.domain,
+        "model": model,
+        "kind": kind,
+        "model_dir": str(folder),
+        "horizon": horizon,
+        "freq": freq,
+        "origin": origin.isoformat(),
+        "root": root,
+        "run_id": run_id,
+        "stage": stage,
+        "chunks": chunks,
+        "n_series": int(len(ids)),
+        "rows_in": int(len(frame)),
+        **origin_of,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model_tmp": str(model_dir),
+        "threads": params.threads_per_worker,
+        "tracking_uri": settings.tracking_uri,
+        "started": started,
+        "plan_seconds": round(time.time() - started, 3),
+    }
 
 
 _LOADED: dict[tuple, object] = {}  # per worker process: (tracking uri, name, version) -> forecaster
@@ -186,52 +247,97 @@ def forecast_chunk(plan: dict, index: int) -> dict:
         _fault(index)
         forecaster = _forecaster(plan)
         frame = partitions.read_parquet(plan["chunks"][index])
-        rows, skipped = forecast_rows(forecaster, frame, plan["horizon"], plan["freq"], plan["model"],
-                                      pd.Timestamp(plan["created_at"]))
+        rows, skipped = forecast_rows(
+            forecaster, frame, plan["horizon"], plan["freq"], plan["model"], pd.Timestamp(plan["created_at"])
+        )
     finally:
         torch.set_num_threads(threads)
-    part = (partitions.write_parquet(rows, partitions.join(plan["stage"], "parts", f"part-{index:05d}.parquet"))
-            if len(rows) else None)  # no empty file: its untyped columns would not merge with the others
+    part = (
+        partitions.write_parquet(rows, partitions.join(plan["stage"], "parts", f"part-{index:05d}.parquet"))
+        if len(rows)
+        else None
+    )  # no empty file: its untyped columns would not merge with the others
     try:
         from prefect.runtime import task_run
 
         attempt = int(task_run.run_count or 1)
     except Exception:  # noqa: BLE001 - called outside Prefect
         attempt = 1
-    return {"index": index, "part": part, "series": int(rows["unique_id"].nunique()), "rows": int(len(rows)),
-            "skipped": skipped, "seconds": round(time.time() - t0, 3), "attempt": attempt, "pid": os.getpid()}
+    return {
+        "index": index,
+        "part": part,
+        "series": int(rows["unique_id"].nunique()),
+        "rows": int(len(rows)),
+        "skipped": skipped,
+        "seconds": round(time.time() - t0, 3),
+        "attempt": attempt,
+        "pid": os.getpid(),
+    }
 
 
 def commit_forecast(plan: dict, chunks: list[dict]) -> dict:
     """Publish the chunks as the origin's partition; returns the batch's summary."""
     chunks = sorted(chunks, key=lambda c: c["index"])
-    skipped = pd.DataFrame([{"unique_id": u, "reason": r} for c in chunks for u, r in c["skipped"].items()],
-                           columns=["unique_id", "reason"])
-    summary = {"domain": plan["domain"], "origin": plan["origin"], "model": plan["model"]["name"],
-               "model_version": plan["model"]["version"], "family": plan["model"]["family"],
-               "horizon": plan["horizon"], "series": sum(c["series"] for c in chunks),
-               "rows": sum(c["rows"] for c in chunks), "skipped": int(len(skipped)), "chunks": len(chunks),
-               "retried_chunks": sum(c["attempt"] > 1 for c in chunks), "source": plan["source"],
-               "worker_pids": sorted({c["pid"] for c in chunks}),
-               "data_version": plan["data_version"], "rows_quarantined": plan["rows_quarantined"],
-               "run_id": plan["run_id"], "created_at": plan["created_at"]}
+    skipped = pd.DataFrame(
+        [{"unique_id": u, "reason": r} for c in chunks for u, r in c["skipped"].items()],
+        columns=["unique_id", "reason"],
+    )
+    summary = {
+        "domain": plan["domain"],
+        "origin": plan["origin"],
+        "model": plan["model"]["name"],
+        "model_version": plan["model"]["version"],
+        "family": plan["model"]["family"],
+        "horizon": plan["horizon"],
+        "series": sum(c["series"] for c in chunks),
+        "rows": sum(c["rows"] for c in chunks),
+        "skipped": int(len(skipped)),
+        "chunks": len(chunks),
+        "retried_chunks": sum(c["attempt"] > 1 for c in chunks),
+        "source": plan["source"],
+        "worker_pids": sorted({c["pid"] for c in chunks}),
+        "data_version": plan["data_version"],
+        "rows_quarantined": plan["rows_quarantined"],
+        "run_id": plan["run_id"],
+        "created_at": plan["created_at"],
+    }
     if summary["series"] == 0:  # nothing to publish: an empty partition would replace a good one
         partitions.discard(plan["root"], plan["run_id"])
         shutil.rmtree(plan["model_tmp"], ignore_errors=True)
-        why = (f"{len(skipped)} series without a forecast, e.g. {skipped['reason'].iloc[0]}" if len(skipped)
-               else "no series in the input")
-        raise InputError(f"forecast {plan['domain']}: no series could be forecast ({why}); nothing was written "
-                         f"to {plan['root']}")
-    uri = partitions.commit(plan["root"], date.fromisoformat(plan["origin"]), plan["run_id"],
-                            [c["part"] for c in chunks if c["part"]], summary, skipped)
+        why = (
+            f"{len(skipped)} series without a forecast, e.g. {skipped['reason'].iloc[0]}"
+            if len(skipped)
+            else "no series in the input"
+        )
+        raise InputError(
+            f"forecast {plan['domain']}: no series could be forecast ({why}); nothing was written to {plan['root']}"
+        )
+    uri = partitions.commit(
+        plan["root"],
+        date.fromisoformat(plan["origin"]),
+        plan["run_id"],
+        [c["part"] for c in chunks if c["part"]],
+        summary,
+        skipped,
+    )
     shutil.rmtree(plan["model_tmp"], ignore_errors=True)  # the planner's copy of the champion
-    summary.update(output_uri=uri, seconds=round(time.time() - plan["started"], 3), plan_seconds=plan["plan_seconds"],
-                   chunk_seconds=round(sum(c["seconds"] for c in chunks), 3),
-                   workers=len(summary["worker_pids"]))
+    summary.update(
+        output_uri=uri,
+        seconds=round(time.time() - plan["started"], 3),
+        plan_seconds=plan["plan_seconds"],
+        chunk_seconds=round(sum(c["seconds"] for c in chunks), 3),
+        workers=len(summary["worker_pids"]),
+    )
     summary["series_per_s"] = round(summary["series"] / max(summary["seconds"], 1e-9), 1)
     if skipped.shape[0]:
-        run_logger().warning("forecast %s: %d series without a forecast (see _skipped in %s), e.g. %s: %s",
-                             plan["domain"], len(skipped), uri, skipped["unique_id"].iloc[0], skipped["reason"].iloc[0])
+        run_logger().warning(
+            "forecast %s: %d series without a forecast (see _skipped in %s), e.g. %s: %s",
+            plan["domain"],
+            len(skipped),
+            uri,
+            skipped["unique_id"].iloc[0],
+            skipped["reason"].iloc[0],
+        )
     return summary
 
 
@@ -243,28 +349,54 @@ def log_forecast(summary: dict, settings: Settings) -> dict:
 
     registry.use_experiment("forecast", settings)
     with mlflow.start_run(run_name=f"forecast-{summary['domain']}-{summary['origin']}") as run:
-        mlflow.log_params({k: summary[k] for k in ("domain", "origin", "model", "model_version", "family", "horizon",
-                                                   "source")})
-        mlflow.log_metrics({k: float(summary[k]) for k in ("series", "rows", "skipped", "chunks", "retried_chunks",
-                                                           "rows_quarantined", "seconds", "plan_seconds", "chunk_seconds",
-                                                           "series_per_s", "workers")})
-        mlflow.set_tags({"output_uri": summary["output_uri"], "domain": summary["domain"],
-                         "git_commit": registry.git_commit(), "data_version": summary["data_version"] or "",
-                         registry.NOTE: f"{summary['series']} series of {summary['domain']} forecast "
-                                        f"{summary['horizon']} steps by {summary['model']} v{summary['model_version']} "
-                                        f"({summary['family']}) -> {summary['output_uri']}"})
+        mlflow.log_params(
+            {k: summary[k] for k in ("domain", "origin", "model", "model_version", "family", "horizon", "source")}
+        )
+        mlflow.log_metrics(
+            {
+                k: float(summary[k])
+                for k in (
+                    "series",
+                    "rows",
+                    "skipped",
+                    "chunks",
+                    "retried_chunks",
+                    "rows_quarantined",
+                    "seconds",
+                    "plan_seconds",
+                    "chunk_seconds",
+                    "series_per_s",
+                    "workers",
+                )
+            }
+        )
+        mlflow.set_tags(
+            {
+                "output_uri": summary["output_uri"],
+                "domain": summary["domain"],
+                "git_commit": registry.git_commit(),
+                "data_version": summary["data_version"] or "",
+                registry.NOTE: f"{summary['series']} series of {summary['domain']} forecast "
+                f"{summary['horizon']} steps by {summary['model']} v{summary['model_version']} "
+                f"({summary['family']}) -> {summary['output_uri']}",
+            }
+        )
     summary = {**summary, "mlflow_run_id": run.info.run_id}
     link = run_link(settings.tracking_uri, run.info.experiment_id, run.info.run_id)
     try:
         create_markdown_artifact(
-            key=artifact_key("forecast", summary["domain"]), description=f"batch forecast of {summary['domain']}",
-            markdown=(f"# Batch forecast of {summary['domain']}, origin {summary['origin']}\n\n"
-                      f"| | |\n|---|---|\n| model | {summary['model']} v{summary['model_version']} "
-                      f"({summary['family']}) |\n| series | {summary['series']} ({summary['skipped']} without a "
-                      f"forecast) |\n| rows | {summary['rows']} |\n| horizon | {summary['horizon']} |\n"
-                      f"| time | {summary['seconds']} s ({summary['series_per_s']} series/s, "
-                      f"{summary['workers']} worker(s)) |\n| output | `{summary['output_uri']}` |\n"
-                      f"| MLflow | {link} |\n"))
+            key=artifact_key("forecast", summary["domain"]),
+            description=f"batch forecast of {summary['domain']}",
+            markdown=(
+                f"# Batch forecast of {summary['domain']}, origin {summary['origin']}\n\n"
+                f"| | |\n|---|---|\n| model | {summary['model']} v{summary['model_version']} "
+                f"({summary['family']}) |\n| series | {summary['series']} ({summary['skipped']} without a "
+                f"forecast) |\n| rows | {summary['rows']} |\n| horizon | {summary['horizon']} |\n"
+                f"| time | {summary['seconds']} s ({summary['series_per_s']} series/s, "
+                f"{summary['workers']} worker(s)) |\n| output | `{summary['output_uri']}` |\n"
+                f"| MLflow | {link} |\n"
+            ),
+        )
     except Exception:  # noqa: BLE001 - outside a flow run there is nowhere to publish
         pass
     return summary

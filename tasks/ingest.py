@@ -1,5 +1,6 @@
 """Ingesting a source as Prefect tasks: validate and write the domain's store, then record it
 in MLflow (counts, quarantine, the dataset digest DVC records for the store)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,8 +18,15 @@ from tracking.retries import remote_retries
 
 # Retried (S3 reads) only on transient errors: bad input (IngestError/ValueError) fails at once.
 @task(name="ingest", **remote_retries())
-def ingest_task(source: str, domain: str, horizon: int, min_train: int = 8, data_dir: str = "data",
-                columns: dict[str, str] | None = None, date_format: str | None = None) -> str:
+def ingest_task(
+    source: str,
+    domain: str,
+    horizon: int,
+    min_train: int = 8,
+    data_dir: str = "data",
+    columns: dict[str, str] | None = None,
+    date_format: str | None = None,
+) -> str:
     """Ingest ``source`` into ``<data_dir>/store/<domain>``; returns that path."""
     return str(ingest_to_store(source, domain, horizon, min_train, Path(data_dir), columns, date_format))
 
@@ -51,6 +59,15 @@ def announce_store_task(store_dir: str) -> str | None:
     before = previous_version(Path(store_dir))
     if before is None or before[1].get("md5") == meta["md5"]:
         return None
-    return emit(STORE_UPDATED, store_resource(meta["domain"]), meta["domain"],
-                {"domain": meta["domain"], "data_version": meta["md5"], "previous": before[1].get("md5"),
-                 "n_series": meta.get("n_series"), "rows_kept": meta.get("rows_kept")})
+    return emit(
+        STORE_UPDATED,
+        store_resource(meta["domain"]),
+        meta["domain"],
+        {
+            "domain": meta["domain"],
+            "data_version": meta["md5"],
+            "previous": before[1].get("md5"),
+            "n_series": meta.get("n_series"),
+            "rows_kept": meta.get("rows_kept"),
+        },
+    )

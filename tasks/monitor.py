@@ -8,6 +8,7 @@ log (MLflow run in tsfm-monitor with tables and plots, the verdict on forecaster
 the servers to export, a Prefect artifact; only then are the points added to the ledger) -> react
 (``tsfm.domain.degraded`` with the reasons; re-onboarding's deployment has a trigger on it).
 """
+
 from __future__ import annotations
 
 import json
@@ -85,17 +86,29 @@ def check_accuracy(domain: str, params: MonitorParams, settings: Settings, check
     actuals, meta = read_store(store_dir)
     root = forecasts_root(domain, params, settings)
     stored = _stored_forecasts(domain, root)
-    out = {"domain": domain, "forecasts": root, "data_version": meta.get("md5"), "points": 0, "waiting": 0,
-           "origins": [], "judged": False, "degraded": [], "summary": None, "per_step": None}
+    out = {
+        "domain": domain,
+        "forecasts": root,
+        "data_version": meta.get("md5"),
+        "points": 0,
+        "waiting": 0,
+        "origins": [],
+        "judged": False,
+        "degraded": [],
+        "summary": None,
+        "per_step": None,
+    }
     if stored.empty:
-        log.info("monitor %s: no batch forecasts under %s yet (tsfm forecast --domain %s writes them)", domain, root,
-                 domain)
+        log.info(
+            "monitor %s: no batch forecasts under %s yet (tsfm forecast --domain %s writes them)", domain, root, domain
+        )
         return out
     due, waiting = realized.due_points(stored, actuals, _ledger(domain, settings))
     out["waiting"] = int(len(waiting))
     if due.empty:
-        log.info("monitor %s: no stored forecast point is covered by new actuals (%d wait for theirs)", domain,
-                 len(waiting))
+        log.info(
+            "monitor %s: no stored forecast point is covered by new actuals (%d wait for theirs)", domain, len(waiting)
+        )
         return out
     registry.configure(settings)
     facts = registry.domain_facts(domain)
@@ -115,20 +128,36 @@ def check_accuracy(domain: str, params: MonitorParams, settings: Settings, check
         for metric in params.ratio_metrics:
             ratio = row.get(f"{metric}_ratio")
             if ratio is not None and np.isfinite(ratio) and ratio > params.degraded_ratio:
-                reasons.append(f"realized {metric} of v{row['model_version']} ({row['family']}) is {row[metric]:.3f}, "
-                               f"{ratio:.2f} x its validation {row[f'val_{metric}']:.3f} (limit "
-                               f"{params.degraded_ratio:g} x) over {int(row['points'])} points")
+                reasons.append(
+                    f"realized {metric} of v{row['model_version']} ({row['family']}) is {row[metric]:.3f}, "
+                    f"{ratio:.2f} x its validation {row[f'val_{metric}']:.3f} (limit "
+                    f"{params.degraded_ratio:g} x) over {int(row['points'])} points"
+                )
         versus = row.get("sCRPS_vs_naive")
         if params.naive_ratio and versus is not None and np.isfinite(versus) and versus > params.naive_ratio:
-            reasons.append(f"realized sCRPS of v{row['model_version']} ({row['family']}) is {row['sCRPS']:.3f}, worse "
-                           f"than seasonal naive's {row['naive_sCRPS']:.3f} on the same {int(row['points'])} points "
-                           f"(ratio {versus:.2f}, limit {params.naive_ratio:g})")
-    out.update(points=int(len(points)), origins=sorted(points["origin"].astype(str).unique()),
-               judged=not judged.empty, degraded=reasons, summary=str(folder / "realized.csv"),
-               per_step=str(folder / "per_step.csv"), points_file=str(folder / "points.parquet"),
-               table=table.to_dict(orient="records"))
-    log.info("monitor %s: %d forecast points scored (%d origins), %d wait for actuals%s", domain, len(points),
-             len(out["origins"]), len(waiting), "; " + "; ".join(reasons) if reasons else "")
+            reasons.append(
+                f"realized sCRPS of v{row['model_version']} ({row['family']}) is {row['sCRPS']:.3f}, worse "
+                f"than seasonal naive's {row['naive_sCRPS']:.3f} on the same {int(row['points'])} points "
+                f"(ratio {versus:.2f}, limit {params.naive_ratio:g})"
+            )
+    out.update(
+        points=int(len(points)),
+        origins=sorted(points["origin"].astype(str).unique()),
+        judged=not judged.empty,
+        degraded=reasons,
+        summary=str(folder / "realized.csv"),
+        per_step=str(folder / "per_step.csv"),
+        points_file=str(folder / "points.parquet"),
+        table=table.to_dict(orient="records"),
+    )
+    log.info(
+        "monitor %s: %d forecast points scored (%d origins), %d wait for actuals%s",
+        domain,
+        len(points),
+        len(out["origins"]),
+        len(waiting),
+        "; " + "; ".join(reasons) if reasons else "",
+    )
     return out
 
 
@@ -141,10 +170,16 @@ def _plots(points: pd.DataFrame, actuals: pd.DataFrame, steps: pd.DataFrame, fol
     picks = [ids[i] for i in np.linspace(0, len(ids) - 1, min(6, len(ids))).astype(int)]
     history = actuals.assign(unique_id=actuals["unique_id"].astype(str))
     history = history[history["unique_id"].isin(picks)]
-    forecast_vs_actual_plot(latest[latest["unique_id"].isin(picks)], history, folder / "forecast_vs_actual.png",
-                            f"{domain}: forecasts of origin {latest['origin'].iloc[0]} and what happened")
-    errors = {f"v{v} ({f})": g.set_index("step")["MASE"].reindex(range(1, int(steps["step"].max()) + 1)).to_numpy()
-              for (v, f), g in steps.groupby(["model_version", "family"])}
+    forecast_vs_actual_plot(
+        latest[latest["unique_id"].isin(picks)],
+        history,
+        folder / "forecast_vs_actual.png",
+        f"{domain}: forecasts of origin {latest['origin'].iloc[0]} and what happened",
+    )
+    errors = {
+        f"v{v} ({f})": g.set_index("step")["MASE"].reindex(range(1, int(steps["step"].max()) + 1)).to_numpy()
+        for (v, f), g in steps.groupby(["model_version", "family"])
+    }
     per_horizon_plot(errors, folder / "per_step_error.png", f"{domain}: realized error by forecast step")
 
 
@@ -158,14 +193,17 @@ def _reference_store(domain: str, settings: Settings, data_version: str | None) 
     for path in candidates:
         try:
             if data_version and read_meta(path).get("md5") == data_version:
-                return path, "the champion's training data" + (" (the current store)" if path == current else
-                                                                f" (kept version {path.name})")
+                return path, "the champion's training data" + (
+                    " (the current store)" if path == current else f" (kept version {path.name})"
+                )
         except (OSError, ValueError):
             continue
     kept = sorted(versions_dir(current).glob("*"))
     if kept:
-        return kept[0], (f"the oldest kept store version {kept[0].name} (the champion's training data "
-                         f"{(data_version or '?')[:8]} is no longer kept)")
+        return kept[0], (
+            f"the oldest kept store version {kept[0].name} (the champion's training data "
+            f"{(data_version or '?')[:8]} is no longer kept)"
+        )
     return None, "no earlier store version"
 
 
@@ -217,8 +255,11 @@ def check_drift(domain: str, params: MonitorParams, settings: Settings, check_di
         return out
     facts = registry.domain_facts(domain)
     seasons = _seasons(settings.store_dir(domain), facts)
-    season = (int(pd.Series(list(seasons.values())).mode().iloc[0]) if isinstance(seasons, dict) and seasons
-              else int(seasons or 1))
+    season = (
+        int(pd.Series(list(seasons.values())).mode().iloc[0])
+        if isinstance(seasons, dict) and seasons
+        else int(seasons or 1)
+    )
     reference = drift.features_frame(read_store(ref_dir)[0], season, params.window)
     current_frame, meta = read_store(settings.store_dir(domain))
     current = drift.features_frame(current_frame, season, params.window)
@@ -234,23 +275,33 @@ def check_drift(domain: str, params: MonitorParams, settings: Settings, check_di
         out["serving_source"] = where
         served = int(max((c.sum() for c in counts.values()), default=0))
         if served < params.min_series:
-            run_logger().info("monitor %s: %d served contexts in %s, fewer than monitor.min_series (%d): serving "
-                              "drift not judged", domain, served, where, params.min_series)
+            run_logger().info(
+                "monitor %s: %d served contexts in %s, fewer than monitor.min_series (%d): serving drift not judged",
+                domain,
+                served,
+                where,
+                params.min_series,
+            )
         if counts:
             tables["serving"] = drift.drift_table(reference, current.iloc[:0], params.psi_threshold, counts)
     for data, table in tables.items():
         table.to_csv(folder / f"drift_{data}.csv")
-        out["tables"][data] = {f: {k: (None if isinstance(v, float) and not np.isfinite(v) else v)
-                                   for k, v in row.items()} for f, row in table.to_dict(orient="index").items()}
+        out["tables"][data] = {
+            f: {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in row.items()}
+            for f, row in table.to_dict(orient="index").items()
+        }
         enough = (table["n_reference"] >= params.min_series) & (table["n_current"] >= params.min_series)
         for feature, row in table[table["drifted"] & enough].iterrows():
-            out["drifted"].append(f"{feature} of the {'served contexts' if data == 'serving' else 'new data'} has "
-                                  f"drifted: PSI {row['psi']:.2f} > {params.psi_threshold:g} against {ref_note}")
+            out["drifted"].append(
+                f"{feature} of the {'served contexts' if data == 'serving' else 'new data'} has "
+                f"drifted: PSI {row['psi']:.2f} > {params.psi_threshold:g} against {ref_note}"
+            )
     return out
 
 
-def log_monitor(domain: str, accuracy: dict, drifted: dict, params: MonitorParams, settings: Settings,
-                check_dir: str) -> dict:
+def log_monitor(
+    domain: str, accuracy: dict, drifted: dict, params: MonitorParams, settings: Settings, check_dir: str
+) -> dict:
     """MLflow run, the verdict on forecaster-<domain>'s tags, a Prefect artifact; then the ledger."""
     from prefect.artifacts import create_markdown_artifact
 
@@ -258,23 +309,61 @@ def log_monitor(domain: str, accuracy: dict, drifted: dict, params: MonitorParam
 
     reasons = accuracy["degraded"] + drifted["drifted"]
     checked_at = time.time()
-    verdict = {"domain": domain, "degraded": bool(reasons), "reasons": reasons, "checked_at": checked_at,
-               "points": accuracy["points"], "waiting": accuracy["waiting"], "origins": accuracy["origins"],
-               "champion": drifted.get("champion"), "data_version": accuracy.get("data_version"),
-               "realized": [{k: _plain(v) for k, v in r.items()
-                             if k in ("model_version", "family", "points", "MASE", "val_MASE", "naive_MASE", "sCRPS",
-                                      "val_sCRPS", "naive_sCRPS", "coverage", "val_coverage")}
-                            for r in accuracy.get("table") or []]}
+    verdict = {
+        "domain": domain,
+        "degraded": bool(reasons),
+        "reasons": reasons,
+        "checked_at": checked_at,
+        "points": accuracy["points"],
+        "waiting": accuracy["waiting"],
+        "origins": accuracy["origins"],
+        "champion": drifted.get("champion"),
+        "data_version": accuracy.get("data_version"),
+        "realized": [
+            {
+                k: _plain(v)
+                for k, v in r.items()
+                if k
+                in (
+                    "model_version",
+                    "family",
+                    "points",
+                    "MASE",
+                    "val_MASE",
+                    "naive_MASE",
+                    "sCRPS",
+                    "val_sCRPS",
+                    "naive_sCRPS",
+                    "coverage",
+                    "val_coverage",
+                )
+            }
+            for r in accuracy.get("table") or []
+        ],
+    }
     registry.use_experiment("monitor", settings)
     stamp = datetime.fromtimestamp(checked_at, timezone.utc).strftime("%Y-%m-%dT%H%M%SZ")
     table = pd.DataFrame(accuracy.get("table") or [])
     with mlflow.start_run(run_name=f"monitor-{domain}-{stamp}") as run:
-        mlflow.log_params({"domain": domain, "champion": drifted.get("champion"), "forecasts": accuracy["forecasts"],
-                           "degraded_ratio": params.degraded_ratio, "ratio_metrics": ",".join(params.ratio_metrics),
-                           "psi_threshold": params.psi_threshold, "window": params.window,
-                           "min_points": params.min_points, "drift_reference": drifted.get("reference")})
-        metrics = {"points_scored": accuracy["points"], "points_waiting": accuracy["waiting"],
-                   "origins_scored": len(accuracy["origins"]), "degraded": float(bool(reasons))}
+        mlflow.log_params(
+            {
+                "domain": domain,
+                "champion": drifted.get("champion"),
+                "forecasts": accuracy["forecasts"],
+                "degraded_ratio": params.degraded_ratio,
+                "ratio_metrics": ",".join(params.ratio_metrics),
+                "psi_threshold": params.psi_threshold,
+                "window": params.window,
+                "min_points": params.min_points,
+                "drift_reference": drifted.get("reference"),
+            }
+        )
+        metrics = {
+            "points_scored": accuracy["points"],
+            "points_waiting": accuracy["waiting"],
+            "origins_scored": len(accuracy["origins"]),
+            "degraded": float(bool(reasons)),
+        }
         for _, row in table.iterrows():  # one set per model version that made the scored forecasts
             tag = f"v{row['model_version']}"
             for metric in realized.METRICS:
@@ -292,21 +381,40 @@ def log_monitor(domain: str, accuracy: dict, drifted: dict, params: MonitorParam
             steps = pd.read_csv(accuracy["per_step"])
             for (v, _), g in steps.groupby(["model_version", "family"]):
                 for _, r in g.iterrows():  # MLflow's charts draw these against the step
-                    mlflow.log_metrics({f"step_MASE_v{v}": float(r["MASE"]), f"step_sCRPS_v{v}": float(r["sCRPS"]),
-                                        f"step_coverage_v{v}": float(r["coverage"])}, step=int(r["step"]))
+                    mlflow.log_metrics(
+                        {
+                            f"step_MASE_v{v}": float(r["MASE"]),
+                            f"step_sCRPS_v{v}": float(r["sCRPS"]),
+                            f"step_coverage_v{v}": float(r["coverage"]),
+                        },
+                        step=int(r["step"]),
+                    )
         Path(check_dir).mkdir(parents=True, exist_ok=True)
         (Path(check_dir) / "verdict.json").write_text(json.dumps(verdict, indent=2, default=str))
         mlflow.log_artifacts(check_dir, artifact_path="check")
-        note = (f"**degraded**: {'; '.join(reasons)}" if reasons else
-                f"healthy: {accuracy['points']} forecast points scored, no drift past PSI {params.psi_threshold:g}")
-        mlflow.set_tags({"domain": domain, "degraded": str(bool(reasons)).lower(), "reason": "; ".join(reasons)[:4900],
-                         "data_version": accuracy.get("data_version") or "", "git_commit": registry.git_commit(),
-                         registry.NOTE: note})
+        note = (
+            f"**degraded**: {'; '.join(reasons)}"
+            if reasons
+            else f"healthy: {accuracy['points']} forecast points scored, no drift past PSI {params.psi_threshold:g}"
+        )
+        mlflow.set_tags(
+            {
+                "domain": domain,
+                "degraded": str(bool(reasons)).lower(),
+                "reason": "; ".join(reasons)[:4900],
+                "data_version": accuracy.get("data_version") or "",
+                "git_commit": registry.git_commit(),
+                registry.NOTE: note,
+            }
+        )
     verdict["mlflow_run_id"] = run.info.run_id
     _tag_verdict(domain, verdict, table, drifted, params)
     try:
-        create_markdown_artifact(key=artifact_key("monitor", domain), description=f"monitor check of {domain}",
-                                 markdown=monitor_report(verdict, table, drifted, settings.tracking_uri, run))
+        create_markdown_artifact(
+            key=artifact_key("monitor", domain),
+            description=f"monitor check of {domain}",
+            markdown=monitor_report(verdict, table, drifted, settings.tracking_uri, run),
+        )
     except Exception:  # noqa: BLE001 - outside a flow run there is nowhere to publish
         pass
     if accuracy["points"]:
@@ -325,9 +433,12 @@ def _tag_verdict(domain: str, verdict: dict, table: pd.DataFrame, drifted: dict,
     """The verdict on forecaster-<domain> (``monitor.*``): every server re-exports it to Prometheus."""
     client = mlflow.MlflowClient()
     name = registry.forecaster_name(domain)
-    tags = {"monitor.checked_at": f"{verdict['checked_at']:.0f}", "monitor.degraded": str(int(verdict["degraded"])),
-            "monitor.reason": "; ".join(verdict["reasons"])[:4900] or "none",
-            "monitor.psi_threshold": f"{params.psi_threshold:g}"}
+    tags = {
+        "monitor.checked_at": f"{verdict['checked_at']:.0f}",
+        "monitor.degraded": str(int(verdict["degraded"])),
+        "monitor.reason": "; ".join(verdict["reasons"])[:4900] or "none",
+        "monitor.psi_threshold": f"{params.psi_threshold:g}",
+    }
     if not table.empty:
         current = table[table["model_version"].astype(str) == str(verdict.get("champion"))]
         row = (current if not current.empty else table).sort_values("points").iloc[-1]
@@ -379,10 +490,19 @@ def react(domain: str, verdict: dict, params: MonitorParams, settings: Settings)
         run_logger().info("monitor %s: drift already announced for this data and champion", domain)
         return out
     reasons = accuracy + new_drift
-    out["emitted"] = emit(DOMAIN_DEGRADED, domain_resource(domain), domain,
-                          {"domain": domain, "reasons": reasons, "reason": "; ".join(reasons),
-                           "champion": verdict.get("champion"), "mlflow_run_id": verdict.get("mlflow_run_id"),
-                           "data_version": verdict.get("data_version")})
+    out["emitted"] = emit(
+        DOMAIN_DEGRADED,
+        domain_resource(domain),
+        domain,
+        {
+            "domain": domain,
+            "reasons": reasons,
+            "reason": "; ".join(reasons),
+            "champion": verdict.get("champion"),
+            "mlflow_run_id": verdict.get("mlflow_run_id"),
+            "data_version": verdict.get("data_version"),
+        },
+    )
     seen.update({r: drift_key for r in new_drift})
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(seen, indent=2))

@@ -7,6 +7,7 @@ flow would start extra flow runs. Its job (``models.pretraining.spec.TrainerJob`
 settings' ``PretrainParams`` plus the corpus files and the run folder, passed as the flags
 generated from that same model.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -44,20 +45,28 @@ def run_key(params: PretrainParams, data_versions: dict[str, str], val_origins: 
     ``val_origins`` validation windows) with the same trainer code -> the same run folder (a
     crashed attempt resumes there)."""
     data = data_versions if val_origins == 1 else {**data_versions, "_val_origins": val_origins}
-    blob = json.dumps({"params": params.model_dump(mode="json"), "data": data,
-                       "code": cached_digest(TRAINER_CODE)}, sort_keys=True)
+    blob = json.dumps(
+        {"params": params.model_dump(mode="json"), "data": data, "code": cached_digest(TRAINER_CODE)}, sort_keys=True
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def trainer_job(params: PretrainParams, corpus: dict[str, Path], out_dir: Path, run_id: str | None,
-                tracking_uri: str | None) -> TrainerJob:
+def trainer_job(
+    params: PretrainParams, corpus: dict[str, Path], out_dir: Path, run_id: str | None, tracking_uri: str | None
+) -> TrainerJob:
     """``corpus``: domain -> Parquet file; one data file per domain, weights in the same order."""
     recipe = params.model_dump(include=set(TrainingRecipe.model_fields))
     weights = [params.domain_weights.get(d, 1.0) for d in corpus] if params.domain_weights else None
     logging_to = {"mlflow_run_id": run_id, "mlflow_tracking_uri": tracking_uri} if run_id and tracking_uri else {}
     # absolute paths: the trainer runs from the repository; resume continues an earlier attempt's checkpoint
-    return TrainerJob(**recipe, data=[str(Path(p).resolve()) for p in corpus.values()], data_weights=weights,
-                      out=str(out_dir.resolve()), resume=True, **logging_to)
+    return TrainerJob(
+        **recipe,
+        data=[str(Path(p).resolve()) for p in corpus.values()],
+        data_weights=weights,
+        out=str(out_dir.resolve()),
+        resume=True,
+        **logging_to,
+    )
 
 
 def trainer_command(job: TrainerJob) -> list[str]:
@@ -69,9 +78,17 @@ def run_trainer(cmd: list[str], log_file: Path) -> None:
     tail: deque[str] = deque(maxlen=40)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     logger = run_logger()
-    with open(log_file, "a") as fh, subprocess.Popen(  # a resumed attempt appends
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO,
-    ) as proc:
+    with (
+        open(log_file, "a") as fh,
+        subprocess.Popen(  # a resumed attempt appends
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            cwd=REPO,
+        ) as proc,
+    ):
         for line in proc.stdout:
             fh.write(line)
             tail.append(line.rstrip())
@@ -92,8 +109,9 @@ def pretrain_backbone(params: PretrainParams, store_dirs: list[str], settings: S
         raise ValueError("pre-training needs at least one ingested store")
     init_dir, init_name = resolve_init(params.init, settings)
     # the key names what training starts from (a version, not a download folder)
-    key = run_key(params.model_copy(update={"init": init_name}), store_versions(store_dirs),
-                  settings.onboard.val_origins)
+    key = run_key(
+        params.model_copy(update={"init": init_name}), store_versions(store_dirs), settings.onboard.val_origins
+    )
     out_dir = settings.run_dir("pretrain", key)
     registered = _registered_uri(out_dir / "registered.json", settings)
     if registered:
@@ -107,10 +125,16 @@ def pretrain_backbone(params: PretrainParams, store_dirs: list[str], settings: S
     # what and how long, readable in the run list: pretrain-4m-2000steps, pretrain-4m-150steps-from-shipped
     run_name = f"pretrain-{shape}-{params.max_steps}steps" + (f"-from-{_origin(init_name)}" if init_name else "")
     with _start_or_resume_run(out_dir / "mlflow_run_id", run_name) as run:
-        mlflow.log_params({**registry.flat_params(params.model_dump(exclude={"domains", "domain_weights"})),
-                           "domains": ",".join(params.domains),
-                           "domain_weights": ",".join(f"{d}:{params.domain_weights.get(d, 1.0)}" for d in corpus["files"]),
-                           "corpus_rows": corpus["rows"], "corpus_series": corpus["series"], "run_key": key})
+        mlflow.log_params(
+            {
+                **registry.flat_params(params.model_dump(exclude={"domains", "domain_weights"})),
+                "domains": ",".join(params.domains),
+                "domain_weights": ",".join(f"{d}:{params.domain_weights.get(d, 1.0)}" for d in corpus["files"]),
+                "corpus_rows": corpus["rows"],
+                "corpus_series": corpus["series"],
+                "run_key": key,
+            }
+        )
         mlflow.set_tags({"data_version": data_version, "git_commit": registry.git_commit()})
         for store in store_dirs:  # one input per domain, digest = DVC's md5 of its store
             log_store_input(store, context="training")
@@ -118,12 +142,14 @@ def pretrain_backbone(params: PretrainParams, store_dirs: list[str], settings: S
             run_logger().info("pre-training %s already finished: skipping the trainer", key)
         else:
             job_params = params.model_copy(update={"init": init_dir})
-            cmd = trainer_command(trainer_job(job_params, corpus["files"], out_dir, run.info.run_id,
-                                              settings.tracking_uri))
+            cmd = trainer_command(
+                trainer_job(job_params, corpus["files"], out_dir, run.info.run_id, settings.tracking_uri)
+            )
             run_logger().info("starting trainer: %s", " ".join(cmd))
             run_trainer(cmd, out_dir / "trainer.log")
-        version = _register_backbone(params.model_copy(update={"preset": shape}), out_dir, data_version,
-                                     run.info.run_id)
+        version = _register_backbone(
+            params.model_copy(update={"preset": shape}), out_dir, data_version, run.info.run_id
+        )
     registered = registry.versioned_uri("backbone", version)
     (out_dir / "registered.json").write_text(json.dumps({"uri": registered, "tracking_uri": settings.tracking_uri}))
     return registered
@@ -135,18 +161,37 @@ def _register_backbone(params: PretrainParams, out_dir: Path, data_version: str,
     from models.forecasting.backbone import BackboneForecaster
 
     metrics = json.loads((out_dir / "metrics.json").read_text())
-    mlflow.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    mlflow.log_metrics(
+        {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    )
     mlflow.log_artifact(str(out_dir / "trainer.log"))
-    model_dir = BackboneForecaster(load_backbone(out_dir / "backbone"), params.context_length).save(out_dir / "forecaster")
-    uri = log_forecaster("backbone", model_dir, {"kind": "backbone", "preset": params.preset,
-                                                 "default_horizon": params.horizon_length, "max_horizon": None,
-                                                 "freq": None})
+    model_dir = BackboneForecaster(load_backbone(out_dir / "backbone"), params.context_length).save(
+        out_dir / "forecaster"
+    )
+    uri = log_forecaster(
+        "backbone",
+        model_dir,
+        {
+            "kind": "backbone",
+            "preset": params.preset,
+            "default_horizon": params.horizon_length,
+            "max_horizon": None,
+            "freq": None,
+        },
+    )
     return registry.register(
-        uri, "backbone",
-        tags={"data_version": data_version, "git_commit": registry.git_commit(), "preset": params.preset,
-              "val_loss": metrics.get("val_loss"), "run_id": run_id},
+        uri,
+        "backbone",
+        tags={
+            "data_version": data_version,
+            "git_commit": registry.git_commit(),
+            "preset": params.preset,
+            "val_loss": metrics.get("val_loss"),
+            "run_id": run_id,
+        },
         description=f"{params.preset} backbone, {metrics.get('steps')} steps, val loss {metrics.get('val_loss')}",
-        result_id=f"pretrain-{out_dir.name}")  # two processes finishing one run key register one version
+        result_id=f"pretrain-{out_dir.name}",
+    )  # two processes finishing one run key register one version
 
 
 def _start_or_resume_run(id_file: Path, run_name: str):
@@ -196,22 +241,41 @@ def ensure_backbone(settings: Settings, backbone_uri: str = DEFAULT_BACKBONE) ->
 
     shipped = shipped_backbone()
     if shipped is None:
-        raise NotFoundError(f"{backbone_uri}: no backbone registered and none shipped in this checkout; "
-                            "pre-train one first: tsfm pretrain (or tsfm demo)")
+        raise NotFoundError(
+            f"{backbone_uri}: no backbone registered and none shipped in this checkout; "
+            "pre-train one first: tsfm pretrain (or tsfm demo)"
+        )
     card = json.loads((shipped / CARD_FILE).read_text()) if (shipped / CARD_FILE).is_file() else {}
     registry.use_experiment("pretrain", settings)
     with mlflow.start_run(run_name="shipped-default-backbone"):
         mlflow.log_params({f"card.{k}": v for k, v in card.items() if isinstance(v, (int, float, str))})
         model_dir = BackboneForecaster(load_backbone(shipped), int(card.get("context_length", 512))).save(
-            settings.run_dir("pretrain", "shipped", "forecaster"))
-        uri = log_forecaster("backbone", model_dir, {"kind": "backbone", "preset": card.get("preset", "shipped"),
-                                                     "default_horizon": card.get("horizon_length", 32),
-                                                     "max_horizon": None, "freq": None})
+            settings.run_dir("pretrain", "shipped", "forecaster")
+        )
+        uri = log_forecaster(
+            "backbone",
+            model_dir,
+            {
+                "kind": "backbone",
+                "preset": card.get("preset", "shipped"),
+                "default_horizon": card.get("horizon_length", 32),
+                "max_horizon": None,
+                "freq": None,
+            },
+        )
         version = registry.register(
-            uri, "backbone", tags={SHIPPED_TAG: "true", "preset": card.get("preset"), "git_commit": card.get("commit"),
-                                   "data_version": "shipped"},
+            uri,
+            "backbone",
+            tags={
+                SHIPPED_TAG: "true",
+                "preset": card.get("preset"),
+                "git_commit": card.get("commit"),
+                "data_version": "shipped",
+            },
             description="the backbone shipped with tsfm (models/backbone/shipped/MODEL_CARD.md), registered on "
-                        "first use", result_id="shipped-" + str(card.get("commit", "unknown")))
+            "first use",
+            result_id="shipped-" + str(card.get("commit", "unknown")),
+        )
     registry.set_alias("backbone", "champion", version)
     run_logger().info("registered the shipped backbone as backbone v%s @champion", version)
     return backbone_uri
@@ -275,8 +339,11 @@ def backbone_val_score(backbone_dir: Path, store_dirs: list[str], settings: Sett
         w = split.windows("val")
         pick = np.unique(np.linspace(0, len(w) - 1, min(len(w), MAX_GATE_WINDOWS)).round().astype(int))
         q = batch_forecast(backbone, [w.contexts[i] for i in pick], split.horizon, context).quantiles
-        scores.append(per_series_metrics(q, w.truth[pick], [split.train[w.series[i]] for i in pick],
-                                         split.seasons[w.series[pick]])["sCRPS"])
+        scores.append(
+            per_series_metrics(
+                q, w.truth[pick], [split.train[w.series[i]] for i in pick], split.seasons[w.series[pick]]
+            )["sCRPS"]
+        )
     return float(np.nanmean(np.concatenate(scores)))
 
 
@@ -294,21 +361,31 @@ def gate_backbone(new_uri: str, store_dirs: list[str], settings: Settings) -> di
     if old_version in (None, new_version):
         registry.set_alias("backbone", "champion", new_version)
         reason = "the first backbone" if old_version is None else "already champion"
-        return {"promoted": old_version is None, "champion": registry.versioned_uri("backbone", new_version),
-                "reason": reason}
+        return {
+            "promoted": old_version is None,
+            "champion": registry.versioned_uri("backbone", new_version),
+            "reason": reason,
+        }
     new = backbone_val_score(registry.resolve_backbone(new_uri)[1], store_dirs, settings)
-    old = backbone_val_score(registry.resolve_backbone(registry.versioned_uri("backbone", old_version))[1], store_dirs,
-                             settings)
+    old = backbone_val_score(
+        registry.resolve_backbone(registry.versioned_uri("backbone", old_version))[1], store_dirs, settings
+    )
     margin = settings.promote.margin
     promoted = beats(new, old, margin).wins  # the gate's one replacement rule (evaluation.gate)
-    verdict = (f"backbone v{new_version} val sCRPS {new:.4f} vs champion v{old_version} {old:.4f} on the same "
-               f"validation windows: " + ("promoted" if promoted else f"kept v{old_version} (needs {margin:.0%} better)"))
+    verdict = (
+        f"backbone v{new_version} val sCRPS {new:.4f} vs champion v{old_version} {old:.4f} on the same "
+        f"validation windows: " + ("promoted" if promoted else f"kept v{old_version} (needs {margin:.0%} better)")
+    )
     registry.set_alias("backbone", "champion" if promoted else "challenger", new_version)
     MlflowClient().set_model_version_tag("backbone", new_version, "gate", verdict)
     run_logger().info(verdict)
     champion = new_version if promoted else old_version
-    return {"promoted": promoted, "champion": registry.versioned_uri("backbone", champion), "reason": verdict,
-            "val_sCRPS": {"new": new, "champion": old}}
+    return {
+        "promoted": promoted,
+        "champion": registry.versioned_uri("backbone", champion),
+        "reason": verdict,
+        "val_sCRPS": {"new": new, "champion": old},
+    }
 
 
 pretrain_backbone_task = task(pretrain_backbone, name="pretrain")

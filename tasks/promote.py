@@ -4,6 +4,7 @@ The candidate (``challenger``, or a version given) must beat the current champio
 with the candidate's result folder the champion is re-scored on the candidate's own validation
 windows, whatever its family, else the versions' tags are compared (``evaluation.gate``).
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -49,8 +50,14 @@ def _validated(name: str, version: str) -> None:
     mlflow.MlflowClient().set_model_version_tag(name, version, "validated_at", f"{time.time():.0f}")
 
 
-def promote_domain(domain: str, settings: Settings, version: str | None = None, margin: float | None = None,
-                   result_dir: str | None = None, why: str | None = None) -> dict:
+def promote_domain(
+    domain: str,
+    settings: Settings,
+    version: str | None = None,
+    margin: float | None = None,
+    result_dir: str | None = None,
+    why: str | None = None,
+) -> dict:
     """Give forecaster-<domain>'s candidate (``challenger`` by default) the ``champion`` alias when
     its validation sCRPS beats the current champion's by ``margin`` (default: the settings'
     ``promote.margin``). ``why``: how the candidate was chosen among the families, for the record.
@@ -63,13 +70,22 @@ def promote_domain(domain: str, settings: Settings, version: str | None = None, 
     version = version or registry.alias_version(name, "challenger") or registry.latest_version(name)
     if version is None:
         known = sorted(registry.remembered_domains())
-        raise NotFoundError(f"no registered versions of {name}: onboard the domain first (tsfm onboard --domain "
-                            f"{domain}); onboarded domains: {', '.join(known) or 'none'}")
+        raise NotFoundError(
+            f"no registered versions of {name}: onboard the domain first (tsfm onboard --domain "
+            f"{domain}); onboarded domains: {', '.join(known) or 'none'}"
+        )
     tags = registry.version_tags(name, version)
     cand, family = float(tags[GATE_METRIC]), tags.get("family", "fused")
     champion = registry.alias_version(name, "champion")
-    decision = {"model": name, "version": version, "family": family, GATE_METRIC: cand,
-                "previous_champion": champion, "margin": margin, "chosen_because": why}
+    decision = {
+        "model": name,
+        "version": version,
+        "family": family,
+        GATE_METRIC: cand,
+        "previous_champion": champion,
+        "margin": margin,
+        "chosen_because": why,
+    }
     if champion == version:
         decision.update(promoted=False, reason=f"version {version} ({family}) already is champion")
     else:
@@ -80,10 +96,14 @@ def promote_domain(domain: str, settings: Settings, version: str | None = None, 
         if champion:
             champ_family = registry.version_tags(name, champion).get("family", "fused")
             rescored = champion_on_candidate_split(name, champion, result_dir) if result_dir else None
-            champ_score = (float(np.nanmean(rescored)) if rescored is not None
-                           else float(registry.version_tags(name, champion)[GATE_METRIC]))
-            decision.update(champion_family=champ_family, champion_val_sCRPS=champ_score,
-                            champion_rescored=rescored is not None)
+            champ_score = (
+                float(np.nanmean(rescored))
+                if rescored is not None
+                else float(registry.version_tags(name, champion)[GATE_METRIC])
+            )
+            decision.update(
+                champion_family=champ_family, champion_val_sCRPS=champ_score, champion_rescored=rescored is not None
+            )
             incumbent = champ_score
             if rescored is not None:  # both scored on the same windows: judged pair by pair, beyond noise
                 from evaluation.domain import validation_evidence
@@ -98,17 +118,31 @@ def promote_domain(domain: str, settings: Settings, version: str | None = None, 
         if verdict:
             registry.set_alias(name, "champion", version)
             _validated(name, version)
-            decision.update(promoted=True, reason=(
-                f"{family} v{version} (val sCRPS {cand:.4f})"
-                + (f" beats champion v{champion} ({champ_score:.4f}) by {margin:.0%}{verdict.sureness()}" if champion
-                   else " is the domain's first champion")))
+            decision.update(
+                promoted=True,
+                reason=(
+                    f"{family} v{version} (val sCRPS {cand:.4f})"
+                    + (
+                        f" beats champion v{champion} ({champ_score:.4f}) by {margin:.0%}{verdict.sureness()}"
+                        if champion
+                        else " is the domain's first champion"
+                    )
+                ),
+            )
         else:
-            decision.update(promoted=False, reason=(
-                f"{family} v{version} (val sCRPS {cand:.4f}) does not beat champion v{champion} "
-                f"({decision['champion_family']}, {champ_score:.4f}) by {margin:.0%}"
-                + (f" with {settings.promote.confidence:.0%} confidence{verdict.sureness()}"
-                   if verdict.confidence is not None else "")
-                + (" (champion re-scored on this validation split)" if decision.get("champion_rescored") else "")))
+            decision.update(
+                promoted=False,
+                reason=(
+                    f"{family} v{version} (val sCRPS {cand:.4f}) does not beat champion v{champion} "
+                    f"({decision['champion_family']}, {champ_score:.4f}) by {margin:.0%}"
+                    + (
+                        f" with {settings.promote.confidence:.0%} confidence{verdict.sureness()}"
+                        if verdict.confidence is not None
+                        else ""
+                    )
+                    + (" (champion re-scored on this validation split)" if decision.get("champion_rescored") else "")
+                ),
+            )
             if decision.get("champion_rescored"):
                 _validated(name, champion)  # it held its place on today's data: re-validated
     run_logger().info("promote %s v%s: %s", name, version, decision["reason"])

@@ -1,4 +1,5 @@
 """Watching the sources for new data as a Prefect task (``store.watch`` does the checking)."""
+
 from __future__ import annotations
 
 from prefect import task

@@ -1,5 +1,6 @@
 """Shared test setup: isolated Prefect/MLflow state, one Prefect test harness per session, and one
 real end-to-end demo run (small settings) shared by the flow, registry and serving tests."""
+
 from __future__ import annotations
 
 import json
@@ -84,10 +85,12 @@ def tsfm_env(tmp_path_factory):
 
 
 SMALL = {
-    "TSFM_SOURCES": json.dumps({
-        "synthetic": {"source": "synthetic:kernelsynth?n_series=60&length=128&seed=1", "horizon": 8},
-        "m3-other": {"source": "builtin:m3-other", "horizon": 8},
-    }),
+    "TSFM_SOURCES": json.dumps(
+        {
+            "synthetic": {"source": "synthetic:kernelsynth?n_series=60&length=128&seed=1", "horizon": 8},
+            "m3-other": {"source": "builtin:m3-other", "horizon": 8},
+        }
+    ),
     "TSFM_PRETRAIN__MAX_STEPS": "40",
     "TSFM_DEMO__CONTINUE_STEPS": "20",  # where a backbone is shipped: continued briefly instead
     "TSFM_PRETRAIN__BATCH_SIZE": "32",

@@ -1,4 +1,5 @@
 """A small long-format training corpus for the trainer's subprocess tests."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,8 +8,15 @@ import numpy as np
 import pandas as pd
 
 
-def seasonal_corpus(path: Path, n_series: int, lengths: tuple[int, int], periods: tuple[int, ...] = (7, 12, 24),
-                    gap_rate: float = 0.0, shuffle: bool = False, seed: int = 0) -> Path:
+def seasonal_corpus(
+    path: Path,
+    n_series: int,
+    lengths: tuple[int, int],
+    periods: tuple[int, ...] = (7, 12, 24),
+    gap_rate: float = 0.0,
+    shuffle: bool = False,
+    seed: int = 0,
+) -> Path:
     """Series i: level 10*i, a sine of a random period, a little trend and noise; optional
     missing values (NaN at ``gap_rate``) and shuffled rows (the trainer must sort)."""
     rng = np.random.default_rng(seed)

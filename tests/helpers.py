@@ -1,5 +1,6 @@
 """Helpers several test modules share: a fresh project's environment, running `tsfm` in it as a
 user would, the one-message check of a user's mistake, and the system Chromium."""
+
 from __future__ import annotations
 
 import os
@@ -15,18 +16,31 @@ BIN = Path(sys.executable).parent
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """A fresh project: its own data and state; Prefect's home left to tsfm (under the state folder)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TSFM_", "PREFECT_"))}
-    env.update({"PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "TSFM_PATHS__DATA_DIR": str(tmp_path / "data"),
-                "TSFM_PATHS__STATE_DIR": str(tmp_path / "state"), "TSFM_PARAMS": str(tmp_path / "none.yaml"),
-                "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                # the project's Prefect API stops soon after the test's last command (tests/conftest.py), not
-                # after the default 30 minutes: a suite's worth of idle servers slowed every later test
-                "TSFM_PREFECT_IDLE_S": os.environ.get("TSFM_PREFECT_IDLE_S", "30"), **extra})
+    env.update(
+        {
+            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            "TSFM_PATHS__DATA_DIR": str(tmp_path / "data"),
+            "TSFM_PATHS__STATE_DIR": str(tmp_path / "state"),
+            "TSFM_PARAMS": str(tmp_path / "none.yaml"),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            # the project's Prefect API stops soon after the test's last command (tests/conftest.py), not
+            # after the default 30 minutes: a suite's worth of idle servers slowed every later test
+            "TSFM_PREFECT_IDLE_S": os.environ.get("TSFM_PREFECT_IDLE_S", "30"),
+            **extra,
+        }
+    )
     return env
 
 
 def _tsfm(tmp_path: Path, *args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "tsfm"), *args], cwd=tmp_path, env=env or _env(tmp_path), capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [str(BIN / "tsfm"), *args],
+        cwd=tmp_path,
+        env=env or _env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def _one_message(proc: subprocess.CompletedProcess, *fragments: str) -> str:
@@ -42,5 +56,11 @@ def _one_message(proc: subprocess.CompletedProcess, *fragments: str) -> str:
 
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's package (Makefile: make install)
 # flags that keep a headless Chromium from reaching out (the machine has no internet) or needing a GPU
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]

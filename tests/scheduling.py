@@ -6,6 +6,7 @@ module's fixtures (live servers, a trained backbone) are built once.
 xdist's own `--dist loadgroup` marks are not used: xdist 3.8 tags the node id through an attribute
 pytest 9.2 no longer reads, so every marked test became a group of its own.
 """
+
 from __future__ import annotations
 
 import ast
@@ -28,8 +29,11 @@ def _params(fn: ast.FunctionDef) -> set[str]:
 @cache
 def _fixtures(path: Path) -> dict[str, frozenset[str]]:
     """The fixtures a file defines, each with the fixtures it asks for."""
-    return {fn.name: frozenset(_params(fn)) for fn in _functions(path)
-            if any("fixture" in ast.unparse(d) for d in fn.decorator_list)}
+    return {
+        fn.name: frozenset(_params(fn))
+        for fn in _functions(path)
+        if any("fixture" in ast.unparse(d) for d in fn.decorator_list)
+    }
 
 
 def _visible(path: Path) -> dict[str, frozenset[str]]:

@@ -6,6 +6,7 @@ a reviewer go from an MLflow run to the exact DVC data version. Only metadata is
 the schema comes from the Parquet footer and the profile from meta.json, so a large store
 is hashed but never loaded into memory here.
 """
+
 from __future__ import annotations
 
 import json
@@ -79,11 +80,17 @@ def store_dataset(store_dir: Path | str) -> StoreDataset:
     with warnings.catch_warnings():  # local paths match two equivalent registered sources
         warnings.simplefilter("ignore", UserWarning)
         source = resolve_dataset_source(str(store_dir))
-    profile = {"num_rows": int(meta["rows_kept"]), "n_series": int(meta["n_series"]),
-               "rows_quarantined": int(meta["rows_quarantined"]), "freq": meta.get("freq"),
-               "data_md5": meta["md5"], "dvc_md5": digest}
-    return StoreDataset(source, name=meta["domain"], digest=digest,
-                        schema=parquet_schema(store_dir / SERIES_FILE), profile=profile)
+    profile = {
+        "num_rows": int(meta["rows_kept"]),
+        "n_series": int(meta["n_series"]),
+        "rows_quarantined": int(meta["rows_quarantined"]),
+        "freq": meta.get("freq"),
+        "data_md5": meta["md5"],
+        "dvc_md5": digest,
+    }
+    return StoreDataset(
+        source, name=meta["domain"], digest=digest, schema=parquet_schema(store_dir / SERIES_FILE), profile=profile
+    )
 
 
 def log_store_input(store_dir: Path | str, context: str) -> StoreDataset:

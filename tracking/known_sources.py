@@ -1,6 +1,7 @@
 """Which domains tsfm knows a source for: declared in the settings' ``sources``, or remembered by
 the registry from an earlier onboarding (the CLI, the Prefect form or another host). The ingest
 and onboarding flows, the deployments and the CLI all ask here."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -52,8 +53,7 @@ def missing_ingests(domains: list[str], settings: Settings) -> list[IngestParams
             continue
         spec = settings.sources.get(domain)
         if spec is not None:
-            todo.append(IngestParams(domain=domain, source=spec.source, horizon=spec.horizon,
-                                     min_train=spec.min_train))
+            todo.append(IngestParams(domain=domain, source=spec.source, horizon=spec.horizon, min_train=spec.min_train))
             continue
         if remembered is None:
             registry.configure(settings)
@@ -69,5 +69,6 @@ def missing_ingests(domains: list[str], settings: Settings) -> list[IngestParams
             f"no data for domain(s) {', '.join(unknown)}: nothing ingested under {settings.store_dir('')} "
             f"and no source declared for it. Ingest it first (tsfm ingest --source PATH --domain "
             f"{unknown[0]}). Ingested: {', '.join(stores) or 'none'}; declared in `sources`: "
-            f"{', '.join(sorted(settings.sources)) or 'none'}")
+            f"{', '.join(sorted(settings.sources)) or 'none'}"
+        )
     return todo

@@ -1,4 +1,5 @@
 """Links into the MLflow UI, built in one place: only an HTTP tracking server has a UI to link to."""
+
 from __future__ import annotations
 
 

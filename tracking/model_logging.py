@@ -5,6 +5,7 @@ code it needs to load and predict: the import closure of its forecaster module a
 scoring protocol (``infra.code_version``), copied into a ``models`` package of its own.
 Nothing of pre-training, onboarding, serving or the pipeline ships with it.
 """
+
 from __future__ import annotations
 
 import json

@@ -9,6 +9,7 @@ Scoring protocol (``models.forecasting.protocol``): input rows ``unique_id, ds, 
 series' context, ``params={"horizon": H}``; output per series and step ``unique_id, ds,
 mean`` and the quantile columns ``"0.1"`` .. ``"0.9"``.
 """
+
 from __future__ import annotations
 
 import json

@@ -1,5 +1,6 @@
 """MLflow plumbing shared by every stage: where runs go, how models are named, registered,
 found again and aliased (the registry contract of docs/architecture.md, in one module)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -32,27 +33,27 @@ EXPERIMENTS = {
 NOTE = "mlflow.note.content"  # what the MLflow UI shows as an experiment's, a run's description
 EXPERIMENT_NOTES = {
     "ingest": "One run per ingested source: rows in, kept and quarantined, the store as a dataset input "
-              "(digest = DVC's md5), the quarantine file.",
+    "(digest = DVC's md5), the quarantine file.",
     "pretrain": "One run per backbone pre-training: the recipe, the corpus, loss curves; the weights are "
-                "registered as `backbone`.",
+    "registered as `backbone`.",
     "onboard": "One run per domain onboarding: the validation and test tables of every candidate family "
-               "(headline first in each run's description), plots, the store as a dataset input.",
+    "(headline first in each run's description), plots, the store as a dataset input.",
     "promote": "One run per gate decision on forecaster-<domain>: promoted or refused, and why.",
     "evaluate": "Zero-shot evaluation of a backbone on packaged real data against statistical baselines.",
     "forecast": "One run per batch forecast of a domain: the champion that made it, series and rows written, "
-                "timings, and the partition's URI (tag output_uri).",
+    "timings, and the partition's URI (tag output_uri).",
     "compare": "Cross-domain comparison of onboardings (benchmarks).",
     "monitor": "One run per domain and check: the stored batch forecasts that actuals now cover, scored against "
-               "each model's validation figures (MASE, sCRPS, sMAPE, 10-90% coverage, per step), the drift of the "
-               "domain's data and served contexts from the champion's training data (PSI per feature), and the "
-               "verdict (tag degraded, reason).",
+    "each model's validation figures (MASE, sCRPS, sMAPE, 10-90% coverage, per step), the drift of the "
+    "domain's data and served contexts from the champion's training data (PSI per feature), and the "
+    "verdict (tag degraded, reason).",
 }
 MODEL_NOTES = {  # registered model name prefix -> its description
     "forecaster-": "The served forecaster of one domain: every version is a candidate of one family (tag `family`: "
-                   "fused, backbone, seasonal_naive, auto_ets, theta); `champion` is what `tsfm serve` answers "
-                   "with, `challenger` the best validated candidate of the latest onboarding.",
+    "fused, backbone, seasonal_naive, auto_ets, theta); `champion` is what `tsfm serve` answers "
+    "with, `challenger` the best validated candidate of the latest onboarding.",
     "fused-": "Component: the frozen backbone fused with the domain's memory adapter (weight `alpha`). "
-              "Served only through a `forecaster-<domain>` version of family fused.",
+    "Served only through a `forecaster-<domain>` version of family fused.",
     "adapter-": "Component, for comparison: the memory adapter's forecast alone (alpha 1).",
     "teacher-": "Component, for comparison: the kNN teacher (retrieval over the domain's train windows).",
     "backbone": "Pre-trained backbones; `champion` is the one new onboardings adapt.",
@@ -84,8 +85,9 @@ def use_experiment(stage: str, settings: Settings) -> str:
     if exp is None:
         location = f"{settings.artifact_root.rstrip('/')}/{name}"
         try:
-            exp_id = mlflow.create_experiment(name, artifact_location=location,
-                                              tags={NOTE: EXPERIMENT_NOTES.get(stage, ""), **MODEL_TRAINING})
+            exp_id = mlflow.create_experiment(
+                name, artifact_location=location, tags={NOTE: EXPERIMENT_NOTES.get(stage, ""), **MODEL_TRAINING}
+            )
         except MlflowException:  # created concurrently by another process
             exp_id = mlflow.get_experiment_by_name(name).experiment_id
     else:
@@ -100,7 +102,10 @@ def use_experiment(stage: str, settings: Settings) -> str:
 def git_commit() -> str:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
             cwd=Path(__file__).resolve().parent.parent,
         )
         return out.stdout.strip()
@@ -152,8 +157,9 @@ def remembered_domains() -> dict[str, dict[str, str]]:
     out, token = {}, None
     client = MlflowClient()
     while True:
-        page = client.search_registered_models(filter_string=f"name LIKE '{FORECASTER_PREFIX}%'", max_results=200,
-                                               page_token=token)
+        page = client.search_registered_models(
+            filter_string=f"name LIKE '{FORECASTER_PREFIX}%'", max_results=200, page_token=token
+        )
         for rm in page:
             facts = _facts(rm.tags)
             if facts.get("source"):
@@ -172,7 +178,9 @@ def download_forecaster(name: str, version: str, dst: str | Path) -> tuple[str, 
     from models.forecasting.kinds import SERVING_FILE
 
     base = MlflowClient().get_model_version_download_uri(name, version).rstrip("/")
-    mlmodel = yaml.safe_load(Path(mlflow.artifacts.download_artifacts(f"{base}/MLmodel", dst_path=str(dst))).read_text())
+    mlmodel = yaml.safe_load(
+        Path(mlflow.artifacts.download_artifacts(f"{base}/MLmodel", dst_path=str(dst))).read_text()
+    )
     folder = mlmodel["flavors"]["python_function"]["artifacts"]["model_dir"]["path"]
     local = Path(mlflow.artifacts.download_artifacts(f"{base}/{folder}", dst_path=str(dst)))
     meta = json.loads((local / SERVING_FILE).read_text()) if (local / SERVING_FILE).is_file() else {}
@@ -242,13 +250,19 @@ def find_version(name: str, result_id: str) -> str | None:
 
 def find_run(experiment_id: str, result_id: str) -> str | None:
     """The run logged for result ``result_id`` in the experiment (the oldest one), if any."""
-    runs = MlflowClient().search_runs([experiment_id], f"tags.{RESULT_ID_TAG} = '{result_id}'",
-                                      order_by=["attributes.start_time ASC"], max_results=1)
+    runs = MlflowClient().search_runs(
+        [experiment_id], f"tags.{RESULT_ID_TAG} = '{result_id}'", order_by=["attributes.start_time ASC"], max_results=1
+    )
     return runs[0].info.run_id if runs else None
 
 
-def register(model_uri: str | Callable[[], str], name: str, tags: dict[str, str], description: str = "",
-             result_id: str | None = None) -> str:
+def register(
+    model_uri: str | Callable[[], str],
+    name: str,
+    tags: dict[str, str],
+    description: str = "",
+    result_id: str | None = None,
+) -> str:
     """Register ``model_uri`` as a new version of ``name``; returns the version number.
 
     With ``result_id`` it is idempotent: a version already tagged with that id is returned instead
@@ -324,13 +338,22 @@ def rollback_domain(domain: str, version: str, settings: Settings) -> dict:
     families = version_families(name)
     if str(version) not in families:
         known = ", ".join(f"v{v} ({f})" for v, f in families.items())
-        raise NotFoundError(f"{name} has no version {version}; " + (
-            f"its versions: {known}" if known else
-            f"the domain was never onboarded (onboarded: {', '.join(sorted(remembered_domains())) or 'none'})"))
+        raise NotFoundError(
+            f"{name} has no version {version}; "
+            + (
+                f"its versions: {known}"
+                if known
+                else f"the domain was never onboarded (onboarded: {', '.join(sorted(remembered_domains())) or 'none'})"
+            )
+        )
     previous = alias_version(name, "champion")
     set_alias(name, "champion", version)
-    return {"model": name, "champion": version, "family": version_tags(name, version).get("family"),
-            "previous_champion": previous}
+    return {
+        "model": name,
+        "champion": version,
+        "family": version_tags(name, version).get("family"),
+        "previous_champion": previous,
+    }
 
 
 def monitored_domains(domain: str | None, settings: Settings) -> list[str]:
@@ -339,8 +362,10 @@ def monitored_domains(domain: str | None, settings: Settings) -> list[str]:
     known = sorted(remembered_domains())
     if domain:
         if alias_version(forecaster_name(domain), "champion") is None:
-            raise NotFoundError(f"{forecaster_name(domain)} has no champion: onboard "
-                                f"{domain} first (tsfm onboard --domain {domain}); onboarded "
-                                f"domains: {', '.join(known) or 'none'}")
+            raise NotFoundError(
+                f"{forecaster_name(domain)} has no champion: onboard "
+                f"{domain} first (tsfm onboard --domain {domain}); onboarded "
+                f"domains: {', '.join(known) or 'none'}"
+            )
         return [domain]
     return [d for d in known if alias_version(forecaster_name(d), "champion")]

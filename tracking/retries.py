@@ -3,6 +3,7 @@
 The retried tasks are idempotent (``tracking.registry.register``), so a retry after a
 half-done attempt creates no duplicates.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -10,10 +11,27 @@ from functools import lru_cache
 from mlflow.exceptions import MlflowException
 
 TRANSIENT_STATUS = {429, 500, 502, 503, 504}
-TRANSIENT_TEXT = ("connection refused", "connection reset", "connection aborted", "max retries exceeded",
-                  "timed out", "temporarily unavailable", "database is locked", "remote end closed")
-BOTO_TRANSIENT_CODES = {"Throttling", "ThrottlingException", "SlowDown", "RequestTimeout", "RequestTimeTooSkewed",
-                        "InternalError", "ServiceUnavailable", "503", "500"}
+TRANSIENT_TEXT = (
+    "connection refused",
+    "connection reset",
+    "connection aborted",
+    "max retries exceeded",
+    "timed out",
+    "temporarily unavailable",
+    "database is locked",
+    "remote end closed",
+)
+BOTO_TRANSIENT_CODES = {
+    "Throttling",
+    "ThrottlingException",
+    "SlowDown",
+    "RequestTimeout",
+    "RequestTimeTooSkewed",
+    "InternalError",
+    "ServiceUnavailable",
+    "503",
+    "500",
+}
 
 
 def _chain(exc: BaseException):
@@ -38,8 +56,15 @@ def is_transient(exc: BaseException) -> bool:
         if isinstance(e, (ConnectionError, TimeoutError, requests.ConnectionError, requests.Timeout)):
             return True
         if boto is not None:
-            if isinstance(e, (boto.EndpointConnectionError, boto.ConnectionClosedError,
-                              boto.ReadTimeoutError, boto.ConnectTimeoutError)):
+            if isinstance(
+                e,
+                (
+                    boto.EndpointConnectionError,
+                    boto.ConnectionClosedError,
+                    boto.ReadTimeoutError,
+                    boto.ConnectTimeoutError,
+                ),
+            ):
                 return True
             if isinstance(e, boto.ClientError):
                 err = e.response.get("Error", {})
@@ -51,6 +76,7 @@ def is_transient(exc: BaseException) -> bool:
                 return True
             # an HTTP answer from a tracking server: its status says whether to try again
             from mlflow.exceptions import RestException
+
             if isinstance(e, RestException) or text.startswith("api request to"):
                 return e.get_http_status_code() in TRANSIENT_STATUS
     return False
@@ -79,5 +105,9 @@ def remote_retries(retry=None) -> dict:
     from prefect.tasks import exponential_backoff
 
     retry = retry or _configured_retry()
-    return {"retries": retry.retries, "retry_delay_seconds": exponential_backoff(backoff_factor=retry.backoff_s),
-            "retry_jitter_factor": retry.jitter, "retry_condition_fn": retry_if_transient}
+    return {
+        "retries": retry.retries,
+        "retry_delay_seconds": exponential_backoff(backoff_factor=retry.backoff_s),
+        "retry_jitter_factor": retry.jitter,
+        "retry_condition_fn": retry_if_transient,
+    }

@@ -5,6 +5,7 @@ built-in defaults): the value shown as [default: ...] is the one that applies he
 A mistake (a bad file, an unknown domain, a bad value) is one message and exit status 2;
 `--debug` anywhere on the line shows its traceback.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,9 @@ from infra.settings import DEFAULT_BACKBONE
 
 quiet()
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, rich_markup_mode=None,
-                  pretty_exceptions_enable=False)
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help=__doc__, rich_markup_mode=None, pretty_exceptions_enable=False
+)
 
 
 def _settings():
@@ -70,8 +72,11 @@ def _default(value) -> str:
 
 
 @app.callback()
-def _runtime_env(debug: bool = typer.Option(False, "--debug", help="show the traceback of an error (also "
-                                                                     "TSFM_DEBUG=1); anywhere on the line")):
+def _runtime_env(
+    debug: bool = typer.Option(
+        False, "--debug", help="show the traceback of an error (also TSFM_DEBUG=1); anywhere on the line"
+    ),
+):
     # before any command imports prefect/boto3: the profile's Prefect API URL, S3 endpoint, Prefect home
     from infra.settings import ProfileError, apply_runtime_env
 
@@ -127,8 +132,11 @@ def _run(flow, *args, **kwargs):
 
 
 OUT = typer.Option(None, "--out", help="also write the result as JSON to this file")
-SET = typer.Option(None, "--set", help="any parameter of this command's settings section as KEY=VALUE "
-                                       "(repeatable), e.g. --set max_steps=50")
+SET = typer.Option(
+    None,
+    "--set",
+    help="any parameter of this command's settings section as KEY=VALUE (repeatable), e.g. --set max_steps=50",
+)
 
 
 def _params(model, base, sets, named, flags=None):
@@ -154,23 +162,38 @@ def _columns(value: str | None) -> dict[str, str] | None:
 
 @app.command()
 def ingest(
-    source: str = typer.Option(..., help="CSV/Parquet file or folder, s3://bucket/key, builtin:<name> or "
-                                         "synthetic:kernelsynth?..."),
+    source: str = typer.Option(
+        ..., help="CSV/Parquet file or folder, s3://bucket/key, builtin:<name> or synthetic:kernelsynth?..."
+    ),
     domain: str = typer.Option(..., help="domain name: lowercase letters, digits, - and _"),
-    horizon: int = typer.Option(None, help="points per series held out for test and for each validation window"
-                                + _default(f"the domain's `sources` entry, else {S.onboard.horizon}")),
-    min_train: int = typer.Option(None, help="minimum train points per series on top of 2 x horizon"
-                                  + _default(8)),
-    columns: str = typer.Option(None, help="the file's names for unique_id, ds and y where they differ, "
-                                           "e.g. date=ds,value=y,series=unique_id"),
+    horizon: int = typer.Option(
+        None,
+        help="points per series held out for test and for each validation window"
+        + _default(f"the domain's `sources` entry, else {S.onboard.horizon}"),
+    ),
+    min_train: int = typer.Option(None, help="minimum train points per series on top of 2 x horizon" + _default(8)),
+    columns: str = typer.Option(
+        None, help="the file's names for unique_id, ds and y where they differ, e.g. date=ds,value=y,series=unique_id"
+    ),
     date_format: str = typer.Option(None, help=_help("IngestParams", "date_format")),
     out: str = OUT,
 ):
     """Validate a source and write the domain's canonical Parquet store; bad rows go to a quarantine file."""
     from infra.settings import IngestParams
 
-    params = _params(IngestParams, {}, None, dict(source=source, domain=domain, horizon=horizon, min_train=min_train,
-                                                  columns=_columns(columns), date_format=date_format))
+    params = _params(
+        IngestParams,
+        {},
+        None,
+        dict(
+            source=source,
+            domain=domain,
+            horizon=horizon,
+            min_train=min_train,
+            columns=_columns(columns),
+            date_format=date_format,
+        ),
+    )
     from store.sources import check_header
 
     check_header(params.source, params.columns)  # a wrong file fails here, before any flow starts
@@ -185,8 +208,12 @@ def ingest(
 @app.command()
 def pretrain(
     preset: str = typer.Option(None, help=_described("pretrain", "preset")),
-    domain: list[str] = typer.Option(None, help=_described("pretrain", "domains", extra="; declared sources not "
-                                                           "ingested yet are ingested first; repeatable")),
+    domain: list[str] = typer.Option(
+        None,
+        help=_described(
+            "pretrain", "domains", extra="; declared sources not ingested yet are ingested first; repeatable"
+        ),
+    ),
     max_steps: int = typer.Option(None, help=_described("pretrain", "max_steps")),
     batch_size: int = typer.Option(None, help=_described("pretrain", "batch_size")),
     devices: str = typer.Option(None, help=_described("pretrain", "devices", extra=" (per node)")),
@@ -200,9 +227,22 @@ def pretrain(
     it beats the current one on the same validation windows."""
     from infra.settings import PretrainParams
 
-    params = _params(PretrainParams, _settings().pretrain, set_, dict(
-        preset=preset, domains=domain or None, max_steps=max_steps, batch_size=batch_size, devices=devices,
-        accelerator=accelerator, strategy=strategy, init=init), {"domains": "--domain"})
+    params = _params(
+        PretrainParams,
+        _settings().pretrain,
+        set_,
+        dict(
+            preset=preset,
+            domains=domain or None,
+            max_steps=max_steps,
+            batch_size=batch_size,
+            devices=devices,
+            accelerator=accelerator,
+            strategy=strategy,
+            init=init,
+        ),
+        {"domains": "--domain"},
+    )
     from tracking.known_sources import missing_ingests
 
     missing_ingests(params.domains, _settings())  # undeclared, never-ingested domains fail here
@@ -213,21 +253,35 @@ def pretrain(
 def onboard(
     domain: str = typer.Option(..., help="the domain: its store is used, or --source ingested first"),
     source: str = typer.Option(None, help="ingest this source first (as `tsfm ingest` does)"),
-    horizon: int = typer.Option(None, help=_described("onboard", "horizon", f"the domain's `sources` entry, else "
-                                                                           f"{S.onboard.horizon}")),
-    season_length: int = typer.Option(None, help=_described("onboard", "season_length",
-                                                            S.onboard.season_length or "from the data")),
-    val_origins: int = typer.Option(None, help=_described("onboard", "val_origins",
-                                                          S.onboard.val_origins or "by the domain's size, 3 to 30")),
+    horizon: int = typer.Option(
+        None, help=_described("onboard", "horizon", f"the domain's `sources` entry, else {S.onboard.horizon}")
+    ),
+    season_length: int = typer.Option(
+        None, help=_described("onboard", "season_length", S.onboard.season_length or "from the data")
+    ),
+    val_origins: int = typer.Option(
+        None, help=_described("onboard", "val_origins", S.onboard.val_origins or "by the domain's size, 3 to 30")
+    ),
     context_length: int = typer.Option(None, help=_described("onboard", "context_length")),
-    backbone_context: int = typer.Option(None, help=_described("onboard", "backbone_context", S.onboard.backbone_context
-                                                               or "the backbone's training context")),
-    finetune_steps: int = typer.Option(None, help=_described("onboard", "finetune.max_steps", extra=" (a copy of "
-                                                             "the backbone fine-tuned in full, for comparison; never "
-                                                             "what gets served)")),
-    set_: list[str] = typer.Option(None, "--set", help="any onboarding parameter as KEY=VALUE (repeatable; "
-                                                       "sections with dots), e.g. --set teacher.k=10 "
-                                                       "--set adapter.epochs=5"),
+    backbone_context: int = typer.Option(
+        None,
+        help=_described("onboard", "backbone_context", S.onboard.backbone_context or "the backbone's training context"),
+    ),
+    finetune_steps: int = typer.Option(
+        None,
+        help=_described(
+            "onboard",
+            "finetune.max_steps",
+            extra=" (a copy of the backbone fine-tuned in full, for comparison; never what gets served)",
+        ),
+    ),
+    set_: list[str] = typer.Option(
+        None,
+        "--set",
+        help="any onboarding parameter as KEY=VALUE (repeatable; "
+        "sections with dots), e.g. --set teacher.k=10 "
+        "--set adapter.epochs=5",
+    ),
     backbone: str = typer.Option(DEFAULT_BACKBONE, help="the registered backbone to adapt"),
     promote: bool = typer.Option(True, help="run the promotion gate afterwards"),
     out: str = OUT,
@@ -238,11 +292,22 @@ def onboard(
     from infra.settings import OnboardParams
 
     settings = _settings()  # read once for the whole command
-    params = _params(OnboardParams, settings.onboard, set_, {
-        "domain": domain, "source": source, "horizon": horizon, "season_length": season_length,
-        "val_origins": val_origins, "context_length": context_length, "backbone_context": backbone_context,
-        "finetune.max_steps": finetune_steps},
-        {"finetune.max_steps": "--finetune-steps"})
+    params = _params(
+        OnboardParams,
+        settings.onboard,
+        set_,
+        {
+            "domain": domain,
+            "source": source,
+            "horizon": horizon,
+            "season_length": season_length,
+            "val_origins": val_origins,
+            "context_length": context_length,
+            "backbone_context": backbone_context,
+            "finetune.max_steps": finetune_steps,
+        },
+        {"finetune.max_steps": "--finetune-steps"},
+    )
     if horizon is None and not any(s.split("=", 1)[0].strip() == "horizon" for s in set_ or []):
         from store.horizon import default_horizon  # a declared domain's own horizon, as its deployment uses
 
@@ -268,18 +333,20 @@ def onboard(
 
 
 @app.command()
-def promote(domain: str = typer.Option(..., help="the domain whose challenger is judged"),
-            version: str = typer.Option(None, help="a version of forecaster-<domain> to judge instead of the "
-                                                   "challenger"),
-            margin: float = typer.Option(None, help="relative validation improvement required"
-                                         + _default(S.promote.margin))):
+def promote(
+    domain: str = typer.Option(..., help="the domain whose challenger is judged"),
+    version: str = typer.Option(None, help="a version of forecaster-<domain> to judge instead of the challenger"),
+    margin: float = typer.Option(None, help="relative validation improvement required" + _default(S.promote.margin)),
+):
     """Give forecaster-<domain>'s challenger the champion alias if it passes the gate."""
     _echo(_run(_flow("flows.promote.promote_flow"), domain, version, margin))
 
 
 @app.command()
-def rollback(domain: str = typer.Option(..., help="the domain to roll back"),
-             version: str = typer.Option(..., help="the version of forecaster-<domain> to serve again")):
+def rollback(
+    domain: str = typer.Option(..., help="the domain to roll back"),
+    version: str = typer.Option(..., help="the version of forecaster-<domain> to serve again"),
+):
     """Point forecaster-<domain>@champion back at an earlier version (of any family)."""
     from tracking.registry import rollback_domain
 
@@ -288,17 +355,22 @@ def rollback(domain: str = typer.Option(..., help="the domain to roll back"),
 
 @app.command()
 def serve(
-    domains: str = typer.Option(None, help="comma-separated domains; empty: every forecaster-* model with the alias "
-                                           "(new ones are picked up while running)"
-                                + _default(S.serve.domains or "every domain")),
+    domains: str = typer.Option(
+        None,
+        help="comma-separated domains; empty: every forecaster-* model with the alias "
+        "(new ones are picked up while running)" + _default(S.serve.domains or "every domain"),
+    ),
     port: int = typer.Option(None, help=_described("serve", "port")),
     host: str = typer.Option(None, help=_described("serve", "host", extra=" (TSFM_SERVE__TOKEN) or --insecure")),
     insecure: bool = typer.Option(None, "--insecure", help=_described("serve", "insecure")),
     alias: str = typer.Option(None, help=_described("serve", "alias")),
     reload_interval_s: float = typer.Option(None, help=_described("serve", "reload_interval_s", extra=" (seconds)")),
     device: str = typer.Option(None, help=_described("serve", "device")),
-    mlflow: bool = typer.Option(False, "--mlflow", help="MLflow's scoring server for one --domain instead "
-                                                        "(no reload, no batching; for comparison)"),
+    mlflow: bool = typer.Option(
+        False,
+        "--mlflow",
+        help="MLflow's scoring server for one --domain instead (no reload, no batching; for comparison)",
+    ),
     domain: str = typer.Option(None, help=_described("serve", "domain")),
 ):
     """Serve every domain's forecaster-<domain>@champion (any family) in one process (foreground): MLflow scoring
@@ -306,9 +378,21 @@ def serve(
     from infra.settings import ServeParams
 
     settings = _settings()
-    cfg = _params(ServeParams, settings.serve, None, dict(
-        domains=_csv(domains), domain=domain, port=port, host=host, alias=alias,
-        reload_interval_s=reload_interval_s, device=device, insecure=insecure))
+    cfg = _params(
+        ServeParams,
+        settings.serve,
+        None,
+        dict(
+            domains=_csv(domains),
+            domain=domain,
+            port=port,
+            host=host,
+            alias=alias,
+            reload_interval_s=reload_interval_s,
+            device=device,
+            insecure=insecure,
+        ),
+    )
     if mlflow:
         from serving.catalog import check_served
         from serving.exposure import check_bind
@@ -347,9 +431,14 @@ def ui(
 
 
 @app.command()
-def deploy(dry_run: bool = typer.Option(False, "--dry-run", help="list the deployments and schedules, serve nothing"),
-           one_click: bool = typer.Option(False, "--one-click", help="serve only the on-demand onboarding form "
-                                          "(`one-click-onboarding`): no schedule or trigger is switched on")):
+def deploy(
+    dry_run: bool = typer.Option(False, "--dry-run", help="list the deployments and schedules, serve nothing"),
+    one_click: bool = typer.Option(
+        False,
+        "--one-click",
+        help="serve only the on-demand onboarding form (`one-click-onboarding`): no schedule or trigger is switched on",
+    ),
+):
     """Serve tsfm's Prefect deployments here: scheduled ingest, retraining and re-onboarding of every declared
     and every onboarded domain, plus the on-demand `one-click-onboarding` form. Runs until interrupted."""
     build_deployments = _flow("flows.deployments.build_deployments")  # Prefect's home first
@@ -390,17 +479,23 @@ def _csv(value: str | None) -> list[str] | None:
 
 @app.command()
 def evaluate(
-    backbone: str = typer.Option(None, help="registered backbone: models:/backbone@champion, "
-                                            "models:/<name>/<version> or a version number"
-                                 + _default(S.evaluate.backbone)),
-    datasets: str = typer.Option(None, help="comma-separated: m3, m3-<category>[-<frequency>], vic_elec, epf_fr_be"
-                                 + _default(S.evaluate.datasets)),
-    max_series: int = typer.Option(None, help="evenly spaced subsample of at most N series per dataset"
-                                   + _default(S.evaluate.max_series)),
+    backbone: str = typer.Option(
+        None,
+        help="registered backbone: models:/backbone@champion, "
+        "models:/<name>/<version> or a version number" + _default(S.evaluate.backbone),
+    ),
+    datasets: str = typer.Option(
+        None,
+        help="comma-separated: m3, m3-<category>[-<frequency>], vic_elec, epf_fr_be" + _default(S.evaluate.datasets),
+    ),
+    max_series: int = typer.Option(
+        None, help="evenly spaced subsample of at most N series per dataset" + _default(S.evaluate.max_series)
+    ),
     windows: int = typer.Option(None, help=_described("evaluate", "windows")),
     baselines: str = typer.Option(None, help=_described("evaluate", "baselines", extra="; comma-separated")),
-    context_length: int = typer.Option(None, help=_described("evaluate", "context_length",
-                                                             S.evaluate.context_length or "the backbone's")),
+    context_length: int = typer.Option(
+        None, help=_described("evaluate", "context_length", S.evaluate.context_length or "the backbone's")
+    ),
     n_jobs: int = typer.Option(None, help=_described("evaluate", "n_jobs")),
     device: str = typer.Option(None, help=_described("evaluate", "device")),
     set_: list[str] = SET,
@@ -410,9 +505,21 @@ def evaluate(
     seasonal naive, Theta and AutoETS; logged to MLflow, headline numbers tagged on the version."""
     from infra.settings import EvaluateParams
 
-    params = _params(EvaluateParams, _settings().evaluate, set_, dict(
-        backbone=backbone, datasets=_csv(datasets), max_series=max_series, windows=windows,
-        baselines=_csv(baselines), context_length=context_length, n_jobs=n_jobs, device=device))
+    params = _params(
+        EvaluateParams,
+        _settings().evaluate,
+        set_,
+        dict(
+            backbone=backbone,
+            datasets=_csv(datasets),
+            max_series=max_series,
+            windows=windows,
+            baselines=_csv(baselines),
+            context_length=context_length,
+            n_jobs=n_jobs,
+            device=device,
+        ),
+    )
     from evaluation.zero_shot import check_datasets
     from infra.errors import InputError
 
@@ -430,14 +537,20 @@ def evaluate(
 def forecast(
     domain: str = typer.Option(None, help=_described("forecast", "domain")),
     source: str = typer.Option(None, help=_described("forecast", "source", "none: the domain's store")),
-    columns: str = typer.Option(None, help=_described("forecast", "columns", "the canonical names", extra=", e.g. "
-                                                      "date=ds,value=y,series=unique_id")),
+    columns: str = typer.Option(
+        None,
+        help=_described("forecast", "columns", "the canonical names", extra=", e.g. date=ds,value=y,series=unique_id"),
+    ),
     date_format: str = typer.Option(None, help=_help("ForecastParams", "date_format")),
-    output: str = typer.Option(None, help=_described("forecast", "output",
-                                                     S.forecast.output or "<data_dir>/forecasts/<domain>")),
+    output: str = typer.Option(
+        None, help=_described("forecast", "output", S.forecast.output or "<data_dir>/forecasts/<domain>")
+    ),
     horizon: int = typer.Option(None, help=_described("forecast", "horizon", S.forecast.horizon or "the champion's")),
-    origin: str = typer.Option(None, help="the batch's as-of date YYYY-MM-DD (its partition); default: today in "
-                               f"schedules.timezone ({S.schedules.timezone})"),
+    origin: str = typer.Option(
+        None,
+        help="the batch's as-of date YYYY-MM-DD (its partition); default: today in "
+        f"schedules.timezone ({S.schedules.timezone})",
+    ),
     executor: str = typer.Option(None, help=_described("forecast", "executor")),
     workers: int = typer.Option(None, help=_described("forecast", "workers")),
     set_: list[str] = SET,
@@ -447,9 +560,22 @@ def forecast(
     partition (origin=YYYY-MM-DD) under the output, replacing an earlier run of the same origin."""
     from infra.settings import ForecastParams
 
-    params = _params(ForecastParams, _settings().forecast, set_, dict(
-        domain=domain, source=source, columns=_columns(columns), date_format=date_format, output=output,
-        horizon=horizon, origin=origin, executor=executor, workers=workers))
+    params = _params(
+        ForecastParams,
+        _settings().forecast,
+        set_,
+        dict(
+            domain=domain,
+            source=source,
+            columns=_columns(columns),
+            date_format=date_format,
+            output=output,
+            horizon=horizon,
+            origin=origin,
+            executor=executor,
+            workers=workers,
+        ),
+    )
     if params.source:
         from infra.errors import InputError
         from store.sources import check_header
@@ -459,21 +585,29 @@ def forecast(
         except ValueError as e:
             raise InputError(str(e)) from None
     result = _run(_flow("flows.forecast.forecast_flow"), params)
-    _say(f"{result['series']} series of {result['domain']} forecast {result['horizon']} steps by "
-         f"{result['model']} v{result['model_version']} ({result['family']}) in {result['seconds']:.1f}s "
-         f"-> {result['output_uri']}" + (f"; {result['skipped']} series without a forecast (see _skipped.parquet)"
-                                         if result["skipped"] else ""))
+    _say(
+        f"{result['series']} series of {result['domain']} forecast {result['horizon']} steps by "
+        f"{result['model']} v{result['model_version']} ({result['family']}) in {result['seconds']:.1f}s "
+        f"-> {result['output_uri']}"
+        + (f"; {result['skipped']} series without a forecast (see _skipped.parquet)" if result["skipped"] else "")
+    )
     _echo(result, out)
 
 
 @app.command()
 def monitor(
-    domain: str = typer.Option(None, help=_described("monitor", "domain", S.monitor.domain or "every onboarded "
-                                                                                              "domain")),
-    forecasts: str = typer.Option(None, help=_described("monitor", "forecasts", S.monitor.forecasts or S.forecast.output
-                                                        or "<data_dir>/forecasts/<domain>")),
-    serving_metrics: str = typer.Option(None, help=_described("monitor", "serving_metrics", "none",
-                                                              extra="; comma-separated")),
+    domain: str = typer.Option(
+        None, help=_described("monitor", "domain", S.monitor.domain or "every onboarded domain")
+    ),
+    forecasts: str = typer.Option(
+        None,
+        help=_described(
+            "monitor", "forecasts", S.monitor.forecasts or S.forecast.output or "<data_dir>/forecasts/<domain>"
+        ),
+    ),
+    serving_metrics: str = typer.Option(
+        None, help=_described("monitor", "serving_metrics", "none", extra="; comma-separated")
+    ),
     prometheus_url: str = typer.Option(None, help=_described("monitor", "prometheus_url", "none")),
     no_events: bool = typer.Option(False, "--no-events", help="report only: emit no tsfm.domain.degraded"),
     set_: list[str] = SET,
@@ -484,10 +618,18 @@ def monitor(
     and tsfm.domain.degraded (re-onboarding) when either crosses its threshold."""
     from infra.settings import MonitorParams
 
-    params = _params(MonitorParams, _settings().monitor, set_, dict(
-        domain=domain, forecasts=forecasts, prometheus_url=prometheus_url,
-        serving_metrics=[u.strip() for u in serving_metrics.split(",") if u.strip()] if serving_metrics else None,
-        emit_events=False if no_events else None))
+    params = _params(
+        MonitorParams,
+        _settings().monitor,
+        set_,
+        dict(
+            domain=domain,
+            forecasts=forecasts,
+            prometheus_url=prometheus_url,
+            serving_metrics=[u.strip() for u in serving_metrics.split(",") if u.strip()] if serving_metrics else None,
+            emit_events=False if no_events else None,
+        ),
+    )
     from tracking.registry import monitored_domains
 
     if not monitored_domains(params.domain, _settings()):  # an unknown domain fails here, before any flow starts
@@ -495,27 +637,35 @@ def monitor(
         _echo({}, out)
         return
     result = _run(_flow("flows.monitor.monitor_flow"), params)
+
     def fig(x) -> str:
         return "n/a" if x is None else f"{x:.3f}"
 
     for name, v in sorted(result.items()):
         state = "DEGRADED" if v["degraded"] else "healthy"
-        _say(f"{name}: {state}: {v['points']} forecast points scored ({', '.join(v['origins']) or 'no origin'}), "
-             f"{v['waiting']} wait for actuals"
-             + "".join(f"\n  v{r['model_version']} ({r['family']}): MASE {fig(r['MASE'])} (validation "
-                       f"{fig(r['val_MASE'])}, seasonal naive {fig(r['naive_MASE'])}), sCRPS {fig(r['sCRPS'])} "
-                       f"(validation {fig(r['val_sCRPS'])}, seasonal naive {fig(r['naive_sCRPS'])}), 10-90% coverage "
-                       f"{fig(r['coverage'])}"
-                       for r in v.get("realized", []))
-             + "".join(f"\n  - {r}" for r in v["reasons"])
-             + (f"\n  {v['event'] and 'tsfm.domain.degraded emitted' or 'no event emitted'}" if v["degraded"] else ""))
+        _say(
+            f"{name}: {state}: {v['points']} forecast points scored ({', '.join(v['origins']) or 'no origin'}), "
+            f"{v['waiting']} wait for actuals"
+            + "".join(
+                f"\n  v{r['model_version']} ({r['family']}): MASE {fig(r['MASE'])} (validation "
+                f"{fig(r['val_MASE'])}, seasonal naive {fig(r['naive_MASE'])}), sCRPS {fig(r['sCRPS'])} "
+                f"(validation {fig(r['val_sCRPS'])}, seasonal naive {fig(r['naive_sCRPS'])}), 10-90% coverage "
+                f"{fig(r['coverage'])}"
+                for r in v.get("realized", [])
+            )
+            + "".join(f"\n  - {r}" for r in v["reasons"])
+            + (f"\n  {v['event'] and 'tsfm.domain.degraded emitted' or 'no event emitted'}" if v["degraded"] else "")
+        )
     _echo(result, out)
 
 
 @app.command()
-def config(changed: bool = typer.Option(False, "--changed", help="only the settings whose value differs from "
-                                         "the schema's default"),
-           as_json: bool = typer.Option(False, "--json", help="the rows as JSON (key, value, source, default)")):
+def config(
+    changed: bool = typer.Option(
+        False, "--changed", help="only the settings whose value differs from the schema's default"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="the rows as JSON (key, value, source, default)"),
+):
     """The effective settings, each with where it came from: the schema's default, the profile (TSFM_PROFILE),
     params.yaml (TSFM_PARAMS) or a TSFM_* variable. A command's options and --set apply on top, to it alone."""
     from infra.provenance import effective_settings
@@ -526,8 +676,13 @@ def config(changed: bool = typer.Option(False, "--changed", help="only the setti
         return
     width = max((len(r["key"]) for r in rows), default=0)
     for r in rows:
-        was = ("" if r["source"] == "default" else "; the default too" if r["value"] == r["default"]
-               else f"; default {json.dumps(r['default'], default=str)}")
+        was = (
+            ""
+            if r["source"] == "default"
+            else "; the default too"
+            if r["value"] == r["default"]
+            else f"; default {json.dumps(r['default'], default=str)}"
+        )
         typer.echo(f"{r['key']:<{width}}  {json.dumps(r['value'], default=str)}  ({r['source']}{was})")
 
 
@@ -539,8 +694,10 @@ def demo():
     demo_flow = _flow("flows.demo.demo_flow")
     started = time.perf_counter()
     _run(demo_flow, _settings().demo)
-    peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-               resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+    peak = (
+        max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+        / 1024
+    )
     _say(f"demo finished in {time.perf_counter() - started:.0f}s; peak RSS of one process {peak:.0f} MiB")
 
 

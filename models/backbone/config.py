@@ -1,4 +1,5 @@
 """The backbone's shape: one dataclass, saved as ``config.json`` next to the weights."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields

@@ -4,6 +4,7 @@ future patches) and the decoding of its horizon into sorted quantiles.
 Forecasting and fine-tuning both go through ``decode_horizon``, so what fine-tuning lowers
 is exactly what ``PatchBackbone.forecast`` returns.
 """
+
 from __future__ import annotations
 
 import math
@@ -76,7 +77,7 @@ def decode_horizon(backbone: PatchBackbone, context: Float[Tensor, "batch time"]
     inputs = forecast_inputs(c, context, horizon)
     out = backbone(inputs.values, inputs.observed)
     B, last = context.shape[0], inputs.n_ctx - 1
-    knots = out.knots[:, 0, inputs.n_ctx:].reshape(B, inputs.n_future * c.patch_size, c.n_quantiles)[:, :horizon]
+    knots = out.knots[:, 0, inputs.n_ctx :].reshape(B, inputs.n_future * c.patch_size, c.n_quantiles)[:, :horizon]
     # the masked future patches carry the statistics of the last context step
     return Horizon(knots, out.loc[:, 0, last], out.scale[:, 0, last], out.hidden[:, 0, last].float())
 

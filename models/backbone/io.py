@@ -1,4 +1,5 @@
 """A backbone on disk: ``config.json`` and ``weights.pt`` (a plain state dict) in one folder."""
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,9 @@ def ship_backbone(source: str | Path, card: dict, directory: str | Path = SHIPPE
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = torch.load(Path(source) / WEIGHTS_FILE, map_location="cpu", weights_only=True)
-    torch.save({k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in state.items()},
-               directory / WEIGHTS_FILE)
+    torch.save(
+        {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in state.items()}, directory / WEIGHTS_FILE
+    )
     (directory / CONFIG_FILE).write_text((Path(source) / CONFIG_FILE).read_text())
     (directory / CARD_FILE).write_text(json.dumps(card, indent=2))
     return directory

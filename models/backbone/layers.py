@@ -1,5 +1,6 @@
 """Transformer building blocks: RMSNorm, SwiGLU, rotary positions, time-wise and
 variate-wise attention blocks (pre-norm). Activations are [batch, variate, patch, d_model]."""
+
 from __future__ import annotations
 
 import torch
@@ -64,15 +65,23 @@ class Attention(nn.Module):
         self.rotary = Rotary(d_model // n_heads) if rotary else None
         self.dropout = dropout
 
-    def forward(self, x: Float[Tensor, "n length d_model"], attn_mask: Bool[Tensor, "n 1 length length"] | None = None,
-                is_causal: bool = False) -> Float[Tensor, "n length d_model"]:
+    def forward(
+        self,
+        x: Float[Tensor, "n length d_model"],
+        attn_mask: Bool[Tensor, "n 1 length length"] | None = None,
+        is_causal: bool = False,
+    ) -> Float[Tensor, "n length d_model"]:
         """``attn_mask``: True = may attend."""
         N, L, d = x.shape
         q, k, v = self.qkv(x).view(N, L, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
         if self.rotary is not None:
             q, k = self.rotary(q), self.rotary(k)
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, is_causal=is_causal,
+            q,
+            k,
+            v,
+            attn_mask=attn_mask,
+            is_causal=is_causal,
             dropout_p=self.dropout if self.training else 0.0,
         )  # [N, heads, L, head_dim]
         return self.out(y.transpose(1, 2).reshape(N, L, d))
@@ -101,8 +110,9 @@ class TimeBlock(_PreNormBlock):
 
     rotary = True
 
-    def forward(self, x: Float[Tensor, "batch variate patch d_model"], group_ids: Int[Tensor, "batch variate"] | None = None
-                ) -> Float[Tensor, "batch variate patch d_model"]:
+    def forward(
+        self, x: Float[Tensor, "batch variate patch d_model"], group_ids: Int[Tensor, "batch variate"] | None = None
+    ) -> Float[Tensor, "batch variate patch d_model"]:
         """``group_ids`` unused (the blocks share one interface)."""
         B, V, P, d = x.shape
         return self._residual(x.reshape(B * V, P, d), is_causal=True).view(B, V, P, d)
@@ -112,8 +122,9 @@ class VariateBlock(_PreNormBlock):
     """Attention across series (the V axis) at each patch; no position code, so the
     order of variates does not matter. group_ids [B, V]: only equal ids attend."""
 
-    def forward(self, x: Float[Tensor, "batch variate patch d_model"], group_ids: Int[Tensor, "batch variate"] | None = None
-                ) -> Float[Tensor, "batch variate patch d_model"]:
+    def forward(
+        self, x: Float[Tensor, "batch variate patch d_model"], group_ids: Int[Tensor, "batch variate"] | None = None
+    ) -> Float[Tensor, "batch variate patch d_model"]:
         B, V, P, d = x.shape
         h = x.transpose(1, 2).reshape(B * P, V, d)  # [B*P, V, d]
         mask = None

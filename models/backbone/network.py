@@ -5,6 +5,7 @@ values -> causal scaler + asinh -> patches -> residual-MLP embedding -> time-wis
 asinh space. The forecast horizon is a run of masked patches (value 0, observed False)
 after the context, decoded in one pass (``models.backbone.decode``).
 """
+
 from __future__ import annotations
 
 import math

@@ -2,6 +2,7 @@
 
 ``python -m models.backbone.presets`` prints them as a table.
 """
+
 from __future__ import annotations
 
 from models.backbone.config import BackboneConfig
@@ -13,8 +14,7 @@ from models.backbone.config import BackboneConfig
 # Variate-wise layers: one closing each group (the whole stack for the small ones, groups of 12 above).
 PATCH = 16
 PRESETS: dict[str, BackboneConfig] = {
-    "tiny": BackboneConfig(d_model=64, d_ff=172, n_heads=4, n_layers=2, patch_size=8, max_context=512,
-                           variate_every=2),
+    "tiny": BackboneConfig(d_model=64, d_ff=172, n_heads=4, n_layers=2, patch_size=8, max_context=512, variate_every=2),
     "4m": BackboneConfig(256, 688, 4, 4, PATCH, 4096, variate_every=4),
     "22m": BackboneConfig(512, 1368, 8, 6, PATCH, 4096, variate_every=6),
     "313m": BackboneConfig(1024, 2736, 16, 24, PATCH, 4096, variate_every=12),
@@ -34,8 +34,7 @@ def preset_name(config: BackboneConfig) -> str:
     """The preset whose widths and depth ``config`` has (patch size and scaler may differ), else "custom":
     a continued run is named after the shape it continues, not the recipe's ``preset`` field."""
     shape = (config.d_model, config.d_ff, config.n_heads, config.n_layers)
-    return next((name for name, p in PRESETS.items() if (p.d_model, p.d_ff, p.n_heads, p.n_layers) == shape),
-                "custom")
+    return next((name for name, p in PRESETS.items() if (p.d_model, p.d_ff, p.n_heads, p.n_layers) == shape), "custom")
 
 
 def count_parameters(config: BackboneConfig) -> int:
@@ -51,12 +50,16 @@ def count_parameters(config: BackboneConfig) -> int:
 
 def preset_table() -> str:
     """A markdown table of every preset's shape and parameter count."""
-    rows = ["| preset | d_model | d_ff | heads | layers | patch | variate layers | parameters |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| preset | d_model | d_ff | heads | layers | patch | variate layers | parameters |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name, c in PRESETS.items():
         n_variate = sum(c.is_variate_layer(i) for i in range(c.n_layers))
-        rows.append(f"| {name} | {c.d_model} | {c.d_ff} | {c.n_heads} | {c.n_layers} | {c.patch_size} "
-                    f"| {n_variate} | {count_parameters(c):,} |")
+        rows.append(
+            f"| {name} | {c.d_model} | {c.d_ff} | {c.n_heads} | {c.n_layers} | {c.patch_size} "
+            f"| {n_variate} | {count_parameters(c):,} |"
+        )
     return "\n".join(rows)
 
 

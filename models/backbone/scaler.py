@@ -6,6 +6,7 @@ its last step, so no patch ever sees statistics from its future. Missing points
 are invisible to it: a masked future patch inherits the statistics of the last
 context step.
 """
+
 from __future__ import annotations
 
 import torch
@@ -14,8 +15,11 @@ from torch import Tensor
 
 
 def causal_patch_stats(
-    values: Float[Tensor, "batch variate time"], observed: Bool[Tensor, "batch variate time"], patch_size: int,
-    min_scale: float, window: int = 0,
+    values: Float[Tensor, "batch variate time"],
+    observed: Bool[Tensor, "batch variate time"],
+    patch_size: int,
+    min_scale: float,
+    window: int = 0,
 ) -> tuple[Float[Tensor, "batch variate patch"], Float[Tensor, "batch variate patch"]]:
     """-> loc, scale (float64) per patch; ``time`` a multiple of patch_size.
 
@@ -60,8 +64,10 @@ def _trailing(c: Float[Tensor, "batch variate patch"], window: int) -> Float[Ten
 
 
 def normalise(
-    values: Float[Tensor, "batch variate time"], loc: Float[Tensor, "batch variate patch"],
-    scale: Float[Tensor, "batch variate patch"], patch_size: int,
+    values: Float[Tensor, "batch variate time"],
+    loc: Float[Tensor, "batch variate patch"],
+    scale: Float[Tensor, "batch variate patch"],
+    patch_size: int,
 ) -> Float[Tensor, "batch variate time"]:
     """asinh((x - loc) / scale) with per-patch statistics: float32, computed in float64."""
     loc_t = loc.to(torch.float64).repeat_interleave(patch_size, dim=-1)  # [B, V, T]
@@ -70,10 +76,14 @@ def normalise(
 
 
 def causal_scale(
-    values: Float[Tensor, "batch variate time"], observed: Bool[Tensor, "batch variate time"], patch_size: int,
-    min_scale: float, window: int = 0,
-) -> tuple[Float[Tensor, "batch variate time"], Float[Tensor, "batch variate patch"],
-           Float[Tensor, "batch variate patch"]]:
+    values: Float[Tensor, "batch variate time"],
+    observed: Bool[Tensor, "batch variate time"],
+    patch_size: int,
+    min_scale: float,
+    window: int = 0,
+) -> tuple[
+    Float[Tensor, "batch variate time"], Float[Tensor, "batch variate patch"], Float[Tensor, "batch variate patch"]
+]:
     """-> (normalised values, 0 where missing; loc; scale), all float32."""
     # float64 statistics must not be downcast by an enclosing autocast region
     with torch.autocast(device_type=values.device.type, enabled=False):

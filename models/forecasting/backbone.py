@@ -1,4 +1,5 @@
 """The frozen backbone alone, as a forecaster. Folder: ``backbone/`` + ``backbone_forecaster.json``."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,9 @@ class BackboneForecaster:
         self.backbone = backbone.eval()
         self.context_length = context_length
 
-    def predict(self, contexts: Sequence[np.ndarray], horizon: int,
-                ids: Sequence[str] | None = None) -> QuantileForecast:
+    def predict(
+        self, contexts: Sequence[np.ndarray], horizon: int, ids: Sequence[str] | None = None
+    ) -> QuantileForecast:
         """One 1-D array per series (NaN = missing) -> ``horizon`` steps of quantiles; a series of fewer
         than ``tiny.MIN_NEURAL_CONTEXT`` points gets the naive answer."""
         return guarded(self._predict, contexts, horizon)
@@ -38,8 +40,9 @@ class BackboneForecaster:
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path, device: str = "cpu", backbone: PatchBackbone | None = None
-             ) -> BackboneForecaster:
+    def load(
+        cls, directory: str | Path, device: str = "cpu", backbone: PatchBackbone | None = None
+    ) -> BackboneForecaster:
         """``backbone``: one already in memory (its folder then need not be there)."""
         directory = Path(directory)
         cfg = json.loads((directory / CONFIG_FILE).read_text())

@@ -1,4 +1,5 @@
 """The frozen backbone over many variable-length series, in batches, in inference mode."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
@@ -29,8 +30,9 @@ def batch_forecast(
     c = backbone.config
     if not len(contexts):
         q = np.zeros((0, horizon, c.n_quantiles), np.float32)
-        return BackboneForecast(q, q.copy(), np.zeros(0, np.float32), np.zeros(0, np.float32),
-                                np.zeros((0, c.d_model), np.float32))
+        return BackboneForecast(
+            q, q.copy(), np.zeros(0, np.float32), np.zeros(0, np.float32), np.zeros((0, c.d_model), np.float32)
+        )
     was_training = backbone.training
     backbone = backbone.to(device).eval()
     parts: list[list[np.ndarray]] = [[] for _ in BackboneForecast._fields]
@@ -59,8 +61,9 @@ def bucket_length(n: int, context_length: int, patch_size: int) -> int:
     return min(context_length, max(MIN_PADDED, patch_size * (1 << (patches - 1).bit_length())))
 
 
-def bucketed_chunks(contexts: Sequence[np.ndarray], context_length: int, patch_size: int, batch_size: int
-                    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def bucketed_chunks(
+    contexts: Sequence[np.ndarray], context_length: int, patch_size: int, batch_size: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(rows, [len(rows), width] NaN-left-padded float32) chunks of at most ``batch_size`` series of
     one length bucket (``bucket_length`` of the points after any leading NaN). Every forecaster
     that runs the backbone over ragged contexts pads through here, so the same history gives
@@ -70,7 +73,7 @@ def bucketed_chunks(contexts: Sequence[np.ndarray], context_length: int, patch_s
     for width in np.unique(buckets):
         rows = np.flatnonzero(buckets == width)
         for start in range(0, len(rows), batch_size):
-            part = rows[start:start + batch_size]
+            part = rows[start : start + batch_size]
             yield part, left_pad([contexts[i] for i in part], int(width))
 
 

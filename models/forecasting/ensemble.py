@@ -8,6 +8,7 @@ server that already holds that backbone version loads only ``PARTS_WITHOUT_BACKB
 Folder: ``ensemble.json`` (members: family -> kind and weight; horizon), ``backbone/`` (only
 with a neural member) and ``members/<family>/`` (each member's own folder without its backbone).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -37,8 +38,13 @@ def _member_class(kind: str):
 class EnsembleForecaster:
     """``members``: family -> forecaster; ``weights``: family -> weight (positive, summing to 1)."""
 
-    def __init__(self, members: Mapping[str, object], weights: Mapping[str, float], kinds: Mapping[str, str],
-                 horizon: int | None = None):
+    def __init__(
+        self,
+        members: Mapping[str, object],
+        weights: Mapping[str, float],
+        kinds: Mapping[str, str],
+        horizon: int | None = None,
+    ):
         if set(members) != set(weights) or not members:
             raise ValueError(f"one weight per member is required: members {sorted(members)}, weights {sorted(weights)}")
         total = float(sum(weights.values()))
@@ -51,8 +57,9 @@ class EnsembleForecaster:
         neural = [m.backbone for m in self.members.values() if getattr(m, "backbone", None) is not None]
         self.backbone = neural[0] if neural else None  # shared by every neural member
 
-    def predict(self, contexts: Sequence[np.ndarray], horizon: int,
-                ids: Sequence[str] | None = None) -> QuantileForecast:
+    def predict(
+        self, contexts: Sequence[np.ndarray], horizon: int, ids: Sequence[str] | None = None
+    ) -> QuantileForecast:
         if self.horizon is not None and not 1 <= horizon <= self.horizon:
             raise ValueError(f"horizon {horizon} is outside what this model was trained for (1..{self.horizon})")
         total = None
@@ -63,8 +70,12 @@ class EnsembleForecaster:
 
     # --------------------------------------------------------------- folder
     @staticmethod
-    def assemble(out: str | Path, members: Mapping[str, tuple[str, str | Path]], weights: Mapping[str, float],
-                 horizon: int | None) -> Path:
+    def assemble(
+        out: str | Path,
+        members: Mapping[str, tuple[str, str | Path]],
+        weights: Mapping[str, float],
+        horizon: int | None,
+    ) -> Path:
         """Write an ensemble folder from saved member folders (``family -> (kind, folder)``) without
         loading them: the first neural member's ``backbone/`` is copied once, every member's folder
         without it. Members of one onboarding share that backbone."""
@@ -78,8 +89,10 @@ class EnsembleForecaster:
             if has_backbone and not (out / BACKBONE_DIR).exists():
                 shutil.copytree(folder / BACKBONE_DIR, out / BACKBONE_DIR)
             shutil.copytree(folder, out / MEMBERS_DIR / family, ignore=shutil.ignore_patterns(BACKBONE_DIR))
-        config = {"members": {f: {"kind": k, "weight": float(weights[f])} for f, (k, _) in members.items()},
-                  "horizon": horizon}
+        config = {
+            "members": {f: {"kind": k, "weight": float(weights[f])} for f, (k, _) in members.items()},
+            "horizon": horizon,
+        }
         (out / CONFIG_FILE).write_text(json.dumps(config, indent=2))
         return out
 
@@ -97,8 +110,11 @@ class EnsembleForecaster:
         for family, kind in kinds.items():
             loader = _member_class(kind).load
             folder = directory / MEMBERS_DIR / family
-            members[family] = (loader(folder, device=device) if kind == "statistical"
-                               else loader(folder, device=device, backbone=backbone))
+            members[family] = (
+                loader(folder, device=device)
+                if kind == "statistical"
+                else loader(folder, device=device, backbone=backbone)
+            )
         return cls(members, {f: m["weight"] for f, m in config["members"].items()}, kinds, config.get("horizon"))
 
     def save(self, directory: str | Path) -> Path:

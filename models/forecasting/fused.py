@@ -3,6 +3,7 @@ forward and one small adapter forward per batch, no search, no datastore.
 
 Folder: ``backbone/``, ``adapter/`` and ``fused.json`` (alpha, context_length, horizon).
 """
+
 from __future__ import annotations
 
 import json
@@ -33,14 +34,23 @@ class FusedForecaster:
     as ``torch.sort`` on a CPU). The extra cost over the backbone is the adapter's small
     MLP per series (``models.memory.adapter.adapter_flops``)."""
 
-    def __init__(self, backbone: PatchBackbone, adapter: MemoryAdapter, alpha: float, context_length: int,
-                 horizon: int, device: str = "cpu", batch_size: int = 256):
+    def __init__(
+        self,
+        backbone: PatchBackbone,
+        adapter: MemoryAdapter,
+        alpha: float,
+        context_length: int,
+        horizon: int,
+        device: str = "cpu",
+        batch_size: int = 256,
+    ):
         self.backbone, self.adapter = backbone, adapter.eval()
         self.alpha, self.context_length, self.horizon = float(alpha), int(context_length), int(horizon)
         self.device, self.batch_size = device, batch_size
 
-    def predict(self, contexts: Sequence[np.ndarray], horizon: int,
-                ids: Sequence[str] | None = None) -> QuantileForecast:
+    def predict(
+        self, contexts: Sequence[np.ndarray], horizon: int, ids: Sequence[str] | None = None
+    ) -> QuantileForecast:
         """Fused in raw space, so alpha = 0 is the backbone bit for bit; a series of fewer than
         ``tiny.MIN_NEURAL_CONTEXT`` points gets the naive answer."""
         check_horizon(horizon, self.horizon)
@@ -50,8 +60,9 @@ class FusedForecaster:
         device = torch.device(self.device)
         alpha, parts, order = self.alpha, [], []
         with serving_mode((self.backbone, self.adapter), device):
-            for rows, padded in bucketed_chunks(contexts, self.context_length, self.backbone.config.patch_size,
-                                                self.batch_size):
+            for rows, padded in bucketed_chunks(
+                contexts, self.context_length, self.backbone.config.patch_size, self.batch_size
+            ):
                 chunk = torch.from_numpy(padded).to(device)
                 fc = self.backbone.forecast(chunk, self.horizon)
                 q_mem_norm = self.adapter(fc.embedding, fc.norm_quantiles)  # sorted
@@ -75,8 +86,7 @@ class FusedForecaster:
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path, device: str = "cpu", backbone: PatchBackbone | None = None
-             ) -> FusedForecaster:
+    def load(cls, directory: str | Path, device: str = "cpu", backbone: PatchBackbone | None = None) -> FusedForecaster:
         """``backbone``: one already in memory (its folder then need not be there)."""
         directory = Path(directory)
         meta = json.loads((directory / CONFIG_FILE).read_text())

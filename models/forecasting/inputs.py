@@ -1,4 +1,5 @@
 """Ragged per-series arrays <-> fixed-width batches (NaN = missing or no target)."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -13,7 +14,7 @@ def left_pad(contexts: Sequence[np.ndarray], length: int) -> Float[np.ndarray, "
     for i, x in enumerate(contexts):
         x = np.asarray(x, dtype=np.float32).reshape(-1)[-length:]
         if x.size:
-            out[i, length - x.size:] = x
+            out[i, length - x.size :] = x
     return out
 
 
@@ -28,4 +29,4 @@ def pad_right(parts: Sequence[np.ndarray], horizon: int) -> Float[np.ndarray, "n
 def strip_left_nan(x: np.ndarray) -> np.ndarray:
     """Drop the leading NaN padding; interior NaNs (missing values) stay."""
     valid = np.flatnonzero(~np.isnan(x))
-    return x[valid[0]:] if valid.size else x[:0]
+    return x[valid[0] :] if valid.size else x[:0]

@@ -3,6 +3,7 @@
 Modules are named, not imported: a registered model ships (and the pyfunc imports) only
 the module of its own kind and what that imports.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -18,9 +19,15 @@ KINDS: dict[str, tuple[str, str]] = {
     "ensemble": ("models.forecasting.ensemble", "EnsembleForecaster"),
 }
 # the families a domain's champion may come from, and the kind of registered model each one is
-FAMILIES: dict[str, str] = {"fused": "fused", "backbone": "backbone", "seasonal_naive": "statistical",
-                            "auto_ets": "statistical", "theta": "statistical", "teacher": "teacher",
-                            "ensemble": "ensemble"}
+FAMILIES: dict[str, str] = {
+    "fused": "fused",
+    "backbone": "backbone",
+    "seasonal_naive": "statistical",
+    "auto_ets": "statistical",
+    "theta": "statistical",
+    "teacher": "teacher",
+    "ensemble": "ensemble",
+}
 NEURAL = ("fused", "backbone", "teacher")  # the families that run a backbone (served processes share it)
 HORIZON_BOUND = ("fused", "teacher")  # families that forecast at most the horizon they were fitted for
 ENSEMBLE = "ensemble"  # the family whose versions combine the others (models.forecasting.ensemble)

@@ -1,4 +1,5 @@
 """Run modules for inference without paying for mode and device switches on every call."""
+
 from __future__ import annotations
 
 from contextlib import contextmanager

@@ -6,6 +6,7 @@ it into its own 4xx answer. Input rows ``unique_id, ds, y`` of each series' cont
 output per series and future step ``unique_id, ds, mean`` and the quantile columns
 ``"0.1"`` .. ``"0.9"``.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -72,8 +73,10 @@ def request_frame(body: object) -> tuple[pd.DataFrame, dict]:
         raise ValueError("'params' must be a JSON object")
     given = [k for k in ("dataframe_split", "dataframe_records") if k in body]
     if len(given) != 1:
-        raise ValueError("the request body needs exactly one of 'dataframe_split' or 'dataframe_records'; "
-                         f"got keys {sorted(body)[:10]}")
+        raise ValueError(
+            "the request body needs exactly one of 'dataframe_split' or 'dataframe_records'; "
+            f"got keys {sorted(body)[:10]}"
+        )
     if given[0] == "dataframe_split":
         split = body["dataframe_split"]
         if not isinstance(split, dict) or not isinstance(split.get("data"), list):
@@ -166,8 +169,9 @@ def _stamps(frame: pd.DataFrame) -> pd.Series:
     kinds = {("int" if _is_number(v) else "str" if isinstance(v, str) else "other") for v in ds.to_numpy(dtype=object)}
     if "other" in kinds:
         bad = _first_bad(ds, lambda v: _is_number(v) or isinstance(v, str))
-        raise ValueError(f"column 'ds' must hold timestamps (strings) or integer steps; row {bad[0]} has "
-                         f"{_shown(bad[1])}")
+        raise ValueError(
+            f"column 'ds' must hold timestamps (strings) or integer steps; row {bad[0]} has {_shown(bad[1])}"
+        )
     if kinds == {"int", "str"}:
         raise ValueError("column 'ds' mixes integer steps and timestamps; send one kind")
     if kinds == {"int"}:
@@ -181,15 +185,20 @@ def _stamps(frame: pd.DataFrame) -> pd.Series:
         raise ValueError("column 'ds' mixes timestamps with and without a UTC offset; send one kind")
     try:
         with warnings.catch_warnings(action="ignore", category=UserWarning):  # "could not infer format"
-            stamps = pd.to_datetime(text, errors="coerce", format="ISO8601") if aware.all() else \
-                pd.to_datetime(text, errors="coerce")
+            stamps = (
+                pd.to_datetime(text, errors="coerce", format="ISO8601")
+                if aware.all()
+                else pd.to_datetime(text, errors="coerce")
+            )
     except (ValueError, TypeError, OverflowError):
         stamps = None
     if stamps is None or not pd.api.types.is_datetime64_any_dtype(stamps):
         raise ValueError("column 'ds' mixes time zones (UTC offsets); send one offset per request")
     if stamps.isna().any():
-        raise ValueError("column 'ds' has values that are neither timestamps nor integers, e.g. "
-                         f"{_shown(text[stamps.isna()].iloc[0])}")
+        raise ValueError(
+            "column 'ds' has values that are neither timestamps nor integers, e.g. "
+            f"{_shown(text[stamps.isna()].iloc[0])}"
+        )
     return stamps
 
 
@@ -198,8 +207,10 @@ def parse_context(frame: pd.DataFrame) -> tuple[list[str], list[np.ndarray], lis
     per series. Every refusal is a ``ValueError`` whose message names the column and row."""
     frame = frame.rename(columns={k: v for k, v in ALIASES.items() if k in frame.columns})
     if frame.columns.duplicated().any():
-        raise ValueError(f"column(s) {sorted(set(frame.columns[frame.columns.duplicated()]))} given more than "
-                         "once (an alias counts as its column: item_id, timestamp, target)")
+        raise ValueError(
+            f"column(s) {sorted(set(frame.columns[frame.columns.duplicated()]))} given more than "
+            "once (an alias counts as its column: item_id, timestamp, target)"
+        )
     missing = [c for c in ("unique_id", "ds", "y") if c not in frame.columns]
     if missing:
         raise ValueError(f"missing column(s) {missing}; got {[str(c) for c in frame.columns][:10]}")
@@ -342,8 +353,10 @@ def from_model_scale(quantiles: np.ndarray, factors: np.ndarray, ids: list[str])
         q = np.asarray(quantiles, np.float64) * factors[:, None, None]
     bad = ~np.isfinite(q).reshape(len(q), -1).all(axis=1)
     if bad.any():
-        raise ValueError(f"the forecast of series {ids[int(np.argmax(bad))]!r} is beyond float64's range "
-                         "(values too close to 1.8e308); rescale the series")
+        raise ValueError(
+            f"the forecast of series {ids[int(np.argmax(bad))]!r} is beyond float64's range "
+            "(values too close to 1.8e308); rescale the series"
+        )
     return q
 
 
@@ -371,16 +384,21 @@ def future_index(uid: str, ds: pd.Series, horizon: int, freq: str | None = None)
     index = pd.DatetimeIndex(ds)
     off = _offset(pd.infer_freq(index)) if len(ds) >= 3 else None
     if off is None and len(ds) >= 3:
-        raise ValueError(f"series {uid!r}: timestamps are irregular (no constant frequency); send every "
-                         "step of the context, a missing value as a null y")
+        raise ValueError(
+            f"series {uid!r}: timestamps are irregular (no constant frequency); send every "
+            "step of the context, a missing value as a null y"
+        )
     if off is None and len(ds) == 1:  # one point: the domain's frequency
         off = _offset(freq)
         if off is None:
             raise ValueError(f"series {uid!r}: a single timestamp and no known frequency; send at least 3 points")
     elif off is None:  # two points: the domain's frequency if they agree with it, else a calendar step that fits
         weekly = f"W-{index[1].day_name()[:3].upper()}"
-        fits = [o for o in map(_offset, (freq, "MS", "ME", "QS", "QE", "YS", "YE", weekly)) if o is not None
-                and index[0] + o == index[1]]
+        fits = [
+            o
+            for o in map(_offset, (freq, "MS", "ME", "QS", "QE", "YS", "YE", weekly))
+            if o is not None and index[0] + o == index[1]
+        ]
         off = fits[0] if fits else to_offset(index[1] - index[0])
     return list(pd.date_range(start=last + off, periods=horizon, freq=off))
 
@@ -393,8 +411,12 @@ def future_timestamps(ids: list[str], stamps: list[pd.Series], horizon: int, fre
 def forecast_frame(ids: list[str], futures: list[list], quantiles: np.ndarray) -> pd.DataFrame:
     """quantiles [N, H, 9] and each series' future timestamps -> the long answer frame."""
     n, h, _ = quantiles.shape
-    out = pd.DataFrame({"unique_id": np.repeat(np.asarray(ids, dtype=object), h),
-                        "ds": [ts for future in futures for ts in future[:h]]})
+    out = pd.DataFrame(
+        {
+            "unique_id": np.repeat(np.asarray(ids, dtype=object), h),
+            "ds": [ts for future in futures for ts in future[:h]],
+        }
+    )
     flat = quantiles.reshape(n * h, -1)
     out["mean"], out["median"] = point_forecasts(flat)
     for j, col in enumerate(QUANTILE_COLUMNS):

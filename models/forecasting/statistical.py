@@ -18,6 +18,7 @@ is fitted afresh.
 Folder: ``statistical.json`` (the model and the seasons: one per known series, and a default)
 and ``fitted.pkl`` (per known series: the fitted parameters and the fitted history's ends).
 """
+
 from __future__ import annotations
 
 import json
@@ -55,8 +56,9 @@ def _naive(x: np.ndarray, horizon: int, season: int) -> Q:
     return _quantiles(SeasonalNaive(season_length=season).forecast(y=x, h=horizon, level=list(LEVELS)))
 
 
-def _fit_or_naive(model, label: str, x: np.ndarray, horizon: int, note: str | None,
-                  keep: bool = False) -> tuple[Q, str | None, dict | None]:
+def _fit_or_naive(
+    model, label: str, x: np.ndarray, horizon: int, note: str | None, keep: bool = False
+) -> tuple[Q, str | None, dict | None]:
     """The statsforecast model's quantiles, or naive with the reason when it fails or diverges;
     with ``keep``, the fitted model's parameters too (``_state``)."""
     try:
@@ -70,8 +72,9 @@ def _fit_or_naive(model, label: str, x: np.ndarray, horizon: int, note: str | No
     return _naive(x, horizon, 1), f"n={len(x)}: {reason}: naive", None
 
 
-def _fit_quiet(model, label: str, x: np.ndarray, horizon: int, note: str | None,
-               keep: bool) -> tuple[Q, str | None, dict | None]:
+def _fit_quiet(
+    model, label: str, x: np.ndarray, horizon: int, note: str | None, keep: bool
+) -> tuple[Q, str | None, dict | None]:
     if keep:
         model.fit(y=x)
         q = _quantiles(model.predict(h=horizon, level=list(LEVELS)))
@@ -85,8 +88,13 @@ def _fit_quiet(model, label: str, x: np.ndarray, horizon: int, note: str | None,
 def _state(model, x: np.ndarray) -> dict:
     """What ``forward`` needs to re-run a fitted model over a context that extends ``x``."""
     params = {k: (None if k == "fit" else v) for k, v in model.model_.items() if k not in _IN_SAMPLE}
-    return {"season": int(model.season_length), "params": params, "n": len(x),
-            "head": x[:ENDS].copy(), "tail": x[-ENDS:].copy()}
+    return {
+        "season": int(model.season_length),
+        "params": params,
+        "n": len(x),
+        "head": x[:ENDS].copy(),
+        "tail": x[-ENDS:].copy(),
+    }
 
 
 def _model(model: str, season: int):
@@ -95,8 +103,9 @@ def _model(model: str, season: int):
     return {"theta": Theta, "auto_ets": AutoETS}[model](season_length=season)
 
 
-def fit_one(x: np.ndarray, horizon: int, season_length: int, model: str,
-            keep: bool = False) -> tuple[Q, str | None] | tuple[Q, str | None, dict | None]:
+def fit_one(
+    x: np.ndarray, horizon: int, season_length: int, model: str, keep: bool = False
+) -> tuple[Q, str | None] | tuple[Q, str | None, dict | None]:
     """One series (no missing values), one model -> (quantiles [H, 9], note about a fallback or None);
     with ``keep``, also the fitted parameters (None for seasonal naive and for a fallback)."""
     x = np.asarray(x, dtype=np.float64)[-MAX_HISTORY:]
@@ -124,9 +133,9 @@ def extends(x: np.ndarray, state: dict) -> int | None:
     n, head, tail = int(state["n"]), state["head"], state["tail"]
     if len(x) < n:
         return None
-    windows = np.lib.stride_tricks.sliding_window_view(x[:len(x) - n + len(head)], len(head))
+    windows = np.lib.stride_tricks.sliding_window_view(x[: len(x) - n + len(head)], len(head))
     for p in np.flatnonzero(np.isclose(windows, head, rtol=1e-6, atol=0).all(axis=1))[::-1]:  # the latest first
-        if np.allclose(x[p + n - len(tail):p + n], tail, rtol=1e-6, atol=0):
+        if np.allclose(x[p + n - len(tail) : p + n], tail, rtol=1e-6, atol=0):
             return int(p)
     return None
 
@@ -149,7 +158,7 @@ def observed_history(uid: str, x: np.ndarray) -> np.ndarray:
     known = np.flatnonzero(~np.isnan(x))
     if known.size == 0:
         raise ValueError(f"series {uid!r} has no observed value")
-    x = x[known[0]:]
+    x = x[known[0] :]
     gaps = np.isnan(x)
     if gaps.any():
         x = x.copy()
@@ -161,8 +170,13 @@ class StatisticalForecaster:
     """One statsforecast model with each series' season (``default_season`` for series it has not seen)
     and, for series fitted at onboarding, their fitted parameters (``fitted``: id -> ``_state``)."""
 
-    def __init__(self, model: str, default_season: int, seasons: Mapping[str, int] | None = None,
-                 fitted: Mapping[str, dict] | None = None):
+    def __init__(
+        self,
+        model: str,
+        default_season: int,
+        seasons: Mapping[str, int] | None = None,
+        fitted: Mapping[str, dict] | None = None,
+    ):
         if model not in STATISTICAL:
             raise ValueError(f"unknown statistical model {model!r}; known: {', '.join(STATISTICAL)}")
         self.model, self.default_season = model, int(default_season)
@@ -170,8 +184,9 @@ class StatisticalForecaster:
         self.fitted = {str(k): v for k, v in (fitted or {}).items() if v is not None}
         self.reused = 0  # series answered from fitted parameters since load (the rest were fitted)
 
-    def predict(self, contexts: Sequence[np.ndarray], horizon: int,
-                ids: Sequence[str] | None = None) -> QuantileForecast:
+    def predict(
+        self, contexts: Sequence[np.ndarray], horizon: int, ids: Sequence[str] | None = None
+    ) -> QuantileForecast:
         """Each series' context (NaN = missing) -> ``horizon`` steps: re-run with its fitted parameters
         where the context extends the fitted history, else fitted afresh."""
         ids = [str(i) for i in ids] if ids is not None else [str(i) for i in range(len(contexts))]

@@ -3,6 +3,7 @@
 
 Folder: ``backbone/``, ``teacher/`` (datastore + index) and ``teacher_forecaster.json``.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,16 +27,24 @@ PARTS_WITHOUT_BACKBONE = (CONFIG_FILE, TEACHER_DIR)  # what a loader with the ba
 
 
 class TeacherForecaster:
-    def __init__(self, backbone: PatchBackbone, teacher: KnnTeacher, context_length: int, horizon: int,
-                 device: str = "cpu", batch_size: int = 256):
+    def __init__(
+        self,
+        backbone: PatchBackbone,
+        teacher: KnnTeacher,
+        context_length: int,
+        horizon: int,
+        device: str = "cpu",
+        batch_size: int = 256,
+    ):
         if teacher.horizon != horizon or teacher.contexts.shape[1] != context_length:
             raise ValueError("teacher datastore does not match context_length/horizon")
         self.backbone, self.teacher = backbone, teacher
         self.context_length, self.horizon = int(context_length), int(horizon)
         self.device, self.batch_size = device, batch_size
 
-    def predict(self, contexts: Sequence[np.ndarray], horizon: int,
-                ids: Sequence[str] | None = None) -> QuantileForecast:
+    def predict(
+        self, contexts: Sequence[np.ndarray], horizon: int, ids: Sequence[str] | None = None
+    ) -> QuantileForecast:
         """Retrieval from the train datastore (queries are not in it: nothing to exclude); a series of
         fewer than ``tiny.MIN_NEURAL_CONTEXT`` points gets the naive answer."""
         check_horizon(horizon, self.horizon)
@@ -48,8 +57,9 @@ class TeacherForecaster:
         base = [np.zeros((0, self.horizon, self.backbone.config.n_quantiles), np.float32)]
         order = [np.zeros(0, np.int64)]
         with serving_mode((self.backbone,), device):
-            for rows, chunk in bucketed_chunks(contexts, self.context_length, self.backbone.config.patch_size,
-                                               self.batch_size):
+            for rows, chunk in bucketed_chunks(
+                contexts, self.context_length, self.backbone.config.patch_size, self.batch_size
+            ):
                 fc = self.backbone.forecast(torch.from_numpy(chunk).to(device), self.horizon)
                 keys.append(fc.embedding.float().cpu().numpy())
                 base.append(fc.quantiles.float().cpu().numpy())
@@ -72,8 +82,9 @@ class TeacherForecaster:
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path, device: str = "cpu", backbone: PatchBackbone | None = None
-             ) -> TeacherForecaster:
+    def load(
+        cls, directory: str | Path, device: str = "cpu", backbone: PatchBackbone | None = None
+    ) -> TeacherForecaster:
         """``backbone``: one already in memory (its folder then need not be there)."""
         directory = Path(directory)
         meta = json.loads((directory / CONFIG_FILE).read_text())

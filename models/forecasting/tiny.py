@@ -7,6 +7,7 @@ value, with quantiles spread by the context's own range (none for a single point
 quantile leaves [min - range, max + range]. Every neural forecaster routes its input through
 ``guarded``; the server names the fallback from ``short_rows``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -41,8 +42,9 @@ def naive_quantiles(contexts: Sequence[np.ndarray], horizon: int) -> Float[np.nd
     return out
 
 
-def guarded(predict: Callable[[Sequence[np.ndarray], int], QuantileForecast], contexts: Sequence[np.ndarray],
-            horizon: int) -> QuantileForecast:
+def guarded(
+    predict: Callable[[Sequence[np.ndarray], int], QuantileForecast], contexts: Sequence[np.ndarray], horizon: int
+) -> QuantileForecast:
     """``predict`` for the series long enough for it, the naive answer for the others, in order."""
     short = short_rows(contexts)
     if not short.any():

@@ -1,4 +1,5 @@
 """What forecasting returns: named arrays with their shapes, never string-keyed dicts."""
+
 from __future__ import annotations
 
 from typing import NamedTuple

@@ -10,6 +10,7 @@ Budget: an adapter may hold at most ``ADAPTER_MAX_FRACTION`` (5%) of its backbon
 parameters; ``fit_hidden`` picks the widest hidden layer (up to the one asked for)
 that stays inside it.
 """
+
 from __future__ import annotations
 
 import json
@@ -106,13 +107,15 @@ class MemoryAdapter(nn.Module):
         x = self.embed_in(embedding) + self.quant_in(torch.asinh(base_norm).reshape(b, h * q))
         return self.out(self.body(x)).reshape(b, h, q)
 
-    def forward_unsorted(self, embedding: Float[Tensor, "batch d_model"],
-                         base_norm: Float[Tensor, "batch horizon quantile"]) -> Float[Tensor, "batch horizon quantile"]:
+    def forward_unsorted(
+        self, embedding: Float[Tensor, "batch d_model"], base_norm: Float[Tensor, "batch horizon quantile"]
+    ) -> Float[Tensor, "batch horizon quantile"]:
         """backbone + delta before sorting: what the crossing penalty sees."""
         return base_norm + self.delta(embedding, base_norm)
 
-    def forward(self, embedding: Float[Tensor, "batch d_model"],
-                base_norm: Float[Tensor, "batch horizon quantile"]) -> Float[Tensor, "batch horizon quantile"]:
+    def forward(
+        self, embedding: Float[Tensor, "batch d_model"], base_norm: Float[Tensor, "batch horizon quantile"]
+    ) -> Float[Tensor, "batch horizon quantile"]:
         """The adapter's quantiles (normalised space), sorted along the quantile axis."""
         return torch.sort(self.forward_unsorted(embedding, base_norm), dim=-1).values
 

@@ -4,6 +4,7 @@ Light on purpose (pydantic only): the settings schema (``infra.settings.OnboardP
 extends ``OnboardingConfig``, so params.yaml, ``tsfm onboard --set teacher.k=10``, the
 Prefect form and ``models.memory.onboarding.onboard`` all read these same fields.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,7 +28,8 @@ class TeacherConfig(Section):
     temperature: float = Field(0.12, gt=0, description="weights = softmax(-sqrt(distance) / temperature)")
     align_points: int = Field(16, ge=1, description="last points whose mean is each window's level")
     index_type: Literal["auto", "flat", "ivf", "hnsw"] = Field(
-        "auto", description="auto = exact (flat) up to exact_max windows, IVF past it")
+        "auto", description="auto = exact (flat) up to exact_max windows, IVF past it"
+    )
     exact_max: int = Field(50_000, ge=1, description="largest datastore searched exactly under auto")
     nlist: int | None = Field(None, ge=1, description="IVF lists; None: round(4 sqrt(N)) capped at nlist_max")
     nlist_max: int = Field(4096, ge=1)
@@ -101,12 +103,20 @@ MAX_BACKBONE_CONTEXT = 2048  # 128 patches of 16: the longest context pre-traini
 class OnboardingConfig(Section):
     """The frozen backbone's view of the domain and each stage's settings."""
 
-    context_length: int = Field(64, ge=8, description="points of history of each datastore window: what the "
-                                "teacher, the adapter and the fused model see (longer costs a backbone pass "
-                                "over that many points per window)")
-    backbone_context: int | None = Field(None, ge=8, description="points of history the frozen backbone family "
-                                         "reads; None: the context the backbone was trained on (its card), at "
-                                         f"most {MAX_BACKBONE_CONTEXT}")
+    context_length: int = Field(
+        64,
+        ge=8,
+        description="points of history of each datastore window: what the "
+        "teacher, the adapter and the fused model see (longer costs a backbone pass "
+        "over that many points per window)",
+    )
+    backbone_context: int | None = Field(
+        None,
+        ge=8,
+        description="points of history the frozen backbone family "
+        "reads; None: the context the backbone was trained on (its card), at "
+        f"most {MAX_BACKBONE_CONTEXT}",
+    )
     stride: int = Field(1, ge=1, description="between datastore windows")
     batch_size: int = Field(256, ge=1, description="series per backbone forward pass")
     seed: int = Field(0, description="adapter initialisation and batch order")

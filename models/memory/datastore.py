@@ -29,6 +29,7 @@ to N at the end: no copy.
 Queries (``KnnTeacher.query``) read only the candidate rows and run in chunks.
 ``directory`` should be new or empty: files of an earlier store there are overwritten in place.
 """
+
 from __future__ import annotations
 
 import io
@@ -64,8 +65,14 @@ class BackboneEmbedder:
         from models.forecasting.batch import batch_forecast  # torch only when a backbone is used
 
         contexts = np.asarray(contexts, dtype=np.float32)
-        out = batch_forecast(self.backbone, list(contexts), self.horizon, contexts.shape[1],
-                             batch_size=self.batch_size, device=self.device)
+        out = batch_forecast(
+            self.backbone,
+            list(contexts),
+            self.horizon,
+            contexts.shape[1],
+            batch_size=self.batch_size,
+            device=self.device,
+        )
         for k in self.keep:
             self._parts[k].append(getattr(out, k))
         return out.embedding
@@ -76,13 +83,14 @@ class BackboneEmbedder:
         return BackboneForecast(**{**parts, "embedding": np.asarray(embedding)})
 
 
-def array_chunks(contexts: np.ndarray, futures: np.ndarray, chunk_size: int = DEFAULT_CHUNK
-                 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def array_chunks(
+    contexts: np.ndarray, futures: np.ndarray, chunk_size: int = DEFAULT_CHUNK
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Windows already in memory (e.g. ``Windows.context/future``) as ``window_chunks``."""
     if len(contexts) != len(futures):
         raise ValueError("contexts and futures need the same length")
     for s in range(0, len(contexts), chunk_size):
-        yield contexts[s:s + chunk_size], futures[s:s + chunk_size]
+        yield contexts[s : s + chunk_size], futures[s : s + chunk_size]
 
 
 def build_datastore(
@@ -108,7 +116,7 @@ def build_datastore(
         if contexts.ndim != 2 or futures.ndim != 2 or len(contexts) != len(futures):
             raise ValueError(f"a chunk needs contexts [n, C] and futures [n, H], got {contexts.shape}, {futures.shape}")
         for s in range(0, len(contexts), chunk_size):
-            ctx, fut = contexts[s:s + chunk_size], futures[s:s + chunk_size]
+            ctx, fut = contexts[s : s + chunk_size], futures[s : s + chunk_size]
             t = time.perf_counter()
             keys = np.asarray(embed_fn(ctx), dtype=np.float32)
             timings["embed_s"] += time.perf_counter() - t
@@ -147,7 +155,8 @@ class _Store:
             self.directory.mkdir(parents=True, exist_ok=True)
             for name in ARRAYS:
                 self.arrays[name] = np.lib.format.open_memmap(
-                    self._path(name), mode="w+", dtype=np.float32, shape=(self.capacity, widths[name]))
+                    self._path(name), mode="w+", dtype=np.float32, shape=(self.capacity, widths[name])
+                )
         elif n_windows:
             self.arrays = {name: np.empty((self.capacity, widths[name]), np.float32) for name in ARRAYS}
         else:
@@ -160,7 +169,9 @@ class _Store:
         m = len(rows["keys"])
         for name in ARRAYS:
             if rows[name].shape[1] != self.widths[name]:
-                raise ValueError(f"{name} width {rows[name].shape[1]} differs from the first chunk's {self.widths[name]}")
+                raise ValueError(
+                    f"{name} width {rows[name].shape[1]} differs from the first chunk's {self.widths[name]}"
+                )
         if self.parts:
             for name in ARRAYS:
                 self.parts[name].append(np.array(rows[name], dtype=np.float32, copy=True))
@@ -168,14 +179,14 @@ class _Store:
             if self.n + m > self.capacity:
                 self._grow(max(2 * self.capacity, self.n + m))
             for name in ARRAYS:
-                self.arrays[name][self.n:self.n + m] = rows[name]
+                self.arrays[name][self.n : self.n + m] = rows[name]
         self.n += m
 
     def _grow(self, capacity: int) -> None:
         if self.directory is None:  # preallocated in RAM but more windows came than announced
             for name in ARRAYS:
                 grown = np.empty((capacity, self.widths[name]), np.float32)
-                grown[:self.n] = self.arrays[name][:self.n]
+                grown[: self.n] = self.arrays[name][: self.n]
                 self.arrays[name] = grown
         else:
             for name in ARRAYS:
@@ -189,7 +200,7 @@ class _Store:
         if self.parts:
             return {name: np.concatenate(self.parts.pop(name)) for name in ARRAYS}
         if self.directory is None:
-            return {name: a[:self.n] for name, a in self.arrays.items()}  # C-contiguous views, no copy
+            return {name: a[: self.n] for name, a in self.arrays.items()}  # C-contiguous views, no copy
         out = {}
         for name in ARRAYS:
             self.arrays[name].flush()

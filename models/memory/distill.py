@@ -12,6 +12,7 @@ plus anchor * (1 - confidence_i) * huber(median of q_mem, backbone median)
 plus crossing * mean relu(q_j - q_{j+1})
 (weights in ``models.memory.config.AdapterConfig``).
 """
+
 from __future__ import annotations
 
 import copy
@@ -50,8 +51,11 @@ def beta_from_confidence(confidence: Float[Tensor, " batch"], w: AdapterConfig) 
     return w.beta_min + w.beta_span * confidence.clamp(0.0, 1.0)
 
 
-def median_gate(y: Float[Tensor, "batch horizon"], base_med: Float[Tensor, "batch horizon"],
-                teacher_med: Float[Tensor, "batch horizon"]) -> Float[Tensor, " batch"]:
+def median_gate(
+    y: Float[Tensor, "batch horizon"],
+    base_med: Float[Tensor, "batch horizon"],
+    teacher_med: Float[Tensor, "batch horizon"],
+) -> Float[Tensor, " batch"]:
     """1 where the teacher's median has a lower MAE than the backbone's on this query, else 0."""
     known = ~torch.isnan(y)
     y0 = torch.where(known, y, 0.0)
@@ -77,13 +81,22 @@ def distill_loss(
     tails = [i for i in range(q_mem.shape[-1]) if i != MEDIAN]
     gate = median_gate(batch.y, batch.base[..., MEDIAN], batch.teacher[..., MEDIAN])
     align = _huber(q_mem[..., tails], batch.teacher[..., tails]) + gate * _huber(
-        q_mem[..., MEDIAN], batch.teacher[..., MEDIAN])
+        q_mem[..., MEDIAN], batch.teacher[..., MEDIAN]
+    )
     anchor = (1.0 - confidence) * _huber(q_mem[..., MEDIAN], batch.base[..., MEDIAN])
     crossing = F.relu(q_mem[..., :-1] - q_mem[..., 1:]).mean()
     loss = ((1.0 - beta) * pin + beta * align + w.anchor * anchor).mean() + w.crossing * crossing
-    parts = {name: float(v.detach().mean()) for name, v in (
-        ("pinball", pin), ("align", align), ("anchor", anchor), ("crossing", crossing), ("beta", beta),
-        ("median_gate", gate))}
+    parts = {
+        name: float(v.detach().mean())
+        for name, v in (
+            ("pinball", pin),
+            ("align", align),
+            ("anchor", anchor),
+            ("crossing", crossing),
+            ("beta", beta),
+            ("median_gate", gate),
+        )
+    }
     return loss, parts
 
 
@@ -98,8 +111,9 @@ def val_pinball(adapter: MemoryAdapter, val: DistillSet, batch_size: int) -> flo
     return total / max(n, 1)
 
 
-def train_adapter(adapter: MemoryAdapter, train: DistillSet, val: DistillSet, config: AdapterConfig,
-                  seed: int) -> list[dict]:
+def train_adapter(
+    adapter: MemoryAdapter, train: DistillSet, val: DistillSet, config: AdapterConfig, seed: int
+) -> list[dict]:
     """AdamW on the distillation loss; early stopping on validation pinball; restores the best weights.
 
     Epoch 0 in the history is the untrained adapter (= the backbone), so training

@@ -6,6 +6,7 @@
 rows and IVF past it. Flat and IVF indexes are searched on the GPU when wanted and possible
 (IVF is also trained and filled there); HNSW stays on the CPU. The CPU index is the one saved.
 """
+
 from __future__ import annotations
 
 import time
@@ -30,7 +31,7 @@ def as_hnsw(index):
 
 
 def index_kind(index) -> str:
-    """"flat", "ivf" or "hnsw" for a CPU faiss index (its class name otherwise)."""
+    """ "flat", "ivf" or "hnsw" for a CPU faiss index (its class name otherwise)."""
     index = faiss.downcast_index(index)
     if isinstance(index, faiss.IndexHNSW):
         return "hnsw"
@@ -61,8 +62,11 @@ def _want_gpu(config: TeacherConfig, kind: str) -> bool:
     if _gpu_available():
         return True
     if config.use_gpu:
-        warnings.warn("use_gpu=True but faiss sees no GPU (faiss-cpu or no CUDA device): searching on the CPU",
-                      RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            "use_gpu=True but faiss sees no GPU (faiss-cpu or no CUDA device): searching on the CPU",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     return False
 
 
@@ -112,7 +116,7 @@ def build_index(keys: np.ndarray, config: TeacherConfig, timings: dict | None = 
         timings["index_train_s"] = time.perf_counter() - t
     t = time.perf_counter()
     for s in range(0, n, ROW_CHUNK):
-        target.add(np.ascontiguousarray(keys[s:s + ROW_CHUNK], dtype=np.float32))
+        target.add(np.ascontiguousarray(keys[s : s + ROW_CHUNK], dtype=np.float32))
     if timings is not None:
         timings["index_add_s"] = time.perf_counter() - t
     if target is not index:

@@ -23,6 +23,7 @@ Both are computed (one forward pass) and recorded in the history either way.
 
 Pure PyTorch: no tracking or I/O (``models/`` imports no MLOps libraries).
 """
+
 from __future__ import annotations
 
 import copy
@@ -43,8 +44,9 @@ from models.metrics import pinball, pinball_loss, scaled_crps_pooled
 from models.pretraining.optim import build_optimizer, lr_factor, param_groups
 
 
-def finetune_loss(backbone: PatchBackbone, context: Float[Tensor, "batch context"],
-                  future: Float[Tensor, "batch horizon"]) -> Float[Tensor, ""]:
+def finetune_loss(
+    backbone: PatchBackbone, context: Float[Tensor, "batch context"], future: Float[Tensor, "batch horizon"]
+) -> Float[Tensor, ""]:
     """Pre-training's masked pinball loss on the horizon of these windows: the 9 knots in
     asinh space, averaged over known future steps (NaN = no target; 0 when none is known)."""
     out = decode_horizon(backbone, context, future.shape[1])
@@ -171,8 +173,9 @@ def finetune_backbone(
     return model.eval(), best.history
 
 
-def _arrays(train_windows, val_contexts, val_truth, horizon: int, context_length: int
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _arrays(
+    train_windows, val_contexts, val_truth, horizon: int, context_length: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(train contexts [N, C], train futures [N, H], validation contexts [V, C], validation truth
     [V, H]) as the model sees them; windows with nothing to learn from are dropped."""
     if context_length < 1 or horizon < 1:
@@ -192,16 +195,18 @@ def _arrays(train_windows, val_contexts, val_truth, horizon: int, context_length
     val_ctx = left_pad(val_contexts, context_length)
     val_truth = np.asarray(val_truth, dtype=np.float32)
     if val_truth.ndim != 2 or len(val_truth) != len(val_ctx):
-        raise ValueError(f"val_truth must be [{len(val_ctx)}, H] (one row per validation context), "
-                         f"got shape {val_truth.shape}")
+        raise ValueError(
+            f"val_truth must be [{len(val_ctx)}, H] (one row per validation context), got shape {val_truth.shape}"
+        )
     val_y = pad_futures(val_truth, horizon)
     if not np.isfinite(val_y).any():
         raise ValueError("validation has no known target: nothing to early-stop on")
     return train_ctx, train_fut, val_ctx, val_y
 
 
-def _train_step(model: PatchBackbone, optimizer, lr: float, context: Tensor, future: Tensor,
-                grad_clip: float | None) -> float:
+def _train_step(
+    model: PatchBackbone, optimizer, lr: float, context: Tensor, future: Tensor, grad_clip: float | None
+) -> float:
     """One optimizer step at ``lr``; a non-finite batch loss is skipped, not stepped on."""
     model.train()
     for g in optimizer.param_groups:
@@ -220,8 +225,9 @@ class _BestOnValidation:
     """Validation scores after each stretch of training, and the weights of the best one
     (strictly better wins: ties keep the earlier weights, so step 0 = the untouched backbone)."""
 
-    def __init__(self, val_ctx: np.ndarray, val_y: np.ndarray, cfg: FinetuneConfig,
-                 log_fn: Callable[[dict], None] | None):
+    def __init__(
+        self, val_ctx: np.ndarray, val_y: np.ndarray, cfg: FinetuneConfig, log_fn: Callable[[dict], None] | None
+    ):
         self.val_ctx, self.val_y, self.cfg, self.log_fn = val_ctx, val_y, cfg, log_fn
         self.history: list[dict] = []
         self.best_step, self.best_score = 0, math.inf
@@ -230,9 +236,16 @@ class _BestOnValidation:
     def record(self, model: PatchBackbone, step: int, lr: float, losses: list[float], seconds: float) -> bool:
         """Score ``model`` now; True when it is the best so far."""
         scores = validation_scores(model, self.val_ctx, self.val_y, self.cfg.eval_batch_size)
-        row = {"step": step, "lr": lr, "train_loss": float(np.mean(losses)) if losses else None,
-               "val_sCRPS": scores["sCRPS"], "val_pinball": scores["pinball"],
-               "val_score": scores[self.cfg.val_metric], "seconds": seconds, "best": False}
+        row = {
+            "step": step,
+            "lr": lr,
+            "train_loss": float(np.mean(losses)) if losses else None,
+            "val_sCRPS": scores["sCRPS"],
+            "val_pinball": scores["pinball"],
+            "val_score": scores[self.cfg.val_metric],
+            "seconds": seconds,
+            "best": False,
+        }
         score = row["val_score"] if math.isfinite(row["val_score"]) else math.inf
         if step == 0 or score < self.best_score:
             self.best_step, self.best_score = step, score

@@ -11,6 +11,7 @@ Order of work, and what each step may see:
      test targets read; test contexts are train + validation.
 Test targets never reach step 1: it is handed the train and validation parts, not the split.
 """
+
 from __future__ import annotations
 
 import time
@@ -50,8 +51,9 @@ def backbone_context(cfg: OnboardingConfig, trained_context: int | None) -> int:
     return max(chosen, cfg.context_length) if cfg.backbone_context is None else chosen
 
 
-def short_windows(train_parts: list[np.ndarray], c: int, h: int, series_h: np.ndarray, stride: int,
-                  min_ctx: int) -> Windows:
+def short_windows(
+    train_parts: list[np.ndarray], c: int, h: int, series_h: np.ndarray, stride: int, min_ctx: int
+) -> Windows:
     """Datastore windows for train parts shorter than a context plus a horizon (a long horizon on
     short series): half of each part as context at most, the rest as a future NaN-padded to ``h``.
     The teacher then knows the first steps only and the backbone answers the others."""
@@ -61,8 +63,13 @@ def short_windows(train_parts: list[np.ndarray], c: int, h: int, series_h: np.nd
     return sliding_windows(train_parts, c, h, stride, ctx, min_future=future)
 
 
-def onboard(backbone: PatchBackbone, split: SeriesSplit, cfg: OnboardingConfig,
-            device: str = "cpu", trained_context: int | None = None) -> OnboardingResult:
+def onboard(
+    backbone: PatchBackbone,
+    split: SeriesSplit,
+    cfg: OnboardingConfig,
+    device: str = "cpu",
+    trained_context: int | None = None,
+) -> OnboardingResult:
     """Fit on ``split``'s train and validation parts, then forecast validation and test.
 
     Models forecast ``split.horizon`` (the longest own horizon); every truth array is
@@ -82,12 +89,21 @@ def onboard(backbone: PatchBackbone, split: SeriesSplit, cfg: OnboardingConfig,
     test = _forecast_all(fit, split.history("test"), cfg, device, timings, "test")
     timings["test_forecasts"] = time.perf_counter() - t
     return OnboardingResult(
-        split=split, alpha=fit.alpha, alpha_table=fit.alpha_table, history=fit.history, val=val, test=test,
-        n_windows=fit.teacher.size, timings=timings,
-        teacher_confidence={"train": fit.conf_train, "val": fit.conf_val}, finetune_history=fit.finetune_history,
+        split=split,
+        alpha=fit.alpha,
+        alpha_table=fit.alpha_table,
+        history=fit.history,
+        val=val,
+        test=test,
+        n_windows=fit.teacher.size,
+        timings=timings,
+        teacher_confidence={"train": fit.conf_train, "val": fit.conf_val},
+        finetune_history=fit.finetune_history,
         adapter_parameters=fit.adapter.n_parameters(),
         backbone_parameters=sum(p.numel() for p in backbone.parameters()),
-        fused=fit.fused, teacher_forecaster=fit.teacher_forecaster, finetuned=fit.finetuned,
+        fused=fit.fused,
+        teacher_forecaster=fit.teacher_forecaster,
+        finetuned=fit.finetuned,
         backbone_context=fit.backbone_context,
     )
 
@@ -127,16 +143,18 @@ def _fit(
     if len(win) < 2:  # train parts too short for a whole horizon after a context: shorter futures, NaN-padded
         win = short_windows(train_parts, c, h, series_h, cfg.stride, min_ctx)
     if len(win) < 1:
-        raise ValueError(f"only {len(win)} training windows: train parts are too short for horizon {h} "
-                         f"and min context {min_ctx}")
+        raise ValueError(
+            f"only {len(win)} training windows: train parts are too short for horizon {h} and min context {min_ctx}"
+        )
     timings["windows"] = time.perf_counter() - t
 
     # one backbone pass gives the datastore keys and the adapter's inputs; the store is
     # built chunk by chunk (exact index up to exact_max windows, IVF past it; GPU when present)
     t = time.perf_counter()
     embed = BackboneEmbedder(backbone, h, cfg.batch_size, device, keep=True)
-    teacher = build_datastore(embed, array_chunks(win.context, win.future), cfg.teacher, n_windows=len(win),
-                              timings=timings)
+    teacher = build_datastore(
+        embed, array_chunks(win.context, win.future), cfg.teacher, n_windows=len(win), timings=timings
+    )
     base_tr = embed.outputs(teacher.keys)
     timings["embed_train"] = timings.get("embed_s", 0.0)  # the backbone's share of the build
     timings["teacher_build"] = time.perf_counter() - t - timings["embed_train"]
@@ -153,17 +171,23 @@ def _fit(
 
     t = time.perf_counter()
     adapter = _new_adapter(backbone, h, cfg)
-    train = DistillSet.from_numpy(embedding=base_tr.embedding, base=base_tr.norm_quantiles,
-                                  y=base_tr.normalise(win.future), teacher=_to_backbone_space(t_tr.quantiles, base_tr),
-                                  confidence=t_tr.confidence)
-    val_set = DistillSet.from_numpy(embedding=base_val.embedding, base=base_val.norm_quantiles,
-                                    y=base_val.normalise(val_truth))
+    train = DistillSet.from_numpy(
+        embedding=base_tr.embedding,
+        base=base_tr.norm_quantiles,
+        y=base_tr.normalise(win.future),
+        teacher=_to_backbone_space(t_tr.quantiles, base_tr),
+        confidence=t_tr.confidence,
+    )
+    val_set = DistillSet.from_numpy(
+        embedding=base_val.embedding, base=base_val.norm_quantiles, y=base_val.normalise(val_truth)
+    )
     history = train_adapter(adapter, train, val_set, cfg.adapter, cfg.seed)
     timings["adapter_train"] = time.perf_counter() - t
 
     t = time.perf_counter()
     q_mem_val = base_val.denormalise(
-        adapter_forecast(adapter, base_val.embedding, base_val.norm_quantiles, cfg.batch_size))
+        adapter_forecast(adapter, base_val.embedding, base_val.norm_quantiles, cfg.batch_size)
+    )
     alpha, table = choose_alpha(base_val.quantiles, q_mem_val, val_truth, cfg.fusion.alpha_grid)
     fused = FusedForecaster(backbone, adapter, alpha, c, h, device=device, batch_size=cfg.batch_size)
     timings["alpha"] = time.perf_counter() - t
@@ -176,10 +200,17 @@ def _fit(
         timings["finetune"] = time.perf_counter() - t
 
     return _Fit(
-        teacher=teacher, adapter=adapter, fused=fused,
+        teacher=teacher,
+        adapter=adapter,
+        fused=fused,
         teacher_forecaster=TeacherForecaster(backbone, teacher, c, h, device=device, batch_size=cfg.batch_size),
-        alpha=alpha, alpha_table=table, history=history, conf_train=float(t_tr.confidence.mean()),
-        conf_val=float(t_val.confidence.mean()), finetuned=finetuned, finetune_history=ft_history,
+        alpha=alpha,
+        alpha_table=table,
+        history=history,
+        conf_train=float(t_tr.confidence.mean()),
+        conf_val=float(t_val.confidence.mean()),
+        finetuned=finetuned,
+        finetune_history=ft_history,
     )
 
 
@@ -193,8 +224,9 @@ def _new_adapter(backbone: PatchBackbone, horizon: int, cfg: OnboardingConfig) -
         return MemoryAdapter(AdapterShape(bc.d_model, horizon, hidden=hidden))
 
 
-def _forecast_all(fit: _Fit, contexts: list[np.ndarray], cfg: OnboardingConfig, device: str,
-                  timings: dict[str, float], part: str) -> PartForecasts:
+def _forecast_all(
+    fit: _Fit, contexts: list[np.ndarray], cfg: OnboardingConfig, device: str, timings: dict[str, float], part: str
+) -> PartForecasts:
     """Forecasts of the final, servable objects (what gets registered is what is scored).
 
     Records each model's wall time in ``timings`` as ``latency_<part>_<model>`` (seconds for
@@ -205,9 +237,11 @@ def _forecast_all(fit: _Fit, contexts: list[np.ndarray], cfg: OnboardingConfig, 
     def backbone_of(model: PatchBackbone):
         return lambda: batch_forecast(model, contexts, h, fit.backbone_context, cfg.batch_size, device).quantiles
 
-    predictors = {"backbone": backbone_of(fit.fused.backbone),
-                  "teacher": lambda: fit.teacher_forecaster.predict(contexts, h).quantiles,
-                  "fused": lambda: fit.fused.predict(contexts, h).quantiles}
+    predictors = {
+        "backbone": backbone_of(fit.fused.backbone),
+        "teacher": lambda: fit.teacher_forecaster.predict(contexts, h).quantiles,
+        "fused": lambda: fit.fused.predict(contexts, h).quantiles,
+    }
     if fit.finetuned is not None:
         predictors["finetuned"] = backbone_of(fit.finetuned)
     out = {}

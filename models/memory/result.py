@@ -13,6 +13,7 @@ comparison) goes through ``OnboardingResult``; no other code knows a file name i
     evaluation files    <part>_metrics.csv|.txt, <part>_per_series.csv, plots, ensemble.json and
                         ensemble/ (the weighted ensemble of the candidates), baseline_notes.json
 """
+
 from __future__ import annotations
 
 import json
@@ -76,8 +77,19 @@ class OnboardingResult:
     finetuned: PatchBackbone | None = field(default=None, repr=False)
     folder: Path | None = None
 
-    SCALARS = ("alpha", "alpha_table", "history", "n_windows", "timings", "teacher_confidence",
-               "finetune_history", "adapter_parameters", "backbone_parameters", "backbone_context", "provenance")
+    SCALARS = (
+        "alpha",
+        "alpha_table",
+        "history",
+        "n_windows",
+        "timings",
+        "teacher_confidence",
+        "finetune_history",
+        "adapter_parameters",
+        "backbone_parameters",
+        "backbone_context",
+        "provenance",
+    )
 
     @property
     def horizon(self) -> int:
@@ -110,7 +122,8 @@ class OnboardingResult:
             fused.save(folder / "fused")
             # the adapter fully applied (alpha 1): registered on its own for comparison
             FusedForecaster(fused.backbone, fused.adapter, 1.0, fused.context_length, fused.horizon).save(
-                folder / "adapter")
+                folder / "adapter"
+            )
         if self.teacher_forecaster is not None:
             self.teacher_forecaster.save(folder / "teacher")
         self._save_candidates(folder)
@@ -123,8 +136,12 @@ class OnboardingResult:
         np.savez_compressed(folder / FORECASTS, **arrays)
         pd.DataFrame(self.alpha_table).to_csv(folder / ALPHA_TABLE, index=False)
         summary = {name: getattr(self, name) for name in self.SCALARS}
-        summary.update(series=self.split.ids, skipped_series=self.split.skipped, horizon=self.horizon,
-                       val_origins={str(k): v for k, v in self.split.origin_counts().items()})
+        summary.update(
+            series=self.split.ids,
+            skipped_series=self.split.skipped,
+            horizon=self.horizon,
+            val_origins={str(k): v for k, v in self.split.origin_counts().items()},
+        )
         (folder / SUMMARY).write_text(json.dumps(summary, indent=2, default=float))
         self.folder = folder
         return folder
@@ -137,7 +154,8 @@ class OnboardingResult:
 
         if self.fused is not None:
             BackboneForecaster(self.fused.backbone, self.backbone_context or self.fused.context_length).save(
-                folder / "backbone")
+                folder / "backbone"
+            )
         seasons = dict(zip(self.split.ids, self.split.seasons.tolist()))
         default = int(np.bincount(self.split.seasons).argmax()) if len(self.split) else 1
         for model in STATISTICAL:
@@ -154,11 +172,17 @@ class OnboardingResult:
         folder = Path(folder)
         summary = json.loads((folder / SUMMARY).read_text())
         with np.load(folder / FORECASTS) as z:
-            parts = {part: PartForecasts(**{m: z[f"{part}_{m}"] for m in MODELS if f"{part}_{m}" in z})
-                     for part in PARTS}
+            parts = {
+                part: PartForecasts(**{m: z[f"{part}_{m}"] for m in MODELS if f"{part}_{m}" in z}) for part in PARTS
+            }
         known = {f.name for f in fields(cls)}
-        return cls(split=SeriesSplit.load(folder / SPLIT), val=parts["val"], test=parts["test"], folder=folder,
-                   **{k: v for k, v in summary.items() if k in known and k in cls.SCALARS})
+        return cls(
+            split=SeriesSplit.load(folder / SPLIT),
+            val=parts["val"],
+            test=parts["test"],
+            folder=folder,
+            **{k: v for k, v in summary.items() if k in known and k in cls.SCALARS},
+        )
 
     def load_fused(self, device: str = "cpu") -> FusedForecaster:
         """The registered fused forecaster (``fused/``), loaded from the folder."""
@@ -199,12 +223,16 @@ class OnboardingResult:
     def stage_seconds(self) -> dict[str, float]:
         """Where an onboarding's time went, fitting and evaluation, by stage (what ``tsfm onboard`` prints)."""
         t = self.timings
-        stages = {"teacher": t.get("windows", 0) + t.get("teacher_build", 0) + t.get("teacher_train_targets", 0)
-                  + t.get("val_queries", 0),
-                  "backbone_embeddings": t.get("embed_train", 0.0),
-                  "adapter": t.get("adapter_train", 0) + t.get("alpha", 0),
-                  "finetune": t.get("finetune", 0.0),
-                  "neural_forecasts": t.get("val_forecasts", 0) + t.get("test_forecasts", 0)}
+        stages = {
+            "teacher": t.get("windows", 0)
+            + t.get("teacher_build", 0)
+            + t.get("teacher_train_targets", 0)
+            + t.get("val_queries", 0),
+            "backbone_embeddings": t.get("embed_train", 0.0),
+            "adapter": t.get("adapter_train", 0) + t.get("alpha", 0),
+            "finetune": t.get("finetune", 0.0),
+            "neural_forecasts": t.get("val_forecasts", 0) + t.get("test_forecasts", 0),
+        }
         path = self.evaluation_timings_file()
         if path.is_file():
             stages.update(json.loads(path.read_text()))
@@ -222,11 +250,15 @@ class OnboardingResult:
         """What goes into the MLflow run's report: tables, plots and the summary."""
         folder = self._folder()
         extra = [folder / ENSEMBLE_FILE] if (folder / ENSEMBLE_FILE).is_file() else []
-        return sorted(folder.glob("*.csv")) + sorted(folder.glob("*.png")) + sorted(folder.glob("*.txt")) + [
-            folder / SUMMARY] + extra
+        return (
+            sorted(folder.glob("*.csv"))
+            + sorted(folder.glob("*.png"))
+            + sorted(folder.glob("*.txt"))
+            + [folder / SUMMARY]
+            + extra
+        )
 
     def _folder(self) -> Path:
         if self.folder is None:
             raise ValueError("this result has not been saved to a folder yet")
         return self.folder
-

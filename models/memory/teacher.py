@@ -17,6 +17,7 @@ kept; normalised contexts/futures are computed for the candidate rows of each qu
 chunk, with exactly the float32 operations a precomputed copy would use. Queries run
 in chunks, so their working memory does not grow with the number of queries.
 """
+
 from __future__ import annotations
 
 import json
@@ -66,13 +67,15 @@ def window_stats(context: np.ndarray, align_points: int) -> tuple[np.ndarray, np
     return level.astype(np.float32), scale.astype(np.float32)
 
 
-def window_stats_chunked(context: np.ndarray, align_points: int, chunk: int = ROW_CHUNK) -> tuple[np.ndarray, np.ndarray]:
+def window_stats_chunked(
+    context: np.ndarray, align_points: int, chunk: int = ROW_CHUNK
+) -> tuple[np.ndarray, np.ndarray]:
     """``window_stats`` a block of rows at a time (row-wise, so the same values): bounded
     temporaries for large (memmapped) stores."""
     n = context.shape[0]
     level, scale = np.empty(n, np.float32), np.empty(n, np.float32)
     for s in range(0, n, chunk):
-        level[s:s + chunk], scale[s:s + chunk] = window_stats(np.asarray(context[s:s + chunk]), align_points)
+        level[s : s + chunk], scale[s : s + chunk] = window_stats(np.asarray(context[s : s + chunk]), align_points)
     return level, scale
 
 
@@ -196,7 +199,7 @@ class KnnTeacher:
             cand = self._candidates(keys[s:e], None if exclude is None else exclude[s:e], k0)
             for t in range(s, e, CHUNK):
                 u = min(t + CHUNK, e)
-                part = self._score(contexts[t:u], cand[t - s:u - s], k)
+                part = self._score(contexts[t:u], cand[t - s : u - s], k)
                 for name, value in part.items():
                     out[name][t:u] = value
         return TeacherOutput(**out)

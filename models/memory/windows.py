@@ -4,6 +4,7 @@ Callers pass train parts only: a window is produced only when its context and
 its future both lie inside the array given, which is the TS-Memory leakage rule
 for datastores.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,5 @@
 """``python -m models.pretraining ...``: the trainer (see ``models.pretraining.train``)."""
+
 import sys
 
 from models.pretraining.train import main

@@ -9,6 +9,7 @@ sum would jump in level where a component starts). When that leaves no observed 
 the future part, components are dropped from the end until it does not, so an item always
 has targets whenever its first component has.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Training callbacks and checkpoint I/O of the pre-training run."""
+
 from __future__ import annotations
 
 import os
@@ -70,8 +71,11 @@ class ProgressPrinter(L.Callback):
             if printing:
                 lr = trainer.optimizers[0].param_groups[0]["lr"]
                 elapsed = time.time() - self.started
-                print(f"step {step}/{self.max_steps} ({100 * step // self.max_steps}%) train_loss {loss:.4f} "
-                      f"lr {lr:.2e} tokens {pl_module.tokens_seen} elapsed {elapsed:.1f}s", flush=True)
+                print(
+                    f"step {step}/{self.max_steps} ({100 * step // self.max_steps}%) train_loss {loss:.4f} "
+                    f"lr {lr:.2e} tokens {pl_module.tokens_seen} elapsed {elapsed:.1f}s",
+                    flush=True,
+                )
 
     def state_dict(self) -> dict:
         # saved in checkpoints, so a resumed run reports the same initial/final losses

@@ -10,6 +10,7 @@ slot), and the training sampler of (seed, epoch, rank, global batch index): a ru
 from a checkpoint at step N skips the batches already consumed and then sees the batches
 an uninterrupted run would have seen.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -35,7 +36,7 @@ def window(series: np.ndarray, end: int, length: int) -> np.ndarray:
     """series[end - length:end], left-padded with NaN when the series starts later."""
     out = np.full(length, np.nan, dtype=np.float32)
     start = max(end - length, 0)
-    out[length - (end - start):] = series[start:end]
+    out[length - (end - start) :] = series[start:end]
     return out
 
 
@@ -120,9 +121,18 @@ class MixtureWindows(Dataset):
     weight (``tsmixup_prob``), or else the slot's window itself.
     """
 
-    def __init__(self, sources: list[SeriesStore], length: int, future_length: int, size: int, seed: int,
-                 weights: list[float] | None = None, tsmixup_prob: float = 0.0, tsmixup_max_series: int = 3,
-                 kernelsynth_prob: float = 0.0):
+    def __init__(
+        self,
+        sources: list[SeriesStore],
+        length: int,
+        future_length: int,
+        size: int,
+        seed: int,
+        weights: list[float] | None = None,
+        tsmixup_prob: float = 0.0,
+        tsmixup_max_series: int = 3,
+        kernelsynth_prob: float = 0.0,
+    ):
         self.sources = [SourceWindows(s, length, future_length) for s in sources]
         # no weights: each source in proportion to its windows (every window equally likely), so a
         # small domain is not repeated many times per epoch next to a large one
@@ -173,7 +183,7 @@ class MixtureWindows(Dataset):
     def _window(self, part: tuple[int, int, int]) -> np.ndarray:
         source, row, end = part
         src = self.arrays[source]
-        return window(src.values[src.offsets[row]:src.offsets[row + 1]], end, self.length)
+        return window(src.values[src.offsets[row] : src.offsets[row + 1]], end, self.length)
 
     def __getitem__(self, index: int) -> Item:
         kind, parts, rng = self.plan(index)
@@ -208,8 +218,17 @@ class ResumableSampler(DistributedSampler):
     ``global_index`` it yields epoch * len(dataset) + i, so the dataset knows the epoch (its
     workers never see set_epoch). Being a DistributedSampler, Lightning keeps it under DDP."""
 
-    def __init__(self, dataset: Dataset, batch_size: int, num_replicas: int = 1, rank: int = 0,
-                 seed: int = 0, start_batch: int = 0, global_index: bool = False, batches_per_step: int = 1):
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        num_replicas: int = 1,
+        rank: int = 0,
+        seed: int = 0,
+        start_batch: int = 0,
+        global_index: bool = False,
+        batches_per_step: int = 1,
+    ):
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=True)
         if start_batch < 0:
             raise ValueError(f"start_batch must be >= 0, got {start_batch}")
@@ -226,7 +245,7 @@ class ResumableSampler(DistributedSampler):
     def __iter__(self):
         indices = list(super().__iter__())[: self.epoch_samples]
         if self.epoch == self.skip_epoch and self.skip_samples:
-            indices = indices[self.skip_samples:]
+            indices = indices[self.skip_samples :]
         if self.global_index:
             indices = [self.epoch * len(self.dataset) + i for i in indices]
         return iter(indices)
@@ -247,8 +266,9 @@ class StepResumedLoader(DataLoader):
         pass
 
 
-def hold_out(stores: list[SeriesStore], seed: int, val_fraction: float,
-             max_val_series: int) -> tuple[list[SeriesStore], SeriesStore | None]:
+def hold_out(
+    stores: list[SeriesStore], seed: int, val_fraction: float, max_val_series: int
+) -> tuple[list[SeriesStore], SeriesStore | None]:
     """Whole series per source for validation (none from a source of one series): -> the train
     part of each source, all held-out series together (None when there are none)."""
     train, val = [], []
@@ -263,8 +283,9 @@ def hold_out(stores: list[SeriesStore], seed: int, val_fraction: float,
 
 
 def concat(stores: list[SeriesStore]) -> SeriesStore:
-    return SeriesStore(stores[0].sources, np.concatenate([s.source for s in stores]),
-                       np.concatenate([s.row for s in stores]))
+    return SeriesStore(
+        stores[0].sources, np.concatenate([s.source for s in stores]), np.concatenate([s.row for s in stores])
+    )
 
 
 class PretrainDataModule(L.LightningDataModule):
@@ -298,17 +319,36 @@ class PretrainDataModule(L.LightningDataModule):
         self.train_store = concat(self.train_stores)
         # an epoch is virtual (training stops at max_steps); it only has to hold many batches
         size = max(samples_per_epoch, 64 * batch_size)
-        self.train_set = MixtureWindows(self.train_stores, self.length, future_length, size, seed, weights,
-                                        tsmixup_prob, tsmixup_max_series, kernelsynth_prob)
+        self.train_set = MixtureWindows(
+            self.train_stores,
+            self.length,
+            future_length,
+            size,
+            seed,
+            weights,
+            tsmixup_prob,
+            tsmixup_max_series,
+            kernelsynth_prob,
+        )
         self.val_set = LastWindows(self.val_store, self.length) if self.val_store else None
 
     @classmethod
     def from_job(cls, job, context_length: int, future_length: int) -> PretrainDataModule:
         """Built from a ``models.pretraining.spec.TrainerJob``."""
-        return cls(job.data, context_length, future_length, job.batch_size, num_workers=job.num_workers,
-                   seed=job.seed, samples_per_epoch=job.samples_per_epoch, weights=job.normalised_weights(),
-                   tsmixup_prob=job.tsmixup_prob, tsmixup_max_series=job.tsmixup_max_series,
-                   kernelsynth_prob=job.kernelsynth_prob, cache_dir=job.data_cache)
+        return cls(
+            job.data,
+            context_length,
+            future_length,
+            job.batch_size,
+            num_workers=job.num_workers,
+            seed=job.seed,
+            samples_per_epoch=job.samples_per_epoch,
+            weights=job.normalised_weights(),
+            tsmixup_prob=job.tsmixup_prob,
+            tsmixup_max_series=job.tsmixup_max_series,
+            kernelsynth_prob=job.kernelsynth_prob,
+            cache_dir=job.data_cache,
+        )
 
     def train_dataloader(self) -> DataLoader:
         # rank shards and the start batch come from the trainer (none: one process, from batch 0);
@@ -319,11 +359,24 @@ class PretrainDataModule(L.LightningDataModule):
             start = trainer.global_step * self.batches_per_step
         else:
             world, rank, start = 1, 0, 0
-        sampler = ResumableSampler(self.train_set, self.batch_size, num_replicas=world, rank=rank,
-                                   seed=self.seed, start_batch=start, global_index=True,
-                                   batches_per_step=self.batches_per_step)
-        return StepResumedLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, drop_last=True,
-                                 num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        sampler = ResumableSampler(
+            self.train_set,
+            self.batch_size,
+            num_replicas=world,
+            rank=rank,
+            seed=self.seed,
+            start_batch=start,
+            global_index=True,
+            batches_per_step=self.batches_per_step,
+        )
+        return StepResumedLoader(
+            self.train_set,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            drop_last=True,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def val_dataloader(self) -> DataLoader | list:
         if self.val_set is None:

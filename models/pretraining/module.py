@@ -1,4 +1,5 @@
 """Lightning module for pre-training: contiguous future masking + pinball loss in asinh space."""
+
 from __future__ import annotations
 
 import math
@@ -55,8 +56,9 @@ class PretrainModule(L.LightningModule):
         # recorded before any wrapper (FSDP flattens shards to 1-D): no decay / no trust ratio
         self.plain_param_names = {n for n, q in self.named_parameters() if q.ndim <= 1}
 
-    def hidden_patches(self, shape: tuple[int, int, int], generator: torch.Generator | None
-                       ) -> tuple[Bool[Tensor, "batch variate patch"], Bool[Tensor, "batch variate patch"]]:
+    def hidden_patches(
+        self, shape: tuple[int, int, int], generator: torch.Generator | None
+    ) -> tuple[Bool[Tensor, "batch variate patch"], Bool[Tensor, "batch variate patch"]]:
         """-> (target patches: hidden from the model and scored; dropped patches: neither seen
         nor scored). Without ``generator``: the end run alone, nothing dropped."""
         B, V, P = shape
@@ -90,11 +92,11 @@ class PretrainModule(L.LightningModule):
         u = float(torch.rand(1, generator=generator))
         context = min(T - future, math.ceil(low * math.exp(u * math.log((T - future) / low)) / p) * p)
         rows = max(1, round(B * (low + future) / (context + future)))
-        values, observed = values[:rows, :, T - context - future:], observed[:rows, :, T - context - future:]
+        values, observed = values[:rows, :, T - context - future :], observed[:rows, :, T - context - future :]
         seen = observed.reshape(rows, -1, values.shape[-1] // p, p).any(dim=(0, 1, 3))
         first = int(seen.to(torch.int8).argmax()) if bool(seen.any()) else 0
         first = min(first, values.shape[-1] // p - self.n_future - 1)
-        return values[..., first * p:], observed[..., first * p:]
+        return values[..., first * p :], observed[..., first * p :]
 
     def masked_loss(self, batch: dict[str, Tensor], generator: torch.Generator | None = None) -> tuple[Tensor, int]:
         """``batch``: values and observed ``[batch, variate, window]`` (``data.Item``s collated)
@@ -105,8 +107,9 @@ class PretrainModule(L.LightningModule):
         if generator is not None and self.hparams.min_context_length:
             values, observed = self.crop(values, observed, generator)
         B, V, T = values.shape
-        target, dropped = (m.to(values.device).repeat_interleave(p, dim=-1)
-                           for m in self.hidden_patches((B, V, T // p), generator))
+        target, dropped = (
+            m.to(values.device).repeat_interleave(p, dim=-1) for m in self.hidden_patches((B, V, T // p), generator)
+        )
         ctx_observed = observed & ~target & ~dropped  # what the model sees
         out = self.model(torch.where(ctx_observed, values, 0.0), ctx_observed)
         # targets in the same asinh space, with the statistics the model saw (context only): a
@@ -123,7 +126,8 @@ class PretrainModule(L.LightningModule):
         if hp.mask_origins <= 1 and not hp.random_context and not hp.min_context_length:
             return None
         return torch.Generator().manual_seed(
-            (self.hparams.seed * 1_000_003 + self.global_step * 1_009 + batch_idx) % (1 << 62))
+            (self.hparams.seed * 1_000_003 + self.global_step * 1_009 + batch_idx) % (1 << 62)
+        )
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss, tokens = self.masked_loss(batch, self._generator(batch_idx))
@@ -140,8 +144,9 @@ class PretrainModule(L.LightningModule):
     def configure_optimizers(self):
         hp = self.hparams
         # no weight decay (and for LAMB/LARS no trust ratio) on norms' gains and biases (1-D)
-        groups = param_groups(self.named_parameters(), hp.weight_decay, self.plain_param_names,
-                              split_hidden=hp.optimizer == "muon")
+        groups = param_groups(
+            self.named_parameters(), hp.weight_decay, self.plain_param_names, split_hidden=hp.optimizer == "muon"
+        )
         optimizer = build_optimizer(hp.optimizer, groups, hp.lr)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer,

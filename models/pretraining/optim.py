@@ -6,6 +6,7 @@ Adam(W) / SGD-momentum step. LAMB honours a per-group ``adam=True`` flag (trust 
 LARS skips the trust ratio and decay for ndim <= 1 tensors itself. Both compute the trust
 ratio from whole tensors, so they refuse FSDP (shards) in ``models.pretraining.strategy``.
 """
+
 from __future__ import annotations
 
 import math
@@ -45,8 +46,9 @@ def scaled_lr(lr: float, global_batch: int, reference_batch: int, rule: str) -> 
     raise ValueError(f"unknown lr scaling {rule!r} (linear, sqrt, none; resolve 'auto' first)")
 
 
-def lr_factor(step: int, warmup_steps: int, max_steps: int, schedule: str, min_ratio: float,
-              decay_fraction: float = 0.2) -> float:
+def lr_factor(
+    step: int, warmup_steps: int, max_steps: int, schedule: str, min_ratio: float, decay_fraction: float = 0.2
+) -> float:
     """Multiplier of the peak learning rate at optimizer step ``step`` (0-based): linear warm-up,
     then ``cosine`` down to ``min_ratio``, ``wsd`` (stable, then a 1-sqrt decay over the last
     ``decay_fraction`` of the steps, as in Toto 1.0's fine-tuning) or ``constant``."""
@@ -72,8 +74,12 @@ def clean_name(name: str) -> str:
     return name
 
 
-def param_groups(named: Iterable[tuple[str, nn.Parameter]], weight_decay: float,
-                 no_decay_names: set[str] | None = None, split_hidden: bool = False) -> list[dict]:
+def param_groups(
+    named: Iterable[tuple[str, nn.Parameter]],
+    weight_decay: float,
+    no_decay_names: set[str] | None = None,
+    split_hidden: bool = False,
+) -> list[dict]:
     """[decayed matrices, plain 1-D params] (+ [hidden matrices] with ``split_hidden``).
     ``no_decay_names`` (clean names recorded before any wrapping) overrides ndim, which sharding
     wrappers may flatten. Hidden matrices are the transformer blocks' 2-D weights (what Muon
@@ -91,8 +97,10 @@ def param_groups(named: Iterable[tuple[str, nn.Parameter]], weight_decay: float,
         else:
             decay.append(p)
     # "plain" is read by build_optimizer: no weight decay, no trust ratio; "hidden": Muon's share
-    groups = [{"params": decay, "weight_decay": weight_decay, "plain": False, "hidden": False},
-              {"params": plain, "weight_decay": 0.0, "plain": True, "hidden": False}]
+    groups = [
+        {"params": decay, "weight_decay": weight_decay, "plain": False, "hidden": False},
+        {"params": plain, "weight_decay": 0.0, "plain": True, "hidden": False},
+    ]
     if split_hidden:
         groups.append({"params": hidden, "weight_decay": weight_decay, "plain": False, "hidden": True})
     return groups
@@ -114,8 +122,7 @@ def build_optimizer(name: str, groups: list[dict], lr: float) -> torch.optim.Opt
         from pytorch_optimizer import Lamb
 
         # adam=True: the trust ratio is 1 for that group (Lamb reads it per group)
-        groups = [{**{k: v for k, v in g.items() if k not in ("plain", "hidden")}, "adam": g["plain"]}
-                  for g in groups]
+        groups = [{**{k: v for k, v in g.items() if k not in ("plain", "hidden")}, "adam": g["plain"]} for g in groups]
         return Lamb(groups, lr=lr, betas=(0.9, 0.95), eps=1e-6, weight_decouple=True)
     if name == "lars":
         from pytorch_optimizer import LARS
@@ -139,8 +146,10 @@ def muon_adamw(groups: list[dict], lr: float) -> torch.optim.Optimizer:
             hidden = [g for g, src in zip(self.param_groups, kept) if src["hidden"]]
             rest = [g for g, src in zip(self.param_groups, kept) if not src["hidden"]]
             # the inner optimizers hold these same group dicts: the scheduler's LR reaches both
-            self.inner = [torch.optim.Muon(hidden, lr=lr, adjust_lr_fn="match_rms_adamw"),
-                          torch.optim.AdamW(rest, lr=lr, betas=(0.9, 0.95), eps=1e-8)]
+            self.inner = [
+                torch.optim.Muon(hidden, lr=lr, adjust_lr_fn="match_rms_adamw"),
+                torch.optim.AdamW(rest, lr=lr, betas=(0.9, 0.95), eps=1e-8),
+            ]
             self.param_groups = [g for opt in self.inner for g in opt.param_groups]
 
         @torch.no_grad()

@@ -7,6 +7,7 @@ integrated noise, occasional spikes, multiplicative structure (log-space composi
 intermittent demand (mostly zeros). Lengths are drawn too: short histories are common in use.
 Every series depends only on (seed, index), as KernelSynth's do.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -66,8 +67,9 @@ def structural_series(length: int, rng: np.random.Generator) -> np.ndarray:
         periods = [p for p in SEASONS if 2 * p <= n]
         if not periods:
             break
-        amp = rng.uniform(0.2, 2.0) * np.repeat(rng.uniform(0.5, 1.5, 1 + len(c := _regimes(n, rng, 0.5))),
-                                                np.diff(np.concatenate([[0], c, [n]])))
+        amp = rng.uniform(0.2, 2.0) * np.repeat(
+            rng.uniform(0.5, 1.5, 1 + len(c := _regimes(n, rng, 0.5))), np.diff(np.concatenate([[0], c, [n]]))
+        )
         season += amp * _seasonal(t, int(rng.choice(periods)), rng)
     # level shifts and spikes
     shifts = np.zeros(n)
@@ -93,8 +95,14 @@ def _placed(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return y
 
 
-def _panel(series: Callable[[int, np.random.Generator], np.ndarray], prefix: str, n_series: int, length: int,
-           shortest: int, seed: int) -> pd.DataFrame:
+def _panel(
+    series: Callable[[int, np.random.Generator], np.ndarray],
+    prefix: str,
+    n_series: int,
+    length: int,
+    shortest: int,
+    seed: int,
+) -> pd.DataFrame:
     """Long frame of ``n_series`` series (unique_id ``<prefix>-00001``..., integer ds, y), lengths
     log-uniform between ``shortest`` and ``length``; series i depends only on (seed, i)."""
     frames = []
@@ -102,8 +110,9 @@ def _panel(series: Callable[[int, np.random.Generator], np.ndarray], prefix: str
         rng = np.random.default_rng(child)
         n = int(np.exp(rng.uniform(np.log(shortest), np.log(length + 1))))
         y = series(min(n, length), rng)
-        frames.append(pd.DataFrame({"unique_id": f"{prefix}-{i + 1:05d}", "ds": np.arange(len(y), dtype=np.int64),
-                                    "y": y}))
+        frames.append(
+            pd.DataFrame({"unique_id": f"{prefix}-{i + 1:05d}", "ds": np.arange(len(y), dtype=np.int64), "y": y})
+        )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -119,8 +128,12 @@ def structural(n_series: int, length: int, seed: int) -> pd.DataFrame:
 # each year (7, 365.25); hourly each day and week (24, 168); half-hourly (48, 336); quarter-hourly
 # (96, 672). Most production series live at these frequencies, and a monthly-trained backbone has
 # never seen a cycle longer than its context.
-CALENDARS = (("daily", 1, (7.0, 365.25)), ("hourly", 24, (24.0, 168.0)),
-             ("half-hourly", 48, (48.0, 336.0)), ("quarter-hourly", 96, (96.0, 672.0)))
+CALENDARS = (
+    ("daily", 1, (7.0, 365.25)),
+    ("hourly", 24, (24.0, 168.0)),
+    ("half-hourly", 48, (48.0, 336.0)),
+    ("quarter-hourly", 96, (96.0, 672.0)),
+)
 
 
 def _fourier(t: np.ndarray, period: float, harmonics: int, rng: np.random.Generator) -> np.ndarray:

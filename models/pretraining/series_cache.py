@@ -10,6 +10,7 @@ removed. One process per machine builds a cache while the others wait on a file 
 file is then read once, not once per rank); writes go to a private temporary directory
 renamed into place, so no process ever sees a partial cache.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -129,8 +130,12 @@ def _build(path: str | Path, target: Path) -> None:
     tmp.mkdir()
     for name in ARRAYS:
         np.save(tmp / f"{name}.npy", arrays[name])
-    meta = {"source": str(Path(path).resolve()), "series": len(arrays["ids"]), "points": len(arrays["values"]),
-            "version": CACHE_VERSION}
+    meta = {
+        "source": str(Path(path).resolve()),
+        "series": len(arrays["ids"]),
+        "points": len(arrays["values"]),
+        "version": CACHE_VERSION,
+    }
     (tmp / "meta.json").write_text(json.dumps(meta))
     try:
         os.rename(tmp, target)
@@ -180,7 +185,7 @@ class SeriesStore:
     def series(self, i: int) -> np.ndarray:
         """[length] float32, NaN = missing (a read-only view of the memory map)."""
         src, r = self.sources[self.source[i]], self.row[i]
-        return src.values[src.offsets[r]:src.offsets[r + 1]]
+        return src.values[src.offsets[r] : src.offsets[r + 1]]
 
     def lengths(self) -> np.ndarray:
         out = np.empty(len(self), dtype=np.int64)
@@ -201,8 +206,9 @@ class SeriesStore:
         return SeriesStore(self.sources, self.source[index], self.row[index])
 
 
-def load_sources(paths: list[str | Path], min_length: int = 1,
-                 cache_root: str | Path | None = None) -> list[SeriesStore]:
+def load_sources(
+    paths: list[str | Path], min_length: int = 1, cache_root: str | Path | None = None
+) -> list[SeriesStore]:
     """Per file, its series with at least ``min_length`` points of which one is observed.
     Raises ValueError for a file without rows, columns or usable series."""
     if not paths:

@@ -9,6 +9,7 @@ train on, and ``TrainerJob`` with what one run needs (its data files, its output
 Light on purpose (pydantic only): bad input fails in about a second, before torch or
 Lightning are imported.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,69 +45,108 @@ class TrainingRecipe(BaseModel):
     preset: str = Field("tiny", description=f"backbone size: {', '.join(PRESETS)}")
     max_steps: int = Field(2000, ge=1, description="optimizer steps")
     batch_size: int = Field(64, ge=1, description="windows per device and micro-batch")
-    accumulate_grad_batches: int = Field(1, ge=1, description="micro-batches per optimizer step "
-                                         "(the global batch grows by this factor)")
+    accumulate_grad_batches: int = Field(
+        1, ge=1, description="micro-batches per optimizer step (the global batch grows by this factor)"
+    )
     context_length: int = Field(128, ge=8, description="context points per training window")
-    horizon_length: int = Field(32, ge=1, description="masked future the model learns to fill, "
-                                "rounded up to whole patches")
-    patch_size: int | None = Field(None, ge=1, description="time steps per token; None: the preset's "
-                                   "(a patch must fit the series it forecasts: monthly/yearly data want 8 or 16)")
-    scaler_window: int = Field(0, ge=0, description="causal scaler statistics over the last this many "
-                               "patches; 0: from the first observation")
+    horizon_length: int = Field(
+        32, ge=1, description="masked future the model learns to fill, rounded up to whole patches"
+    )
+    patch_size: int | None = Field(
+        None,
+        ge=1,
+        description="time steps per token; None: the preset's "
+        "(a patch must fit the series it forecasts: monthly/yearly data want 8 or 16)",
+    )
+    scaler_window: int = Field(
+        0, ge=0, description="causal scaler statistics over the last this many patches; 0: from the first observation"
+    )
     # 4 origins and random context lengths: each alone took M3 relative MASE on validation windows from
     # 1.00 to 0.87 / 0.90 under the same CPU budget, together with patch 16 to 0.85 (docs/benchmarks.md)
-    mask_origins: int = Field(4, ge=1, le=64, description="forecast origins trained per window: the masked "
-                              "run at the end plus mask_origins - 1 runs at random places")
-    random_context: bool = Field(True, description="train on log-uniform random context lengths (one patch "
-                                 "to context_length) instead of always the whole context")
+    mask_origins: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="forecast origins trained per window: the masked "
+        "run at the end plus mask_origins - 1 runs at random places",
+    )
+    random_context: bool = Field(
+        True,
+        description="train on log-uniform random context lengths (one patch "
+        "to context_length) instead of always the whole context",
+    )
     min_context_length: int | None = Field(
-        None, ge=8, description="train long contexts at a constant cost: each step crops its windows to a "
+        None,
+        ge=8,
+        description="train long contexts at a constant cost: each step crops its windows to a "
         "context drawn log-uniform between this and context_length and keeps proportionally fewer windows; "
-        "None: every step uses the whole context_length")
+        "None: every step uses the whole context_length",
+    )
     optimizer: Literal["adamw", "lamb", "lars", "muon"] = Field(
-        "adamw", description="lamb/lars: layer-wise trust ratios for large batches (lars wants lr ~1); "
-        "muon: orthogonalised updates for the blocks' hidden matrices, AdamW for the rest")
+        "adamw",
+        description="lamb/lars: layer-wise trust ratios for large batches (lars wants lr ~1); "
+        "muon: orthogonalised updates for the blocks' hidden matrices, AdamW for the rest",
+    )
     lr: float = Field(3e-3, gt=0, description="peak LR at a global batch of lr_reference_batch windows")
-    lr_reference_batch: int = Field(64, ge=1, description="global batch (devices x batch x accumulation) "
-                                    "at which lr applies")
+    lr_reference_batch: int = Field(
+        64, ge=1, description="global batch (devices x batch x accumulation) at which lr applies"
+    )
     lr_scaling: Literal["auto", "linear", "sqrt", "none"] = Field(
-        "auto", description="LR vs global batch: auto = sqrt for adamw/lamb, linear for lars")
+        "auto", description="LR vs global batch: auto = sqrt for adamw/lamb, linear for lars"
+    )
     weight_decay: float = Field(0.01, ge=0, description="on matrices only, never on norms or biases")
     warmup_steps: int = Field(40, ge=0)
     schedule: Literal["wsd", "cosine"] = Field(
-        "wsd", description="after warm-up: warmup-stable-decay (1-sqrt over the last 20%) or cosine")
+        "wsd", description="after warm-up: warmup-stable-decay (1-sqrt over the last 20%) or cosine"
+    )
     seed: int = 0
-    init: str | None = Field(None, description="continue pre-training from: default (the backbone shipped with "
-                             "tsfm), a registered model URI (models:/backbone@champion) or a saved backbone folder; "
-                             "its shape replaces the preset's; None: random weights")
-    tsmixup_prob: float = Field(0.0, ge=0, le=1, description="share of training windows that are "
-                                "TSMixups of several sources' windows")
+    init: str | None = Field(
+        None,
+        description="continue pre-training from: default (the backbone shipped with "
+        "tsfm), a registered model URI (models:/backbone@champion) or a saved backbone folder; "
+        "its shape replaces the preset's; None: random weights",
+    )
+    tsmixup_prob: float = Field(
+        0.0, ge=0, le=1, description="share of training windows that are TSMixups of several sources' windows"
+    )
     tsmixup_max_series: int = Field(3, ge=2, description="at most this many windows in one TSMixup")
-    kernelsynth_prob: float = Field(0.0, ge=0, le=1, description="share of training windows drawn "
-                                    "fresh from KernelSynth")
-    samples_per_epoch: int = Field(1 << 16, ge=1, description="training items per (virtual) epoch, "
-                                   "split between the sources by their weights")
+    kernelsynth_prob: float = Field(
+        0.0, ge=0, le=1, description="share of training windows drawn fresh from KernelSynth"
+    )
+    samples_per_epoch: int = Field(
+        1 << 16, ge=1, description="training items per (virtual) epoch, split between the sources by their weights"
+    )
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"
     devices: str = Field("auto", description="auto, a count, or a list like 0,1")
     strategy: Literal["auto", "ddp", "ddp_spawn", "fsdp"] = Field(
-        "auto", description="auto: one device as is, several -> ddp, or fsdp for the 1b/2.5b presets on GPUs")
+        "auto", description="auto: one device as is, several -> ddp, or fsdp for the 1b/2.5b presets on GPUs"
+    )
     precision: Literal["bf16-mixed", "16-mixed", "32-true"] | None = Field(
-        None, description="None: bf16-mixed on GPU (16-mixed without bf16 support), 32-true on CPU")
-    ddp_bucket_cap_mb: float = Field(25.0, gt=0, description="DDP gradient bucket size: small gradients "
-                                     "fused into one all-reduce")
+        None, description="None: bf16-mixed on GPU (16-mixed without bf16 support), 32-true on CPU"
+    )
+    ddp_bucket_cap_mb: float = Field(
+        25.0, gt=0, description="DDP gradient bucket size: small gradients fused into one all-reduce"
+    )
     ddp_comm_hook: Literal["none", "bf16", "fp16", "powersgd"] = Field(
-        "none", description="DDP gradient compression (CUDA only; warned and ignored on CPU)")
-    activation_checkpointing: bool = Field(False, description="recompute each block's activations in "
-                                           "backward (less memory, ~1/3 more compute)")
+        "none", description="DDP gradient compression (CUDA only; warned and ignored on CPU)"
+    )
+    activation_checkpointing: bool = Field(
+        False, description="recompute each block's activations in backward (less memory, ~1/3 more compute)"
+    )
     compile: bool = Field(False, description="torch.compile the backbone")
     throughput: bool = Field(False, description="log samples/s, tokens/s and (on known GPUs) MFU")
-    checkpoint_every: int | None = Field(None, ge=1, description="steps between checkpoints; "
-                                         "None: max(1, max_steps // 4)")
-    snapshot_every: int | None = Field(None, ge=1, description="steps between exports of the backbone's "
-                                       "weights to OUT/snapshots/ (learning curves); None: none")
-    log_every_n_steps: int | None = Field(None, ge=1, description="steps between logged metrics; "
-                                          "None: max(1, min(50, max_steps // 20))")
+    checkpoint_every: int | None = Field(
+        None, ge=1, description="steps between checkpoints; None: max(1, max_steps // 4)"
+    )
+    snapshot_every: int | None = Field(
+        None,
+        ge=1,
+        description="steps between exports of the backbone's weights to OUT/snapshots/ (learning curves); None: none",
+    )
+    log_every_n_steps: int | None = Field(
+        None, ge=1, description="steps between logged metrics; None: max(1, min(50, max_steps // 20))"
+    )
 
     @field_validator("preset")
     @classmethod
@@ -128,8 +168,9 @@ class TrainingRecipe(BaseModel):
     @classmethod
     def _saved_backbone(cls, v: str | None) -> str | None:
         if v and v != "default" and not v.startswith("models:/") and not (Path(v) / "config.json").is_file():
-            raise ValueError(f"init {v!r} is not a saved backbone folder (no config.json there), 'default' or a "
-                             "models:/ URI")
+            raise ValueError(
+                f"init {v!r} is not a saved backbone folder (no config.json there), 'default' or a models:/ URI"
+            )
         return v
 
     @model_validator(mode="after")
@@ -140,8 +181,9 @@ class TrainingRecipe(BaseModel):
         p = config.patch_size
         window = math.ceil(self.context_length / p) * p + math.ceil(self.horizon_length / p) * p
         if window > config.max_context:
-            raise ValueError(f"context + horizon ({window} after rounding to patches of {p}) exceed "
-                             f"max_context {config.max_context}")
+            raise ValueError(
+                f"context + horizon ({window} after rounding to patches of {p}) exceed max_context {config.max_context}"
+            )
         return self
 
     def backbone_config(self):
@@ -174,14 +216,20 @@ class TrainerJob(TrainingRecipe):
     """One run of the trainer: a recipe, the data files (train parts only) and where to write."""
 
     data: list[str] = Field(..., min_length=1, description="long-format Parquet, one file per source (repeatable)")
-    data_weights: list[float] | None = Field(None, description="mixture weight per data file, comma separated "
-                                             "in the same order; None: in proportion to each file's windows")
-    data_cache: str | None = Field(None, description="folder for the memory-mapped caches of the data files "
-                                   "(default: .tsfm-cache next to each file)")
+    data_weights: list[float] | None = Field(
+        None,
+        description="mixture weight per data file, comma separated "
+        "in the same order; None: in proportion to each file's windows",
+    )
+    data_cache: str | None = Field(
+        None,
+        description="folder for the memory-mapped caches of the data files (default: .tsfm-cache next to each file)",
+    )
     out: str = Field(..., description="output folder: backbone/, metrics.json, checkpoints/")
     resume: bool = Field(False, description="continue from OUT/checkpoints/last.ckpt when it exists")
-    mlflow_tracking_uri: str | None = Field(None, description="log to this MLflow run (with mlflow_run_id) "
-                                            "instead of a CSV log in OUT")
+    mlflow_tracking_uri: str | None = Field(
+        None, description="log to this MLflow run (with mlflow_run_id) instead of a CSV log in OUT"
+    )
     mlflow_run_id: str | None = None
 
     @field_validator("data_weights", mode="before")
@@ -192,8 +240,10 @@ class TrainerJob(TrainingRecipe):
     @model_validator(mode="after")
     def _init_is_a_folder(self) -> TrainerJob:
         if self.init and not (Path(self.init) / "config.json").is_file():
-            raise ValueError(f"init {self.init!r}: the trainer starts from a saved backbone folder only (the "
-                             "pipeline resolves 'default' and models:/ URIs to one)")
+            raise ValueError(
+                f"init {self.init!r}: the trainer starts from a saved backbone folder only (the "
+                "pipeline resolves 'default' and models:/ URIs to one)"
+            )
         return self
 
     @model_validator(mode="after")
@@ -221,8 +271,9 @@ class TrainerJob(TrainingRecipe):
     @classmethod
     def parser(cls) -> argparse.ArgumentParser:
         """One flag per field; absent flags keep the field's default (argparse sets none)."""
-        ap = argparse.ArgumentParser(prog=PROG, description=(__doc__ or "").splitlines()[0],
-                                     argument_default=argparse.SUPPRESS)
+        ap = argparse.ArgumentParser(
+            prog=PROG, description=(__doc__ or "").splitlines()[0], argument_default=argparse.SUPPRESS
+        )
         for name, field in cls.model_fields.items():
             flag, kind, choices = _flag(name), *_kind(field.annotation)
             help_ = field.description or ""

@@ -10,6 +10,7 @@
 
 Selection (pure functions) imports no Lightning; ``build_strategy`` does.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -44,10 +45,12 @@ def check_strategy(kind: str, on_gpu: bool, optimizer: str) -> str | None:
     if kind == "fsdp" and not on_gpu:
         return "--strategy fsdp needs CUDA GPUs (Lightning's FSDP does not run on CPU); use ddp on CPU"
     if kind == "fsdp" and optimizer != "adamw":
-        what = ("orthogonalises whole matrices" if optimizer == "muon"
-                else "computes layer-wise trust ratios from whole tensors")
-        return (f"--optimizer {optimizer} {what}, "
-                "which FSDP shards; use --optimizer adamw with FSDP (or --strategy ddp)")
+        what = (
+            "orthogonalises whole matrices"
+            if optimizer == "muon"
+            else "computes layer-wise trust ratios from whole tensors"
+        )
+        return f"--optimizer {optimizer} {what}, which FSDP shards; use --optimizer adamw with FSDP (or --strategy ddp)"
     return None
 
 
@@ -58,8 +61,12 @@ def comm_hook_args(hook: str, on_gpu: bool, powersgd_start_iter: int = 1000) -> 
     if hook == "none":
         return {}
     if not on_gpu:
-        warnings.warn(f"--ddp-comm-hook {hook} ignored: DDP communication hooks register only on CUDA "
-                      "(gloo on CPU all-reduces uncompressed fp32 gradients)", UserWarning, stacklevel=2)
+        warnings.warn(
+            f"--ddp-comm-hook {hook} ignored: DDP communication hooks register only on CUDA "
+            "(gloo on CPU all-reduces uncompressed fp32 gradients)",
+            UserWarning,
+            stacklevel=2,
+        )
         return {}
     from torch.distributed.algorithms.ddp_comm_hooks import default_hooks, powerSGD_hook
 
@@ -68,33 +75,47 @@ def comm_hook_args(hook: str, on_gpu: bool, powersgd_start_iter: int = 1000) -> 
     if hook == "fp16":
         return {"ddp_comm_hook": default_hooks.fp16_compress_hook}
     # rank-1 PowerSGD with error feedback; plain all-reduce for the first steps (warm-up), as advised
-    state = powerSGD_hook.PowerSGDState(process_group=None, matrix_approximation_rank=1,
-                                        start_powerSGD_iter=max(2, powersgd_start_iter))
+    state = powerSGD_hook.PowerSGDState(
+        process_group=None, matrix_approximation_rank=1, start_powerSGD_iter=max(2, powersgd_start_iter)
+    )
     return {"ddp_comm_state": state, "ddp_comm_hook": powerSGD_hook.powerSGD_hook}
 
 
-def build_strategy(kind: str, *, on_gpu: bool, bucket_cap_mb: float = 25.0, comm_hook: str = "none",
-                   activation_checkpointing: bool = False, powersgd_start_iter: int = 1000):
+def build_strategy(
+    kind: str,
+    *,
+    on_gpu: bool,
+    bucket_cap_mb: float = 25.0,
+    comm_hook: str = "none",
+    activation_checkpointing: bool = False,
+    powersgd_start_iter: int = 1000,
+):
     """The Lightning ``strategy`` argument for ``kind`` (from ``choose_strategy``)."""
     if kind == "auto":
         if comm_hook != "none":
-            warnings.warn(f"--ddp-comm-hook {comm_hook} ignored: a single device has no gradient all-reduce",
-                          UserWarning, stacklevel=2)
+            warnings.warn(
+                f"--ddp-comm-hook {comm_hook} ignored: a single device has no gradient all-reduce",
+                UserWarning,
+                stacklevel=2,
+            )
         return "auto"
     if kind in ("ddp", "ddp_spawn"):
         from lightning.pytorch.strategies import DDPStrategy
 
-        return DDPStrategy(start_method="spawn" if kind == "ddp_spawn" else "popen",
-                           bucket_cap_mb=bucket_cap_mb,
-                           **comm_hook_args(comm_hook, on_gpu, powersgd_start_iter))
+        return DDPStrategy(
+            start_method="spawn" if kind == "ddp_spawn" else "popen",
+            bucket_cap_mb=bucket_cap_mb,
+            **comm_hook_args(comm_hook, on_gpu, powersgd_start_iter),
+        )
     if kind == "fsdp":
         from lightning.pytorch.strategies import FSDPStrategy
 
         from models.backbone.layers import TimeBlock, VariateBlock
 
         if comm_hook != "none":
-            warnings.warn(f"--ddp-comm-hook {comm_hook} ignored under FSDP (it has no DDP buckets)",
-                          UserWarning, stacklevel=2)
+            warnings.warn(
+                f"--ddp-comm-hook {comm_hook} ignored under FSDP (it has no DDP buckets)", UserWarning, stacklevel=2
+            )
         blocks = {TimeBlock, VariateBlock}
         return FSDPStrategy(
             auto_wrap_policy=blocks,  # one all-gather / reduce-scatter unit per transformer block

@@ -6,6 +6,7 @@ linear, RBF, rational quadratic, white noise, constant) by random + or *.
 Inputs live on [0, 1] so kernel hyper-parameters do not depend on the length;
 periods are given in steps and converted.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

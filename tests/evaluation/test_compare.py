@@ -1,4 +1,5 @@
 """Cross-domain comparison tables built from onboarding result folders (evaluation/compare.py)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,26 +23,46 @@ def _result(tmp_path, domain: str, scrps: dict[str, float], store: str, h: int) 
     """A result folder as onboarding and evaluation leave it (no forecasters but the backbones below)."""
     split, _ = read_split(store, h)
     q = np.zeros((len(split), h, 9), np.float32)
-    result = OnboardingResult(split=split, alpha=0.5, alpha_table=[], history=[], val=PartForecasts(q, q, q),
-                              test=PartForecasts(q, q, q), n_windows=1,
-                              provenance={"domain": domain, "store": store, "backbone_version": "1"})
+    result = OnboardingResult(
+        split=split,
+        alpha=0.5,
+        alpha_table=[],
+        history=[],
+        val=PartForecasts(q, q, q),
+        test=PartForecasts(q, q, q),
+        n_windows=1,
+        provenance={"domain": domain, "store": store, "backbone_version": "1"},
+    )
     out = Path(result.save(tmp_path / domain))
-    metrics = pd.DataFrame({"MASE": [2 * v for v in scrps.values()], "sCRPS": list(scrps.values()),
-                            "sMAPE": [100 * v for v in scrps.values()], "ms_per_series": 1.0},
-                           index=pd.Index(list(scrps), name="model"))
+    metrics = pd.DataFrame(
+        {
+            "MASE": [2 * v for v in scrps.values()],
+            "sCRPS": list(scrps.values()),
+            "sMAPE": [100 * v for v in scrps.values()],
+            "ms_per_series": 1.0,
+        },
+        index=pd.Index(list(scrps), name="model"),
+    )
     metrics.to_csv(result.metrics_file("test"))
-    rows = [{"unique_id": u, "model": m, "MASE": 2 * v, "sCRPS": v + i, "sMAPE": 1.0}
-            for m, v in scrps.items() for i, u in enumerate(split.ids)]
+    rows = [
+        {"unique_id": u, "model": m, "MASE": 2 * v, "sCRPS": v + i, "sMAPE": 1.0}
+        for m, v in scrps.items()
+        for i, u in enumerate(split.ids)
+    ]
     pd.DataFrame(rows).to_csv(result.per_series_file("test"), index=False)
     return str(out)
 
 
 @pytest.fixture
 def results(tmp_path):
-    stores = {d: str(ingest_to_store(f"synthetic:kernelsynth?n_series=4&length=80&seed={i}", d, 6, 8, tmp_path))
-              for i, d in enumerate(("a", "b"))}
-    dirs = [_result(tmp_path, "a", {"fused": 0.08, "backbone": 0.10, "auto_ets": 0.05}, stores["a"], 6),
-            _result(tmp_path, "b", {"fused": 0.30, "backbone": 0.20, "auto_ets": 0.10}, stores["b"], 6)]
+    stores = {
+        d: str(ingest_to_store(f"synthetic:kernelsynth?n_series=4&length=80&seed={i}", d, 6, 8, tmp_path))
+        for i, d in enumerate(("a", "b"))
+    }
+    dirs = [
+        _result(tmp_path, "a", {"fused": 0.08, "backbone": 0.10, "auto_ets": 0.05}, stores["a"], 6),
+        _result(tmp_path, "b", {"fused": 0.30, "backbone": 0.20, "auto_ets": 0.10}, stores["b"], 6),
+    ]
     return dirs
 
 

@@ -1,6 +1,7 @@
 """Drift features and PSI: the strengths tell a seasonal series from a trend and from noise, the simple
 features are exact, histograms follow Prometheus' ``le`` buckets, and a level shift is caught while a
 fresh sample of the same population is not."""
+
 from __future__ import annotations
 
 import math
@@ -33,12 +34,17 @@ def population(n: int, seed: int, factor: float = 1.0, length: int = 60, season:
     def per_series(lo: float, hi: float) -> np.ndarray:
         return rng.uniform(lo, hi, (n, 1))
 
-    y = 10 ** per_series(0.5, 3.0) * (1 + per_series(0.05, 0.3) * rng.normal(size=(n, length))
-                                      + per_series(0, 0.5) * np.sin(2 * np.pi * t / season) + per_series(0, 0.01) * t)
+    y = 10 ** per_series(0.5, 3.0) * (
+        1
+        + per_series(0.05, 0.3) * rng.normal(size=(n, length))
+        + per_series(0, 0.5) * np.sin(2 * np.pi * t / season)
+        + per_series(0, 0.01) * t
+    )
     y[rng.random((n, length)) < per_series(0, 0.3)] = 0.0
     y[rng.random((n, length)) < per_series(0, 0.2)] = np.nan
-    return pd.DataFrame({"unique_id": np.repeat([f"s{i}" for i in range(n)], length), "ds": np.tile(t, n),
-                         "y": (y * factor).ravel()})
+    return pd.DataFrame(
+        {"unique_id": np.repeat([f"s{i}" for i in range(n)], length), "ds": np.tile(t, n), "y": (y * factor).ravel()}
+    )
 
 
 def test_the_strengths_tell_seasonality_from_trend_from_noise():
@@ -123,8 +129,7 @@ def test_a_level_shift_drifts_and_a_fresh_sample_does_not():
     tripled = features_frame(population(300, seed=0, factor=3.0), season=12)  # the same series, 3x the level
     table = drift_table(reference, tripled, threshold=0.25)
     assert table.loc["level", "psi"] > 0.25 and table.loc["level", "drifted"]
-    assert table.loc["level", "current_median"] == pytest.approx(table.loc["level", "reference_median"]
-                                                                 + math.log10(3))
+    assert table.loc["level", "current_median"] == pytest.approx(table.loc["level", "reference_median"] + math.log10(3))
     others = table.drop(index="level")  # the other features do not depend on the level
     assert (others["psi"] < 0.01).all() and not others["drifted"].any()
 
@@ -155,15 +160,21 @@ def test_features_frame_keeps_the_last_window_by_ds_and_matches_series_features(
     for uid in ("s0", "s7", "s39"):
         values = frame[frame["unique_id"] == uid].sort_values("ds")["y"].to_numpy()
         expected = series_features(values[-24:], season=12)
-        np.testing.assert_allclose(last.loc[uid, list(FEATURES)].to_numpy(float), [expected[f] for f in FEATURES],
-                                   rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(
+            last.loc[uid, list(FEATURES)].to_numpy(float), [expected[f] for f in FEATURES], rtol=1e-9, atol=1e-12
+        )
         expected = series_features(values, season=12)
-        np.testing.assert_allclose(whole.loc[uid, list(FEATURES)].to_numpy(float), [expected[f] for f in FEATURES],
-                                   rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(
+            whole.loc[uid, list(FEATURES)].to_numpy(float), [expected[f] for f in FEATURES], rtol=1e-9, atol=1e-12
+        )
     # series of different lengths, one all missing, one too short: batched by length, same values
-    mixed = pd.DataFrame({"unique_id": ["a"] * 30 + ["b"] * 3 + ["c"] * 17,
-                          "ds": np.r_[np.arange(30), np.arange(3), np.arange(17)],
-                          "y": np.r_[np.sin(np.arange(30)), [np.nan] * 3, np.arange(17.0)]})
+    mixed = pd.DataFrame(
+        {
+            "unique_id": ["a"] * 30 + ["b"] * 3 + ["c"] * 17,
+            "ds": np.r_[np.arange(30), np.arange(3), np.arange(17)],
+            "y": np.r_[np.sin(np.arange(30)), [np.nan] * 3, np.arange(17.0)],
+        }
+    )
     table = features_frame(mixed.iloc[::-1], season=4)
     for uid, group in mixed.groupby("unique_id"):
         expected = series_features(group["y"].to_numpy(), season=4)

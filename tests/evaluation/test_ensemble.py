@@ -1,5 +1,6 @@
 """Greedy ensemble selection: it finds the mix that wins, its validation forecasts are out of
 sample, and it never invents a member."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,8 +22,11 @@ def _panel(n_series=40, origins=3, h=6, seed=0):
     m = n_series * origins
     a, b = rng.normal(0, 1, (m, h)), rng.normal(0, 1, (m, h))
     truth = 50 + a + b
-    forecasts = {"left": _gaussian(50 + 2 * a, 1.0), "right": _gaussian(50 + 2 * b, 1.0),
-                 "flat": _gaussian(np.full((m, h), 50.0), 1.5)}
+    forecasts = {
+        "left": _gaussian(50 + 2 * a, 1.0),
+        "right": _gaussian(50 + 2 * b, 1.0),
+        "flat": _gaussian(np.full((m, h), 50.0), 1.5),
+    }
     series = np.repeat(np.arange(n_series), origins)
     origin = np.tile(np.arange(origins, 0, -1), n_series)
     return forecasts, truth, series, origin
@@ -68,8 +72,15 @@ def test_copies_and_members_without_a_forecast_where_there_is_a_target_are_left_
     forecasts, truth, series, origin = _panel()
     broken = forecasts["flat"].copy()
     broken[0, 0, 0] = np.nan
-    kept = distinct_members({"backbone": forecasts["left"], "fused": forecasts["left"].copy(), "broken": broken,
-                             "right": forecasts["right"]}, truth)
+    kept = distinct_members(
+        {
+            "backbone": forecasts["left"],
+            "fused": forecasts["left"].copy(),
+            "broken": broken,
+            "right": forecasts["right"],
+        },
+        truth,
+    )
     assert list(kept) == ["backbone", "right"]
     ens = fit_ensemble({"left": forecasts["left"], "copy": forecasts["left"].copy()}, truth, origin, series)
     assert ens is None  # one distinct member: nothing to ensemble

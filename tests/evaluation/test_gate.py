@@ -1,5 +1,6 @@
 """The gate's rules on their own: which family is offered, and that nothing offered ever scores
 worse than seasonal naive on validation, whatever the scores."""
+
 from __future__ import annotations
 
 import math
@@ -57,7 +58,8 @@ def test_teacher_gain_kept_is_the_share_of_the_teachers_gain():
     assert teacher_gain_kept(table.drop("teacher")) is None
     assert teacher_gain_kept(table.assign(sCRPS=[0.48, 0.25, 0.50])) < 0  # worse than the backbone
     assert teacher_line({"val": 0.5, "test": None}) == [
-        "the fused model kept val 50% of the kNN teacher's sCRPS gain over the backbone"]
+        "the fused model kept val 50% of the kNN teacher's sCRPS gain over the backbone"
+    ]
     assert teacher_line({"val": None}) == []
 
 
@@ -148,5 +150,6 @@ def test_the_onboarding_profile_names_every_stage_and_a_cached_run():
     assert cached.startswith("time: 9.0 s; fitting and evaluation reused") and timing_line(None) == []
     weights = {"offered": True, "weights": {"auto_ets": 0.5, "fused": 0.35, "theta": 0.0, "seasonal_naive": 0.15}}
     assert ensemble_line(weights, {"auto_ets": "4"}).endswith("auto_ets 0.50 (v4), fused 0.35, seasonal_naive 0.15")
-    assert "all the weight" in ensemble_line({"offered": False, "weights": {"fused": 1.0},
-                                              "reason": "all the weight went to fused"})
+    assert "all the weight" in ensemble_line(
+        {"offered": False, "weights": {"fused": 1.0}, "reason": "all the weight went to fused"}
+    )

@@ -1,4 +1,5 @@
 """Realized accuracy: due points, one score per point, and the same figures as validation's."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,9 +26,21 @@ def _forecasts(actuals: pd.DataFrame, origin: str, last_n: int) -> pd.DataFrame:
         ds = pd.date_range(hist["ds"].iloc[-1], periods=H + 1, freq="W-MON")[1:]
         point = hist["y"].to_numpy()[-SEASON:][:H]
         q = {str(lv): point + (lv - 0.5) * 2.0 for lv in QUANTILES}
-        rows.append(pd.DataFrame({"unique_id": uid, "ds": ds, "mean": point, **q, "model": "forecaster-x",
-                                  "model_version": "3", "family": "seasonal_naive", "last_ds": hist["ds"].iloc[-1],
-                                  "origin": pd.Timestamp(origin).date()}))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "unique_id": uid,
+                    "ds": ds,
+                    "mean": point,
+                    **q,
+                    "model": "forecaster-x",
+                    "model_version": "3",
+                    "family": "seasonal_naive",
+                    "last_ds": hist["ds"].iloc[-1],
+                    "origin": pd.Timestamp(origin).date(),
+                }
+            )
+        )
     return pd.concat(rows, ignore_index=True)
 
 
@@ -78,8 +91,17 @@ def test_a_level_shift_shows_as_a_larger_mase():
 
 def test_integer_steps_and_string_ids_join():
     actuals = pd.DataFrame({"unique_id": [7] * 12, "ds": np.arange(12), "y": np.arange(12.0)})
-    f = pd.DataFrame({"unique_id": ["7"] * 2, "ds": [10, 11], **{str(lv): [10.0, 11.0] for lv in QUANTILES},
-                      "model_version": "1", "family": "fused", "last_ds": 9, "origin": pd.Timestamp("2026-01-01")})
+    f = pd.DataFrame(
+        {
+            "unique_id": ["7"] * 2,
+            "ds": [10, 11],
+            **{str(lv): [10.0, 11.0] for lv in QUANTILES},
+            "model_version": "1",
+            "family": "fused",
+            "last_ds": 9,
+            "origin": pd.Timestamp("2026-01-01"),
+        }
+    )
     due, waiting = realized.due_points(f, actuals)
     assert len(due) == 2 and waiting.empty
     points = realized.score_points(due, actuals, 1)

@@ -1,4 +1,5 @@
 """Zero-shot evaluation pieces without MLflow: test windows, Theta, pooled tables, the M3 reference."""
+
 from pathlib import Path
 
 import numpy as np
@@ -28,16 +29,22 @@ def _per_series(groups, forecasts_by_group) -> pd.DataFrame:
     for g, forecasts in zip(groups, forecasts_by_group):
         for model, q in forecasts.items():
             num, den = scaled_crps_parts(g.y, q)
-            frames.append(g.meta.assign(model=model, **per_series_metrics(q, g.y, g.histories, g.season),
-                                        crps_num=num, crps_den=den))
+            frames.append(
+                g.meta.assign(
+                    model=model, **per_series_metrics(q, g.y, g.histories, g.season), crps_num=num, crps_den=den
+                )
+            )
     return pd.concat(frames, ignore_index=True)
 
 
 def test_m3_groups_are_the_official_split():
     groups = load_groups("m3-other", max_series=20)
     assert sum(len(g.histories) for g in groups) == 20
-    official = {s.sn: s for s in M3.subset("other")} | {s.sn: s for s in M3.subset("monthly")} \
+    official = (
+        {s.sn: s for s in M3.subset("other")}
+        | {s.sn: s for s in M3.subset("monthly")}
         | {s.sn: s for s in M3.subset("yearly")}
+    )
     expected = {"yearly": (6, 1), "monthly": (18, 12), "other": (8, 1)}
     assert {g.meta["frequency"].iloc[0] for g in groups} == set(expected)  # the subsample spans them
     for g in groups:
@@ -117,11 +124,22 @@ def test_pooled_summary_matches_evaluate_on_one_group():
     direct = evaluate(fc, g.y, g.histories, g.season)
     pd.testing.assert_frame_equal(pooled, direct[pooled.columns], check_exact=False, rtol=1e-12)
     assert pooled.loc["seasonal_naive", "MASE_rel"] == 1.0 and pooled.loc["seasonal_naive", "sCRPS_rel"] == 1.0
-    table = dataset_table("m3-other", _per_series(groups, [
-        baseline_forecasts_with_notes(x.histories, x.horizon, x.season, models=("seasonal_naive",))[0]
-        for x in groups]))
-    assert set(table["scope"]) == {"m3-other", "m3-other.frequency-yearly", "m3-other.frequency-monthly",
-                                   "m3-other.frequency-other"}  # one category: no category slices
+    table = dataset_table(
+        "m3-other",
+        _per_series(
+            groups,
+            [
+                baseline_forecasts_with_notes(x.histories, x.horizon, x.season, models=("seasonal_naive",))[0]
+                for x in groups
+            ],
+        ),
+    )
+    assert set(table["scope"]) == {
+        "m3-other",
+        "m3-other.frequency-yearly",
+        "m3-other.frequency-monthly",
+        "m3-other.frequency-other",
+    }  # one category: no category slices
     assert table.loc[table["by"] == "all", "n"].item() == 30
 
 
@@ -130,8 +148,10 @@ def test_m3_reference_figures_for_theta_and_seasonal_naive():
     15.19 (statsforecast, ~10 s)."""
     groups = load_groups("m3")
     assert sum(len(g.histories) for g in groups) == 3003
-    forecasts = [baseline_forecasts_with_notes(g.histories, g.horizon, g.season,
-                                               models=("seasonal_naive", "theta"))[0] for g in groups]
+    forecasts = [
+        baseline_forecasts_with_notes(g.histories, g.horizon, g.season, models=("seasonal_naive", "theta"))[0]
+        for g in groups
+    ]
     table = summarize(_per_series(groups, forecasts))
     assert table.loc["theta", "sMAPE"] == pytest.approx(12.76, abs=0.005)
     assert table.loc["seasonal_naive", "sMAPE"] == pytest.approx(15.19, abs=0.005)

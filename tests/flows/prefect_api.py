@@ -1,4 +1,5 @@
 """Reading a real Prefect server's REST API in end-to-end tests."""
+
 from __future__ import annotations
 
 import requests

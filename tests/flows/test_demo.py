@@ -1,4 +1,5 @@
 """The demo flow end to end, and what it leaves in the registry."""
+
 from __future__ import annotations
 
 import json
@@ -80,8 +81,9 @@ def test_every_stage_logged_a_run(demo_run):
         exp = client.get_experiment_by_name(stage)
         assert exp is not None, stage
         assert client.search_runs([exp.experiment_id]), stage
-    ingest = client.search_runs([client.get_experiment_by_name("tsfm-ingest").experiment_id],
-                                filter_string="tags.domain = 'm3-other'")[0]
+    ingest = client.search_runs(
+        [client.get_experiment_by_name("tsfm-ingest").experiment_id], filter_string="tags.domain = 'm3-other'"
+    )[0]
     assert ingest.data.metrics["rows_in"] == ingest.data.metrics["rows_kept"] + ingest.data.metrics["rows_quarantined"]
     assert ingest.data.metrics["n_series"] == 204
     pretrain = client.search_runs([client.get_experiment_by_name("tsfm-pretrain").experiment_id])[0]
@@ -101,8 +103,12 @@ def test_every_registered_kind_forecasts_in_process(demo_run):
     context = split_frame(df, 8).train
     context = context[context["unique_id"].isin(sorted(context["unique_id"].unique())[:2])]
     versions = demo_run["result"]["onboarded"]["versions"]
-    uris = ["models:/backbone@champion", "models:/teacher-m3-other/1", "models:/adapter-m3-other/1",
-            "models:/fused-m3-other/1"] + [f"models:/forecaster-m3-other/{v}" for v in versions.values()]
+    uris = [
+        "models:/backbone@champion",
+        "models:/teacher-m3-other/1",
+        "models:/adapter-m3-other/1",
+        "models:/fused-m3-other/1",
+    ] + [f"models:/forecaster-m3-other/{v}" for v in versions.values()]
     for uri in uris:
         out = mlflow.pyfunc.load_model(uri).predict(context, params={"horizon": 4})
         assert len(out) == 2 * 4, uri
@@ -145,7 +151,9 @@ def test_onboarding_published_prefect_artifacts(demo_run):
     assert {"report", "test_table", "fan_chart"} <= set(published)
     keys = ["onboard-m3-other", "onboard-test-m3-other", "onboard-fan-chart-m3-other"]
     with get_client(sync_client=True) as client:
-        found = {a.key: a for a in client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))}
+        found = {
+            a.key: a for a in client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))
+        }
     assert set(found) == set(keys)
     report = found["onboard-m3-other"].data
     assert "# Onboarding of `m3-other`" in report and "| fused |" in report and "alpha =" in report
@@ -169,7 +177,8 @@ def test_the_ensemble_is_registered_with_its_members_and_served_like_any_family(
     tags = client.get_model_version("forecaster-m3-other", onboarded["versions"]["ensemble"]).tags
     used = {f: w for f, w in onboarded["ensemble"]["weights"].items() if w > 0}
     assert tags["family"] == "ensemble" and set(tags["members"].split(", ")) == {
-        f"{f}:v{onboarded['versions'][f]}" for f in used}
+        f"{f}:v{onboarded['versions'][f]}" for f in used
+    }
     assert abs(sum(float(p.split("=")[1]) for p in tags["ensemble_weights"].split(", ")) - 1) < 0.02
     catalog = Catalog(settings.tracking_uri, "ensemble-check", ["m3-other"])  # an alias of its own: no side effect
     client.set_registered_model_alias("forecaster-m3-other", "ensemble-check", onboarded["versions"]["ensemble"])

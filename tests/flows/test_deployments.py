@@ -1,4 +1,5 @@
 """`tsfm deploy`: the deployments, their schedules and the one-click onboarding form."""
+
 from __future__ import annotations
 
 import json
@@ -50,18 +51,28 @@ def test_scheduled_parameters_are_the_settings_and_the_form_is_onboard_params():
 
 
 def test_cli_dry_run_lists_the_deployments(tmp_path):
-    proc = subprocess.run([str(BIN / "tsfm"), "deploy", "--dry-run"], cwd=Path(__file__).parents[2],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [str(BIN / "tsfm"), "deploy", "--dry-run"],
+        cwd=Path(__file__).parents[2],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = {r["name"]: r["schedule"] for r in json.loads(proc.stdout)}
     assert rows["pretrain/retrain-backbone"] == "0 3 * * 0" and rows["ingest/ingest-m3-other"] == "0 2 * * *"
 
 
 def test_source_watcher_deployment_and_event_triggers(monkeypatch, tmp_path):
-    monkeypatch.setenv("TSFM_SOURCES", json.dumps({
-        "shop": {"source": str(tmp_path / "incoming"), "horizon": 4},  # a folder where files arrive
-        "m3-other": {"source": "builtin:m3-other", "horizon": 8},     # packaged data never changes
-    }))
+    monkeypatch.setenv(
+        "TSFM_SOURCES",
+        json.dumps(
+            {
+                "shop": {"source": str(tmp_path / "incoming"), "horizon": 4},  # a folder where files arrive
+                "m3-other": {"source": "builtin:m3-other", "horizon": 8},  # packaged data never changes
+            }
+        ),
+    )
     monkeypatch.setenv("TSFM_SCHEDULES__WATCH_INTERVAL_S", "120")
     deployments = {d.name: d for d in build_deployments(load_settings())}
     watch = deployments["watch-sources"]
@@ -84,8 +95,9 @@ def test_source_watcher_deployment_and_event_triggers(monkeypatch, tmp_path):
     assert deployments["onboard-shop"].parameters["params"]["horizon"] == 4
     rows = {r["name"]: r["schedule"] for r in describe(list(deployments.values()))}
     assert rows["watch_sources/watch-sources"] == "every 120s"
-    assert rows["onboard_domain/onboard-shop"].endswith("on tsfm.source.updated of tsfm.source.shop, "
-                                                        "on tsfm.domain.degraded of tsfm.domain.shop")
+    assert rows["onboard_domain/onboard-shop"].endswith(
+        "on tsfm.source.updated of tsfm.source.shop, on tsfm.domain.degraded of tsfm.domain.shop"
+    )
     assert rows["monitor/monitor-shop"] == "on tsfm.store.updated of tsfm.store.shop"
 
     monkeypatch.setenv("TSFM_SCHEDULES__WATCH_INTERVAL_S", "0")  # watching off: no watcher, no triggers

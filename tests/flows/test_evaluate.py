@@ -3,6 +3,7 @@
 The backbone is registered as `zs-backbone`, not `backbone`, so that the demo's
 `backbone@champion` in the shared test MLflow store is never moved.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -66,8 +67,12 @@ def test_table_has_every_model_and_finite_metrics(evaluated, tiny_backbone):
         assert overall.loc[model, "MASE"] < overall.loc["seasonal_naive", "MASE"]
         assert overall.loc[model, "MASE_rel"] < 1.0
     # m3-other holds yearly, monthly and "other" series: one slice per frequency, none per category
-    assert set(table["scope"]) == {"m3-other", "m3-other.frequency-yearly", "m3-other.frequency-monthly",
-                                   "m3-other.frequency-other"}
+    assert set(table["scope"]) == {
+        "m3-other",
+        "m3-other.frequency-yearly",
+        "m3-other.frequency-monthly",
+        "m3-other.frequency-other",
+    }
     md = Path(evaluated["markdown_file"]).read_text()
     assert "| m3-other | 20 | backbone |" in md and "#### m3-other by frequency" in md
     assert "20 of 204 series" in md
@@ -114,8 +119,10 @@ def test_cli_evaluate_rejects_bad_input_cleanly(tmp_path):
     env_cmd = [str(BIN / "tsfm"), "evaluate"]
     help_text = subprocess.run(env_cmd + ["--help"], capture_output=True, text=True, check=True).stdout
     assert "--max-series" in help_text and "--datasets" in help_text
-    for args, expected in ((["--datasets", "m3,m4"], "unknown dataset(s) ['m4']"),
-                           (["--baselines", "theta"], "seasonal_naive is required")):
+    for args, expected in (
+        (["--datasets", "m3,m4"], "unknown dataset(s) ['m4']"),
+        (["--baselines", "theta"], "seasonal_naive is required"),
+    ):
         proc = subprocess.run(env_cmd + args, capture_output=True, text=True, cwd=tmp_path)
         assert proc.returncode == 2, proc.stderr  # a user's mistake
         assert expected in proc.stderr and "Traceback" not in proc.stderr

@@ -5,6 +5,7 @@ deployments; a CSV folder is the source of domain `m3-events`. When a new file l
 scheduled `watch-sources` run emits `tsfm.source.updated`, the trigger of `onboard-m3-events` creates
 a flow run, and that run re-ingests the folder and onboards the domain on the demo run's backbone.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,14 +37,25 @@ def test_a_new_file_at_the_source_triggers_re_onboarding(demo_run, tmp_path):
     watch_sources(load_settings(sources={DOMAIN: SourceSpec(**sources[DOMAIN])}))
 
     server, api = start_prefect_server(tmp_path / "prefect-server")
-    env = {**os.environ, "PREFECT_API_URL": api, "PREFECT_HOME": str(tmp_path / "prefect-client"),
-           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PREFECT_RUNNER_POLL_FREQUENCY": "2",
-           "TSFM_SOURCES": json.dumps(sources), "TSFM_SCHEDULES__WATCH_INTERVAL_S": "10",
-           "TSFM_SCHEDULES__INGEST_CRON": "", "TSFM_SCHEDULES__RETRAIN_CRON": "", "TSFM_SCHEDULES__ONBOARD_CRON": "",
-           "TSFM_ONBOARD__ADAPTER__EPOCHS": "2", "TSFM_ONBOARD__STRIDE": "4", "TSFM_ONBOARD__FINETUNE__MAX_STEPS": "0"}
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": api,
+        "PREFECT_HOME": str(tmp_path / "prefect-client"),
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PREFECT_RUNNER_POLL_FREQUENCY": "2",
+        "TSFM_SOURCES": json.dumps(sources),
+        "TSFM_SCHEDULES__WATCH_INTERVAL_S": "10",
+        "TSFM_SCHEDULES__INGEST_CRON": "",
+        "TSFM_SCHEDULES__RETRAIN_CRON": "",
+        "TSFM_SCHEDULES__ONBOARD_CRON": "",
+        "TSFM_ONBOARD__ADAPTER__EPOCHS": "2",
+        "TSFM_ONBOARD__STRIDE": "4",
+        "TSFM_ONBOARD__FINETUNE__MAX_STEPS": "0",
+    }
     log = (tmp_path / "deploy.log").open("w")
-    deploy = subprocess.Popen([str(BIN / "tsfm"), "deploy"], cwd=REPO, env=env, stdout=log,
-                              stderr=subprocess.STDOUT, start_new_session=True)
+    deploy = subprocess.Popen(
+        [str(BIN / "tsfm"), "deploy"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     try:
         deadline = time.monotonic() + 120
         while not flow_runs(api, "watch_sources/watch-sources"):  # deployed, and the watcher scheduled

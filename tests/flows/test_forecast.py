@@ -1,5 +1,6 @@
 """Batch forecasts (`forecast` flow) on the session's demo registry: a fused champion and a statistical one,
 inline and on a real 2-worker local Dask cluster, locally and on a real S3 endpoint (moto)."""
+
 from __future__ import annotations
 
 import subprocess
@@ -53,7 +54,8 @@ def _frame(root: str) -> pd.DataFrame:
 
 
 def test_two_dask_workers_write_what_one_process_writes_and_a_failed_chunk_is_retried_alone(
-        fused_domain, tmp_path, monkeypatch):
+    fused_domain, tmp_path, monkeypatch
+):
     root = fused_domain["root"]
     faults = tmp_path / "faults"
     faults.mkdir()
@@ -127,8 +129,15 @@ def test_a_statistical_champion_forecasts_a_given_source_to_s3(demo_run, tmp_pat
     with open(path, "a") as fh:
         fh.write(f"{keep.iloc[0]},not-a-step,1.0\n")  # quarantined, counted, not fatal
     out = "s3://planning/forecasts/m3"
-    params = ForecastParams(domain="m3-other", source=str(path), columns={"step": "ds", "value": "y"},
-                            origin=ORIGIN, horizon=5, output=out, executor="inline")
+    params = ForecastParams(
+        domain="m3-other",
+        source=str(path),
+        columns={"step": "ds", "value": "y"},
+        origin=ORIGIN,
+        horizon=5,
+        output=out,
+        executor="inline",
+    )
     result = _run(params)
     assert result["series"] == 7 and result["rows_quarantined"] == 1 and result["rows"] == 35
     again = _run(params)
@@ -165,13 +174,19 @@ def test_an_adhoc_source_never_replaces_the_domains_batch_nor_writes_an_empty_on
     own = settings.forecast_dir("m3-other")
     before = partitions.origins(own) if Path(own).exists() else []
     rng = np.random.default_rng(0)
-    monthly = pd.DataFrame([(f"s{i}", d, 100.0 + i + np.sin(k)) for i in range(3)
-                            for k, d in enumerate(pd.date_range("2021-01-01", "2023-11-01", freq="MS"))],
-                           columns=["unique_id", "ds", "y"])
+    monthly = pd.DataFrame(
+        [
+            (f"s{i}", d, 100.0 + i + np.sin(k))
+            for i in range(3)
+            for k, d in enumerate(pd.date_range("2021-01-01", "2023-11-01", freq="MS"))
+        ],
+        columns=["unique_id", "ds", "y"],
+    )
     path = tmp_path / "other.csv"
     monthly.to_csv(path, index=False)
-    params = ForecastParams(domain="m3-other", source=str(path), origin=date(2023, 11, 30), horizon=3,
-                            executor="inline")
+    params = ForecastParams(
+        domain="m3-other", source=str(path), origin=date(2023, 11, 30), horizon=3, executor="inline"
+    )
     result = _run(params)
     assert result["series"] == 3 and result["output_uri"].startswith(settings.adhoc_forecast_dir("m3-other", str(path)))
     assert (partitions.origins(own) if Path(own).exists() else []) == before  # the domain's batch untouched
@@ -180,8 +195,9 @@ def test_an_adhoc_source_never_replaces_the_domains_batch_nor_writes_an_empty_on
         _run(params.model_copy(update={"origin": date(2022, 1, 3)}))
     # irregular stamps: no series has a future grid; nothing is written and the run fails with the reason
     stamps = pd.Timestamp("2020-01-01") + pd.to_timedelta(np.cumsum(rng.integers(1, 9, size=30)), unit="D")
-    irregular = pd.DataFrame([(f"s{i}", d, 1.0 + k) for i in range(3) for k, d in enumerate(stamps)],
-                             columns=["unique_id", "ds", "y"])
+    irregular = pd.DataFrame(
+        [(f"s{i}", d, 1.0 + k) for i in range(3) for k, d in enumerate(stamps)], columns=["unique_id", "ds", "y"]
+    )
     odd = tmp_path / "odd.csv"
     irregular.to_csv(odd, index=False)
     out = tmp_path / "odd-out"

@@ -7,6 +7,7 @@ the rest for later, find the shifted domain degraded and the steady one healthy;
 server` and `tsfm deploy`, the re-ingest's event runs the monitor deployments and only the shifted
 domain ends with an onboarding run created by the degraded trigger.
 """
+
 from __future__ import annotations
 
 import json
@@ -49,8 +50,9 @@ def _forecast(domain: str, settings) -> dict:
 def domains(demo_run, tmp_path_factory):
     settings = demo_run["settings"]
     client = tracking.configure(settings)
-    fused = client.get_model_version(tracking.forecaster_name("m3-other"),
-                                     demo_run["result"]["onboarded"]["versions"]["fused"])
+    fused = client.get_model_version(
+        tracking.forecaster_name("m3-other"), demo_run["result"]["onboarded"]["versions"]["fused"]
+    )
     full, _ = read_store(settings.store_dir("m3-other"))
     full = full.sort_values(["unique_id", "ds"]).reset_index(drop=True)
     new = full.groupby("unique_id").cumcount(ascending=False) < H  # each series' last H points
@@ -62,8 +64,11 @@ def domains(demo_run, tmp_path_factory):
         source.parent.mkdir()
         full[~new].to_csv(source, index=False)
         store = ingest_to_store(str(source), domain, H, 8, settings.paths.data_dir)
-        version = tracking.register(fused.source, tracking.forecaster_name(domain),
-                                    {**dict(fused.tags), "domain": domain, "data_version": read_meta(store)["md5"]})
+        version = tracking.register(
+            fused.source,
+            tracking.forecaster_name(domain),
+            {**dict(fused.tags), "domain": domain, "data_version": read_meta(store)["md5"]},
+        )
         tracking.set_alias(tracking.forecaster_name(domain), "champion", version)
         tracking.remember_domain(domain, {"source": str(source), "horizon": H})
         out[domain] = {"source": source, "version": version, "batch": _forecast(domain, settings)}
@@ -102,8 +107,14 @@ def test_half_the_actuals_score_half_the_points_once_and_the_registry_carries_th
     history = mlflow.MlflowClient().get_metric_history(first["mlflow_run_id"], f"step_MASE_v{version}")
     assert sorted(m.step for m in history) == [1, 2, 3, 4]  # the per-step curve, steps with actuals only
     files = {a.path for a in mlflow.MlflowClient().list_artifacts(first["mlflow_run_id"], "check")}
-    assert {"check/forecast_vs_actual.png", "check/per_step_error.png", "check/realized.csv",
-            "check/per_step.csv", "check/drift_store.csv", "check/verdict.json"} <= files
+    assert {
+        "check/forecast_vs_actual.png",
+        "check/per_step_error.png",
+        "check/realized.csv",
+        "check/per_step.csv",
+        "check/drift_store.csv",
+        "check/verdict.json",
+    } <= files
     tags = mlflow.MlflowClient().get_registered_model(tracking.forecaster_name(STEADY)).tags
     assert tags["monitor.degraded"] == "0" and float(tags["monitor.ratio.MASE"]) < 1.5
     assert float(tags["monitor.psi.store.level"]) < 0.25
@@ -139,15 +150,15 @@ def test_contexts_served_at_another_level_show_as_serving_drift(domains, tmp_pat
         context = domains["full"][~domains["new"]].assign(y=lambda f: f["y"] * 3)
         answer = requests.post(f"{url}/invocations", json=request_body(context, H, STEADY), timeout=120)
         assert answer.status_code == 200, answer.text[:500]
-        verdict = monitor_flow(MonitorParams(domain=STEADY, emit_events=False,
-                                             serving_metrics=[f"{url}/metrics"]))[STEADY]
+        verdict = monitor_flow(MonitorParams(domain=STEADY, emit_events=False, serving_metrics=[f"{url}/metrics"]))[
+            STEADY
+        ]
     finally:
         stop_server(proc)
     assert any(r.startswith("level of the served contexts has drifted") for r in verdict["reasons"]), verdict
     assert not any("of the new data" in r for r in verdict["reasons"]), verdict["reasons"]
     tags = mlflow.MlflowClient().get_registered_model(tracking.forecaster_name(STEADY)).tags
     assert float(tags["monitor.psi.serving.level"]) > 0.25 > float(tags["monitor.psi.store.level"])
-
 
 
 def _done(runs: list[dict]) -> bool:
@@ -160,15 +171,26 @@ def test_a_level_shift_re_onboards_its_domain_through_the_degraded_trigger(domai
     _arrive(domains, SHIFT, domains["full"]["y"].notna(), shift=1.6)  # all 8, level-shifted
 
     server, api = start_prefect_server(tmp_path / "prefect-server")
-    env = {**os.environ, "PREFECT_API_URL": api, "PREFECT_HOME": str(tmp_path / "prefect-client"),
-           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PREFECT_RUNNER_POLL_FREQUENCY": "2",
-           "TSFM_SCHEDULES__ONBOARD_DOMAINS": json.dumps([STEADY, SHIFT]), "TSFM_SCHEDULES__WATCH_INTERVAL_S": "0",
-           "TSFM_SCHEDULES__INGEST_CRON": "", "TSFM_SCHEDULES__RETRAIN_CRON": "", "TSFM_SCHEDULES__ONBOARD_CRON": "",
-           "TSFM_SCHEDULES__FORECAST_CRON": "", "TSFM_ONBOARD__ADAPTER__EPOCHS": "2", "TSFM_ONBOARD__STRIDE": "4",
-           "TSFM_ONBOARD__FINETUNE__MAX_STEPS": "0"}
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": api,
+        "PREFECT_HOME": str(tmp_path / "prefect-client"),
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PREFECT_RUNNER_POLL_FREQUENCY": "2",
+        "TSFM_SCHEDULES__ONBOARD_DOMAINS": json.dumps([STEADY, SHIFT]),
+        "TSFM_SCHEDULES__WATCH_INTERVAL_S": "0",
+        "TSFM_SCHEDULES__INGEST_CRON": "",
+        "TSFM_SCHEDULES__RETRAIN_CRON": "",
+        "TSFM_SCHEDULES__ONBOARD_CRON": "",
+        "TSFM_SCHEDULES__FORECAST_CRON": "",
+        "TSFM_ONBOARD__ADAPTER__EPOCHS": "2",
+        "TSFM_ONBOARD__STRIDE": "4",
+        "TSFM_ONBOARD__FINETUNE__MAX_STEPS": "0",
+    }
     log = (tmp_path / "deploy.log").open("w")
-    deploy = subprocess.Popen([str(BIN / "tsfm"), "deploy"], cwd=REPO, env=env, stdout=log,
-                              stderr=subprocess.STDOUT, start_new_session=True)
+    deploy = subprocess.Popen(
+        [str(BIN / "tsfm"), "deploy"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     tail = lambda: (tmp_path / "deploy.log").read_text()[-4000:]  # noqa: E731
     try:
         deadline = time.monotonic() + 120
@@ -179,10 +201,26 @@ def test_a_level_shift_re_onboards_its_domain_through_the_degraded_trigger(domai
         time.sleep(5)  # let the triggers service load the deployments' automations
         # new actuals arrive: both sources are re-ingested (as their ingest deployments do), each ingest
         # emits tsfm.store.updated, which runs monitor-<domain>
-        ingests = [subprocess.Popen([str(BIN / "tsfm"), "ingest", "--domain", d, "--source",
-                                     str(domains[d]["source"]), "--horizon", str(H)], cwd=REPO, env=env,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-                   for d in (STEADY, SHIFT)]  # both at once, as two ingest deployments would run
+        ingests = [
+            subprocess.Popen(
+                [
+                    str(BIN / "tsfm"),
+                    "ingest",
+                    "--domain",
+                    d,
+                    "--source",
+                    str(domains[d]["source"]),
+                    "--horizon",
+                    str(H),
+                ],
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for d in (STEADY, SHIFT)
+        ]  # both at once, as two ingest deployments would run
         for ingest in ingests:
             _, err = ingest.communicate(timeout=120)
             assert ingest.returncode == 0, err[-3000:]
@@ -196,8 +234,11 @@ def test_a_level_shift_re_onboards_its_domain_through_the_degraded_trigger(domai
             time.sleep(2)
         time.sleep(4)  # an onboarding the steady domain should not get would be created by now
         steady_onboard = flow_runs(api, f"onboard_domain/onboard-{STEADY}")
-        events = requests.post(f"{api}/events/filter", json={"filter": {"event": {"name": ["tsfm.domain.degraded"]}},
-                                                              "limit": 10}, timeout=10).json()["events"]
+        events = requests.post(
+            f"{api}/events/filter",
+            json={"filter": {"event": {"name": ["tsfm.domain.degraded"]}}, "limit": 10},
+            timeout=10,
+        ).json()["events"]
     finally:
         stop(deploy, timeout=30)
         log.close()
@@ -206,11 +247,15 @@ def test_a_level_shift_re_onboards_its_domain_through_the_degraded_trigger(domai
     # the transcript (pytest -s shows it)
     for domain, runs in monitors.items():
         for r in runs:
-            print(f"monitor/monitor-{domain}: run {r['name']} {r['state_type']}, created by "
-                  f"{(r['created_by'] or {}).get('type')} {(r['created_by'] or {}).get('display_value')}")
+            print(
+                f"monitor/monitor-{domain}: run {r['name']} {r['state_type']}, created by "
+                f"{(r['created_by'] or {}).get('type')} {(r['created_by'] or {}).get('display_value')}"
+            )
     for r in onboard:
-        print(f"onboard_domain/onboard-{SHIFT}: run {r['name']} {r['state_type']}, created by "
-              f"{(r['created_by'] or {}).get('type')} {(r['created_by'] or {}).get('display_value')}")
+        print(
+            f"onboard_domain/onboard-{SHIFT}: run {r['name']} {r['state_type']}, created by "
+            f"{(r['created_by'] or {}).get('type')} {(r['created_by'] or {}).get('display_value')}"
+        )
     print(f"onboard_domain/onboard-{STEADY}: {len(steady_onboard)} run(s)")
     for e in events:
         print(f"event {e['event']} {e['resource']['prefect.resource.id']}: {e['payload'].get('reason')}")

@@ -1,5 +1,6 @@
 """Alias round trip and the HTTP scoring protocol, on the models the demo registered: both
 servers (tsfm's own and MLflow's scoring server) answer the same requests identically."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -87,8 +88,9 @@ def _start(kind: str, demo_run):
     settings, root = demo_run["settings"], Path(demo_run["root"])
     if kind == "mlflow":
         return start_server("m3-other", settings, alias="challenger", log_file=root / "serve-test.log")
-    return start_tsfm_server(settings, ["m3-other"], alias="challenger", reload_interval_s=0,
-                             log_file=root / "tsfm-serve-flows-test.log")
+    return start_tsfm_server(
+        settings, ["m3-other"], alias="challenger", reload_interval_s=0, log_file=root / "tsfm-serve-flows-test.log"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -137,14 +139,27 @@ def test_invocations_answer_per_series_and_step(server, context):
             assert pd.Timestamp(first[uid]) > pd.Timestamp(last[uid])
 
 
-@pytest.mark.parametrize("body, fragment", [
-    ({"dataframe_split": {"columns": ["unique_id", "y"], "data": [["a", 1.0]]}}, "ds"),
-    ({"dataframe_split": {"columns": ["unique_id", "ds", "y"], "data": [["a", 1, "x"]]}}, "y"),
-    ({"dataframe_split": {"columns": ["unique_id", "ds", "y"], "data": [["a", 1, 1.0], ["a", 2, 2.0]]},
-      "params": {"horizon": 5000}}, "horizon"),
-    ({"dataframe_split": {"columns": ["unique_id", "ds", "y"], "data": [["a", 1, 1.0]]},
-      "params": {"horizon": "soon"}}, "horizon"),
-])
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        ({"dataframe_split": {"columns": ["unique_id", "y"], "data": [["a", 1.0]]}}, "ds"),
+        ({"dataframe_split": {"columns": ["unique_id", "ds", "y"], "data": [["a", 1, "x"]]}}, "y"),
+        (
+            {
+                "dataframe_split": {"columns": ["unique_id", "ds", "y"], "data": [["a", 1, 1.0], ["a", 2, 2.0]]},
+                "params": {"horizon": 5000},
+            },
+            "horizon",
+        ),
+        (
+            {
+                "dataframe_split": {"columns": ["unique_id", "ds", "y"], "data": [["a", 1, 1.0]]},
+                "params": {"horizon": "soon"},
+            },
+            "horizon",
+        ),
+    ],
+)
 def test_malformed_requests_get_4xx_with_message(server, body, fragment):
     resp = requests.post(f"{server}/invocations", json=body, timeout=60)
     assert 400 <= resp.status_code < 500
@@ -160,8 +175,9 @@ def test_both_servers_answer_identically(servers, context, demo_run):
     tsfm_out = pd.DataFrame(answers["tsfm"].json()["predictions"])
     pd.testing.assert_frame_equal(tsfm_out, mlflow_out, rtol=1e-5)
     challenger = demo_run["result"]["onboarded"]["challenger"]
-    assert answers["tsfm"].headers[MODEL_HEADER] == \
-        f"forecaster-m3-other/{challenger['version']} ({challenger['family']})"
+    assert (
+        answers["tsfm"].headers[MODEL_HEADER] == f"forecaster-m3-other/{challenger['version']} ({challenger['family']})"
+    )
 
 
 def test_a_new_backbone_champion_leaves_every_domain_as_it_was(demo_run, tmp_path):

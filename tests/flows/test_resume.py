@@ -5,6 +5,7 @@ adapt has persisted its result, and is run again (adapt Cached, the rest finishe
 (everything cached or found: no new versions). The domain is `m3-other-resume`, so `fused-m3-other`,
 which other tests check, is left alone.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,14 +24,22 @@ BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[2]
 DOMAIN = "m3-other-resume"
 CMD = [str(BIN / "tsfm"), "onboard", "--domain", DOMAIN, "--source", "builtin:m3-other", "--horizon", "8"]
-SMALL = {"TSFM_ONBOARD__ADAPTER__EPOCHS": "2", "TSFM_ONBOARD__STRIDE": "4", "TSFM_ONBOARD__FINETUNE__MAX_STEPS": "0",
-         "PREFECT_LOGGING_LEVEL": "INFO"}
+SMALL = {
+    "TSFM_ONBOARD__ADAPTER__EPOCHS": "2",
+    "TSFM_ONBOARD__STRIDE": "4",
+    "TSFM_ONBOARD__FINETUNE__MAX_STEPS": "0",
+    "PREFECT_LOGGING_LEVEL": "INFO",
+}
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
     # a Prefect home of its own: the subprocess runs an ephemeral API, not the test harness
-    return {**os.environ, **SMALL, "PREFECT_HOME": str(tmp_path / "prefect"),
-            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return {
+        **os.environ,
+        **SMALL,
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
 
 
 def _run(env: dict, log: Path) -> tuple[subprocess.CompletedProcess, dict]:
@@ -44,8 +53,10 @@ def _run(env: dict, log: Path) -> tuple[subprocess.CompletedProcess, dict]:
 
 def _versions(settings) -> dict[str, list[str]]:
     client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
-    return {kind: sorted(str(v.version) for v in client.search_model_versions(f"name='{kind}-{DOMAIN}'"))
-            for kind in ("teacher", "adapter", "fused", "forecaster")}
+    return {
+        kind: sorted(str(v.version) for v in client.search_model_versions(f"name='{kind}-{DOMAIN}'"))
+        for kind in ("teacher", "adapter", "fused", "forecaster")
+    }
 
 
 def test_killed_onboarding_resumes_from_the_cache_without_duplicate_versions(demo_run, tmp_path):
@@ -56,8 +67,9 @@ def test_killed_onboarding_resumes_from_the_cache_without_duplicate_versions(dem
     before = set(records.glob("onboard-adapt-*")) if records.is_dir() else set()
 
     # 1. start, and SIGKILL the whole process group once adapt's result is persisted
-    proc = subprocess.Popen(CMD, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        CMD, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         deadline = time.monotonic() + 400
         while time.monotonic() < deadline and proc.poll() is None:
@@ -75,7 +87,12 @@ def test_killed_onboarding_resumes_from_the_cache_without_duplicate_versions(dem
     (folder,) = [d for d in results.iterdir() if d.is_dir()]
     assert (folder / "summary.json").is_file()
     adapted_at = (folder / "summary.json").stat().st_mtime_ns
-    assert _versions(settings) == {"teacher": [], "adapter": [], "fused": [], "forecaster": []}  # killed before register
+    assert _versions(settings) == {
+        "teacher": [],
+        "adapter": [],
+        "fused": [],
+        "forecaster": [],
+    }  # killed before register
 
     # 2. the same command again: adapt is not recomputed, the rest finishes
     second, out2 = _run(env, tmp_path / "second.log")
@@ -99,8 +116,10 @@ def test_killed_onboarding_resumes_from_the_cache_without_duplicate_versions(dem
     client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri)
     tags = client.get_model_version(f"fused-{DOMAIN}", "1").tags
     assert tags["tsfm_result_id"] and tags["run_id"] == out2["run_id"]
-    runs = client.search_runs([client.get_experiment_by_name("tsfm-onboard").experiment_id],
-                              f"tags.tsfm_result_id = '{tags['tsfm_result_id']}'")
+    runs = client.search_runs(
+        [client.get_experiment_by_name("tsfm-onboard").experiment_id],
+        f"tags.tsfm_result_id = '{tags['tsfm_result_id']}'",
+    )
     assert len(runs) == 1
 
     # onboarded from the command line with --source, not declared in `sources`: the registry remembers
@@ -133,5 +152,12 @@ def test_a_cache_record_without_its_result_folder_is_recomputed(demo_run, tmp_pa
     pinned = f"models:/backbone/{demo_run['result']['backbone'].rsplit('/', 1)[-1]}"
     assert adapt_dir(params, store, pinned, settings) == folder
     assert adapt_dir(params.model_copy(update={"source": "builtin:m3-other"}), store, pinned, settings) == folder
-    assert adapt_dir(params.model_copy(update={"adapter": params.adapter.model_copy(update={"epochs": 3})}), store,
-                     pinned, settings) != folder
+    assert (
+        adapt_dir(
+            params.model_copy(update={"adapter": params.adapter.model_copy(update={"epochs": 3})}),
+            store,
+            pinned,
+            settings,
+        )
+        != folder
+    )

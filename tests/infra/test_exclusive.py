@@ -1,5 +1,6 @@
 """``infra.files.exclusive``: one process at a time across processes; a waiter says what it waits for,
 and a SIGKILLed holder releases the lock (the second onboarding of a domain then does the work)."""
+
 from __future__ import annotations
 
 import signal
@@ -20,8 +21,13 @@ print("released", time.time(), flush=True)
 
 
 def _start(target: Path, hold: float) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", HOLD, str(target), str(hold)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(target), str(hold)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def test_a_second_process_waits_and_a_killed_holder_releases(tmp_path):

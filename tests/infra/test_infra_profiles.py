@@ -1,5 +1,6 @@
 """Scale-out profile (infra/): the settings profile switch, the compose file, prefect.yaml
 (deployed for real onto a Prefect server) and the Kubernetes templates."""
+
 from __future__ import annotations
 
 import json
@@ -82,21 +83,27 @@ def test_precedence_kwargs_env_params_yaml_profile(clean_env, tmp_path):
     assert load_settings().tracking_uri == CLUSTER["mlflow"]["tracking_uri"]
 
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"mlflow": {"tracking_uri": "http://from-params:5000", "artifact_root": None},
-                                      "pretrain": {"max_steps": 11}}))
+    params.write_text(
+        yaml.safe_dump(
+            {
+                "mlflow": {"tracking_uri": "http://from-params:5000", "artifact_root": None},
+                "pretrain": {"max_steps": 11},
+            }
+        )
+    )
     clean_env.setenv("TSFM_PARAMS", str(params))
     settings = load_settings()
-    assert settings.tracking_uri == "http://from-params:5000"      # params.yaml over the profile
-    assert settings.artifact_root == "s3://tsfm/mlflow"            # its null keeps the profile's
+    assert settings.tracking_uri == "http://from-params:5000"  # params.yaml over the profile
+    assert settings.artifact_root == "s3://tsfm/mlflow"  # its null keeps the profile's
     assert settings.pretrain.max_steps == 11
 
     clean_env.setenv("TSFM_MLFLOW__TRACKING_URI", "http://mlflow:5000")
     settings = load_settings()
-    assert settings.tracking_uri == "http://mlflow:5000"           # env over params.yaml
+    assert settings.tracking_uri == "http://mlflow:5000"  # env over params.yaml
     assert settings.artifact_root == "s3://tsfm/mlflow" and settings.pretrain.max_steps == 11
 
     settings = load_settings(mlflow={"tracking_uri": "http://kwarg:1"})
-    assert settings.tracking_uri == "http://kwarg:1"                # keyword arguments over all
+    assert settings.tracking_uri == "http://kwarg:1"  # keyword arguments over all
     assert settings.artifact_root == "s3://tsfm/mlflow"
 
 
@@ -129,8 +136,7 @@ def test_runtime_env_reaches_prefect_and_boto3(clean_env):
     )
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "AWS_ENDPOINT_URL_S3")}
     env["TSFM_PROFILE"] = "cluster"
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == [CLUSTER["prefect"]["api_url"], CLUSTER["s3"]["endpoint_url"]]
 
@@ -173,11 +179,15 @@ def test_compose_servers_use_postgres_and_minio():
     assert SERVICES["mlflow"]["environment"]["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
     prefect = SERVICES["prefect-server"]
     assert prefect["command"][:3] == ["prefect", "server", "start"] and "0.0.0.0" in prefect["command"]
-    assert re.fullmatch(r"postgresql\+asyncpg://[^ ]+@postgres:5432/prefect",
-                        prefect["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"])
+    assert re.fullmatch(
+        r"postgresql\+asyncpg://[^ ]+@postgres:5432/prefect",
+        prefect["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"],
+    )
     assert "CREATE DATABASE prefect" in COMPOSE["configs"]["postgres-init"]["content"]
     assert SERVICES["postgres"]["environment"]["POSTGRES_DB"] == "mlflow"
-    assert "local/tsfm" in " ".join(SERVICES["minio-init"]["entrypoint"]).replace('"', "").replace("$TSFM_BUCKET", "tsfm")
+    assert "local/tsfm" in " ".join(SERVICES["minio-init"]["entrypoint"]).replace('"', "").replace(
+        "$TSFM_BUCKET", "tsfm"
+    )
 
     worker = SERVICES["prefect-worker"]
     command = worker["command"]
@@ -193,11 +203,17 @@ def test_compose_worker_env_is_the_cluster_profile_on_service_names(clean_env):
     settings = load_settings()
     assert settings.profile == "cluster"
     assert settings.tracking_uri == "http://mlflow:5000" and settings.artifact_root == "s3://tsfm/mlflow"
-    assert runtime_env(settings) == {"PREFECT_API_URL": env["PREFECT_API_URL"],
-                                      "AWS_ENDPOINT_URL_S3": env["AWS_ENDPOINT_URL_S3"],
-                                      "PREFECT_HOME": str((settings.paths.state_dir / "prefect").resolve())}
-    for url in (settings.tracking_uri, settings.prefect.api_url, settings.s3.endpoint_url,
-                settings.forecast.dask_address):
+    assert runtime_env(settings) == {
+        "PREFECT_API_URL": env["PREFECT_API_URL"],
+        "AWS_ENDPOINT_URL_S3": env["AWS_ENDPOINT_URL_S3"],
+        "PREFECT_HOME": str((settings.paths.state_dir / "prefect").resolve()),
+    }
+    for url in (
+        settings.tracking_uri,
+        settings.prefect.api_url,
+        settings.s3.endpoint_url,
+        settings.forecast.dask_address,
+    ):
         host = re.match(r"(?:https?|tcp)://([^:/]+)", url).group(1)
         assert host in SERVICES, f"{url} names no compose service"
     # batch forecasts' chunks run on the compose Dask cluster, whose workers see what the flow sees
@@ -248,9 +264,10 @@ def test_prefect_yaml_mirrors_tsfm_deploy(clean_env):
         assert spec["entrypoint"] == want.entrypoint
         flow = flows.setdefault(spec["entrypoint"], load_flow_from_entrypoint(spec["entrypoint"]))
         assert isinstance(flow, Flow) and flow.name == want.flow_name
-        assert ([(s.get("cron"), s.get("interval"), s["timezone"]) for s in spec["schedules"]]
-                == [(getattr(s.schedule, "cron", None), _seconds(getattr(s.schedule, "interval", None)),
-                     s.schedule.timezone) for s in want.schedules])
+        assert [(s.get("cron"), s.get("interval"), s["timezone"]) for s in spec["schedules"]] == [
+            (getattr(s.schedule, "cron", None), _seconds(getattr(s.schedule, "interval", None)), s.schedule.timezone)
+            for s in want.schedules
+        ]
         assert len(spec.get("triggers") or []) == len(want.triggers or [])
         assert spec["tags"] == want.tags and spec["description"] == want.description
         # the same parameters once the flow's parameter model fills in its defaults
@@ -279,13 +296,20 @@ def test_prefect_deploy_all_registers_on_a_server(prefect_harness, clean_env, tm
 
     with get_client(sync_client=True) as client:
         client.create_work_pool(WorkPoolCreate(name="tsfm-process", type="process"), overwrite=True)
-        client.create_work_pool(WorkPoolCreate(name="tsfm-k8s", type="kubernetes", base_job_template=K8S_TEMPLATE),
-                                overwrite=True)
+        client.create_work_pool(
+            WorkPoolCreate(name="tsfm-k8s", type="kubernetes", base_job_template=K8S_TEMPLATE), overwrite=True
+        )
         assert client.read_work_pool("tsfm-k8s").base_job_template == K8S_TEMPLATE  # accepted as is
 
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_CLI_PROMPT": "false"}
-    proc = subprocess.run([str(Path(sys.executable).parent / "prefect"), "--no-prompt", "deploy", "--all"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "prefect"), "--no-prompt", "deploy", "--all"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
 
     with get_client(sync_client=True) as client:
@@ -297,8 +321,9 @@ def test_prefect_deploy_all_registers_on_a_server(prefect_harness, clean_env, tm
         assert key in got, f"{key} not deployed; got {sorted(got)}"
         d = got[key]
         assert d.work_pool_name == spec["work_pool"]["name"] and d.entrypoint == spec["entrypoint"]
-        assert (sorted(str(getattr(s.schedule, "cron", None) or s.schedule.interval.total_seconds()) for s in d.schedules)
-                == sorted(str(s.get("cron") or float(s["interval"])) for s in spec["schedules"]))
+        assert sorted(
+            str(getattr(s.schedule, "cron", None) or s.schedule.interval.total_seconds()) for s in d.schedules
+        ) == sorted(str(s.get("cron") or float(s["interval"])) for s in spec["schedules"])
         assert d.pull_steps == PREFECT_YAML["pull"]
     assert got["pretrain/retrain-backbone"].job_variables["gpus"] == 8
 
@@ -320,8 +345,20 @@ def test_k8s_work_pool_template_is_valid_for_prefect():
     jsonschema.Draft202012Validator.check_schema(template["variables"])
     props = template["variables"]["properties"]
     # the variables and job configuration keys of Prefect's kubernetes worker
-    assert {"name", "env", "labels", "command", "namespace", "image", "image_pull_policy", "service_account_name",
-            "finished_job_ttl", "job_watch_timeout_seconds", "pod_watch_timeout_seconds", "stream_output"} <= set(props)
+    assert {
+        "name",
+        "env",
+        "labels",
+        "command",
+        "namespace",
+        "image",
+        "image_pull_policy",
+        "service_account_name",
+        "finished_job_ttl",
+        "job_watch_timeout_seconds",
+        "pod_watch_timeout_seconds",
+        "stream_output",
+    } <= set(props)
     assert {"command", "env", "labels", "name", "namespace", "job_manifest"} <= set(template["job_configuration"])
     used = {p.name for p in find_placeholders(json.dumps(template["job_configuration"]))}
     assert used <= set(props)
@@ -372,13 +409,16 @@ def test_k8s_training_job_runs_the_torchrun_launcher():
     # the very launcher, in dry-run mode, as pod 1 of the job would run it
     run_env = {k: v for k, v in os.environ.items() if k not in ("RDZV_ENDPOINT", "WORLD_SIZE", "RANK")}
     run_env.update({k: v for k, v in env.items() if v is not None}, NODE_RANK="1", DRY_RUN="1")
-    out = subprocess.run(container["command"] + container["args"], cwd=ROOT, env=run_env, capture_output=True,
-                         text=True, timeout=60)
+    out = subprocess.run(
+        container["command"] + container["args"], cwd=ROOT, env=run_env, capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     line = out.stderr.strip().splitlines()[-1]
-    assert (f"-m torch.distributed.run --nnodes={env['NNODES']} --nproc-per-node={env['NPROC_PER_NODE']} "
-            f"--max-restarts=0 --node-rank=1 --master-addr={env['MASTER_ADDR']} --master-port={env['MASTER_PORT']} "
-            f"-m models.pretraining {' '.join(container['args'])}") in line
+    assert (
+        f"-m torch.distributed.run --nnodes={env['NNODES']} --nproc-per-node={env['NPROC_PER_NODE']} "
+        f"--max-restarts=0 --node-rank=1 --master-addr={env['MASTER_ADDR']} --master-port={env['MASTER_PORT']} "
+        f"-m models.pretraining {' '.join(container['args'])}"
+    ) in line
 
     # and the trainer accepts its arguments
     from models.pretraining.spec import TrainerJob

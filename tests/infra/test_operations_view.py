@@ -7,6 +7,7 @@ promtool is Debian's prometheus package, installed by `make install`; without it
 they never skip. Every metric the rules and the dashboard's queries name must be one the server
 really exports: the names are compared with the exposition of a ServingMetrics that holds a
 sample of everything (serving traffic, inputs, the registry's and the monitor's facts)."""
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,10 @@ PROMETHEUS_OWN = {"up"}
 def promtool() -> str:
     found = shutil.which("promtool") or ("/usr/bin/promtool" if os.access("/usr/bin/promtool", os.X_OK) else None)
     if not found:
-        pytest.fail("promtool is missing: run `make install` (it installs Debian's 'prometheus' package, which "
-                    "provides /usr/bin/promtool), or `apt-get install prometheus`")
+        pytest.fail(
+            "promtool is missing: run `make install` (it installs Debian's 'prometheus' package, which "
+            "provides /usr/bin/promtool), or `apt-get install prometheus`"
+        )
     return found
 
 
@@ -85,8 +88,9 @@ def test_prometheus_config_passes_promtool_and_scrapes_the_compose_server(tmp_pa
     assert "./prometheus:/etc/prometheus:ro" in services["prometheus"]["volumes"]
     assert "tsfm-serve-token" in services["prometheus"]["secrets"]
     assert COMPOSE["secrets"]["tsfm-serve-token"]["environment"] == "TSFM_SERVE_TOKEN"
-    grafana_mounts = dict(v.rsplit(":", 1)[0].split(":", 1) for v in services["grafana"]["volumes"]
-                          if v.startswith("./"))
+    grafana_mounts = dict(
+        v.rsplit(":", 1)[0].split(":", 1) for v in services["grafana"]["volumes"] if v.startswith("./")
+    )
     provider = yaml.safe_load((GRAFANA / "provisioning" / "dashboards" / "tsfm.yml").read_text())["providers"][0]
     assert grafana_mounts["./grafana/dashboards"] == provider["options"]["path"]
     assert grafana_mounts["./grafana/provisioning"] == "/etc/grafana/provisioning"
@@ -97,8 +101,14 @@ def test_prometheus_config_passes_promtool_and_scrapes_the_compose_server(tmp_pa
 def test_every_alert_is_unit_tested_firing_and_silent():
     names = [r["alert"] for r in RULES]
     assert len(names) == len(set(names))
-    assert {"TsfmServeErrorRate", "TsfmServeLatencyHigh", "TsfmChampionStale", "TsfmDomainDrift",
-            "TsfmDomainDegraded", "TsfmServeDown"} <= set(names)
+    assert {
+        "TsfmServeErrorRate",
+        "TsfmServeLatencyHigh",
+        "TsfmChampionStale",
+        "TsfmDomainDrift",
+        "TsfmDomainDegraded",
+        "TsfmServeDown",
+    } <= set(names)
     for r in RULES:
         assert r.get("for"), f"{r['alert']} has no `for`"
         assert r["labels"]["severity"] in ("warning", "critical")
@@ -138,13 +148,31 @@ def exported() -> tuple[set[str], set[str], dict[str, set[str]]]:
     m.batch_series.labels("d").observe(1)
     m.forward_seconds.labels("d").observe(0.01)
     m.reloads.labels("d", "ok").inc()
-    m.set_models({"d": types.SimpleNamespace(name="forecaster-d", version="1", family="patchtst", alias="champion",
-                                             backbone_version="1")}, 1)
-    m.set_domain_tags({"d": {"validated_at": "1700000000", "monitor.checked_at": "1700000000",
-                             "monitor.degraded": "1", "monitor.ratio.MASE": "1.7", "monitor.vs_naive.sCRPS": "0.8", "monitor.ratio.sCRPS": "1.5",
-                             "monitor.ratio.sMAPE": "1.2", "monitor.coverage": "0.6",
-                             "monitor.psi_threshold": "0.25", "monitor.psi.store.level": "0.4",
-                             "monitor.psi.serving.level": "0.1"}})
+    m.set_models(
+        {
+            "d": types.SimpleNamespace(
+                name="forecaster-d", version="1", family="patchtst", alias="champion", backbone_version="1"
+            )
+        },
+        1,
+    )
+    m.set_domain_tags(
+        {
+            "d": {
+                "validated_at": "1700000000",
+                "monitor.checked_at": "1700000000",
+                "monitor.degraded": "1",
+                "monitor.ratio.MASE": "1.7",
+                "monitor.vs_naive.sCRPS": "0.8",
+                "monitor.ratio.sCRPS": "1.5",
+                "monitor.ratio.sMAPE": "1.2",
+                "monitor.coverage": "0.6",
+                "monitor.psi_threshold": "0.25",
+                "monitor.psi.store.level": "0.4",
+                "monitor.psi.serving.level": "0.1",
+            }
+        }
+    )
     body, _ = m.render()
     samples, families, labels = set(), set(), {}
     for family in text_string_to_metric_families(body.decode()):
@@ -192,8 +220,11 @@ def test_rules_and_dashboard_name_only_exported_metrics(exported):
     assert not unknown, f"queries name metrics the server does not export: {unknown}"
 
     # what the texts tell an operator to look at (annotations, panel descriptions) exists too
-    texts = [v for r in RULES for v in r["annotations"].values()] + \
-            [p.get("description", "") for p in _panels(dash)] + [dash.get("description", "")]
+    texts = (
+        [v for r in RULES for v in r["annotations"].values()]
+        + [p.get("description", "") for p in _panels(dash)]
+        + [dash.get("description", "")]
+    )
     mentioned = {n for t in texts for n in re.findall(r"\btsfm_[a-z0-9_]+", t)}
     unknown = sorted(mentioned - samples - families)
     assert not unknown, f"annotations or descriptions name metrics the server does not export: {unknown}"
@@ -235,6 +266,18 @@ def test_dashboard_shows_every_exported_metric_per_selected_domain(exported):
     missing = sorted(f for f in families if not {s for s in shown if s == f or s.startswith(f + "_")})
     assert not missing, f"exported but on no panel of {DASHBOARD.name}: {missing}"
     titles = " | ".join(p["title"] for p in panels).lower()
-    for words in ("request", "5xx", "latency", "batch", "served models", "champion age", "ratio", "coverage",
-                  "drift", "degraded", "level", "context length"):
+    for words in (
+        "request",
+        "5xx",
+        "latency",
+        "batch",
+        "served models",
+        "champion age",
+        "ratio",
+        "coverage",
+        "drift",
+        "degraded",
+        "level",
+        "context length",
+    ):
         assert words in titles, f"no panel about {words!r}: {titles}"

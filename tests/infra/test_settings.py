@@ -1,5 +1,6 @@
 """One configuration schema: params.yaml, TSFM_* variables and the CLI's --set all land in it,
 and none of them can hold a key it does not know."""
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,16 @@ def _unknown(values: dict, model: type[BaseModel], where: str = "") -> list[str]
     return out
 
 
-@pytest.mark.parametrize("path", ["params.yaml", *sorted(
-    str(p.relative_to(ROOT)) for p in [*ROOT.glob("infra/profiles/*.yaml"), *ROOT.glob("benchmarks/profiles/*.yaml")])])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "params.yaml",
+        *sorted(
+            str(p.relative_to(ROOT))
+            for p in [*ROOT.glob("infra/profiles/*.yaml"), *ROOT.glob("benchmarks/profiles/*.yaml")]
+        ),
+    ],
+)
 def test_every_settings_file_holds_only_keys_the_schema_knows(path):
     assert _unknown(yaml.safe_load((ROOT / path).read_text()) or {}, Settings) == []
 
@@ -60,7 +69,9 @@ def test_a_misspelt_key_fails_loudly_instead_of_keeping_a_default(monkeypatch, t
     with pytest.raises(ValidationError, match="kk"):
         load_settings()
     assert _unknown({"onboard": {"teacher": {"kk": 1}}, "pretrain": {"maxsteps": 1}}, Settings) == [
-        "onboard.teacher.kk", "pretrain.maxsteps"]
+        "onboard.teacher.kk",
+        "pretrain.maxsteps",
+    ]
 
 
 def test_nested_sections_from_the_environment_keep_their_other_defaults(monkeypatch, tmp_path):
@@ -74,10 +85,19 @@ def test_nested_sections_from_the_environment_keep_their_other_defaults(monkeypa
 
 def test_set_and_named_options_go_through_one_helper_with_clear_messages():
     base = OnboardParams(domain="d", horizon=8)
-    p = build_params(OnboardParams, base, ["teacher.k=10", "fusion.alpha_grid=[0, 0.5, 1]", "adapter.epochs=3"],
-                     {"horizon": 12, "finetune.max_steps": 5})
+    p = build_params(
+        OnboardParams,
+        base,
+        ["teacher.k=10", "fusion.alpha_grid=[0, 0.5, 1]", "adapter.epochs=3"],
+        {"horizon": 12, "finetune.max_steps": 5},
+    )
     assert (p.teacher.k, p.fusion.alpha_grid, p.adapter.epochs, p.horizon, p.finetune.max_steps) == (
-        10, [0.0, 0.5, 1.0], 3, 12, 5)
+        10,
+        [0.0, 0.5, 1.0],
+        3,
+        12,
+        5,
+    )
     assert base.teacher.k == 20  # the base is not changed
     with pytest.raises(ParamsError, match=r"--set teacher\.kk: unknown key; keys are .*teacher\.k\b"):
         build_params(OnboardParams, base, ["teacher.kk=1"])
@@ -86,8 +106,9 @@ def test_set_and_named_options_go_through_one_helper_with_clear_messages():
     with pytest.raises(ParamsError, match=r"--set adapter\.epochs must be >= 1"):
         build_params(OnboardParams, base, ["adapter.epochs=0"])
     with pytest.raises(ParamsError, match=r"--finetune-steps must be >= 0"):
-        build_params(OnboardParams, base, named={"finetune.max_steps": -1},
-                     flags={"finetune.max_steps": "--finetune-steps"})
+        build_params(
+            OnboardParams, base, named={"finetune.max_steps": -1}, flags={"finetune.max_steps": "--finetune-steps"}
+        )
     with pytest.raises(ParamsError, match="expected KEY=VALUE"):
         build_params(OnboardParams, base, ["teacher.k"])
 
@@ -107,7 +128,10 @@ def test_tsfm_config_says_where_each_setting_comes_from(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["config", "--json"])
     assert result.exit_code == 0, result.output
     rows = {r["key"]: r for r in json.loads(result.stdout)}
-    assert rows["onboard.teacher.k"]["value"] == 7 and rows["onboard.teacher.k"]["source"] == "env TSFM_ONBOARD__TEACHER__K"
+    assert (
+        rows["onboard.teacher.k"]["value"] == 7
+        and rows["onboard.teacher.k"]["source"] == "env TSFM_ONBOARD__TEACHER__K"
+    )
     assert rows["onboard.horizon"]["value"] == 12 and rows["onboard.horizon"]["source"].endswith("params.yaml")
     assert rows["onboard.adapter.epochs"]["source"] == "default"
     assert rows["pretrain.lr"]["value"] == rows["pretrain.lr"]["default"]  # params.yaml repeating a default

@@ -1,4 +1,5 @@
 """Running the `tsfm` CLI as separate processes against live servers (used by the integration tests)."""
+
 from __future__ import annotations
 
 import json
@@ -19,22 +20,24 @@ def cli_env(servers: dict, root: Path) -> dict[str, str]:
     """tsfm pointed at the servers; data, state and Prefect home in ``root``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TSFM_", "PREFECT_", "MLFLOW_"))}
     env.update(LIVE_SMALL)
-    env.update({
-        "TSFM_MLFLOW__TRACKING_URI": servers["mlflow"],
-        # artifacts through the server's proxy (mlflow-artifacts:), not straight onto a local path
-        "TSFM_MLFLOW__ARTIFACT_ROOT": "mlflow-artifacts:/",
-        "TSFM_PATHS__DATA_DIR": str(root / "data"),
-        "TSFM_PATHS__STATE_DIR": str(root / "state"),
-        "TSFM_PARAMS": str(root / "no-params.yaml"),  # absent: schema defaults + env only
-        "PREFECT_API_URL": servers["prefect_api"],
-        "PREFECT_HOME": str(root / "prefect-client"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_LOGGING_LEVEL": "WARNING",
-        "DVC_NO_ANALYTICS": "1",
-        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-    })
+    env.update(
+        {
+            "TSFM_MLFLOW__TRACKING_URI": servers["mlflow"],
+            # artifacts through the server's proxy (mlflow-artifacts:), not straight onto a local path
+            "TSFM_MLFLOW__ARTIFACT_ROOT": "mlflow-artifacts:/",
+            "TSFM_PATHS__DATA_DIR": str(root / "data"),
+            "TSFM_PATHS__STATE_DIR": str(root / "state"),
+            "TSFM_PARAMS": str(root / "no-params.yaml"),  # absent: schema defaults + env only
+            "PREFECT_API_URL": servers["prefect_api"],
+            "PREFECT_HOME": str(root / "prefect-client"),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_LOGGING_LEVEL": "WARNING",
+            "DVC_NO_ANALYTICS": "1",
+            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+    )
     return env
 
 

@@ -1,5 +1,6 @@
 """Real `mlflow server` and `prefect server` processes on loopback, and one onboarding run against them
 through the real `tsfm` CLI (each command its own process, as an operator would run it)."""
+
 from __future__ import annotations
 
 import json
@@ -49,8 +50,12 @@ def live_onboarding(live_servers, tmp_path_factory):
     env = cli_env(live_servers, root)
     timings, t0 = {}, time.monotonic()
     sources = json.loads(LIVE_SMALL["TSFM_SOURCES"])
-    ingests = {d: start_tsfm(["ingest", "--source", s["source"], "--domain", d, "--horizon", str(s["horizon"])],
-                             env, root, f"ingest-{d}") for d, s in sources.items()}
+    ingests = {
+        d: start_tsfm(
+            ["ingest", "--source", s["source"], "--domain", d, "--horizon", str(s["horizon"])], env, root, f"ingest-{d}"
+        )
+        for d, s in sources.items()
+    }
     try:
         stores = {d: finish(p, root, f"ingest-{d}") for d, p in ingests.items()}
     finally:  # one failed: do not leave the other running
@@ -64,5 +69,12 @@ def live_onboarding(live_servers, tmp_path_factory):
     onboard = run_tsfm(["onboard", "--domain", DOMAIN], env, root, "onboard")
     timings["onboard"] = time.monotonic() - t0 - timings["ingest"] - timings["pretrain"]
     print("live onboarding, seconds per stage:", {k: round(v) for k, v in timings.items()})
-    return {**live_servers, "env": env, "root": root, "stores": stores, "backbone": backbone,
-            "onboard": onboard, "timings": timings}
+    return {
+        **live_servers,
+        "env": env,
+        "root": root,
+        "stores": stores,
+        "backbone": backbone,
+        "onboard": onboard,
+        "timings": timings,
+    }

@@ -1,6 +1,7 @@
 """An onboarding run against real `mlflow server` and `prefect server` processes, reviewed the way a
 person would: the Prefect server's flow runs and report, the MLflow server's experiments, runs,
 dataset inputs, registry and artifacts, and the MLflow UI in headless Chromium."""
+
 from __future__ import annotations
 
 import os
@@ -26,8 +27,13 @@ def champion(live_onboarding) -> dict:
     assert decision["promoted"] is True and decision["version"] == run["onboard"]["challenger"]["version"]
     fused = run["onboard"]["versions"]["fused"]
     for version in (fused, decision["version"]):
-        moved = run_tsfm(["rollback", "--domain", DOMAIN, "--version", version], run["env"], run["root"],
-                         f"rollback-{version}", out=False)  # rollback prints its result only
+        moved = run_tsfm(
+            ["rollback", "--domain", DOMAIN, "--version", version],
+            run["env"],
+            run["root"],
+            f"rollback-{version}",
+            out=False,
+        )  # rollback prints its result only
         assert moved["champion"] == version and moved["model"] == MODEL
     return {"decision": decision, "version": decision["version"], "family": decision["family"]}
 
@@ -51,7 +57,9 @@ def test_prefect_server_holds_the_flow_runs_and_report(live_onboarding):
         assert states["ingest"] == ["COMPLETED", "COMPLETED"], states
         assert states["pretrain"] == ["COMPLETED"], states
         assert states["onboard_domain"] == ["COMPLETED"], states
-        [report] = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"onboard-{DOMAIN}"])))
+        [report] = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"onboard-{DOMAIN}"]))
+        )
     assert report.type == "markdown"
     challenger = live_onboarding["onboard"]["challenger"]
     assert f"{challenger['family']} ({MODEL} v{challenger['version']})" in report.data
@@ -67,8 +75,10 @@ def test_mlflow_server_holds_runs_datasets_registry_and_plots(live_onboarding, c
     challenger = run["onboard"]["challenger"]
 
     # readable run names, one experiment per stage
-    names = {exp: sorted(r.info.run_name for r in _runs(client, exp))
-             for exp in ("tsfm-ingest", "tsfm-pretrain", "tsfm-onboard", "tsfm-promote")}
+    names = {
+        exp: sorted(r.info.run_name for r in _runs(client, exp))
+        for exp in ("tsfm-ingest", "tsfm-pretrain", "tsfm-onboard", "tsfm-promote")
+    }
     assert names["tsfm-ingest"] == [f"ingest-{DOMAIN}", "ingest-synthetic"]
     assert names["tsfm-pretrain"] == ["pretrain-tiny-40steps"]
     assert names["tsfm-onboard"] == [f"onboard-{DOMAIN}-bb{backbone_version}"]
@@ -76,9 +86,11 @@ def test_mlflow_server_holds_runs_datasets_registry_and_plots(live_onboarding, c
 
     # dataset inputs carry the DVC digest of each store, in each stage's context
     digests = {d: dvc_md5(store) for d, store in run["stores"].items()}
-    for exp, context, domains in (("tsfm-ingest", "ingest", [DOMAIN, "synthetic"]),
-                                  ("tsfm-pretrain", "training", [DOMAIN, "synthetic"]),
-                                  ("tsfm-onboard", "domain", [DOMAIN])):
+    for exp, context, domains in (
+        ("tsfm-ingest", "ingest", [DOMAIN, "synthetic"]),
+        ("tsfm-pretrain", "training", [DOMAIN, "synthetic"]),
+        ("tsfm-onboard", "domain", [DOMAIN]),
+    ):
         inputs = [i for r in _runs(client, exp) for i in r.inputs.dataset_inputs]
         assert sorted(i.dataset.name for i in inputs) == domains, exp
         for i in inputs:
@@ -106,20 +118,27 @@ def test_mlflow_server_holds_runs_datasets_registry_and_plots(live_onboarding, c
 
 
 # MLflow 3.17's UI opens its assistant panel on first load; a reviewer's screenshot wants the page itself
-CLOSED_ASSISTANT = ("localStorage.setItem('mlflow.assistant.fab.autoOpenedOnFirstLoad_v1', 'true');"
-                    "localStorage.setItem('mlflow.assistant.panelOpen_v1', 'false');")
+CLOSED_ASSISTANT = (
+    "localStorage.setItem('mlflow.assistant.fab.autoOpenedOnFirstLoad_v1', 'true');"
+    "localStorage.setItem('mlflow.assistant.panelOpen_v1', 'false');"
+)
 
 
 # Skipped only off CI: `make install` puts chromium there, so in CI a missing browser fails.
-@pytest.mark.skipif(not CHROMIUM.exists() and not os.environ.get("CI"),
-                    reason="needs Debian's chromium at /usr/bin/chromium (make install)")
+@pytest.mark.skipif(
+    not CHROMIUM.exists() and not os.environ.get("CI"),
+    reason="needs Debian's chromium at /usr/bin/chromium (make install)",
+)
 def test_mlflow_ui_shows_the_champion(live_onboarding, champion, test_artifacts):
     from playwright import sync_api
 
     url, version = live_onboarding["mlflow"], champion["version"]
     backbone_version = live_onboarding["backbone"].rsplit("/", 1)[-1]
-    shots = {"model": test_artifacts / f"mlflow-{MODEL}.png", "version": test_artifacts / f"mlflow-{MODEL}-v{version}.png",
-             "run": test_artifacts / f"mlflow-onboard-{DOMAIN}-run.png"}
+    shots = {
+        "model": test_artifacts / f"mlflow-{MODEL}.png",
+        "version": test_artifacts / f"mlflow-{MODEL}-v{version}.png",
+        "run": test_artifacts / f"mlflow-onboard-{DOMAIN}-run.png",
+    }
     [onboard_run] = _runs(MlflowClient(tracking_uri=url), "tsfm-onboard")
     digest = dvc_md5(live_onboarding["stores"][DOMAIN])
     with sync_api.sync_playwright() as p:

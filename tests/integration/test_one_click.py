@@ -1,6 +1,7 @@
 """One-click onboarding as README tells a new user: `tsfm ui` in an empty project, then the Prefect
 form (Deployments -> one-click-onboarding -> Run -> Custom run) filled in headless Chromium, and a
 served champion at the end. `tsfm ui` switches no schedule on: the form is its only deployment."""
+
 from __future__ import annotations
 
 import os
@@ -28,7 +29,7 @@ def _wait_for_lines(proc: subprocess.Popen, prefixes: tuple[str, ...], timeout: 
             break
         for prefix in prefixes:
             if line.startswith(prefix):
-                found[prefix] = line[len(prefix):].strip()
+                found[prefix] = line[len(prefix) :].strip()
     assert len(found) == len(prefixes), (found, proc.poll())
     return found
 
@@ -36,30 +37,44 @@ def _wait_for_lines(proc: subprocess.Popen, prefixes: tuple[str, ...], timeout: 
 def _csv(path) -> None:
     rng = np.random.default_rng(3)
     m = np.arange(48)
-    rows = [f"s{i},{2020 + k // 12}-{k % 12 + 1:02d}-01,{100 + 10 * i + 15 * np.sin(k * np.pi / 6) + k + e:.2f}"
-            for i in range(4) for k, e in zip(m, rng.normal(0, 4, m.size))]
+    rows = [
+        f"s{i},{2020 + k // 12}-{k % 12 + 1:02d}-01,{100 + 10 * i + 15 * np.sin(k * np.pi / 6) + k + e:.2f}"
+        for i in range(4)
+        for k, e in zip(m, rng.normal(0, 4, m.size))
+    ]
     path.write_text("unique_id,ds,y\n" + "\n".join(rows) + "\n")
 
 
 def _field(page, label: str):
     """The input of the form property labelled ``label`` (Prefect's schema form)."""
-    prop = page.locator(".schema-form-property:has(> .p-label__header "
-                        f".schema-form-property__label:text-is('{label}'))").first
+    prop = page.locator(
+        f".schema-form-property:has(> .p-label__header .schema-form-property__label:text-is('{label}'))"
+    ).first
     return prop.locator(".p-label__body").first.locator("textarea, input").first
 
 
-@pytest.mark.skipif(not CHROMIUM.exists() and not os.environ.get("CI"),
-                    reason="needs Debian's chromium at /usr/bin/chromium (make install)")
+@pytest.mark.skipif(
+    not CHROMIUM.exists() and not os.environ.get("CI"),
+    reason="needs Debian's chromium at /usr/bin/chromium (make install)",
+)
 def test_the_form_takes_an_empty_project_to_a_champion(tmp_path, test_artifacts):
     from playwright import sync_api
 
     _csv(tmp_path / "shop.csv")
     # the onboarding the form starts, as small as the other end-to-end tests' (the form opens on these settings)
-    env = _env(tmp_path, TSFM_ONBOARD__ADAPTER__EPOCHS="2", TSFM_ONBOARD__STRIDE="4", TSFM_ONBOARD__FINETUNE__MAX_STEPS="0")
+    env = _env(
+        tmp_path, TSFM_ONBOARD__ADAPTER__EPOCHS="2", TSFM_ONBOARD__STRIDE="4", TSFM_ONBOARD__FINETUNE__MAX_STEPS="0"
+    )
     ports = free_port(), free_port()
-    ui = subprocess.Popen([sys.executable, "-m", "tsfm_cli.main", "ui", "--mlflow-port", str(ports[0]),
-                           "--prefect-port", str(ports[1])], cwd=tmp_path, env=env, stderr=subprocess.PIPE,
-                          stdout=subprocess.DEVNULL, text=True, start_new_session=True)
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "tsfm_cli.main", "ui", "--mlflow-port", str(ports[0]), "--prefect-port", str(ports[1])],
+        cwd=tmp_path,
+        env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
     try:
         urls = _wait_for_lines(ui, ("MLflow UI: ", "Prefect UI: ", "Onboarding form: "))
         mlflow_url, prefect_url = urls["MLflow UI: "], urls["Prefect UI: "]
@@ -98,20 +113,27 @@ def test_the_form_takes_an_empty_project_to_a_champion(tmp_path, test_artifacts)
                     if state in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
                         break
                     time.sleep(3)
-                assert state == "COMPLETED", (state, (tmp_path / "state" / "one-click-onboarding.log").read_text()[-3000:])
+                assert state == "COMPLETED", (
+                    state,
+                    (tmp_path / "state" / "one-click-onboarding.log").read_text()[-3000:],
+                )
                 page.reload()
                 page.get_by_text("Completed").first.wait_for(timeout=60_000)  # the run, as the page shows it
                 page.screenshot(path=str(test_artifacts / "prefect-one-click-run.png"), full_page=True)
             finally:
                 browser.close()
 
-        model = requests.get(f"{mlflow_url}/api/2.0/mlflow/registered-models/get",
-                             params={"name": f"forecaster-{DOMAIN}"}, timeout=30).json()["registered_model"]
+        model = requests.get(
+            f"{mlflow_url}/api/2.0/mlflow/registered-models/get", params={"name": f"forecaster-{DOMAIN}"}, timeout=30
+        ).json()["registered_model"]
         assert "champion" in {a["alias"] for a in model.get("aliases", [])}
         # the same project state as the CLI's: the store, and the experiments described for a reviewer
         assert (tmp_path / "data" / "store" / DOMAIN).is_dir()
-        exp = requests.get(f"{mlflow_url}/api/2.0/mlflow/experiments/get-by-name",
-                           params={"experiment_name": "tsfm-ingest"}, timeout=30).json()["experiment"]
+        exp = requests.get(
+            f"{mlflow_url}/api/2.0/mlflow/experiments/get-by-name",
+            params={"experiment_name": "tsfm-ingest"},
+            timeout=30,
+        ).json()["experiment"]
         tags = {t["key"]: t["value"] for t in exp.get("tags", [])}
         assert "rows in, kept and quarantined" in tags["mlflow.note.content"]
     finally:

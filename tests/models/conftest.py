@@ -1,4 +1,5 @@
 """Shared fixtures of the model tests."""
+
 from __future__ import annotations
 
 import pytest

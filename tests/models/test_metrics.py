@@ -1,4 +1,5 @@
 """Metric values computed by hand on tiny arrays."""
+
 import numpy as np
 import pytest
 
@@ -77,9 +78,7 @@ def test_scaled_crps_per_series_and_pooled():
 
 
 def test_geometric_mean_ratio_skips_zero_baseline():
-    assert geometric_mean_ratio(np.array([2.0, 8.0, 5.0]), np.array([1.0, 2.0, 0.0])) == pytest.approx(
-        np.sqrt(2 * 4)
-    )
+    assert geometric_mean_ratio(np.array([2.0, 8.0, 5.0]), np.array([1.0, 2.0, 0.0])) == pytest.approx(np.sqrt(2 * 4))
 
 
 def test_evaluate_relative_metrics():

@@ -1,5 +1,6 @@
 """Rolling validation origins: how many windows each series spares, where they sit, and that no
 window's target is ever in its context, in the train part or in the test window."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,8 +14,13 @@ H = 4
 
 def _frame(lengths: dict[str, int]) -> pd.DataFrame:
     # y = 1000 * series number + position: every value says where it came from
-    return pd.concat([pd.DataFrame({"unique_id": uid, "ds": np.arange(n), "y": 1000.0 * k + np.arange(n)})
-                      for k, (uid, n) in enumerate(lengths.items())], ignore_index=True)
+    return pd.concat(
+        [
+            pd.DataFrame({"unique_id": uid, "ds": np.arange(n), "y": 1000.0 * k + np.arange(n)})
+            for k, (uid, n) in enumerate(lengths.items())
+        ],
+        ignore_index=True,
+    )
 
 
 # a long series (3 origins), one that spares 2, one that spares 1, one just long enough, one too short
@@ -42,7 +48,7 @@ def test_windows_are_a_horizon_apart_before_test_and_see_only_their_past():
         y = full[split.ids[i]]
         start = len(y) - H - origin * H  # origin 1 ends right where the test window starts
         np.testing.assert_array_equal(context, y[:start])  # the whole past, nothing after it
-        np.testing.assert_array_equal(target, y[start:start + H])
+        np.testing.assert_array_equal(target, y[start : start + H])
     long = np.flatnonzero(w.series == split.ids.index("long"))
     assert w.origin[long].tolist() == [3, 2, 1]  # earliest first
     test = split.windows("test")

@@ -4,6 +4,7 @@ again (same artifacts, same backbone version), v2 is that model with fusion weig
 backbone's own quantiles), so a swap changes the answers; ``forecaster-m3-twin`` serves the
 demo's frozen-backbone candidate, so two domains share one backbone object. ``m3-other`` itself
 serves whatever family the demo's gate chose (usually a statistical one on this tiny run)."""
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,11 @@ TWIN = "m3-twin"
 
 def family_version(client, domain: str, family: str):
     """The version of forecaster-<domain> whose tag ``family`` is ``family`` (the newest one)."""
-    found = [mv for mv in client.search_model_versions(f"name = '{tracking.forecaster_name(domain)}'")
-             if mv.tags.get("family") == family]
+    found = [
+        mv
+        for mv in client.search_model_versions(f"name = '{tracking.forecaster_name(domain)}'")
+        if mv.tags.get("family") == family
+    ]
     assert found, f"the demo registered no {family} version of forecaster-{domain}"
     return max(found, key=lambda mv: int(mv.version))
 
@@ -40,9 +44,12 @@ def registry(demo_run):
     copy_name, twin_name = tracking.forecaster_name(COPY), tracking.forecaster_name(TWIN)
     v1 = tracking.register(fused.source, copy_name, {**tags, "domain": COPY})
     # v2: the same folder with alpha = 0, logged as a model of its own
-    folder = Path(mlflow.artifacts.download_artifacts(
-        artifact_uri=f"{client.get_model_version_download_uri(fused.name, fused.version)}/artifacts/fused",
-        dst_path=tempfile.mkdtemp(prefix="tsfm-copy-")))
+    folder = Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=f"{client.get_model_version_download_uri(fused.name, fused.version)}/artifacts/fused",
+            dst_path=tempfile.mkdtemp(prefix="tsfm-copy-"),
+        )
+    )
     meta = json.loads((folder / "fused.json").read_text())
     (folder / "fused.json").write_text(json.dumps({**meta, "alpha": 0.0}))
     serving_meta = json.loads((folder / "serving.json").read_text())
@@ -55,9 +62,16 @@ def registry(demo_run):
     twin = tracking.register(backbone.source, twin_name, {**dict(backbone.tags), "domain": TWIN})
     tracking.set_alias(twin_name, "champion", twin)
     champion = client.get_model_version_by_alias(tracking.forecaster_name("m3-other"), "champion")
-    return {"settings": settings, "root": demo_run["root"], "copy_v1": v1, "copy_v2": v2, "twin_v": twin,
-            "other_champion": str(champion.version), "other_family": champion.tags["family"],
-            "alpha": float(meta["alpha"])}
+    return {
+        "settings": settings,
+        "root": demo_run["root"],
+        "copy_v1": v1,
+        "copy_v2": v2,
+        "twin_v": twin,
+        "other_champion": str(champion.version),
+        "other_family": champion.tags["family"],
+        "alpha": float(meta["alpha"]),
+    }
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
 """tsfm's serving app in process (FastAPI TestClient): shared backbone, answers, validation,
 token, /health and /metrics. The real-socket tests are in test_server.py."""
+
 from __future__ import annotations
 
 import json
@@ -79,9 +80,12 @@ def test_answers_equal_the_forecaster_and_the_mlflow_pyfunc(client, registry, co
     answer = pd.DataFrame(resp.json()["predictions"])
     assert list(answer.columns) == list(pyfunc.columns)
     assert list(answer["ds"]) == list(pyfunc["ds"]) and list(answer["unique_id"]) == list(pyfunc["unique_id"])
-    np.testing.assert_allclose(answer[QUANTILE_COLUMNS + ["mean"]].to_numpy(),
-                               pyfunc[QUANTILE_COLUMNS + ["mean"]].to_numpy(), rtol=1e-5,
-                               atol=1e-5 * np.abs(expected).max())
+    np.testing.assert_allclose(
+        answer[QUANTILE_COLUMNS + ["mean"]].to_numpy(),
+        pyfunc[QUANTILE_COLUMNS + ["mean"]].to_numpy(),
+        rtol=1e-5,
+        atol=1e-5 * np.abs(expected).max(),
+    )
 
 
 def test_a_statistical_champion_answers_like_any_other(client, registry, context):
@@ -99,8 +103,9 @@ def test_a_statistical_champion_answers_like_any_other(client, registry, context
     pyfunc = mlflow.pyfunc.load_model(uri).predict(context[["unique_id", "ds", "y"]], params={"horizon": horizon})
     np.testing.assert_allclose(answer[QUANTILE_COLUMNS].to_numpy(), pyfunc[QUANTILE_COLUMNS].to_numpy(), rtol=1e-5)
     if family in ("seasonal_naive", "auto_ets", "theta"):
-        _, folder, _ = tracking.download_forecaster("forecaster-m3-other", registry["other_champion"],
-                                                    tempfile.mkdtemp())
+        _, folder, _ = tracking.download_forecaster(
+            "forecaster-m3-other", registry["other_champion"], tempfile.mkdtemp()
+        )
         ids, values, _ = parse_context(context)
         expected = StatisticalForecaster.load(folder).predict(values, horizon, ids=ids).quantiles
         np.testing.assert_allclose(_quantiles(resp.json()["predictions"], ids, horizon), expected, rtol=1e-5)
@@ -115,20 +120,50 @@ def test_records_input_and_default_horizon(client, context):
     assert len(out) == context["unique_id"].nunique() * default
 
 
-@pytest.mark.parametrize("body, status, fragment", [
-    ({"dataframe_split": {"columns": ["unique_id", "y"], "data": [["a", 1.0]]}, "params": {"domain": COPY}},
-     400, "ds"),
-    ({"dataframe_split": {"columns": ["unique_id", "ds", "y"], "data": [["a", 1, "x"]]},
-      "params": {"domain": COPY}}, 400, "y"),
-    ({"dataframe_split": {"columns": ["unique_id", "ds", "y"], "data": [["a", 1, 1.0]]},
-      "params": {"horizon": 99, "domain": COPY}}, 400, "horizon"),
-    ({"dataframe_split": {"columns": ["unique_id", "ds", "y"], "data": [["a", 1, 1.0]]},
-      "params": {"horizon": "soon", "domain": COPY}}, 400, "horizon"),
-    ({"dataframe_split": {"columns": ["unique_id", "ds", "y"], "data": [["a", 1, 1.0]]}}, 400, "params.domain"),
-    ({"dataframe_split": {"columns": ["unique_id", "ds", "y"], "data": [["a", 1, 1.0]]},
-      "params": {"domain": "nowhere"}}, 404, "m3-other"),
-    ({"instances": [1]}, 400, "dataframe_split"),
-])
+@pytest.mark.parametrize(
+    "body, status, fragment",
+    [
+        (
+            {"dataframe_split": {"columns": ["unique_id", "y"], "data": [["a", 1.0]]}, "params": {"domain": COPY}},
+            400,
+            "ds",
+        ),
+        (
+            {
+                "dataframe_split": {"columns": ["unique_id", "ds", "y"], "data": [["a", 1, "x"]]},
+                "params": {"domain": COPY},
+            },
+            400,
+            "y",
+        ),
+        (
+            {
+                "dataframe_split": {"columns": ["unique_id", "ds", "y"], "data": [["a", 1, 1.0]]},
+                "params": {"horizon": 99, "domain": COPY},
+            },
+            400,
+            "horizon",
+        ),
+        (
+            {
+                "dataframe_split": {"columns": ["unique_id", "ds", "y"], "data": [["a", 1, 1.0]]},
+                "params": {"horizon": "soon", "domain": COPY},
+            },
+            400,
+            "horizon",
+        ),
+        ({"dataframe_split": {"columns": ["unique_id", "ds", "y"], "data": [["a", 1, 1.0]]}}, 400, "params.domain"),
+        (
+            {
+                "dataframe_split": {"columns": ["unique_id", "ds", "y"], "data": [["a", 1, 1.0]]},
+                "params": {"domain": "nowhere"},
+            },
+            404,
+            "m3-other",
+        ),
+        ({"instances": [1]}, 400, "dataframe_split"),
+    ],
+)
 def test_bad_requests_get_4xx_with_a_message(client, body, status, fragment):
     resp = client.post("/invocations", json=body)
     assert resp.status_code == status, resp.text
@@ -142,15 +177,16 @@ def test_bad_requests_get_4xx_with_a_message(client, body, status, fragment):
 def test_invalid_json_and_too_large_bodies(client):
     resp = client.post("/invocations", content=b"{not json", headers={"content-type": "application/json"})
     assert resp.status_code == 400 and "invalid request body" in resp.json()["message"]
-    big = json.dumps({"dataframe_split": {"columns": ["unique_id", "ds", "y"],
-                                          "data": [["a", i, 1.0] for i in range(5000)]}}).encode()
+    big = json.dumps(
+        {"dataframe_split": {"columns": ["unique_id", "ds", "y"], "data": [["a", i, 1.0] for i in range(5000)]}}
+    ).encode()
     assert len(big) > 0.05 * 2**20
     resp = client.post("/invocations", content=big, headers={"content-type": "application/json"})
     assert resp.status_code == 413 and "exceeds the limit" in resp.json()["message"]
 
     def chunks():  # no Content-Length: the bytes actually read are capped
         for i in range(0, len(big), 4096):
-            yield big[i:i + 4096]
+            yield big[i : i + 4096]
 
     resp = client.post("/invocations", content=chunks(), headers={"content-type": "application/json"})
     assert resp.status_code == 413, resp.text
@@ -177,14 +213,16 @@ def test_metrics_count_requests_and_describe_inputs(client, context):
     assert value(after, ok) == value(before, ok) + 1
     assert value(after, unknown) == value(before, unknown) + 1
     n_series, n_rows = context["unique_id"].nunique(), len(context)
-    for name, delta in [(f'tsfm_serve_input_series_total{{domain="{COPY}"}}', n_series),
-                        (f'tsfm_serve_input_values_total{{domain="{COPY}"}}', n_rows),
-                        (f'tsfm_serve_input_missing_values_total{{domain="{COPY}"}}', 1),
-                        (f'tsfm_serve_input_context_length_count{{domain="{COPY}"}}', n_series),
-                        (f'tsfm_serve_input_level_log10_count{{domain="{COPY}"}}', n_series),
-                        (f'tsfm_serve_input_cv_count{{domain="{COPY}"}}', n_series),
-                        (f'tsfm_serve_request_seconds_count{{domain="{COPY}"}}', 1),
-                        (f'tsfm_serve_batch_requests_count{{domain="{COPY}"}}', 1)]:
+    for name, delta in [
+        (f'tsfm_serve_input_series_total{{domain="{COPY}"}}', n_series),
+        (f'tsfm_serve_input_values_total{{domain="{COPY}"}}', n_rows),
+        (f'tsfm_serve_input_missing_values_total{{domain="{COPY}"}}', 1),
+        (f'tsfm_serve_input_context_length_count{{domain="{COPY}"}}', n_series),
+        (f'tsfm_serve_input_level_log10_count{{domain="{COPY}"}}', n_series),
+        (f'tsfm_serve_input_cv_count{{domain="{COPY}"}}', n_series),
+        (f'tsfm_serve_request_seconds_count{{domain="{COPY}"}}', 1),
+        (f'tsfm_serve_batch_requests_count{{domain="{COPY}"}}', 1),
+    ]:
         assert value(after, name) == value(before, name) + delta, name
     assert 'tsfm_serve_model_info{alias="champion",backbone_version=' in after
     assert value(after, "tsfm_serve_backbones_loaded") == 1
@@ -222,9 +260,13 @@ def test_drift_counts_answered_requests_only_and_a_few_per_client(registry, cont
     alarm: now a refused request counts nothing and one client counts at most N requests a minute.
     A request of more series than the limit gets 413 with the limit."""
     with TestClient(_app(registry, drift_requests_per_minute=2, max_request_series=3)) as c:
+
         def counted() -> float:
-            line = [ln for ln in c.get("/metrics").text.splitlines()
-                    if ln.startswith(f'tsfm_serve_input_series_total{{domain="{COPY}"}}')]
+            line = [
+                ln
+                for ln in c.get("/metrics").text.splitlines()
+                if ln.startswith(f'tsfm_serve_input_series_total{{domain="{COPY}"}}')
+            ]
             return float(line[0].rsplit(" ", 1)[1]) if line else 0.0
 
         small = context[context["unique_id"].isin(context["unique_id"].unique()[:2])]

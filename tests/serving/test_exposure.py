@@ -1,5 +1,6 @@
 """A server reachable from the network needs a token: `tsfm serve --host 0.0.0.0` without one refuses
 to start (one line, exit 2, nothing bound); `--insecure` starts it with a warning on every start."""
+
 from __future__ import annotations
 
 import os
@@ -42,16 +43,30 @@ def test_serving_all_interfaces_without_a_token_is_refused(tmp_path):
         proc = _tsfm(tmp_path, "serve", "--port", str(port), *args, timeout=120)
         _one_message(proc, "refusing to serve on 0.0.0.0 without a bearer token", "--insecure")
     # an empty TSFM_SERVE__TOKEN (a template's placeholder) is no token
-    proc = _tsfm(tmp_path, "serve", "--host", "0.0.0.0", "--port", str(port),
-                 env=_env(tmp_path, TSFM_SERVE__TOKEN=""), timeout=120)
+    proc = _tsfm(
+        tmp_path,
+        "serve",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(port),
+        env=_env(tmp_path, TSFM_SERVE__TOKEN=""),
+        timeout=120,
+    )
     assert proc.returncode == EXIT_USER_ERROR, proc.stderr[-2000:]
 
 
 def test_insecure_serves_with_a_warning_at_start(tmp_path):
     port = free_port()
-    proc = subprocess.Popen([str(BIN / "tsfm"), "serve", "--host", "0.0.0.0", "--port", str(port), "--insecure"],
-                            cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [str(BIN / "tsfm"), "serve", "--host", "0.0.0.0", "--port", str(port), "--insecure"],
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + 120
         line = ""

@@ -4,6 +4,7 @@ NaN or Infinity), and still answers a valid request afterwards. Thousands of gen
 127.0.0.1; then the cases that once broke it, one by one: float32-limit values, NaN literals, a
 series with no observed value, a client that leaves mid-upload (counted as 499, never 500) and
 a stalled upload (408 after ``body_timeout_s``)."""
+
 from __future__ import annotations
 
 import json
@@ -35,9 +36,13 @@ def strict_json(text: str) -> object:
 
 @pytest.fixture(scope="module")
 def server(registry):
-    proc, url = start_tsfm_server(registry["settings"], DOMAINS, reload_interval_s=0,
-                                  log_file=Path(registry["root"]) / "tsfm-serve-hostile.log",
-                                  env={"TSFM_SERVE__BODY_TIMEOUT_S": str(BODY_TIMEOUT_S)})
+    proc, url = start_tsfm_server(
+        registry["settings"],
+        DOMAINS,
+        reload_interval_s=0,
+        log_file=Path(registry["root"]) / "tsfm-serve-hostile.log",
+        env={"TSFM_SERVE__BODY_TIMEOUT_S": str(BODY_TIMEOUT_S)},
+    )
     try:
         wait_ready(url, proc)
         yield url
@@ -67,23 +72,54 @@ def _check(response: requests.Response) -> None:
 
 # ------------------------------------------------------------------------------ generated bodies
 SCALARS = st.one_of(
-    st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=True, allow_infinity=True),
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
     st.text(max_size=12),
-    st.sampled_from(["2020-01-31", "2020-02-29T00:00:00+02:00", "2020-03-01Z", "1e308", "NaN", "", "2020-13-01",
-                     "0001-01-01", "99999-01-01", "-inf", "1,5", "\u0000", "\ud7ff", "12"]))
-VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
-    st.text(max_size=4), inner, max_size=3), max_leaves=12)
-Y = st.one_of(st.floats(-1e6, 1e6), st.floats(-1e6, 1e6), st.sampled_from([3e38, -3e38, 1e308, -1.7e308, 5e-324,
-                                                                            0.0, 1e19, 2.0**60]), VALUES)
+    st.sampled_from(
+        [
+            "2020-01-31",
+            "2020-02-29T00:00:00+02:00",
+            "2020-03-01Z",
+            "1e308",
+            "NaN",
+            "",
+            "2020-13-01",
+            "0001-01-01",
+            "99999-01-01",
+            "-inf",
+            "1,5",
+            "\u0000",
+            "\ud7ff",
+            "12",
+        ]
+    ),
+)
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=12,
+)
+Y = st.one_of(
+    st.floats(-1e6, 1e6),
+    st.floats(-1e6, 1e6),
+    st.sampled_from([3e38, -3e38, 1e308, -1.7e308, 5e-324, 0.0, 1e19, 2.0**60]),
+    VALUES,
+)
 DS = st.one_of(st.integers(-5, 2**62), VALUES)
 COLUMN = st.sampled_from(["unique_id", "ds", "y", "item_id", "timestamp", "target", "x", ""])
 # mostly a served domain and a sane horizon, so that a good share of bodies reaches the models
 PARAMS = st.one_of(
-    st.fixed_dictionaries({"domain": st.sampled_from(DOMAINS)},
-                          optional={"horizon": st.one_of(st.sampled_from([1, 6, 8]), st.integers(1, 40))}),
-    st.fixed_dictionaries({"domain": st.sampled_from(DOMAINS)},
-                          optional={"horizon": st.one_of(st.integers(-3, 1100), VALUES)}),
-    st.fixed_dictionaries({}, optional={"horizon": VALUES, "domain": st.one_of(st.just("nope"), VALUES)}))
+    st.fixed_dictionaries(
+        {"domain": st.sampled_from(DOMAINS)},
+        optional={"horizon": st.one_of(st.sampled_from([1, 6, 8]), st.integers(1, 40))},
+    ),
+    st.fixed_dictionaries(
+        {"domain": st.sampled_from(DOMAINS)}, optional={"horizon": st.one_of(st.integers(-3, 1100), VALUES)}
+    ),
+    st.fixed_dictionaries({}, optional={"horizon": VALUES, "domain": st.one_of(st.just("nope"), VALUES)}),
+)
 
 
 @st.composite
@@ -134,9 +170,13 @@ def bodies(draw) -> bytes:
 
 
 def test_generated_bodies_get_2xx_or_4xx_with_strict_json_and_the_server_still_answers(server, session, context):
-    @settings(max_examples=3000, deadline=None, derandomize=True, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                     HealthCheck.large_base_example])
+    @settings(
+        max_examples=3000,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
+    )
     @given(data=bodies())
     def throw(data: bytes) -> None:
         _check(_post(session, server, data))
@@ -156,15 +196,18 @@ def test_generated_bodies_get_2xx_or_4xx_with_strict_json_and_the_server_still_a
 # ------------------------------------------------------------------------------ the cases that broke it
 def _body(series: dict[str, list], horizon: int = 6, domain: str = COPY) -> dict:
     rows = [[uid, t, v] for uid, values in series.items() for t, v in enumerate(values)]
-    return {"dataframe_split": {"columns": ["unique_id", "ds", "y"], "data": rows},
-            "params": {"horizon": horizon, "domain": domain}}
+    return {
+        "dataframe_split": {"columns": ["unique_id", "ds", "y"], "data": rows},
+        "params": {"horizon": horizon, "domain": domain},
+    }
 
 
 @pytest.mark.parametrize("domain", DOMAINS)
 def test_values_near_the_float_limits_are_forecast_or_refused_never_nan(server, session, domain):
     wave = 1 + 0.1 * np.sin(np.arange(30))
-    response = _post(session, server, json.dumps(_body({"big": list(3e38 * wave), "ok": list(10 * wave)},
-                                                       domain=domain)).encode())
+    response = _post(
+        session, server, json.dumps(_body({"big": list(3e38 * wave), "ok": list(10 * wave)}, domain=domain)).encode()
+    )
     _check(response)
     assert response.status_code == 200, response.text[:500]
     means = {r["unique_id"]: r["mean"] for r in response.json()["predictions"]}
@@ -176,18 +219,34 @@ def test_values_near_the_float_limits_are_forecast_or_refused_never_nan(server, 
 
 
 def test_nan_literals_and_a_series_with_nothing_observed_are_refused(server, session):
-    response = _post(session, server, b'{"dataframe_split": {"columns": ["unique_id","ds","y"], '
-                                      b'"data": [["a",1,NaN],["a",2,1.0]]}, "params": {"horizon": 2}}')
+    response = _post(
+        session,
+        server,
+        b'{"dataframe_split": {"columns": ["unique_id","ds","y"], '
+        b'"data": [["a",1,NaN],["a",2,1.0]]}, "params": {"horizon": 2}}',
+    )
     assert response.status_code == 400 and "NaN is not JSON" in strict_json(response.text)["message"]
     response = _post(session, server, json.dumps(_body({"empty": [None] * 5, "fine": [1.0, 2.0, 3.0]})).encode())
     assert response.status_code == 400 and "'empty' has no observed value" in response.json()["message"]
     for body, fragment in [
-        ({"dataframe_split": {"columns": ["unique_id", "ds", "y", "y"], "data": [["a", 1, 1.0, 2.0]]}}, "more than once"),
+        (
+            {"dataframe_split": {"columns": ["unique_id", "ds", "y", "y"], "data": [["a", 1, 1.0, 2.0]]}},
+            "more than once",
+        ),
         (_body({"a": [1.0, 2.0, 3.0]}) | {"params": {"horizon": True, "domain": COPY}}, "got true"),
-        ({"dataframe_split": {"columns": ["unique_id", "ds", "y"],
-                              "data": [["a", 1, 1.0], ["a", "2020-01-01", 2.0]]}}, "mixes integer steps and timestamps"),
-        ({"dataframe_split": {"columns": ["unique_id", "ds", "y"], "data": [["a", 1, True], ["a", 2, 1.0]]}},
-         "not numeric"),
+        (
+            {
+                "dataframe_split": {
+                    "columns": ["unique_id", "ds", "y"],
+                    "data": [["a", 1, 1.0], ["a", "2020-01-01", 2.0]],
+                }
+            },
+            "mixes integer steps and timestamps",
+        ),
+        (
+            {"dataframe_split": {"columns": ["unique_id", "ds", "y"], "data": [["a", 1, True], ["a", 2, 1.0]]}},
+            "not numeric",
+        ),
     ]:
         response = _post(session, server, json.dumps({"params": {"domain": COPY}, **body}).encode())
         assert response.status_code == 400 and fragment in response.json()["message"], response.text[:300]
@@ -198,15 +257,21 @@ def test_nan_literals_and_a_series_with_nothing_observed_are_refused(server, ses
 def _raw_request(url: str, head_extra: str, body: bytes) -> socket.socket:
     u = urlparse(url)
     sock = socket.create_connection((u.hostname, u.port), timeout=30)
-    sock.sendall(f"POST /invocations HTTP/1.1\r\nHost: {u.hostname}\r\nContent-Type: application/json\r\n"
-                 f"{head_extra}\r\n".encode() + body)
+    sock.sendall(
+        f"POST /invocations HTTP/1.1\r\nHost: {u.hostname}\r\nContent-Type: application/json\r\n"
+        f"{head_extra}\r\n".encode()
+        + body
+    )
     return sock
 
 
 def _count(session, url: str, code: str) -> float:
     text = session.get(f"{url}/metrics", timeout=10).text
-    return sum(float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines()
-               if ln.startswith("tsfm_serve_requests_total") and f'code="{code}"' in ln)
+    return sum(
+        float(ln.rsplit(" ", 1)[1])
+        for ln in text.splitlines()
+        if ln.startswith("tsfm_serve_requests_total") and f'code="{code}"' in ln
+    )
 
 
 def test_disconnects_are_counted_as_499_and_stalled_uploads_time_out(server, session):
@@ -237,8 +302,13 @@ def test_disconnects_are_counted_as_499_and_stalled_uploads_time_out(server, ses
 def test_one_or_two_points_get_a_bounded_naive_answer_named_in_the_header(server, session):
     """A neural champion handed one or two points answered 6-50x the level; now such a series gets
     the last value, spread by its own range, and the header says so."""
-    series = {"pair": [100.0, 100.0], "one": [1.0], "sparse": [5.0, None, None], "spread": [90.0, 110.0],
-              "fine": [float(v) for v in 50 + 5 * np.sin(np.arange(40))]}
+    series = {
+        "pair": [100.0, 100.0],
+        "one": [1.0],
+        "sparse": [5.0, None, None],
+        "spread": [90.0, 110.0],
+        "fine": [float(v) for v in 50 + 5 * np.sin(np.arange(40))],
+    }
     response = _post(session, server, json.dumps(_body(series, domain=COPY)).encode())
     assert response.status_code == 200, response.text[:500]
     rows = pd.DataFrame(response.json()["predictions"])

@@ -1,6 +1,7 @@
 """tsfm's server as its own process on a real 127.0.0.1 socket: concurrent clients are
 batched and each gets its own series back; alias moves (promote, rollback, a new domain,
 a removed alias) are picked up while a client keeps sending, with no failed request."""
+
 from __future__ import annotations
 
 import tempfile
@@ -31,15 +32,21 @@ def server(registry):
     settings = registry["settings"]
     client = tracking.configure(settings)
     source = client.get_model_version(tracking.forecaster_name(COPY), registry["copy_v1"])
-    registry["late_v"] = tracking.register(source.source, tracking.forecaster_name(LATE),
-                                           {**source.tags, "domain": LATE})
+    registry["late_v"] = tracking.register(
+        source.source, tracking.forecaster_name(LATE), {**source.tags, "domain": LATE}
+    )
     naive = family_version(client, "m3-other", "seasonal_naive")
-    registry["late_naive_v"] = tracking.register(naive.source, tracking.forecaster_name(LATE),
-                                                 {**naive.tags, "domain": LATE})
+    registry["late_naive_v"] = tracking.register(
+        naive.source, tracking.forecaster_name(LATE), {**naive.tags, "domain": LATE}
+    )
     # every forecaster-* model with the alias; poll each second; a 50 ms window to gather a batch
-    proc, url = start_tsfm_server(settings, None, reload_interval_s=1.0,
-                                  log_file=Path(registry["root"]) / "tsfm-serve-test.log",
-                                  env={"TSFM_SERVE__MAX_WAIT_MS": "50"})
+    proc, url = start_tsfm_server(
+        settings,
+        None,
+        reload_interval_s=1.0,
+        log_file=Path(registry["root"]) / "tsfm-serve-test.log",
+        env={"TSFM_SERVE__MAX_WAIT_MS": "50"},
+    )
     try:
         wait_ready(url, proc)
         yield url
@@ -57,8 +64,9 @@ def _forecaster(registry, version: str) -> FusedForecaster:
     settings = registry["settings"]
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)
-    folder = mlflow.artifacts.download_artifacts(f"models:/forecaster-{COPY}/{version}/artifacts/fused",
-                                                 dst_path=tempfile.mkdtemp())
+    folder = mlflow.artifacts.download_artifacts(
+        f"models:/forecaster-{COPY}/{version}/artifacts/fused", dst_path=tempfile.mkdtemp()
+    )
     return FusedForecaster.load(folder)
 
 
@@ -74,8 +82,10 @@ def test_concurrent_requests_are_batched_and_split_back(server, registry, contex
     forecaster = _forecaster(registry, registry["copy_v1"])
     _, values, _ = parse_context(context)
     expected = dict(zip(ids, forecaster.predict(values, 8).quantiles))
-    before = (_scrape(server, f'tsfm_serve_batch_requests_count{{domain="{COPY}"}}'),
-              _scrape(server, f'tsfm_serve_batch_requests_sum{{domain="{COPY}"}}'))
+    before = (
+        _scrape(server, f'tsfm_serve_batch_requests_count{{domain="{COPY}"}}'),
+        _scrape(server, f'tsfm_serve_batch_requests_sum{{domain="{COPY}"}}'),
+    )
     results, errors = [], []
     start = threading.Barrier(8)
 
@@ -99,8 +109,12 @@ def test_concurrent_requests_are_batched_and_split_back(server, registry, contex
     assert not errors and len(results) == 24
     for uid, horizon, out in results:
         assert set(out["unique_id"]) == {uid} and len(out) == horizon  # its own series, its own horizon
-        np.testing.assert_allclose(out[QUANTILE_COLUMNS].to_numpy(), expected[uid][:horizon],
-                                   rtol=1e-5, atol=1e-5 * np.abs(expected[uid]).max())
+        np.testing.assert_allclose(
+            out[QUANTILE_COLUMNS].to_numpy(),
+            expected[uid][:horizon],
+            rtol=1e-5,
+            atol=1e-5 * np.abs(expected[uid]).max(),
+        )
     batches = _scrape(server, f'tsfm_serve_batch_requests_count{{domain="{COPY}"}}') - before[0]
     requests_in_batches = _scrape(server, f'tsfm_serve_batch_requests_sum{{domain="{COPY}"}}') - before[1]
     assert requests_in_batches == 24
@@ -191,8 +205,9 @@ def test_two_replicas_on_one_registry_follow_the_same_alias_move(server, registr
     """Two server processes on two ports (as a Kubernetes Deployment of 2 replicas runs): the same
     champion, and the same alias move picked up by both, without talking to each other."""
     name, v1, v2 = tracking.forecaster_name(COPY), registry["copy_v1"], registry["copy_v2"]
-    proc, replica = start_tsfm_server(registry["settings"], [COPY], reload_interval_s=1.0,
-                                      log_file=Path(registry["root"]) / "tsfm-serve-replica.log")
+    proc, replica = start_tsfm_server(
+        registry["settings"], [COPY], reload_interval_s=1.0, log_file=Path(registry["root"]) / "tsfm-serve-replica.log"
+    )
     body = request_body(context, 4, COPY)
 
     def answers() -> list[tuple[str, np.ndarray]]:

@@ -1,6 +1,7 @@
 """Dates and numbers as exports write them: day-first and month-first dates, YYYYMMDD integers,
 integer steps that skip around, thousands separators. Each is read as written, or refused with
 the fix; never stored as something else (issue: "day-first dates are misread")."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -28,7 +29,10 @@ def test_day_first_monthly_dates_are_read_as_months(write_file, tmp_path):
     frame, meta = read_store(store)
     assert meta["freq"] == "MS" and meta["season_length"] == 12 and meta["rows_quarantined"] == 0
     assert frame[frame["unique_id"] == "s0"]["ds"].iloc[:3].dt.strftime("%Y-%m-%d").tolist() == [
-        "2019-01-01", "2019-02-01", "2019-03-01"]
+        "2019-01-01",
+        "2019-02-01",
+        "2019-03-01",
+    ]
 
 
 def test_day_first_with_days_past_12_and_month_first_are_both_read(write_file, tmp_path):
@@ -70,14 +74,24 @@ def test_unevenly_spaced_integer_steps_are_refused_and_a_missing_step_is_not(wri
 
 
 def test_thousands_separators_are_read_in_both_conventions(write_file, tmp_path):
-    eu = "Series;Date;Value\n" + "\n".join(
-        f"a;{d.strftime('%Y-%m-%d')};1.{i:03d}.000,95" for i, d in enumerate(pd.date_range(
-            "2020-01-01", periods=30, freq="D"))) + "\n"  # 1.005.000,95 -> 1005000.95
+    eu = (
+        "Series;Date;Value\n"
+        + "\n".join(
+            f"a;{d.strftime('%Y-%m-%d')};1.{i:03d}.000,95"
+            for i, d in enumerate(pd.date_range("2020-01-01", periods=30, freq="D"))
+        )
+        + "\n"
+    )  # 1.005.000,95 -> 1005000.95
     frame, _ = read_store(ingest_to_store(str(write_file("eu.csv", eu)), "eu", 2, 2, tmp_path, COLUMNS))
     assert frame["y"].iloc[0] == pytest.approx(1000000.95) and frame["y"].iloc[5] == pytest.approx(1005000.95)
-    us = "unique_id,ds,y\n" + "\n".join(
-        f'a,{d.strftime("%Y-%m-%d")},"10,00{i % 10}.10"' for i, d in enumerate(pd.date_range(
-            "2020-01-01", periods=30, freq="D"))) + "\n"
+    us = (
+        "unique_id,ds,y\n"
+        + "\n".join(
+            f'a,{d.strftime("%Y-%m-%d")},"10,00{i % 10}.10"'
+            for i, d in enumerate(pd.date_range("2020-01-01", periods=30, freq="D"))
+        )
+        + "\n"
+    )
     frame, _ = read_store(ingest_to_store(str(write_file("us.csv", us)), "us", 2, 2, tmp_path))
     assert frame["y"].iloc[3] == pytest.approx(10003.10)
     # a number no convention explains is quarantined with the reason, in a file the message names

@@ -1,4 +1,5 @@
 """A domain's frequency and season come from its timestamps (or its source), unless the user sets one."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -9,16 +10,31 @@ from store.frequency import season_from_freq
 from store.ingest import ingest_to_store
 
 
-@pytest.mark.parametrize("freq, season", [("MS", 12), ("ME", 12), ("QS-JAN", 4), ("W-MON", 52), ("D", 7), ("B", 5),
-                                          ("h", 24), ("30min", 48), ("15min", 96), ("YS", 1), (None, 1)])
+@pytest.mark.parametrize(
+    "freq, season",
+    [
+        ("MS", 12),
+        ("ME", 12),
+        ("QS-JAN", 4),
+        ("W-MON", 52),
+        ("D", 7),
+        ("B", 5),
+        ("h", 24),
+        ("30min", 48),
+        ("15min", 96),
+        ("YS", 1),
+        (None, 1),
+    ],
+)
 def test_season_follows_the_frequency(freq, season):
     assert season_from_freq(freq) == season
 
 
 def _csv(tmp_path, freq: str | None, n: int = 40) -> str:
     ds = pd.date_range("2015-01-31", periods=n, freq=freq) if freq else range(n)
-    frame = pd.concat([pd.DataFrame({"unique_id": f"s{i}", "ds": ds, "y": [float(i + t % 12) for t in range(n)]})
-                       for i in range(3)])
+    frame = pd.concat(
+        [pd.DataFrame({"unique_id": f"s{i}", "ds": ds, "y": [float(i + t % 12) for t in range(n)]}) for i in range(3)]
+    )
     path = tmp_path / f"data-{freq}.csv"
     frame.to_csv(path, index=False)
     return str(path)

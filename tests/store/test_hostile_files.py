@@ -1,6 +1,7 @@
 """Files as careless exports write them: a ragged first row, an unclosed quote, time zones mixed
 with naive times, a series that turns from daily to hourly. Each bad row is quarantined with its
 file, row and reason; the rest is kept; nothing is shifted or reinterpreted silently."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -12,8 +13,10 @@ from store.validate import validate_frame
 
 
 def _daily(n: int = 30, uid: str = "a", start: str = "2024-01-01", suffix: str = "") -> list[str]:
-    return [f"{uid},{d.strftime('%Y-%m-%dT%H:%M:%S')}{suffix},{i + 1.5}"
-            for i, d in enumerate(pd.date_range(start, periods=n, freq="D"))]
+    return [
+        f"{uid},{d.strftime('%Y-%m-%dT%H:%M:%S')}{suffix},{i + 1.5}"
+        for i, d in enumerate(pd.date_range(start, periods=n, freq="D"))
+    ]
 
 
 def _validate(path):
@@ -30,8 +33,9 @@ def test_one_ragged_or_unquoted_row_is_quarantined_and_the_rest_kept(write_file)
     assert "row has 4 fields, the header has 3" in r.quarantine["reason"][0]
     assert r.good["y"].tolist() == [i + 1.5 for i in range(1, 30)]  # no column shifted
 
-    quote = write_file("quote.csv", "\n".join(["unique_id,ds,y", *rows[:4], rows[4].replace(",5.5", ',"5.5'),
-                                               *rows[5:]]) + "\n")
+    quote = write_file(
+        "quote.csv", "\n".join(["unique_id,ds,y", *rows[:4], rows[4].replace(",5.5", ',"5.5'), *rows[5:]]) + "\n"
+    )
     r = _validate(quote)
     assert (r.rows_in, r.rows_kept) == (30, 29)  # the lines after the quote are not swallowed
     assert r.quarantine["row"].tolist() == [5] and "an unclosed quote" in r.quarantine["reason"][0]
@@ -48,12 +52,18 @@ def test_offsets_are_converted_to_utc_and_a_series_mixing_them_with_naive_times_
     assert "timestamps: converted to UTC from offset +02:00" in ingest_summary(store)
 
     # series a mixes the two kinds: refused whole; b (naive) and c (offsets) are each on one clock
-    rows = _daily(20) + _daily(10, start="2024-01-21", suffix="+02:00") + _daily(30, uid="b") + \
-        _daily(30, uid="c", suffix="-05:00")
+    rows = (
+        _daily(20)
+        + _daily(10, start="2024-01-21", suffix="+02:00")
+        + _daily(30, uid="b")
+        + _daily(30, uid="c", suffix="-05:00")
+    )
     r = _validate(write_file("mixed.csv", "\n".join(["unique_id,ds,y", *rows]) + "\n"))
     assert sorted(r.good["unique_id"].unique()) == ["b", "c"] and len(r.quarantine) == 30
-    assert set(r.quarantine["reason"]) == {"series 'a' mixes timestamps with a UTC offset (+02:00) and without "
-                                           "one: refused (write every timestamp of a series one way)"}
+    assert set(r.quarantine["reason"]) == {
+        "series 'a' mixes timestamps with a UTC offset (+02:00) and without "
+        "one: refused (write every timestamp of a series one way)"
+    }
     assert r.good.loc[r.good["unique_id"] == "c", "ds"].iloc[0] == pd.Timestamp("2024-01-01 05:00")
 
     hourly = [f"a,{t.isoformat()},1.0" for t in pd.date_range("2024-03-30", periods=48, freq="h", tz="Europe/Paris")]
@@ -64,8 +74,9 @@ def test_offsets_are_converted_to_utc_and_a_series_mixing_them_with_naive_times_
 
 def test_a_series_that_turns_hourly_in_a_daily_domain_is_told(write_file, tmp_path):
     a = _daily(40)
-    b = _daily(20, uid="b") + [f"b,{t.strftime('%Y-%m-%dT%H:%M:%S')},1.0"
-                               for t in pd.date_range("2024-01-21", periods=48, freq="h")]
+    b = _daily(20, uid="b") + [
+        f"b,{t.strftime('%Y-%m-%dT%H:%M:%S')},1.0" for t in pd.date_range("2024-01-21", periods=48, freq="h")
+    ]
     c = _daily(40, uid="c")
     path = write_file("turns.csv", "\n".join(["unique_id,ds,y", *a, *b, *c]) + "\n")
     store = ingest_to_store(str(path), "turns", 2, 2, tmp_path / "data")
@@ -75,12 +86,15 @@ def test_a_series_that_turns_hourly_in_a_daily_domain_is_told(write_file, tmp_pa
     assert df.loc[df["unique_id"] == "b", "ds"].max() == pd.Timestamp("2024-01-21")
     q = pd.read_parquet(store / QUARANTINE_FILE)
     assert len(q) == 47 and set(q["unique_id"]) == {"b"}
-    assert set(q["reason"]) == {"series 'b' leaves the D grid at 2024-01-21 01:00:00 (its spacing changes): "
-                                "quarantined from there on"}
+    assert set(q["reason"]) == {
+        "series 'b' leaves the D grid at 2024-01-21 01:00:00 (its spacing changes): quarantined from there on"
+    }
     from reports.summary import ingest_summary
 
-    assert "1 series change their spacing (off the D grid): 47 rows from the change on quarantined: b" in \
-        ingest_summary(store)
+    assert (
+        "1 series change their spacing (off the D grid): 47 rows from the change on quarantined: b"
+        in ingest_summary(store)
+    )
 
 
 def test_a_half_bad_reingest_keeps_the_previous_version(write_file, tmp_path):
@@ -97,9 +111,16 @@ def test_a_half_bad_reingest_keeps_the_previous_version(write_file, tmp_path):
     [kept] = versions_dir(store).iterdir()
     assert read_store(kept)[1]["md5"] == first_md5 and len(read_store(kept)[0]) == 80
     summary = ingest_summary(store)
-    assert f"WARNING: this version keeps 40 rows of 1 series; the previous one kept 80 rows of 2 series and is " \
-           f"kept at {kept}" in summary
+    assert (
+        f"WARNING: this version keeps 40 rows of 1 series; the previous one kept 80 rows of 2 series and is "
+        f"kept at {kept}" in summary
+    )
     for i in range(KEEP_VERSIONS + 2):  # only the newest versions stay
-        ingest_to_store(str(write_file(f"v{i + 3}.csv", "\n".join(["unique_id,ds,y", *_daily(30 + i)]) + "\n")),
-                        "shop", 2, 2, tmp_path / "data")
+        ingest_to_store(
+            str(write_file(f"v{i + 3}.csv", "\n".join(["unique_id,ds,y", *_daily(30 + i)]) + "\n")),
+            "shop",
+            2,
+            2,
+            tmp_path / "data",
+        )
     assert len(list(versions_dir(store).iterdir())) == KEEP_VERSIONS

@@ -1,4 +1,5 @@
 """S3 sources against a real HTTP endpoint (moto server); boto3 finds it from the env."""
+
 from __future__ import annotations
 
 import io

@@ -1,4 +1,5 @@
 """Source URIs: local files, file://, packaged real data (builtin:) and clear errors."""
+
 from __future__ import annotations
 
 import json
@@ -25,13 +26,16 @@ def test_file_uri_and_plain_path_read_the_same(write_file):
     assert a.frame.equals(b.frame) and b.name == path.as_uri()
 
 
-@pytest.mark.parametrize("uri, expected", [
-    ("ftp://host/x.csv", "unknown scheme; supported: <local path>, file://, s3://, builtin:, synthetic:"),
-    ("builtin:m4", "unknown builtin; available: m3, m3-micro"),
-    ("synthetic:tsmixup", "unknown generator 'tsmixup'; available: kernelsynth"),
-    ("synthetic:kernelsynth?n=3", "unknown parameter 'n'; known: n_series, length, seed"),
-    ("synthetic:kernelsynth?seed=x", "parameter seed must be an integer"),
-])
+@pytest.mark.parametrize(
+    "uri, expected",
+    [
+        ("ftp://host/x.csv", "unknown scheme; supported: <local path>, file://, s3://, builtin:, synthetic:"),
+        ("builtin:m4", "unknown builtin; available: m3, m3-micro"),
+        ("synthetic:tsmixup", "unknown generator 'tsmixup'; available: kernelsynth"),
+        ("synthetic:kernelsynth?n=3", "unknown parameter 'n'; known: n_series, length, seed"),
+        ("synthetic:kernelsynth?seed=x", "parameter seed must be an integer"),
+    ],
+)
 def test_unknown_sources_say_what_exists(uri, expected):
     with pytest.raises(IngestError) as e:
         read_source(uri)
@@ -99,9 +103,19 @@ def test_epf_prices_are_hourly():
         assert (g["ds"].diff().dropna() == pd.Timedelta(hours=1)).all()
 
 
-@pytest.mark.parametrize("name, n_series", [("m1", 1001), ("tourism", 1311), ("aus_retail", 152),
-                                            ("us_employment", 148), ("pbs", 336), ("au_tourism", 304),
-                                            ("global_economy", 256), ("ansett", 30)])
+@pytest.mark.parametrize(
+    "name, n_series",
+    [
+        ("m1", 1001),
+        ("tourism", 1311),
+        ("aus_retail", 152),
+        ("us_employment", 148),
+        ("pbs", 336),
+        ("au_tourism", 304),
+        ("global_economy", 256),
+        ("ansett", 30),
+    ],
+)
 def test_non_m3_builtins_ingest_cleanly(tmp_path, name, n_series):
     # the real series a zero-shot M3 backbone can be pre-trained on without seeing M3
     store = ingest_to_store(f"builtin:{name}", name.replace("_", "-"), horizon=8, min_train=8, data_dir=tmp_path)
@@ -131,9 +145,17 @@ def test_m3_category_store_keeps_each_series_official_horizon_and_season(tmp_pat
     assert read_series_meta(plain) is None and split_horizons(plain) == 8
 
 
-@pytest.mark.parametrize("name, freq, season", [
-    ("pbs", "MS", 12), ("aus_livestock", "MS", 12), ("au_tourism", "QS-JAN", 4), ("prison", "QS-JAN", 4),
-    ("global_economy", "YS-JAN", 1), ("ansett", "W-MON", 52)])
+@pytest.mark.parametrize(
+    "name, freq, season",
+    [
+        ("pbs", "MS", 12),
+        ("aus_livestock", "MS", 12),
+        ("au_tourism", "QS-JAN", 4),
+        ("prison", "QS-JAN", 4),
+        ("global_economy", "YS-JAN", 1),
+        ("ansett", "W-MON", 52),
+    ],
+)
 def test_fpp3_panels_keep_their_calendar(name, freq, season):
     """Quarters, ISO weeks and years read as the dates they name, series keyed by all their key columns."""
     from store.frequency import infer_freq

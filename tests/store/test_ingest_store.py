@@ -1,4 +1,5 @@
 """The canonical store: files, meta, atomic replacement, and the Prefect task wrapper."""
+
 from __future__ import annotations
 
 import logging
@@ -87,7 +88,9 @@ def test_nothing_usable_is_fatal(write_file, tmp_path):
 def test_a_horizon_too_long_says_the_longest_that_fits(write_file, tmp_path):
     rows = "".join(f"{u},{t},{t}\n" for u, n in (("a", 30), ("b", 20)) for t in range(n))
     path = write_file("two.csv", "unique_id,ds,y\n" + rows)
-    with pytest.raises(IngestError, match=r"horizon 12 is too long .* longest series has 30 points; horizon 11 or less"):
+    with pytest.raises(
+        IngestError, match=r"horizon 12 is too long .* longest series has 30 points; horizon 11 or less"
+    ):
         ingest_to_store(str(path), "two", 12, 8, tmp_path)
     assert ingest_to_store(str(path), "two", 11, 8, tmp_path).is_dir()  # the horizon it names does fit
 

@@ -1,4 +1,5 @@
 """Validation through real files: fatal errors raise, bad rows are quarantined and counted."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -76,12 +77,14 @@ def test_too_short_series_are_quarantined_whole(write_file):
 
 
 def test_parquet_with_native_types_and_aliases(tmp_path):
-    df = pd.DataFrame({
-        "item_id": ["x"] * 6,
-        "timestamp": pd.to_datetime(["2024-01-01", "2024-01-02", None, "2024-01-04", "2024-01-04", "2024-01-06"]),
-        "target": [1.0, float("inf"), 3.0, float("nan"), 5.0, 6.0],
-        "extra": range(6),
-    })
+    df = pd.DataFrame(
+        {
+            "item_id": ["x"] * 6,
+            "timestamp": pd.to_datetime(["2024-01-01", "2024-01-02", None, "2024-01-04", "2024-01-04", "2024-01-06"]),
+            "target": [1.0, float("inf"), 3.0, float("nan"), 5.0, 6.0],
+            "extra": range(6),
+        }
+    )
     path = tmp_path / "native.parquet"
     df.to_parquet(path)
     res = validate_file(path, horizon=1, min_train=1)

@@ -1,4 +1,5 @@
 """Folder / S3-prefix sources and the source watcher: a new file at a domain's source is new data."""
+
 from __future__ import annotations
 
 import os
@@ -71,10 +72,14 @@ def test_the_watcher_emits_an_event_for_a_changed_source_only(prefect_harness, t
     for folder in (changing, steady):
         folder.mkdir()
         (folder / "part-1.csv").write_text("unique_id,ds,y\n" + _series(folder.name))
-    sources = {"changing": SourceSpec(source=str(changing)), "steady": SourceSpec(source=str(steady)),
-               "m3-other": SourceSpec(source="builtin:m3-other")}
-    settings = load_settings(paths=PathSettings(data_dir=tmp_path / "data", state_dir=tmp_path / "state"),
-                             sources=sources)
+    sources = {
+        "changing": SourceSpec(source=str(changing)),
+        "steady": SourceSpec(source=str(steady)),
+        "m3-other": SourceSpec(source="builtin:m3-other"),
+    }
+    settings = load_settings(
+        paths=PathSettings(data_dir=tmp_path / "data", state_dir=tmp_path / "state"), sources=sources
+    )
 
     assert watch_sources(settings) == []  # first look: fingerprints recorded, nothing announced
     assert set(load_state(settings.paths.state_dir)) == {"changing", "steady"}  # builtin: not watched

@@ -1,5 +1,6 @@
 """What each cached result is keyed by, and what a registered model ships: the import closure
 of the code that makes it (infra/code_version.py), nothing more."""
+
 from __future__ import annotations
 
 import shutil
@@ -22,13 +23,20 @@ def _rel(paths) -> set[str]:
 
 def test_closures_follow_imports_and_stop_at_the_repository():
     trainer = _rel(closure(TRAINER_CODE))
-    assert {"models/pretraining/train.py", "models/pretraining/module.py", "models/backbone/network.py",
-            "models/metrics.py", "store/corpus.py", "store/canonical.py"} <= trainer  # lazy imports count
+    assert {
+        "models/pretraining/train.py",
+        "models/pretraining/module.py",
+        "models/backbone/network.py",
+        "models/metrics.py",
+        "store/corpus.py",
+        "store/canonical.py",
+    } <= trainer  # lazy imports count
     adapt = _rel(closure(ADAPT_CODE))
     assert {"models/memory/onboarding.py", "models/memory/teacher.py", "models/forecasting/fused.py"} <= adapt
     for keyed in (trainer, adapt):
-        assert not any(p.startswith(("serving/", "tsfm_cli/", "evaluation/", "reports/", "tracking/", "flows/"))
-                       for p in keyed), keyed
+        assert not any(
+            p.startswith(("serving/", "tsfm_cli/", "evaluation/", "reports/", "tracking/", "flows/")) for p in keyed
+        ), keyed
     evaluate = _rel(closure(EVALUATE_CODE))
     assert "evaluation/baselines.py" in evaluate and "models/memory/distill.py" not in evaluate
 
@@ -39,8 +47,10 @@ def test_editing_the_server_cli_or_evaluation_keeps_every_key_and_editing_the_mo
         shutil.copytree(REPO / pkg, root / pkg, ignore=shutil.ignore_patterns("__pycache__"))
 
     def keys() -> dict[str, str]:
-        return {name: digest(mods, root=root) for name, mods in
-                (("pretrain", TRAINER_CODE), ("adapt", ADAPT_CODE), ("evaluate", EVALUATE_CODE))}
+        return {
+            name: digest(mods, root=root)
+            for name, mods in (("pretrain", TRAINER_CODE), ("adapt", ADAPT_CODE), ("evaluate", EVALUATE_CODE))
+        }
 
     before = keys()
     for path in ("serving/app.py", "tsfm_cli/main.py", "models/forecasting/protocol.py", "tracking/registry.py"):
@@ -59,13 +69,20 @@ def test_editing_the_server_cli_or_evaluation_keeps_every_key_and_editing_the_mo
 
 def test_a_registered_model_ships_only_what_loads_and_predicts_and_that_is_enough(tmp_path):
     fused = _rel(shipped_files("fused"))
-    assert {"models/forecasting/fused.py", "models/forecasting/protocol.py", "models/backbone/network.py",
-            "models/memory/adapter.py"} <= fused
+    assert {
+        "models/forecasting/fused.py",
+        "models/forecasting/protocol.py",
+        "models/backbone/network.py",
+        "models/memory/adapter.py",
+    } <= fused
     assert not any(p.startswith("models/pretraining/") for p in fused)
     assert not {"models/memory/teacher.py", "models/memory/onboarding.py", "models/memory/distill.py"} & fused
     assert "models/memory/teacher.py" in _rel(shipped_files("teacher"))
-    assert all(p.startswith("models/") for kind in ("backbone", "teacher", "adapter", "fused")
-               for p in _rel(shipped_files(kind)))
+    assert all(
+        p.startswith("models/")
+        for kind in ("backbone", "teacher", "adapter", "fused")
+        for p in _rel(shipped_files(kind))
+    )
 
     # the shipped tree alone (no repository on the path) loads a saved fused model and forecasts
     from models.backbone.network import PatchBackbone
@@ -74,8 +91,9 @@ def test_a_registered_model_ships_only_what_loads_and_predicts_and_that_is_enoug
     from models.memory.adapter import AdapterShape, MemoryAdapter
 
     torch.manual_seed(0)
-    FusedForecaster(PatchBackbone(get_preset("tiny")), MemoryAdapter(AdapterShape(64, 4, hidden=8)), 0.5, 32, 4
-                    ).save(tmp_path / "fused")
+    FusedForecaster(PatchBackbone(get_preset("tiny")), MemoryAdapter(AdapterShape(64, 4, hidden=8)), 0.5, 32, 4).save(
+        tmp_path / "fused"
+    )
     code = code_tree("fused", tmp_path / "code")
     script = (
         "import sys, numpy as np\n"
@@ -86,8 +104,13 @@ def test_a_registered_model_ships_only_what_loads_and_predicts_and_that_is_enoug
         "import models.forecasting.fused as f\n"
         "print(q.shape, f.__file__)\n"
     )
-    res = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(code.parent)!r})\n" + script],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(code.parent)!r})\n" + script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     shape, used = res.stdout.split()[:3], res.stdout.split()[-1]
     assert " ".join(shape) == "(1, 4, 9)" and used.startswith(str(code)), res.stdout  # the shipped copy ran

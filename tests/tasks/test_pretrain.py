@@ -1,5 +1,6 @@
 """The pre-training task's side: the train-only corpus, the trainer's job built from the
 settings (one spec, no second set of defaults) and the resumable run key."""
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,9 @@ def _stores(tmp_path) -> list[str]:
     for domain, n in (("alpha", 30), ("beta", 20)):
         store = tmp_path / "store" / domain
         store.mkdir(parents=True)
-        pd.DataFrame({"unique_id": np.repeat(["a", "b"], n), "ds": np.tile(np.arange(n), 2),
-                      "y": np.arange(2 * n, dtype=float)}).to_parquet(store / "series.parquet", index=False)
+        pd.DataFrame(
+            {"unique_id": np.repeat(["a", "b"], n), "ds": np.tile(np.arange(n), 2), "y": np.arange(2 * n, dtype=float)}
+        ).to_parquet(store / "series.parquet", index=False)
         (store / "meta.json").write_text(json.dumps({"domain": domain, "horizon": 4, "md5": domain * 4}))
         stores.append(str(store))
     return stores
@@ -42,10 +44,18 @@ def test_corpus_holds_train_parts_only_one_file_per_domain(tmp_path):
 def test_the_trainer_job_is_the_settings_recipe_and_every_option_reaches_the_trainer(tmp_path):
     stores = _stores(tmp_path)
     corpus = build_corpus(stores, tmp_path / "run" / "corpus")
-    params = PretrainParams(domains=["alpha", "beta"], domain_weights={"beta": 3.0}, optimizer="lamb",
-                            accumulate_grad_batches=4, ddp_comm_hook="powersgd", compile=True,
-                            activation_checkpointing=True, precision="bf16-mixed", tsmixup_prob=0.2,
-                            checkpoint_every=7)
+    params = PretrainParams(
+        domains=["alpha", "beta"],
+        domain_weights={"beta": 3.0},
+        optimizer="lamb",
+        accumulate_grad_batches=4,
+        ddp_comm_hook="powersgd",
+        compile=True,
+        activation_checkpointing=True,
+        precision="bf16-mixed",
+        tsmixup_prob=0.2,
+        checkpoint_every=7,
+    )
     job = trainer_job(params, corpus["files"], tmp_path / "run", None, None)
     assert job.data == [str(corpus["files"][d].resolve()) for d in ("alpha", "beta")]
     assert job.data_weights == [1.0, 3.0]  # same order; a missing domain weighs 1

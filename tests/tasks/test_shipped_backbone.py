@@ -1,6 +1,7 @@
 """The shipped backbone: registered as backbone@champion on first use (once), a starting point for
 continued pre-training (--init default or a model URI), bf16 on disk and forecasting like its
 fp32 original."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,9 @@ from models.backbone.presets import get_preset
 def shipped(tmp_path, monkeypatch):
     torch.manual_seed(0)
     trained = io.save_backbone(PatchBackbone(get_preset("tiny")), tmp_path / "trained")
-    folder = io.ship_backbone(trained, {"preset": "tiny", "context_length": 64, "commit": "abc123"},
-                              tmp_path / "shipped")
+    folder = io.ship_backbone(
+        trained, {"preset": "tiny", "context_length": 64, "commit": "abc123"}, tmp_path / "shipped"
+    )
     monkeypatch.setattr(io, "SHIPPED_DIR", folder)
     return trained, folder
 
@@ -100,8 +102,11 @@ def test_a_retrained_backbone_is_champion_only_if_it_validates_better(shipped, s
 
         with mlflow.start_run():
             folder = BackboneForecaster(io.load_backbone(shipped[0]), 64).save(tmp_path / tag)
-            uri = log_forecaster("backbone", folder, {"kind": "backbone", "preset": "tiny", "default_horizon": 8,
-                                                      "max_horizon": None, "freq": None})
+            uri = log_forecaster(
+                "backbone",
+                folder,
+                {"kind": "backbone", "preset": "tiny", "default_horizon": 8, "max_horizon": None, "freq": None},
+            )
             return registry.versioned_uri("backbone", registry.register(uri, "backbone", {"t": tag}))
 
     # scores in the order the gate asks: the new version's, then the champion's

@@ -1,4 +1,5 @@
 """Stores as MLflow datasets: the digest is what the `dvc` CLI records for the same folder."""
+
 from __future__ import annotations
 
 import hashlib
@@ -22,8 +23,13 @@ DVC = str(Path(sys.executable).parent / "dvc")
 
 @pytest.fixture
 def store(tmp_path) -> Path:
-    return ingest_to_store("synthetic:kernelsynth?n_series=6&length=48&seed=3", "synth-small", horizon=4,
-                           min_train=8, data_dir=tmp_path / "data")
+    return ingest_to_store(
+        "synthetic:kernelsynth?n_series=6&length=48&seed=3",
+        "synth-small",
+        horizon=4,
+        min_train=8,
+        data_dir=tmp_path / "data",
+    )
 
 
 def _dvc(*args: str, cwd: Path) -> None:

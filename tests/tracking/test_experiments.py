@@ -1,5 +1,6 @@
 """tsfm's experiments open on their runs in MLflow 3's UI (it opened tsfm-onboard on an empty GenAI
 "Traces" view): each is tagged as a model-training experiment, also one created before the tag."""
+
 from __future__ import annotations
 
 import mlflow

@@ -1,6 +1,7 @@
 """Registration is idempotent across processes: two processes registering the same result at the
 same moment (a retried flow and its original, two onboardings) end with one model version, and
 both are told its number."""
+
 from __future__ import annotations
 
 import json
@@ -46,8 +47,17 @@ def test_two_processes_registering_one_result_make_one_version(tmp_path):
     go = tmp_path / "go"
     go.mkdir()
     env = {"URI": uri, "PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
-    racers = [subprocess.Popen([sys.executable, "-c", RACER, str(go), model_uri, str(ROUNDS)], cwd=ROOT, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACER, str(go), model_uri, str(ROUNDS)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     time.sleep(8)  # both imported mlflow and are polling
     for r in range(ROUNDS):
         (go / f"round-{r}").touch()

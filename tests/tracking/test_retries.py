@@ -3,6 +3,7 @@
 The transient failure is real: the MLflow-logging task points at a loopback port where nothing
 listens; a real `mlflow server` is started on that port only once the first attempt has failed.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -48,13 +49,16 @@ def _run_count(state, timeout: float = 30.0) -> int:
 
 
 def test_mlflow_task_retries_until_the_server_is_up_and_a_404_fails_at_once(
-        prefect_harness, no_client_retries, tmp_path):
+    prefect_harness, no_client_retries, tmp_path
+):
     port = free_port()
-    settings = load_settings(paths=PathSettings(data_dir=tmp_path / "data", state_dir=tmp_path / "state"),
-                             mlflow=MlflowSettings(tracking_uri=f"http://127.0.0.1:{port}",
-                                                   artifact_root=(tmp_path / "artifacts").as_uri()))
-    store = str(ingest_to_store("synthetic:kernelsynth?n_series=3&length=40&seed=1", "retry-demo", 4, 8,
-                                tmp_path / "data"))
+    settings = load_settings(
+        paths=PathSettings(data_dir=tmp_path / "data", state_dir=tmp_path / "state"),
+        mlflow=MlflowSettings(tracking_uri=f"http://127.0.0.1:{port}", artifact_root=(tmp_path / "artifacts").as_uri()),
+    )
+    store = str(
+        ingest_to_store("synthetic:kernelsynth?n_series=3&length=40&seed=1", "retry-demo", 4, 8, tmp_path / "data")
+    )
     servers, verdicts = [], []
 
     def start_server_then_decide(task, task_run, state):
@@ -64,14 +68,19 @@ def test_mlflow_task_retries_until_the_server_is_up_and_a_404_fails_at_once(
             servers.append(start_mlflow_server(tmp_path / "mlflow", port)[0])
         return verdict
 
-    log_ingest = log_ingest_task.with_options(**{**remote_retries(FAST), "retry_condition_fn": start_server_then_decide})
+    log_ingest = log_ingest_task.with_options(
+        **{**remote_retries(FAST), "retry_condition_fn": start_server_then_decide}
+    )
     set_alias = set_backbone_alias_task.with_options(
-        **{**remote_retries(FAST), "retry_condition_fn": start_server_then_decide})
+        **{**remote_retries(FAST), "retry_condition_fn": start_server_then_decide}
+    )
 
     @flow
     def remote_stages() -> dict:
-        states = {"logged": log_ingest(store, settings, return_state=True),
-                  "missing": set_alias("models:/backbone/7", settings, return_state=True)}
+        states = {
+            "logged": log_ingest(store, settings, return_state=True),
+            "missing": set_alias("models:/backbone/7", settings, return_state=True),
+        }
         # plain data out, so the flow itself does not fail with the task that must fail
         return {k: (s.type.value, _run_count(s), s.result(raise_on_failure=False)) for k, s in states.items()}
 
@@ -95,8 +104,9 @@ def test_mlflow_task_retries_until_the_server_is_up_and_a_404_fails_at_once(
 def test_invalid_source_fails_without_retrying(prefect_harness, tmp_path):
     @flow
     def bad_ingest():
-        state = ingest_task.with_options(**remote_retries(FAST))(str(tmp_path / "missing.csv"), "bad", 4, 8,
-                                                                   str(tmp_path / "data"), return_state=True)
+        state = ingest_task.with_options(**remote_retries(FAST))(
+            str(tmp_path / "missing.csv"), "bad", 4, 8, str(tmp_path / "data"), return_state=True
+        )
         return state.type.value, _run_count(state), state.result(raise_on_failure=False)
 
     kind, attempts, error = bad_ingest()
@@ -116,11 +126,13 @@ def test_which_errors_are_transient(no_client_retries):
     assert is_transient(EndpointConnectionError(endpoint_url="http://127.0.0.1:9"))
     assert is_transient(RestException({"error_code": "TEMPORARILY_UNAVAILABLE", "message": "busy"}))
     assert is_transient(RestException({"error_code": "REQUEST_LIMIT_EXCEEDED", "message": "slow down"}))
-    assert is_transient(ClientError({"Error": {"Code": "SlowDown"}, "ResponseMetadata": {"HTTPStatusCode": 503}},
-                                    "GetObject"))
+    assert is_transient(
+        ClientError({"Error": {"Code": "SlowDown"}, "ResponseMetadata": {"HTTPStatusCode": 503}}, "GetObject")
+    )
     assert not is_transient(RestException({"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "no model"}))
-    assert not is_transient(ClientError({"Error": {"Code": "NoSuchKey"}, "ResponseMetadata": {"HTTPStatusCode": 404}},
-                                        "GetObject"))
+    assert not is_transient(
+        ClientError({"Error": {"Code": "NoSuchKey"}, "ResponseMetadata": {"HTTPStatusCode": 404}}, "GetObject")
+    )
     assert not is_transient(IngestError("bad.csv: no rows"))
     assert not is_transient(FileNotFoundError("summary.json"))
     assert not is_transient(ValueError("horizon too long"))

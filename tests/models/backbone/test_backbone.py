@@ -1,4 +1,5 @@
 """Backbone, scaler, presets and inference on real (randomly initialised) tiny models."""
+
 from __future__ import annotations
 
 import math
@@ -150,8 +151,9 @@ def test_padding_value_does_not_change_the_forecast(model):
         assert torch.equal(o.knots, outs[0].knots) and torch.equal(o.hidden, outs[0].hidden)
 
 
-@pytest.mark.parametrize("case", ["all_zero", "zeros_then_spike", "spike_then_zeros", "sparse", "all_nan",
-                                  "huge", "tiny_values"])
+@pytest.mark.parametrize(
+    "case", ["all_zero", "zeros_then_spike", "spike_then_zeros", "sparse", "all_nan", "huge", "tiny_values"]
+)
 def test_zero_heavy_and_extreme_series_give_finite_forecasts(model, case):
     n = 200
     x = torch.zeros(n)
@@ -217,7 +219,7 @@ def test_batch_forecast_matches_forecast(model):
         width = bucket_length(len(c), 64, model.config.patch_size)
         padded = np.full(width, np.nan, np.float32)
         tail = c[-width:]
-        padded[width - len(tail):] = tail
+        padded[width - len(tail) :] = tail
         with torch.no_grad():
             ref = model.forecast(torch.from_numpy(padded)[None], 10)
         np.testing.assert_allclose(out.quantiles[i], ref.quantiles[0].numpy(), rtol=1e-5, atol=1e-5)

@@ -1,5 +1,6 @@
 """The ensemble forecaster answers with its members' weighted quantiles and survives a save and a
 load; a statistical member reuses the parameters fitted at onboarding for a series it knows."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,8 +19,10 @@ H = 6
 def _series(n=4, length=72, seed=0):
     rng = np.random.default_rng(seed)
     t = np.arange(length)
-    return [(rng.uniform(20, 80) + 6 * np.sin(2 * np.pi * t / 12) + rng.normal(0, 0.5, length)).astype(np.float32)
-            for _ in range(n)]
+    return [
+        (rng.uniform(20, 80) + 6 * np.sin(2 * np.pi * t / 12) + rng.normal(0, 0.5, length)).astype(np.float32)
+        for _ in range(n)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +41,9 @@ def test_the_answer_is_the_weighted_mean_of_the_members(members):
     ens = EnsembleForecaster(parts, {"auto_ets": 3, "backbone": 1}, {"auto_ets": "statistical", "backbone": "backbone"})
     assert ens.weights == {"auto_ets": 0.75, "backbone": 0.25} and ens.backbone is parts["backbone"].backbone
     q = ens.predict(series, H, ids=ids).quantiles
-    expected = sum(w * parts[f].predict(series, H, ids=ids).quantiles.astype(np.float64)
-                   for f, w in ens.weights.items())
+    expected = sum(
+        w * parts[f].predict(series, H, ids=ids).quantiles.astype(np.float64) for f, w in ens.weights.items()
+    )
     np.testing.assert_allclose(q, expected, rtol=1e-5)
     assert (np.diff(q, axis=-1) >= 0).all()
 
@@ -50,10 +54,12 @@ def test_assembled_from_saved_members_and_loaded_with_a_shared_backbone(members,
     out = EnsembleForecaster.assemble(tmp_path / "ensemble", folders, {"auto_ets": 0.6, "backbone": 0.4}, None)
     assert (out / "backbone").is_dir() and not (out / "members" / "backbone" / "backbone").exists()
     loaded = EnsembleForecaster.load(out)
-    direct = EnsembleForecaster(parts, {"auto_ets": 0.6, "backbone": 0.4},
-                                {"auto_ets": "statistical", "backbone": "backbone"})
-    np.testing.assert_allclose(loaded.predict(series, H, ids=ids).quantiles,
-                               direct.predict(series, H, ids=ids).quantiles, rtol=1e-5)
+    direct = EnsembleForecaster(
+        parts, {"auto_ets": 0.6, "backbone": 0.4}, {"auto_ets": "statistical", "backbone": "backbone"}
+    )
+    np.testing.assert_allclose(
+        loaded.predict(series, H, ids=ids).quantiles, direct.predict(series, H, ids=ids).quantiles, rtol=1e-5
+    )
     # a server holding the backbone already passes it in: the members use that very object
     shared = EnsembleForecaster.load(out, backbone=parts["backbone"].backbone)
     assert shared.members["backbone"].backbone is parts["backbone"].backbone
@@ -68,8 +74,9 @@ def test_a_known_series_reuses_its_fitted_parameters_and_anything_else_is_refitt
     ets.predict(extended, H, ids=ids)
     assert ets.reused == len(series)
     # the fitted history itself: the same forecast as a fresh fit
-    np.testing.assert_allclose(ets.predict(series[:1], H, ids=ids[:1]).quantiles[0],
-                               fit_one(series[0], H, 12, "auto_ets")[0], rtol=1e-4)
+    np.testing.assert_allclose(
+        ets.predict(series[:1], H, ids=ids[:1]).quantiles[0], fit_one(series[0], H, 12, "auto_ets")[0], rtol=1e-4
+    )
     before = ets.reused
     ets.predict([x[-40:] for x in extended], H, ids=ids)  # a trailing window: the fitted start is gone
     ets.predict(extended, H, ids=[f"new{i}" for i in range(len(ids))])  # unknown series
@@ -80,7 +87,7 @@ def test_a_long_history_is_fitted_on_its_latest_points_and_found_again_when_serv
     from models.forecasting.statistical import MAX_HISTORY, extends
 
     rng = np.random.default_rng(3)
-    x = (100 + 10 * np.sin(2 * np.pi * np.arange(MAX_HISTORY + 500) / 24) + rng.normal(0, 1, MAX_HISTORY + 500))
+    x = 100 + 10 * np.sin(2 * np.pi * np.arange(MAX_HISTORY + 500) / 24) + rng.normal(0, 1, MAX_HISTORY + 500)
     q, _, state = fit_one(x, 24, 24, "theta", keep=True)
     assert state["n"] == MAX_HISTORY  # the first 500 points were never read
     np.testing.assert_allclose(q, fit_one(x[-MAX_HISTORY:], 24, 24, "theta")[0])

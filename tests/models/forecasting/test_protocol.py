@@ -1,4 +1,5 @@
 """The scoring protocol helpers both servers share (models/forecasting/protocol.py)."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,12 @@ from models.forecasting.protocol import (
 
 def test_split_and_records_give_the_same_frame():
     rows = [["b", 2, 4.0], ["a", 1, 1.0], ["a", 2, None], ["b", 1, 3.0]]
-    split, params = request_frame({"dataframe_split": {"columns": ["unique_id", "ds", "y"], "data": rows},
-                                   "params": {"horizon": 3, "domain": "d"}})
+    split, params = request_frame(
+        {
+            "dataframe_split": {"columns": ["unique_id", "ds", "y"], "data": rows},
+            "params": {"horizon": 3, "domain": "d"},
+        }
+    )
     records, _ = request_frame({"dataframe_records": [dict(zip(["unique_id", "ds", "y"], r)) for r in rows]})
     assert params == {"horizon": 3, "domain": "d"}
     ids, values, stamps = parse_context(split)
@@ -32,14 +37,17 @@ def test_split_and_records_give_the_same_frame():
     assert list(stamps[1]) == [1, 2]
 
 
-@pytest.mark.parametrize("body, fragment", [
-    ([1, 2], "JSON object"),
-    ({"inputs": []}, "dataframe_split"),
-    ({"dataframe_split": {"columns": ["unique_id", "ds", "y"], "data": [["a", 1]]}}, "3 values"),
-    ({"dataframe_split": {"columns": "unique_id", "data": []}}, "columns"),
-    ({"dataframe_records": {"a": 1}}, "list of objects"),
-    ({"dataframe_records": [], "params": [1]}, "params"),
-])
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        ([1, 2], "JSON object"),
+        ({"inputs": []}, "dataframe_split"),
+        ({"dataframe_split": {"columns": ["unique_id", "ds", "y"], "data": [["a", 1]]}}, "3 values"),
+        ({"dataframe_split": {"columns": "unique_id", "data": []}}, "columns"),
+        ({"dataframe_records": {"a": 1}}, "list of objects"),
+        ({"dataframe_records": [], "params": [1]}, "params"),
+    ],
+)
 def test_malformed_bodies_raise_value_error(body, fragment):
     with pytest.raises(ValueError, match=fragment):
         request_frame(body)
@@ -50,30 +58,43 @@ def test_horizon_accepts_integers(value, expected):
     assert parse_horizon(value, 8) == expected
 
 
-@pytest.mark.parametrize("value, fragment", [("soon", "integer"), (2.5, "integer"), (True, "integer"),
-                                             (None, "integer"), (0, ">= 1"), (9, "trained horizon 8")])
+@pytest.mark.parametrize(
+    "value, fragment",
+    [
+        ("soon", "integer"),
+        (2.5, "integer"),
+        (True, "integer"),
+        (None, "integer"),
+        (0, ">= 1"),
+        (9, "trained horizon 8"),
+    ],
+)
 def test_horizon_rejects(value, fragment):
     with pytest.raises(ValueError, match=fragment):
         parse_horizon(value, 8)
 
 
-@pytest.mark.parametrize("frame, fragment", [
-    (pd.DataFrame({"unique_id": ["a"], "y": [1.0]}), "ds"),
-    (pd.DataFrame({"unique_id": ["a"], "ds": [1], "y": ["x"]}), "not numeric"),
-    (pd.DataFrame({"unique_id": ["a"], "ds": [1], "y": [np.inf]}), "infinite"),
-    (pd.DataFrame({"unique_id": ["a", "a"], "ds": [1, 1], "y": [1.0, 2.0]}), "duplicate"),
-    (pd.DataFrame({"unique_id": ["a"], "ds": ["not a date"], "y": [1.0]}), "timestamps"),
-    (pd.DataFrame({"unique_id": ["a"], "ds": [1.5], "y": [1.0]}), "integer steps"),
-    (pd.DataFrame({"unique_id": [], "ds": [], "y": []}), "no context rows"),
-])
+@pytest.mark.parametrize(
+    "frame, fragment",
+    [
+        (pd.DataFrame({"unique_id": ["a"], "y": [1.0]}), "ds"),
+        (pd.DataFrame({"unique_id": ["a"], "ds": [1], "y": ["x"]}), "not numeric"),
+        (pd.DataFrame({"unique_id": ["a"], "ds": [1], "y": [np.inf]}), "infinite"),
+        (pd.DataFrame({"unique_id": ["a", "a"], "ds": [1, 1], "y": [1.0, 2.0]}), "duplicate"),
+        (pd.DataFrame({"unique_id": ["a"], "ds": ["not a date"], "y": [1.0]}), "timestamps"),
+        (pd.DataFrame({"unique_id": ["a"], "ds": [1.5], "y": [1.0]}), "integer steps"),
+        (pd.DataFrame({"unique_id": [], "ds": [], "y": []}), "no context rows"),
+    ],
+)
 def test_bad_context_raises_value_error(frame, fragment):
     with pytest.raises(ValueError, match=fragment):
         parse_context(frame)
 
 
 def test_answer_frame_continues_each_series():
-    frame = pd.DataFrame({"item_id": ["s"] * 3, "timestamp": ["2024-01-31", "2024-02-29", "2024-03-31"],
-                          "target": [1.0, 2.0, 3.0]})  # the accepted aliases
+    frame = pd.DataFrame(
+        {"item_id": ["s"] * 3, "timestamp": ["2024-01-31", "2024-02-29", "2024-03-31"], "target": [1.0, 2.0, 3.0]}
+    )  # the accepted aliases
     ids, values, stamps = parse_context(frame)
     q = np.sort(np.random.default_rng(0).normal(size=(1, 2, 9)), axis=-1)
     out = forecast_frame(ids, future_timestamps(ids, stamps, 2, None), q)
@@ -91,20 +112,26 @@ def _stamps(*dates) -> pd.Series:
     return pd.Series(pd.to_datetime(list(dates)))
 
 
-@pytest.mark.parametrize("context, domain_freq, expected", [
-    # month ends stay month ends, even where the domain was ingested as month starts
-    (pd.Series(pd.date_range("2017-01-31", "2018-03-31", freq="ME")), "MS", ["2018-04-30", "2018-05-31"]),
-    (pd.Series(pd.date_range("2017-01-01", "2018-03-01", freq="MS")), "ME", ["2018-04-01", "2018-05-01"]),
-    # weekly Mondays stay Mondays (not month starts)
-    (pd.Series(pd.date_range("2018-01-01", periods=10, freq="W-MON")), "MS", ["2018-03-12", "2018-03-19"]),
-    (pd.Series(pd.date_range("2018-01-01", periods=60, freq="30min")), None,
-     ["2018-01-02 06:00:00", "2018-01-02 06:30:00"]),
-    (pd.Series(pd.date_range("2018-01-01", periods=10, freq="B")), "D", ["2018-01-15", "2018-01-16"]),
-    # too short to tell: the domain's frequency, anchored on the series' own last point
-    (_stamps("2018-03-31"), "ME", ["2018-04-30", "2018-05-31"]),
-    (_stamps("2018-02-28", "2018-03-31"), None, ["2018-04-30", "2018-05-31"]),
-    (_stamps("2018-03-01", "2018-04-01"), "MS", ["2018-05-01", "2018-06-01"]),
-])
+@pytest.mark.parametrize(
+    "context, domain_freq, expected",
+    [
+        # month ends stay month ends, even where the domain was ingested as month starts
+        (pd.Series(pd.date_range("2017-01-31", "2018-03-31", freq="ME")), "MS", ["2018-04-30", "2018-05-31"]),
+        (pd.Series(pd.date_range("2017-01-01", "2018-03-01", freq="MS")), "ME", ["2018-04-01", "2018-05-01"]),
+        # weekly Mondays stay Mondays (not month starts)
+        (pd.Series(pd.date_range("2018-01-01", periods=10, freq="W-MON")), "MS", ["2018-03-12", "2018-03-19"]),
+        (
+            pd.Series(pd.date_range("2018-01-01", periods=60, freq="30min")),
+            None,
+            ["2018-01-02 06:00:00", "2018-01-02 06:30:00"],
+        ),
+        (pd.Series(pd.date_range("2018-01-01", periods=10, freq="B")), "D", ["2018-01-15", "2018-01-16"]),
+        # too short to tell: the domain's frequency, anchored on the series' own last point
+        (_stamps("2018-03-31"), "ME", ["2018-04-30", "2018-05-31"]),
+        (_stamps("2018-02-28", "2018-03-31"), None, ["2018-04-30", "2018-05-31"]),
+        (_stamps("2018-03-01", "2018-04-01"), "MS", ["2018-05-01", "2018-06-01"]),
+    ],
+)
 def test_future_timestamps_continue_the_callers_own(context, domain_freq, expected):
     assert future_index("s", context, 2, domain_freq) == list(pd.to_datetime(expected))
 
@@ -139,8 +166,9 @@ def _bodies(draw):
             freq = {"date": "MS", "datetime": "D", "hour": "h"}[kind]
             index = pd.date_range("2001-01-01", periods=n + start, freq=freq)[start:]
             stamps = [str(t.date()) if kind == "date" else t.strftime("%Y-%m-%dT%H:%M:%S") for t in index]
-        values = draw(st.lists(st.one_of(st.none(), st.floats(-1e9, 1e9), st.integers(-10**6, 10**6)),
-                               min_size=n, max_size=n))
+        values = draw(
+            st.lists(st.one_of(st.none(), st.floats(-1e9, 1e9), st.integers(-(10**6), 10**6)), min_size=n, max_size=n)
+        )
         rows += [[draw(st.sampled_from(["a", "b", "B", "10", "é"])) + str(k), t, v] for t, v in zip(stamps, values)]
     return draw(st.permutations(rows))
 

@@ -1,5 +1,6 @@
 """One or two points: every neural family answers with the last value and a spread bounded by the
 context's own range (the shipped backbone answered [100, 100] with a 0.9 quantile of 4,879)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,8 +10,15 @@ from models.backbone.io import SHIPPED_DIR, load_backbone
 from models.forecasting.backbone import BackboneForecaster
 from models.forecasting.tiny import MIN_NEURAL_CONTEXT, naive_quantiles, short_rows
 
-CONTEXTS = [np.array([100.0, 100.0]), np.array([1.0]), np.array([5.0, np.nan, np.nan]), np.array([90.0, 110.0]),
-            np.array([np.nan]), np.array([100.0, 100.0, 100.0]), 50 + 5 * np.sin(np.arange(60.0))]
+CONTEXTS = [
+    np.array([100.0, 100.0]),
+    np.array([1.0]),
+    np.array([5.0, np.nan, np.nan]),
+    np.array([90.0, 110.0]),
+    np.array([np.nan]),
+    np.array([100.0, 100.0, 100.0]),
+    50 + 5 * np.sin(np.arange(60.0)),
+]
 
 
 @pytest.fixture(scope="module")

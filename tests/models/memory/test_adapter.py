@@ -1,4 +1,5 @@
 """The memory adapter's budget (at most 5% of the backbone) and its constant cost per forecast."""
+
 import numpy as np
 import pytest
 import torch
@@ -32,8 +33,10 @@ def _meta_adapter(d_model: int, horizon: int, hidden: int, n_quantiles: int = 9)
         return MemoryAdapter(AdapterShape(d_model, horizon, n_quantiles, hidden))
 
 
-@pytest.mark.parametrize(("d_model", "horizon", "n_quantiles", "hidden"),
-                         [(64, 4, 9, 16), (256, 18, 9, 64), (512, 48, 9, 7), (2048, 1, 3, 1)])
+@pytest.mark.parametrize(
+    ("d_model", "horizon", "n_quantiles", "hidden"),
+    [(64, 4, 9, 16), (256, 18, 9, 64), (512, 48, 9, 7), (2048, 1, 3, 1)],
+)
 def test_adapter_parameters_matches_the_module(d_model, horizon, n_quantiles, hidden):
     adapter = _meta_adapter(d_model, horizon, hidden, n_quantiles)
     assert adapter_parameters(d_model, horizon, n_quantiles, hidden) == adapter.n_parameters()

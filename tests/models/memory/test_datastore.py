@@ -12,7 +12,7 @@ C, H = 24, 6
 def _windows(n=900, seed=0):
     """Random-walk windows of many magnitudes; some contexts left-padded, some futures right-padded."""
     rng = np.random.default_rng(seed)
-    ctx = (rng.normal(size=(n, C)).cumsum(1) * rng.uniform(0.5, 20, (n, 1)) + rng.uniform(-100, 900, (n, 1)))
+    ctx = rng.normal(size=(n, C)).cumsum(1) * rng.uniform(0.5, 20, (n, 1)) + rng.uniform(-100, 900, (n, 1))
     fut = ctx[:, -1:] + rng.normal(size=(n, H)).cumsum(1)
     ctx, fut = ctx.astype(np.float32), fut.astype(np.float32)
     ctx[::5, :7] = np.nan
@@ -51,8 +51,15 @@ def test_chunked_build_equals_in_memory_constructor(tmp_path, monkeypatch, on_di
     cfg = TeacherConfig(index_type="flat", k=8)
     ref = KnnTeacher(_embed(ctx), ctx, fut, cfg)
     timings = {}
-    built = build_datastore(_embed, _uneven_chunks(ctx, fut), cfg, tmp_path / "ds" if on_disk else None,
-                            n_windows=len(ctx) if known_n else None, chunk_size=128, timings=timings)
+    built = build_datastore(
+        _embed,
+        _uneven_chunks(ctx, fut),
+        cfg,
+        tmp_path / "ds" if on_disk else None,
+        n_windows=len(ctx) if known_n else None,
+        chunk_size=128,
+        timings=timings,
+    )
     assert built.size == len(ctx) and built.index_type == "flat"
     np.testing.assert_array_equal(built.keys, ref.keys)
     np.testing.assert_array_equal(built.contexts, ctx)

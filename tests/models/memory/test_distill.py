@@ -65,8 +65,9 @@ def test_anchor_weight_shrinks_with_confidence_and_crossing_is_penalised():
 
 
 def _batch(base, y, teacher, confidence: float) -> DistillSet:
-    return DistillSet(embedding=torch.zeros(len(y), 1), base=base, y=y, teacher=teacher,
-                      confidence=torch.full((len(y),), confidence))
+    return DistillSet(
+        embedding=torch.zeros(len(y), 1), base=base, y=y, teacher=teacher, confidence=torch.full((len(y),), confidence)
+    )
 
 
 def _data(n, d, h, seed) -> DistillSet:

@@ -1,4 +1,5 @@
 """Full fine-tuning of a tiny, randomly initialised backbone on a seasonal domain."""
+
 from __future__ import annotations
 
 import math
@@ -92,7 +93,7 @@ def test_loss_is_the_pretraining_objective_on_the_horizon(horizon):
     future_steps = 8 * math.ceil(horizon / 8)
     values = torch.cat([ctx, torch.nn.functional.pad(fut, (0, future_steps - horizon))], dim=1)[:, None]
     observed = torch.ones_like(values, dtype=torch.bool)
-    observed[..., values.shape[-1] - future_steps + horizon:] = False
+    observed[..., values.shape[-1] - future_steps + horizon :] = False
     with torch.no_grad():
         expected, _ = module.masked_loss({"values": values, "observed": observed})
         got = finetune_loss(model, ctx, fut)
@@ -187,8 +188,7 @@ def test_training_that_does_not_help_returns_the_original_weights(domain, change
 
 def test_early_stopping_and_bad_inputs(domain):
     win, train, val_truth = domain
-    cfg = CFG.model_copy(update={"lr": 1.0, "max_steps": 100, "eval_every": 2, "patience": 2,
-                            "warmup_steps": 0})
+    cfg = CFG.model_copy(update={"lr": 1.0, "max_steps": 100, "eval_every": 2, "patience": 2, "warmup_steps": 0})
     _, hist = finetune_backbone(_backbone(), win, train, val_truth, H, C, cfg)
     assert [r["step"] for r in hist] == [0, 2, 4]  # two validations without improvement
     with pytest.raises(ValueError, match="val_metric"):

@@ -22,6 +22,7 @@ expectations computed from the raw frame, never from ``SeriesSplit``. Each test 
 what change in production code would make it fail. Two scenarios: one horizon for all
 series, and per-series horizons (M3-style; truths NaN-padded to the longest).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -52,7 +53,11 @@ N_SEASONAL, N_WALK = 10, 4  # + s01, an exact copy of s00
 LENGTH, H, H_SHORT, C = 72, 6, 3, 32
 VAL_MARK, TEST_MARK = 654321.5, 123456.5  # + series number: unique, exact in float32, far outside the data
 CFG = OnboardParams(
-    domain="leak-test", horizon=H, context_length=C, season_length=12, batch_size=128,
+    domain="leak-test",
+    horizon=H,
+    context_length=C,
+    season_length=12,
+    batch_size=128,
     adapter={"epochs": 6, "batch_size": 128, "lr": 3e-3, "patience": 2},
     finetune={"max_steps": 4, "lr": 1e-3},  # the fine-tuned comparison model is fitted (and early-stopped) too
 )
@@ -151,8 +156,17 @@ def _bound(fn, *args, **kwargs) -> dict:
 def _traced_onboard(df: pd.DataFrame, horizons: dict[str, int] | None, lock_test: bool = False) -> SimpleNamespace:
     """onboard() with spies: what the datastore was built from, every teacher query (and
     on which store, in which phase), what alpha and early stopping were given."""
-    tr = SimpleNamespace(windows=[], queries=[], alpha_calls=[], adapter_calls=[], finetune_calls=[], fit_args=None,
-                         in_fit=False, fit_done=False, test_reads=0)
+    tr = SimpleNamespace(
+        windows=[],
+        queries=[],
+        alpha_calls=[],
+        adapter_calls=[],
+        finetune_calls=[],
+        fit_args=None,
+        in_fit=False,
+        fit_done=False,
+        test_reads=0,
+    )
     orig_windows, orig_query, orig_fit = ob.sliding_windows, KnnTeacher.query, ob._fit
     orig_alpha, orig_adapter = ob.choose_alpha, ob.train_adapter
     orig_finetune = ob.finetune_backbone
@@ -165,11 +179,19 @@ def _traced_onboard(df: pd.DataFrame, horizons: dict[str, int] | None, lock_test
     def query(self, *args, **kwargs):
         a = _bound(orig_query, self, *args, **kwargs)
         out = orig_query(self, *args, **kwargs)
-        tr.queries.append(SimpleNamespace(
-            teacher=self, size=self.size, ntotal=int(self.index.ntotal), keys=np.array(a["keys"], np.float32),
-            contexts=np.array(a["contexts"], np.float32),
-            exclude=None if a["exclude"] is None else np.array(a["exclude"]),
-            out=out, in_fit=tr.in_fit, after_fit=tr.fit_done))
+        tr.queries.append(
+            SimpleNamespace(
+                teacher=self,
+                size=self.size,
+                ntotal=int(self.index.ntotal),
+                keys=np.array(a["keys"], np.float32),
+                contexts=np.array(a["contexts"], np.float32),
+                exclude=None if a["exclude"] is None else np.array(a["exclude"]),
+                out=out,
+                in_fit=tr.in_fit,
+                after_fit=tr.fit_done,
+            )
+        )
         return out
 
     def fit(*args, **kwargs):
@@ -224,7 +246,10 @@ def runs(request, _one_thread):
     h = _horizons(df, mixed)
     arg = h if mixed else None  # uniform: the plain cfg.horizon path
     return SimpleNamespace(
-        mixed=mixed, h=h, df=df, parts=_parts(df, h),
+        mixed=mixed,
+        h=h,
+        df=df,
+        parts=_parts(df, h),
         clean=_traced_onboard(df, arg),
         test_poisoned=_traced_onboard(_poison(df, "test", h), arg),
         val_poisoned=_traced_onboard(_poison(df, "val", h), arg),
@@ -241,8 +266,11 @@ def locked_run(runs):
 def _the_windows(run) -> tuple[list[np.ndarray], object]:
     """The sliding_windows call whose windows are the teacher's datastore."""
     t = run.result.teacher
-    found = [(s, w) for s, w in run.trace.windows
-             if len(w) == t.size and np.array_equal(w.context, t.contexts, equal_nan=True)]
+    found = [
+        (s, w)
+        for s, w in run.trace.windows
+        if len(w) == t.size and np.array_equal(w.context, t.contexts, equal_nan=True)
+    ]
     assert len(found) == 1, "the datastore is exactly the windows of one sliding_windows call"
     return found[0]
 
@@ -279,8 +307,10 @@ def _arrays_in(obj, depth: int = 0):
     elif isinstance(obj, torch.Tensor) and obj.is_floating_point():
         yield obj.detach().cpu().numpy()
     elif isinstance(obj, pd.DataFrame | pd.Series):
-        yield from _arrays_in(obj.select_dtypes("number").to_numpy(np.float64) if isinstance(obj, pd.DataFrame)
-                              else obj.to_numpy(), depth + 1)
+        yield from _arrays_in(
+            obj.select_dtypes("number").to_numpy(np.float64) if isinstance(obj, pd.DataFrame) else obj.to_numpy(),
+            depth + 1,
+        )
     elif isinstance(obj, list | tuple):
         for x in obj:
             yield from _arrays_in(x, depth + 1)
@@ -376,8 +406,9 @@ def test_c_window_embedding_level_and_scale_read_its_context_only():
     keep = w_ok.end <= e0
     assert w_ok.end[keep].tolist() == w_bad.end[: keep.sum()].tolist()
     backbone = _backbone()
-    f_ok, f_bad = (batch_forecast(backbone, [strip_left_nan(c) for c in w.context], H, C, batch_size=256)
-                  for w in (w_ok, w_bad))
+    f_ok, f_bad = (
+        batch_forecast(backbone, [strip_left_nan(c) for c in w.context], H, C, batch_size=256) for w in (w_ok, w_bad)
+    )
     n = int(keep.sum())
     for k in ("embedding", "loc", "scale", "quantiles"):
         np.testing.assert_array_equal(getattr(f_ok, k)[:n], getattr(f_bad, k)[:n], err_msg=k)
@@ -442,8 +473,12 @@ def test_d_training_queries_drop_own_and_overlapping_rows_by_index_but_keep_an_e
     # the exact duplicate (s00 <-> s01, same end) is kept, and it is the heaviest neighbour
     s0, s1 = r.split.ids.index("s00"), r.split.ids.index("s01")
     row_of = {(int(s), int(e)): k for k, (s, e) in enumerate(zip(win.series_index, win.end))}
-    pairs = [(k, row_of[(b, int(win.end[k]))]) for a, b in ((s0, s1), (s1, s0))
-             for k in np.flatnonzero(win.series_index == a) if (b, int(win.end[k])) in row_of]
+    pairs = [
+        (k, row_of[(b, int(win.end[k]))])
+        for a, b in ((s0, s1), (s1, s0))
+        for k in np.flatnonzero(win.series_index == a)
+        if (b, int(win.end[k])) in row_of
+    ]
     assert len(pairs) > 40
     for k, partner in pairs:
         np.testing.assert_array_equal(win.context[k], win.context[partner])
@@ -468,8 +503,11 @@ def test_d_overlapping_rows_lists_every_overlapping_window(stride):
         win = sliding_windows(series, 8, h, stride, 4, min_future=min_future)
         got = overlapping_rows(win, h)
         for i in range(len(win)):
-            expect = {j for j in range(len(win))
-                      if win.series_index[j] == win.series_index[i] and abs(win.end[j] - win.end[i]) < h}
+            expect = {
+                j
+                for j in range(len(win))
+                if win.series_index[j] == win.series_index[i] and abs(win.end[j] - win.end[i]) < h
+            }
             listed = set(got[i][got[i] >= 0].tolist())
             assert listed == expect, (stride, min_future, i)
 
@@ -551,7 +589,9 @@ def test_f_kept_epoch_and_alpha_are_the_validation_argmins(runs):
         assert val_pinball(r.adapter, val, CFG.adapter.batch_size) == pytest.approx(vp[best], rel=1e-6)
         ctx = r.split.history("val")
         q_base = batch_forecast(r.fused.backbone, ctx, H, C, CFG.batch_size).quantiles
-        q_mem = FusedForecaster(r.fused.backbone, r.adapter, 1.0, C, H, batch_size=CFG.batch_size).predict(ctx, H).quantiles
+        q_mem = (
+            FusedForecaster(r.fused.backbone, r.adapter, 1.0, C, H, batch_size=CFG.batch_size).predict(ctx, H).quantiles
+        )
         for row in r.alpha_table:
             expect = scaled_crps_pooled(r.split.truth("val"), fuse(q_base, q_mem, row["alpha"]))
             assert row["sCRPS"] == pytest.approx(expect, rel=1e-5), row

@@ -2,6 +2,7 @@
 
 Leakage rules (train-only datastore, exclusions, validation-only selection) live in
 test_leakage.py."""
+
 import numpy as np
 import pandas as pd
 import pytest

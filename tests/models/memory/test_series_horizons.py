@@ -1,4 +1,5 @@
 """Domains whose series have their own horizons (M3 categories: yearly 6, monthly 18)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -43,8 +44,9 @@ def test_onboarding_pads_truths_past_each_series_horizon():
     torch.manual_seed(0)
     backbone = PatchBackbone(get_preset("tiny")).eval()
     before = {k: v.clone() for k, v in backbone.state_dict().items()}
-    cfg = OnboardingConfig(context_length=32, batch_size=64, adapter={"epochs": 2, "batch_size": 64},
-                           finetune={"max_steps": 10})
+    cfg = OnboardingConfig(
+        context_length=32, batch_size=64, adapter={"epochs": 2, "batch_size": 64}, finetune={"max_steps": 10}
+    )
     r = onboard(backbone, SeriesSplit.from_frame(df, horizons), cfg)
     # the fine-tuned comparison model is a copy: the served backbone stays frozen
     assert r.finetuned is not None and r.finetuned is not backbone and r.finetune_history
@@ -54,10 +56,10 @@ def test_onboarding_pads_truths_past_each_series_horizon():
     test_truth = r.split.truth("test")
     for i, uid in enumerate(r.split.ids):
         assert not np.isnan(test_truth[i, : h[uid]]).any()
-        assert np.isnan(test_truth[i, h[uid]:]).all()
+        assert np.isnan(test_truth[i, h[uid] :]).all()
         # truth = the series' own last h points
         y = df[df.unique_id == uid].y.to_numpy()
-        np.testing.assert_allclose(test_truth[i, : h[uid]], y[-h[uid]:], rtol=1e-6)
+        np.testing.assert_allclose(test_truth[i, : h[uid]], y[-h[uid] :], rtol=1e-6)
     # every model forecasts the longest horizon, finite everywhere
     for name, q in r.test.items():
         assert q.shape == (12, 10, 9) and np.isfinite(q).all(), name

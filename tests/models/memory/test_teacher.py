@@ -57,7 +57,9 @@ def test_weights_confidence_and_sorted_quantiles():
     assert (np.diff(out.weights, axis=1) <= 1e-7).all()
     # the normalised quantiles are the raw ones in the query's own level/scale
     level, scale = window_stats(w.context, 16)
-    np.testing.assert_allclose(out.norm_quantiles * scale[:, None, None] + level[:, None, None], out.quantiles, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(
+        out.norm_quantiles * scale[:, None, None] + level[:, None, None], out.quantiles, rtol=1e-4, atol=1e-3
+    )
 
 
 def test_query_identical_to_a_stored_pattern_retrieves_its_future():

@@ -1,4 +1,5 @@
 """KernelSynth: shape, ids, determinism and speed of the synthetic generator."""
+
 from __future__ import annotations
 
 import time

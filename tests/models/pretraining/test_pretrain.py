@@ -1,4 +1,5 @@
 """The pre-training entry point, run as its own process like the Prefect task runs it."""
+
 from __future__ import annotations
 
 import json
@@ -20,15 +21,22 @@ METRIC_KEYS = {"preset", "n_params", "steps", "tokens_seen", "final_train_loss",
 
 
 def pretrain(*args: str, timeout: int = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "models.pretraining", *args], cwd=ROOT, env=ENV,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "models.pretraining", *args],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
     """24 seasonal series of 40..300 points (some shorter than a window), a few gaps."""
-    return seasonal_corpus(tmp_path_factory.mktemp("corpus") / "train.parquet", 24, (40, 300), gap_rate=0.02,
-                           shuffle=True)  # unsorted on purpose
+    return seasonal_corpus(
+        tmp_path_factory.mktemp("corpus") / "train.parquet", 24, (40, 300), gap_rate=0.02, shuffle=True
+    )  # unsorted on purpose
 
 
 COMMON = ["--preset", "tiny", "--context-length", "64", "--horizon-length", "16", "--accelerator", "cpu"]
@@ -36,8 +44,23 @@ COMMON = ["--preset", "tiny", "--context-length", "64", "--horizon-length", "16"
 
 def test_tiny_run_learns_and_writes_outputs(corpus, tmp_path):
     out = tmp_path / "run"
-    res = pretrain("--data", str(corpus), "--out", str(out), *COMMON, "--devices", "1",
-                   "--max-steps", "60", "--batch-size", "16", "--warmup-steps", "5", "--lr", "3e-3")
+    res = pretrain(
+        "--data",
+        str(corpus),
+        "--out",
+        str(out),
+        *COMMON,
+        "--devices",
+        "1",
+        "--max-steps",
+        "60",
+        "--batch-size",
+        "16",
+        "--warmup-steps",
+        "5",
+        "--lr",
+        "3e-3",
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert METRIC_KEYS <= set(metrics)
@@ -60,8 +83,23 @@ def test_tiny_run_learns_and_writes_outputs(corpus, tmp_path):
 
 def test_ddp_two_cpu_processes(corpus, tmp_path):
     out = tmp_path / "ddp"
-    res = pretrain("--data", str(corpus), "--out", str(out), *COMMON, "--devices", "2", "--strategy", "ddp",
-                   "--max-steps", "10", "--batch-size", "8", "--warmup-steps", "2")
+    res = pretrain(
+        "--data",
+        str(corpus),
+        "--out",
+        str(out),
+        *COMMON,
+        "--devices",
+        "2",
+        "--strategy",
+        "ddp",
+        "--max-steps",
+        "10",
+        "--batch-size",
+        "8",
+        "--warmup-steps",
+        "2",
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     # rank zero alone writes: one summary line, one set of outputs
     assert res.stdout.count("done: ") == 1
@@ -79,8 +117,9 @@ def test_bad_input_fails_clearly_and_models_import_no_orchestration(tmp_path):
     assert unknown.returncode != 0 and "unknown preset '7b'" in unknown.stderr and "2.5b" in unknown.stderr
     # empty data, run in a process that then checks the import boundary of models/
     empty = tmp_path / "empty.parquet"
-    pd.DataFrame({"unique_id": pd.Series([], dtype=str), "ds": pd.Series([], dtype=int),
-                  "y": pd.Series([], dtype=float)}).to_parquet(empty)
+    pd.DataFrame(
+        {"unique_id": pd.Series([], dtype=str), "ds": pd.Series([], dtype=int), "y": pd.Series([], dtype=float)}
+    ).to_parquet(empty)
     code = (
         "import sys\n"
         "from models.pretraining.train import main\n"
@@ -89,8 +128,7 @@ def test_bad_input_fails_clearly_and_models_import_no_orchestration(tmp_path):
         "bad = [m for m in ('prefect', 'mlflow', 'dvc', 'boto3') if m in sys.modules]\n"
         "print('RC', rc, 'FORBIDDEN', bad)\n"
     )
-    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True, text=True,
-                         timeout=120)
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
     assert "RC 2 FORBIDDEN []" in res.stdout, res.stdout + res.stderr[-2000:]
     assert "bad training data" in res.stderr and "no rows" in res.stderr
 

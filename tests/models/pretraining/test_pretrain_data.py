@@ -1,4 +1,5 @@
 """The pre-training data pipeline: cached sources, mixture epochs, augmentations, sharding."""
+
 from __future__ import annotations
 
 import json
@@ -40,9 +41,11 @@ def write_source(path: Path, n_series: int, lengths: tuple[int, int], level: flo
 def sources(tmp_path_factory) -> list[Path]:
     """A big, a medium and a tiny source (the tiny one has fewer windows than its quota)."""
     d = tmp_path_factory.mktemp("sources")
-    return [write_source(d / "big.parquet", 30, (80, 400), 10.0, 0),
-            write_source(d / "mid.parquet", 10, (100, 300), 100.0, 1),
-            write_source(d / "tiny.parquet", 4, (20, 70), 1000.0, 2)]
+    return [
+        write_source(d / "big.parquet", 30, (80, 400), 10.0, 0),
+        write_source(d / "mid.parquet", 10, (100, 300), 100.0, 1),
+        write_source(d / "tiny.parquet", 4, (20, 70), 1000.0, 2),
+    ]
 
 
 def datamodule(paths, **kw) -> PretrainDataModule:
@@ -85,7 +88,7 @@ def test_mixture_proportions_and_each_window_once_per_epoch(sources):
     for index in (0, 1500, 2345):
         source, row, end = ds.identity(index)
         src = ds.arrays[source]
-        expected = window(np.asarray(src.values[src.offsets[row]:src.offsets[row + 1]]), end, CTX + FUT)
+        expected = window(np.asarray(src.values[src.offsets[row] : src.offsets[row + 1]]), end, CTX + FUT)
         item = ds[index]
         assert np.array_equal(item["observed"][0].numpy(), ~np.isnan(expected))
         assert np.allclose(item["values"][0].numpy()[~np.isnan(expected)], expected[~np.isnan(expected)])
@@ -172,8 +175,9 @@ def test_cache_reused_then_invalidated_and_bad_input(tmp_path, monkeypatch):
 
     # aliases and text ids
     alias = tmp_path / "alias.parquet"
-    pd.DataFrame({"item_id": ["a"] * 30 + ["b"] * 30, "timestamp": list(range(30)) * 2,
-                  "target": np.arange(60.0)}).to_parquet(alias)
+    pd.DataFrame(
+        {"item_id": ["a"] * 30 + ["b"] * 30, "timestamp": list(range(30)) * 2, "target": np.arange(60.0)}
+    ).to_parquet(alias)
     aliased = PretrainDataModule([alias], CTX, FUT, batch_size=4)
     assert sorted(aliased.train_store.ids + aliased.val_store.ids) == [f"{alias}::a", f"{alias}::b"]
     # bad input fails at construction with the file named
@@ -182,8 +186,9 @@ def test_cache_reused_then_invalidated_and_bad_input(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"bad.parquet: missing columns \['ds'\]"):
         PretrainDataModule([bad], CTX, FUT, batch_size=4)
     empty = tmp_path / "empty.parquet"
-    pd.DataFrame({"unique_id": pd.Series([], dtype=str), "ds": pd.Series([], dtype=int),
-                  "y": pd.Series([], dtype=float)}).to_parquet(empty)
+    pd.DataFrame(
+        {"unique_id": pd.Series([], dtype=str), "ds": pd.Series([], dtype=int), "y": pd.Series([], dtype=float)}
+    ).to_parquet(empty)
     with pytest.raises(ValueError, match="no rows in .*empty.parquet"):
         PretrainDataModule([path, empty], CTX, FUT, batch_size=4)
     short = tmp_path / "short.parquet"
@@ -230,9 +235,14 @@ def test_two_processes_shard_each_epoch_without_overlap(sources, tmp_path):
     script = tmp_path / "ranks.py"
     script.write_text(RANK_SCRIPT)
     out = tmp_path / "seen.json"
-    res = subprocess.run([sys.executable, str(script), json.dumps(list(map(str, paths))), str(tmp_path / "rdzv"),
-                          str(out)], cwd=ROOT, env={**ENV, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
-                         timeout=120)
+    res = subprocess.run(
+        [sys.executable, str(script), json.dumps(list(map(str, paths))), str(tmp_path / "rdzv"), str(out)],
+        cwd=ROOT,
+        env={**ENV, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     ranks = json.loads(out.read_text())
     batches_per_rank = 2000 // 2 // 8

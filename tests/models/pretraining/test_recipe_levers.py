@@ -1,6 +1,7 @@
 """The pre-training recipe's levers: the patch size, the windowed causal scaler, many masked
 origins per window, random context lengths and the structural synthetic prior. Each must do
 what it says and leave the default recipe exactly as it was."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,7 +27,7 @@ def test_windowed_scaler_reads_the_last_patches_and_the_future_keeps_the_context
     # whole history: patch 7 (steps 56..63) sits at mean 31.5; last two patches: 55.5
     assert loc_all[0, 0, 7].item() == pytest.approx(31.5)
     assert loc_w[0, 0, 7].item() == pytest.approx(55.5)
-    assert scale_w[0, 0, 7].item() == pytest.approx(float(torch.arange(48, 64.).std(unbiased=False)), rel=1e-5)
+    assert scale_w[0, 0, 7].item() == pytest.approx(float(torch.arange(48, 64.0).std(unbiased=False)), rel=1e-5)
     # every masked future patch carries the statistics of the last context patch, in both scalers
     for loc in (loc_all, loc_w):
         assert torch.equal(loc[0, 0, 8:], loc[0, 0, 7].expand(4))
@@ -86,7 +87,11 @@ def test_patch_size_and_scaler_window_reach_the_backbone_and_the_trainer_flags(t
     again = TrainerJob.from_argv(job.to_argv())
     assert (again.patch_size, again.scaler_window, again.mask_origins, again.random_context) == (8, 8, 4, True)
     # the defaults are the recipe that won the ablation
-    assert (TrainingRecipe().mask_origins, TrainingRecipe().random_context, get_preset("4m").patch_size) == (4, True, 16)
+    assert (TrainingRecipe().mask_origins, TrainingRecipe().random_context, get_preset("4m").patch_size) == (
+        4,
+        True,
+        16,
+    )
     with pytest.raises(ValueError, match="max_context"):
         TrainingRecipe(preset="tiny", patch_size=4, context_length=1024)
 
@@ -119,9 +124,29 @@ def test_continued_pretraining_starts_from_the_saved_weights(tmp_path):
     with pytest.raises(ValueError, match="not a saved backbone folder"):
         TrainingRecipe(init=str(tmp_path))
     structural(20, 256, seed=1).to_parquet(tmp_path / "d.parquet")
-    assert main(["--data", str(tmp_path / "d.parquet"), "--out", str(tmp_path / "out"), "--init",
-                 str(tmp_path / "start"), "--max-steps", "1", "--lr", "1e-12", "--batch-size", "4",
-                 "--context-length", "64", "--horizon-length", "16"]) == 0
+    assert (
+        main(
+            [
+                "--data",
+                str(tmp_path / "d.parquet"),
+                "--out",
+                str(tmp_path / "out"),
+                "--init",
+                str(tmp_path / "start"),
+                "--max-steps",
+                "1",
+                "--lr",
+                "1e-12",
+                "--batch-size",
+                "4",
+                "--context-length",
+                "64",
+                "--horizon-length",
+                "16",
+            ]
+        )
+        == 0
+    )
     after = load_backbone(tmp_path / "out" / "backbone")
     assert after.config.to_dict() == config.to_dict()
     for (name, a), b in zip(start.state_dict().items(), after.state_dict().values()):
@@ -136,7 +161,7 @@ def test_long_contexts_are_cropped_per_step_at_a_constant_token_budget():
     for step in range(40):
         v, o = module.crop(values, observed, torch.Generator().manual_seed(step))
         assert v.shape == o.shape and v.shape[-1] % P == 0
-        assert torch.equal(v, values[: v.shape[0], :, -v.shape[-1]:])  # the most recent steps, whole patches
+        assert torch.equal(v, values[: v.shape[0], :, -v.shape[-1] :])  # the most recent steps, whole patches
         widths.append(v.shape[-1]), rows.append(v.shape[0])
     # from min context + future up to the whole window, short and long both drawn
     assert 64 <= min(widths) <= 96 and 224 <= max(widths) <= 288
@@ -186,10 +211,12 @@ def test_calendar_prior_has_daily_and_sub_daily_cycles():
     assert a.equals(calendar(60, 2048, seed=4)) and np.isfinite(a["y"]).all()
     lengths = a.groupby("unique_id").size()
     assert lengths.min() >= 256 and lengths.max() <= 2048
+
     # most series repeat themselves after one of the calendar periods (7, 24, 48, 96 steps)
     def best_lag(y):
         y = np.diff(y)  # trends and shifts out
         y = (y - y.mean()) / (y.std() + 1e-9)
         return max((7, 24, 48, 96), key=lambda k: float(np.mean(y[k:] * y[:-k])))
+
     seasonal = [best_lag(g.to_numpy()) for _, g in a.groupby("unique_id")["y"]]
     assert len(set(seasonal)) >= 3

@@ -1,5 +1,6 @@
 """Checkpoints that resume exactly: a run killed mid-way and resumed with --resume ends like
 an uninterrupted one (same batches, same weights, same loss curve)."""
+
 from __future__ import annotations
 
 import json
@@ -32,10 +33,38 @@ def make_corpus(path: Path) -> Path:
 
 
 def command(data: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "models.pretraining", "--data", str(data), "--out", str(out),
-            "--preset", "tiny", "--context-length", "64", "--horizon-length", "16", "--accelerator", "cpu",
-            "--devices", "1", "--max-steps", str(MAX_STEPS), "--batch-size", "8", "--warmup-steps", "5",
-            "--lr", "3e-3", "--seed", "0", "--log-every-n-steps", "1", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "models.pretraining",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--preset",
+        "tiny",
+        "--context-length",
+        "64",
+        "--horizon-length",
+        "16",
+        "--accelerator",
+        "cpu",
+        "--devices",
+        "1",
+        "--max-steps",
+        str(MAX_STEPS),
+        "--batch-size",
+        "8",
+        "--warmup-steps",
+        "5",
+        "--lr",
+        "3e-3",
+        "--seed",
+        "0",
+        "--log-every-n-steps",
+        "1",
+        *extra,
+    ]
 
 
 def train_losses(out: Path) -> dict[int, float]:
@@ -55,8 +84,14 @@ def test_killed_run_resumes_with_the_same_loss_curve(tmp_path):
     run_a = subprocess.Popen(command(data, a), cwd=ROOT, env=ENV, stdout=log_a, stderr=subprocess.STDOUT)
 
     # B: checkpoints every 5 steps, SIGKILLed past step 10 once a checkpoint exists
-    run_b = subprocess.Popen(command(data, b, "--checkpoint-every", "5"), cwd=ROOT, env=ENV,
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    run_b = subprocess.Popen(
+        command(data, b, "--checkpoint-every", "5"),
+        cwd=ROOT,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     last = b / "checkpoints" / "last.ckpt"
     killed_at = None
     deadline = time.time() + 120
@@ -75,8 +110,14 @@ def test_killed_run_resumes_with_the_same_loss_curve(tmp_path):
     resumed_from = int(torch.load(last, map_location="cpu", weights_only=False)["global_step"])
     assert 10 <= resumed_from < MAX_STEPS and resumed_from % 5 == 0, resumed_from
 
-    res = subprocess.run(command(data, b, "--checkpoint-every", "5", "--resume"), cwd=ROOT, env=ENV,
-                         capture_output=True, text=True, timeout=180)
+    res = subprocess.run(
+        command(data, b, "--checkpoint-every", "5", "--resume"),
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert f"resuming from {last}" in res.stdout
     run_a.wait(timeout=180)

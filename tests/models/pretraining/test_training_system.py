@@ -1,5 +1,6 @@
 """The training system around the backbone: optimisers and their parameter groups, LR scaling
 with the global batch, strategy selection (DDP buckets/hooks, FSDP), accumulation, compile."""
+
 from __future__ import annotations
 
 import json
@@ -19,13 +20,29 @@ from tests.corpus import seasonal_corpus
 
 ROOT = Path(__file__).resolve().parents[3]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-COMMON = ["--preset", "tiny", "--context-length", "64", "--horizon-length", "16", "--accelerator", "cpu",
-          "--devices", "1"]
+COMMON = [
+    "--preset",
+    "tiny",
+    "--context-length",
+    "64",
+    "--horizon-length",
+    "16",
+    "--accelerator",
+    "cpu",
+    "--devices",
+    "1",
+]
 
 
 def pretrain(*args: str, env: dict | None = None, timeout: int = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "models.pretraining", *args], cwd=ROOT, env=env or ENV,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "models.pretraining", *args],
+        cwd=ROOT,
+        env=env or ENV,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +51,7 @@ def corpus(tmp_path_factory) -> Path:
 
 
 # --- optimisers -------------------------------------------------------------------------
+
 
 class Toy(nn.Module):
     """A matrix, a bias and a norm gain: the three kinds of parameter a block has."""
@@ -99,8 +117,10 @@ def test_module_groups_every_1d_backbone_param_as_plain_even_when_wrapped():
     assert {id(p) for p in plain["params"]} == {id(p) for p in module.parameters() if p.ndim <= 1}
     assert len(plain["params"]) > 0 and all(p.ndim == 2 for p in decay["params"])
     # FSDP (use_orig_params) shows flattened 1-D shards under wrapper prefixes: names decide
-    sharded = [("model.blocks.0._fsdp_wrapped_module.attn.qkv.weight", nn.Parameter(torch.zeros(12))),
-               ("model.blocks.0._fsdp_wrapped_module.norm1.weight", nn.Parameter(torch.zeros(3)))]
+    sharded = [
+        ("model.blocks.0._fsdp_wrapped_module.attn.qkv.weight", nn.Parameter(torch.zeros(12))),
+        ("model.blocks.0._fsdp_wrapped_module.norm1.weight", nn.Parameter(torch.zeros(3))),
+    ]
     d, p = param_groups(sharded, 0.1, module.plain_param_names)
     assert len(d["params"]) == 1 and d["params"][0].numel() == 12 and len(p["params"]) == 1
 
@@ -117,6 +137,7 @@ def test_lr_scales_with_the_global_batch():
 
 
 # --- strategies ---------------------------------------------------------------------------
+
 
 def test_strategy_selection():
     from models.pretraining.strategy import check_strategy, choose_strategy, device_count
@@ -168,12 +189,16 @@ def test_backbone_weights_drop_module_and_wrapper_prefixes():
     from models.pretraining.train import backbone_weights
 
     t = torch.zeros(1)
-    state = {"model.blocks.0._fsdp_wrapped_module._checkpoint_wrapped_module.norm1.weight": t,
-             "model.head.out.bias": t, "something_else": t}
+    state = {
+        "model.blocks.0._fsdp_wrapped_module._checkpoint_wrapped_module.norm1.weight": t,
+        "model.head.out.bias": t,
+        "something_else": t,
+    }
     assert set(backbone_weights(state)) == {"blocks.0.norm1.weight", "head.out.bias"}
 
 
 # --- backbone-level switches ----------------------------------------------------------
+
 
 def test_activation_checkpointing_gives_the_same_gradients_and_flops_are_counted():
     from models.backbone.network import PatchBackbone
@@ -218,12 +243,33 @@ def test_data_side_skips_accumulated_micro_batches_on_resume(corpus):
 
 # --- end to end (own processes) -------------------------------------------------------
 
+
 def test_lamb_with_accumulation_learns_and_counts_steps_and_tokens(corpus, tmp_path):
     out = tmp_path / "run"
-    res = pretrain("--data", str(corpus), "--out", str(out), *COMMON, "--optimizer", "lamb",
-                   "--accumulate-grad-batches", "2", "--max-steps", "40", "--batch-size", "8",
-                   "--warmup-steps", "4", "--lr", "3e-3", "--lr-reference-batch", "64",
-                   "--throughput", "--ddp-comm-hook", "bf16")
+    res = pretrain(
+        "--data",
+        str(corpus),
+        "--out",
+        str(out),
+        *COMMON,
+        "--optimizer",
+        "lamb",
+        "--accumulate-grad-batches",
+        "2",
+        "--max-steps",
+        "40",
+        "--batch-size",
+        "8",
+        "--warmup-steps",
+        "4",
+        "--lr",
+        "3e-3",
+        "--lr-reference-batch",
+        "64",
+        "--throughput",
+        "--ddp-comm-hook",
+        "bf16",
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert "ignored: a single device" in res.stderr  # the hook flag is not silently dropped
     m = json.loads((out / "metrics.json").read_text())
@@ -246,8 +292,22 @@ def test_compiled_run_with_activation_checkpointing(tmp_path):
     pd.DataFrame({"unique_id": "a", "ds": t, "y": np.sin(t / 5) + 0.01 * t}).to_parquet(series, index=False)
     # Dynamo traces the model as for inductor; aot_eager skips the C++ codegen (minutes on 2 cores)
     env = {**ENV, "TORCH_COMPILE_OVERRIDE_BACKENDS": ">=0:aot_eager"}
-    res = pretrain("--data", str(series), "--out", str(tmp_path / "c"), *COMMON, "--max-steps", "3",
-                   "--batch-size", "8", "--warmup-steps", "1", "--compile", "--activation-checkpointing", env=env)
+    res = pretrain(
+        "--data",
+        str(series),
+        "--out",
+        str(tmp_path / "c"),
+        *COMMON,
+        "--max-steps",
+        "3",
+        "--batch-size",
+        "8",
+        "--warmup-steps",
+        "1",
+        "--compile",
+        "--activation-checkpointing",
+        env=env,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert json.loads((tmp_path / "c" / "metrics.json").read_text())["steps"] == 3
     from models.backbone.io import load_backbone
@@ -269,8 +329,13 @@ def test_bad_flags_exit_2_with_a_clear_message(corpus, tmp_path, capsys):
     for flags, message in cases.items():
         assert main(base + list(flags)) == 2, flags
         assert message in capsys.readouterr().err, flags
-    for flags in (("--optimizer", "sgd"), ("--precision", "fp8"), ("--lr-scaling", "cube"),
-                  ("--ddp-comm-hook", "int8"), ("--strategy", "deepspeed")):
+    for flags in (
+        ("--optimizer", "sgd"),
+        ("--precision", "fp8"),
+        ("--lr-scaling", "cube"),
+        ("--ddp-comm-hook", "int8"),
+        ("--strategy", "deepspeed"),
+    ):
         with pytest.raises(SystemExit) as exc:
             main(base + list(flags))
         assert exc.value.code == 2 and "invalid choice" in capsys.readouterr().err, flags
@@ -291,8 +356,9 @@ def test_killed_accumulating_run_resumes_exactly(tmp_path):
     acc = ["--accumulate-grad-batches", "2", "--checkpoint-every", "5"]
     log_a = (tmp_path / "a.log").open("w")  # a file, not a pipe: nothing reads it while A runs
     run_a = subprocess.Popen(command(data, a, *acc), cwd=ROOT, env=ENV, stdout=log_a, stderr=subprocess.STDOUT)
-    run_b = subprocess.Popen(command(data, b, *acc), cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
-                             stderr=subprocess.DEVNULL, text=True)
+    run_b = subprocess.Popen(
+        command(data, b, *acc), cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
     last = b / "checkpoints" / "last.ckpt"
     for line in run_b.stdout:  # "step 12/40 ..." every 4 steps
         if line.startswith("step ") and int(line.split()[1].split("/")[0]) > 10 and last.is_file():
@@ -300,8 +366,9 @@ def test_killed_accumulating_run_resumes_exactly(tmp_path):
             break
     assert run_b.wait(timeout=60) == -signal.SIGKILL, "run B ended before it was killed"
     resumed_from = int(torch.load(last, map_location="cpu", weights_only=False)["global_step"])
-    res = subprocess.run(command(data, b, *acc, "--resume"), cwd=ROOT, env=ENV, capture_output=True,
-                         text=True, timeout=180)
+    res = subprocess.run(
+        command(data, b, *acc, "--resume"), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=180
+    )
     assert res.returncode == 0 and "resuming from" in res.stdout, res.stderr[-3000:]
     assert run_a.wait(timeout=180) == 0, (tmp_path / "a.log").read_text()[-3000:]
     log_a.close()
