@@ -34,6 +34,7 @@ from models.pretraining.spec import TrainingRecipe
 
 DEFAULT_BACKBONE = "models:/backbone@champion"  # the registered backbone every stage starts from
 DOMAIN_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"  # a domain names folders, models and Prefect deployments
+DEFAULT_HORIZON = 8  # held-out points per series where nothing names a horizon: sources entries and onboarding alike
 
 
 class Section(BaseModel):
@@ -120,14 +121,14 @@ class SourceSpec(Section):
     """One entry of ``sources`` (the domains ``dvc repro`` ingests; the key is the domain)."""
 
     source: str
-    horizon: int = Field(6, ge=1, le=1024)
+    horizon: int = Field(DEFAULT_HORIZON, ge=1, le=1024, description="test (and validation) points per series")
     min_train: int = Field(8, ge=2)
 
 
 def _default_sources() -> dict[str, SourceSpec]:
     return {
-        "synthetic": SourceSpec(source="synthetic:kernelsynth?n_series=400&length=256&seed=0", horizon=8),
-        "m3-other": SourceSpec(source="builtin:m3-other", horizon=8),
+        "synthetic": SourceSpec(source="synthetic:kernelsynth?n_series=400&length=256&seed=0"),
+        "m3-other": SourceSpec(source="builtin:m3-other"),
     }
 
 
@@ -176,7 +177,7 @@ class OnboardTarget(Section):
         "synthetic:...; ingested first. Empty: the domain's store as already ingested",
     )
     horizon: int = Field(
-        6,
+        DEFAULT_HORIZON,
         ge=1,
         le=1024,
         description="test (and validation) points per series, where the source has no per-series horizons",
@@ -591,7 +592,7 @@ class Settings(BaseSettings):
     s3: S3Settings = S3Settings()
     sources: dict[str, SourceSpec] = Field(default_factory=_default_sources)
     pretrain: PretrainParams = PretrainParams(domains=["synthetic", "m3-other"])
-    onboard: OnboardParams = OnboardParams(domain="m3-other", horizon=8)
+    onboard: OnboardParams = OnboardParams(domain="m3-other")
     serve: ServeParams = ServeParams()
     demo: DemoParams = DemoParams()
     evaluate: EvaluateParams = EvaluateParams()

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import typer
 
@@ -81,9 +82,16 @@ def _runtime_env(
     from infra.settings import ProfileError, apply_runtime_env
 
     try:
-        apply_runtime_env(_settings())
+        settings = _settings()
+        apply_runtime_env(settings)
     except ProfileError as e:
         _fail(str(e))
+    if os.environ.get("DVC_STAGE"):  # run by `dvc repro`: its ${tsfm...} values must be the settings'
+        from store.dvc_params import FILE, stale
+
+        why = stale(settings, Path(os.environ.get("DVC_ROOT", ".")) / FILE)
+        if why:
+            _fail(why)
 
 
 def _echo(result, out: str | None = None) -> None:
@@ -665,9 +673,24 @@ def config(
         False, "--changed", help="only the settings whose value differs from the schema's default"
     ),
     as_json: bool = typer.Option(False, "--json", help="the rows as JSON (key, value, source, default)"),
+    write_dvc: bool = typer.Option(
+        False, "--write-dvc", help="write dvc.params.yaml (what dvc.yaml reads) from these settings, then exit"
+    ),
+    check_dvc: bool = typer.Option(
+        False, "--check-dvc", help="exit 2 with a message when dvc.params.yaml does not match these settings"
+    ),
 ):
     """The effective settings, each with where it came from: the schema's default, the profile (TSFM_PROFILE),
     params.yaml (TSFM_PARAMS) or a TSFM_* variable. A command's options and --set apply on top, to it alone."""
+    if write_dvc or check_dvc:
+        from store.dvc_params import FILE, stale, write
+
+        path = Path(os.environ.get("DVC_ROOT", ".")) / FILE
+        if write_dvc:
+            _say(f"wrote {write(_settings(), path)}")
+        elif why := stale(_settings(), path):
+            _fail(why)
+        return
     from infra.provenance import effective_settings
 
     rows = [r for r in effective_settings() if not changed or r["value"] != r["default"]]

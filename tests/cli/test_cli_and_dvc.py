@@ -86,6 +86,11 @@ def test_dvc_repro_runs_the_ingest_stage(tmp_path):
     env.pop("TSFM_PATHS__DATA_DIR")  # the DVC output lives inside the repo
     run = lambda *cmd: subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)  # noqa: E731
     assert run("git", "init", "-q").returncode == 0
+    # params.yaml edited, dvc.params.yaml not rewritten yet: the pipeline refuses rather than use old values
+    stale = run(str(BIN / "dvc"), "repro", "settings")
+    assert stale.returncode != 0 and "tsfm config --write-dvc" in stale.stdout + stale.stderr, stale.stderr[-2000:]
+    assert run(str(BIN / "tsfm"), "config", "--write-dvc").returncode == 0
+    assert run(str(BIN / "dvc"), "repro", "settings").returncode == 0
     proc = run(str(BIN / "dvc"), "repro", "ingest@small")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     store = work / "data" / "store" / "small"
@@ -130,31 +135,37 @@ def test_cli_onboard_rejects_bad_parameters_before_any_work(tmp_path, monkeypatc
 
 
 def test_dvc_yaml_follows_the_settings(monkeypatch):
-    """dvc.yaml is written by hand, so a test keeps it in step with the settings it runs on: the
-    pretrain stage depends on the stores of exactly `pretrain.domains`, every `${...}` it reads is a
-    key of params.yaml, and each stage's `params` name sections the schema has."""
+    """dvc.params.yaml is what `tsfm config --write-dvc` writes from the repository's settings (a stale
+    copy fails here, not in a user's `dvc repro`); the pretrain stage depends on the stores of exactly
+    `pretrain.domains`; every `${...}` dvc.yaml reads and every param it tracks is in that file."""
     import re
 
-    from infra.settings import Settings, load_settings
+    from infra.settings import load_settings
+    from store.dvc_params import FILE, render
 
     monkeypatch.setenv("TSFM_PARAMS", str(REPO / "params.yaml"))
     for name in [n for n in os.environ if n.startswith("TSFM_") and n != "TSFM_PARAMS"]:
         monkeypatch.delenv(name)
     settings = load_settings()
-    dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    stores = sorted(d.removeprefix("data/store/") for d in dvc["pretrain"]["deps"] if d.startswith("data/store/"))
+    assert (REPO / FILE).read_text() == render(settings), f"{FILE} is stale: run `tsfm config --write-dvc`"
+    dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    assert dvc["vars"] == [FILE]
+    stages = dvc["stages"]
+    stores = sorted(d.removeprefix("data/store/") for d in stages["pretrain"]["deps"] if d.startswith("data/store/"))
     assert stores == sorted(settings.pretrain.domains)
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    for ref in re.findall(r"\$\{([a-z_.]+)\}", (REPO / "dvc.yaml").read_text()):
-        if ref.split(".")[0] in ("item", "key"):
-            continue
+    params = yaml.safe_load((REPO / FILE).read_text())
+
+    def lookup(ref: str) -> None:
         node = params
         for part in ref.split("."):
-            assert isinstance(node, dict) and part in node, f"dvc.yaml reads ${{{ref}}}, which params.yaml lacks"
+            assert isinstance(node, dict) and part in node, f"dvc.yaml reads {ref}, which {FILE} lacks"
             node = node[part]
-    for stage in dvc.values():
-        for key in stage.get("params", []):
-            section, *rest = key.split(".")
-            assert section in Settings.model_fields, key
-            if rest:
-                assert rest[0] in type(getattr(settings, section)).model_fields, key
+
+    for ref in re.findall(r"\$\{([a-z_.]+)\}", (REPO / "dvc.yaml").read_text()):
+        if ref.split(".")[0] not in ("item", "key"):
+            lookup(ref)
+    for stage in stages.values():
+        for entry in stage.get("params", []):
+            assert isinstance(entry, dict) and list(entry) == [FILE], entry  # never params.yaml: it holds overrides
+            for ref in entry[FILE]:
+                lookup(ref)

@@ -98,7 +98,8 @@ def test_context_is_capped_by_max_context():
 
 
 def test_params_schema():
-    assert EvaluateParams(**yaml.safe_load((REPO / "params.yaml").read_text())["evaluate"])
+    # the evaluate section DVC reads (dvc.params.yaml: the schema defaults under params.yaml's overrides)
+    assert EvaluateParams(**yaml.safe_load((REPO / "dvc.params.yaml").read_text())["tsfm"]["evaluate"])
     assert EvaluateParams(datasets=["builtin:M3", "m3"]).datasets == ["m3"]
     with pytest.raises(ValueError, match="seasonal_naive is required"):
         EvaluateParams(baselines=["theta"])
