@@ -672,8 +672,31 @@ class Settings(BaseSettings):
         return self.paths.state_dir.joinpath("runs", *parts)
 
 
+_LOADED: dict[tuple, Settings] = {}
+
+
+def _inputs() -> tuple:
+    """What the settings are made of, besides the code: the TSFM_* variables and params.yaml's
+    path and bytes (a profile is named by TSFM_PROFILE)."""
+    path = Path(os.environ.get("TSFM_PARAMS", "params.yaml")).resolve()
+    try:
+        text = path.read_bytes()
+    except OSError:
+        text = None
+    return tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("TSFM_"))), str(path), text
+
+
 def load_settings(**overrides) -> Settings:
-    return Settings(**overrides)
+    """The effective settings (keyword arguments > TSFM_* > params.yaml > profile > defaults). Without
+    keyword arguments they are loaded once per process for the same inputs and shared by the CLI, the
+    flows and the tasks it runs; treat them as read-only (``model_copy(update=...)`` for a variant)."""
+    if overrides:
+        return Settings(**overrides)
+    key = _inputs()
+    if key not in _LOADED:
+        _LOADED.clear()  # inputs changed (a test, a long-lived worker): only the current ones are kept
+        _LOADED[key] = Settings()
+    return _LOADED[key]
 
 
 def runtime_env(settings: Settings) -> dict[str, str]:
