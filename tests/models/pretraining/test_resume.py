@@ -7,72 +7,16 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
+
+from tests.models.pretraining.trainer_runs import MAX_STEPS, command, make_corpus, train_losses
 
 ROOT = Path(__file__).resolve().parents[3]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-MAX_STEPS = 40
 RTOL = 1e-4
-
-
-def make_corpus(path: Path) -> Path:
-    rng = np.random.default_rng(1)
-    frames = []
-    for i in range(12):
-        n = int(rng.integers(60, 200))
-        t = np.arange(n)
-        y = 3 * i + 4 * np.sin(2 * np.pi * t / int(rng.choice([7, 12]))) + rng.normal(0, 0.5, n)
-        frames.append(pd.DataFrame({"unique_id": f"s{i}", "ds": t, "y": y}))
-    pd.concat(frames).to_parquet(path, index=False)
-    return path
-
-
-def command(data: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "models.pretraining",
-        "--data",
-        str(data),
-        "--out",
-        str(out),
-        "--preset",
-        "tiny",
-        "--context-length",
-        "64",
-        "--horizon-length",
-        "16",
-        "--accelerator",
-        "cpu",
-        "--devices",
-        "1",
-        "--max-steps",
-        str(MAX_STEPS),
-        "--batch-size",
-        "8",
-        "--warmup-steps",
-        "5",
-        "--lr",
-        "3e-3",
-        "--seed",
-        "0",
-        "--log-every-n-steps",
-        "1",
-        *extra,
-    ]
-
-
-def train_losses(out: Path) -> dict[int, float]:
-    """step -> train_loss from the CSV logs, one version folder per (re)start (the last row wins if a step
-    was logged twice)."""
-    folders = sorted((out / "logs").glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
-    df = pd.concat([pd.read_csv(f / "metrics.csv") for f in folders]).dropna(subset=["train_loss"])
-    return {int(s): float(v) for s, v in zip(df["step"], df["train_loss"])}
 
 
 def test_killed_run_resumes_with_the_same_loss_curve(tmp_path):

@@ -349,7 +349,7 @@ def test_killed_accumulating_run_resumes_exactly(tmp_path):
     rank: the resumed run must skip exactly those (data side: batches_per_step)."""
     import signal
 
-    from tests.models.pretraining.test_resume import command, make_corpus, train_losses
+    from tests.models.pretraining.trainer_runs import command, make_corpus, train_losses
 
     data = make_corpus(tmp_path / "train.parquet")
     a, b = tmp_path / "a", tmp_path / "b"
