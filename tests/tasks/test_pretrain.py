@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 
 from infra.settings import PretrainParams
+from infra.trainer import trainer_command, trainer_job
 from models.pretraining.spec import TrainerJob, TrainingRecipe
 from store.corpus import build_corpus, store_versions
-from tasks.pretrain import run_key, trainer_command, trainer_job
+from tasks.pretrain import run_key
 
 
 def _stores(tmp_path) -> list[str]:

@@ -50,8 +50,8 @@ def test_bf16_weights_forecast_like_the_original(shipped):
 
 
 def test_first_use_registers_the_shipped_backbone_once(shipped, settings):
-    from tasks.pretrain import ensure_backbone, resolve_init
     from tracking import registry
+    from tracking.backbones import ensure_backbone, resolve_init
 
     assert ensure_backbone(settings) == "models:/backbone@champion"
     registry.configure(settings)
@@ -71,7 +71,7 @@ def test_first_use_registers_the_shipped_backbone_once(shipped, settings):
 
 
 def test_without_a_shipped_backbone_the_message_says_what_to_run(settings, monkeypatch, tmp_path):
-    from tasks.pretrain import ensure_backbone, resolve_init
+    from tracking.backbones import ensure_backbone, resolve_init
 
     monkeypatch.setattr(io, "SHIPPED_DIR", tmp_path / "nothing")
     with pytest.raises(NotFoundError, match="tsfm pretrain"):
@@ -84,16 +84,17 @@ def test_a_retrained_backbone_is_champion_only_if_it_validates_better(shipped, s
     """The gate's decision on real registry versions; the score itself on a real store's windows."""
     from mlflow import MlflowClient
 
-    import tasks.pretrain as pretrain
+    import evaluation.backbone_gate as backbone_gate
     from store.ingest import ingest_to_store
     from tracking import registry
+    from tracking.backbones import ensure_backbone
     from tracking.model_logging import log_forecaster
 
     store = ingest_to_store("synthetic:kernelsynth?n_series=12&length=96&seed=3", "ks", 8, 8, tmp_path / "data")
-    score = pretrain.backbone_val_score(shipped[1], [str(store)], settings)
+    score = backbone_gate.backbone_val_score(shipped[1], [str(store)], settings)
     assert np.isfinite(score) and score > 0
 
-    pretrain.ensure_backbone(settings)  # v1: the shipped one, champion
+    ensure_backbone(settings)  # v1: the shipped one, champion
 
     def register(tag: str) -> str:
         import mlflow
@@ -112,15 +113,15 @@ def test_a_retrained_backbone_is_champion_only_if_it_validates_better(shipped, s
     # scores in the order the gate asks: the new version's, then the champion's
     # v2 scores 0.0995 against v1's 0.100: under the 1% margin, stays challenger
     calls = iter([0.0995, 0.100, 0.080, 0.100])
-    monkeypatch.setattr(pretrain, "backbone_val_score", lambda folder, stores, s: next(calls))
+    monkeypatch.setattr(backbone_gate, "backbone_val_score", lambda folder, stores, s: next(calls))
     v2 = register("v2")
-    out = pretrain.gate_backbone(v2, [str(store)], settings)
+    out = backbone_gate.gate_backbone(v2, [str(store)], settings)
     assert not out["promoted"] and out["champion"] == "models:/backbone/1" and "needs 1% better" in out["reason"]
     client = MlflowClient()
     assert str(client.get_model_version_by_alias("backbone", "challenger").version) == "2"
     assert "kept v1" in client.get_model_version("backbone", "2").tags["gate"]
     v3 = register("v3")  # 0.080 against 0.100: promoted
-    out = pretrain.gate_backbone(v3, [str(store)], settings)
+    out = backbone_gate.gate_backbone(v3, [str(store)], settings)
     assert out["promoted"] and out["champion"] == "models:/backbone/3"
     assert str(client.get_model_version_by_alias("backbone", "champion").version) == "3"
 
@@ -128,8 +129,9 @@ def test_a_retrained_backbone_is_champion_only_if_it_validates_better(shipped, s
 def test_the_demo_continues_the_shipped_backbone_briefly_and_names_it(shipped, settings, monkeypatch, tmp_path):
     from flows.demo import demo_pretrain
     from infra.settings import DemoParams, PretrainParams
-    from tasks.pretrain import _origin, resolve_init, shape_label
+    from tasks.pretrain import _origin, shape_label
     from tracking import registry
+    from tracking.backbones import resolve_init
 
     base = PretrainParams(preset="22m", max_steps=2000, lr=3e-3, warmup_steps=40)
     plan = demo_pretrain(base, DemoParams(continue_steps=60, continue_lr=3e-4))
