@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from contextlib import ExitStack
+from typing import Any, cast
 
 import numpy as np
 
@@ -25,14 +26,21 @@ KNOWN_MODELS = STATISTICAL
 CHUNK = 64  # series per unit of work: the granularity of progress reports
 
 
-def _fit_chunk(args) -> list[tuple]:
+def _fit_chunk(args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
     xs, horizon, season_length, model, keep = args
     return [fit_one(x, horizon, season_length, model, keep=keep) for x in xs]
 
 
 def _fit_all(
-    histories, horizon, season_length, model, n_jobs, progress, executor: Executor | None = None, keep: bool = False
-) -> list[tuple]:
+    histories: Sequence[np.ndarray],
+    horizon: int,
+    season_length: int,
+    model: str,
+    n_jobs: int,
+    progress: Any,
+    executor: Executor | None = None,
+    keep: bool = False,
+) -> list[tuple[Any, ...]]:
     """Contiguous chunks, serially or in a process pool; results in input order: (quantiles, note)
     or, with ``keep``, (quantiles, note, fitted parameters)."""
     n = len(histories)
@@ -64,7 +72,7 @@ def baseline_pool(n_jobs: int, models: Sequence[str] = KNOWN_MODELS) -> ProcessP
 
 
 def progress_logger(
-    label: str, logger: logging.Logger | logging.LoggerAdapter | None = None, every_s: float = 30.0
+    label: str, logger: logging.Logger | logging.LoggerAdapter[logging.Logger] | None = None, every_s: float = 30.0
 ) -> Callable[[str, int, int], None]:
     """A ``progress`` callback that logs at most every ``every_s`` seconds, and at the end."""
     logger = logger or log
@@ -93,7 +101,7 @@ def baseline_forecasts_with_notes(
     n_jobs: int = 1,
     progress: Callable[[str, int, int], None] | None = None,
     executor: Executor | None = None,
-    states: dict[str, list] | None = None,
+    states: dict[str, list[Any]] | None = None,
 ) -> tuple[dict[str, np.ndarray], list[str]]:
     """Like baseline_forecasts, also returning one note per fallback ("<model> series <i>: ...").
 
@@ -122,7 +130,7 @@ def baseline_forecasts_with_notes(
 
 
 def baseline_forecasts(
-    histories: Sequence[np.ndarray], horizon: int, season_length: int | None, **options
+    histories: Sequence[np.ndarray], horizon: int, season_length: int | None, **options: Any
 ) -> dict[str, np.ndarray]:
     """Quantile forecasts ``{model: [N, H, 9]}`` in the order of ``histories`` (``options``: those of
     ``baseline_forecasts_with_notes``).
@@ -141,12 +149,12 @@ def baseline_forecasts(
 
 def grouped_baseline_forecasts(
     histories: Sequence[np.ndarray],
-    horizons: Sequence[int],
-    seasons: Sequence[int],
+    horizons: Any,  # Sequence[int]
+    seasons: Any,  # Sequence[int]
     horizon: int,
     models: Sequence[str] = MODELS,
     n_jobs: int = 1,
-    states: dict[str, list] | None = None,
+    states: dict[str, list[Any]] | None = None,
 ) -> tuple[dict[str, np.ndarray], list[str], dict[str, float]]:
     """Baselines for series with their own horizon and season (M3 categories mix frequencies):
     fitted per (horizon, season) group, NaN-padded to ``horizon``: ``{model: [N, horizon, 9]}``,
@@ -166,14 +174,14 @@ def grouped_baseline_forecasts(
             idx = np.flatnonzero((horizons == h) & (seasons == m))
             for model in models:
                 t = time.perf_counter()
-                kept: dict[str, list] | None = {} if states is not None else None
+                kept: dict[str, list[Any]] | None = {} if states is not None else None
                 fc, part_notes = baseline_forecasts_with_notes(
-                    [histories[i] for i in idx], h, m, None, (model,), n_jobs, executor=pool, states=kept
+                    [cast(Any, histories)[i] for i in idx], h, m, None, (model,), n_jobs, executor=pool, states=kept
                 )
                 seconds[model] += time.perf_counter() - t
                 if kept is not None:
                     for i, state in zip(idx, kept[model]):
-                        states[model][i] = state
+                        cast(dict[str, list[Any]], states)[model][i] = state
                 out[model][idx, :h] = fc[model]
                 notes += [f"h={h} m={m} {n}" for n in part_notes]
     return out, notes, seconds

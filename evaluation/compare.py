@@ -11,7 +11,9 @@ from the result folders that ``tsfm onboard`` leaves (``models.memory.result``).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,7 +27,7 @@ MODEL_ORDER = ("seasonal_naive", "auto_ets", "theta", "backbone", "teacher", "fi
 COLUMNS = ("MASE", "sCRPS", "sMAPE", "ms_per_series")
 
 
-def _ordered(models) -> list[str]:
+def _ordered(models: Iterable[str]) -> list[str]:
     return sorted(models, key=lambda m: (MODEL_ORDER.index(m) if m in MODEL_ORDER else len(MODEL_ORDER), m))
 
 
@@ -74,7 +76,7 @@ def forgetting_table(result_dirs: list[str | Path], context_length: int, batch_s
             split = other.split
             contexts, truth = split.history("test"), split.truth("test")
 
-            def score(model) -> dict[str, float]:
+            def score(model: Any) -> dict[str, float]:
                 q = batch_forecast(model, contexts, split.horizon, context_length, batch_size).quantiles
                 m = per_series_metrics(q, truth, split.train, split.seasons)
                 return {"sCRPS": float(np.nanmean(m["sCRPS"])), "MASE": float(np.nanmean(m["MASE"]))}

@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import time
 import warnings
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -43,7 +45,7 @@ def evaluate_result(result: OnboardingResult, domain: str, n_jobs: int = 1) -> N
         insample = [split.train[i] for i in w.series]
         ids = [split.ids[i] for i in w.series]
         keys = ids if part == "test" else [f"{u}@{o}" for u, o in zip(ids, w.origin)]  # one per window
-        states: dict[str, list] | None = {} if part == "test" else None  # fitted on train + validation
+        states: dict[str, list[Any]] | None = {} if part == "test" else None  # fitted on train + validation
         t = time.perf_counter()
         forecasts, notes[part], seconds = grouped_baseline_forecasts(
             w.contexts, horizons, seasons, split.horizon, n_jobs=n_jobs, states=states
@@ -145,7 +147,7 @@ def identical_notes(forecasts: dict[str, np.ndarray], alpha: float) -> list[str]
 ENSEMBLE_MEMBERS = (*MODELS, "backbone", "fused", "teacher")
 
 
-def _keep_fitted(result: OnboardingResult, states: dict[str, list]) -> None:
+def _keep_fitted(result: OnboardingResult, states: dict[str, list[Any]]) -> None:
     """Each statistical candidate's folder gets the parameters fitted on every series' test context."""
     from models.forecasting.statistical import StatisticalForecaster
 
@@ -184,7 +186,7 @@ def _write_ensemble(result: OnboardingResult, ensemble: Ensemble | None) -> None
     result.ensemble_file().write_text(json.dumps(record, indent=2))
 
 
-def validation_evidence(result: OnboardingResult, families=tuple(FAMILIES)) -> Evidence:
+def validation_evidence(result: OnboardingResult, families: Sequence[str] = tuple(FAMILIES)) -> Evidence:
     """Every candidate family's validation sCRPS per window, on the same windows in the same order,
     with each window's series as the resampling unit: what the gate judges on."""
     per = pd.read_csv(result.per_series_file("val"))

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import numpy as np
 
@@ -142,8 +143,8 @@ def beats(
         return Verdict(True, math.nan, None)
     gain = 1 - cand / inc if inc > 0 else math.nan
     by_margin = cand < inc * (1 - margin)
-    if np.ndim(candidate) and np.ndim(incumbent) and np.shape(candidate) == np.shape(incumbent):
-        sure = paired_confidence(candidate, incumbent, groups, margin)
+    if np.ndim(candidate) and np.ndim(cast(Any, incumbent)) and np.shape(candidate) == np.shape(cast(Any, incumbent)):
+        sure = paired_confidence(cast(np.ndarray, candidate), cast(np.ndarray, incumbent), groups, margin)
         return Verdict(by_margin and sure >= confidence, gain, sure)
     return Verdict(by_margin, gain, None)
 
@@ -199,7 +200,7 @@ def choose_candidate(scores: Mapping[str, float] | Evidence, margin: float, conf
             )
     single_why = (
         f"the fused model (val sCRPS {fused:.4f}) beats every other candidate, the best of them {best} "
-        f"({others[best]:.4f}) by {_gain(fused, others[best])}{_sure(sure, f'{FUSED} vs {best}')}"
+        f"({others[best]:.4f}) by {_gain(cast(float, fused), others[best])}{_sure(sure, f'{FUSED} vs {best}')}"
         if pick == FUSED
         else f"{best} has the best validation sCRPS ({others[best]:.4f}){_versus(best, others[best], naive)}; "
         f"the fused model {why}"

@@ -21,6 +21,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -138,7 +139,7 @@ def _electricity_group(dataset: str, max_series: int | None, windows: int) -> Gr
     return Group(dataset, horizon, season, meta, histories, np.stack(truth), len(ids))
 
 
-def pretrain_sources(data_version: str | None, settings: Settings) -> list[dict]:
+def pretrain_sources(data_version: str | None, settings: Settings) -> list[dict[str, Any]]:
     """The backbone's pre-training stores (its ``data_version`` tag, ``domain:md5,...``) with
     the source and horizon each was ingested with: from the store itself when its digest
     matches, else from the configured sources (``verified`` False)."""
@@ -161,7 +162,7 @@ def pretrain_sources(data_version: str | None, settings: Settings) -> list[dict]
     return out
 
 
-def pretrain_overlap(groups: list[Group], sources: list[dict]) -> list[dict]:
+def pretrain_overlap(groups: list[Group], sources: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Test points the backbone may have seen in pre-training.
 
     Pre-training uses the train part of each store: all but the last 2 x (store horizon)
@@ -207,8 +208,15 @@ def group_label(g: Group) -> str:
 
 
 def score_groups(
-    groups: list[Group], model, params, backbone: dict, device: str, n_jobs: int, pool, out: Path
-) -> tuple[pd.DataFrame, dict]:
+    groups: list[Group],
+    model: Any,
+    params: Any,
+    backbone: dict[str, Any],
+    device: str,
+    n_jobs: int,
+    pool: Any,
+    out: Path,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The backbone ``model`` (a PatchBackbone) and the baselines on every group's windows:
     (per-window metrics of each model, run facts: windows, seconds, contexts, fallbacks).
     Draws a fan chart per group into ``out``."""
@@ -308,6 +316,6 @@ def dataset_table(dataset: str, per: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(tables, ignore_index=True)
 
 
-def tag_label(dataset: str, info: dict) -> str:
+def tag_label(dataset: str, info: dict[str, Any]) -> str:
     """Tag-name part of a dataset: a subsample says so, so it never passes for the full set."""
     return dataset if info["series"] >= info["series_total"] else f"{dataset}_sample{info['series']}"

@@ -12,10 +12,11 @@ do); ``scaled_crps_pooled`` is one number for a whole set (GIFT-Eval's weighted 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from jaxtyping import Bool, Float
+from numpy.typing import ArrayLike
 
 if TYPE_CHECKING:  # torch is imported by the training losses only: evaluation and reports stay light
     from torch import Tensor
@@ -68,7 +69,7 @@ def pinball_per_sample(
 
 
 # ------------------------------------------------------------------ evaluation (numpy)
-def _as_2d(y) -> np.ndarray:
+def _as_2d(y: ArrayLike) -> np.ndarray:
     y = np.asarray(y, dtype=np.float64)
     if y.ndim != 2:
         raise ValueError(f"expected [N, H], got shape {y.shape}")
@@ -82,7 +83,7 @@ def _mean_over_targets(err: np.ndarray, y: np.ndarray) -> np.ndarray:
         return np.where(known, err, 0.0).sum(axis=1) / known.sum(axis=1)
 
 
-def _pinball2(y: Truth, quantiles: Quantiles, levels: Sequence[float]) -> Float[np.ndarray, "n horizon quantile"]:
+def _pinball2(y: Truth, quantiles: Quantiles, levels: Any) -> Float[np.ndarray, "n horizon quantile"]:
     """2 * pinball per level; 0 where there is no target, NaN where the forecast is NaN."""
     y, q = _as_2d(y), np.asarray(quantiles, dtype=np.float64)
     levels = np.asarray(levels, dtype=np.float64)
@@ -118,7 +119,9 @@ def scaled_crps_pooled(y: Truth, quantiles: Quantiles, levels: Sequence[float] =
     return float(num.sum() / total) if total > 0 else float("nan")
 
 
-def mase_scale(insample: Sequence[np.ndarray], season_length: int | Sequence[int]) -> Float[np.ndarray, " n"]:
+def mase_scale(
+    insample: Sequence[np.ndarray], season_length: int | Sequence[int] | np.ndarray
+) -> Float[np.ndarray, " n"]:
     """Per-series MASE denominator: mean |x_t - x_{t-m}| over the training history.
 
     ``season_length``: one m, or one per series. Lag 1 when the history is shorter than
@@ -142,7 +145,7 @@ def mase_scale(insample: Sequence[np.ndarray], season_length: int | Sequence[int
 
 
 def mase(
-    y: Truth, point: Truth, insample: Sequence[np.ndarray], season_length: int | Sequence[int]
+    y: Truth, point: Truth, insample: Sequence[np.ndarray], season_length: int | Sequence[int] | np.ndarray
 ) -> Float[np.ndarray, " n"]:
     """Mean absolute scaled error per series (NaN where the scale is undefined)."""
     y, point = _as_2d(y), _as_2d(point)
@@ -169,7 +172,7 @@ def coverage(y: Truth, quantiles: Quantiles) -> Float[np.ndarray, " n"]:
 
 
 def per_series_metrics(
-    quantiles: Quantiles, y: Truth, insample: Sequence[np.ndarray], season_length: int | Sequence[int]
+    quantiles: Quantiles, y: Truth, insample: Sequence[np.ndarray], season_length: int | Sequence[int] | np.ndarray
 ) -> dict[str, np.ndarray]:
     """MASE / sCRPS / sMAPE and 10-90% coverage per series for one model; the median is the point forecast."""
     point = np.asarray(quantiles)[..., MEDIAN]
@@ -181,7 +184,7 @@ def per_series_metrics(
     }
 
 
-def nan_mean(values) -> float:
+def nan_mean(values: ArrayLike) -> float:
     """The mean of the finite values; NaN (without numpy's warning) when there is none."""
     v = np.asarray(values, float)
     ok = np.isfinite(v)

@@ -12,10 +12,10 @@ holds one domain's parts as arrays, made once per onboarding and saved with its 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import pandas as pd
@@ -70,13 +70,13 @@ def split_frame(df: pd.DataFrame, horizon: int | Mapping[str, int], origins: int
         if missing:
             raise ValueError(f"no horizon for series {sorted(missing)[:5]}")
         horizon = df["unique_id"].astype(str).map({str(k): int(v) for k, v in horizon.items()}).to_numpy()
-        if (horizon < 1).any():
+        if (cast(np.ndarray, horizon) < 1).any():
             raise ValueError("horizons must be >= 1")
     elif horizon < 1:
         raise ValueError("horizon must be >= 1")
     pos = _position_from_end(df).to_numpy()
     lengths = df.groupby("unique_id", sort=False)["y"].transform("size").to_numpy()
-    h = np.broadcast_to(horizon, pos.shape)
+    h = np.broadcast_to(cast(Any, horizon), pos.shape)
     k = spare_origins(lengths, h, origins)
     if auto and origins > AUTO_MIN_ORIGINS:
         # the origins beyond the fixed default keep half of each series before test for training
@@ -156,8 +156,12 @@ class SeriesSplit:
         origins: int | None = 1,
     ) -> SeriesSplit:
         split = split_frame(df, horizons, origins)
-        own = (lambda u: int(horizons[u])) if isinstance(horizons, Mapping) else (lambda u: int(horizons))
-        season = (lambda u: int(seasons[u])) if isinstance(seasons, Mapping) else (lambda u: int(seasons))
+        own: Callable[[str], int] = (
+            (lambda u: int(horizons[u])) if isinstance(horizons, Mapping) else (lambda u: int(horizons))
+        )
+        season: Callable[[str], int] = (
+            (lambda u: int(seasons[u])) if isinstance(seasons, Mapping) else (lambda u: int(seasons))
+        )
         train, val, test = (to_arrays(p) for p in (split.train, split.val, split.test))
         ids = [
             u
@@ -193,7 +197,7 @@ class SeriesSplit:
 
     def origin_counts(self) -> dict[int, int]:
         """origins -> number of series with that many validation windows."""
-        values, counts = np.unique(self.origins, return_counts=True)
+        values, counts = np.unique(cast(np.ndarray, self.origins), return_counts=True)
         return {int(v): int(c) for v, c in zip(values, counts)}
 
     def windows(self, part: str) -> Windows:
@@ -209,7 +213,7 @@ class SeriesSplit:
             )
         self._check(part)
         targets, series, origin = [], [], []
-        for i, (val, h, k) in enumerate(zip(self.val, self.horizons, self.origins)):
+        for i, (val, h, k) in enumerate(zip(self.val, self.horizons, cast(np.ndarray, self.origins))):
             for j in range(int(k)):
                 targets.append(val[j * h : (j + 1) * h])
                 series.append(i)
@@ -228,7 +232,7 @@ class SeriesSplit:
             return [np.concatenate([a, b]) for a, b in zip(self.train, self.val)]
         return [
             np.concatenate([train, val[: j * h]])
-            for train, val, h, k in zip(self.train, self.val, self.horizons, self.origins)
+            for train, val, h, k in zip(self.train, self.val, self.horizons, cast(np.ndarray, self.origins))
             for j in range(int(k))
         ]
 
@@ -242,7 +246,7 @@ class SeriesSplit:
             raise ValueError(f"part must be 'val' or 'test', got {part!r}")
 
     def save(self, path: str | Path) -> Path:
-        arrays = {
+        arrays: dict[str, Any] = {
             "horizons": self.horizons,
             "seasons": self.seasons,
             "origins": self.origins,

@@ -3,7 +3,8 @@ the user gave it (a flag, a --set key), never a traceback."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -11,11 +12,11 @@ _BOUNDS = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "
 _CTX_KEY = {"greater_than_equal": "ge", "greater_than": "gt", "less_than_equal": "le", "less_than": "lt"}
 
 
-def _number(v) -> str:
+def _number(v: object) -> str:
     return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
 
 
-def _text(err: dict) -> str:
+def _text(err: Mapping[str, Any]) -> str:
     kind, ctx = err["type"], err.get("ctx") or {}
     if kind in _BOUNDS:
         return f"must be {_BOUNDS[kind]} {_number(ctx[_CTX_KEY[kind]])}"
@@ -28,7 +29,9 @@ def _text(err: dict) -> str:
     return ": " + str(err["msg"]).removeprefix("Value error, ")
 
 
-def messages(exc: ValidationError, name: Callable[[tuple], str] = lambda loc: ".".join(map(str, loc))) -> list[str]:
+def messages(
+    exc: ValidationError, name: Callable[[tuple[Any, ...]], str] = lambda loc: ".".join(map(str, loc))
+) -> list[str]:
     """``name(loc)``: how the user refers to the field at ``loc`` (e.g. ``--max-steps``)."""
     out = []
     for err in exc.errors():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 
 @dataclass
@@ -40,11 +41,11 @@ class BackboneConfig:
         """Layer ``index`` (0-based) is variate-wise when it closes a group of ``variate_every``."""
         return self.variate_every > 0 and (index + 1) % self.variate_every == 0
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "BackboneConfig":
+    def from_dict(cls, data: dict[str, Any]) -> "BackboneConfig":
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:

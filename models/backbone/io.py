@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -22,7 +23,7 @@ def shipped_backbone() -> Path | None:
     return SHIPPED_DIR if (SHIPPED_DIR / CONFIG_FILE).is_file() and (SHIPPED_DIR / WEIGHTS_FILE).is_file() else None
 
 
-def ship_backbone(source: str | Path, card: dict, directory: str | Path = SHIPPED_DIR) -> Path:
+def ship_backbone(source: str | Path, card: dict[str, Any], directory: str | Path = SHIPPED_DIR) -> Path:
     """Copy a saved backbone into ``directory`` with its weights in bf16 (half the bytes; the
     forecast of a bf16-rounded model differs from the fp32 one by well under its own noise) and
     its card (what it was trained on, how long, how it scores)."""

@@ -3,6 +3,8 @@ variate-wise attention blocks (pre-norm). Activations are [batch, variate, patch
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import torch
 import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
@@ -48,7 +50,7 @@ class Rotary(nn.Module):
         """Rotated by position along ``length``."""
         L = x.shape[-2]
         pos = torch.arange(L, device=x.device, dtype=torch.float32)
-        angles = torch.outer(pos, self.inv_freq.to(x.device))  # [L, rot_dim / 2]
+        angles = torch.outer(pos, cast(Tensor, self.inv_freq).to(x.device))  # [L, rot_dim / 2]
         cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
         rot, rest = x[..., : self.rot_dim], x[..., self.rot_dim :]
         x1, x2 = rot[..., 0::2], rot[..., 1::2]
@@ -100,7 +102,7 @@ class _PreNormBlock(nn.Module):
         self.ffn = SwiGLU(d_model, d_ff, dropout)
         self.drop = nn.Dropout(dropout)
 
-    def _residual(self, h: Tensor, **attn_args) -> Tensor:
+    def _residual(self, h: Tensor, **attn_args: Any) -> Tensor:
         h = h + self.drop(self.attn(self.norm1(h), **attn_args))
         return h + self.ffn(self.norm2(h))
 

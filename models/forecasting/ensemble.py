@@ -17,6 +17,7 @@ import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,7 +29,7 @@ CONFIG_FILE, BACKBONE_DIR, MEMBERS_DIR = "ensemble.json", "backbone", "members"
 PARTS_WITHOUT_BACKBONE = (CONFIG_FILE, MEMBERS_DIR)
 
 
-def _member_class(kind: str):
+def _member_class(kind: str) -> Any:
     if kind not in MEMBER_KINDS:
         raise ValueError(f"an ensemble cannot hold a {kind!r} forecaster; it may hold {', '.join(MEMBER_KINDS)}")
     module, cls = KINDS[kind]
@@ -50,7 +51,7 @@ class EnsembleForecaster:
         total = float(sum(weights.values()))
         if total <= 0 or any(w < 0 for w in weights.values()):
             raise ValueError(f"weights must be >= 0 with a positive sum: {dict(weights)}")
-        self.members = dict(members)
+        self.members: dict[str, Any] = dict(members)
         self.weights = {f: float(w) / total for f, w in weights.items()}
         self.kinds = dict(kinds)
         self.horizon = int(horizon) if horizon else None  # None: any horizon (no neural member limits it)
@@ -66,6 +67,7 @@ class EnsembleForecaster:
         for family, member in self.members.items():
             q = np.asarray(member.predict(contexts, horizon, ids=ids).quantiles, np.float64) * self.weights[family]
             total = q if total is None else total + q
+        assert total is not None  # __init__ refuses an ensemble without members
         return QuantileForecast(total.astype(np.float32))
 
     # --------------------------------------------------------------- folder
@@ -97,7 +99,7 @@ class EnsembleForecaster:
         return out
 
     @classmethod
-    def load(cls, directory: str | Path, device: str = "cpu", backbone=None) -> EnsembleForecaster:
+    def load(cls, directory: str | Path, device: str = "cpu", backbone: object = None) -> EnsembleForecaster:
         """``backbone``: one already in memory (its folder then need not be there)."""
         directory = Path(directory)
         config = json.loads((directory / CONFIG_FILE).read_text())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import Any
 
 # kind -> (module, class). "adapter" is the fused forecaster with alpha 1 (the adapter fully applied).
 KINDS: dict[str, tuple[str, str]] = {
@@ -49,7 +50,7 @@ def forecaster_modules(kind: str) -> list[str]:
     return list(dict.fromkeys(forecaster_module(k) for k in kinds))
 
 
-def load_forecaster(kind: str, directory: str | Path, device: str = "cpu"):
+def load_forecaster(kind: str, directory: str | Path, device: str = "cpu") -> Any:
     """The forecaster of ``kind`` saved in ``directory``."""
     module = importlib.import_module(forecaster_module(kind))
     return getattr(module, KINDS[kind][1]).load(directory, device=device)

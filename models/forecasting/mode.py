@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
@@ -13,7 +14,7 @@ def _on_device(module: torch.nn.Module, device: torch.device) -> bool:
 
 
 @contextmanager
-def serving_mode(modules: tuple[torch.nn.Module, ...], device: torch.device):
+def serving_mode(modules: tuple[torch.nn.Module, ...], device: torch.device) -> Iterator[None]:
     """The block runs in inference mode with ``modules`` on ``device`` and in eval mode; their
     training modes are given back after. A module is moved or switched only when it has to be:
     ``Module.to``/``eval``/``train`` walk every submodule, about 1 ms together per call for the

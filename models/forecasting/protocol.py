@@ -12,6 +12,8 @@ from __future__ import annotations
 import datetime
 import json
 import warnings
+from collections.abc import Callable
+from typing import Any, NoReturn, cast
 
 import numpy as np
 import pandas as pd
@@ -36,7 +38,7 @@ def point_forecasts(quantiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 MAX_DEPTH = 64  # JSON nesting a request may have; deeper ones are refused before any work
 
 
-def _reject_constant(name: str):
+def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not JSON (RFC 8259); send null for a missing value")
 
 
@@ -61,7 +63,7 @@ def parse_json(raw: bytes | str) -> object:
         raise ValueError(f"JSON nested more than {MAX_DEPTH} levels deep") from None
 
 
-def request_frame(body: object) -> tuple[pd.DataFrame, dict]:
+def request_frame(body: object) -> tuple[pd.DataFrame, dict[str, Any]]:
     """A decoded JSON request body -> (context rows, params).
 
     Accepts MLflow's ``dataframe_split`` ({"columns": [...], "data": [[...], ...]}) and
@@ -106,7 +108,7 @@ def parse_horizon(value: object, max_horizon: int | None) -> int:
     if isinstance(value, bool):  # JSON true/false is not a horizon (int(True) would be 1)
         raise ValueError(f"params.horizon must be an integer, got {json.dumps(value)}")
     try:
-        horizon = int(value)
+        horizon = int(cast(Any, value))  # a str or a number; anything else raises TypeError below
         if horizon != value and not (isinstance(value, str) and value.strip().lstrip("+").isdigit()):
             raise ValueError
     except (TypeError, ValueError):
@@ -129,7 +131,7 @@ def _is_number(v: object) -> bool:
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
 
 
-def _first_bad(column: pd.Series, ok) -> tuple[int, object] | None:
+def _first_bad(column: pd.Series, ok: Callable[[Any], bool]) -> tuple[int, object] | None:
     """(row, value) of the first value ``ok`` refuses, or None."""
     for row, v in zip(column.index, column.to_numpy(dtype=object)):
         if not ok(v):
@@ -168,7 +170,7 @@ def _stamps(frame: pd.DataFrame) -> pd.Series:
         ds = ds.map(lambda t: t.isoformat())
     kinds = {("int" if _is_number(v) else "str" if isinstance(v, str) else "other") for v in ds.to_numpy(dtype=object)}
     if "other" in kinds:
-        bad = _first_bad(ds, lambda v: _is_number(v) or isinstance(v, str))
+        bad = cast("tuple[int, object]", _first_bad(ds, lambda v: _is_number(v) or isinstance(v, str)))
         raise ValueError(
             f"column 'ds' must hold timestamps (strings) or integer steps; row {bad[0]} has {_shown(bad[1])}"
         )
@@ -234,7 +236,7 @@ def parse_context(frame: pd.DataFrame) -> tuple[list[str], list[np.ndarray], lis
     return ids, values, stamps
 
 
-def request_rows(body: object) -> tuple[list[str], list[list]] | None:
+def request_rows(body: object) -> tuple[list[str], list[list[Any]]] | None:
     """(columns, rows) of a well-formed body for ``parse_rows``, None when it is anything else (then
     ``request_frame`` explains)."""
     if not isinstance(body, dict) or set(body) - {"dataframe_split", "dataframe_records", "params"}:
@@ -247,7 +249,7 @@ def request_rows(body: object) -> tuple[list[str], list[list]] | None:
     return None
 
 
-def parse_rows(columns: list, rows: list) -> tuple[list[str], list[np.ndarray], list[pd.Series]] | None:
+def parse_rows(columns: list[Any], rows: list[Any]) -> tuple[list[str], list[np.ndarray], list[pd.Series]] | None:
     """``parse_context`` without pandas for the common body: string ids, number-or-null values, and
     integer steps or plain ISO dates without an offset. Returns what ``parse_context`` would, raises
     the ``ValueError`` it would, or returns None for anything else (``parse_context`` then decides)."""
@@ -259,7 +261,7 @@ def parse_rows(columns: list, rows: list) -> tuple[list[str], list[np.ndarray], 
     if not rows or len(set(names)) != len(names):
         return None
     width = len(columns)
-    series: dict[str, tuple[list, list]] = {}
+    series: dict[str, tuple[list[Any], list[Any]]] = {}
     ints = strs = 0
     for row in rows:
         if type(row) is not list or len(row) != width:
@@ -307,7 +309,7 @@ def parse_rows(columns: list, rows: list) -> tuple[list[str], list[np.ndarray], 
     return ids, values, [pd.Series(ds) for ds in stamps]
 
 
-def answer_json(ids: list[str], futures: list[list], quantiles: np.ndarray) -> bytes | None:
+def answer_json(ids: list[str], futures: list[list[Any]], quantiles: np.ndarray) -> bytes | None:
     """``{"predictions": [...]}`` as ``forecast_frame``'s records, built without pandas (the hot path);
     None for time-zone-aware timestamps (``forecast_frame`` keeps their offsets)."""
     n, h, _ = quantiles.shape
@@ -360,7 +362,7 @@ def from_model_scale(quantiles: np.ndarray, factors: np.ndarray, ids: list[str])
     return q
 
 
-def _offset(freq: str | None):
+def _offset(freq: str | None) -> Any:
     """A pandas offset for a frequency string; None when there is none or pandas cannot read it."""
     if not freq:
         return None
@@ -370,7 +372,7 @@ def _offset(freq: str | None):
         return None
 
 
-def future_index(uid: str, ds: pd.Series, horizon: int, freq: str | None = None) -> list:
+def future_index(uid: str, ds: pd.Series, horizon: int, freq: str | None = None) -> list[Any]:
     """The ``horizon`` steps after one series' context, continuing its own timestamps.
 
     The frequency and its anchor come from the series itself (month ends stay month ends,
@@ -403,12 +405,14 @@ def future_index(uid: str, ds: pd.Series, horizon: int, freq: str | None = None)
     return list(pd.date_range(start=last + off, periods=horizon, freq=off))
 
 
-def future_timestamps(ids: list[str], stamps: list[pd.Series], horizon: int, freq: str | None = None) -> list[list]:
+def future_timestamps(
+    ids: list[str], stamps: list[pd.Series], horizon: int, freq: str | None = None
+) -> list[list[Any]]:
     """``future_index`` of every series (checked before any forecast is made)."""
     return [future_index(uid, ds, horizon, freq) for uid, ds in zip(ids, stamps)]
 
 
-def forecast_frame(ids: list[str], futures: list[list], quantiles: np.ndarray) -> pd.DataFrame:
+def forecast_frame(ids: list[str], futures: list[list[Any]], quantiles: np.ndarray) -> pd.DataFrame:
     """quantiles [N, H, 9] and each series' future timestamps -> the long answer frame."""
     n, h, _ = quantiles.shape
     out = pd.DataFrame(

@@ -26,6 +26,7 @@ import pickle
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 from jaxtyping import Float
@@ -57,8 +58,8 @@ def _naive(x: np.ndarray, horizon: int, season: int) -> Q:
 
 
 def _fit_or_naive(
-    model, label: str, x: np.ndarray, horizon: int, note: str | None, keep: bool = False
-) -> tuple[Q, str | None, dict | None]:
+    model: Any, label: str, x: np.ndarray, horizon: int, note: str | None, keep: bool = False
+) -> tuple[Q, str | None, dict[str, Any] | None]:
     """The statsforecast model's quantiles, or naive with the reason when it fails or diverges;
     with ``keep``, the fitted model's parameters too (``_state``)."""
     try:
@@ -73,8 +74,8 @@ def _fit_or_naive(
 
 
 def _fit_quiet(
-    model, label: str, x: np.ndarray, horizon: int, note: str | None, keep: bool
-) -> tuple[Q, str | None, dict | None]:
+    model: Any, label: str, x: np.ndarray, horizon: int, note: str | None, keep: bool
+) -> tuple[Q, str | None, dict[str, Any] | None]:
     if keep:
         model.fit(y=x)
         q = _quantiles(model.predict(h=horizon, level=list(LEVELS)))
@@ -85,7 +86,7 @@ def _fit_quiet(
     return _naive(x, horizon, 1), f"n={len(x)}: non-finite {label} forecast: naive", None
 
 
-def _state(model, x: np.ndarray) -> dict:
+def _state(model: Any, x: np.ndarray) -> dict[str, Any]:
     """What ``forward`` needs to re-run a fitted model over a context that extends ``x``."""
     params = {k: (None if k == "fit" else v) for k, v in model.model_.items() if k not in _IN_SAMPLE}
     return {
@@ -97,7 +98,7 @@ def _state(model, x: np.ndarray) -> dict:
     }
 
 
-def _model(model: str, season: int):
+def _model(model: str, season: int) -> Any:
     from statsforecast.models import AutoETS, Theta
 
     return {"theta": Theta, "auto_ets": AutoETS}[model](season_length=season)
@@ -105,7 +106,7 @@ def _model(model: str, season: int):
 
 def fit_one(
     x: np.ndarray, horizon: int, season_length: int, model: str, keep: bool = False
-) -> tuple[Q, str | None] | tuple[Q, str | None, dict | None]:
+) -> tuple[Q, str | None] | tuple[Q, str | None, dict[str, Any] | None]:
     """One series (no missing values), one model -> (quantiles [H, 9], note about a fallback or None);
     with ``keep``, also the fitted parameters (None for seasonal naive and for a fallback)."""
     x = np.asarray(x, dtype=np.float64)[-MAX_HISTORY:]
@@ -114,6 +115,7 @@ def fit_one(
     # Less than one full season plus a step: the seasonal lag is undefined.
     season = season_length if len(x) > season_length else 1
     note = None if season == season_length else f"n={len(x)} <= season {season_length}: season 1"
+    out: tuple[Q, str | None, dict[str, Any] | None]
     if model == "seasonal_naive":
         out = (_naive(x, horizon, season), note, None)
     elif model == "theta":  # the standard theta method (seasonality test and decomposition inside)
@@ -127,7 +129,7 @@ def fit_one(
     return out if keep else out[:2]
 
 
-def extends(x: np.ndarray, state: dict) -> int | None:
+def extends(x: np.ndarray, state: dict[str, Any]) -> int | None:
     """Where the fitted history starts in the context, when the context holds all of it (its first
     and last values where they were): the fitted initial states apply from there. None otherwise."""
     n, head, tail = int(state["n"]), state["head"], state["tail"]
@@ -140,7 +142,7 @@ def extends(x: np.ndarray, state: dict) -> int | None:
     return None
 
 
-def forward_one(x: np.ndarray, horizon: int, model: str, state: dict) -> Q | None:
+def forward_one(x: np.ndarray, horizon: int, model: str, state: dict[str, Any]) -> Q | None:
     """The fitted model re-run over ``x`` (no refit); None when its forecast is not finite."""
     fitted = _model(model, state["season"])
     fitted.model_ = state["params"]
@@ -175,7 +177,7 @@ class StatisticalForecaster:
         model: str,
         default_season: int,
         seasons: Mapping[str, int] | None = None,
-        fitted: Mapping[str, dict] | None = None,
+        fitted: Mapping[str, dict[str, Any]] | None = None,
     ):
         if model not in STATISTICAL:
             raise ValueError(f"unknown statistical model {model!r}; known: {', '.join(STATISTICAL)}")
@@ -197,7 +199,7 @@ class StatisticalForecaster:
             x = observed_history(uid, x)
             state = self.fitted.get(uid)
             start = extends(x, state) if state is not None else None
-            q = forward_one(x[start:], horizon, self.model, state) if start is not None else None
+            q = forward_one(x[start:], horizon, self.model, cast(dict[str, Any], state)) if start is not None else None
             if q is None:
                 q = fit_one(x, horizon, self.seasons.get(uid, self.default_season), self.model)[0]
             else:

@@ -36,6 +36,7 @@ import io
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -56,7 +57,7 @@ class BackboneEmbedder:
     once for both the datastore keys and the adapter's training inputs.
     """
 
-    def __init__(self, backbone, horizon: int, batch_size: int = 256, device="cpu", keep: bool = False):
+    def __init__(self, backbone: Any, horizon: int, batch_size: int = 256, device: Any = "cpu", keep: bool = False):
         self.backbone, self.horizon, self.batch_size, self.device = backbone, horizon, batch_size, device
         self.keep = ("quantiles", "norm_quantiles", "loc", "scale") if keep else ()
         self._parts: dict[str, list[np.ndarray]] = {k: [] for k in self.keep}
@@ -149,7 +150,7 @@ class _Store:
         self.widths, self.n = widths, 0
         self.directory = None if directory is None else Path(directory)
         self.capacity = n_windows if n_windows else MIN_CAPACITY
-        self.arrays: dict[str, np.ndarray] = {}
+        self.arrays: dict[str, Any] = {}  # ndarrays or np.memmaps (None while a file is resized)
         self.parts: dict[str, list[np.ndarray]] = {}
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -163,6 +164,7 @@ class _Store:
             self.parts = {name: [] for name in ARRAYS}
 
     def _path(self, name: str) -> Path:
+        assert self.directory is not None  # only the memmapped store has files
         return self.directory / f"{name}.npy"
 
     def append(self, rows: dict[str, np.ndarray]) -> None:
@@ -201,7 +203,7 @@ class _Store:
             return {name: np.concatenate(self.parts.pop(name)) for name in ARRAYS}
         if self.directory is None:
             return {name: a[: self.n] for name, a in self.arrays.items()}  # C-contiguous views, no copy
-        out = {}
+        out: dict[str, np.ndarray] = {}
         for name in ARRAYS:
             self.arrays[name].flush()
             self.arrays[name] = None
@@ -230,7 +232,7 @@ def _resize_npy(path: Path, n_rows: int) -> None:
         f.truncate(offset + n_rows * shape[1] * dtype.itemsize)
 
 
-def _read_header(f, version):
+def _read_header(f: BinaryIO, version: tuple[int, int]) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
     if version == (1, 0):
         return np.lib.format.read_array_header_1_0(f)
     return np.lib.format.read_array_header_2_0(f)

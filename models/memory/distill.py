@@ -16,7 +16,8 @@ plus crossing * mean relu(q_j - q_{j+1})
 from __future__ import annotations
 
 import copy
-from typing import NamedTuple
+from collections.abc import Iterator
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import torch
@@ -43,7 +44,7 @@ class DistillSet(NamedTuple):
         return cls(**{k: torch.as_tensor(np.asarray(v, dtype=np.float32)) for k, v in arrays.items()})
 
     def take(self, idx: Tensor) -> DistillSet:
-        return DistillSet(*(None if t is None else t[idx] for t in self))
+        return DistillSet(*cast(Iterator[Tensor], (None if t is None else t[idx] for t in self)))
 
 
 def beta_from_confidence(confidence: Float[Tensor, " batch"], w: AdapterConfig) -> Float[Tensor, " batch"]:
@@ -75,6 +76,7 @@ def distill_loss(
     batch: DistillSet,
     w: AdapterConfig,
 ) -> tuple[Float[Tensor, ""], dict[str, float]]:
+    assert batch.confidence is not None and batch.teacher is not None  # training queries carry both
     confidence = batch.confidence.clamp(0.0, 1.0)
     beta = beta_from_confidence(confidence, w)
     pin = pinball_per_sample(q_mem, batch.y)
@@ -113,7 +115,7 @@ def val_pinball(adapter: MemoryAdapter, val: DistillSet, batch_size: int) -> flo
 
 def train_adapter(
     adapter: MemoryAdapter, train: DistillSet, val: DistillSet, config: AdapterConfig, seed: int
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """AdamW on the distillation loss; early stopping on validation pinball; restores the best weights.
 
     Epoch 0 in the history is the untrained adapter (= the backbone), so training

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from typing import Any, cast
 
 import faiss
 import numpy as np
@@ -20,17 +21,17 @@ from models.memory.config import TeacherConfig
 ROW_CHUNK = 65_536  # keys added to the index per call
 
 
-def as_ivf(index):
+def as_ivf(index: Any) -> Any:
     index = faiss.downcast_index(index)
     return index if isinstance(index, faiss.IndexIVF) else None
 
 
-def as_hnsw(index):
+def as_hnsw(index: Any) -> Any:
     index = faiss.downcast_index(index)
     return index if isinstance(index, faiss.IndexHNSW) else None
 
 
-def index_kind(index) -> str:
+def index_kind(index: Any) -> str:
     """ "flat", "ivf" or "hnsw" for a CPU faiss index (its class name otherwise)."""
     index = faiss.downcast_index(index)
     if isinstance(index, faiss.IndexHNSW):
@@ -42,7 +43,7 @@ def index_kind(index) -> str:
     return type(index).__name__
 
 
-def set_search_params(index, config: TeacherConfig) -> None:
+def set_search_params(index: Any, config: TeacherConfig) -> None:
     """nprobe / efSearch from the config (after a build and after a load)."""
     ivf = as_ivf(index)
     if ivf is not None:
@@ -70,7 +71,7 @@ def _want_gpu(config: TeacherConfig, kind: str) -> bool:
     return False
 
 
-def _to_gpu(index, nprobe: int | None = None):
+def _to_gpu(index: Any, nprobe: int | None = None) -> tuple[Any, Any]:
     res = faiss.StandardGpuResources()
     gpu = faiss.index_cpu_to_gpu(res, 0, index)
     if nprobe is not None:
@@ -78,7 +79,7 @@ def _to_gpu(index, nprobe: int | None = None):
     return gpu, res
 
 
-def search_copy(index, config: TeacherConfig):
+def search_copy(index: Any, config: TeacherConfig) -> tuple[Any, Any]:
     """(index to search, GPU resources or None): a GPU copy of a flat/IVF index when wanted and possible."""
     if not _want_gpu(config, index_kind(index)):
         return index, None
@@ -86,11 +87,12 @@ def search_copy(index, config: TeacherConfig):
     return _to_gpu(index, None if ivf is None else ivf.nprobe)
 
 
-def build_index(keys: np.ndarray, config: TeacherConfig, timings: dict | None = None):
+def build_index(keys: np.ndarray, config: TeacherConfig, timings: dict[str, Any] | None = None) -> tuple[Any, Any, Any]:
     """keys [N, d] -> (CPU index, index to search, GPU resources or None), added ROW_CHUNK rows at a time."""
     n, d = keys.shape
     kind = config.resolve_index_type(n)
     t = time.perf_counter()
+    index: Any  # the faiss index classes share no typed base with .cp / .nprobe
     if kind == "flat":
         index = faiss.IndexFlatL2(d)
     elif kind == "hnsw":
@@ -122,7 +124,9 @@ def build_index(keys: np.ndarray, config: TeacherConfig, timings: dict | None = 
     if target is not index:
         index = faiss.index_gpu_to_cpu(target)
         set_search_params(index, config)
-        faiss.GpuParameterSpace().set_index_parameter(target, "nprobe", int(faiss.downcast_index(index).nprobe))
+        faiss.GpuParameterSpace().set_index_parameter(
+            target, "nprobe", int(cast(Any, faiss.downcast_index(index)).nprobe)
+        )
         return index, target, res
     set_search_params(index, config)
     if gpu:
@@ -131,7 +135,7 @@ def build_index(keys: np.ndarray, config: TeacherConfig, timings: dict | None = 
     return index, index, None
 
 
-def index_info(index, config: TeacherConfig, on_gpu: bool) -> dict:
+def index_info(index: Any, config: TeacherConfig, on_gpu: bool) -> dict[str, Any]:
     info = {"type": index_kind(index), "ntotal": int(index.ntotal), "d": int(index.d), "gpu": on_gpu}
     ivf = as_ivf(index)
     if ivf is not None:
@@ -142,9 +146,9 @@ def index_info(index, config: TeacherConfig, on_gpu: bool) -> dict:
     return info
 
 
-def write_index(index, path: str) -> None:
+def write_index(index: Any, path: str) -> None:
     faiss.write_index(index, path)
 
 
-def read_index(path: str):
+def read_index(path: str) -> Any:
     return faiss.read_index(path)

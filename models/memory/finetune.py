@@ -30,6 +30,7 @@ import copy
 import math
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -103,15 +104,15 @@ def pad_futures(futures: np.ndarray, horizon: int) -> np.ndarray:
 
 def finetune_backbone(
     backbone: PatchBackbone,
-    train_windows,
+    train_windows: Any,
     val_contexts: list[np.ndarray],
     val_truth: np.ndarray,
     horizon: int,
     context_length: int,
     config: FinetuneConfig,
     device: str | torch.device = "cpu",
-    log_fn: Callable[[dict], None] | None = None,
-) -> tuple[PatchBackbone, list[dict]]:
+    log_fn: Callable[[dict[str, Any]], None] | None = None,
+) -> tuple[PatchBackbone, list[dict[str, Any]]]:
     """Fine-tune all parameters of a copy of ``backbone`` on one domain's windows.
 
     train_windows: ``models.memory.windows.Windows`` (or any object with ``.context`` [N, C']
@@ -174,7 +175,7 @@ def finetune_backbone(
 
 
 def _arrays(
-    train_windows, val_contexts, val_truth, horizon: int, context_length: int
+    train_windows: Any, val_contexts: Any, val_truth: Any, horizon: int, context_length: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(train contexts [N, C], train futures [N, H], validation contexts [V, C], validation truth
     [V, H]) as the model sees them; windows with nothing to learn from are dropped."""
@@ -205,7 +206,12 @@ def _arrays(
 
 
 def _train_step(
-    model: PatchBackbone, optimizer, lr: float, context: Tensor, future: Tensor, grad_clip: float | None
+    model: PatchBackbone,
+    optimizer: torch.optim.Optimizer,
+    lr: float,
+    context: Tensor,
+    future: Tensor,
+    grad_clip: float | None,
 ) -> float:
     """One optimizer step at ``lr``; a non-finite batch loss is skipped, not stepped on."""
     model.train()
@@ -226,17 +232,21 @@ class _BestOnValidation:
     (strictly better wins: ties keep the earlier weights, so step 0 = the untouched backbone)."""
 
     def __init__(
-        self, val_ctx: np.ndarray, val_y: np.ndarray, cfg: FinetuneConfig, log_fn: Callable[[dict], None] | None
+        self,
+        val_ctx: np.ndarray,
+        val_y: np.ndarray,
+        cfg: FinetuneConfig,
+        log_fn: Callable[[dict[str, Any]], None] | None,
     ):
         self.val_ctx, self.val_y, self.cfg, self.log_fn = val_ctx, val_y, cfg, log_fn
-        self.history: list[dict] = []
+        self.history: list[dict[str, Any]] = []
         self.best_step, self.best_score = 0, math.inf
         self.best_state: dict[str, Tensor] = {}
 
     def record(self, model: PatchBackbone, step: int, lr: float, losses: list[float], seconds: float) -> bool:
         """Score ``model`` now; True when it is the best so far."""
         scores = validation_scores(model, self.val_ctx, self.val_y, self.cfg.eval_batch_size)
-        row = {
+        row: dict[str, Any] = {
             "step": step,
             "lr": lr,
             "train_loss": float(np.mean(losses)) if losses else None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ def fuse_torch(q_base: torch.Tensor, q_mem: torch.Tensor, alpha: float) -> torch
 
 def choose_alpha(
     q_base_val: Q, q_mem_val: Q, y_val: Float[np.ndarray, "n horizon"], grid: Iterable[float]
-) -> tuple[float, list[dict]]:
+) -> tuple[float, list[dict[str, Any]]]:
     """The alpha of ``grid`` with the lowest pooled validation sCRPS (raw space); ties go to
     the smaller alpha (less departure from the backbone). Returns it and the whole table."""
     table = [

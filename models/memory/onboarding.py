@@ -15,7 +15,9 @@ Test targets never reach step 1: it is handed the train and validation parts, no
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,6 +36,7 @@ from models.memory.finetune import finetune_backbone
 from models.memory.fusion import choose_alpha
 from models.memory.result import OnboardingResult, PartForecasts
 from models.memory.teacher import KnnTeacher
+from models.memory.windows import Windows as DatastoreWindows
 from models.memory.windows import overlapping_rows, sliding_windows
 from models.splits import SeriesSplit, Windows
 
@@ -53,7 +56,7 @@ def backbone_context(cfg: OnboardingConfig, trained_context: int | None) -> int:
 
 def short_windows(
     train_parts: list[np.ndarray], c: int, h: int, series_h: np.ndarray, stride: int, min_ctx: int
-) -> Windows:
+) -> DatastoreWindows:
     """Datastore windows for train parts shorter than a context plus a horizon (a long horizon on
     short series): half of each part as context at most, the rest as a future NaN-padded to ``h``.
     The teacher then knows the first steps only and the backbone answers the others."""
@@ -115,13 +118,13 @@ class _Fit:
     fused: FusedForecaster
     teacher_forecaster: TeacherForecaster
     alpha: float
-    alpha_table: list[dict]
-    history: list[dict]
+    alpha_table: list[dict[str, Any]]
+    history: list[dict[str, Any]]
     conf_train: float
     conf_val: float
     finetuned: PatchBackbone | None = None
     backbone_context: int = 0  # set by ``onboard`` before forecasting
-    finetune_history: list[dict] = field(default_factory=list)
+    finetune_history: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _fit(
@@ -193,6 +196,8 @@ def _fit(
     timings["alpha"] = time.perf_counter() - t
 
     # the parametric alternative, for the comparison table: same windows, same validation
+    finetuned: PatchBackbone | None
+    ft_history: list[dict[str, Any]]
     finetuned, ft_history = None, []
     if cfg.finetune.max_steps > 0:
         t = time.perf_counter()
@@ -234,10 +239,10 @@ def _forecast_all(
     """
     h = fit.fused.horizon
 
-    def backbone_of(model: PatchBackbone):
+    def backbone_of(model: PatchBackbone) -> Callable[[], np.ndarray]:
         return lambda: batch_forecast(model, contexts, h, fit.backbone_context, cfg.batch_size, device).quantiles
 
-    predictors = {
+    predictors: dict[str, Callable[[], np.ndarray]] = {
         "backbone": backbone_of(fit.fused.backbone),
         "teacher": lambda: fit.teacher_forecaster.predict(contexts, h).quantiles,
         "fused": lambda: fit.fused.predict(contexts, h).quantiles,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import numpy as np
 import pandas as pd
@@ -59,18 +59,20 @@ class PartForecasts(NamedTuple):
 class OnboardingResult:
     split: SeriesSplit
     alpha: float
-    alpha_table: list[dict]  # [{"alpha", "sCRPS"}] on validation
-    history: list[dict]  # adapter epochs; epoch 0 = untrained (= the backbone)
+    alpha_table: list[dict[str, Any]]  # [{"alpha", "sCRPS"}] on validation
+    history: list[dict[str, Any]]  # adapter epochs; epoch 0 = untrained (= the backbone)
     val: PartForecasts
     test: PartForecasts
     n_windows: int
     timings: dict[str, float] = field(default_factory=dict)  # seconds per step, latency_<part>_<model>
     teacher_confidence: dict[str, float] = field(default_factory=dict)  # mean max weight per query set
-    finetune_history: list[dict] = field(default_factory=list)
+    finetune_history: list[dict[str, Any]] = field(default_factory=list)
     adapter_parameters: int = 0
     backbone_parameters: int = 0
     backbone_context: int = 0  # points the backbone family reads (0: a result from before, = the fused model's)
-    provenance: dict = field(default_factory=dict)  # filled by the caller: domain, store, backbone, data version
+    provenance: dict[str, Any] = field(
+        default_factory=dict
+    )  # filled by the caller: domain, store, backbone, data version
     # the fitted forecasters: set by ``onboard``, loaded from the folder on demand
     fused: FusedForecaster | None = field(default=None, repr=False)
     teacher_forecaster: TeacherForecaster | None = field(default=None, repr=False)
@@ -98,12 +100,12 @@ class OnboardingResult:
     @property
     def teacher(self) -> KnnTeacher:
         """The kNN teacher (its datastore) of a result still in memory."""
-        return self.teacher_forecaster.teacher
+        return cast("TeacherForecaster", self.teacher_forecaster).teacher
 
     @property
     def adapter(self) -> MemoryAdapter:
         """The memory adapter of a result still in memory."""
-        return self.fused.adapter
+        return cast("FusedForecaster", self.fused).adapter
 
     def forecasts(self, part: str) -> PartForecasts:
         if part not in PARTS:
@@ -132,7 +134,7 @@ class OnboardingResult:
 
             save_backbone(self.finetuned, folder / "finetuned" / "backbone")
         self.split.save(folder / SPLIT)
-        arrays = {f"{part}_{m}": q for part in PARTS for m, q in self.forecasts(part).items()}
+        arrays: dict[str, Any] = {f"{part}_{m}": q for part in PARTS for m, q in self.forecasts(part).items()}
         np.savez_compressed(folder / FORECASTS, **arrays)
         pd.DataFrame(self.alpha_table).to_csv(folder / ALPHA_TABLE, index=False)
         summary = {name: getattr(self, name) for name in self.SCALARS}
@@ -238,7 +240,7 @@ class OnboardingResult:
             stages.update(json.loads(path.read_text()))
         return {k: float(v) for k, v in stages.items()}
 
-    def ensemble_record(self) -> dict:
+    def ensemble_record(self) -> dict[str, Any]:
         path = self.ensemble_file()
         return json.loads(path.read_text()) if path.is_file() else {"offered": False}
 

@@ -26,6 +26,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from jaxtyping import Float, Int
@@ -79,7 +80,7 @@ def window_stats_chunked(
     return level, scale
 
 
-def weighted_quantiles(values: np.ndarray, weights: np.ndarray, levels=QUANTILES) -> np.ndarray:
+def weighted_quantiles(values: np.ndarray, weights: np.ndarray, levels: Any = QUANTILES) -> np.ndarray:
     """Weighted empirical quantiles over the neighbour axis (step inverse CDF, as the reference):
     the smallest value whose cumulative weight exceeds the level.
 
@@ -122,7 +123,7 @@ class KnnTeacher:
         contexts: np.ndarray,  # [N, C] NaN-left-padded
         futures: np.ndarray,  # [N, H] NaN-right-padded where a window's future runs past its series
         config: TeacherConfig = TeacherConfig(),
-        index=None,  # a prebuilt faiss index over ``keys`` (load); built here when None
+        index: Any = None,  # a prebuilt faiss index over ``keys`` (load); built here when None
         timings: dict[str, float] | None = None,  # filled with the build's stats/index seconds
     ):
         if not (len(keys) == len(contexts) == len(futures)) or len(keys) == 0:
@@ -165,7 +166,7 @@ class KnnTeacher:
     def on_gpu(self) -> bool:
         return self.index is not self._cpu_index
 
-    def index_info(self) -> dict:
+    def index_info(self) -> dict[str, Any]:
         return faiss_index.index_info(self._cpu_index, self.config, self.on_gpu)
 
     def query(
@@ -187,7 +188,7 @@ class KnnTeacher:
         k0 = min(cfg.top_k_candidates, self.size)
         k = min(cfg.k, k0)
         h, nq = self.horizon, len(QUANTILES)
-        out = {
+        out: dict[str, np.ndarray] = {
             "quantiles": np.empty((m, h, nq), np.float32),
             "norm_quantiles": np.empty((m, h, nq), np.float32),
             "confidence": np.empty(m, np.float32),
@@ -277,7 +278,7 @@ class KnnTeacher:
         cls,
         directory: str | Path,
         mmap: bool = False,  # memory-map the arrays (read-only) instead of reading them into RAM
-        **overrides,  # search-time settings to change: nprobe, ef_search, use_gpu
+        **overrides: Any,  # search-time settings to change: nprobe, ef_search, use_gpu
     ) -> KnnTeacher:
         directory = Path(directory)
         meta = json.loads((directory / "teacher.json").read_text())

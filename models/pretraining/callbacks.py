@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -77,11 +78,11 @@ class ProgressPrinter(L.Callback):
                     flush=True,
                 )
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         # saved in checkpoints, so a resumed run reports the same initial/final losses
         return {"first": list(self.first), "last": list(self.last)}
 
-    def load_state_dict(self, state_dict: dict) -> None:
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.first = list(state_dict.get("first", []))
         self.last = list(state_dict.get("last", []))
 

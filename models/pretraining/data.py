@@ -14,7 +14,7 @@ an uninterrupted run would have seen.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TypedDict
+from typing import Any, TypedDict
 
 import lightning as L
 import numpy as np
@@ -259,10 +259,10 @@ class StepResumedLoader(DataLoader):
     is no state to keep: its ResumableSampler starts at the trainer's restored global step (times
     the batches per optimizer step), which Lightning restores before it asks for the dataloader."""
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         return {}
 
-    def load_state_dict(self, state_dict: dict) -> None:
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         pass
 
 
@@ -378,7 +378,7 @@ class PretrainDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
         )
 
-    def val_dataloader(self) -> DataLoader | list:
+    def val_dataloader(self) -> DataLoader | list[Any]:
         if self.val_set is None:
             return []
         return DataLoader(self.val_set, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers)

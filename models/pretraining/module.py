@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import lightning as L
 import torch
@@ -19,7 +20,7 @@ from models.pretraining.optim import build_optimizer, lr_factor, param_groups
 class PretrainModule(L.LightningModule):
     def __init__(
         self,
-        config: dict,
+        config: dict[str, Any],
         future_length: int,
         lr: float = 3e-3,
         weight_decay: float = 0.01,
@@ -184,8 +185,8 @@ class PretrainModule(L.LightningModule):
 
         return int(measure_flops(model, forward, loss_fn=torch.Tensor.sum))
 
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["tokens_seen"] = self.tokens_seen
 
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.tokens_seen = checkpoint.get("tokens_seen", 0)

@@ -10,8 +10,8 @@ ratio from whole tensors, so they refuse FSDP (shards) in ``models.pretraining.s
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # torch is imported lazily: the CLI checks its flags before heavy imports
     import torch
@@ -79,7 +79,7 @@ def param_groups(
     weight_decay: float,
     no_decay_names: set[str] | None = None,
     split_hidden: bool = False,
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """[decayed matrices, plain 1-D params] (+ [hidden matrices] with ``split_hidden``).
     ``no_decay_names`` (clean names recorded before any wrapping) overrides ndim, which sharding
     wrappers may flatten. Hidden matrices are the transformer blocks' 2-D weights (what Muon
@@ -106,11 +106,11 @@ def param_groups(
     return groups
 
 
-def _strip(groups: list[dict], *keys: str) -> list[dict]:
+def _strip(groups: list[dict[str, Any]], *keys: str) -> list[dict[str, Any]]:
     return [{k: v for k, v in g.items() if k not in ("plain", "hidden", *keys)} for g in groups]
 
 
-def build_optimizer(name: str, groups: list[dict], lr: float) -> torch.optim.Optimizer:
+def build_optimizer(name: str, groups: list[dict[str, Any]], lr: float) -> torch.optim.Optimizer:
     import torch
 
     if name == "muon":
@@ -133,7 +133,7 @@ def build_optimizer(name: str, groups: list[dict], lr: float) -> torch.optim.Opt
     raise ValueError(f"unknown optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}")
 
 
-def muon_adamw(groups: list[dict], lr: float) -> torch.optim.Optimizer:
+def muon_adamw(groups: list[dict[str, Any]], lr: float) -> torch.optim.Optimizer:
     """torch's Muon on the hidden matrices (its update rescaled to AdamW's RMS, so one peak LR
     serves both), AdamW on the rest: one optimizer object, so Lightning's scheduler, clipping and
     checkpoints treat it like any other."""
@@ -153,7 +153,7 @@ def muon_adamw(groups: list[dict], lr: float) -> torch.optim.Optimizer:
             self.param_groups = [g for opt in self.inner for g in opt.param_groups]
 
         @torch.no_grad()
-        def step(self, closure=None):
+        def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]  # torch overloads step on the closure
             loss = None
             if closure is not None:
                 with torch.enable_grad():  # Lightning's closure runs forward and backward
@@ -166,10 +166,10 @@ def muon_adamw(groups: list[dict], lr: float) -> torch.optim.Optimizer:
             for opt in self.inner:
                 opt.zero_grad(set_to_none=set_to_none)
 
-        def state_dict(self) -> dict:
+        def state_dict(self) -> dict[str, Any]:
             return {"inner": [opt.state_dict() for opt in self.inner]}
 
-        def load_state_dict(self, state_dict: dict) -> None:
+        def load_state_dict(self, state_dict: dict[str, Any]) -> None:
             for opt, sd in zip(self.inner, state_dict["inner"]):
                 opt.load_state_dict(sd)
 

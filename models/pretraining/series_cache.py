@@ -20,6 +20,7 @@ import os
 import shutil
 import uuid
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -157,7 +158,7 @@ class SourceArrays:
         self.dir = ensure_cache(path, cache_root)
         self._arrays: dict[str, np.ndarray] | None = None
 
-    def __getstate__(self) -> dict:
+    def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_arrays": None}
 
     def __getattr__(self, name: str) -> np.ndarray:
@@ -165,7 +166,7 @@ class SourceArrays:
             raise AttributeError(name)
         if self.__dict__.get("_arrays") is None:
             self._arrays = {a: np.load(self.dir / f"{a}.npy", mmap_mode="r") for a in ARRAYS}
-        return self._arrays[name]
+        return cast(dict[str, np.ndarray], self._arrays)[name]
 
     def __len__(self) -> int:
         return len(self.offsets) - 1

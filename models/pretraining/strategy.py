@@ -14,6 +14,7 @@ Selection (pure functions) imports no Lightning; ``build_strategy`` does.
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 STRATEGIES = ("auto", "ddp", "ddp_spawn", "fsdp")
 COMM_HOOKS = ("none", "bf16", "fp16", "powersgd")
@@ -54,7 +55,7 @@ def check_strategy(kind: str, on_gpu: bool, optimizer: str) -> str | None:
     return None
 
 
-def comm_hook_args(hook: str, on_gpu: bool, powersgd_start_iter: int = 1000) -> dict:
+def comm_hook_args(hook: str, on_gpu: bool, powersgd_start_iter: int = 1000) -> dict[str, Any]:
     """DDPStrategy keyword arguments for a communication hook ({} for none, or on CPU)."""
     if hook not in COMM_HOOKS:
         raise ValueError(f"unknown DDP comm hook {hook!r}; valid: {', '.join(COMM_HOOKS)}")

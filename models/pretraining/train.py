@@ -32,6 +32,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from models.backbone.presets import count_parameters, preset_name
 from models.pretraining.optim import resolve_lr_scaling, scaled_lr
@@ -124,25 +125,27 @@ def main(argv: list[str] | None = None) -> int:
     return train(job, data, future_length, on_gpu, kind)
 
 
-def batch_size_of(batch: dict) -> int:
+def batch_size_of(batch: dict[str, Any]) -> int:
     """Windows in a batch (module level: picklable for ddp_spawn)."""
     return int(batch["values"].shape[0])
 
 
-def tokens_in_batch(batch: dict, patch_size: int) -> int:
+def tokens_in_batch(batch: dict[str, Any], patch_size: int) -> int:
     """Patches in a batch: values [B, V, W] -> B * V * W / patch."""
     B, V, W = batch["values"].shape
     return int(B * V * (W // patch_size))
 
 
-def backbone_weights(state: dict) -> dict:
+def backbone_weights(state: dict[str, Any]) -> dict[str, Any]:
     """The LightningModule's state dict -> the backbone's (drops 'model.' and wrapper prefixes)."""
     from models.pretraining.optim import clean_name
 
     return {clean_name(k)[len("model.") :]: v for k, v in state.items() if clean_name(k).startswith("model.")}
 
 
-def build_trainer(job: TrainerJob, out: Path, kind: str, on_gpu: bool, precision: str, has_val: bool, callbacks: list):
+def build_trainer(
+    job: TrainerJob, out: Path, kind: str, on_gpu: bool, precision: str, has_val: bool, callbacks: list[Any]
+):
     """The Lightning Trainer of a run: strategy, precision, logging, checkpoints, validation cadence."""
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -298,7 +301,9 @@ def train(job: TrainerJob, data, future_length: int, on_gpu: bool, kind: str) ->
     return 0
 
 
-def write_outputs(job: TrainerJob, module, state: dict, progress, run: dict, seconds: float) -> None:
+def write_outputs(
+    job: TrainerJob, module, state: dict[str, Any], progress, run: dict[str, Any], seconds: float
+) -> None:
     """OUT/backbone (the weights alone) and OUT/metrics.json (what the run did), on rank zero."""
     from models.backbone.io import save_backbone
 
