@@ -12,6 +12,7 @@ import mlflow
 import pandas as pd
 
 from infra.settings import Settings
+from models.forecasting.kinds import FAMILIES
 from models.memory.result import OnboardingResult
 from reports.summary import alpha_line, ensemble_line, validation_line, verdict_lines
 from reports.tables import markdown_table
@@ -80,3 +81,36 @@ def fan_chart_url(result: OnboardingResult, links: dict[str, str]) -> str | None
     if chart.is_file() and chart.stat().st_size <= INLINE_IMAGE_MAX_BYTES:
         return "data:image/png;base64," + base64.b64encode(chart.read_bytes()).decode()
     return None
+
+
+def headline(domain: str, val: pd.DataFrame, test: pd.DataFrame, why: str) -> str:
+    """The onboarding run's description, first on its MLflow page: every family on validation and
+    test, and the gate's choice."""
+    rows = [
+        f"| {f} | {val.loc[f, 'sCRPS']:.4f} | {val.loc[f, 'MASE']:.3f} | {test.loc[f, 'sCRPS']:.4f} | "
+        f"{test.loc[f, 'MASE']:.3f} |"
+        for f in FAMILIES
+        if f in val.index and f in test.index
+    ]
+    return "\n".join(
+        [
+            f"**{domain}**: challenger chosen because {why}.",
+            "",
+            "| family | val sCRPS | val MASE | test sCRPS | test MASE |",
+            "|---|---|---|---|---|",
+            *rows,
+            "",
+            "Validation chooses; test is reported, never used to choose. Full tables: report/.",
+        ]
+    )
+
+
+def tables_description(result: OnboardingResult, val: pd.DataFrame, test: pd.DataFrame) -> str:
+    """Every registered version's description: the validation and test tables of its onboarding."""
+    return (
+        f"Season {result.provenance.get('season', '?')}. Validation (fusion weight alpha={result.alpha:.2f} "
+        "and the champion chosen here):\n\n"
+        + markdown_table(val.rename_axis("model"))
+        + "\n\nTest (never seen while choosing):\n\n"
+        + markdown_table(test.rename_axis("model"))
+    )

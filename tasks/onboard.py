@@ -23,8 +23,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import mlflow
-import numpy as np
 import pandas as pd
 from prefect import task
 from prefect.artifacts import (
@@ -41,19 +39,22 @@ from infra.errors import InputError
 from infra.files import exclusive
 from infra.logs import run_logger
 from infra.settings import OnboardParams, Settings
-from models.forecasting.kinds import ENSEMBLE, FAMILIES, HORIZON_BOUND, NEURAL
+from models.forecasting.kinds import FAMILIES
 from models.memory.result import OnboardingResult
-from reports.onboarding import artifact_key, fan_chart_url, mlflow_links, onboarding_report
-from reports.tables import markdown_table
+from reports.onboarding import (
+    artifact_key,
+    fan_chart_url,
+    headline,
+    mlflow_links,
+    onboarding_report,
+    tables_description,
+)
 from store.canonical import describe_seasons, read_meta, read_series_meta, read_split
 from tracking import registry
-from tracking.datasets import log_store_input
-from tracking.model_logging import log_forecaster
+from tracking.onboarding_runs import register_onboarding
 from tracking.retries import remote_retries
 
 BASELINE_JOBS = max(1, min(4, os.cpu_count() or 1))
-REGISTERED_KINDS = ("teacher", "adapter", "fused")
-LOGGED_TAG = "tsfm_logged"  # set once the run holds its params, metrics and report
 # the code each cached result comes from (their import closures are hashed into the keys)
 ADAPT_CODE = ("models.memory.onboarding", "store.canonical")
 EVALUATE_CODE = ("evaluation.domain",)
@@ -205,11 +206,10 @@ def register_domain(result_dir: str, params: OnboardParams, settings: Settings) 
     """Log the onboarding run; register the components (teacher-, adapter-, fused-<domain>) and every
     candidate family as a version of forecaster-<domain>, whose ``challenger`` alias goes to the
     candidate the gate offers (``evaluation.gate``). Idempotent: run again on the same result folder
-    (a retry, a resumed run) it reuses the run and the versions."""
+    (a retry, a resumed run) it reuses the run and the versions (``tracking.onboarding_runs``)."""
     from evaluation.domain import validation_evidence
 
     result = OnboardingResult.load(result_dir)
-    prov = result.provenance
     val = pd.read_csv(result.metrics_file("val"), index_col=0)
     test = pd.read_csv(result.metrics_file("test"), index_col=0)
     domain = params.domain
@@ -221,69 +221,25 @@ def register_domain(result_dir: str, params: OnboardParams, settings: Settings) 
     experiment_id = registry.use_experiment("onboard", settings)
     # idempotent: the run and the versions of this result folder are found by its id and reused
     rid = result_id(result_dir)
-    with mlflow.start_run(
-        run_id=registry.find_run(experiment_id, rid), run_name=f"onboard-{domain}-bb{prov['backbone_version']}"
-    ) as run:
-        mlflow.set_tag(registry.RESULT_ID_TAG, rid)
-        if run.data.tags.get(LOGGED_TAG) != "true":  # a retried/resumed run logs only what is missing
-            _log_onboarding_run(result, params, val, test)
-            mlflow.set_tag(LOGGED_TAG, "true")
-        tags = {
-            "data_version": prov["data_version"],
-            "git_commit": registry.git_commit(),
-            "domain": domain,
-            "run_id": run.info.run_id,
-            "freq": prov.get("freq") or "integer steps",
-            "season": prov.get("season", ""),
-        }
-        description = _tables_description(result, val, test)
-        meta = {
-            "domain": domain,
-            "freq": prov.get("freq"),
-            "default_horizon": result.horizon,
-            "context_length": params.context_length,
-            "season": prov.get("season"),
-        }
-        components = {}
-        for kind in REGISTERED_KINDS:
-            # the model is logged only when no version of this result exists yet
-            def log_model(kind=kind) -> str:
-                return log_forecaster(
-                    kind, result.model_dir(kind), {**meta, "family": kind, "max_horizon": result.horizon}, name=kind
-                )
-
-            components[kind] = registry.register(
-                log_model,
-                f"{kind}-{domain}",
-                {**tags, **_scores(val, "fused"), "alpha": result.alpha, "backbone_version": prov["backbone_version"]},
-                description,
-                result_id=rid,
-            )
-        versions: dict[str, str] = {}
-        for family in families:
-            versions[family] = _register_candidate(
-                family, result, components, val, tags, meta, description, rid, versions
-            )
-        name = registry.forecaster_name(domain)
-        registry.set_alias(name, "challenger", versions[choice.family])
-        facts = {
-            "source": portable_source(params.source or prov.get("source")),
-            "horizon": params.horizon,
-            "freq": prov.get("freq"),
-            "season_length": params.season_length,
-            "season": prov.get("season"),
-        }
-        registry.remember_domain(
-            domain,
-            facts,
-            f"Domain `{domain}`: source `{facts['source']}`, horizon "
-            f"{facts['horizon']}, frequency {facts['freq'] or 'integer steps'}, season "
-            f"{facts['season']}. " + registry.MODEL_NOTES[registry.FORECASTER_PREFIX],
-        )
-        mlflow.set_tag(registry.NOTE, headline(domain, val, test, choice.reason))
+    gain_kept = {"val": teacher_gain_kept(val), "test": teacher_gain_kept(test)}
+    registered = register_onboarding(
+        result,
+        params,
+        val,
+        test,
+        families,
+        choice.family,
+        experiment_id,
+        rid,
+        gain_kept,
+        description=tables_description(result, val, test),
+        note=headline(domain, val, test, choice.reason),
+    )
+    versions, components = registered.versions, registered.components
+    prov = result.provenance
     return {
-        "run_id": run.info.run_id,
-        "model": name,
+        "run_id": registered.run_id,
+        "model": registered.model,
         "versions": versions,
         "challenger": {
             "family": choice.family,
@@ -303,141 +259,13 @@ def register_domain(result_dir: str, params: OnboardParams, settings: Settings) 
         "context_length": params.context_length,
         "val_origins": {str(k): v for k, v in result.split.origin_counts().items()},
         "val_origins_asked": params.val_origins,
-        "teacher_gain_kept": {"val": teacher_gain_kept(val), "test": teacher_gain_kept(test)},
+        "teacher_gain_kept": gain_kept,
         "result_dir": result_dir,
         "freq": prov.get("freq"),
         "season": prov.get("season"),
         "val_table": str(result.metrics_file("val", "txt")),
         "test_table": str(result.metrics_file("test", "txt")),
     }
-
-
-def headline(domain: str, val: pd.DataFrame, test: pd.DataFrame, why: str) -> str:
-    """The onboarding run's description, first on its MLflow page: every family on validation and
-    test, and the gate's choice."""
-    rows = [
-        f"| {f} | {val.loc[f, 'sCRPS']:.4f} | {val.loc[f, 'MASE']:.3f} | {test.loc[f, 'sCRPS']:.4f} | "
-        f"{test.loc[f, 'MASE']:.3f} |"
-        for f in FAMILIES
-        if f in val.index and f in test.index
-    ]
-    return "\n".join(
-        [
-            f"**{domain}**: challenger chosen because {why}.",
-            "",
-            "| family | val sCRPS | val MASE | test sCRPS | test MASE |",
-            "|---|---|---|---|---|",
-            *rows,
-            "",
-            "Validation chooses; test is reported, never used to choose. Full tables: report/.",
-        ]
-    )
-
-
-def portable_source(source: str | None) -> str | None:
-    """A local path made absolute, so the remembered source means the same from any folder."""
-    if not source or "://" in source or source.startswith(("builtin:", "synthetic:")):
-        return source
-    return str(Path(source).resolve()) if Path(source).exists() else source
-
-
-def _scores(table: pd.DataFrame, family: str, part: str = "val") -> dict[str, float]:
-    return {
-        f"{part}_{k}": float(table.loc[family, k]) for k in ("sCRPS", "MASE", "sMAPE", "coverage") if k in table.columns
-    }
-
-
-def _register_candidate(
-    family: str,
-    result: OnboardingResult,
-    components: dict[str, str],
-    val: pd.DataFrame,
-    tags: dict,
-    meta: dict,
-    description: str,
-    rid: str,
-    versions: dict[str, str],
-) -> str:
-    """One version of forecaster-<domain> for ``family``: the fused component's own logged model, or
-    the family's folder in the result logged as a model of its kind. An ensemble's version names the
-    versions of its members (``versions``: those registered before it) and their weights."""
-    domain = meta["domain"]
-    kind = FAMILIES[family]
-    family_tags = {**tags, **_scores(val, family), "family": family}
-    max_horizon = None  # the statistical models and the backbone have no trained limit
-    if family == ENSEMBLE:
-        weights = result.ensemble_record()["weights"]
-        used = {f: w for f, w in weights.items() if w > 0}
-        by_weight = sorted(used.items(), key=lambda kv: -kv[1])
-        family_tags["ensemble_weights"] = ", ".join(f"{f}={w:.2f}" for f, w in by_weight)
-        family_tags["members"] = ", ".join(f"{f}:v{versions[f]}" for f in used)
-        if any(f in NEURAL for f in used):
-            family_tags["backbone_version"] = result.provenance["backbone_version"]
-            max_horizon = result.horizon if any(f in HORIZON_BOUND for f in used) else None
-        meta = {**meta, "backbone": any(f in NEURAL for f in used), "weights": used}
-    if family in NEURAL:
-        family_tags["backbone_version"] = result.provenance["backbone_version"]
-    if family in components:  # the fused model and the kNN teacher: their component's own logged model
-        if family == "fused":
-            family_tags["alpha"] = result.alpha
-        source = mlflow.MlflowClient().get_model_version(f"{family}-{domain}", components[family]).source
-        return registry.register(
-            source, registry.forecaster_name(domain), family_tags, description, result_id=f"{rid}-{family}"
-        )
-
-    def log_model() -> str:
-        return log_forecaster(
-            kind, result.model_dir(family), {**meta, "family": family, "max_horizon": max_horizon}, name=family
-        )
-
-    return registry.register(
-        log_model, registry.forecaster_name(domain), family_tags, description, result_id=f"{rid}-{family}"
-    )
-
-
-def _tables_description(result: OnboardingResult, val: pd.DataFrame, test: pd.DataFrame) -> str:
-    return (
-        f"Season {result.provenance.get('season', '?')}. Validation (fusion weight alpha={result.alpha:.2f} "
-        "and the champion chosen here):\n\n"
-        + markdown_table(val.rename_axis("model"))
-        + "\n\nTest (never seen while choosing):\n\n"
-        + markdown_table(test.rename_axis("model"))
-    )
-
-
-def _log_onboarding_run(result: OnboardingResult, params: OnboardParams, val: pd.DataFrame, test: pd.DataFrame) -> None:
-    """Params, tags, the store as input, metrics and the report files, into the active run."""
-    prov = result.provenance
-    mlflow.log_params(registry.flat_params(params.model_dump(mode="json")))
-    mlflow.log_params(
-        {
-            "backbone_uri": prov["backbone_uri"],
-            "backbone_version": prov["backbone_version"],
-            "n_windows": result.n_windows,
-            "alpha": result.alpha,
-        }
-    )
-    mlflow.set_tags(
-        {
-            "domain": params.domain,
-            "data_version": prov["data_version"],
-            "git_commit": registry.git_commit(),
-            "backbone_version": prov["backbone_version"],
-        }
-    )
-    log_store_input(prov["store"], context="domain")  # digest = DVC's md5 of the store
-    for part, table in (("val", val), ("test", test)):
-        for model, row in table.iterrows():
-            mlflow.log_metrics({f"{part}_{model}_{k}": float(v) for k, v in row.items() if np.isfinite(v)})
-        kept = teacher_gain_kept(table)
-        if kept is not None:  # how much of what the kNN teacher knows the adapter carried over
-            mlflow.log_metric(f"{part}_teacher_gain_kept", kept)
-    for i, rec in enumerate(result.history):
-        mlflow.log_metrics(
-            {f"adapter_{k}": float(v) for k, v in rec.items() if isinstance(v, (int, float)) and k != "epoch"}, step=i
-        )
-    for f in result.report_files():
-        mlflow.log_artifact(str(f), artifact_path="report")
 
 
 # -------------------------------------------------------------------------- publish
