@@ -74,6 +74,7 @@ test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup tests
 
 # The benchmark peer (benchmarks/peer_autogluon.py) in a venv of its own: AutoGluon-TimeSeries is never

@@ -65,7 +65,10 @@ def test_commands_reuse_the_project_api_and_a_busy_machine_fails_none(tmp_path):
 
     rows = "\n".join(f"s{i},{t},{(t * 7 + i) % 11}" for i in range(3) for t in range(40))
     (tmp_path / "a.csv").write_text("unique_id,ds,y\n" + rows + "\n")
-    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)]
+    # every core but one spun, the other taken by the suite's second worker (make test runs two): the
+    # machine stays busy without the test burning the whole machine's time as well
+    spin = max(1, (os.cpu_count() or 2) - 1)
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(spin)]
     try:
         first = _tsfm(tmp_path, "ingest", "--domain", "a", "--source", "a.csv", "--horizon", "4", timeout=400)
         started = time.monotonic()
