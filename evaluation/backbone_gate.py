@@ -11,6 +11,7 @@ import numpy as np
 from mlflow import MlflowClient
 
 from evaluation.gate import beats
+from evaluation.scores import validation_scrps
 from infra.errors import NotFoundError
 from infra.logs import run_logger
 from infra.settings import DEFAULT_BACKBONE, Settings
@@ -26,7 +27,6 @@ def backbone_val_score(backbone_dir: Path, store_dirs: list[str], settings: Sett
     from models.forecasting.backbone import trained_context
     from models.forecasting.batch import batch_forecast
     from models.memory.onboarding import backbone_context
-    from models.metrics import per_series_metrics
     from store.canonical import read_split
 
     backbone = load_backbone(backbone_dir)
@@ -34,13 +34,12 @@ def backbone_val_score(backbone_dir: Path, store_dirs: list[str], settings: Sett
     context = backbone_context(settings.onboard, trained_context(backbone_dir))
     for store in store_dirs:
         split, _ = read_split(store, origins=settings.onboard.val_origins)
-        w = split.windows("val")
-        pick = np.unique(np.linspace(0, len(w) - 1, min(len(w), MAX_GATE_WINDOWS)).round().astype(int))
-        q = batch_forecast(backbone, [w.contexts[i] for i in pick], split.horizon, context).quantiles
+        n = len(split.windows("val"))
+        pick = np.unique(np.linspace(0, n - 1, min(n, MAX_GATE_WINDOWS)).round().astype(int))
         scores.append(
-            per_series_metrics(
-                q, w.truth[pick], [split.train[w.series[i]] for i in pick], split.seasons[w.series[pick]]
-            )["sCRPS"]
+            validation_scrps(
+                split, lambda contexts, _ids, h: batch_forecast(backbone, contexts, h, context).quantiles, pick
+            )
         )
     return float(np.nanmean(np.concatenate(scores)))
 

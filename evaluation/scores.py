@@ -8,12 +8,16 @@ means over series of each model's ratio to seasonal naive. The metrics themselve
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
 from models.metrics import geometric_mean_ratio, nan_mean, per_series_metrics, scaled_crps_parts
+from models.splits import SeriesSplit
+
+# (contexts, series ids, horizon) -> quantiles [windows, horizon, levels]
+Predict = Callable[[list[np.ndarray], list[str], int], np.ndarray]
 
 
 def per_series_frame(
@@ -99,3 +103,14 @@ def teacher_gain_kept(table: pd.DataFrame, metric: str = "sCRPS") -> float | Non
     if not np.isfinite([backbone, teacher, fused]).all() or teacher >= backbone:
         return None
     return (backbone - fused) / (backbone - teacher)
+
+
+def validation_scrps(split: SeriesSplit, predict: Predict, windows: np.ndarray | None = None) -> np.ndarray:
+    """Scaled CRPS per validation window of ``split`` (every window, or those at ``windows``): the one
+    way a model outside an onboarding's own evaluation is scored on validation, used by the backbone
+    gate and by the domain gate re-scoring a champion on a challenger's windows."""
+    w = split.windows("val")
+    pick = np.arange(len(w)) if windows is None else windows
+    quantiles = predict([w.contexts[i] for i in pick], [split.ids[w.series[i]] for i in pick], split.horizon)
+    insample = [split.train[w.series[i]] for i in pick]
+    return np.asarray(per_series_metrics(quantiles, w.truth[pick], insample, split.seasons[w.series[pick]])["sCRPS"])

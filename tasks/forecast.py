@@ -219,8 +219,7 @@ def _forecaster(plan: dict):
     if key not in _LOADED:
         folder = Path(plan["model_dir"])
         if not folder.is_dir():
-            mlflow.set_tracking_uri(plan["tracking_uri"])
-            mlflow.set_registry_uri(plan["tracking_uri"])
+            registry.use_tracking_uri(plan["tracking_uri"])
             _, folder, _ = registry.download_forecaster(key[1], key[2], tempfile.mkdtemp(prefix="tsfm-forecast-"))
         _LOADED.clear()  # one champion per worker at a time
         _LOADED[key] = load_forecaster(plan["kind"], folder)

@@ -15,11 +15,11 @@ import numpy as np
 from prefect import task
 
 from evaluation.gate import beats
+from evaluation.scores import validation_scrps
 from infra.errors import NotFoundError
 from infra.logs import run_logger
 from infra.settings import Settings
 from models.memory.result import OnboardingResult
-from models.metrics import per_series_metrics
 from tracking import registry
 from tracking.retries import remote_retries
 
@@ -37,10 +37,8 @@ def champion_on_candidate_split(name: str, champion: str, result_dir: str | Path
     model = load_forecaster(kind, folder)
     if getattr(model, "horizon", split.horizon) < split.horizon:
         return None
-    w = split.windows("val")  # the rolling-origin windows every candidate was scored on
-    q = model.predict(w.contexts, split.horizon, ids=[split.ids[i] for i in w.series]).quantiles
-    insample = [split.train[i] for i in w.series]
-    return per_series_metrics(q, w.truth, insample, split.seasons[w.series])["sCRPS"]
+    # the rolling-origin windows every candidate was scored on
+    return validation_scrps(split, lambda contexts, ids, h: model.predict(contexts, h, ids=ids).quantiles)
 
 
 def _validated(name: str, version: str) -> None:

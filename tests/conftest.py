@@ -36,11 +36,16 @@ def pytest_xdist_make_scheduler(config, log):
         return None
     from xdist.scheduler import LoadScopeScheduling
 
-    from tests.scheduling import scope
+    from tests.scheduling import expected_seconds, scope
 
     class DemoStateScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             return scope(nodeid.split("::")[0])
+
+        def _assign_work_unit(self, node) -> None:  # the longest unit left first (xdist: most tests first)
+            unit = max(self.workqueue, key=lambda u: expected_seconds(u, len(self.workqueue[u])))
+            self.workqueue.move_to_end(unit, last=False)
+            super()._assign_work_unit(node)
 
     return DemoStateScheduling(config, log)
 

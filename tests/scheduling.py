@@ -15,6 +15,30 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = "demo-state"
+# Seconds a module took in a measured run (the slowest ones; the rest count half a second a test).
+# Only the order of the work depends on them: the longest first, so that no long module starts last
+# while the other worker has nothing left to do. A stale figure costs time, never a result.
+EXPECTED_S = {
+    DEMO: 1e6,  # the demo state and its tests: always first, on a worker of its own for most of the run
+    "tests/integration/test_live_servers.py": 100,
+    "tests/integration/test_one_click.py": 90,
+    "tests/cli/test_no_leftovers.py": 40,
+    "tests/models/pretraining/test_training_system.py": 35,
+    "tests/cli/test_cli_and_dvc.py": 30,
+    "tests/store/test_ingest_sources.py": 28,
+    "tests/models/pretraining/test_pretrain.py": 25,
+    "tests/infra/test_infra_profiles.py": 25,
+    "tests/cli/test_review.py": 20,
+    "tests/models/pretraining/test_resume.py": 20,
+    "tests/infra/test_launch_templates.py": 20,
+    "tests/tracking/test_register_concurrently.py": 16,
+    "tests/models/pretraining/test_pretrain_data.py": 15,
+    "tests/serving/test_exposure.py": 15,
+}
+
+
+def expected_seconds(unit: str, n_tests: int) -> float:
+    return EXPECTED_S.get(unit, 0.5 * n_tests)
 
 
 def _functions(path: Path) -> list[ast.FunctionDef]:

@@ -60,11 +60,17 @@ MODEL_NOTES = {  # registered model name prefix -> its description
 }
 
 
+def use_tracking_uri(uri: str) -> None:
+    """The one place MLflow's process-wide tracking and registry URIs are set (``configure``, and a
+    batch worker that has the URI but not the settings)."""
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+
+
 def configure(settings: Settings) -> MlflowClient:
     """Point this process at the configured tracking + registry store."""
     settings.paths.state_dir.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    mlflow.set_registry_uri(settings.tracking_uri)
+    use_tracking_uri(settings.tracking_uri)
     return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
 
 

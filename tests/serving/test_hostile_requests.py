@@ -190,7 +190,9 @@ def test_generated_bodies_get_2xx_or_4xx_with_strict_json_and_the_server_still_a
     answered = {code: _count(session, server, code) for code in ("200", "400", "404", "413", "422", "503")}
     print(f"generated bodies answered by status: {answered}")
     assert sum(answered.values()) > 2000, answered
-    assert answered["200"] > 300 and answered["400"] > 1000 and answered["404"] > 10, answered  # every kind arrived
+    # every kind arrived: about 300 of the 3,000 bodies are valid (297 or 379, by what the earlier tests of the
+    # demo state registered), so 250 says the generator still reaches the models, not an exact share
+    assert answered["200"] > 250 and answered["400"] > 1000 and answered["404"] > 10, answered
 
 
 # ------------------------------------------------------------------------------ the cases that broke it
