@@ -29,6 +29,7 @@ import pytest  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: a run without xdist (-p no:xdist) must not fail on it
 def pytest_xdist_make_scheduler(config, log):
     """`make test`'s two workers: the demo state's modules on one, every other module a unit of its own
     (tests/scheduling.py)."""
