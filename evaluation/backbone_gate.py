@@ -32,15 +32,13 @@ def backbone_val_score(backbone_dir: Path, store_dirs: list[str], settings: Sett
     backbone = load_backbone(backbone_dir)
     scores: list[np.ndarray] = []
     context = backbone_context(settings.onboard, trained_context(backbone_dir))
+
+    def predict(contexts: list[np.ndarray], _ids: list[str], horizon: int) -> np.ndarray:
+        return np.asarray(batch_forecast(backbone, contexts, horizon, context).quantiles)
+
     for store in store_dirs:
         split, _ = read_split(store, origins=settings.onboard.val_origins)
-        n = len(split.windows("val"))
-        pick = np.unique(np.linspace(0, n - 1, min(n, MAX_GATE_WINDOWS)).round().astype(int))
-        scores.append(
-            validation_scrps(
-                split, lambda contexts, _ids, h: batch_forecast(backbone, contexts, h, context).quantiles, pick
-            )
-        )
+        scores.append(validation_scrps(split, predict, at_most=MAX_GATE_WINDOWS))
     return float(np.nanmean(np.concatenate(scores)))
 
 

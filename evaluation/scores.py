@@ -105,12 +105,13 @@ def teacher_gain_kept(table: pd.DataFrame, metric: str = "sCRPS") -> float | Non
     return (backbone - fused) / (backbone - teacher)
 
 
-def validation_scrps(split: SeriesSplit, predict: Predict, windows: np.ndarray | None = None) -> np.ndarray:
-    """Scaled CRPS per validation window of ``split`` (every window, or those at ``windows``): the one
-    way a model outside an onboarding's own evaluation is scored on validation, used by the backbone
-    gate and by the domain gate re-scoring a champion on a challenger's windows."""
+def validation_scrps(split: SeriesSplit, predict: Predict, at_most: int | None = None) -> np.ndarray:
+    """Scaled CRPS per validation window of ``split`` (every window, or ``at_most`` of them spread evenly):
+    the one way a model outside an onboarding's own evaluation is scored on validation, used by the
+    backbone gate and by the domain gate re-scoring a champion on a challenger's windows."""
     w = split.windows("val")
-    pick = np.arange(len(w)) if windows is None else windows
+    n = len(w)
+    pick = np.arange(n) if at_most is None else np.unique(np.linspace(0, n - 1, min(n, at_most)).round().astype(int))
     quantiles = predict([w.contexts[i] for i in pick], [split.ids[w.series[i]] for i in pick], split.horizon)
     insample = [split.train[w.series[i]] for i in pick]
     return np.asarray(per_series_metrics(quantiles, w.truth[pick], insample, split.seasons[w.series[pick]])["sCRPS"])

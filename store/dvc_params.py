@@ -10,6 +10,7 @@ is refused, not used: by ``tsfm config --check-dvc`` (the pipeline's ``settings`
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import yaml
@@ -23,6 +24,11 @@ HEADER = (
     "# Written by `tsfm config --write-dvc` from the schema's defaults and params.yaml: edit params.yaml,\n"
     "# then run that command again. dvc.yaml reads it (${tsfm...}); `dvc repro` refuses a stale copy.\n"
 )
+
+
+def path() -> Path:
+    """The project's copy: at the root of the DVC repository when DVC runs the command, else here."""
+    return Path(os.environ.get("DVC_ROOT", ".")) / FILE
 
 
 def dvc_params(settings: Settings) -> dict[str, dict[str, object]]:

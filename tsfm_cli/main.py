@@ -12,7 +12,6 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
 import typer
 
@@ -87,9 +86,9 @@ def _runtime_env(
     except ProfileError as e:
         _fail(str(e))
     if os.environ.get("DVC_STAGE"):  # run by `dvc repro`: its ${tsfm...} values must be the settings'
-        from store.dvc_params import FILE, stale
+        from store import dvc_params
 
-        why = stale(settings, Path(os.environ.get("DVC_ROOT", ".")) / FILE)
+        why = dvc_params.stale(settings, dvc_params.path())
         if why:
             _fail(why)
 
@@ -683,12 +682,11 @@ def config(
     """The effective settings, each with where it came from: the schema's default, the profile (TSFM_PROFILE),
     params.yaml (TSFM_PARAMS) or a TSFM_* variable. A command's options and --set apply on top, to it alone."""
     if write_dvc or check_dvc:
-        from store.dvc_params import FILE, stale, write
+        from store import dvc_params
 
-        path = Path(os.environ.get("DVC_ROOT", ".")) / FILE
         if write_dvc:
-            _say(f"wrote {write(_settings(), path)}")
-        elif why := stale(_settings(), path):
+            _say(f"wrote {dvc_params.write(_settings(), dvc_params.path())}")
+        elif why := dvc_params.stale(_settings(), dvc_params.path()):
             _fail(why)
         return
     from infra.provenance import effective_settings
