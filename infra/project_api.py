@@ -38,7 +38,13 @@ START_TIMEOUT_S = 240.0  # a busy machine (load 5 on 2 cores) needs far more tha
 def ensure(state_dir: Path, say=lambda text: print(text, file=sys.stderr)) -> str | None:
     """Point this process at the project's Prefect API (``PREFECT_API_URL``), starting it when it is
     not running; returns its URL. None where a Prefect API is configured already."""
-    if os.environ.get("PREFECT_API_URL") or os.environ.get(MODE_ENV) == "ephemeral":
+    if os.environ.get("PREFECT_API_URL"):
+        return None
+    if os.environ.get(MODE_ENV) == "ephemeral":
+        if os.environ.get("PREFECT_HOME"):  # the temporary server's database, where Prefect puts it
+            from infra.prefect_db import seed
+
+            seed(Path(os.environ["PREFECT_HOME"]) / "prefect.db")
         return None
     state_dir = Path(state_dir).resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -122,10 +128,12 @@ def _start(state_dir: Path, say) -> str:
 def _serve(state_dir: Path) -> None:
     """The watchdog: the API server as a child process; both end after the idle time, when the state
     folder is gone, or on SIGTERM."""
+    from infra.prefect_db import seed
     from infra.servers import die_with_parent, free_port, stop
 
     home = state_dir / "prefect"
     home.mkdir(parents=True, exist_ok=True)
+    seed(home / "prefect.db")
     port = free_port()
     env = {
         **os.environ,

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import requests
 
+from infra.prefect_db import seed
+
 LOOPBACK = "127.0.0.1"
 
 
@@ -150,6 +152,8 @@ def start_prefect_server(
     ``database_url``, postgresql+asyncpg://...); services (scheduler, triggers) run, so schedules
     and event triggers fire. Returns the API URL."""
     home.mkdir(parents=True, exist_ok=True)
+    if database_url is None:
+        seed(home / "prefect.db")
     port = port or free_port()
     env = _venv_env(
         {

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from infra.prefect_db import seed
 from infra.servers import die_with_parent, stop, terminate, wait_http
 from infra.settings import Settings, runtime_env
 
@@ -57,7 +58,8 @@ def ui_commands(
             url,
             f"{url}/health",
             [str(bin_dir / "mlflow"), "ui", "--backend-store-uri", uri, "--host", host, "--port", str(mlflow_port)],
-            {"MLFLOW_DISABLE_TELEMETRY": "true"},
+            # no telemetry; no GenAI job runner (its 7 huey consumers cost ~30 CPU-s and serve nothing tsfm uses)
+            {"MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
         )
     api = settings.prefect.api_url
     if api:
@@ -105,6 +107,8 @@ def run_ui(
                 env = dict(os.environ)
                 env.pop("PREFECT_API_URL", None)  # a server must not point at itself as a client
                 env.update(c.env)
+                if c.env.get("PREFECT_HOME"):  # Prefect's UI on the project's database: start a new one migrated
+                    seed(Path(c.env["PREFECT_HOME"]) / "prefect.db")
                 if c.log:
                     Path(c.log).parent.mkdir(parents=True, exist_ok=True)
                 out = open(c.log, "a") if c.log else subprocess.DEVNULL

@@ -65,10 +65,21 @@ def _environment_restored():
 
 @pytest.fixture(scope="session")
 def prefect_harness():
-    from prefect.testing.utilities import prefect_test_harness
+    import tempfile
 
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+    import prefect.testing.utilities as harness
+
+    from infra.prefect_db import seed
+
+    def seeded_mkdtemp(*args, **kwargs):  # the harness's database starts migrated, as tsfm's servers' do
+        folder = tempfile.mkdtemp(*args, **kwargs)
+        seed(Path(folder) / "prefect-test.db")
+        return folder
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(harness, "mkdtemp", seeded_mkdtemp)
+        with harness.prefect_test_harness(server_startup_timeout=120):
+            yield
 
 
 @pytest.fixture(scope="session")
