@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from infra.errors import EXIT_USER_ERROR
@@ -64,3 +65,33 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+
+
+def start_prefect_for_triggers(root: Path) -> tuple[Callable[[], None], str]:
+    """A Prefect server (services on) on a PostgreSQL of its own, for tests whose automations must
+    fire promptly: on sqlite, two ingests writing at once sometimes held an automation's action for
+    the full 60 s of Prefect's busy timeout ("database is locked"). Returns a function that stops
+    both and the API URL. The cluster lives in a folder of /tmp that PostgreSQL's system user can
+    reach (pytest's own folders are private to the user running it)."""
+    import shutil
+    import tempfile
+
+    from infra.servers import start_postgres, start_prefect_server, stop
+
+    cluster = Path(tempfile.mkdtemp(prefix="tsfm-test-pg-"))
+    procs: list[subprocess.Popen] = []
+
+    def stop_all() -> None:
+        for proc in reversed(procs):
+            stop(proc)
+        shutil.rmtree(cluster, ignore_errors=True)
+
+    try:
+        postgres, hostport = start_postgres(cluster, databases=("prefect",))
+        procs.append(postgres)
+        server, api = start_prefect_server(root, database_url=f"postgresql+asyncpg://tsfm@{hostport}/prefect")
+        procs.append(server)
+    except BaseException:
+        stop_all()
+        raise
+    return stop_all, api

@@ -15,11 +15,12 @@ import sys
 import time
 from pathlib import Path
 
-from infra.servers import start_prefect_server, stop
+from infra.servers import stop
 from infra.settings import SourceSpec, load_settings
 from store.sources import read_source
 from store.watch import watch_sources
 from tests.flows.prefect_api import flow_runs
+from tests.helpers import start_prefect_for_triggers
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[2]
@@ -36,7 +37,7 @@ def test_a_new_file_at_the_source_triggers_re_onboarding(demo_run, tmp_path):
     # what the watcher has seen so far (the deployed watcher shares the state dir)
     watch_sources(load_settings(sources={DOMAIN: SourceSpec(**sources[DOMAIN])}))
 
-    server, api = start_prefect_server(tmp_path / "prefect-server")
+    stop_servers, api = start_prefect_for_triggers(tmp_path / "prefect-server")
     env = {
         **os.environ,
         "PREFECT_API_URL": api,
@@ -82,7 +83,7 @@ def test_a_new_file_at_the_source_triggers_re_onboarding(demo_run, tmp_path):
     finally:
         stop(deploy, timeout=30)
         log.close()
-        stop(server)
+        stop_servers()
 
     # the re-ingested store holds the new file's series, and the domain got its models
     settings = demo_run["settings"]

@@ -24,11 +24,12 @@ import pandas as pd
 import pytest
 import requests
 
-from infra.servers import start_prefect_server, stop
+from infra.servers import stop
 from infra.settings import ForecastParams, MonitorParams
 from store.canonical import read_meta, read_store
 from store.ingest import ingest_to_store
 from tests.flows.prefect_api import flow_runs
+from tests.helpers import start_prefect_for_triggers
 from tracking import registry as tracking
 
 BIN = Path(sys.executable).parent
@@ -170,7 +171,7 @@ def test_a_level_shift_re_onboards_its_domain_through_the_degraded_trigger(domai
     _arrive(domains, STEADY, domains["full"]["y"].notna())  # the other 4 steps, as they were
     _arrive(domains, SHIFT, domains["full"]["y"].notna(), shift=1.6)  # all 8, level-shifted
 
-    server, api = start_prefect_server(tmp_path / "prefect-server")
+    stop_servers, api = start_prefect_for_triggers(tmp_path / "prefect-server")
     env = {
         **os.environ,
         "PREFECT_API_URL": api,
@@ -242,7 +243,7 @@ def test_a_level_shift_re_onboards_its_domain_through_the_degraded_trigger(domai
     finally:
         stop(deploy, timeout=30)
         log.close()
-        stop(server)
+        stop_servers()
 
     # the transcript (pytest -s shows it)
     for domain, runs in monitors.items():
