@@ -44,12 +44,14 @@ from models.forecasting.protocol import (
 from models.forecasting.tiny import FALLBACK, MIN_NEURAL_CONTEXT, short_rows
 from serving import MODEL_HEADER
 from serving.batching import MicroBatcher
+from serving.bulk import OFFLOAD_BYTES, Decoder, InvalidBody
 from serving.catalog import Catalog, Poller, ServedModel
 from serving.metrics import UNKNOWN, ServingMetrics
 
 log = logging.getLogger("tsfm.serving")
 INLINE_ROWS = 2000  # context rows a request may have to be parsed and answered on the event loop itself
 INLINE_BYTES = 256 * 1024  # a bigger body is decoded in a thread: the event loop keeps serving the others
+TOO_LARGE = "a number in the body is too large for a float64 (y) or a time step (ds)"
 CLIENT_CLOSED = 499  # the status label of a request whose client disconnected (nginx's convention)
 
 
@@ -89,6 +91,7 @@ class Served:
     max_series: int = 5000  # series per request
     drift_per_minute: int = 60  # answered requests per client and minute that enter the drift statistics
     _drift_counts: dict = field(default_factory=dict)  # client -> (minute, requests counted)
+    decoder: Decoder = field(default_factory=Decoder)  # big bodies: decoded in a helper process
 
     def counts_for_drift(self, client: str) -> bool:
         """Whether this client's answered request enters the drift statistics (at most
@@ -158,10 +161,23 @@ async def score(served: Served, request: Request) -> Response:
     try:
         authorize(served, request)
         raw = await read_body(served, request)
+        offloaded = None  # a big common body, parsed by the helper process (serving/bulk.py)
+        if len(raw) > OFFLOAD_BYTES:
+            try:
+                offloaded = await served.decoder.parse(raw)
+            except InvalidBody as e:
+                raise ApiError(400, f"invalid request body: {e}") from None
+            except ValueError as e:  # parse_rows' own, worded as below
+                raise ApiError(400, str(e)) from None
+            except OverflowError:
+                raise ApiError(400, TOO_LARGE) from None
         try:  # strict JSON: no NaN/Infinity literals, bounded nesting; bad UTF-8 is a ValueError too
-            body = parse_json(raw) if len(raw) <= INLINE_BYTES else await asyncio.to_thread(parse_json, raw)
-            rows = request_rows(body)  # the common shape: parsed without pandas below
-            frame, req_params = (None, body.get("params") or {}) if rows else request_frame(body)
+            if offloaded is not None:
+                body, frame, rows, req_params = None, None, None, offloaded[0]
+            else:
+                body = parse_json(raw) if len(raw) <= INLINE_BYTES else await asyncio.to_thread(parse_json, raw)
+                rows = request_rows(body)  # the common shape: parsed without pandas below
+                frame, req_params = (None, body.get("params") or {}) if rows else request_frame(body)
             if not isinstance(req_params, dict):
                 raise ValueError("'params' must be a JSON object")
         except ValueError as e:
@@ -175,7 +191,10 @@ async def score(served: Served, request: Request) -> Response:
             # a small request is faster handled inline than through a thread hop; a big one must not
             # hold the event loop
             small = rows is not None and len(rows[1]) <= INLINE_ROWS
-            parsed = (parse_rows(*rows) if small else await asyncio.to_thread(parse_rows, *rows)) if rows else None
+            if offloaded is not None:
+                parsed = offloaded[1]
+            else:
+                parsed = (parse_rows(*rows) if small else await asyncio.to_thread(parse_rows, *rows)) if rows else None
             if parsed is None:
                 frame = frame if frame is not None else request_frame(body)[0]
                 parsed = await asyncio.to_thread(parse_context, frame)
@@ -195,7 +214,7 @@ async def score(served: Served, request: Request) -> Response:
         except ValueError as e:
             raise ApiError(400, str(e)) from None
         except OverflowError:  # an integer of hundreds of digits in y or ds: a client's mistake, not a crash
-            raise ApiError(400, "a number in the body is too large for a float64 (y) or a time step (ds)") from None
+            raise ApiError(400, TOO_LARGE) from None
         scaled, factors = to_model_scale(values)  # float32 models, any float64 magnitude
         queued = True
         quantiles = await served.batcher.predict(model, ids, scaled, horizon, announced=True)
@@ -274,6 +293,7 @@ def create_app(
         finally:
             poller.stop()
             served.batcher.stop()
+            served.decoder.stop()
 
     app = FastAPI(title="tsfm serving", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.catalog, app.state.metrics, app.state.batcher = catalog, metrics, served.batcher
