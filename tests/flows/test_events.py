@@ -80,6 +80,8 @@ def test_a_new_file_at_the_source_triggers_re_onboarding(demo_run, tmp_path):
         assert (run["created_by"] or {}).get("type") == "AUTOMATION", run["created_by"]  # by the trigger
         assert run["parameters"]["params"]["source"] == str(incoming)  # the triggered run re-ingests
         assert run["state_type"] == "COMPLETED", f"{run['state_type']}\n{tail}"
+        # the flow run's own process is quiet too: no library advice in the deployment's output
+        assert "An input example was not provided" not in (tmp_path / "deploy.log").read_text()
     finally:
         stop(deploy, timeout=30)
         log.close()
