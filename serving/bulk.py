@@ -17,6 +17,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing as mp
+import os
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -69,6 +72,18 @@ def rebuild(flat: Flat) -> tuple[dict[str, Any], Parsed]:
     return params, (ids, np.split(values, cuts), [pd.Series(s) for s in np.split(stamps, cuts)])
 
 
+def _exit_with_parent(parent: int) -> None:
+    """In the helper: exit once the server is gone, even SIGKILLed (no shutdown code of its ran). Not
+    the parent-death signal: Linux sends that when the *thread* that started the helper ends."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="tsfm-exit-with-server", daemon=True).start()
+
+
 class Decoder:
     """One helper process, started by the first big body (spawned: no copy of the server's threads;
     about a second, small beside decoding such a body) and kept until the server stops."""
@@ -78,13 +93,18 @@ class Decoder:
 
     def start(self) -> None:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=mp.get_context("spawn"),
+                initializer=_exit_with_parent,
+                initargs=(os.getpid(),),
+            )
             self._pool.submit(int).result()  # started and importing done before the first body is sent
 
     def stop(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        pool, self._pool = self._pool, None
+        if pool is not None:  # waits for a body being decoded (a second or two at most), then the helper exits
+            pool.shutdown(wait=True, cancel_futures=True)
 
     async def parse(self, raw: bytes) -> tuple[dict[str, Any], Parsed] | None:
         """(params, parsed) of the common body, None where the caller must parse it itself. Raises

@@ -57,3 +57,41 @@ def test_a_bad_body_fails_in_the_helper_as_it_would_in_the_server():
         assert asyncio.run(decoder.parse(b'{"dataframe_records": [{"unique_id": "a", "ds": 1, "y": 1}]}')) is None
     finally:
         decoder.stop()
+
+
+def test_a_killed_server_leaves_no_helper_process(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import psutil
+
+    script = tmp_path / "server.py"
+    script.write_text(
+        "import asyncio, os, sys\n"
+        "from serving.bulk import Decoder\n"
+        "async def serve():  # as the server: the helper started from the event loop's threads, the loop running\n"
+        "    await Decoder().parse(sys.argv[1].encode())\n"
+        "    print(os.getpid(), flush=True)\n"
+        "    await asyncio.sleep(600)\n"
+        "if __name__ == '__main__':  # the helper is spawned: it imports this file\n"
+        "    asyncio.run(serve())\n"
+    )
+    body = json.dumps({"dataframe_split": {"columns": ["unique_id", "ds", "y"], "data": [["a", 1, 1.0]]}})
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    proc = subprocess.Popen(
+        [sys.executable, str(script), body], stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": root}
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == str(proc.pid)
+        helpers = psutil.Process(proc.pid).children(recursive=True)
+        assert helpers, "no helper process was started"
+        proc.send_signal(signal.SIGKILL)  # no shutdown code runs
+        proc.wait(timeout=10)
+        gone, alive = psutil.wait_procs(helpers, timeout=20)
+        assert not alive, [p.cmdline() for p in alive]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
