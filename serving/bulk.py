@@ -90,16 +90,20 @@ class Decoder:
 
     def __init__(self) -> None:
         self._pool: ProcessPoolExecutor | None = None
+        self._starting = threading.Lock()  # two first big bodies at once start one helper
 
     def start(self) -> None:
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(
+        with self._starting:
+            if self._pool is not None:
+                return
+            pool = ProcessPoolExecutor(
                 max_workers=1,
                 mp_context=mp.get_context("spawn"),
                 initializer=_exit_with_parent,
                 initargs=(os.getpid(),),
             )
-            self._pool.submit(int).result()  # started and importing done before the first body is sent
+            pool.submit(int).result()  # started and importing done before the first body is sent
+            self._pool = pool
 
     def stop(self) -> None:
         pool, self._pool = self._pool, None
