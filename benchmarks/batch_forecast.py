@@ -15,14 +15,13 @@ Run it on an otherwise idle machine: it times every core.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import threading
 import time
 from pathlib import Path
 
-from bench_common import REPO, machine, markdown_table, warn_if_busy, write_json
+from bench_common import REPO, machine, markdown_table, use_work_dir, warn_if_busy, write_json
 
 FAMILIES = {"fused": "fused", "auto_ets": "auto_ets"}
 
@@ -155,15 +154,7 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="write the results as JSON")
     args = ap.parse_args()
     work = Path(args.work)
-    os.environ.update(
-        TSFM_PATHS__STATE_DIR=str(work / "state"),
-        TSFM_PATHS__DATA_DIR=str(work / "data"),
-        TSFM_MLFLOW__TRACKING_URI=f"sqlite:///{(work / 'mlflow.db').resolve()}",
-        PREFECT_HOME=str(work / "prefect"),
-        PREFECT_LOGGING_LEVEL="WARNING",
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false",
-    )
+    use_work_dir(work)
     domains = bench_state(Path(args.state), work, args.domain)
     warn_if_busy()
     rows = []

@@ -86,6 +86,19 @@ def store_horizon(data: Path, domain: str) -> int:
         raise SystemExit(f"error: {e}") from None
 
 
+def use_work_dir(work: Path) -> None:
+    """Point tsfm (settings, MLflow, Prefect) in this process and its children at ``work``, quietly."""
+    os.environ.update(
+        TSFM_PATHS__STATE_DIR=str(work / "state"),
+        TSFM_PATHS__DATA_DIR=str(work / "data"),
+        TSFM_MLFLOW__TRACKING_URI=f"sqlite:///{(work / 'mlflow.db').resolve()}",
+        PREFECT_HOME=str(work / "prefect"),
+        PREFECT_LOGGING_LEVEL="WARNING",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false",
+    )
+
+
 def write_json(path: str | None, payload: dict) -> None:
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -15,14 +15,13 @@ Run it on an otherwise idle machine.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import time
 from datetime import date
 from pathlib import Path
 
 from batch_forecast import bench_state, tile
-from bench_common import REPO, machine, markdown_table, warn_if_busy, write_json
+from bench_common import REPO, machine, markdown_table, use_work_dir, warn_if_busy, write_json
 
 DOMAIN = "bench-fused"
 
@@ -66,15 +65,7 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)
-    os.environ.update(
-        TSFM_PATHS__STATE_DIR=str(work / "state"),
-        TSFM_PATHS__DATA_DIR=str(work / "data"),
-        TSFM_MLFLOW__TRACKING_URI=f"sqlite:///{(work / 'mlflow.db').resolve()}",
-        PREFECT_HOME=str(work / "prefect"),
-        PREFECT_LOGGING_LEVEL="WARNING",
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false",
-    )
+    use_work_dir(work)
     bench_state(Path(args.state), work, args.domain)  # forecaster-bench-fused @champion
     import mlflow
 

@@ -54,8 +54,8 @@ def parse_json(raw: bytes | str) -> object:
     """A request body as strict JSON: no NaN/Infinity literals, at most ``MAX_DEPTH`` levels."""
     if not _depth_ok(raw):
         raise ValueError(f"JSON nested more than {MAX_DEPTH} levels deep")
-    if isinstance(raw, bytes) and json.detect_encoding(raw) != "utf-8":  # UTF-16/32, a BOM: as json.loads reads them
-        raw = raw.decode(json.detect_encoding(raw))  # a UnicodeDecodeError is a ValueError
+    if isinstance(raw, bytes) and (encoding := json.detect_encoding(raw)) != "utf-8":  # UTF-16/32, a BOM
+        raw = raw.decode(encoding)  # read as json.loads read them; a UnicodeDecodeError is a ValueError
     try:
         # orjson, not json: a 16 MB body held the interpreter lock for ~1 s in json.loads (~5x less
         # here), and every small request beside it waited that long. Strict already: NaN/Infinity

@@ -17,21 +17,11 @@ import torch
 from torch import nn
 
 from tests.corpus import seasonal_corpus
+from tests.models.pretraining.trainer_runs import TINY_CPU
 
 ROOT = Path(__file__).resolve().parents[3]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-COMMON = [
-    "--preset",
-    "tiny",
-    "--context-length",
-    "64",
-    "--horizon-length",
-    "16",
-    "--accelerator",
-    "cpu",
-    "--devices",
-    "1",
-]
+COMMON = TINY_CPU
 
 
 def pretrain(*args: str, env: dict | None = None, timeout: int = 240) -> subprocess.CompletedProcess:

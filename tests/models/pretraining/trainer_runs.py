@@ -10,6 +10,19 @@ import numpy as np
 import pandas as pd
 
 MAX_STEPS = 40
+# the tiny model on one CPU process: what every trainer-run test passes
+TINY_CPU = [
+    "--preset",
+    "tiny",
+    "--context-length",
+    "64",
+    "--horizon-length",
+    "16",
+    "--accelerator",
+    "cpu",
+    "--devices",
+    "1",
+]
 
 
 def make_corpus(path: Path) -> Path:
@@ -33,16 +46,7 @@ def command(data: Path, out: Path, *extra: str) -> list[str]:
         str(data),
         "--out",
         str(out),
-        "--preset",
-        "tiny",
-        "--context-length",
-        "64",
-        "--horizon-length",
-        "16",
-        "--accelerator",
-        "cpu",
-        "--devices",
-        "1",
+        *TINY_CPU,
         "--max-steps",
         str(MAX_STEPS),
         "--batch-size",
