@@ -24,18 +24,21 @@ from models.forecasting.statistical import LEVELS, MAX_HISTORY, _naive, _quantil
 from models.memory.result import OnboardingResult
 from models.metrics import per_series_metrics
 
+SECOND_SEASON = {7: 365, 24: 168, 48: 336}  # daily: week and year; hourly and half-hourly: day and week
 BASE = ["seasonal_naive", "auto_ets", "theta", "backbone", "fused", "teacher"]  # today's members
 
 
 def _fit_chunk(args) -> list[np.ndarray]:
-    from statsforecast.models import AutoARIMA, AutoCES, DynamicOptimizedTheta
+    from statsforecast.models import MSTL, AutoARIMA, AutoCES, DynamicOptimizedTheta
 
     xs, h, m, name = args
-    make = {"ces": AutoCES, "dotm": DynamicOptimizedTheta, "arima": AutoARIMA}[name]
+    make = {"ces": AutoCES, "dotm": DynamicOptimizedTheta, "arima": AutoARIMA, "mstl": MSTL}[name]
     out = []
     for x in xs:
         x = np.asarray(x, np.float64)[-MAX_HISTORY:]
         season = m if len(x) > 2 * m else 1
+        if name == "mstl":  # the frequency's second cycle too, where two of it fit in the history
+            season = [s for s in (m, SECOND_SEASON.get(m, 0)) if s > 1 and len(x) > 2 * s] or 1
         try:
             q = _quantiles(make(season_length=season).forecast(y=x, h=h, level=list(LEVELS)))
         except Exception:  # as onboarding does: a model that cannot fit falls back to naive

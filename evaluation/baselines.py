@@ -1,7 +1,7 @@
 """Statistical baselines over many series: in chunks, in a process pool, grouped by horizon and
 season, with progress reports and every fallback noted. The models themselves (seasonal naive,
-AutoETS, Theta) are ``models.forecasting.statistical``, the same code a statistical champion
-runs when it is served. ``MODELS`` is what onboarding compares against (and may promote).
+AutoETS, Theta, MSTL) are ``models.forecasting.statistical``, the same code a statistical champion
+runs when it is served. ``candidate_models`` is what onboarding compares against (and may promote).
 """
 
 from __future__ import annotations
@@ -16,14 +16,19 @@ from typing import Any, cast
 
 import numpy as np
 
-from models.forecasting.statistical import LEVELS, STATISTICAL, fit_one
+from models.forecasting.statistical import LEVELS, STATISTICAL, fit_one, wants_mstl
 from store.frequency import season_from_freq
 
 log = logging.getLogger(__name__)
 
-MODELS = STATISTICAL  # the default set: every candidate family that is not a neural model
+MODELS = ("seasonal_naive", "auto_ets", "theta")  # every domain's statistical candidates
 KNOWN_MODELS = STATISTICAL
 CHUNK = 64  # series per unit of work: the granularity of progress reports
+
+
+def candidate_models(seasons: Sequence[int]) -> tuple[str, ...]:
+    """A domain's statistical candidates: ``MODELS``, and MSTL where its data have a second cycle."""
+    return (*MODELS, "mstl") if wants_mstl(seasons) else MODELS
 
 
 def _fit_chunk(args: tuple[Any, ...]) -> list[tuple[Any, ...]]:

@@ -23,7 +23,7 @@ from models.forecasting.batch import batch_forecast
 from models.memory.result import OnboardingResult
 from models.metrics import per_series_metrics
 
-MODEL_ORDER = ("seasonal_naive", "auto_ets", "theta", "backbone", "teacher", "finetuned", "fused")
+MODEL_ORDER = ("seasonal_naive", "auto_ets", "theta", "mstl", "backbone", "teacher", "finetuned", "fused")
 COLUMNS = ("MASE", "sCRPS", "sMAPE", "ms_per_series")
 
 

@@ -19,11 +19,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from evaluation.baselines import MODELS, grouped_baseline_forecasts
+from evaluation.baselines import candidate_models, grouped_baseline_forecasts
 from evaluation.ensemble import Ensemble, combine, fit_ensemble
 from evaluation.gate import Evidence
 from evaluation.scores import per_series_frame, summarize
 from models.forecasting.kinds import ENSEMBLE, FAMILIES, HORIZON_BOUND
+from models.forecasting.statistical import STATISTICAL
 from models.memory.result import PARTS, OnboardingResult
 from models.metrics import MEDIAN, mase_scale
 from reports.plots import fan_chart, per_horizon_plot
@@ -48,7 +49,13 @@ def evaluate_result(result: OnboardingResult, domain: str, n_jobs: int = 1) -> N
         states: dict[str, list[Any]] | None = {} if part == "test" else None  # fitted on train + validation
         t = time.perf_counter()
         forecasts, notes[part], seconds = grouped_baseline_forecasts(
-            w.contexts, horizons, seasons, split.horizon, n_jobs=n_jobs, states=states
+            w.contexts,
+            horizons,
+            seasons,
+            split.horizon,
+            candidate_models(split.seasons.tolist()),
+            n_jobs=n_jobs,
+            states=states,
         )
         stages["statistical_fits"] += time.perf_counter() - t
         made = dict(result.forecasts(part).items())
@@ -144,7 +151,7 @@ def identical_notes(forecasts: dict[str, np.ndarray], alpha: float) -> list[str]
 
 # the candidates an ensemble is made of, in the order exact copies are dropped (the backbone is kept
 # over a fused model with fusion weight 0: the same forecasts without the adapter's cost)
-ENSEMBLE_MEMBERS = (*MODELS, "backbone", "fused", "teacher")
+ENSEMBLE_MEMBERS = (*STATISTICAL, "backbone", "fused", "teacher")
 
 
 def _keep_fitted(result: OnboardingResult, states: dict[str, list[Any]]) -> None:

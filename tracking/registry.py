@@ -50,7 +50,7 @@ EXPERIMENT_NOTES = {
 }
 MODEL_NOTES = {  # registered model name prefix -> its description
     "forecaster-": "The served forecaster of one domain: every version is a candidate of one family (tag `family`: "
-    "fused, backbone, seasonal_naive, auto_ets, theta); `champion` is what `tsfm serve` answers "
+    "fused, backbone, teacher, seasonal_naive, auto_ets, theta, mstl, ensemble); `champion` is what `tsfm serve` answers "
     "with, `challenger` the best validated candidate of the latest onboarding.",
     "fused-": "Component: the frozen backbone fused with the domain's memory adapter (weight `alpha`). "
     "Served only through a `forecaster-<domain>` version of family fused.",

@@ -26,6 +26,7 @@ FAMILIES: dict[str, str] = {
     "seasonal_naive": "statistical",
     "auto_ets": "statistical",
     "theta": "statistical",
+    "mstl": "statistical",
     "teacher": "teacher",
     "ensemble": "ensemble",
 }

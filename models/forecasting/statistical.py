@@ -1,5 +1,7 @@
 """Statistical forecasters (statsforecast) as candidates for a domain's champion: seasonal naive,
-AutoETS and Theta, fitted on each series' own context at predict time.
+AutoETS, Theta and, for data with a second, longer cycle (daily: week and year; hourly: day and
+week), MSTL (each cycle taken out by STL, the rest forecast by a non-seasonal AutoETS), fitted on
+each series' own context at predict time.
 
 Intervals at levels 20/40/60/80 % give the 9 quantiles 0.1..0.9 (lo-80 -> 0.1, ..., mean ->
 0.5, ..., hi-80 -> 0.9). Series are fitted one by one, so the output keeps the input order
@@ -34,7 +36,10 @@ from jaxtyping import Float
 from models.forecasting.types import QuantileForecast
 
 LEVELS = (20, 40, 60, 80)
-STATISTICAL = ("seasonal_naive", "auto_ets", "theta")
+STATISTICAL = ("seasonal_naive", "auto_ets", "theta", "mstl")
+# the longer cycle of a season: a week of days -> a year; a day of hourly (half-hourly, 15-minute) steps
+# -> a week. MSTL is a candidate only where a domain has one of these seasons (``wants_mstl``)
+SECOND_SEASON = {7: 365, 24: 168, 48: 336, 96: 672}
 ETS_MAX_SEASON = 24  # statsforecast's ETS does not fit longer seasons
 CONFIG_FILE, FITTED_FILE = "statistical.json", "fitted.pkl"
 MAX_HISTORY = 2000  # points a statistical model is fitted on (the latest)
@@ -87,10 +92,13 @@ def _fit_quiet(
 
 
 def _state(model: Any, x: np.ndarray) -> dict[str, Any]:
-    """What ``forward`` needs to re-run a fitted model over a context that extends ``x``."""
-    params = {k: (None if k == "fit" else v) for k, v in model.model_.items() if k not in _IN_SAMPLE}
+    """What ``forward`` needs to re-run a fitted model over a context that extends ``x`` (for MSTL,
+    its trend model's parameters: the decomposition is redone on the context)."""
+    fitted = getattr(model, "trend_forecaster", model)
+    params = {k: (None if k == "fit" else v) for k, v in fitted.model_.items() if k not in _IN_SAMPLE}
+    season = model.season_length
     return {
-        "season": int(model.season_length),
+        "season": [int(s) for s in season] if isinstance(season, list) else int(season),
         "params": params,
         "n": len(x),
         "head": x[:ENDS].copy(),
@@ -98,10 +106,25 @@ def _state(model: Any, x: np.ndarray) -> dict[str, Any]:
     }
 
 
-def _model(model: str, season: int) -> Any:
-    from statsforecast.models import AutoETS, Theta
+def _model(model: str, season: Any) -> Any:
+    """A statsforecast model; ``season``: an int, or MSTL's list of cycles."""
+    from statsforecast.models import MSTL, AutoETS, Theta
 
+    if model == "mstl":
+        return MSTL(season_length=list(season), trend_forecaster=AutoETS(model="ZZN"))
     return {"theta": Theta, "auto_ets": AutoETS}[model](season_length=season)
+
+
+def mstl_seasons(season: int, n: int) -> list[int]:
+    """The cycles MSTL takes out of a series of ``n`` points: the season and its longer cycle, each
+    where more than two of it fit (STL needs two)."""
+    return [s for s in (season, SECOND_SEASON.get(season, 0)) if s > 1 and n > 2 * s]
+
+
+def wants_mstl(seasons: Sequence[int]) -> bool:
+    """MSTL is a candidate where the data have a second, longer cycle (daily and sub-daily data); on
+    monthly or quarterly data it would be AutoETS on a decomposition, at AutoETS's cost again."""
+    return any(int(s) in SECOND_SEASON for s in seasons)
 
 
 def fit_one(
@@ -124,6 +147,13 @@ def fit_one(
         if season > ETS_MAX_SEASON:
             season, note = 1, f"season {season_length} > {ETS_MAX_SEASON} unsupported by ETS: season 1"
         out = _fit_or_naive(_model("auto_ets", season), "ETS", x, horizon, note, keep)
+    elif model == "mstl":
+        cycles = mstl_seasons(season_length, len(x))
+        if cycles:
+            out = _fit_or_naive(_model("mstl", cycles), "MSTL", x, horizon, None, keep)
+        else:  # too short for two of any cycle: the trend model alone, refitted on every request
+            note = f"n={len(x)} < two cycles of season {season_length}: ETS without season"
+            out = _fit_or_naive(_model("auto_ets", 1), "ETS", x, horizon, note)
     else:
         raise ValueError(f"unknown statistical model {model!r}; known: {', '.join(STATISTICAL)}")
     return out if keep else out[:2]
@@ -145,7 +175,7 @@ def extends(x: np.ndarray, state: dict[str, Any]) -> int | None:
 def forward_one(x: np.ndarray, horizon: int, model: str, state: dict[str, Any]) -> Q | None:
     """The fitted model re-run over ``x`` (no refit); None when its forecast is not finite."""
     fitted = _model(model, state["season"])
-    fitted.model_ = state["params"]
+    getattr(fitted, "trend_forecaster", fitted).model_ = state["params"]
     try:
         q = _quantiles(fitted.forward(y=np.asarray(x, np.float64), h=horizon, level=list(LEVELS)))
     except Exception:  # a state statsforecast cannot apply: fit afresh instead

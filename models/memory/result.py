@@ -9,7 +9,7 @@ comparison) goes through ``OnboardingResult``; no other code knows a file name i
                         validation, one per series on test (``SeriesSplit.windows``)
     alpha_table.csv     validation sCRPS of each fusion weight
     fused/ teacher/ adapter/ finetuned/   the forecasters onboarding fits (``models.forecasting``)
-    backbone/ seasonal_naive/ auto_ets/ theta/   the other candidates for the domain's champion
+    backbone/ seasonal_naive/ auto_ets/ theta/ mstl/   the other candidates for the domain's champion
     evaluation files    <part>_metrics.csv|.txt, <part>_per_series.csv, plots, ensemble.json and
                         ensemble/ (the weighted ensemble of the candidates), baseline_notes.json
 """
