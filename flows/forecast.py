@@ -1,5 +1,6 @@
 from prefect import flow
 
+from batch.run import settled
 from infra.engines import chunk_runner
 from infra.settings import ForecastParams, load_settings
 from tasks.forecast import (
@@ -8,7 +9,6 @@ from tasks.forecast import (
     forecast_chunk_task,
     log_forecast_task,
     plan_forecast_task,
-    settled,
 )
 
 

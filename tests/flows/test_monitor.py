@@ -40,8 +40,8 @@ ORIGIN = date(2026, 11, 2)
 
 
 def _forecast(domain: str, settings) -> dict:
-    """A batch of the domain's champion, through the forecast tasks' own functions (no flow run)."""
-    from tasks.forecast import commit_forecast, forecast_chunk, plan_forecast
+    """A batch of the domain's champion, through the batch's own functions (no flow run)."""
+    from batch.run import commit_forecast, forecast_chunk, plan_forecast
 
     plan = plan_forecast(ForecastParams(domain=domain, origin=ORIGIN, executor="inline", horizon=H), settings)
     return commit_forecast(plan, [forecast_chunk(plan, i) for i in range(len(plan["chunks"]))])
