@@ -30,8 +30,9 @@ KINDS = ("constant", "zero", "spikes", "tiny", "huge", "walk", "seasonal")
 @st.composite
 def panels(draw) -> tuple[pd.DataFrame, int, int]:
     n_series = draw(st.integers(1, 3))
-    length = draw(st.integers(4, 40))
-    monthly = draw(st.booleans())
+    length = draw(st.integers(4, 80))
+    # integer steps, or dates: monthly, or daily and hourly (a second cycle: MSTL is a candidate)
+    freq = draw(st.sampled_from(["MS", None, "D", "h"]))
     rows = []
     for s in range(n_series):
         kind = draw(st.sampled_from(KINDS))
@@ -47,8 +48,8 @@ def panels(draw) -> tuple[pd.DataFrame, int, int]:
             "seasonal": 10 + np.sin(2 * np.pi * t / 12),
         }[kind]
         stamps = (
-            pd.date_range("2020-01-01", periods=length, freq="MS").strftime("%Y-%m-%d")
-            if monthly
+            pd.date_range("2020-01-01", periods=length, freq=freq).strftime("%Y-%m-%d %H:%M:%S")
+            if freq
             else [str(i) for i in range(length)]
         )
         gaps = draw(st.sets(st.integers(0, length - 1), max_size=3))  # missing values as empty cells
@@ -95,10 +96,14 @@ def test_every_accepted_panel_ends_in_a_champion_or_one_line(backbone, tmp_path_
         result.provenance = {"domain": "panel", "backbone_version": "1"}
         result.save(folder / "result")
         evaluate_result(result, "panel")
-        choice = choose_candidate(validation_evidence(result), 0.01, 0.9)
+        evidence = validation_evidence(result)
+        choice = choose_candidate(evidence, 0.01, 0.9)
         assert choice.family and choice.reason
         outcomes["champion"] = outcomes.get("champion", 0) + 1
+        if "mstl" in evidence.scores:  # daily or hourly data: MSTL was scored (or its fallback, when short)
+            outcomes["with MSTL"] = outcomes.get("with MSTL", 0) + 1
 
     run()
     print(f"outcomes: {outcomes}")
     assert outcomes.get("champion", 0) >= 3, outcomes  # most generated panels onboard, not just refused
+    assert outcomes.get("with MSTL", 0) >= 1, outcomes

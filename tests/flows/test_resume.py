@@ -23,7 +23,8 @@ from models.forecasting.kinds import FAMILIES
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[2]
 DOMAIN = "m3-other-resume"
-CMD = [str(BIN / "tsfm"), "onboard", "--domain", DOMAIN, "--source", "builtin:m3-other", "--horizon", "8"]
+SOURCE = "builtin:m3-other-monthly"  # M3's 52 monthly "other" series: what is tested is the resume, not the size
+CMD = [str(BIN / "tsfm"), "onboard", "--domain", DOMAIN, "--source", SOURCE, "--horizon", "8"]
 SMALL = {
     "TSFM_ONBOARD__ADAPTER__EPOCHS": "2",
     "TSFM_ONBOARD__STRIDE": "4",
@@ -140,9 +141,9 @@ def test_killed_onboarding_resumes_from_the_cache_without_duplicate_versions(dem
 
     assert DOMAIN not in settings.sources
     deployments = {d.name: d for d in build_deployments(settings)}
-    assert deployments[f"ingest-{DOMAIN}"].parameters["params"]["source"] == "builtin:m3-other"
+    assert deployments[f"ingest-{DOMAIN}"].parameters["params"]["source"] == SOURCE
     onboard = deployments[f"onboard-{DOMAIN}"].parameters["params"]
-    assert (onboard["domain"], onboard["source"], onboard["horizon"]) == (DOMAIN, "builtin:m3-other", 8)
+    assert (onboard["domain"], onboard["source"], onboard["horizon"]) == (DOMAIN, SOURCE, 8)
 
 
 def test_a_cache_record_without_its_result_folder_is_recomputed(demo_run, tmp_path):
