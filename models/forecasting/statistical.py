@@ -1,7 +1,7 @@
 """Statistical forecasters (statsforecast) as candidates for a domain's champion: seasonal naive,
 AutoETS, Theta and, for data with a second, longer cycle (daily: week and year; hourly: day and
-week), MSTL (each cycle taken out by STL, the rest forecast by a non-seasonal AutoETS), fitted on
-each series' own context at predict time.
+week) or a season too long for ETS (weekly), MSTL (each cycle taken out by STL, the rest forecast
+by a non-seasonal AutoETS), fitted on each series' own context at predict time.
 
 Intervals at levels 20/40/60/80 % give the 9 quantiles 0.1..0.9 (lo-80 -> 0.1, ..., mean ->
 0.5, ..., hi-80 -> 0.9). Series are fitted one by one, so the output keeps the input order
@@ -38,7 +38,8 @@ from models.forecasting.types import QuantileForecast
 LEVELS = (20, 40, 60, 80)
 STATISTICAL = ("seasonal_naive", "auto_ets", "theta", "mstl")
 # the longer cycle of a season: a week of days -> a year; a day of hourly (half-hourly, 15-minute) steps
-# -> a week. MSTL is a candidate only where a domain has one of these seasons (``wants_mstl``)
+# -> a week. MSTL is a candidate only where a domain has one of these seasons or one longer than ETS
+# models (``wants_mstl``)
 SECOND_SEASON = {7: 365, 24: 168, 48: 336, 96: 672}
 ETS_MAX_SEASON = 24  # statsforecast's ETS does not fit longer seasons
 CONFIG_FILE, FITTED_FILE = "statistical.json", "fitted.pkl"
@@ -122,9 +123,10 @@ def mstl_seasons(season: int, n: int) -> list[int]:
 
 
 def wants_mstl(seasons: Sequence[int]) -> bool:
-    """MSTL is a candidate where the data have a second, longer cycle (daily and sub-daily data); on
-    monthly or quarterly data it would be AutoETS on a decomposition, at AutoETS's cost again."""
-    return any(int(s) in SECOND_SEASON for s in seasons)
+    """MSTL is a candidate where the data have a second, longer cycle (daily and sub-daily data) or a
+    season ETS cannot model (weekly 52: AutoETS drops it, STL does not); on monthly or quarterly data
+    it would be AutoETS on a decomposition, at AutoETS's cost again."""
+    return any(int(s) in SECOND_SEASON or int(s) > ETS_MAX_SEASON for s in seasons)
 
 
 def fit_one(
