@@ -27,7 +27,8 @@ CHUNK = 64  # series per unit of work: the granularity of progress reports
 
 
 def candidate_models(seasons: Sequence[int]) -> tuple[str, ...]:
-    """A domain's statistical candidates: ``MODELS``, and MSTL where its data have a second cycle."""
+    """A domain's statistical candidates: ``MODELS``, and MSTL where ``wants_mstl`` (a second cycle, or a
+    season longer than ETS models)."""
     return (*MODELS, "mstl") if wants_mstl(seasons) else MODELS
 
 
