@@ -160,3 +160,24 @@ def test_mstl_models_the_weekly_season_that_autoets_drops():
                 errors[model] += float(np.abs(q[:, MEDIAN] - y[origin : origin + 13]).mean()) / scale
     # scaled MAE summed over 40 quarters: 73.0 / 97.1 / 95.1 when written
     assert errors["mstl"] < 0.9 * min(errors["theta"], errors["seasonal_naive"]), errors
+
+
+def test_a_fitted_model_that_diverges_over_a_longer_context_is_refitted_not_served():
+    """M3 N1695 (monthly, bundled): AutoETS fitted on its first 54 months picks a multiplicative-error
+    model that, re-run over 90 months, puts its 0.1 and 0.9 quantiles near -/+1e14 around a sane median.
+    A served request with that context is fitted afresh instead."""
+    from models.forecasting.statistical import LEVELS, StatisticalForecaster, _model, _quantiles, fit_one, plausible
+
+    (series,) = [s for s in M3.subset("monthly") if s.sn == "N1695"]
+    x = series.x.astype(np.float64)
+    _, _, state = fit_one(x[:54], 18, 12, "auto_ets", keep=True)
+    raw = _model("auto_ets", state["season"])
+    raw.model_ = state["params"]
+    diverged = _quantiles(raw.forward(y=x[:90], h=18, level=list(LEVELS)))
+    assert not plausible(diverged, x[:90])  # what re-running the fitted model gives
+    served = StatisticalForecaster("auto_ets", 12, {"N1695": 12}, {"N1695": state})
+    q = served.predict([x[:90]], 18, ids=["N1695"]).quantiles[0]
+    assert served.reused == 0 and plausible(q, x[:90])
+    np.testing.assert_allclose(q, fit_one(x[:90], 18, 12, "auto_ets")[0], rtol=1e-5)  # the refit's answer
+    served.predict([x[:54]], 18, ids=["N1695"])  # the fitted history itself: still re-run, not refitted
+    assert served.reused == 1
