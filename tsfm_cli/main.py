@@ -294,7 +294,8 @@ def onboard(
     out: str = OUT,
 ):
     """Onboard a domain: teacher, memory adapter and fusion weight on the frozen backbone; every candidate
-    (fused, backbone, seasonal naive, AutoETS, Theta) scored on validation and test; the best validated one
+    (fused, backbone, kNN teacher, seasonal naive, AutoETS, Theta, MSTL for daily, sub-daily and weekly
+    data, and their weighted ensemble) scored on validation and test; the best validated one
     registered as forecaster-<domain>'s challenger and, past the gate, its champion."""
     from infra.settings import OnboardParams
 
