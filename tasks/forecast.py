@@ -38,16 +38,19 @@ def _attempt() -> int:
 
 @task(name="plan-forecast", **remote_retries())
 def plan_forecast_task(params: ForecastParams, settings: Settings) -> dict:
+    """Resolve the champion, read the series, write each chunk's input; returns the plan."""
     return run.plan_forecast(params, settings, _scheduled())
 
 
 @task(name="forecast-chunk", task_run_name="chunk-{index}")
 def forecast_chunk_task(plan: dict, index: int) -> dict:
+    """Forecast chunk ``index`` of the plan into the staging area; returns its part's URI and counts."""
     return run.forecast_chunk(plan, index, _attempt())
 
 
 @task(name="commit-forecast", **remote_retries())
 def commit_forecast_task(plan: dict, chunks: list[dict]) -> dict:
+    """Publish the chunks as the origin's partition (nothing when no series was forecast); the summary."""
     return run.commit_forecast(plan, chunks)
 
 
@@ -71,4 +74,5 @@ def log_forecast_task(summary: dict, settings: Settings) -> dict:
 
 @task(name="discard-forecast")
 def discard_forecast_task(plan: dict) -> None:
+    """A failed run's staging area and model copy removed: nothing of it is left."""
     run.discard_forecast(plan)
