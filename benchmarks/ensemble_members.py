@@ -20,11 +20,10 @@ from bench_common import REPO  # noqa: F401  (puts the repository on sys.path)
 
 from evaluation.baselines import grouped_baseline_forecasts
 from evaluation.ensemble import combine, fit_ensemble
-from models.forecasting.statistical import LEVELS, MAX_HISTORY, _naive, _quantiles
+from models.forecasting.statistical import LEVELS, MAX_HISTORY, _naive, _quantiles, mstl_seasons
 from models.memory.result import OnboardingResult
 from models.metrics import per_series_metrics
 
-SECOND_SEASON = {7: 365, 24: 168, 48: 336}  # daily: week and year; hourly and half-hourly: day and week
 BASE = ["seasonal_naive", "auto_ets", "theta", "backbone", "fused", "teacher"]  # today's members
 
 
@@ -37,8 +36,8 @@ def _fit_chunk(args) -> list[np.ndarray]:
     for x in xs:
         x = np.asarray(x, np.float64)[-MAX_HISTORY:]
         season = m if len(x) > 2 * m else 1
-        if name == "mstl":  # the frequency's second cycle too, where two of it fit in the history
-            season = [s for s in (m, SECOND_SEASON.get(m, 0)) if s > 1 and len(x) > 2 * s] or 1
+        if name == "mstl":  # the season and its longer cycle, as onboarding's MSTL takes them
+            season = mstl_seasons(m, len(x)) or 1
         try:
             q = _quantiles(make(season_length=season).forecast(y=x, h=h, level=list(LEVELS)))
         except Exception:  # as onboarding does: a model that cannot fit falls back to naive

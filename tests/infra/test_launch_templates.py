@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.corpus import seasonal_corpus
+from tests.models.pretraining.trainer_runs import TINY
 
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCH = ROOT / "infra" / "launch"
@@ -37,23 +38,8 @@ LAUNCH_VARS = (
 # one thread per process: the test machines have 2 cores and these runs start 2 processes
 BASE_ENV = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARS and not k.startswith("SLURM_")}
 BASE_ENV.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1", PYTHON=sys.executable)
-# tiny run: windows of (64 + 16) / 8 = 10 patches
-TRAIN = [
-    "--preset",
-    "tiny",
-    "--context-length",
-    "64",
-    "--horizon-length",
-    "16",
-    "--accelerator",
-    "cpu",
-    "--max-steps",
-    "6",
-    "--batch-size",
-    "4",
-    "--warmup-steps",
-    "1",
-]
+# the tiny run of the trainer tests, 6 steps; the launcher decides the processes
+TRAIN = [*TINY, "--max-steps", "6", "--batch-size", "4", "--warmup-steps", "1"]
 
 
 def free_port() -> int:
