@@ -8,6 +8,7 @@ steps. Seasonal naive, AutoETS, Theta and the MASE scale all use it.
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections import Counter
 from itertools import islice
@@ -39,10 +40,10 @@ def offset_of(freq: str | None):
         return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # deprecated aliases ("H", "T") still parse
-        for text in (
-            freq,
-            {"M": "ME", "Q": "QE", "Y": "YE", "A": "YE", "H": "h", "T": "min", "S": "s"}.get(freq, freq),
-        ):
+        n, base, anchor = re.fullmatch(r"(\d*)([^-]*)(.*)", freq).groups()  # type: ignore[union-attr]  # always matches
+        old = {"M": "ME", "Q": "QE", "Y": "YE", "A": "YE", "BM": "BME", "BQ": "BQE", "BA": "BYE", "BY": "BYE"}
+        old |= {"H": "h", "BH": "bh", "T": "min", "S": "s", "L": "ms", "U": "us", "N": "ns"}
+        for text in (freq, n + old.get(base, base) + anchor):
             try:
                 return to_offset(text)
             except ValueError:
@@ -67,11 +68,20 @@ def season_from_freq(freq: str | None) -> int:
         return 52 if n == 1 else 1
     if isinstance(off, offsets.SemiMonthBegin | offsets.SemiMonthEnd):
         return 24 if n == 1 else 1
-    if isinstance(off, offsets.MonthBegin | offsets.MonthEnd):
+    if isinstance(off, offsets.MonthBegin | offsets.MonthEnd | offsets.BusinessMonthBegin | offsets.BusinessMonthEnd):
         return max(1, 12 // n)
-    if isinstance(off, offsets.QuarterBegin | offsets.QuarterEnd):
+    if isinstance(off, offsets.QuarterBegin | offsets.QuarterEnd | offsets.BQuarterBegin | offsets.BQuarterEnd):
         return max(1, 4 // n)
     return 1
+
+
+def daily_or_finer(freq: str | None) -> bool:
+    """Data of a day or less per step (daily, business-day, hourly, ...): what the shipped long-context
+    backbone was trained for. Integer steps and unknown frequencies are not."""
+    off = offset_of(freq)
+    if isinstance(off, offsets.Tick):
+        return off.nanos <= DAY_NS
+    return isinstance(off, offsets.BusinessDay | offsets.Day) and int(getattr(off, "n", 1)) == 1
 
 
 def describe_season(season: int, freq: str | None, source: str) -> str:

@@ -60,3 +60,32 @@ def test_a_source_that_knows_its_seasons_keeps_them(tmp_path):
     assert describe_seasons(store) == "per series, from the source (1: 152 series, 12: 52 series)"
     store = ingest_to_store("builtin:aus_retail", "au-retail", 8, 8, tmp_path)
     assert read_meta(store)["freq"] == "MS" and series_seasons(store) == 12
+
+
+@pytest.mark.parametrize(
+    "freq, finer",
+    [
+        ("D", True),
+        ("B", True),
+        ("h", True),
+        ("30min", True),
+        ("15T", True),
+        ("2D", False),
+        ("W-SUN", False),
+        ("MS", False),
+        ("QE", False),
+        (None, False),
+        ("nonsense", False),
+    ],
+)
+def test_daily_or_finer_is_what_the_long_context_backbone_is_offered_to(freq, finer):
+    from store.frequency import daily_or_finer
+
+    assert daily_or_finer(freq) is finer
+
+
+@pytest.mark.parametrize(
+    "freq, season", [("15T", 96), ("2H", 12), ("A-DEC", 1), ("Q-DEC", 4), ("BM", 12), ("BQE", 4), ("BME", 12)]
+)
+def test_older_aliases_and_business_calendars_keep_their_season(freq, season):
+    assert season_from_freq(freq) == season
