@@ -4,6 +4,7 @@ from flows.ingest import ingest_flow
 from infra.settings import DEFAULT_BACKBONE, IngestParams, OnboardParams, load_settings
 from tasks.onboard import (
     adapt_domain_task,
+    choose_backbone_task,
     evaluate_domain_task,
     publish_onboarding_task,
     register_domain_task,
@@ -16,7 +17,8 @@ from tracking.known_sources import missing_ingests
 
 @flow(name="onboard_domain", log_prints=True)
 def onboard_domain_flow(params: OnboardParams, backbone: str = DEFAULT_BACKBONE, promote: bool = True) -> dict:
-    """(source ->) store -> teacher + adapter + fusion weight -> validation and test tables of every
+    """(source ->) store -> the backbone (the default; for daily or finer data the shipped long-context
+    one where it validates better) -> teacher + adapter + fusion weight -> validation and test tables of every
     candidate family -> registry, the best validated candidate offered as challenger (-> champion)
     -> Prefect artifacts (report, test table, fan chart, MLflow links).
 
@@ -30,8 +32,9 @@ def onboard_domain_flow(params: OnboardParams, backbone: str = DEFAULT_BACKBONE,
     for ingest in missing_ingests([params.domain], settings):  # declared or remembered, not ingested yet
         store = ingest_flow(ingest)
     backbone = ensure_backbone_task(settings, backbone)  # a fresh clone registers the shipped one here
+    chosen = choose_backbone_task(params, store, backbone, settings)  # daily or finer data: maybe long-context
     cached = {"result_storage": results_storage(settings)}
-    result_dir = adapt_domain_task.with_options(**cached)(params, store, backbone, settings)
+    result_dir = adapt_domain_task.with_options(**cached)(params, store, chosen["uri"], settings, chosen["why"])
     result_dir = evaluate_domain_task.with_options(**cached)(result_dir, params, settings)
     registered = register_domain_task(result_dir, params, settings)
     if promote:

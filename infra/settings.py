@@ -33,6 +33,8 @@ from models.memory.config import OnboardingConfig
 from models.pretraining.spec import TrainingRecipe
 
 DEFAULT_BACKBONE = "models:/backbone@champion"  # the registered backbone every stage starts from
+# the shipped long-context backbone (models/backbone/shipped_long/), offered to domains of daily or finer data
+LONG_CONTEXT_BACKBONE = "models:/backbone@long-context"
 DOMAIN_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"  # a domain names folders, models and Prefect deployments
 DEFAULT_HORIZON = 8  # held-out points per series where nothing names a horizon: sources entries and onboarding alike
 
@@ -204,6 +206,12 @@ class OnboardTarget(Section):
         "lengths when it has them (M3); horizon/season_length apply otherwise",
     )
     freq: str | None = Field(None, description="pandas frequency of ds; inferred when omitted")
+    long_context_backbone: bool = Field(
+        True,
+        description="for daily or finer data onboarded on the default backbone, also score the shipped "
+        "long-context backbone (2,048 steps) on the same validation windows and adapt it instead where it "
+        "wins by the promotion gate's rule",
+    )
 
     @field_validator("source", mode="before")
     @classmethod

@@ -14,7 +14,7 @@ import pandas as pd
 from infra.settings import Settings
 from models.forecasting.kinds import FAMILIES
 from models.memory.result import OnboardingResult
-from reports.summary import alpha_line, ensemble_line, validation_line, verdict_lines
+from reports.summary import alpha_line, backbone_line, ensemble_line, validation_line, verdict_lines
 from reports.tables import markdown_table
 from tracking.links import run_url, ui_base
 
@@ -55,6 +55,7 @@ def onboarding_report(registered: dict, domain: str, settings: Settings, links: 
         f"v{registered['teacher_version']}, `adapter-{domain}` v{registered['adapter_version']}",
         f"- frequency {result.provenance.get('freq') or 'integer steps'}, season {result.provenance.get('season', '?')}: "
         "seasonal naive, AutoETS, Theta and the MASE scale use this season",
+        *(f"- {line}" for line in backbone_line(registered.get("backbone"))),
         f"- {validation_line(result.split.origin_counts(), registered.get('val_origins_asked'))}",
         f"- {alpha_line(registered['alpha'], registered.get('alpha_grid'))}",
         f"- {ensemble_line(registered.get('ensemble'), registered.get('versions'))}",

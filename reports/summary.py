@@ -52,6 +52,15 @@ def alpha_line(alpha: float, grid: list[float] | None = None) -> str:
     return line
 
 
+def backbone_line(backbone: dict | None) -> list[str]:
+    """Which backbone the neural families stand on, and why (the default, or the shipped long-context
+    one chosen on validation for daily or finer data)."""
+    if not backbone or not backbone.get("version"):
+        return []
+    why = backbone.get("why")
+    return [f"backbone: backbone v{backbone['version']} ({backbone.get('uri')})" + (f", {why}" if why else "")]
+
+
 def context_line(backbone: int | None, memory: int | None) -> list[str]:
     """How much history each neural family read (the backbone family its training context, the
     datastore, adapter and fused model their windows)."""
@@ -109,6 +118,7 @@ def onboarding_summary(onboarded: dict, served: dict | None = None) -> str:
         f"season: {onboarded.get('season')}; frequency: {onboarded.get('freq') or 'integer steps'}",
         validation_line(onboarded.get("val_origins") or {}, onboarded.get("val_origins_asked")),
         alpha_line(onboarded["alpha"], onboarded.get("alpha_grid")),
+        *backbone_line(onboarded.get("backbone")),
         *context_line(onboarded.get("backbone_context"), onboarded.get("context_length")),
         ensemble_line(onboarded.get("ensemble"), onboarded.get("versions")),
         *teacher_line(onboarded.get("teacher_gain_kept") or {}),

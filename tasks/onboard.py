@@ -1,7 +1,8 @@
 """Onboarding a domain as units of work that hand over a result folder
 (``models.memory.result.OnboardingResult``):
 
-adapt (teacher + adapter + fusion weight, backbone frozen) -> evaluate (validation and
+choose the backbone (the default, or for daily and finer data the shipped long-context one where it
+validates better) -> adapt (teacher + adapter + fusion weight, backbone frozen) -> evaluate (validation and
 test tables against the baselines) -> register (MLflow run + teacher/adapter/fused models)
 -> publish (Prefect artifacts: report, test table, fan chart, MLflow links).
 
@@ -32,6 +33,7 @@ from prefect.artifacts import (
     create_table_artifact,
 )
 
+from evaluation.backbone_gate import choose_domain_backbone
 from evaluation.gate import choose_candidate
 from evaluation.scores import teacher_gain_kept
 from infra.code_version import cached_digest
@@ -129,18 +131,22 @@ def _evaluate_cache_key(_ctx, inputs: dict) -> str:
 
 
 # ---------------------------------------------------------------------------- adapt
-def adapt_domain(params: OnboardParams, store_dir: str, backbone_uri: str, settings: Settings) -> str:
+def adapt_domain(
+    params: OnboardParams, store_dir: str, backbone_uri: str, settings: Settings, backbone_why: str = ""
+) -> str:
     """Fit the domain's teacher, adapter and fusion weight on the store read and split once;
-    returns the result folder."""
+    returns the result folder (``backbone_why``: why this backbone, for the report)."""
     registry.configure(settings)
     pinned = registry.versioned_uri("backbone", registry.resolve(backbone_uri)[1])  # one version for key and fit
     out = adapt_dir(params, store_dir, pinned, settings)
     # a concurrent onboarding of the same domain, data and settings waits here and then finds the result
     with exclusive(out, f"the adapt step of {params.domain} ({out.name})", run_logger()):
-        return _adapt_once(params, store_dir, backbone_uri, pinned, out)
+        return _adapt_once(params, store_dir, backbone_uri, pinned, out, backbone_why)
 
 
-def _adapt_once(params: OnboardParams, store_dir: str, backbone_uri: str, pinned: str, out: Path) -> str:
+def _adapt_once(
+    params: OnboardParams, store_dir: str, backbone_uri: str, pinned: str, out: Path, backbone_why: str
+) -> str:
     from models.backbone.io import load_backbone
     from models.forecasting.backbone import trained_context
     from models.memory.onboarding import onboard
@@ -170,6 +176,7 @@ def _adapt_once(params: OnboardParams, store_dir: str, backbone_uri: str, pinned
         "domain": params.domain,
         "backbone_uri": backbone_uri,
         "backbone_version": version,
+        "backbone_why": backbone_why,
         "data_version": meta["md5"],
         "freq": meta.get("freq"),
         "store": str(store_dir),
@@ -256,6 +263,11 @@ def register_domain(result_dir: str, params: OnboardParams, settings: Settings) 
         "alpha": result.alpha,
         "alpha_grid": [row["alpha"] for row in result.alpha_table],
         "backbone_context": result.backbone_context or params.context_length,
+        "backbone": {
+            "uri": prov.get("backbone_uri"),
+            "version": prov.get("backbone_version"),
+            "why": prov.get("backbone_why", ""),
+        },
         "context_length": params.context_length,
         "val_origins": {str(k): v for k, v in result.split.origin_counts().items()},
         "val_origins_asked": params.val_origins,
@@ -301,6 +313,7 @@ def publish_onboarding_artifacts(registered: dict, domain: str, settings: Settin
     return {k: str(v) for k, v in ids.items()}
 
 
+choose_backbone_task = task(choose_domain_backbone, name="choose-backbone", **remote_retries())
 adapt_domain_task = task(adapt_domain, name="adapt", cache_key_fn=_adapt_cache_key, persist_result=True)
 evaluate_domain_task = task(evaluate_domain, name="evaluate", cache_key_fn=_evaluate_cache_key, persist_result=True)
 register_domain_task = task(register_domain, name="register", **remote_retries())

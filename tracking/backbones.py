@@ -12,11 +12,28 @@ from mlflow.exceptions import MlflowException
 
 from infra.errors import NotFoundError
 from infra.logs import run_logger
-from infra.settings import DEFAULT_BACKBONE, PretrainParams, Settings
+from infra.settings import DEFAULT_BACKBONE, LONG_CONTEXT_BACKBONE, PretrainParams, Settings
 from tracking import registry
 from tracking.model_logging import log_forecaster
 
 SHIPPED_TAG = "shipped_default"
+
+
+def _shipped() -> dict[str, tuple[Path | None, str, str, str, str]]:
+    from models.backbone.io import SHIPPED_LONG_DIR
+
+    # alias URI -> (folder, None: models.backbone.io.SHIPPED_DIR at call time; alias; version tag; MLflow
+    # run name; key of its run folder and registration)
+    return {
+        DEFAULT_BACKBONE: (None, "champion", SHIPPED_TAG, "shipped-default-backbone", "shipped"),
+        LONG_CONTEXT_BACKBONE: (
+            SHIPPED_LONG_DIR,
+            "long-context",
+            "shipped_long_context",
+            "shipped-long-context-backbone",
+            "shipped-long",
+        ),
+    }
 
 
 def register_backbone(params: PretrainParams, out_dir: Path, data_version: str, run_id: str) -> str:
@@ -88,19 +105,21 @@ def registered_uri(path: Path, settings: Settings) -> str | None:
 
 
 def ensure_backbone(settings: Settings, backbone_uri: str = DEFAULT_BACKBONE) -> str:
-    """``backbone_uri``, after registering the shipped backbone as ``backbone`` v1 @champion when the
-    default is asked for and this registry has no champion yet (a fresh clone onboards at once)."""
+    """``backbone_uri``, after registering a shipped backbone when one is asked for by its alias and this
+    registry has none yet: the default as ``backbone`` v1 @champion (a fresh clone onboards at once), the
+    long-context one as the next version @long-context."""
     registry.configure(settings)
     try:
         registry.resolve(backbone_uri)
         return backbone_uri
     except NotFoundError:
-        if backbone_uri != DEFAULT_BACKBONE:
+        if backbone_uri not in _shipped():
             raise
     from models.backbone.io import CARD_FILE, load_backbone, shipped_backbone
     from models.forecasting.backbone import BackboneForecaster
 
-    shipped = shipped_backbone()
+    folder, alias, tag, run_name, key = _shipped()[backbone_uri]
+    shipped = shipped_backbone(folder)
     if shipped is None:
         raise NotFoundError(
             f"{backbone_uri}: no backbone registered and none shipped in this checkout; "
@@ -108,10 +127,10 @@ def ensure_backbone(settings: Settings, backbone_uri: str = DEFAULT_BACKBONE) ->
         )
     card = json.loads((shipped / CARD_FILE).read_text()) if (shipped / CARD_FILE).is_file() else {}
     registry.use_experiment("pretrain", settings)
-    with mlflow.start_run(run_name="shipped-default-backbone"):
+    with mlflow.start_run(run_name=run_name):
         mlflow.log_params({f"card.{k}": v for k, v in card.items() if isinstance(v, (int, float, str))})
         model_dir = BackboneForecaster(load_backbone(shipped), int(card.get("context_length", 512))).save(
-            settings.run_dir("pretrain", "shipped", "forecaster")
+            settings.run_dir("pretrain", key, "forecaster")
         )
         uri = log_forecaster(
             "backbone",
@@ -128,17 +147,17 @@ def ensure_backbone(settings: Settings, backbone_uri: str = DEFAULT_BACKBONE) ->
             uri,
             "backbone",
             tags={
-                SHIPPED_TAG: "true",
+                tag: "true",
                 "preset": card.get("preset"),
                 "git_commit": card.get("commit"),
                 "data_version": "shipped",
             },
-            description="the backbone shipped with tsfm (models/backbone/shipped/MODEL_CARD.md), registered on "
-            "first use",
-            result_id="shipped-" + str(card.get("commit", "unknown")),
+            description=f"a backbone shipped with tsfm ({shipped.relative_to(shipped.parents[2])}/MODEL_CARD.md), "
+            "registered on first use",
+            result_id=f"{key}-" + str(card.get("commit", "unknown")),
         )
-    registry.set_alias("backbone", "champion", version)
-    run_logger().info("registered the shipped backbone as backbone v%s @champion", version)
+    registry.set_alias("backbone", alias, version)
+    run_logger().info("registered the backbone shipped in %s as backbone v%s @%s", shipped.name, version, alias)
     return backbone_uri
 
 

@@ -289,7 +289,11 @@ def onboard(
         "sections with dots), e.g. --set teacher.k=10 "
         "--set adapter.epochs=5",
     ),
-    backbone: str = typer.Option(DEFAULT_BACKBONE, help="the registered backbone to adapt"),
+    backbone: str = typer.Option(
+        DEFAULT_BACKBONE,
+        help="the registered backbone to adapt; with this default, daily or finer data also try the shipped "
+        "long-context backbone on validation (off: --set long_context_backbone=false)",
+    ),
     promote: bool = typer.Option(True, help="run the promotion gate afterwards"),
     out: str = OUT,
 ):

@@ -13,14 +13,18 @@ from models.backbone.config import BackboneConfig
 from models.backbone.network import PatchBackbone
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "weights.pt"
-# the backbone shipped in the repository (weights in bf16, config, card.json and MODEL_CARD.md)
+# the backbones shipped in the repository (weights in bf16, config, card.json and MODEL_CARD.md): the
+# default, and a long-context one (2,048 steps, daily and sub-daily data in its corpus) that onboarding
+# offers to domains of daily or finer data
 SHIPPED_DIR = Path(__file__).with_name("shipped")
+SHIPPED_LONG_DIR = Path(__file__).with_name("shipped_long")
 CARD_FILE = "card.json"
 
 
-def shipped_backbone() -> Path | None:
-    """The shipped backbone's folder, None when this checkout has none."""
-    return SHIPPED_DIR if (SHIPPED_DIR / CONFIG_FILE).is_file() and (SHIPPED_DIR / WEIGHTS_FILE).is_file() else None
+def shipped_backbone(directory: Path | None = None) -> Path | None:
+    """A shipped backbone's folder (the default one unless ``directory``), None when this checkout has none."""
+    folder = SHIPPED_DIR if directory is None else directory  # read at call time: tests point it elsewhere
+    return folder if (folder / CONFIG_FILE).is_file() and (folder / WEIGHTS_FILE).is_file() else None
 
 
 def ship_backbone(source: str | Path, card: dict[str, Any], directory: str | Path = SHIPPED_DIR) -> Path:

@@ -145,3 +145,68 @@ def test_the_demo_continues_the_shipped_backbone_briefly_and_names_it(shipped, s
     assert [_origin(n) for n in (name, "models:/backbone/3", "/some/folder")] == ["shipped", "v3", "folder"]
     monkeypatch.setattr(io, "SHIPPED_DIR", tmp_path / "nothing")
     assert demo_pretrain(base, DemoParams()) is base  # no shipped backbone: pre-training from scratch
+
+
+def _calendar_csv(path, freq: str, periods: int) -> str:
+    """Two series with a weekly (daily data) or yearly (monthly data) cycle on a level."""
+    import pandas as pd
+
+    ds = pd.date_range("2020-01-01", periods=periods, freq=freq)
+    t = np.arange(periods)
+    cycle = 7 if freq == "D" else 12
+    frames = [
+        pd.DataFrame({"unique_id": f"s{i}", "ds": ds, "y": 100 + 20 * i + 15 * np.sin(2 * np.pi * t / cycle)})
+        for i in range(2)
+    ]
+    pd.concat(frames).to_csv(path, index=False)
+    return str(path)
+
+
+def test_daily_data_get_the_long_context_backbone_only_where_it_validates_better(
+    shipped, settings, monkeypatch, tmp_path
+):
+    """Onboarding's backbone choice on real stores and registries: monthly data and an explicit
+    --backbone keep what was asked and register nothing more; daily data score the shipped long-context
+    backbone beside the champion on the onboarding's own validation windows, and it is used only where
+    it wins by the gate's rule."""
+    from evaluation.backbone_gate import choose_domain_backbone
+    from infra.settings import LONG_CONTEXT_BACKBONE, OnboardParams, load_settings
+    from reports.summary import backbone_line
+    from store.ingest import ingest_to_store
+    from tracking import registry
+    from tracking.backbones import ensure_backbone
+
+    daily = str(ingest_to_store(_calendar_csv(tmp_path / "d.csv", "D", 300), "shop", 7, 8, tmp_path / "data"))
+    monthly = str(ingest_to_store(_calendar_csv(tmp_path / "m.csv", "MS", 72), "sales", 6, 8, tmp_path / "data"))
+    params = OnboardParams(domain="shop", horizon=7)
+    real_long = io.SHIPPED_LONG_DIR
+    # a "long-context" backbone with the default's very weights: it cannot win by the margin
+    same = io.ship_backbone(shipped[0], {"preset": "tiny", "context_length": 64}, tmp_path / "same")
+    monkeypatch.setattr(io, "SHIPPED_LONG_DIR", same)
+    default = ensure_backbone(settings)  # v1: the tiny, untrained default
+    registry.configure(settings)
+
+    assert choose_domain_backbone(
+        params.model_copy(update={"domain": "sales", "horizon": 6}), monthly, default, settings
+    ) == {
+        "uri": default,
+        "why": "the default",
+    }
+    assert choose_domain_backbone(params, daily, "models:/backbone/1", settings)["why"] == "asked for"
+    off = choose_domain_backbone(params.model_copy(update={"long_context_backbone": False}), daily, default, settings)
+    assert off["uri"] == default and "long_context_backbone is off" in off["why"]
+    assert registry.latest_version("backbone") == "1"  # none of these registered the long-context one
+
+    tie = choose_domain_backbone(params, daily, default, settings)
+    assert tie["uri"] == default and "must win by 1%" in tie["why"], tie
+    assert registry.resolve(LONG_CONTEXT_BACKBONE) == ("backbone", "2")  # registered on first use
+
+    # a new project, where the long-context backbone is the real shipped one: it beats an untrained default
+    monkeypatch.setattr(io, "SHIPPED_LONG_DIR", real_long)
+    monkeypatch.setenv("TSFM_PATHS__STATE_DIR", str(tmp_path / "state2"))
+    other = load_settings()
+    ensure_backbone(other)
+    won = choose_domain_backbone(params, daily, default, other)
+    assert won["uri"] == LONG_CONTEXT_BACKBONE and won["why"].startswith("the long-context backbone: validation sCRPS")
+    line = backbone_line({"uri": won["uri"], "version": "2", "why": won["why"]})[0]
+    assert line.startswith("backbone: backbone v2 (models:/backbone@long-context), the long-context backbone")
