@@ -13,6 +13,7 @@ import warnings
 from collections import Counter
 from itertools import islice
 
+import numpy as np
 import pandas as pd
 from pandas.tseries import offsets
 from pandas.tseries.frequencies import to_offset
@@ -22,16 +23,70 @@ MAX_SUBDAILY_SEASON = 1440  # a minute-level day; finer data has no useful daily
 
 
 def infer_freq(good: pd.DataFrame, max_series: int = 20) -> str | None:
-    """Most common pandas frequency among the first series; None for integer steps."""
+    """Most common pandas frequency among the first series; None for integer steps, or for dates no
+    frequency fits. A series with a missing step (a holiday, a lost hour, a DST change) has no pandas
+    frequency of its own: then the frequency most stretches of consecutive stamps show is taken, where
+    nearly every stamp lies on its grid and few of the grid's steps are missing (``_covers``)."""
     if not pd.api.types.is_datetime64_any_dtype(good["ds"].dtype):
         return None
     found: Counter[str] = Counter()
-    for _, g in islice(good.groupby("unique_id", sort=False), max_series):
-        if len(g) >= 3:
-            f = pd.infer_freq(pd.DatetimeIndex(g["ds"]))
+    series = [pd.DatetimeIndex(g["ds"]) for _, g in islice(good.groupby("unique_id", sort=False), max_series)]
+    for stamps in series:
+        if len(stamps) >= 3:
+            f = _pandas_freq(stamps)
             if f:
                 found[f] += 1
-    return found.most_common(1)[0][0] if found else None
+    if found:
+        return found.most_common(1)[0][0]
+    for stamps in series:  # every series has a gap: stretches of consecutive stamps, a few dozen per series
+        width = min(STRETCH, max(3, len(stamps) // 2))
+        starts = range(0, max(len(stamps) - width + 1, 0))
+        for start in list(starts)[:: max(1, len(starts) // MAX_STRETCHES)]:
+            f = _pandas_freq(stamps[start : start + width])
+            if f:
+                found[f] += 1
+    candidates = [f for f, _ in found.most_common(2)]
+    steps = [d for stamps in series for d in np.diff(stamps.asi8) if d > 0]
+    if steps and min(steps) <= DAY_NS:  # short sub-daily or daily series: their smallest step
+        candidates.append(to_offset(pd.Timedelta(int(min(steps)))).freqstr)
+    return next((f for f in candidates if _covers(series, f)), None)
+
+
+def _pandas_freq(stamps: pd.DatetimeIndex) -> str | None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pandas 3 announces that infer_freq will return an offset
+        return pd.infer_freq(stamps)
+
+
+STRETCH = 8  # consecutive stamps that show a frequency (a business week's weekend included)
+MAX_STRETCHES = 50  # per series
+MIN_ON_GRID, MIN_PRESENT, FEW_MISSING = 0.95, 0.8, 2  # a frequency with gaps: stamps on its grid; steps present
+
+
+def _covers(series: list[pd.DatetimeIndex], freq: str) -> bool:
+    """Nearly every stamp on ``freq``'s grid, and most of the grid's steps between first and last present
+    (or only a few missing per series)."""
+    off = offset_of(freq)
+    if off is None:
+        return False
+    on = total = expected = 0
+    counted = 0
+    for stamps in series:
+        if len(stamps) < 3:
+            continue
+        grid = pd.date_range(stamps[0], stamps[-1], freq=off)
+        on, total, expected, counted = (
+            on + int(stamps.isin(grid).sum()),
+            total + len(stamps),
+            expected + len(grid),
+            counted + 1,
+        )
+    missing = expected - on
+    return (
+        total > 0
+        and on / total >= MIN_ON_GRID
+        and (on / max(expected, 1) >= MIN_PRESENT or missing <= FEW_MISSING * counted)
+    )
 
 
 def offset_of(freq: str | None):

@@ -23,6 +23,7 @@ import pandas as pd
 
 from infra.errors import InputError
 from models.columns import ALIASES, COLUMNS
+from models.forecasting.dates import AmbiguousDates, day_first, numeric_format
 from store.frequency import infer_freq, off_grid
 
 REQUIRED = COLUMNS
@@ -31,7 +32,6 @@ SOURCE_FILE = "__tsfm_source_file__"  # a folder/prefix source's per-row file na
 _OFFSET = re.compile(r"(?:Z|[+-]\d{2}:?\d{2})$", re.IGNORECASE)
 _INT_TEXT = re.compile(r"^[+-]?\d+$")
 # a date written with numbers only, day and month in either order: 01/02/2019, 1.2.19, 01-02-2019 10:00
-_NUMERIC_DATE = re.compile(r"^(\d{1,2})([/.\-])(\d{1,2})\2(\d{4}|\d{2})(?:[ T].*)?$")
 MAX_ABS = 1e30  # |y| beyond this: a series is set aside (float32 models overflow near 3.4e38)
 COMPACT_DATE = "%Y%m%d"  # 20240131 as an integer or text: a date, not a step
 
@@ -178,11 +178,14 @@ def _parse_ds(
         aware = offsets != ""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "could not infer format" chatter
-            if dayfirst is None:
+            month_year = _month_year(text[cand])
+            if month_year is not None:
+                parsed = month_year
+            elif dayfirst is None:
                 parsed = pd.to_datetime(text[cand], errors="coerce", utc=True)
             else:  # numeric dates in the order their values allow: one format for the whole column (fast)
                 parsed = pd.to_datetime(
-                    text[cand], errors="coerce", utc=True, format=_numeric_format(text[cand], dayfirst)
+                    text[cand], errors="coerce", utc=True, format=numeric_format(text[cand], dayfirst)
                 )
             retry = parsed.isna()
             if retry.any():  # several formats in one column
@@ -233,58 +236,37 @@ def _compact_dates(values: np.ndarray) -> bool:
 
 
 def _day_first(text: pd.Series, name: str) -> bool | None:
-    """Whether numeric dates (01/02/2019) put the day first: None where the column has none. The
-    values decide (a first number above 12 is a day, a second one above 12 is a day); where every
-    value fits both orders, the order whose dates fall on a regular calendar wins, and a column
-    regular both ways (or neither) is refused with the fix."""
-    parts = text.str.extract(_NUMERIC_DATE)
-    found = parts[0].notna()
-    if found.sum() < max(1, 0.5 * len(text)):
-        return None
-    a, b = parts.loc[found, 0].astype(int), parts.loc[found, 2].astype(int)
-    day_first_ok, month_first_ok = bool((b <= 12).all() and (a <= 31).all()), bool((a <= 12).all() and (b <= 31).all())
-    example = str(text[found].iloc[0])
-    if day_first_ok != month_first_ok:
-        return day_first_ok
-    fix = (
-        f"pass --date-format with the order, e.g. --date-format '%d{parts.loc[found, 1].iloc[0]}%m"
-        f"{parts.loc[found, 1].iloc[0]}%Y' for day first"
-    )
-    if not day_first_ok:
-        raise IngestError(f"{name}: ds mixes day-first and month-first dates (e.g. {example!r}); {fix}")
-    regular = {
-        order: _regular(pd.to_datetime(text[found], errors="coerce", format=_numeric_format(text[found], order)))
-        for order in (True, False)
-    }
-    if regular[True] != regular[False]:
-        return regular[True]
-    raise IngestError(
-        f"{name}: ds values such as {example!r} read as day-first or month-first dates alike, and "
-        f"neither order is clearly right; {fix}, or '%m/%d/%Y' for month first"
-    )
+    """Whether numeric dates (01/02/2019) put the day first (``models.forecasting.dates.day_first``, the
+    rule the server uses too); a column it cannot decide is refused with the fix."""
+    try:
+        return day_first(text)
+    except AmbiguousDates as e:
+        fix = f"pass --date-format with the order, e.g. --date-format '%d{e.sep}%m{e.sep}%Y' for day first"
+        if e.mixed:
+            raise IngestError(f"{name}: ds mixes day-first and month-first dates (e.g. {e.example!r}); {fix}") from None
+        raise IngestError(
+            f"{name}: ds values such as {e.example!r} read as day-first or month-first dates alike, and "
+            f"neither order is clearly right; {fix}, or '%m/%d/%Y' for month first"
+        ) from None
 
 
-def _numeric_format(text: pd.Series, dayfirst: bool) -> str:
-    """The strftime format of a column of numeric dates (``_NUMERIC_DATE``), from its first value:
-    separator and year width; values with a time of day (or written otherwise) are left to the
-    caller's mixed-format retry."""
-    first = text.str.extract(_NUMERIC_DATE).dropna().iloc[0]
-    sep, year = first[1], "%Y" if len(first[3]) == 4 else "%y"
-    return f"%d{sep}%m{sep}{year}" if dayfirst else f"%m{sep}%d{sep}{year}"
+_MONTH_YY = re.compile(r"^([A-Za-z]{3,9})[-\s/.']?(\d{2})$")  # Jan-15, Jan 15: a spreadsheet's mmm-yy
+_YY_MONTH = re.compile(r"^(\d{2})[-\s/.]?([A-Za-z]{3,9})$")  # 15-Jan: its yy-mmm
 
 
-def _regular(stamps: pd.Series) -> bool:
-    """The distinct stamps lie on one pandas frequency (gaps allowed: most steps are that frequency)."""
-    unique = pd.DatetimeIndex(stamps.dropna().unique()).sort_values()
-    if len(unique) < 3:
-        return False
-    if pd.infer_freq(unique) is not None:
-        return True
-    steps = pd.Series(unique[1:] - unique[:-1])
-    if steps.max() <= pd.Timedelta(days=1):  # daily and sub-daily: one step size most of the time
-        return bool((steps == steps.mode().iloc[0]).mean() >= 0.8)
-    # monthly and longer: the same day of the month on (nearly) every stamp
-    return bool((unique.day == pd.Series(unique.day).mode().iloc[0]).mean() >= 0.9)
+def _month_year(text: pd.Series) -> pd.Series | None:
+    """A column written as month name and two-digit year (``Jan-15``: January 2015, as spreadsheets show
+    it), read as month starts (UTC-aware, as the other parses); None where any value is not so written.
+    pandas read ``Jan-15`` as 15 January of year 1, which then overflowed to dates in 1754."""
+    for pattern, order in ((_MONTH_YY, (1, 2)), (_YY_MONTH, (2, 1))):
+        found = text.str.extract(pattern)
+        if len(text) and found.notna().all(axis=None):
+            month, year = found[order[0] - 1].str.title(), found[order[1] - 1]
+            for fmt in ("%b %y", "%B %y"):
+                parsed = pd.to_datetime(month + " " + year, format=fmt, errors="coerce", utc=True)
+                if parsed.notna().all():
+                    return parsed
+    return None
 
 
 def _parse_with_format(
@@ -453,9 +435,25 @@ def validate_frame(
     ok = reason == ""
     n_off = 0
     if ds_kind == "timestamp":
-        freq = freq or infer_freq(
-            pd.DataFrame({"unique_id": uid[ok], "ds": ds[ok]}).sort_values(["unique_id", "ds"], kind="stable")
-        )
+        # every readable stamp of a named series, its value good or not: a quarantined value is no missing date
+        read = np.isin(kind, ["ts", "tz"]) & ~uid_bad
+        good_stamps = pd.DataFrame({"unique_id": uid[read], "ds": ds[read]}).drop_duplicates()
+        freq = freq or infer_freq(good_stamps.sort_values(["unique_id", "ds"], kind="stable"))
+        if check_grid and freq is None and (good_stamps.groupby("unique_id").size() >= 3).any():
+            # dates that no frequency fits were stored as "integer steps": onboarding then served a champion
+            # that no forecast could use (its next dates unknown). Refused here, with what would fit.
+            raise IngestError(
+                f"{name}: no frequency fits the dates in ds (first {pd.Timestamp(good_stamps['ds'].min())}): "
+                "the steps of a series must be one pandas frequency (hourly, daily, business days, weekly on "
+                "one weekday, month or quarter starts or ends, ...), a few missing steps at most. Monthly dates "
+                "on another day than the first or last of the month: write them as month starts or ends"
+                + (
+                    "; daily dates with UTC offsets that change with daylight saving move off midnight in UTC: "
+                    "write them without offsets"
+                    if timezone
+                    else ""
+                )
+            )
         if check_grid and freq:
             # a series whose spacing changes (daily, then hourly) is quarantined from the first
             # timestamp off the domain's grid on: what follows is no longer the series ingested

@@ -99,3 +99,40 @@ def test_thousands_separators_are_read_in_both_conventions(write_file, tmp_path)
     with pytest.raises(IngestError, match="separators") as e:
         ingest_to_store(str(write_file("odd.csv", odd)), "odd", 2, 2, tmp_path)
     assert "odd-quarantine.csv" in str(e.value)
+
+
+def _panel(stamps, series: int = 3) -> str:
+    rows = ["unique_id,ds,y"] + [f"s{s},{d},{100 + s + i % 7}" for s in range(series) for i, d in enumerate(stamps)]
+    return "\n".join(rows) + "\n"
+
+
+@pytest.mark.parametrize(
+    "stamps, freq",
+    [
+        (pd.date_range("2020-01-01", periods=60, freq="D").delete(30).strftime("%Y-%m-%d"), "D"),  # one day lost
+        (pd.bdate_range("2023-01-02", periods=60).delete(10).strftime("%Y-%m-%d"), "B"),  # a holiday
+        (pd.date_range("2021-03-27", periods=96, freq="h").delete(26).strftime("%Y-%m-%d %H:%M"), "h"),  # DST
+        (pd.date_range("2015-01-31", periods=48, freq="ME").delete(20).strftime("%Y-%m-%d"), "ME"),
+    ],
+)
+def test_a_date_missing_from_every_series_keeps_the_frequency(write_file, tmp_path, stamps, freq):
+    """Every series lacking the same step has no pandas frequency of its own: the domain was stored as
+    integer steps, onboarded, and could then never be forecast (its next dates unknown)."""
+    store = ingest_to_store(str(write_file("gaps.csv", _panel(stamps))), "gaps", 4, 8, tmp_path)
+    assert read_meta(store)["freq"] == freq and read_meta(store)["rows_quarantined"] == 0
+
+
+def test_dates_no_frequency_fits_are_refused_with_what_would_fit(write_file, tmp_path):
+    mid_month = pd.date_range("2015-01-01", periods=48, freq="MS") + pd.Timedelta(days=14)
+    with pytest.raises(IngestError, match="no frequency fits the dates in ds .*month starts or ends"):
+        ingest_to_store(str(write_file("mid.csv", _panel(mid_month.strftime("%Y-%m-%d")))), "mid", 4, 8, tmp_path)
+
+
+@pytest.mark.parametrize("fmt", ["%b-%y", "%y-%b", "%b %y"])
+def test_spreadsheet_month_and_two_digit_year_are_months(write_file, tmp_path, fmt):
+    """``Jan-15`` is January 2015 as a spreadsheet shows it; pandas read it as 15 January of year 1 and the
+    domain was stored as scrambled dates in 1754."""
+    stamps = pd.date_range("2015-01-01", periods=48, freq="MS").strftime(fmt)
+    frame, meta = read_store(ingest_to_store(str(write_file("m.csv", _panel(stamps))), "m", 4, 8, tmp_path))
+    assert meta["freq"] == "MS" and frame["ds"].min() == pd.Timestamp("2015-01-01")
+    assert frame["ds"].max() == pd.Timestamp("2018-12-01")

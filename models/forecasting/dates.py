@@ -1,0 +1,71 @@
+"""Numeric dates as written (01/02/2019): which order, day or month first, a column uses. One rule for
+ingest (``store.validate``) and the server (``models.forecasting.protocol``), pure pandas.
+
+The values decide: a first number above 12 is a day, a second one above 12 is a day. Where every
+value fits both orders, the order whose dates fall on a regular calendar wins; a column regular both
+ways (or neither), or one mixing the orders, is ``AmbiguousDates``."""
+
+from __future__ import annotations
+
+import re
+import warnings
+
+import pandas as pd
+
+NUMERIC_DATE = re.compile(r"^(\d{1,2})([/.\-])(\d{1,2})\2(\d{4}|\d{2})(?:[ T].*)?$")
+
+
+class AmbiguousDates(ValueError):
+    """Numeric dates whose order cannot be told: ``mixed`` when some values need each order."""
+
+    def __init__(self, example: str, sep: str, mixed: bool) -> None:
+        super().__init__(f"{'mixed' if mixed else 'ambiguous'} day and month order, e.g. {example!r}")
+        self.example, self.sep, self.mixed = example, sep, mixed
+
+
+def day_first(text: pd.Series) -> bool | None:
+    """Whether the column's numeric dates put the day first; None where fewer than half its values
+    are numeric dates (ISO dates, month names, ...)."""
+    parts = text.str.extract(NUMERIC_DATE)
+    found = parts[0].notna()
+    if found.sum() < max(1, 0.5 * len(text)):
+        return None
+    a, b = parts.loc[found, 0].astype(int), parts.loc[found, 2].astype(int)
+    day_first_ok, month_first_ok = bool((b <= 12).all() and (a <= 31).all()), bool((a <= 12).all() and (b <= 31).all())
+    example, sep = str(text[found].iloc[0]), str(parts.loc[found, 1].iloc[0])
+    if day_first_ok != month_first_ok:
+        return day_first_ok
+    if not day_first_ok:
+        raise AmbiguousDates(example, sep, mixed=True)
+    regular = {
+        order: _regular(pd.to_datetime(text[found], errors="coerce", format=numeric_format(text[found], order)))
+        for order in (True, False)
+    }
+    if regular[True] != regular[False]:
+        return regular[True]
+    raise AmbiguousDates(example, sep, mixed=False)
+
+
+def numeric_format(text: pd.Series, dayfirst: bool) -> str:
+    """The strftime format of a column of numeric dates (``NUMERIC_DATE``), from its first value:
+    separator and year width; values with a time of day (or written otherwise) are left to the
+    caller's mixed-format retry."""
+    first = text.str.extract(NUMERIC_DATE).dropna().iloc[0]
+    sep, year = first[1], "%Y" if len(first[3]) == 4 else "%y"
+    return f"%d{sep}%m{sep}{year}" if dayfirst else f"%m{sep}%d{sep}{year}"
+
+
+def _regular(stamps: pd.Series) -> bool:
+    """The distinct stamps lie on one pandas frequency (gaps allowed: most steps are that frequency)."""
+    unique = pd.DatetimeIndex(stamps.dropna().unique()).sort_values()
+    if len(unique) < 3:
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pandas 3 announces that infer_freq will return an offset
+        if pd.infer_freq(unique) is not None:
+            return True
+    steps = pd.Series(unique[1:] - unique[:-1])
+    if steps.max() <= pd.Timedelta(days=1):  # daily and sub-daily: one step size most of the time
+        return bool((steps == steps.mode().iloc[0]).mean() >= 0.8)
+    # monthly and longer: the same day of the month on (nearly) every stamp
+    return bool((unique.day == pd.Series(unique.day).mode().iloc[0]).mean() >= 0.9)
