@@ -21,6 +21,7 @@ import pandas as pd
 from pandas.tseries.frequencies import to_offset
 
 from models.columns import ALIASES
+from models.forecasting.dates import AmbiguousDates, day_first, numeric_format
 from models.metrics import MEDIAN, QUANTILES
 
 QUANTILE_COLUMNS = [f"{q:.1f}" for q in QUANTILES]
@@ -193,12 +194,24 @@ def _stamps(frame: pd.DataFrame) -> pd.Series:
     if aware.any() and not aware.all():
         raise ValueError("column 'ds' mixes timestamps with and without a UTC offset; send one kind")
     try:
+        order = None if aware.all() else day_first(text)  # 01/02/2020: the order ingest reads it in
+    except AmbiguousDates as e:
+        raise ValueError(
+            f"column 'ds' has dates such as {e.example!r} that read as day-first or month-first alike"
+            + (" (the request mixes both)" if e.mixed else "")
+            + "; send ISO 8601 dates (2020-02-01)"
+        ) from None
+    try:
         with warnings.catch_warnings(action="ignore", category=UserWarning):  # "could not infer format"
-            stamps = (
-                pd.to_datetime(text, errors="coerce", format="ISO8601")
-                if aware.all()
-                else pd.to_datetime(text, errors="coerce")
-            )
+            if aware.all():
+                stamps = pd.to_datetime(text, errors="coerce", format="ISO8601")
+            elif order is not None:
+                stamps = pd.to_datetime(text, errors="coerce", format=numeric_format(text, order))
+                retry = stamps.isna()  # a time of day, or another separator: read in the same order
+                if retry.any():
+                    stamps[retry] = pd.to_datetime(text[retry], errors="coerce", format="mixed", dayfirst=order)
+            else:
+                stamps = pd.to_datetime(text, errors="coerce")
     except (ValueError, TypeError, OverflowError):
         stamps = None
     if stamps is None or not pd.api.types.is_datetime64_any_dtype(stamps):

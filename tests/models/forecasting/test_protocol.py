@@ -200,3 +200,18 @@ def test_the_fast_parser_and_answer_match_the_pandas_ones(rows):
 
     expected = {"predictions": forecast_frame(slow[0], futures, q).to_dict(orient="records")}
     assert json.loads(answer_json(fast[0], futures, q)) == json.loads(json.dumps(expected))
+
+
+def _context(stamps: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({"unique_id": "a", "ds": stamps, "y": np.arange(len(stamps), dtype=float)})
+
+
+def test_numeric_dates_are_read_in_the_order_ingest_reads_them():
+    """01/02/2020 is read as the values show, as at ingest (``models.forecasting.dates``): the server read
+    day-first dates month-first and answered a daily series with monthly forecasts."""
+    [_], _, [days] = parse_context(_context([f"{d:02d}/01/2020" for d in range(1, 20)]))
+    assert days.iloc[1] == pd.Timestamp("2020-01-02") and days.iloc[-1] == pd.Timestamp("2020-01-19")
+    [_], _, [months] = parse_context(_context([f"01/{d:02d}/2020" for d in range(1, 20)]))
+    assert months.iloc[1] == pd.Timestamp("2020-01-02")
+    with pytest.raises(ValueError, match="read as day-first or month-first alike; send ISO 8601"):
+        parse_context(_context([f"{d:02d}/01/2020" for d in range(1, 13)]))  # daily one way, monthly the other
