@@ -56,7 +56,7 @@ def split_horizons(store_dir: Path | str, horizon: int | None = None, per_series
     if horizon is None:
         return validated
     if horizon > validated:
-        raise ValueError(
+        raise InputError(
             f"horizon {horizon} exceeds the {validated} the store at {Path(store_dir)} was validated "
             f"for; re-ingest with --horizon {horizon}"
         )

@@ -10,8 +10,13 @@ Sources: a local path (CSV/Parquet, ``file://`` too), ``s3://bucket/key``, a fol
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
+import lzma
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -78,9 +83,24 @@ def read_table(data: Path | io.BytesIO, name: str) -> pd.DataFrame:
             return pd.read_parquet(data)
     except pd.errors.EmptyDataError:
         raise IngestError(f"{name}: empty file (no header, no rows)") from None
+    except ARCHIVE_ERRORS as e:
+        raise IngestError(unreadable_archive(name, e)) from None
     except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as e:
         raise IngestError(f"{name}: cannot be read: {e}") from e
     raise IngestError(f"{name}: unsupported file type; use one of {', '.join(CSV_SUFFIXES + PARQUET_SUFFIXES)}")
+
+
+# a compressed file that is not what its suffix says, or cut short (EOFError: gzip, bz2, xz)
+ARCHIVE_ERRORS = (zipfile.BadZipFile, gzip.BadGzipFile, lzma.LZMAError, EOFError)
+
+
+def unreadable_archive(name: str, error: BaseException) -> str:
+    """The message for a compressed file that cannot be decompressed (``ARCHIVE_ERRORS``)."""
+    kind = _compression(name.lower()) or "compressed"
+    return (
+        f"{name}: not a readable {kind} file ({error}): the file is cut short or not {kind}-compressed; "
+        f"copy it again, or name it for what it holds (.csv for plain text)"
+    )
 
 
 DELIMITERS = (",", ";", "\t", "|")
@@ -204,6 +224,8 @@ def check_header(uri: str, columns: dict[str, str] | None = None) -> None:
             raise IngestError(f"{uri}: unsupported file type; use one of {', '.join(CSV_SUFFIXES + PARQUET_SUFFIXES)}")
     except pd.errors.EmptyDataError:
         raise IngestError(f"{uri}: empty file (no header, no rows)") from None
+    except ARCHIVE_ERRORS as e:
+        raise IngestError(unreadable_archive(uri, e)) from None
     except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as e:
         if isinstance(e, IngestError):
             raise
@@ -258,35 +280,70 @@ def _read_local(path: Path, name: str) -> pd.DataFrame:
 
 def _read_s3(uri: str) -> pd.DataFrame:
     """boto3 reads AWS_* credentials and AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL itself."""
-    import boto3
     from botocore.exceptions import ClientError
 
     parts = urlsplit(uri)
     bucket, key = parts.netloc, parts.path.lstrip("/")
     if not bucket:
         raise IngestError(f"{uri}: expected s3://bucket/key or s3://bucket/prefix/")
-    client = boto3.client("s3")
+    client = s3_client(uri)
     try:
-        if key and not key.endswith("/"):
-            body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
-            return read_table(io.BytesIO(body), uri)
-        # a prefix where new files arrive: all its CSV/Parquet objects together
-        keys = [k for k, _ in s3_listing(client, bucket, key) if is_data_file(k.removeprefix(key))]
-        if not keys:
-            raise IngestError(f"{uri}: prefix holds no CSV/Parquet objects")
-        names = [f"s3://{bucket}/{k}" for k in keys]
-        return concat_tables(
-            [
-                read_table(io.BytesIO(client.get_object(Bucket=bucket, Key=k)["Body"].read()), n)
-                for k, n in zip(keys, names)
-            ],
-            names,
-        )
+        with s3_access(uri, client):
+            if key and not key.endswith("/"):
+                body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+                return read_table(io.BytesIO(body), uri)
+            # a prefix where new files arrive: all its CSV/Parquet objects together
+            keys = [k for k, _ in s3_listing(client, bucket, key) if is_data_file(k.removeprefix(key))]
+            if not keys:
+                raise IngestError(f"{uri}: prefix holds no CSV/Parquet objects")
+            names = [f"s3://{bucket}/{k}" for k in keys]
+            return concat_tables(
+                [
+                    read_table(io.BytesIO(client.get_object(Bucket=bucket, Key=k)["Body"].read()), n)
+                    for k, n in zip(keys, names)
+                ],
+                names,
+            )
     except ClientError as e:
         code = e.response.get("Error", {}).get("Code", "")
         if code in ("NoSuchKey", "NoSuchBucket", "404", "403", "AccessDenied"):
             raise IngestError(f"{uri}: {code}") from e
         raise  # throttling, 5xx: worth a retry
+
+
+S3_ENDPOINT_HINT = "AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL (the settings' s3.endpoint_url, TSFM_S3__ENDPOINT_URL)"
+
+
+def s3_client(uri: str):
+    """boto3's S3 client; an endpoint it cannot parse is the user's to fix."""
+    import boto3
+
+    try:
+        return boto3.session.Session().client("s3")  # a session of its own: the environment as it is now
+    except ValueError as e:  # botocore: "Invalid endpoint: ..."
+        raise IngestError(f"{uri}: {e}: check {S3_ENDPOINT_HINT}") from None
+
+
+@contextmanager
+def s3_access(uri: str, client) -> Iterator[None]:
+    """S3 calls whose failure the user fixes in the environment, told as one IngestError: no
+    credentials (at once), an endpoint that cannot be reached (raised from the connection error, so
+    a task's transient-error retries still try again first, ``tracking.retries``)."""
+    from botocore.exceptions import EndpointConnectionError, NoCredentialsError, PartialCredentialsError
+
+    try:
+        yield
+    except (NoCredentialsError, PartialCredentialsError) as e:
+        raise IngestError(
+            f"{uri}: no AWS credentials found ({e}): set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+            "(or AWS_PROFILE with ~/.aws/credentials)"
+        ) from None
+    except EndpointConnectionError as e:
+        endpoint = getattr(getattr(client, "meta", None), "endpoint_url", None) or e.kwargs.get("endpoint_url")
+        raise IngestError(
+            f"{uri}: cannot reach the S3 endpoint {endpoint}: check {S3_ENDPOINT_HINT}, the network, "
+            "and that the S3 service is running"
+        ) from e
 
 
 def s3_listing(client, bucket: str, prefix: str) -> list[tuple[str, str]]:

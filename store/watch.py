@@ -22,7 +22,7 @@ from urllib.parse import unquote, urlsplit
 from infra.events import SOURCE_UPDATED, emit, source_resource
 from infra.logs import run_logger
 from infra.settings import Settings, SourceSpec
-from store.sources import folder_files, is_data_file, s3_listing
+from store.sources import folder_files, is_data_file, s3_access, s3_client, s3_listing
 
 STATE_FILE = "source_watch.json"
 UNWATCHED = ("builtin:", "synthetic:")
@@ -55,21 +55,21 @@ def fingerprint(uri: str) -> str | None:
 
 def _s3_state(uri: str):
     """boto3 reads AWS_* credentials and AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL itself."""
-    import boto3
     from botocore.exceptions import ClientError
 
     parts = urlsplit(uri)
     bucket, key = parts.netloc, parts.path.lstrip("/")
-    client = boto3.client("s3")
-    if key and not key.endswith("/"):
-        try:
-            head = client.head_object(Bucket=bucket, Key=key)
-        except ClientError as e:
-            if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return "missing"
-            raise
-        return [key, head.get("ETag"), str(head.get("LastModified"))]
-    return [(k, etag) for k, etag in s3_listing(client, bucket, key) if is_data_file(k.removeprefix(key))]
+    client = s3_client(uri)
+    with s3_access(uri, client):
+        if key and not key.endswith("/"):
+            try:
+                head = client.head_object(Bucket=bucket, Key=key)
+            except ClientError as e:
+                if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                    return "missing"
+                raise
+            return [key, head.get("ETag"), str(head.get("LastModified"))]
+        return [(k, etag) for k, etag in s3_listing(client, bucket, key) if is_data_file(k.removeprefix(key))]
 
 
 def load_state(state_dir: Path) -> dict[str, dict]:

@@ -35,11 +35,13 @@ BOTO_TRANSIENT_CODES = {
 
 
 def _chain(exc: BaseException):
+    """The exception and its causes, as its traceback shows them: ``raise ... from None`` ends the
+    chain, so a user error raised that way is never retried for the error it replaced."""
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
         yield exc
-        exc = exc.__cause__ or exc.__context__
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -136,3 +136,21 @@ def test_which_errors_are_transient(no_client_retries):
     assert not is_transient(IngestError("bad.csv: no rows"))
     assert not is_transient(FileNotFoundError("summary.json"))
     assert not is_transient(ValueError("horizon too long"))
+
+
+def test_a_user_error_is_retried_only_for_the_transient_error_it_names_as_its_cause():
+    from botocore.exceptions import EndpointConnectionError
+
+    def replaced(explicit: bool) -> IngestError:
+        try:
+            try:
+                raise EndpointConnectionError(endpoint_url="http://127.0.0.1:9")
+            except EndpointConnectionError as e:
+                if explicit:
+                    raise IngestError("cannot reach the S3 endpoint") from e
+                raise IngestError("no AWS credentials found") from None
+        except IngestError as user:
+            return user
+
+    assert is_transient(replaced(explicit=True))  # `from e`: the endpoint may come back, a retry may cure it
+    assert not is_transient(replaced(explicit=False))  # `from None`: the cause was replaced, never retried
