@@ -17,6 +17,7 @@ import io
 import json
 import os
 import shutil
+import tempfile
 import uuid
 from datetime import date
 from pathlib import Path
@@ -24,8 +25,28 @@ from urllib.parse import urlparse
 
 import pandas as pd
 
+from infra.errors import InputError
+
 MANIFEST = "_manifest.json"
 SKIPPED = "_skipped.parquet"  # series left without a forecast, and why
+
+
+def check_output(root: str) -> None:
+    """A local forecast dataset's root must be a folder that can be written to, or be creatable in
+    one: checked before any forecasting work (an S3 root is checked when written). Creates nothing."""
+    if is_s3(root):
+        return
+    path = Path(root).expanduser()
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    hint = "give --output (the settings' forecast.output) a folder you can write to; it is created if missing"
+    if not probe.is_dir():
+        raise InputError(f"forecast output {root}: {probe} is a file, not a folder: {hint}")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".tsfm-probe-", dir=probe))
+    except OSError as e:
+        raise InputError(f"forecast output {root}: cannot create files in {probe} ({e.strerror}): {hint}") from None
 
 
 def partition_name(origin: date) -> str:

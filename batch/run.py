@@ -67,6 +67,19 @@ def check_origin(params: ForecastParams, origin: date, frame: pd.DataFrame) -> N
         )
 
 
+def check_frequency(data_freq: str | None, model_freq: str | None, model: dict) -> None:
+    """Data re-ingested at another frequency (monthly, then weekly) must not be forecast by a model
+    fitted on the old one: its seasons and its dates would be the old frequency's."""
+    from store.frequency import offset_of
+
+    if data_freq and model_freq and offset_of(data_freq) != offset_of(model_freq):
+        raise InputError(
+            f"the data's frequency is {data_freq}, but {model['name']} v{model['version']} was fitted on "
+            f"{model_freq} data: onboard the domain again on this data (tsfm onboard --domain "
+            f"{model['name'].removeprefix('forecaster-')})"
+        )
+
+
 def champion(params: ForecastParams, settings: Settings) -> dict:
     registry.configure(settings)
     name = registry.forecaster_name(params.domain)
@@ -130,6 +143,13 @@ def plan_forecast(params: ForecastParams, settings: Settings, scheduled: datetim
     """Resolve the champion, read the series, write each chunk's input; returns the plan (JSON-able).
     ``scheduled``: the flow run's scheduled start (the origin when ``params`` gives none)."""
     log, started = run_logger(), time.time()
+    # an ad-hoc source never lands in the domain's own dataset, where it would replace the scheduled batch
+    root = params.output or (
+        settings.adhoc_forecast_dir(params.domain, params.source)
+        if params.source
+        else settings.forecast_dir(params.domain)
+    )
+    partitions.check_output(str(root))  # before the model is downloaded
     model = champion(params, settings)
     model_dir = Path(tempfile.mkdtemp(prefix=f"tsfm-forecast-{params.domain}-"))
     kind, folder, meta = registry.download_forecaster(model["name"], model["version"], model_dir)
@@ -141,17 +161,12 @@ def plan_forecast(params: ForecastParams, settings: Settings, scheduled: datetim
             f"forecasts: at most {max_h}"
         )
     frame, origin_of = series_to_forecast(params, settings)
+    check_frequency(origin_of["freq"], meta.get("freq"), model)
     freq = origin_of["freq"] or meta.get("freq")
     frame = recent_history(frame, params.max_history)
     ids = frame["unique_id"].astype(str).unique()  # sorted: recent_history sorts
     origin = as_of_date(params, settings, scheduled)
     check_origin(params, origin, frame)
-    # an ad-hoc source never lands in the domain's own dataset, where it would replace the scheduled batch
-    root = params.output or (
-        settings.adhoc_forecast_dir(params.domain, params.source)
-        if params.source
-        else settings.forecast_dir(params.domain)
-    )
     run_id = uuid.uuid4().hex[:12]
     stage = partitions.staging(root, run_id)
     chunks = []

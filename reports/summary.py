@@ -169,6 +169,12 @@ def ingest_summary(store_dir: str | Path) -> str:
             f"{before['rows_kept']} rows of {before['n_series']} series and is kept at {folder}"
             + (" (copy it back over the store to restore it)" if drop else "")
         )
+        if before.get("freq") != meta.get("freq"):
+            lines.append(
+                f"WARNING: the frequency changed from {before.get('freq') or 'integer steps'} to "
+                f"{meta.get('freq') or 'integer steps'}: the domain's models were fitted on the old one; "
+                f"onboard it again (tsfm onboard --domain {meta['domain']}) before forecasting"
+            )
     if meta["rows_quarantined"]:
         path = Path(store_dir) / QUARANTINE_FILE
         q = pd.read_parquet(path)
