@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from evaluation import drift, realized
-from infra.errors import NotFoundError
+from infra.errors import InputError, NotFoundError
 from infra.files import exclusive
 from infra.logs import run_logger
 from infra.settings import MonitorParams, Settings
@@ -212,32 +212,81 @@ def reference_store(domain: str, settings: Settings, data_version: str | None) -
     return None, "no earlier store version"
 
 
+def _serving_get(url: str, timeout: float, token: str | None = None, **query: str) -> Any:
+    """GET a replica's /metrics (``token``: the serving token) or a Prometheus API URL; raises on a failure."""
+    import requests
+
+    r = requests.get(
+        url, params=query or None, headers={"Authorization": f"Bearer {token}"} if token else {}, timeout=timeout
+    )
+    r.raise_for_status()
+    return r
+
+
+def _serving_token(settings: Settings) -> str | None:
+    return settings.serve.token.get_secret_value() if settings.serve.token else None
+
+
+def _why_unreadable(e: Exception) -> str:
+    import requests
+
+    if isinstance(
+        e, (requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema, requests.exceptions.InvalidURL)
+    ):
+        return "not an http(s) URL"
+    if isinstance(e, requests.exceptions.HTTPError) and e.response is not None:
+        return f"it answered HTTP {e.response.status_code} {e.response.reason}"
+    if isinstance(e, requests.exceptions.Timeout):
+        return "no answer in time"
+    if isinstance(e, requests.exceptions.ConnectionError):
+        return "cannot connect (nothing listening there, or the host is unreachable)"
+    return f"{type(e).__name__}: {e}"
+
+
+def check_serving_sources(params: MonitorParams, settings: Settings, timeout: float = 10.0) -> None:
+    """Each serving-metrics URL given (``--serving-metrics``, ``--prometheus-url`` or the settings) read
+    once, before a check starts: one that cannot be read is an ``InputError`` naming it, not a healthy
+    verdict without serving drift. (During a check a replica down only skips serving drift: ``drift_check``.)"""
+    if params.prometheus_url:  # its query API, without the replicas' token
+        option = "--prometheus-url (monitor.prometheus_url)"
+        checks: list[tuple[str, str, str | None, dict[str, str]]] = [
+            (params.prometheus_url, f"{params.prometheus_url.rstrip('/')}/api/v1/query", None, {"query": "1"})
+        ]
+    else:
+        option, token = "--serving-metrics (monitor.serving_metrics)", _serving_token(settings)
+        checks = [(url, url, token, {}) for url in params.serving_metrics]
+    for given, url, token, query in checks:
+        try:
+            _serving_get(url, timeout, token, **query)
+        except Exception as e:  # noqa: BLE001 - any failure to read it is the message
+            raise InputError(
+                f"cannot read {option} {given}: {_why_unreadable(e)}; give the URL of a running server "
+                "(a replica's http://host:port/metrics, or Prometheus' http://host:9090), or leave the option out"
+            ) from None
+
+
 def serving_counts(
     domain: str, params: MonitorParams, settings: Settings, feature_metrics: Mapping[str, str]
 ) -> tuple[dict[str, np.ndarray], str]:
     """Per feature, the bucket counts of the contexts the servers received, summed over replicas.
 
     ``feature_metrics`` names each feature's histogram as the servers export it (``serving.metrics``)."""
-    import requests
-
     metric = {f: f"{name}_bucket" for f, name in feature_metrics.items()}
     if params.prometheus_url:
         out = {}
         for f, m in metric.items():
             q = f'sum by (le) (increase({m}{{domain="{domain}"}}[{params.serving_range}]))'
-            r = requests.get(f"{params.prometheus_url.rstrip('/')}/api/v1/query", params={"query": q}, timeout=30)
-            r.raise_for_status()
+            r = _serving_get(f"{params.prometheus_url.rstrip('/')}/api/v1/query", 30, query=q)
             rows = {float(x["metric"]["le"]): float(x["value"][1]) for x in r.json()["data"]["result"]}
             if rows:
                 out[f] = drift.counts_from_cumulative([rows[k] for k in sorted(rows)])
         return out, f"Prometheus {params.prometheus_url}, last {params.serving_range}"
     from prometheus_client.parser import text_string_to_metric_families
 
-    token = settings.serve.token.get_secret_value() if settings.serve.token else None
+    token = _serving_token(settings)
     sums: dict[str, dict[float, float]] = {f: {} for f in drift.FEATURES}
     for url in params.serving_metrics:
-        r = requests.get(url, headers={"Authorization": f"Bearer {token}"} if token else {}, timeout=30)
-        r.raise_for_status()
+        r = _serving_get(url, 30, token)
         for family in text_string_to_metric_families(r.text):
             for s in family.samples:
                 for f, m in metric.items():
@@ -280,6 +329,7 @@ def drift_check(
             counts, where = serving_counts(domain, params, settings, feature_metrics)
         except Exception as e:  # noqa: BLE001 - a replica down must not stop the data's check
             counts, where = {}, f"unreadable ({type(e).__name__}: {e})"
+            run_logger().warning("monitor %s: serving metrics %s: serving drift not judged", domain, where)
         out["serving_source"] = where
         served = int(max((c.sum() for c in counts.values()), default=0))
         if served < params.min_series:

@@ -316,3 +316,29 @@ def check_served(tracking_uri: str, domains: list[str], alias: str = "champion")
             f"{', '.join(sorted(available)) or 'none (onboard a domain first: tsfm onboard --domain NAME --source PATH)'}"
         )
     return {d: available[d] for d in domains} if domains else available
+
+
+def check_device(device: str) -> str:
+    """The torch device the served models load on, checked at start-up: a name torch does not know, or
+    a GPU this machine does not have, fails now (not as a load error per domain and 503 forever)."""
+    import torch
+
+    from infra.errors import InputError
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    valid = ["cpu"] + (["cuda"] + [f"cuda:{i}" for i in range(count)] if count else []) + (["mps"] if mps else [])
+    choose = f"valid devices on this machine: {', '.join(valid)} (--device, the settings' serve.device)"
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise InputError(f"device {device!r} is not a torch device; {choose}") from None
+    if parsed.type == "cuda" and not count:
+        raise InputError(f"device {device!r} requested but CUDA is not available here; {choose}")
+    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= count:
+        raise InputError(f"device {device!r} requested but this machine has {count} CUDA device(s); {choose}")
+    if parsed.type == "mps" and not mps:
+        raise InputError(f"device {device!r} requested but MPS is not available here; {choose}")
+    if parsed.type not in ("cpu", "cuda", "mps"):
+        raise InputError(f"device {device!r} cannot serve models; {choose}")
+    return device

@@ -20,10 +20,11 @@ def run(settings: Settings | None = None, params: ServeParams | None = None, **o
     import uvicorn
 
     from serving.app import create_app
-    from serving.catalog import check_served
+    from serving.catalog import check_device, check_served
     from serving.exposure import check_bind
 
     warning = check_bind(params.host, params.token is not None, params.insecure)  # before anything is loaded
+    check_device(params.device)  # a device this machine lacks fails now, not as 503 forever
     found = check_served(settings.tracking_uri, params.domains, params.alias)  # fails now on a domain without one
     if not found:
         print(

@@ -596,6 +596,10 @@ def forecast(
             check_header(params.source, params.columns)  # a wrong file fails before any flow starts
         except ValueError as e:
             raise InputError(str(e)) from None
+    if params.output:
+        from batch.partitions import check_output
+
+        check_output(params.output)  # an unwritable folder or a file fails before any flow starts
     result = _run(_flow("flows.forecast.forecast_flow"), params)
     _say(
         f"{result['series']} series of {result['domain']} forecast {result['horizon']} steps by "
@@ -648,6 +652,9 @@ def monitor(
         _say("no onboarded domain to monitor (tsfm onboard --domain NAME --source PATH first)")
         _echo({}, out)
         return
+    from evaluation.monitoring import check_serving_sources
+
+    check_serving_sources(params, _settings())  # a URL that cannot be read fails here, not as "healthy"
     result = _run(_flow("flows.monitor.monitor_flow"), params)
 
     def fig(x) -> str:
