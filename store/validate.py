@@ -32,6 +32,7 @@ SOURCE_FILE = "__tsfm_source_file__"  # a folder/prefix source's per-row file na
 _OFFSET = re.compile(r"(?:Z|[+-]\d{2}:?\d{2})$", re.IGNORECASE)
 _INT_TEXT = re.compile(r"^[+-]?\d+$")
 # a date written with numbers only, day and month in either order: 01/02/2019, 1.2.19, 01-02-2019 10:00
+MIN_CHANGED_SHARE = 0.5  # off-grid share of a series from its first off-grid stamp on: its spacing changed
 MAX_ABS = 1e30  # |y| beyond this: a series is set aside (float32 models overflow near 3.4e38)
 COMPACT_DATE = "%Y%m%d"  # 20240131 as an integer or text: a date, not a step
 
@@ -456,15 +457,21 @@ def validate_frame(
             )
         if check_grid and freq:
             # a series whose spacing changes (daily, then hourly) is quarantined from the first
-            # timestamp off the domain's grid on: what follows is no longer the series ingested
+            # timestamp off the domain's grid on: what follows is no longer the series ingested. Where
+            # most of what follows is back on the grid, only the stray stamps are set aside
             live = pd.DataFrame({"uid": uid[ok], "ds": ds[ok]})
             live["off"] = off_grid(live["uid"], live["ds"], freq).to_numpy()
             change = live[live["off"]].groupby("uid")["ds"].min()
             past = np.zeros(n, dtype=bool)
+            stray = np.zeros(n, dtype=bool)
             if len(change):
                 since = live["uid"].map(change)
-                past[ok] = (since.notna() & (live["ds"] >= since.fillna(live["ds"].max()))).to_numpy(dtype=bool)
-            n_off = int(past.sum())
+                after = (since.notna() & (live["ds"] >= since.fillna(live["ds"].max()))).to_numpy(dtype=bool)
+                share = live[after].groupby("uid")["off"].mean()  # off-grid share of each series from its change on
+                changed = live["uid"].map(share).fillna(0).to_numpy() >= MIN_CHANGED_SHARE
+                past[ok] = after & changed
+                stray[ok] = live["off"].to_numpy(dtype=bool) & ~changed
+            n_off = int(past.sum() + stray.sum())
             flag(
                 past,
                 "ds",
@@ -473,6 +480,11 @@ def validate_frame(
                     "changes): quarantined from there on"
                     for j in i
                 ],
+            )
+            flag(
+                stray,
+                "ds",
+                lambda i: [f"{t} is off the {freq} grid of series {uid[j]!r}" for j, t in zip(i, ds_txt[i])],
             )
     else:
         freq = None

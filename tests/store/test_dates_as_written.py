@@ -136,3 +136,21 @@ def test_spreadsheet_month_and_two_digit_year_are_months(write_file, tmp_path, f
     frame, meta = read_store(ingest_to_store(str(write_file("m.csv", _panel(stamps))), "m", 4, 8, tmp_path))
     assert meta["freq"] == "MS" and frame["ds"].min() == pd.Timestamp("2015-01-01")
     assert frame["ds"].max() == pd.Timestamp("2018-12-01")
+
+
+def test_one_stray_timestamp_is_set_aside_alone(write_file, tmp_path):
+    """A daily series with one stamp at noon lost every row from there on, and so the whole series; only
+    a series whose spacing really changes (daily, then hourly) loses what follows the change."""
+    days = list(pd.date_range("2020-01-01", periods=60, freq="D").strftime("%Y-%m-%d %H:%M"))
+    stray = days[:10] + ["2020-01-11 12:00"] + days[10:]
+    hourly = days[:40] + list(pd.date_range("2020-02-10", periods=100, freq="h").strftime("%Y-%m-%d %H:%M"))
+    rows = ["unique_id,ds,y"] + [f"a,{d},{i % 7}" for i, d in enumerate(stray)]
+    rows += [f"b,{d},{i % 7}" for i, d in enumerate(days)] + [f"c,{d},{i % 7}" for i, d in enumerate(hourly)]
+    store = ingest_to_store(str(write_file("stray.csv", "\n".join(rows) + "\n")), "stray", 4, 8, tmp_path)
+    frame, meta = read_store(store)
+    assert meta["freq"] == "D" and (frame["unique_id"] == "a").sum() == 60  # all but the stray row
+    q = pd.read_parquet(store / "quarantine.parquet")
+    assert q.loc[q["unique_id"] == "a", "ds"].tolist() == ["2020-01-11 12:00"]
+    assert "off the D grid of series 'a'" in q.loc[q["unique_id"] == "a", "reason"].iloc[0]
+    # daily, then hourly from 10 February 00:00 (on the daily grid): quarantined from 01:00 on
+    assert (frame["unique_id"] == "c").sum() == 41
