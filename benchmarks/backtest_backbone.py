@@ -3,7 +3,7 @@
 One onboarding's test is the last horizon of each series: for an hourly or half-hourly domain of a few
 series that is one day, too little to tell two close variants apart. This script cuts ``k`` horizons
 off the end of every series (k = each of ``--cutoffs``), onboards each cut with defaults twice, with
-and without the long-context backbone on offer (``--set long_context_backbone=false``), through the
+and without the long-context backbone on offer (``--set long_context_backbone=true`` / ``false``), through the
 same `tsfm onboard` users run, and compares what each serves on its own test window.
 
     python benchmarks/backtest_backbone.py --source hourly.csv --domain hourly --horizon 24 \
@@ -23,7 +23,10 @@ from pathlib import Path
 import pandas as pd
 from bench_common import REPO, fmt, markdown_table, warn_if_busy, write_json
 
-VARIANTS = {"offered": [], "default only": ["--set", "long_context_backbone=false"]}
+VARIANTS = {
+    "offered": ["--set", "long_context_backbone=true"],
+    "default only": ["--set", "long_context_backbone=false"],
+}
 
 
 def cut(source: Path, horizon: int, k: int, out: Path) -> Path:
@@ -98,7 +101,7 @@ def main() -> None:
     for k in (int(c) for c in args.cutoffs.split(",")):
         source = cut(Path(args.source), args.horizon, k, out_dir / "data" / f"{args.domain}-c{k}.csv")
         for variant, extra in VARIANTS.items():
-            domain = f"{args.domain}-c{k}-{'on' if not extra else 'off'}"
+            domain = f"{args.domain}-c{k}-{'on' if extra[-1].endswith('true') else 'off'}"
             rows.append({"cutoff": k, "variant": variant, **served_row(onboard(domain, source, args, extra, out_dir))})
     ratios = {
         metric: math.exp(

@@ -207,10 +207,11 @@ class OnboardTarget(Section):
     )
     freq: str | None = Field(None, description="pandas frequency of ds; inferred when omitted")
     long_context_backbone: bool = Field(
-        True,
+        False,
         description="for daily or finer data onboarded on the default backbone, also score the shipped "
         "long-context backbone (2,048 steps) on the same validation windows and adapt it instead where it "
-        "wins by the promotion gate's rule",
+        "wins by the promotion gate's rule (off by default: it won validation but lost the benchmark's "
+        "test days, docs/benchmarks.md)",
     )
 
     @field_validator("source", mode="before")

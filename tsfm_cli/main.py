@@ -291,8 +291,8 @@ def onboard(
     ),
     backbone: str = typer.Option(
         DEFAULT_BACKBONE,
-        help="the registered backbone to adapt; with this default, daily or finer data also try the shipped "
-        "long-context backbone on validation (off: --set long_context_backbone=false)",
+        help="the registered backbone to adapt; with this default and --set long_context_backbone=true, "
+        "daily or finer data also try the shipped long-context backbone on validation",
     ),
     promote: bool = typer.Option(True, help="run the promotion gate afterwards"),
     out: str = OUT,

@@ -178,7 +178,7 @@ def test_daily_data_get_the_long_context_backbone_only_where_it_validates_better
 
     daily = str(ingest_to_store(_calendar_csv(tmp_path / "d.csv", "D", 300), "shop", 7, 8, tmp_path / "data"))
     monthly = str(ingest_to_store(_calendar_csv(tmp_path / "m.csv", "MS", 72), "sales", 6, 8, tmp_path / "data"))
-    params = OnboardParams(domain="shop", horizon=7)
+    params = OnboardParams(domain="shop", horizon=7, long_context_backbone=True)
     real_long = io.SHIPPED_LONG_DIR
     # a "long-context" backbone with the default's very weights: it cannot win by the margin
     same = io.ship_backbone(shipped[0], {"preset": "tiny", "context_length": 64}, tmp_path / "same")
