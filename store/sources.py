@@ -138,6 +138,7 @@ def _read_csv(data: Path | io.BytesIO, compression: str | None, nrows: int | Non
 
 _DECIMAL_COMMA = r"^-?\d+,\d+$"  # 1,5 / 4405,95
 _DOT_THOUSANDS = r"^-?\d{1,3}(?:\.\d{3})+(?:,\d+)?$"  # 4.405,95 / 1.234.567
+_DOT_GROUPS = r"^-?\d{1,3}(?:\.\d{3}){2,}$"  # 1.000.000: thousands, never a decimal
 _COMMA_THOUSANDS = r"^-?\d{1,3}(?:,\d{3})+(?:\.\d+)?$"  # 10,003.10 / 1,234,567
 
 
@@ -146,6 +147,13 @@ def locale_numbers(col: pd.Series, sep: str) -> pd.Series:
     4.405,95 with thousands dots); a ',' file can only hold 10,003.10 quoted, with thousands
     commas. In a ';' file a column's dots are read as thousands separators only where the same
     column also has decimal commas (else 1.234 stays a decimal). Other cells are left alone."""
+    if sep == ";" and not col.str.contains(",", regex=False).any():
+        # no decimal comma: dots are thousands only where some value has two groups (1.000.000), which no
+        # decimal has; 1.037 alone stays a decimal (it may be either)
+        dotted = col.str.contains(".", regex=False)
+        if dotted.any() and col.str.match(_DOT_GROUPS).any() and col[dotted].str.match(_DOT_THOUSANDS).all():
+            return col.where(~dotted, col.str.replace(".", "", regex=False))
+        return col
     if sep not in ";," or not col.str.contains(",", regex=False).any():  # no comma: nothing to read (cheap)
         return col
     if sep == ";":

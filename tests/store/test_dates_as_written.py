@@ -154,3 +154,13 @@ def test_one_stray_timestamp_is_set_aside_alone(write_file, tmp_path):
     assert "off the D grid of series 'a'" in q.loc[q["unique_id"] == "a", "reason"].iloc[0]
     # daily, then hourly from 10 February 00:00 (on the daily grid): quarantined from 01:00 on
     assert (frame["unique_id"] == "c").sum() == 41
+
+
+def test_dots_with_two_groups_are_thousands_in_a_semicolon_file(write_file, tmp_path):
+    """1.000.000 can only be a million: the column's other dotted values (1.250) are thousands too. Without
+    such a value 1.250 may be either and stays a decimal, as before."""
+    ds = pd.date_range("2020-01-01", periods=24, freq="MS").strftime("%Y-%m-%d")
+    values = ["950", "1.250", "1.000.000"] * 8
+    text = "unique_id;ds;y\n" + "".join(f"a;{d};{v}\n" for d, v in zip(ds, values))
+    frame, _ = read_store(ingest_to_store(str(write_file("eu.csv", text)), "eu", 4, 8, tmp_path))
+    assert frame["y"].iloc[:3].tolist() == [950.0, 1250.0, 1_000_000.0]
