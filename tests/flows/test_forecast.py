@@ -193,7 +193,7 @@ def test_an_adhoc_source_never_replaces_the_domains_batch_nor_writes_an_empty_on
     # an origin before the data's last point is refused: it would label forecasts of seen points
     with pytest.raises(InputError, match="before the data's last point"):
         _run(params.model_copy(update={"origin": date(2022, 1, 3)}))
-    # irregular stamps: no series has a future grid; nothing is written and the run fails with the reason
+    # irregular stamps: refused as they are read (no frequency fits them); nothing is written
     stamps = pd.Timestamp("2020-01-01") + pd.to_timedelta(np.cumsum(rng.integers(1, 9, size=30)), unit="D")
     irregular = pd.DataFrame(
         [(f"s{i}", d, 1.0 + k) for i in range(3) for k, d in enumerate(stamps)], columns=["unique_id", "ds", "y"]
@@ -201,6 +201,12 @@ def test_an_adhoc_source_never_replaces_the_domains_batch_nor_writes_an_empty_on
     odd = tmp_path / "odd.csv"
     irregular.to_csv(odd, index=False)
     out = tmp_path / "odd-out"
+    with pytest.raises(InputError, match="no frequency fits the dates in ds"):
+        _run(params.model_copy(update={"source": str(odd), "output": str(out), "origin": date(2026, 11, 30)}))
+    assert not out.exists() or partitions.origins(str(out)) == []
+    # one point per series: no grid to continue; nothing is written and the run fails with the reason
+    single = irregular.groupby("unique_id").head(1).assign(ds=lambda f: f["ds"] + pd.to_timedelta([0, 3, 5], unit="D"))
+    single.to_csv(odd, index=False)
     with pytest.raises(InputError, match="no series could be forecast") as e:
         _run(params.model_copy(update={"source": str(odd), "output": str(out), "origin": date(2026, 11, 30)}))
     assert "3 series" in str(e.value) and "nothing was written" in str(e.value)
