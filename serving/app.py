@@ -30,6 +30,7 @@ from infra.settings import ServeParams
 from models.forecasting.kinds import NEURAL
 from models.forecasting.protocol import (
     answer_json,
+    fill_gaps,
     forecast_frame,
     from_model_scale,
     future_timestamps,
@@ -206,6 +207,7 @@ async def score(served: Served, request: Request) -> Response:
                     "(serve.max_request_series): split the request",
                 )
             freq = model.meta.get("freq")
+            values, stamps = fill_gaps(values, stamps, freq)  # a skipped hour or day: null values, as ingest
             futures = (
                 future_timestamps(ids, stamps, horizon, freq)
                 if small and len(ids) <= 8

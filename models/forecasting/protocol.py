@@ -19,6 +19,7 @@ import numpy as np
 import orjson
 import pandas as pd
 from pandas.tseries.frequencies import to_offset
+from pandas.tseries.offsets import Day, Tick, Week
 
 from models.columns import ALIASES
 from models.forecasting.dates import AmbiguousDates, day_first, numeric_format
@@ -431,6 +432,47 @@ def future_index(uid: str, ds: pd.Series, horizon: int, freq: str | None = None)
         ]
         off = fits[0] if fits else to_offset(index[1] - index[0])
     return list(pd.date_range(start=last + off, periods=horizon, freq=off))
+
+
+MAX_FILLED = 0.2  # share of a context's steps that may be missing and filled with null values (at least 2)
+
+
+def fill_gaps(
+    values: list[np.ndarray], stamps: list[pd.Series], freq: str | None
+) -> tuple[list[np.ndarray], list[pd.Series]]:
+    """Contexts with a few missing steps of the domain's fixed-step frequency (a lost hour, a skipped day)
+    put back on its grid, the missing steps as null values, as ingest keeps them; any other context is
+    returned as it is (``future_index`` then tells an irregular one). Frequencies whose steps differ in
+    length (months, business days) are left alone."""
+    off = _offset(freq)
+    day = 86_400 * 10**9
+    step = (
+        int(off.nanos)
+        if isinstance(off, Tick)
+        else off.n * day
+        if isinstance(off, Day)
+        else off.n * 7 * day
+        if isinstance(off, Week)
+        else 0
+    )
+    if step <= 0:
+        return values, stamps
+    out_values, out_stamps = list(values), list(stamps)
+    for i, ds in enumerate(stamps):
+        if len(ds) < 3 or not pd.api.types.is_datetime64_any_dtype(ds) or getattr(ds.dt, "tz", None) is not None:
+            continue
+        ns = ds.to_numpy(dtype="datetime64[ns]").astype(np.int64)
+        gaps = np.diff(ns)
+        if (gaps == step).all() or (gaps % step != 0).any():
+            continue
+        n = int((ns[-1] - ns[0]) // step) + 1
+        if n - len(ns) > max(2, MAX_FILLED * n):
+            continue
+        filled = np.full(n, np.nan)
+        filled[(ns - ns[0]) // step] = values[i]
+        out_values[i] = filled
+        out_stamps[i] = pd.Series(pd.to_datetime(ns[0] + step * np.arange(n)))
+    return out_values, out_stamps
 
 
 def future_timestamps(

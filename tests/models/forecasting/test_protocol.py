@@ -215,3 +215,23 @@ def test_numeric_dates_are_read_in_the_order_ingest_reads_them():
     assert months.iloc[1] == pd.Timestamp("2020-01-02")
     with pytest.raises(ValueError, match="read as day-first or month-first alike; send ISO 8601"):
         parse_context(_context([f"{d:02d}/01/2020" for d in range(1, 13)]))  # daily one way, monthly the other
+
+
+def test_a_few_missing_steps_of_a_fixed_step_domain_are_filled_with_nulls():
+    """A context missing a day (or two hours) was a 400 although ingest keeps such series: it is put back
+    on the domain's grid with null values, and its future continues from its last stamp. Months and
+    contexts with more missing than present stay as they are (then ``future_index`` refuses them)."""
+    from models.forecasting.protocol import fill_gaps
+
+    days = pd.Series(pd.date_range("2020-01-01", periods=40, freq="D").delete(20))
+    [v], [s] = fill_gaps([np.arange(39.0)], [days], "D")
+    assert len(v) == 40 and np.isnan(v[20]) and v[21] == 20.0 and s.iloc[20] == pd.Timestamp("2020-01-21")
+    assert future_index("a", s, 2, "D") == [pd.Timestamp("2020-02-10"), pd.Timestamp("2020-02-11")]
+    hours = pd.Series(pd.date_range("2021-03-28", periods=48, freq="h").delete([2, 3]))
+    assert len(fill_gaps([np.arange(46.0)], [hours], "h")[0][0]) == 48
+    months = pd.Series(pd.date_range("2020-01-31", periods=24, freq="ME").delete(5))
+    assert len(fill_gaps([np.arange(23.0)], [months], "ME")[0][0]) == 23  # months: left alone
+    sparse = pd.Series(pd.to_datetime(["2020-01-01", "2020-01-02", "2020-01-09", "2020-01-30"]))
+    [v], [s] = fill_gaps([np.arange(4.0)], [sparse], "D")
+    with pytest.raises(ValueError, match="timestamps are irregular"):
+        future_index("a", s, 2, "D")
