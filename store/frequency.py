@@ -46,9 +46,10 @@ def infer_freq(good: pd.DataFrame, max_series: int = 20) -> str | None:
             if f:
                 found[f] += 1
     candidates = [f for f, _ in found.most_common(2)]
-    steps = [d for stamps in series for d in np.diff(stamps.asi8) if d > 0]
-    if steps and min(steps) <= DAY_NS:  # short sub-daily or daily series: their smallest step
-        candidates.append(to_offset(pd.Timedelta(int(min(steps)))).freqstr)
+    diffs = np.concatenate([np.diff(stamps.as_unit("ns").asi8) for stamps in series] or [np.zeros(0, np.int64)])
+    positive = diffs[diffs > 0]
+    if len(positive) and positive.min() <= DAY_NS:  # short sub-daily or daily series: their smallest step
+        candidates.append(to_offset(pd.Timedelta(int(positive.min()), unit="ns")).freqstr)
     return next((f for f in candidates if _covers(series, f)), None)
 
 
