@@ -154,14 +154,18 @@ def describe_season(season: int, freq: str | None, source: str) -> str:
 def off_grid(uid: pd.Series, ds: pd.Series, freq: str | None) -> pd.Series:
     """True for timestamps off the ``freq`` grid of their own series: a daily domain's series with
     hourly rows after some date, a monthly one with a mid-month row. The grid is anchored on each
-    series' first timestamp (its time of day for calendar frequencies, its phase for fixed steps)."""
+    series' first timestamp (its time of day for calendar frequencies, its phase for fixed steps and
+    its weekday for weekly data)."""
     off = offset_of(freq)
     bad = pd.Series(False, index=ds.index)
     if off is None or not pd.api.types.is_datetime64_any_dtype(ds.dtype) or len(ds) == 0:
         return bad
     first = ds.groupby(uid, sort=False).transform("min")
-    if isinstance(off, offsets.Tick):
-        return ((ds - first).dt.total_seconds() * 1e9).round().astype("int64") % off.nanos != 0
+    step = off.nanos if isinstance(off, offsets.Tick) else None
+    if isinstance(off, offsets.Week):  # weekly: each series on its own weekday (one on Sundays, one on Mondays)
+        step = 7 * max(int(off.n), 1) * DAY_NS
+    if step is not None:
+        return ((ds - first).dt.total_seconds() * 1e9).round().astype("int64") % step != 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "non-vectorized DateOffset" performance notes
         try:

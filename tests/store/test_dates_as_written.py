@@ -164,3 +164,19 @@ def test_dots_with_two_groups_are_thousands_in_a_semicolon_file(write_file, tmp_
     text = "unique_id;ds;y\n" + "".join(f"a;{d};{v}\n" for d, v in zip(ds, values))
     frame, _ = read_store(ingest_to_store(str(write_file("eu.csv", text)), "eu", 4, 8, tmp_path))
     assert frame["y"].iloc[:3].tolist() == [950.0, 1250.0, 1_000_000.0]
+
+
+def test_weekly_series_on_different_weekdays_are_both_kept_and_keep_their_weekday(write_file, tmp_path):
+    """One series on Sundays, another on Mondays: the Monday series lay off the domain's W-SUN grid and was
+    quarantined whole. Each weekly series is on its own weekday's grid, and its forecasts stay on it."""
+    from batch.futures import future_grid
+
+    sun = pd.date_range("2020-01-05", periods=80, freq="W-SUN")
+    mon = pd.date_range("2020-01-06", periods=80, freq="W-MON")
+    rows = ["unique_id,ds,y"] + [f"a,{d.date()},{i % 13}" for i, d in enumerate(sun)]
+    rows += [f"b,{d.date()},{i % 13}" for i, d in enumerate(mon)]
+    frame, meta = read_store(ingest_to_store(str(write_file("w.csv", "\n".join(rows) + "\n")), "w", 6, 8, tmp_path))
+    assert meta["rows_quarantined"] == 0 and frame.groupby("unique_id").size().to_dict() == {"a": 80, "b": 80}
+    stamps = [g["ds"].reset_index(drop=True) for _, g in frame.groupby("unique_id")]
+    future, ok, _ = future_grid(["a", "b"], stamps, 2, meta["freq"])
+    assert ok.all() and list(future.dt.day_name()) == ["Sunday", "Sunday", "Monday", "Monday"]
