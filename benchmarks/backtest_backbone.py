@@ -23,10 +23,8 @@ from pathlib import Path
 import pandas as pd
 from bench_common import REPO, fmt, markdown_table, warn_if_busy, write_json
 
-VARIANTS = {
-    "offered": ["--set", "long_context_backbone=true"],
-    "default only": ["--set", "long_context_backbone=false"],
-}
+# domain suffix -> (the table's name for it, the setting)
+VARIANTS = {"on": ("offered", "true"), "off": ("default only", "false")}
 
 
 def cut(source: Path, horizon: int, k: int, out: Path) -> Path:
@@ -100,9 +98,10 @@ def main() -> None:
     rows = []
     for k in (int(c) for c in args.cutoffs.split(",")):
         source = cut(Path(args.source), args.horizon, k, out_dir / "data" / f"{args.domain}-c{k}.csv")
-        for variant, extra in VARIANTS.items():
-            domain = f"{args.domain}-c{k}-{'on' if extra[-1].endswith('true') else 'off'}"
-            rows.append({"cutoff": k, "variant": variant, **served_row(onboard(domain, source, args, extra, out_dir))})
+        for suffix, (variant, on) in VARIANTS.items():
+            extra = ["--set", f"long_context_backbone={on}"]
+            result = onboard(f"{args.domain}-c{k}-{suffix}", source, args, extra, out_dir)
+            rows.append({"cutoff": k, "variant": variant, **served_row(result)})
     ratios = {
         metric: math.exp(
             sum(

@@ -11,7 +11,7 @@ import numpy as np
 from mlflow import MlflowClient
 
 from evaluation.gate import beats
-from evaluation.scores import validation_scrps
+from evaluation.scores import spread, validation_scrps
 from infra.errors import NotFoundError
 from infra.logs import run_logger
 from infra.settings import DEFAULT_BACKBONE, LONG_CONTEXT_BACKBONE, OnboardParams, Settings
@@ -59,10 +59,9 @@ def choose_domain_backbone(
     from store.frequency import daily_or_finer
     from tracking.backbones import ensure_backbone
 
-    freq = read_meta(store_dir).get("freq")
     if backbone_uri != DEFAULT_BACKBONE:
         return {"uri": backbone_uri, "why": "asked for"}
-    if not params.long_context_backbone or not daily_or_finer(freq):
+    if not params.long_context_backbone or not daily_or_finer(read_meta(store_dir).get("freq")):
         why = "the default" + ("" if params.long_context_backbone else " (long_context_backbone is off)")
         return {"uri": backbone_uri, "why": why}
     try:
@@ -74,7 +73,7 @@ def choose_domain_backbone(
         return {"uri": backbone_uri, "why": "the default, which is the long-context backbone"}
     split, _ = read_split(store_dir, params.horizon, params.season_length, params.series_horizons, params.val_origins)
     windows = split.windows("val")
-    pick = np.unique(np.linspace(0, len(windows) - 1, min(len(windows), MAX_GATE_WINDOWS)).round().astype(int))
+    pick = spread(len(windows), MAX_GATE_WINDOWS)  # the windows _split_scores scores
     old = _split_scores(registry.resolve_backbone(DEFAULT_BACKBONE)[1], [split], params)
     new = _split_scores(registry.resolve_backbone(LONG_CONTEXT_BACKBONE)[1], [split], params)
     if not np.isfinite(new).any():

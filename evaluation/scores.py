@@ -105,13 +105,17 @@ def teacher_gain_kept(table: pd.DataFrame, metric: str = "sCRPS") -> float | Non
     return (backbone - fused) / (backbone - teacher)
 
 
+def spread(n: int, at_most: int | None) -> np.ndarray:
+    """Indices of ``n`` windows: all of them, or ``at_most`` spread evenly (``validation_scrps``'s choice)."""
+    return np.arange(n) if at_most is None else np.unique(np.linspace(0, n - 1, min(n, at_most)).round().astype(int))
+
+
 def validation_scrps(split: SeriesSplit, predict: Predict, at_most: int | None = None) -> np.ndarray:
     """Scaled CRPS per validation window of ``split`` (every window, or ``at_most`` of them spread evenly):
     the one way a model outside an onboarding's own evaluation is scored on validation, used by the
     backbone gate and by the domain gate re-scoring a champion on a challenger's windows."""
     w = split.windows("val")
-    n = len(w)
-    pick = np.arange(n) if at_most is None else np.unique(np.linspace(0, n - 1, min(n, at_most)).round().astype(int))
+    pick = spread(len(w), at_most)
     quantiles = predict([w.contexts[i] for i in pick], [split.ids[w.series[i]] for i in pick], split.horizon)
     insample = [split.train[w.series[i]] for i in pick]
     return np.asarray(per_series_metrics(quantiles, w.truth[pick], insample, split.seasons[w.series[pick]])["sCRPS"])

@@ -30,10 +30,9 @@ from infra.settings import ServeParams
 from models.forecasting.kinds import NEURAL
 from models.forecasting.protocol import (
     answer_json,
-    fill_gaps,
     forecast_frame,
     from_model_scale,
-    future_timestamps,
+    on_grid_with_futures,
     parse_context,
     parse_horizon,
     parse_json,
@@ -207,11 +206,10 @@ async def score(served: Served, request: Request) -> Response:
                     "(serve.max_request_series): split the request",
                 )
             freq = model.meta.get("freq")
-            values, stamps = fill_gaps(values, stamps, freq)  # a skipped hour or day: null values, as ingest
-            futures = (
-                future_timestamps(ids, stamps, horizon, freq)
+            values, futures = (
+                on_grid_with_futures(ids, values, stamps, horizon, freq)
                 if small and len(ids) <= 8
-                else await asyncio.to_thread(future_timestamps, ids, stamps, horizon, freq)
+                else await asyncio.to_thread(on_grid_with_futures, ids, values, stamps, horizon, freq)
             )
         except ValueError as e:
             raise ApiError(400, str(e)) from None

@@ -23,10 +23,9 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 # `models` is this pyfunc's code path: MLflow puts it on sys.path before it runs this file.
 from models.forecasting.kinds import SERVING_FILE, load_forecaster
 from models.forecasting.protocol import (
-    fill_gaps,
     forecast_frame,
     from_model_scale,
-    future_timestamps,
+    on_grid_with_futures,
     parse_context,
     parse_horizon,
     to_model_scale,
@@ -54,8 +53,8 @@ class TsfmForecaster(mlflow.pyfunc.PythonModel):
             if not isinstance(model_input, pd.DataFrame):
                 model_input = pd.DataFrame(model_input)
             ids, values, stamps = parse_context(model_input)
-            values, stamps = fill_gaps(values, stamps, self.meta.get("freq"))  # a skipped hour or day: nulls
-            futures = future_timestamps(ids, stamps, horizon, self.meta.get("freq"))  # irregular -> ValueError
+            # a skipped hour or day filled with nulls; irregular stamps -> ValueError
+            values, futures = on_grid_with_futures(ids, values, stamps, horizon, self.meta.get("freq"))
             scaled, factors = to_model_scale(values)  # float32 models, any float64 magnitude
             forecast = self.forecaster.predict(scaled, horizon, ids=ids)  # ValueError: horizon too long
             quantiles = from_model_scale(forecast.quantiles, factors, ids)  # ValueError: beyond float64

@@ -482,6 +482,15 @@ def future_timestamps(
     return [future_index(uid, ds, horizon, freq) for uid, ds in zip(ids, stamps)]
 
 
+def on_grid_with_futures(
+    ids: list[str], values: list[np.ndarray], stamps: list[pd.Series], horizon: int, freq: str | None
+) -> tuple[list[np.ndarray], list[list[Any]]]:
+    """What a request's contexts become before forecasting (tsfm's server and the pyfunc alike): a few
+    missing steps filled with nulls (``fill_gaps``), and every series' future (``future_timestamps``)."""
+    values, stamps = fill_gaps(values, stamps, freq)
+    return values, future_timestamps(ids, stamps, horizon, freq)
+
+
 def forecast_frame(ids: list[str], futures: list[list[Any]], quantiles: np.ndarray) -> pd.DataFrame:
     """quantiles [N, H, 9] and each series' future timestamps -> the long answer frame."""
     n, h, _ = quantiles.shape
