@@ -152,7 +152,7 @@ def ensure_backbone(settings: Settings, backbone_uri: str = DEFAULT_BACKBONE) ->
                 "git_commit": card.get("commit"),
                 "data_version": "shipped",
             },
-            description=f"a backbone shipped with tsfm ({shipped.relative_to(shipped.parents[2])}/MODEL_CARD.md), "
+            description=f"a backbone shipped with tsfm (models/backbone/{shipped.name}/MODEL_CARD.md), "
             "registered on first use",
             result_id=f"{key}-" + str(card.get("commit", "unknown")),
         )
