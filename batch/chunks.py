@@ -7,7 +7,13 @@ import numpy as np
 import pandas as pd
 
 from batch.futures import future_grid
-from models.forecasting.protocol import POINT_COLUMNS, QUANTILE_COLUMNS, point_forecasts, to_model_scale
+from models.forecasting.protocol import (
+    POINT_COLUMNS,
+    QUANTILE_COLUMNS,
+    floor_at_zero,
+    point_forecasts,
+    to_model_scale,
+)
 
 # a partition's columns (the partition key `origin` comes from the folder name, origin=YYYY-MM-DD)
 OUTPUT_COLUMNS = [
@@ -68,6 +74,7 @@ def forecast_chunk(
     for i in live[~finite]:
         skipped[ids[i]] = "its forecast is beyond float64's range (values too close to 1.8e308)"
     live, q = live[finite], q[finite]
+    q = floor_at_zero(q, [values[i] for i in live])  # no negative forecast for a series never below zero
     n = len(live)
     flat = q.reshape(n * horizon, -1)
     out = pd.DataFrame(

@@ -30,6 +30,7 @@ from infra.settings import ServeParams
 from models.forecasting.kinds import NEURAL
 from models.forecasting.protocol import (
     answer_json,
+    floor_at_zero,
     forecast_frame,
     from_model_scale,
     on_grid_with_futures,
@@ -219,7 +220,7 @@ async def score(served: Served, request: Request) -> Response:
         queued = True
         quantiles = await served.batcher.predict(model, ids, scaled, horizon, announced=True)
         try:
-            quantiles = from_model_scale(quantiles, factors, ids)
+            quantiles = floor_at_zero(from_model_scale(quantiles, factors, ids), values)
         except ValueError as e:
             raise ApiError(422, str(e)) from None
         answer = (

@@ -23,6 +23,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 # `models` is this pyfunc's code path: MLflow puts it on sys.path before it runs this file.
 from models.forecasting.kinds import SERVING_FILE, load_forecaster
 from models.forecasting.protocol import (
+    floor_at_zero,
     forecast_frame,
     from_model_scale,
     on_grid_with_futures,
@@ -58,6 +59,7 @@ class TsfmForecaster(mlflow.pyfunc.PythonModel):
             scaled, factors = to_model_scale(values)  # float32 models, any float64 magnitude
             forecast = self.forecaster.predict(scaled, horizon, ids=ids)  # ValueError: horizon too long
             quantiles = from_model_scale(forecast.quantiles, factors, ids)  # ValueError: beyond float64
+            quantiles = floor_at_zero(quantiles, values)  # no negative forecast for a series never below zero
         except ValueError as e:
             raise _bad_request(str(e)) from None
         return forecast_frame(ids, futures, quantiles)

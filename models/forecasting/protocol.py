@@ -391,6 +391,28 @@ def from_model_scale(quantiles: np.ndarray, factors: np.ndarray, ids: list[str])
     return q
 
 
+def floor_at_zero(quantiles: np.ndarray, values: list[np.ndarray]) -> np.ndarray:
+    """[N, H, Q] quantiles in the caller's scale, with none below zero for a series whose context has
+    observed values and none of them negative (counts, sales, loads): normal intervals and a backbone's
+    spread crossed zero there, and a planner read negative demand. For non-negative truth the pinball
+    loss of every quantile can only fall; order across levels is kept (max is monotone)."""
+    lengths = np.fromiter((len(v) for v in values), np.int64, len(values))
+    flat = np.concatenate([np.asarray(v, np.float64).ravel() for v in values]) if len(values) else np.zeros(0)
+    ends = np.cumsum(lengths)
+
+    def per_series(mask: np.ndarray) -> np.ndarray:  # count of True per series, one pass for a 5,000-series request
+        total = np.concatenate([[0], np.cumsum(mask)])
+        return total[ends] - total[ends - lengths]
+
+    with np.errstate(invalid="ignore"):
+        floor = (per_series(np.isfinite(flat)) > 0) & (per_series(flat < 0) == 0)
+    if not floor.any():
+        return quantiles
+    out = np.array(quantiles, copy=True)
+    out[floor] = np.maximum(out[floor], 0.0)
+    return out
+
+
 def _offset(freq: str | None) -> Any:
     """A pandas offset for a frequency string; None when there is none or pandas cannot read it."""
     if not freq:

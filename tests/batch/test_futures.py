@@ -82,3 +82,35 @@ def test_a_chunk_whose_every_series_is_irregular_gives_no_rows_and_says_why():
         Never(), frame, 3, "D", {"name": "m", "version": "1", "family": "fused"}, pd.Timestamp("2026-11-30", tz="UTC")
     )
     assert rows.empty and "irregular" in skipped["x"]
+
+
+def test_a_count_series_gets_no_negative_forecast_and_a_signed_one_keeps_its_tail():
+    """Seasonal naive's normal intervals cross zero for a series of small counts; the batch writes no
+    negative quantile for it, while a series that itself went below zero keeps its lower tail."""
+    from batch.chunks import forecast_chunk
+    from models.forecasting.protocol import QUANTILE_COLUMNS
+    from models.forecasting.statistical import StatisticalForecaster
+
+    counts = [0.0, 3.0, 0.0, 1.0, 0.0, 4.0, 0.0, 0.0, 2.0, 0.0, 5.0, 0.0] * 3
+    frame = pd.DataFrame(
+        {
+            "unique_id": ["counts"] * 36 + ["signed"] * 36,
+            "ds": list(pd.date_range("2024-01-01", periods=36, freq="D")) * 2,
+            "y": counts + [c - 0.5 for c in counts],
+        }
+    )
+    model = StatisticalForecaster("seasonal_naive", default_season=7)
+    raw = model.predict([np.array(counts)], 4).quantiles
+    assert raw.min() < 0  # what the floor is for
+    rows, skipped = forecast_chunk(
+        model,
+        frame,
+        4,
+        "D",
+        {"name": "m", "version": "1", "family": "seasonal_naive"},
+        pd.Timestamp("2026-12-08", tz="UTC"),
+    )
+    assert not skipped
+    quantiles = rows.set_index("unique_id")[QUANTILE_COLUMNS]
+    assert quantiles.loc["counts"].to_numpy().min() == 0.0 and (rows.loc[rows.unique_id == "counts", "mean"] >= 0).all()
+    assert quantiles.loc["signed"].to_numpy().min() < 0  # it went below zero itself: its tail is its own

@@ -235,3 +235,14 @@ def test_a_few_missing_steps_of_a_fixed_step_domain_are_filled_with_nulls():
     [v], [s] = fill_gaps([np.arange(4.0)], [sparse], "D")
     with pytest.raises(ValueError, match="timestamps are irregular"):
         future_index("a", s, 2, "D")
+
+
+def test_a_series_never_below_zero_gets_no_negative_quantile():
+    from models.forecasting.protocol import floor_at_zero
+
+    q = np.array([[[-2.0, 0.5, 3.0]], [[-2.0, 0.5, 3.0]], [[-2.0, 0.5, 3.0]], [[-2.0, 0.5, 3.0]]])
+    contexts = [np.array([0.0, 2.0, np.nan]), np.array([1.0, -0.1]), np.array([np.nan, np.nan]), np.array([])]
+    out = floor_at_zero(q, contexts)
+    assert out[0].tolist() == [[0.0, 0.5, 3.0]]  # counts: floored, order kept
+    assert (out[1:] == q[1:]).all()  # a negative value seen, or nothing seen: as forecast
+    assert q[0, 0, 0] == -2.0  # the caller's array is left alone
