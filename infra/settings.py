@@ -79,8 +79,9 @@ DateFormat = Annotated[
     str | None,
     Field(
         description="strftime codes the ds column is written in, e.g. %d.%m.%Y, "
-        "where tsfm cannot tell day from month; None: ISO dates, numeric dates "
-        "in the order their values allow, YYYYMMDD"
+        "where tsfm cannot tell day from month; excel (or excel1904) for spreadsheet serial "
+        "day numbers such as 43831; None: ISO dates, numeric dates in the order their values "
+        "allow, YYYYMMDD"
     ),
 ]
 

@@ -156,6 +156,7 @@ def ingest_summary(store_dir: str | Path) -> str:
     ]
     if meta.get("timezone"):
         lines.append(f"timestamps: {meta['timezone']}")
+    lines += [f"WARNING: {note}" for note in meta.get("notes") or []]
     from store.ingest import previous_version
 
     previous = previous_version(Path(store_dir))

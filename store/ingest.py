@@ -98,6 +98,7 @@ def ingest_to_store(
             "freq": freq,
             "timezone": result.timezone,
             "rows_off_grid": result.off_grid,
+            "notes": list(result.notes),
             "season_length": season,
             "season_source": season_source,
             "n_series": result.n_series,
@@ -112,6 +113,8 @@ def ingest_to_store(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    for note in meta["notes"]:
+        log.warning("ingest %s: %s", src.name, note)
     log.info(
         "ingest %s -> %s: %d series, %d rows in, %d kept, %d quarantined, freq=%s",
         src.name,

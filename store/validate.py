@@ -35,6 +35,11 @@ _INT_TEXT = re.compile(r"^[+-]?\d+$")
 MIN_CHANGED_SHARE = 0.5  # off-grid share of a series from its first off-grid stamp on: its spacing changed
 MAX_ABS = 1e30  # |y| beyond this: a series is set aside (float32 models overflow near 3.4e38)
 COMPACT_DATE = "%Y%m%d"  # 20240131 as an integer or text: a date, not a step
+# --date-format for spreadsheet serial day numbers: the day each system counts from. Excel on Windows
+# (and most exports) counts 1 as 1900-01-01, with a 29 February 1900 that never was, so from March 1900
+# on serial n is 1899-12-30 + n days; Excel's 1904 system (old Mac workbooks) counts from 1904-01-01.
+EXCEL_EPOCHS = {"excel": "1899-12-30", "excel1904": "1904-01-01"}
+EXCEL_LIKELY = (25569, 73050)  # serials of 1970-01-01 and 2099-12-31 (1900 system): integer steps there look like dates
 
 
 class IngestError(InputError):
@@ -50,6 +55,7 @@ class ValidationResult:
     timezone: str | None = None  # how offsets were handled: None (none given), "converted to UTC from offset +02:00"
     freq: str | None = None  # the frequency rows were checked against (given or inferred); None: integer steps
     off_grid: int = 0  # rows quarantined for lying off that frequency's grid
+    notes: tuple[str, ...] = ()  # warnings for the ingest summary: kept rows that are likely not what was meant
 
     @property
     def rows_kept(self) -> int:
@@ -123,6 +129,8 @@ def _parse_ds(
     codes) reads every value with it; without it, numeric dates take the order of day and month
     that their values allow (``_day_first``) and 8-digit integers that are all valid dates
     (20240131) are dates."""
+    if date_format in EXCEL_EPOCHS:
+        return _parse_serial_days(s, EXCEL_EPOCHS[date_format])
     if date_format:
         return _parse_with_format(s, name, date_format)
     n = len(s)
@@ -288,6 +296,62 @@ def _parse_with_format(
     kind[got] = "ts"
     stamps[got] = parsed[got].to_numpy(dtype="datetime64[ns]")
     return kind, np.zeros(n, dtype=np.int64), stamps, np.full(n, "", dtype=object), None
+
+
+def _parse_serial_days(s: pd.Series, epoch: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str | None]:
+    """Spreadsheet serial day numbers (a fraction is the time of day) counted from ``epoch``; anything
+    else is unparsable (quarantined)."""
+    n = len(s)
+    days = pd.to_numeric(s, errors="coerce").astype("float64").to_numpy()
+    ok = np.isfinite(days) & (days >= 61) & (days < 2_958_466)  # from 1 March 1900 to the year 9999
+    kind = np.where(ok, "ts", "").astype(object)
+    stamps = np.full(n, np.datetime64("NaT"), dtype="datetime64[ns]")
+    # whole seconds: 0.1 days is not exact in binary, and a stamp 1 ns off a grid lies off it
+    seconds = np.round(days[ok] * 86400).astype(np.int64)
+    stamps[ok] = (pd.Timestamp(epoch) + pd.to_timedelta(seconds, unit="s")).to_numpy(dtype="datetime64[ns]")
+    return kind, np.zeros(n, dtype=np.int64), stamps, np.full(n, "", dtype=object), None
+
+
+def excel_serials_note(steps: pd.Series) -> str | None:
+    """A warning where integer steps are all in the range of spreadsheet serial days of 1970-2099
+    (43831 is 2020-01-01): most likely dates an export wrote as numbers, stored as steps instead."""
+    if len(steps) < 2 or not steps.between(*EXCEL_LIKELY).all():
+        return None
+    first = int(steps.min())
+    as_date = (pd.Timestamp(EXCEL_EPOCHS["excel"]) + pd.Timedelta(days=first)).date()
+    return (
+        f"ds holds integers from {first} to {int(steps.max())}, stored as integer steps; if they are spreadsheet "
+        f"serial days ({first} is {as_date} in Excel's usual 1900 system), ingest again with --date-format excel "
+        "(or excel1904 for a workbook in the 1904 system)"
+    )
+
+
+EXTREME = 500.0  # a value this many times a series' typical size and spread: a unit slip or a typo
+
+
+def extreme_values_note(good: pd.DataFrame) -> str | None:
+    """A warning naming series with a value over EXTREME times both their typical size (the median of
+    their non-zero magnitudes) and their typical spread (median absolute deviation, where not zero):
+    kept as written, but a single such value sets the scale every model reads the series at."""
+    if good.empty:
+        return None
+    y = good["y"].abs().where(good["y"] != 0)
+    by = good.assign(mag=y).groupby("unique_id", sort=False)
+    typical = by["mag"].transform("median")
+    median = by["y"].transform("median")
+    mad = (good["y"] - median).abs().groupby(good["unique_id"], sort=False).transform("median")
+    far = (good["y"].abs() > EXTREME * typical) & ((mad == 0) | ((good["y"] - median).abs() > EXTREME * mad))
+    if not far.any():
+        return None
+    hits = good[far.to_numpy()]
+    first = hits.iloc[0]
+    names = list(dict.fromkeys(hits["unique_id"]))
+    return (
+        f"{len(names)} series hold values over {EXTREME:.0f}x their typical size ({', '.join(names[:5])}"
+        f"{' ...' if len(names) > 5 else ''}; e.g. {first['y']:.6g} at {first['ds']} in {first['unique_id']!r}, "
+        f"typically {typical[far].iloc[0]:.6g}): a unit slip or a typo? They are kept as written, and one such "
+        "value sets the scale every model reads its series at: fix the source and ingest again"
+    )
 
 
 def _parse_y(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -548,6 +612,16 @@ def validate_frame(
         columns=list(QUARANTINE_COLUMNS),
     )
     quarantine = quarantine.astype({"row": "int64"}).sort_values(["file", "row"], kind="stable").reset_index(drop=True)
+    notes = tuple(
+        n for n in (excel_serials_note(good["ds"]) if ds_kind == "integer" else None, extreme_values_note(good)) if n
+    )
     return ValidationResult(
-        good=good, quarantine=quarantine, rows_in=n, ds_kind=ds_kind, timezone=timezone, freq=freq, off_grid=n_off
+        good=good,
+        quarantine=quarantine,
+        rows_in=n,
+        ds_kind=ds_kind,
+        timezone=timezone,
+        freq=freq,
+        off_grid=n_off,
+        notes=notes,
     )

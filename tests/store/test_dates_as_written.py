@@ -180,3 +180,31 @@ def test_weekly_series_on_different_weekdays_are_both_kept_and_keep_their_weekda
     stamps = [g["ds"].reset_index(drop=True) for _, g in frame.groupby("unique_id")]
     future, ok, _ = future_grid(["a", "b"], stamps, 2, meta["freq"])
     assert ok.all() and list(future.dt.day_name()) == ["Sunday", "Sunday", "Monday", "Monday"]
+
+
+def test_spreadsheet_serial_days_are_flagged_as_steps_and_read_as_dates_when_asked(write_file, tmp_path):
+    """43831 is 2020-01-01 in Excel's usual (1900) system and 2024-01-02 in its 1904 system: which one a
+    workbook used cannot be told from the numbers, so steps stay steps with a warning naming the fix, and
+    --date-format excel / excel1904 read them as the user says."""
+    from reports.summary import ingest_summary
+
+    text = "unique_id,ds,y\n" + "\n".join(f"a,{43831 + i},{i % 7}" for i in range(60)) + "\n"
+    path = write_file("serials.csv", text)
+    store = ingest_to_store(str(path), "serials", 7, 8, tmp_path)
+    assert read_meta(store)["freq"] is None
+    summary = ingest_summary(store)
+    assert "WARNING" in summary and "2020-01-01" in summary and "--date-format excel" in summary
+    frame, meta = read_store(ingest_to_store(str(path), "serials", 7, 8, tmp_path, date_format="excel"))
+    assert meta["freq"] == "D" and meta["season_length"] == 7 and not meta["notes"]
+    assert frame["ds"].iloc[0] == pd.Timestamp("2020-01-01") and frame["ds"].iloc[-1] == pd.Timestamp("2020-02-29")
+    frame, _ = read_store(ingest_to_store(str(path), "serials", 7, 8, tmp_path, date_format="excel1904"))
+    assert frame["ds"].iloc[0] == pd.Timestamp("2024-01-02")
+    # a time of day is the fraction: 43831.5 is noon
+    hours = "unique_id,ds,y\n" + "\n".join(f"a,{43831 + i / 24:.6f},{i}" for i in range(60)) + "\n"
+    frame, meta = read_store(
+        ingest_to_store(str(write_file("h.csv", hours)), "hours", 6, 8, tmp_path, date_format="excel")
+    )
+    assert meta["freq"] == "h" and frame["ds"].iloc[12] == pd.Timestamp("2020-01-01 12:00")
+    # ordinary steps say nothing
+    steps = "unique_id,ds,y\n" + "\n".join(f"a,{i},{i}" for i in range(60)) + "\n"
+    assert "WARNING" not in ingest_summary(ingest_to_store(str(write_file("s.csv", steps)), "steps", 7, 8, tmp_path))

@@ -116,3 +116,28 @@ def test_integer_steps_and_float_text_are_told_apart(write_file):
     assert res.good["ds"].tolist() == [0, 1, 2, 3, 4]
     assert res.quarantine["row"].tolist() == [4]
     assert "'2.5'" in res.quarantine["reason"][0]
+
+
+def test_a_value_a_thousand_times_its_series_is_kept_and_named_in_a_warning():
+    """A unit slip (100,000 in a series near 100) is not dropped, but the ingest says which series and
+    where; spiky prices (50x) and lumpy demand (mostly zeros) say nothing."""
+    import numpy as np
+
+    n = 40
+    flat = 100 + np.arange(n) % 7.0
+    flat[5] = 100_000.0
+    prices = 40 + np.arange(n) % 5.0
+    prices[20] = 2_000.0
+    lumpy = np.where(np.arange(n) % 9 == 0, 12.0, 0.0)
+    frame = pd.DataFrame(
+        {
+            "unique_id": ["flat"] * n + ["prices"] * n + ["lumpy"] * n,
+            "ds": list(range(n)) * 3,
+            "y": np.concatenate([flat, prices, lumpy]),
+        }
+    )
+    result = validate_frame(frame, "spikes.csv", horizon=4, min_train=8)
+    assert result.rows_kept == 3 * n  # kept as written
+    (note,) = result.notes
+    assert "1 series" in note and "'flat'" in note and "100000 at 5" in note and "prices" not in note
+    assert not validate_frame(frame[frame.unique_id != "flat"], "ok.csv", horizon=4, min_train=8).notes
