@@ -24,6 +24,7 @@ import pandas as pd
 from infra.errors import InputError
 from models.columns import ALIASES, COLUMNS
 from models.forecasting.dates import AmbiguousDates, day_first, numeric_format
+from models.forecasting.outliers import EXTREME, extreme
 from store.frequency import infer_freq, off_grid
 
 REQUIRED = COLUMNS
@@ -326,31 +327,30 @@ def excel_serials_note(steps: pd.Series) -> str | None:
     )
 
 
-EXTREME = 500.0  # a value this many times a series' typical size and spread: a unit slip or a typo
-
-
 def extreme_values_note(good: pd.DataFrame) -> str | None:
-    """A warning naming series with a value over EXTREME times both their typical size (the median of
-    their non-zero magnitudes) and their typical spread (median absolute deviation, where not zero):
-    kept as written, but a single such value sets the scale every model reads the series at."""
-    if good.empty:
+    """A warning naming series with a value over EXTREME times both their typical size and spread
+    (``models.forecasting.outliers``, the rule the neural models read such an isolated value as missing
+    by): kept as written, but a unit slip or a typo is what it usually is."""
+    mag = good["y"].abs().where(good["y"] != 0)
+    span = mag.groupby(good["unique_id"], sort=False).agg(["max", "min"])
+    maybe = span.index[span["max"] > EXTREME * span["min"]]  # the others have no candidate (as in ``extreme``)
+    hits = []
+    for uid, part in good[good["unique_id"].isin(maybe)].groupby("unique_id", sort=False):
+        y = part["y"].to_numpy(np.float64)
+        far = extreme(y[None, :])[0]
+        if far.any():
+            i = int(np.argmax(far))
+            typical = float(np.median(np.abs(y[(y != 0) & np.isfinite(y)])))
+            hits.append((str(uid), y[i], part["ds"].iloc[i], typical))
+    if not hits:
         return None
-    y = good["y"].abs().where(good["y"] != 0)
-    by = good.assign(mag=y).groupby("unique_id", sort=False)
-    typical = by["mag"].transform("median")
-    median = by["y"].transform("median")
-    mad = (good["y"] - median).abs().groupby(good["unique_id"], sort=False).transform("median")
-    far = (good["y"].abs() > EXTREME * typical) & ((mad == 0) | ((good["y"] - median).abs() > EXTREME * mad))
-    if not far.any():
-        return None
-    hits = good[far.to_numpy()]
-    first = hits.iloc[0]
-    names = list(dict.fromkeys(hits["unique_id"]))
+    uid, value, ds, typical = hits[0]
+    names = [h[0] for h in hits]
     return (
         f"{len(names)} series hold values over {EXTREME:.0f}x their typical size ({', '.join(names[:5])}"
-        f"{' ...' if len(names) > 5 else ''}; e.g. {first['y']:.6g} at {first['ds']} in {first['unique_id']!r}, "
-        f"typically {typical[far].iloc[0]:.6g}): a unit slip or a typo? They are kept as written, and one such "
-        "value sets the scale every model reads its series at: fix the source and ingest again"
+        f"{' ...' if len(names) > 5 else ''}; e.g. {value:.6g} at {ds} in {uid!r}, typically {typical:.6g}): "
+        "a unit slip or a typo? They are kept as written; the neural models read such a value as missing "
+        "where it stands alone, the statistical ones do not: fix the source and ingest again"
     )
 
 

@@ -7,15 +7,18 @@ from collections.abc import Sequence
 import numpy as np
 from jaxtyping import Float
 
+from models.forecasting.outliers import without_isolated_extremes
+
 
 def left_pad(contexts: Sequence[np.ndarray], length: int) -> Float[np.ndarray, "n length"]:
-    """The last ``length`` points of each series, NaN-padded on the left, float32."""
+    """The last ``length`` points of each series, NaN-padded on the left, float32: what every neural model
+    reads, so an isolated absurd point (``models.forecasting.outliers``) is missing here."""
     out = np.full((len(contexts), length), np.nan, dtype=np.float32)
     for i, x in enumerate(contexts):
         x = np.asarray(x, dtype=np.float32).reshape(-1)[-length:]
         if x.size:
             out[i, length - x.size :] = x
-    return out
+    return without_isolated_extremes(out)
 
 
 def pad_right(parts: Sequence[np.ndarray], horizon: int) -> Float[np.ndarray, "n horizon"]:
