@@ -125,8 +125,10 @@ def _parse_ds(
     """-> (kind per row: 'int' / 'ts' / 'tz' (a timestamp with a UTC offset) / '' unparsable, int64 steps,
     datetime64[ns] stamps, each row's offset text ('' for none), how offsets were handled).
 
-    Stamps with an offset (or a Parquet time zone) are converted to UTC; naive ones are kept as
-    written. A series mixing the two is refused by ``validate_frame``. ``date_format`` (strftime
+    Stamps with an offset (or a Parquet time zone) are converted to UTC, except where every one of
+    them is midnight on its own clock: those are calendar dates (daily or coarser data), and a date
+    is kept as written, not moved to the evening before (2024-01-01T00:00+02:00 is 1 January, not
+    2023-12-31 22:00). Naive ones are kept as written. A series mixing the two is refused by ``validate_frame``. ``date_format`` (strftime
     codes) reads every value with it; without it, numeric dates take the order of day and month
     that their values allow (``_day_first``) and 8-digit integers that are all valid dates
     (20240131) are dates."""
@@ -142,6 +144,11 @@ def _parse_ds(
     if isinstance(s.dtype, pd.DatetimeTZDtype):  # Parquet with a time zone: UTC, like offsets in text
         ok = s.notna().to_numpy()
         kind[ok] = "tz"
+        wall = s.dt.tz_localize(None)  # the time on the zone's own clock
+        if _all_midnight(wall[ok]):
+            stamps[ok] = wall[ok].to_numpy(dtype="datetime64[ns]")
+            offsets[ok] = str(s.dt.tz)
+            return kind, steps, stamps, offsets, f"{LOCAL_DATES} in time zone {s.dt.tz}"
         stamps[ok] = s.dt.tz_convert("UTC").dt.tz_localize(None)[ok].to_numpy(dtype="datetime64[ns]")
         offsets[ok] = str(s.dt.tz)
         return kind, steps, stamps, offsets, f"converted to UTC from time zone {s.dt.tz}"
@@ -206,11 +213,33 @@ def _parse_ds(
         distinct = sorted(set(offsets[aware]))
         if distinct:  # parsed with utc=True: offset rows are now UTC, naive rows as written
             how = f"converted to UTC from offset{'s' if len(distinct) > 1 else ''} {', '.join(distinct)}"
+            rows = aware[cand]  # the offset rows among the parsed ones
+            local = parsed[rows] + pd.to_timedelta(_offset_minutes(offsets[cand][rows]), unit="min")
+            if _all_midnight(local):  # calendar dates: kept on their own calendar, not moved to UTC
+                parsed[rows] = local
+                how = f"{LOCAL_DATES} with offset{'s' if len(distinct) > 1 else ''} {', '.join(distinct)}"
         got = parsed.notna().to_numpy()
         idx = np.flatnonzero(cand)[got]
         kind[idx] = np.where(aware[idx], "tz", "ts")
         stamps[idx] = parsed[got].to_numpy(dtype="datetime64[ns]")
     return kind, steps, stamps, offsets, how
+
+
+LOCAL_DATES = "midnight on its own clock everywhere, kept as calendar dates"
+
+
+def _all_midnight(stamps: pd.Series) -> bool:
+    """Whether every (non-missing) stamp is at 00:00:00 exactly: dates, whatever clock they were written on."""
+    stamps = stamps.dropna()
+    return bool(len(stamps)) and bool((stamps == stamps.dt.normalize()).all())
+
+
+def _offset_minutes(offsets: np.ndarray) -> np.ndarray:
+    """'+05:30', '-08:00', '+00:00' -> minutes east of UTC (330, -480, 0)."""
+    text = pd.Series(offsets, dtype=object).astype(str)
+    parts = text.str.extract(r"^([+-])(\d{2}):?(\d{2})$")
+    sign = np.where(parts[0] == "-", -1, 1)
+    return sign * (parts[1].astype(float).fillna(0).to_numpy() * 60 + parts[2].astype(float).fillna(0).to_numpy())
 
 
 def _irregular_steps(uid: pd.Series, steps: pd.Series) -> dict[str, str]:

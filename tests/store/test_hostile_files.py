@@ -44,12 +44,32 @@ def test_one_ragged_or_unquoted_row_is_quarantined_and_the_rest_kept(write_file)
 def test_offsets_are_converted_to_utc_and_a_series_mixing_them_with_naive_times_is_refused(write_file, tmp_path):
     from reports.summary import ingest_summary
 
+    # midnight with an offset is a calendar date: 2024-01-01T00:00+02:00 is 1 January, not the evening
+    # before in UTC (which the store held until 2026-12-08, and every forecast's date was a day early)
     aware = write_file("aware.csv", "\n".join(["unique_id,ds,y", *_daily(suffix="+02:00")]) + "\n")
     store = ingest_to_store(str(aware), "aware", 2, 2, tmp_path / "data")
     df, meta = read_store(store)
-    assert df["ds"].iloc[0] == pd.Timestamp("2023-12-31 22:00")  # 2024-01-01T00:00+02:00 in UTC
-    assert meta["freq"] == "D" and meta["timezone"] == "converted to UTC from offset +02:00"
-    assert "timestamps: converted to UTC from offset +02:00" in ingest_summary(store)
+    assert df["ds"].iloc[0] == pd.Timestamp("2024-01-01")
+    kept = "midnight on its own clock everywhere, kept as calendar dates with offset +02:00"
+    assert meta["freq"] == "D" and meta["timezone"] == kept
+    assert f"timestamps: {kept}" in ingest_summary(store)
+    # daily dates across a daylight-saving change (+01:00, then +02:00) are the same calendar
+    paris = [f"a,{t.isoformat()},1.0" for t in pd.date_range("2024-03-20", periods=30, freq="D", tz="Europe/Paris")]
+    r = _validate(write_file("dst-daily.csv", "\n".join(["unique_id,ds,y", *paris]) + "\n"))
+    assert r.rows_kept == 30 and r.freq == "D" and r.good["ds"].iloc[-1] == pd.Timestamp("2024-04-18")
+    # so are a Parquet file's midnights in a time zone
+    zoned = pd.DataFrame(
+        {"unique_id": "a", "ds": pd.date_range("2024-03-20", periods=30, freq="D", tz="America/New_York"), "y": 1.0}
+    )
+    zoned.to_parquet(tmp_path / "zoned.parquet")
+    r = _validate(tmp_path / "zoned.parquet")
+    assert r.freq == "D" and r.good["ds"].iloc[0] == pd.Timestamp("2024-03-20")
+    assert r.timezone == "midnight on its own clock everywhere, kept as calendar dates in time zone America/New_York"
+    # a time of day with an offset is an instant: converted to UTC
+    noon = write_file(
+        "noon.csv", "\n".join(["unique_id,ds,y", *(f"a,2024-01-{d:02d}T12:00:00+02:00,1" for d in range(1, 29))])
+    )
+    assert _validate(noon).good["ds"].iloc[0] == pd.Timestamp("2024-01-01 10:00")
 
     # series a mixes the two kinds: refused whole; b (naive) and c (offsets) are each on one clock
     rows = (
@@ -64,7 +84,7 @@ def test_offsets_are_converted_to_utc_and_a_series_mixing_them_with_naive_times_
         "series 'a' mixes timestamps with a UTC offset (+02:00) and without "
         "one: refused (write every timestamp of a series one way)"
     }
-    assert r.good.loc[r.good["unique_id"] == "c", "ds"].iloc[0] == pd.Timestamp("2024-01-01 05:00")
+    assert r.good.loc[r.good["unique_id"] == "c", "ds"].iloc[0] == pd.Timestamp("2024-01-01")  # a date, as written
 
     hourly = [f"a,{t.isoformat()},1.0" for t in pd.date_range("2024-03-30", periods=48, freq="h", tz="Europe/Paris")]
     r = _validate(write_file("dst.csv", "\n".join(["unique_id,ds,y", *hourly]) + "\n"))
