@@ -23,7 +23,7 @@ import pandas as pd
 
 from infra.errors import InputError
 from models.columns import ALIASES, COLUMNS
-from models.forecasting.dates import AmbiguousDates, day_first, numeric_format
+from models.forecasting.dates import AmbiguousDates, all_midnight, day_first, numeric_format
 from models.forecasting.outliers import EXTREME, extreme
 from store.frequency import infer_freq, off_grid
 
@@ -145,7 +145,7 @@ def _parse_ds(
         ok = s.notna().to_numpy()
         kind[ok] = "tz"
         wall = s.dt.tz_localize(None)  # the time on the zone's own clock
-        if _all_midnight(wall[ok]):
+        if all_midnight(wall[ok]):
             stamps[ok] = wall[ok].to_numpy(dtype="datetime64[ns]")
             offsets[ok] = str(s.dt.tz)
             return kind, steps, stamps, offsets, f"{LOCAL_DATES} in time zone {s.dt.tz}"
@@ -215,7 +215,7 @@ def _parse_ds(
             how = f"converted to UTC from offset{'s' if len(distinct) > 1 else ''} {', '.join(distinct)}"
             rows = aware[cand]  # the offset rows among the parsed ones
             local = parsed[rows] + pd.to_timedelta(_offset_minutes(offsets[cand][rows]), unit="min")
-            if _all_midnight(local):  # calendar dates: kept on their own calendar, not moved to UTC
+            if all_midnight(local):  # calendar dates: kept on their own calendar, not moved to UTC
                 parsed[rows] = local
                 how = f"{LOCAL_DATES} with offset{'s' if len(distinct) > 1 else ''} {', '.join(distinct)}"
         got = parsed.notna().to_numpy()
@@ -226,12 +226,6 @@ def _parse_ds(
 
 
 LOCAL_DATES = "midnight on its own clock everywhere, kept as calendar dates"
-
-
-def _all_midnight(stamps: pd.Series) -> bool:
-    """Whether every (non-missing) stamp is at 00:00:00 exactly: dates, whatever clock they were written on."""
-    stamps = stamps.dropna()
-    return bool(len(stamps)) and bool((stamps == stamps.dt.normalize()).all())
 
 
 def _offset_minutes(offsets: np.ndarray) -> np.ndarray:

@@ -69,3 +69,11 @@ def _regular(stamps: pd.Series) -> bool:
         return bool((steps == steps.mode().iloc[0]).mean() >= 0.8)
     # monthly and longer: the same day of the month on (nearly) every stamp
     return bool((unique.day == pd.Series(unique.day).mode().iloc[0]).mean() >= 0.9)
+
+
+def all_midnight(stamps: pd.Series) -> bool:
+    """Whether every (non-missing) stamp is 00:00:00 on the clock it was written on: calendar dates, kept
+    as their day wherever an offset came with them (2024-01-01T00:00+02:00 is 1 January, not the evening
+    before in UTC); at ingest (``store.validate``) and in a request alike."""
+    stamps = stamps.dropna()
+    return bool(len(stamps)) and bool((stamps == stamps.dt.normalize()).all())

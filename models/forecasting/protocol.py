@@ -22,7 +22,7 @@ from pandas.tseries.frequencies import to_offset
 from pandas.tseries.offsets import Day, Tick, Week
 
 from models.columns import ALIASES
-from models.forecasting.dates import AmbiguousDates, day_first, numeric_format
+from models.forecasting.dates import AmbiguousDates, all_midnight, day_first, numeric_format
 from models.metrics import MEDIAN, QUANTILES
 
 QUANTILE_COLUMNS = [f"{q:.1f}" for q in QUANTILES]
@@ -38,6 +38,7 @@ def point_forecasts(quantiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return quantiles.mean(axis=-1), quantiles[..., MEDIAN]
 
 
+_OFFSET = r"(?:Z|[+-]\d\d:?\d\d)$"  # a timestamp's UTC offset, at its end
 MAX_DEPTH = 64  # JSON nesting a request may have; deeper ones are refused before any work
 
 
@@ -191,7 +192,7 @@ def _stamps(frame: pd.DataFrame) -> pd.Series:
             raise ValueError(f"column 'ds' has numbers that are not integer steps (whole numbers up to {MAX_STEP})")
         return ds.astype("int64")
     text = ds.astype(str).str.strip()
-    aware = text.str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True)
+    aware = text.str.contains(_OFFSET, regex=True)
     if aware.any() and not aware.all():
         raise ValueError("column 'ds' mixes timestamps with and without a UTC offset; send one kind")
     try:
@@ -215,6 +216,11 @@ def _stamps(frame: pd.DataFrame) -> pd.Series:
                 stamps = pd.to_datetime(text, errors="coerce")
     except (ValueError, TypeError, OverflowError):
         stamps = None
+    if (stamps is None or not pd.api.types.is_datetime64_any_dtype(stamps)) and aware.all():
+        # offsets that change (a daylight-saving change) on midnights: dates, read on their own calendar
+        wall = pd.to_datetime(text.str.replace(_OFFSET, "", regex=True), errors="coerce", format="ISO8601")
+        if wall.notna().all() and all_midnight(wall):
+            return wall
     if stamps is None or not pd.api.types.is_datetime64_any_dtype(stamps):
         raise ValueError("column 'ds' mixes time zones (UTC offsets); send one offset per request")
     if stamps.isna().any():

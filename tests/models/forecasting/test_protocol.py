@@ -246,3 +246,21 @@ def test_a_series_never_below_zero_gets_no_negative_quantile():
     assert out[0].tolist() == [[0.0, 0.5, 3.0]]  # counts: floored, order kept
     assert (out[1:] == q[1:]).all()  # a negative value seen, or nothing seen: as forecast
     assert q[0, 0, 0] == -2.0  # the caller's array is left alone
+
+
+def test_daily_midnights_across_a_daylight_saving_change_are_dates_and_instants_still_need_one_offset():
+    from models.forecasting.protocol import on_grid_with_futures, parse_context
+
+    def frame(stamps):
+        return pd.DataFrame(
+            {"unique_id": "a", "ds": [t.isoformat() for t in stamps], "y": np.arange(float(len(stamps)))}
+        )
+
+    paris = pd.date_range("2024-03-20", periods=20, freq="D", tz="Europe/Paris")  # +01:00, then +02:00
+    ids, values, stamps = parse_context(frame(paris))
+    assert stamps[0].iloc[-1] == pd.Timestamp("2024-04-08")  # as ingest reads them: calendar dates
+    assert on_grid_with_futures(ids, values, stamps, 2, "D")[1] == [
+        [pd.Timestamp("2024-04-09"), pd.Timestamp("2024-04-10")]
+    ]
+    with pytest.raises(ValueError, match="one offset per request"):  # noon across the change: instants
+        parse_context(frame(paris + pd.Timedelta(hours=12)))
