@@ -23,7 +23,7 @@ import pandas as pd
 
 from infra.errors import InputError
 from models.columns import ALIASES, COLUMNS
-from models.forecasting.dates import AmbiguousDates, all_midnight, day_first, numeric_format
+from models.forecasting.dates import AmbiguousDates, all_midnight, day_first, numeric_format, period_labels
 from models.forecasting.outliers import EXTREME, extreme
 from store.frequency import infer_freq, off_grid
 
@@ -196,8 +196,11 @@ def _parse_ds(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "could not infer format" chatter
             month_year = _month_year(text[cand])
+            labels = period_labels(text[cand]) if month_year is None else None
             if month_year is not None:
                 parsed = month_year
+            elif labels is not None:  # 2010 Q1, 2020M01, 2024-W01
+                parsed = labels.dt.tz_localize("UTC")
             elif dayfirst is None:
                 parsed = pd.to_datetime(text[cand], errors="coerce", utc=True)
             else:  # numeric dates in the order their values allow: one format for the whole column (fast)

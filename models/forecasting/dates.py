@@ -77,3 +77,32 @@ def all_midnight(stamps: pd.Series) -> bool:
     before in UTC); at ingest (``store.validate``) and in a request alike."""
     stamps = stamps.dropna()
     return bool(len(stamps)) and bool((stamps == stamps.dt.normalize()).all())
+
+
+_QUARTER_YEAR_FIRST = re.compile(r"^(\d{4})\s*[-_/ ]?\s*[Qq]([1-4])$")  # 2010 Q1 (tsibble's yearquarter), 2010-Q1
+_QUARTER_FIRST = re.compile(r"^[Qq]([1-4])\s*[-_/ ]?\s*(\d{4})$")  # Q1 2010, Q1-2010
+_YEAR_M_MONTH = re.compile(r"^(\d{4})\s*[Mm](\d{1,2})$")  # 2020M01 (statistics offices' monthly periods)
+_ISO_WEEK = re.compile(r"^(\d{4})\s*-?\s*W(\d{1,2})$", re.IGNORECASE)  # 2024-W01, 2024 W01 (tsibble's yearweek)
+
+
+def period_labels(text: pd.Series) -> pd.Series | None:
+    """A column written as period labels that pandas does not read: quarters as ``2010 Q1`` or ``Q1 2010``
+    (quarter starts), months as ``2020M01`` (month starts), ISO weeks as ``2024-W01`` (their Mondays);
+    None where any value is not one kind of label. Naive timestamps (no offset)."""
+    text = text.astype(str).str.strip()
+    if not len(text):
+        return None
+    for pattern, build in (
+        (_QUARTER_YEAR_FIRST, lambda m: m[0] + "-" + (3 * m[1].astype(int) - 2).astype(str) + "-01"),
+        (_QUARTER_FIRST, lambda m: m[1] + "-" + (3 * m[0].astype(int) - 2).astype(str) + "-01"),
+        (_YEAR_M_MONTH, lambda m: m[0] + "-" + m[1] + "-01"),
+    ):
+        found = text.str.extract(pattern)
+        if found.notna().all(axis=None):
+            parsed = pd.to_datetime(build(found), errors="coerce", format="%Y-%m-%d")
+            return parsed if parsed.notna().all() else None
+    found = text.str.extract(_ISO_WEEK)
+    if found.notna().all(axis=None):
+        parsed = pd.to_datetime(found[0] + "-W" + found[1].str.zfill(2) + "-1", errors="coerce", format="%G-W%V-%u")
+        return parsed if parsed.notna().all() else None
+    return None

@@ -22,7 +22,7 @@ from pandas.tseries.frequencies import to_offset
 from pandas.tseries.offsets import Day, Tick, Week
 
 from models.columns import ALIASES
-from models.forecasting.dates import AmbiguousDates, all_midnight, day_first, numeric_format
+from models.forecasting.dates import AmbiguousDates, all_midnight, day_first, numeric_format, period_labels
 from models.metrics import MEDIAN, QUANTILES
 
 QUANTILE_COLUMNS = [f"{q:.1f}" for q in QUANTILES]
@@ -195,6 +195,9 @@ def _stamps(frame: pd.DataFrame) -> pd.Series:
     aware = text.str.contains(_OFFSET, regex=True)
     if aware.any() and not aware.all():
         raise ValueError("column 'ds' mixes timestamps with and without a UTC offset; send one kind")
+    labels = None if aware.any() else period_labels(text)  # 2010 Q1, 2020M01, 2024-W01, as ingest reads them
+    if labels is not None:
+        return labels
     try:
         order = None if aware.all() else day_first(text)  # 01/02/2020: the order ingest reads it in
     except AmbiguousDates as e:

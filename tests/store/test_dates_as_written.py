@@ -208,3 +208,33 @@ def test_spreadsheet_serial_days_are_flagged_as_steps_and_read_as_dates_when_ask
     # ordinary steps say nothing
     steps = "unique_id,ds,y\n" + "\n".join(f"a,{i},{i}" for i in range(60)) + "\n"
     assert "WARNING" not in ingest_summary(ingest_to_store(str(write_file("s.csv", steps)), "steps", 7, 8, tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("labels", "freq", "first"),
+    [
+        (
+            [f"{y} Q{q}" for y in range(2015, 2021) for q in range(1, 5)],
+            "QS-JAN",
+            "2015-01-01",
+        ),  # tsibble's yearquarter
+        ([f"Q{q} {y}" for y in range(2015, 2021) for q in range(1, 5)], "QS-JAN", "2015-01-01"),
+        ([f"{y}M{m:02d}" for y in range(2019, 2021) for m in range(1, 13)], "MS", "2019-01-01"),  # statistics offices
+        (  # ISO weeks across 2020's week 53, each its Monday
+            [
+                f"{d.isocalendar()[0]}-W{d.isocalendar()[1]:02d}"
+                for d in pd.date_range("2020-10-05", periods=20, freq="W-MON")
+            ],
+            "W-MON",
+            "2020-10-05",
+        ),
+    ],
+)
+def test_period_labels_are_their_periods_at_ingest_and_in_a_request(write_file, tmp_path, labels, freq, first):
+    from models.forecasting.protocol import parse_context
+
+    text = "unique_id,ds,y\n" + "\n".join(f"a,{label},{i}" for i, label in enumerate(labels)) + "\n"
+    frame, meta = read_store(ingest_to_store(str(write_file("periods.csv", text)), "periods", 2, 8, tmp_path))
+    assert meta["freq"] == freq and frame["ds"].iloc[0] == pd.Timestamp(first)
+    request = pd.DataFrame({"unique_id": "a", "ds": labels, "y": range(len(labels))})
+    assert parse_context(request)[2][0].iloc[0] == pd.Timestamp(first)
