@@ -92,14 +92,16 @@ def period_labels(text: pd.Series) -> pd.Series | None:
     text = text.astype(str).str.strip()
     if not len(text):
         return None
-    for pattern, build in (
-        (_QUARTER_YEAR_FIRST, lambda m: m[0] + "-" + (3 * m[1].astype(int) - 2).astype(str) + "-01"),
-        (_QUARTER_FIRST, lambda m: m[1] + "-" + (3 * m[0].astype(int) - 2).astype(str) + "-01"),
-        (_YEAR_M_MONTH, lambda m: m[0] + "-" + m[1] + "-01"),
+    # (pattern, group of the year, group of the period, months per period)
+    for pattern, year, period, months in (
+        (_QUARTER_YEAR_FIRST, 0, 1, 3),
+        (_QUARTER_FIRST, 1, 0, 3),
+        (_YEAR_M_MONTH, 0, 1, 1),
     ):
         found = text.str.extract(pattern)
         if found.notna().all(axis=None):
-            parsed = pd.to_datetime(build(found), errors="coerce", format="%Y-%m-%d")
+            month = (months * found[period].astype(int) - months + 1).astype(str)
+            parsed = pd.to_datetime(found[year] + "-" + month + "-01", errors="coerce", format="%Y-%m-%d")
             return parsed if parsed.notna().all() else None
     found = text.str.extract(_ISO_WEEK)
     if found.notna().all(axis=None):
