@@ -80,8 +80,8 @@ DateFormat = Annotated[
     Field(
         description="strftime codes the ds column is written in, e.g. %d.%m.%Y, "
         "where tsfm cannot tell day from month; excel (or excel1904) for spreadsheet serial "
-        "day numbers such as 43831; None: ISO dates, numeric dates in the order their values "
-        "allow, YYYYMMDD"
+        "day numbers such as 43831; unix (or unix_ms) for Unix time; None: ISO dates, numeric "
+        "dates in the order their values allow, YYYYMMDD, period labels (2010 Q1, 2024-W01)"
     ),
 ]
 

@@ -39,8 +39,20 @@ COMPACT_DATE = "%Y%m%d"  # 20240131 as an integer or text: a date, not a step
 # --date-format for spreadsheet serial day numbers: the day each system counts from. Excel on Windows
 # (and most exports) counts 1 as 1900-01-01, with a 29 February 1900 that never was, so from March 1900
 # on serial n is 1899-12-30 + n days; Excel's 1904 system (old Mac workbooks) counts from 1904-01-01.
-EXCEL_EPOCHS = {"excel": "1899-12-30", "excel1904": "1904-01-01"}
-EXCEL_LIKELY = (25569, 73050)  # serials of 1970-01-01 and 2099-12-31 (1900 system): integer steps there look like dates
+# --date-format for numbers that count time from an epoch: (epoch, seconds per unit, the range of values
+# read: 1 March 1900 to the year 9999 for serial days; any instant pandas holds for Unix time)
+COUNTED = {
+    "excel": ("1899-12-30", 86400.0, (61, 2_958_466)),
+    "excel1904": ("1904-01-01", 86400.0, (0, 2_957_003)),
+    "unix": ("1970-01-01", 1.0, (-9.2e9, 9.2e9)),
+    "unix_ms": ("1970-01-01", 0.001, (-9.2e12, 9.2e12)),
+}
+# integer steps all in one of these ranges look like dates written as numbers: (low, high, the format, what)
+LOOKS_COUNTED = (
+    (25_569, 73_050, "excel", "spreadsheet serial days"),  # 1970-01-01 .. 2099-12-31 in Excel's 1900 system
+    (946_684_800, 4_102_444_800, "unix", "Unix time in seconds"),  # 2000-01-01 .. 2100-01-01
+    (946_684_800_000, 4_102_444_800_000, "unix_ms", "Unix time in milliseconds"),
+)
 
 
 class IngestError(InputError):
@@ -132,8 +144,8 @@ def _parse_ds(
     codes) reads every value with it; without it, numeric dates take the order of day and month
     that their values allow (``_day_first``) and 8-digit integers that are all valid dates
     (20240131) are dates."""
-    if date_format in EXCEL_EPOCHS:
-        return _parse_serial_days(s, EXCEL_EPOCHS[date_format])
+    if date_format in COUNTED:
+        return _parse_counted(s, *COUNTED[date_format])
     if date_format:
         return _parse_with_format(s, name, date_format)
     n = len(s)
@@ -325,32 +337,44 @@ def _parse_with_format(
     return kind, np.zeros(n, dtype=np.int64), stamps, np.full(n, "", dtype=object), None
 
 
-def _parse_serial_days(s: pd.Series, epoch: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str | None]:
-    """Spreadsheet serial day numbers (a fraction is the time of day) counted from ``epoch``; anything
-    else is unparsable (quarantined)."""
+def _parse_counted(
+    s: pd.Series, epoch: str, unit_s: float, valid: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str | None]:
+    """Numbers counting ``unit_s`` seconds from ``epoch`` (serial days: a fraction is the time of day);
+    anything else, or outside ``valid``, is unparsable (quarantined)."""
     n = len(s)
-    days = pd.to_numeric(s, errors="coerce").astype("float64").to_numpy()
-    ok = np.isfinite(days) & (days >= 61) & (days < 2_958_466)  # from 1 March 1900 to the year 9999
+    units = pd.to_numeric(s, errors="coerce").astype("float64").to_numpy()
+    ok = np.isfinite(units) & (units >= valid[0]) & (units < valid[1])
     kind = np.where(ok, "ts", "").astype(object)
     stamps = np.full(n, np.datetime64("NaT"), dtype="datetime64[ns]")
-    # whole seconds: 0.1 days is not exact in binary, and a stamp 1 ns off a grid lies off it
-    seconds = np.round(days[ok] * 86400).astype(np.int64)
-    stamps[ok] = (pd.Timestamp(epoch) + pd.to_timedelta(seconds, unit="s")).to_numpy(dtype="datetime64[ns]")
+    # whole seconds (milliseconds for Unix time in ms): 0.1 days is not exact in binary, and a serial day
+    # written with 6 decimals is 30 ms off the hour; a stamp 1 ns off a grid lies off it
+    tick = 1.0 if unit_s >= 1 else 0.001
+    ticks = np.round(units[ok] * unit_s / tick).astype(np.int64)
+    stamps[ok] = (pd.Timestamp(epoch) + pd.to_timedelta(ticks, unit="s" if tick == 1.0 else "ms")).to_numpy(
+        dtype="datetime64[ns]"
+    )
     return kind, np.zeros(n, dtype=np.int64), stamps, np.full(n, "", dtype=object), None
 
 
-def excel_serials_note(steps: pd.Series) -> str | None:
-    """A warning where integer steps are all in the range of spreadsheet serial days of 1970-2099
-    (43831 is 2020-01-01): most likely dates an export wrote as numbers, stored as steps instead."""
-    if len(steps) < 2 or not steps.between(*EXCEL_LIKELY).all():
+def counted_dates_note(steps: pd.Series) -> str | None:
+    """A warning where integer steps all lie where dates written as numbers do (spreadsheet serial days of
+    1970-2099, Unix time of 2000-2099): most likely dates an export wrote as numbers, stored as steps."""
+    if len(steps) < 2:
         return None
-    first = int(steps.min())
-    as_date = (pd.Timestamp(EXCEL_EPOCHS["excel"]) + pd.Timedelta(days=first)).date()
-    return (
-        f"ds holds integers from {first} to {int(steps.max())}, stored as integer steps; if they are spreadsheet "
-        f"serial days ({first} is {as_date} in Excel's usual 1900 system), ingest again with --date-format excel "
-        "(or excel1904 for a workbook in the 1904 system)"
-    )
+    for low, high, fmt, what in LOOKS_COUNTED:
+        if steps.between(low, high).all():
+            first = int(steps.min())
+            epoch, unit_s, _ = COUNTED[fmt]
+            as_date = pd.Timestamp(epoch) + pd.Timedelta(seconds=first * unit_s)
+            shown = as_date.date() if fmt == "excel" else as_date.isoformat(sep=" ") + " UTC"
+            extra = " (or excel1904 for a workbook in the 1904 system)" if fmt == "excel" else ""
+            system = " in Excel's usual 1900 system" if fmt == "excel" else ""
+            return (
+                f"ds holds integers from {first} to {int(steps.max())}, stored as integer steps; if they are "
+                f"{what} ({first} is {shown}{system}), ingest again with --date-format {fmt}{extra}"
+            )
+    return None
 
 
 def extreme_values_note(good: pd.DataFrame) -> str | None:
@@ -639,7 +663,7 @@ def validate_frame(
     )
     quarantine = quarantine.astype({"row": "int64"}).sort_values(["file", "row"], kind="stable").reset_index(drop=True)
     notes = tuple(
-        n for n in (excel_serials_note(good["ds"]) if ds_kind == "integer" else None, extreme_values_note(good)) if n
+        n for n in (counted_dates_note(good["ds"]) if ds_kind == "integer" else None, extreme_values_note(good)) if n
     )
     return ValidationResult(
         good=good,

@@ -238,3 +238,19 @@ def test_period_labels_are_their_periods_at_ingest_and_in_a_request(write_file, 
     assert meta["freq"] == freq and frame["ds"].iloc[0] == pd.Timestamp(first)
     request = pd.DataFrame({"unique_id": "a", "ds": labels, "y": range(len(labels))})
     assert parse_context(request)[2][0].iloc[0] == pd.Timestamp(first)
+
+
+def test_unix_time_is_flagged_as_steps_and_read_as_utc_when_asked(write_file, tmp_path):
+    from reports.summary import ingest_summary
+
+    start = int(pd.Timestamp("2024-01-01").timestamp())
+    for unit, scale in (("unix", 1), ("unix_ms", 1000)):
+        text = "unique_id,ds,y\n" + "\n".join(f"a,{(start + 3600 * i) * scale},{i % 24}" for i in range(72)) + "\n"
+        path = write_file(f"{unit}.csv", text)
+        summary = ingest_summary(ingest_to_store(str(path), unit, 24, 8, tmp_path))
+        assert "WARNING" in summary and f"--date-format {unit}" in summary and "2024-01-01 00:00:00 UTC" in summary
+        frame, meta = read_store(ingest_to_store(str(path), unit, 24, 8, tmp_path, date_format=unit))
+        assert meta["freq"] == "h" and meta["season_length"] == 24
+        assert frame["ds"].iloc[0] == pd.Timestamp("2024-01-01") and frame["ds"].iloc[-1] == pd.Timestamp(
+            "2024-01-03 23:00"
+        )
