@@ -37,10 +37,7 @@ def day_first(text: pd.Series) -> bool | None:
         return day_first_ok
     if not day_first_ok:
         raise AmbiguousDates(example, sep, mixed=True)
-    regular = {
-        order: _regular(pd.to_datetime(text[found], errors="coerce", format=numeric_format(text[found], order)))
-        for order in (True, False)
-    }
+    regular = {order: _regular(_read(text[found], order)) for order in (True, False)}
     if regular[True] != regular[False]:
         return regular[True]
     raise AmbiguousDates(example, sep, mixed=False)
@@ -55,6 +52,17 @@ def numeric_format(text: pd.Series, dayfirst: bool) -> str:
     return f"%d{sep}%m{sep}{year}" if dayfirst else f"%m{sep}%d{sep}{year}"
 
 
+def _read(text: pd.Series, dayfirst: bool) -> pd.Series:
+    """Numeric dates in one order; with their time of day where they have one (01-02-2024 13:00), so that
+    hourly data spanning a few days are judged by their hours."""
+    stamps = pd.to_datetime(text, errors="coerce", format=numeric_format(text, dayfirst))
+    if stamps.isna().any():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "parsing dates in %d/%m/%Y format when dayfirst=False" chatter
+            stamps = stamps.fillna(pd.to_datetime(text, errors="coerce", format="mixed", dayfirst=dayfirst))
+    return stamps
+
+
 def _regular(stamps: pd.Series) -> bool:
     """The distinct stamps lie on one pandas frequency (gaps allowed: most steps are that frequency)."""
     unique = pd.DatetimeIndex(stamps.dropna().unique()).sort_values()
@@ -65,8 +73,10 @@ def _regular(stamps: pd.Series) -> bool:
         if pd.infer_freq(unique) is not None:
             return True
     steps = pd.Series(unique[1:] - unique[:-1])
-    if steps.max() <= pd.Timedelta(days=1):  # daily and sub-daily: one step size most of the time
-        return bool((steps == steps.mode().iloc[0]).mean() >= 0.8)
+    step = steps.mode().iloc[0]
+    if step <= pd.Timedelta(days=1):  # daily and sub-daily: one step size most of the time, few slots empty
+        slots = (unique[-1] - unique[0]) / step + 1  # a month-first reading of hourly day-first data leaves a
+        return bool((steps == step).mean() >= 0.8 and len(unique) >= 0.8 * slots)  # month of empty hours
     # monthly and longer: the same day of the month on (nearly) every stamp
     return bool((unique.day == pd.Series(unique.day).mode().iloc[0]).mean() >= 0.9)
 

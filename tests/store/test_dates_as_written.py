@@ -254,3 +254,13 @@ def test_unix_time_is_flagged_as_steps_and_read_as_utc_when_asked(write_file, tm
         assert frame["ds"].iloc[0] == pd.Timestamp("2024-01-01") and frame["ds"].iloc[-1] == pd.Timestamp(
             "2024-01-03 23:00"
         )
+
+
+@pytest.mark.parametrize("fmt", ["%d-%m-%Y %H:%M", "%m-%d-%Y %H:%M"])
+def test_hourly_numeric_dates_of_a_few_days_take_the_order_their_hours_allow(write_file, tmp_path, fmt):
+    """40 hours from 1 January: both orders fit every value, but only one reading is an hourly series
+    (the other leaves a month of empty hours); it was refused as ambiguous."""
+    hours = pd.date_range("2024-01-01", periods=40, freq="h")
+    text = "unique_id,ds,y\n" + "\n".join(f"a,{t.strftime(fmt)},{i}" for i, t in enumerate(hours)) + "\n"
+    frame, meta = read_store(ingest_to_store(str(write_file("hours.csv", text)), "hours", 4, 8, tmp_path))
+    assert meta["freq"] == "h" and frame["ds"].iloc[-1] == hours[-1]
