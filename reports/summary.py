@@ -173,8 +173,9 @@ def ingest_summary(store_dir: str | Path) -> str:
         if before.get("freq") != meta.get("freq"):
             lines.append(
                 f"WARNING: the frequency changed from {before.get('freq') or 'integer steps'} to "
-                f"{meta.get('freq') or 'integer steps'}: the domain's models were fitted on the old one; "
-                f"onboard it again (tsfm onboard --domain {meta['domain']}) before forecasting"
+                f"{meta.get('freq') or 'integer steps'}: a champion fitted on the old one (if the domain has "
+                f"one) no longer applies, and tsfm forecast refuses it; onboard the domain again (tsfm onboard "
+                f"--domain {meta['domain']})"
             )
     if meta["rows_quarantined"]:
         path = Path(store_dir) / QUARANTINE_FILE
