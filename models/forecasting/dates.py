@@ -100,7 +100,8 @@ def period_labels(text: pd.Series) -> pd.Series | None:
     (quarter starts), months as ``2020M01`` (month starts), ISO weeks as ``2024-W01`` (their Mondays);
     None where any value is not one kind of label. Naive timestamps (no offset)."""
     text = text.astype(str).str.strip()
-    if not len(text):
+    patterns = (_QUARTER_YEAR_FIRST, _QUARTER_FIRST, _YEAR_M_MONTH, _ISO_WEEK)
+    if not len(text) or not any(p.match(text.iloc[0]) for p in patterns):  # the usual case, at the cost of one value
         return None
     # (pattern, group of the year, group of the period, months per period)
     for pattern, year, period, months in (
