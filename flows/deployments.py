@@ -129,6 +129,8 @@ def build_deployments(settings: Settings) -> list:
             update={
                 "domain": domain,
                 "source": spec.source if spec else None,
+                "columns": spec.columns if spec else {},
+                "date_format": spec.date_format if spec else None,
                 "horizon": default_horizon(domain, settings, spec),
             }
         )

@@ -28,7 +28,15 @@ def onboard_domain_flow(params: OnboardParams, backbone: str = DEFAULT_BACKBONE,
     store = str(settings.store_dir(params.domain))
     if params.source:
         # the ingest flow, so a source given here is validated and logged like any other
-        store = ingest_flow(IngestParams(source=params.source, domain=params.domain, horizon=params.horizon))
+        store = ingest_flow(
+            IngestParams(
+                source=params.source,
+                domain=params.domain,
+                horizon=params.horizon,
+                columns=params.columns,
+                date_format=params.date_format,
+            )
+        )
     for ingest in missing_ingests([params.domain], settings):  # declared or remembered, not ingested yet
         store = ingest_flow(ingest)
     backbone = ensure_backbone_task(settings, backbone)  # a fresh clone registers the shipped one here

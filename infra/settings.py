@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -86,6 +86,26 @@ DateFormat = Annotated[
 ]
 
 
+def _canonical_targets(v: dict[str, str]) -> dict[str, str]:
+    bad = sorted(set(v.values()) - {"unique_id", "ds", "y"})
+    if bad:
+        raise ValueError(f"columns map source names to unique_id, ds or y; got {bad}")
+    if len(set(v.values())) < len(v):
+        raise ValueError("columns maps two source columns to the same name")
+    return v
+
+
+# a source's own column names: one type for ingest, a `sources` entry, onboarding and a batch of another source
+Columns = Annotated[
+    dict[str, str],
+    Field(
+        description="the source's column names for unique_id, "
+        "ds and y where they differ, e.g. {date: ds, value: y, series: unique_id}"
+    ),
+    AfterValidator(_canonical_targets),
+]
+
+
 class IngestParams(Section):
     source: str = Field(..., description="local path, s3://bucket/key, builtin:<name> or synthetic:kernelsynth")
     domain: str = Field(..., pattern=DOMAIN_PATTERN)
@@ -102,22 +122,8 @@ class IngestParams(Section):
         description="minimum train points per series on top of 2*horizon (at least 2: "
         "one point of context and one of future for the memory adapter's datastore)",
     )
-    columns: dict[str, str] = Field(
-        default_factory=dict,
-        description="the source's column names for unique_id, "
-        "ds and y where they differ, e.g. {date: ds, value: y, series: unique_id}",
-    )
+    columns: Columns = Field(default_factory=dict)
     date_format: DateFormat = None
-
-    @field_validator("columns")
-    @classmethod
-    def _canonical_targets(cls, v: dict[str, str]) -> dict[str, str]:
-        bad = sorted(set(v.values()) - {"unique_id", "ds", "y"})
-        if bad:
-            raise ValueError(f"columns map source names to unique_id, ds or y; got {bad}")
-        if len(set(v.values())) < len(v):
-            raise ValueError("columns maps two source columns to the same name")
-        return v
 
 
 class SourceSpec(Section):
@@ -126,6 +132,9 @@ class SourceSpec(Section):
     source: str
     horizon: int = Field(DEFAULT_HORIZON, ge=1, le=1024, description="test (and validation) points per series")
     min_train: int = Field(8, ge=2)
+    # how to read it, so that every scheduled re-ingest reads it as the first one did
+    columns: Columns = Field(default_factory=dict)
+    date_format: DateFormat = None
 
 
 def _default_sources() -> dict[str, SourceSpec]:
@@ -185,6 +194,8 @@ class OnboardTarget(Section):
         le=1024,
         description="test (and validation) points per series, where the source has no per-series horizons",
     )
+    columns: Columns = Field(default_factory=dict)  # how to read the source, as for ingest
+    date_format: DateFormat = None
     season_length: int | None = Field(
         None,
         ge=1,
@@ -315,10 +326,7 @@ class ForecastParams(Section):
         description="forecast this source's series instead of the domain's latest "
         "store: local path, s3://bucket/key or builtin:<name> (rows validated as on ingest)",
     )
-    columns: dict[str, str] = Field(
-        default_factory=dict,
-        description="the source's column names for unique_id, ds and y where they differ (as for ingest)",
-    )
+    columns: Columns = Field(default_factory=dict)
     date_format: DateFormat = None
     output: str | None = Field(
         None, description="dataset root, local folder or s3://bucket/prefix; None = <data_dir>/forecasts/<domain>"

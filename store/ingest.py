@@ -91,6 +91,8 @@ def ingest_to_store(
         meta = {
             "domain": domain,
             "source": source,
+            "columns": columns or {},  # how it was read: a scheduled re-ingest reads it the same way
+            "date_format": date_format,
             # with per-series horizons: the longest of them (what models must forecast)
             "horizon": int(per_series["horizon"].max()) if per_series is not None and len(per_series) else horizon,
             "series_horizons": per_series is not None,

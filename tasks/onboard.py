@@ -80,7 +80,8 @@ def code_version(stage: str) -> str:
 
 
 def _params_key(params: OnboardParams) -> dict:
-    return params.model_dump(mode="json", exclude={"source"})  # the data md5 stands for the source
+    # the data md5 stands for the source and how it was read
+    return params.model_dump(mode="json", exclude={"source", "columns", "date_format"})
 
 
 def adapt_dir(params: OnboardParams, store_dir: str | Path, backbone_uri: str, settings: Settings) -> Path:
@@ -181,6 +182,8 @@ def _adapt_once(
         "freq": meta.get("freq"),
         "store": str(store_dir),
         "source": meta.get("source"),
+        "columns": meta.get("columns") or {},
+        "date_format": meta.get("date_format"),
         "per_series_horizons": params.series_horizons and read_series_meta(store_dir) is not None,
         "season": describe_seasons(store_dir, params.season_length, params.series_horizons),
         "seconds": time.perf_counter() - started,

@@ -4,6 +4,7 @@ and onboarding flows, the deployments and the CLI all ask here."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from infra.errors import NotFoundError
@@ -27,7 +28,9 @@ def _remembered(facts: dict, settings: Settings) -> KnownSource | None:
         return None
     horizon = int(facts["horizon"]) if str(facts.get("horizon", "")).isdigit() else settings.onboard.horizon
     season = int(facts["season_length"]) if str(facts.get("season_length", "")).isdigit() else None
-    return KnownSource(SourceSpec(source=facts["source"], horizon=horizon), False, season)
+    columns = json.loads(facts.get("columns") or "{}")  # how it was read when onboarded
+    spec = SourceSpec(source=facts["source"], horizon=horizon, columns=columns, date_format=facts.get("date_format"))
+    return KnownSource(spec, False, season)
 
 
 def known_sources(settings: Settings) -> dict[str, KnownSource]:
@@ -53,14 +56,14 @@ def missing_ingests(domains: list[str], settings: Settings) -> list[IngestParams
             continue
         spec = settings.sources.get(domain)
         if spec is not None:
-            todo.append(IngestParams(domain=domain, source=spec.source, horizon=spec.horizon, min_train=spec.min_train))
+            todo.append(IngestParams(domain=domain, **spec.model_dump()))
             continue
         if remembered is None:
             registry.configure(settings)
             remembered = registry.remembered_domains()
         known = _remembered(remembered.get(domain, {}), settings)
         if known is not None:
-            todo.append(IngestParams(domain=domain, source=known.spec.source, horizon=known.spec.horizon))
+            todo.append(IngestParams(domain=domain, **known.spec.model_dump(exclude={"min_train"})))
         else:
             unknown.append(domain)
     if unknown:

@@ -6,6 +6,7 @@ resumed run) it reuses the run and the versions, found by the result's id."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -96,6 +97,9 @@ def register_onboarding(
         registry.set_alias(name, "challenger", versions[challenger])
         facts = {
             "source": portable_source(params.source or prov.get("source")),
+            # how to read it, so that a scheduled re-ingest reads it as this one did
+            "columns": json.dumps(params.columns or prov.get("columns") or {}, sort_keys=True),
+            "date_format": params.date_format or prov.get("date_format"),
             "horizon": params.horizon,
             "freq": prov.get("freq"),
             "season_length": params.season_length,

@@ -121,7 +121,8 @@ def git_commit() -> str:
 
 RESULT_ID_TAG = "tsfm_result_id"  # stable id of the result a run / model version was made from
 FORECASTER_PREFIX = "forecaster-"  # forecaster-<domain>: the one model per domain that holds the aliases
-DOMAIN_TAGS = ("source", "horizon", "freq", "season_length", "season")  # what a domain is remembered by
+# what a domain is remembered by (columns as JSON)
+DOMAIN_TAGS = ("source", "columns", "date_format", "horizon", "freq", "season_length", "season")
 
 
 def forecaster_name(domain: str) -> str:

@@ -263,6 +263,10 @@ def onboard(
     horizon: int = typer.Option(
         None, help=_described("onboard", "horizon", f"the domain's `sources` entry, else {S.onboard.horizon}")
     ),
+    columns: str = typer.Option(
+        None, help="with --source: the file's names for unique_id, ds and y, e.g. date=ds,value=y,series=unique_id"
+    ),
+    date_format: str = typer.Option(None, help="with --source: " + _help("IngestParams", "date_format")),
     season_length: int = typer.Option(
         None, help=_described("onboard", "season_length", S.onboard.season_length or "from the data")
     ),
@@ -312,6 +316,8 @@ def onboard(
             "domain": domain,
             "source": source,
             "horizon": horizon,
+            "columns": _columns(columns),
+            "date_format": date_format,
             "season_length": season_length,
             "val_origins": val_origins,
             "context_length": context_length,
@@ -327,8 +333,10 @@ def onboard(
     if params.source:
         from store.sources import check_header
 
-        check_header(params.source)
+        check_header(params.source, params.columns)
     else:
+        if params.columns or params.date_format:
+            _fail("--columns and --date-format say how to read --source; without it the domain's store is used")
         from tracking.known_sources import missing_ingests
 
         missing_ingests([params.domain], settings)  # an unknown domain fails here, listing the known ones
