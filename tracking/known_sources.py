@@ -29,7 +29,8 @@ def _remembered(facts: dict, settings: Settings) -> KnownSource | None:
     horizon = int(facts["horizon"]) if str(facts.get("horizon", "")).isdigit() else settings.onboard.horizon
     season = int(facts["season_length"]) if str(facts.get("season_length", "")).isdigit() else None
     columns = json.loads(facts.get("columns") or "{}")  # how it was read when onboarded
-    spec = SourceSpec(source=facts["source"], horizon=horizon, columns=columns, date_format=facts.get("date_format"))
+    date_format = facts.get("date_format") or None  # "": read with the default rules
+    spec = SourceSpec(source=facts["source"], horizon=horizon, columns=columns, date_format=date_format)
     return KnownSource(spec, False, season)
 
 

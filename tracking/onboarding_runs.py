@@ -99,7 +99,8 @@ def register_onboarding(
             "source": portable_source(params.source or prov.get("source")),
             # how to read it, so that a scheduled re-ingest reads it as this one did
             "columns": json.dumps(params.columns or prov.get("columns") or {}, sort_keys=True),
-            "date_format": params.date_format or prov.get("date_format"),
+            # "" rather than None: a later onboarding without one must clear an earlier one's
+            "date_format": params.date_format or prov.get("date_format") or "",
             "horizon": params.horizon,
             "freq": prov.get("freq"),
             "season_length": params.season_length,

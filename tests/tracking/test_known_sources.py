@@ -47,3 +47,8 @@ def test_how_a_source_was_read_is_kept_from_ingest_to_the_deployments(write_file
     assert again == IngestParams(domain="book", source=str(path), horizon=4, columns=columns, date_format="excel")
     reread = ingest_to_store(again.source, "book", 4, 8, settings.paths.data_dir, again.columns, again.date_format)
     assert pd.read_parquet(reread / "series.parquet")["ds"].iloc[0] == pd.Timestamp("2020-01-01")
+
+    # onboarded again from a source read with the default rules: the earlier format is forgotten
+    registry.remember_domain("book", {"source": str(path), "columns": "{}", "date_format": "", "horizon": 4})
+    spec = known_sources(settings)["book"].spec
+    assert (spec.columns, spec.date_format) == ({}, None)
