@@ -24,7 +24,7 @@ import pandas as pd
 from infra.errors import InputError
 from models.columns import ALIASES, COLUMNS
 from models.forecasting.dates import AmbiguousDates, all_midnight, day_first, numeric_format, period_labels
-from models.forecasting.outliers import EXTREME, extreme
+from models.forecasting.outliers import EXTREME, extreme, typical_size
 from store.frequency import infer_freq, off_grid
 
 REQUIRED = COLUMNS
@@ -36,11 +36,10 @@ _INT_TEXT = re.compile(r"^[+-]?\d+$")
 MIN_CHANGED_SHARE = 0.5  # off-grid share of a series from its first off-grid stamp on: its spacing changed
 MAX_ABS = 1e30  # |y| beyond this: a series is set aside (float32 models overflow near 3.4e38)
 COMPACT_DATE = "%Y%m%d"  # 20240131 as an integer or text: a date, not a step
-# --date-format for spreadsheet serial day numbers: the day each system counts from. Excel on Windows
-# (and most exports) counts 1 as 1900-01-01, with a 29 February 1900 that never was, so from March 1900
-# on serial n is 1899-12-30 + n days; Excel's 1904 system (old Mac workbooks) counts from 1904-01-01.
-# --date-format for numbers that count time from an epoch: (epoch, seconds per unit, the range of values
-# read: 1 March 1900 to the year 9999 for serial days; any instant pandas holds for Unix time)
+# --date-format for numbers that count time from an epoch: (epoch, seconds per unit, the values read).
+# Excel on Windows (and most exports) counts 1 as 1900-01-01, with a 29 February 1900 that never was, so
+# from March 1900 on serial n is 1899-12-30 + n days; its 1904 system (old Mac workbooks) counts from
+# 1904-01-01. Serial days are read to the year 9999, Unix time over every instant pandas holds.
 COUNTED = {
     "excel": ("1899-12-30", 86400.0, (61, 2_958_466)),
     "excel1904": ("1904-01-01", 86400.0, (0, 2_957_003)),
@@ -140,10 +139,11 @@ def _parse_ds(
     Stamps with an offset (or a Parquet time zone) are converted to UTC, except where every one of
     them is midnight on its own clock: those are calendar dates (daily or coarser data), and a date
     is kept as written, not moved to the evening before (2024-01-01T00:00+02:00 is 1 January, not
-    2023-12-31 22:00). Naive ones are kept as written. A series mixing the two is refused by ``validate_frame``. ``date_format`` (strftime
-    codes) reads every value with it; without it, numeric dates take the order of day and month
-    that their values allow (``_day_first``) and 8-digit integers that are all valid dates
-    (20240131) are dates."""
+    2023-12-31 22:00). Naive ones are kept as written. A series mixing the two is refused by
+    ``validate_frame``. ``date_format`` (strftime codes, or a ``COUNTED`` epoch format) reads every
+    value with it; without it, numeric dates take the order of day and month that their values allow
+    (``_day_first``), 8-digit integers that are all valid dates (20240131) are dates, and so are
+    period labels (``period_labels``: 2010 Q1, 2024-W01)."""
     if date_format in COUNTED:
         return _parse_counted(s, *COUNTED[date_format])
     if date_format:
@@ -390,8 +390,7 @@ def extreme_values_note(good: pd.DataFrame) -> str | None:
         far = extreme(y[None, :])[0]
         if far.any():
             i = int(np.argmax(far))
-            typical = float(np.median(np.abs(y[(y != 0) & np.isfinite(y)])))
-            hits.append((str(uid), y[i], part["ds"].iloc[i], typical))
+            hits.append((str(uid), y[i], part["ds"].iloc[i], float(typical_size(y[None, :])[0, 0])))
     if not hits:
         return None
     uid, value, ds, typical = hits[0]

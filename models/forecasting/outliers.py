@@ -18,6 +18,14 @@ from jaxtyping import Bool, Float
 EXTREME = 500.0  # times a series' typical size (median non-zero magnitude) and spread (median absolute deviation)
 
 
+def typical_size(x: Float[np.ndarray, "n t"]) -> Float[np.ndarray, "n 1"]:
+    """Each row's typical size: the median of its non-zero magnitudes (NaN where it has none)."""
+    mag = np.abs(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a row with no non-zero value
+        return np.nanmedian(np.where(mag > 0, mag, np.nan), axis=1, keepdims=True)
+
+
 def extreme(x: Float[np.ndarray, "n t"]) -> Bool[np.ndarray, "n t"]:
     """Observed values over EXTREME times their row's typical size and, where it is not zero, its spread."""
     far = np.zeros(x.shape, bool)
@@ -31,7 +39,7 @@ def extreme(x: Float[np.ndarray, "n t"]) -> Bool[np.ndarray, "n t"]:
             return far
         x = x[rows]
         mag = np.abs(x)
-        typical = np.nanmedian(np.where(mag > 0, mag, np.nan), axis=1, keepdims=True)
+        typical = typical_size(x)
         median = np.nanmedian(x, axis=1, keepdims=True)
         spread = np.nanmedian(np.abs(x - median), axis=1, keepdims=True)
         with np.errstate(invalid="ignore"):
